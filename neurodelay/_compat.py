@@ -1,0 +1,90 @@
+"""In-process compatibility fixes for third-party packages on Python 3.11.
+
+Lava (lava-nc 0.10.0, lava-dl 0.6.0) has no release for Python 3.11 and is archived
+upstream. Two things stop it from importing here; both are fixed in memory at import
+time, without touching any file in site-packages:
+
+1. ``lava/magma/compiler/var_model.py`` declares dataclass fields whose default is a
+   dataclass *instance* (``x: ByteEncoder = ByteEncoder()``). Python 3.11 rejects an
+   unhashable default, so the module fails at import. We install a meta-path finder
+   that loads that one module from its source with those defaults rewritten to
+   ``field(default_factory=ByteEncoder)``.
+2. ``lava.lib.dl.slayer`` imports ``object_detection`` which needs torchvision; no
+   torchvision build fits torch 2.13 on CPU. We register an empty placeholder module
+   (object detection is not used by neurodelay).
+
+Call :func:`ensure_lava` before importing anything from ``lava``.
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import re
+import sys
+import types
+
+_VAR_MODEL = "lava.magma.compiler.var_model"
+_OBJ_DET = "lava.lib.dl.slayer.object_detection"
+_DEFAULT_INSTANCE = re.compile(r"^(\s+\w+\s*:\s*(\w+)\s*=\s*)\2\(\)\s*$", re.MULTILINE)
+
+
+class _PatchedSourceLoader(importlib.machinery.SourceFileLoader):
+    """Source loader that rewrites instance defaults to default_factory."""
+
+    def get_code(self, fullname):  # noqa: D102 - importlib API
+        source = self.get_data(self.path).decode("utf-8")
+        patched = _DEFAULT_INSTANCE.sub(
+            r"\1__import__('dataclasses').field(default_factory=\2)", source)
+        return compile(patched, self.path, "exec", dont_inherit=True)
+
+
+class _LavaFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != _VAR_MODEL:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.origin is None:
+            return None
+        loader = _PatchedSourceLoader(fullname, spec.origin)
+        return importlib.util.spec_from_file_location(fullname, spec.origin, loader=loader)
+
+
+_installed = False
+
+
+def ensure_lava() -> None:
+    """Make ``import lava...`` work on Python 3.11 (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    if _VAR_MODEL in sys.modules:  # imported before us: nothing we can do in place
+        _installed = True
+        return
+    sys.meta_path.insert(0, _LavaFinder())
+    if _OBJ_DET not in sys.modules:
+        placeholder = types.ModuleType(_OBJ_DET)
+        placeholder.__doc__ = "placeholder installed by neurodelay._compat (needs torchvision)"
+        sys.modules[_OBJ_DET] = placeholder
+    _installed = True
+
+
+def check_install() -> None:
+    """Import every heavy dependency once; raise a readable error if one is missing."""
+    problems = []
+    for mod in ("torch", "numpy", "h5py", "click", "nir", "DCLS.construct.modules",
+                "spikingjelly.activation_based.neuron"):
+        try:
+            __import__(mod)
+        except Exception as exc:  # pragma: no cover - reported to the user
+            problems.append(f"{mod}: {exc}")
+    try:
+        ensure_lava()
+        __import__("lava.magma.core.run_configs")
+        __import__("lava.proc.dense.process")
+        __import__("lava.lib.dl.netx")
+    except Exception as exc:  # pragma: no cover
+        problems.append(f"lava: {exc}")
+    if problems:
+        raise SystemExit("neurodelay install check failed:\n  " + "\n  ".join(problems))
+    print("neurodelay install check: torch, dcls, spikingjelly, lava-nc, lava-dl, nir OK")

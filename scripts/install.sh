@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment at .venv/ in the repo root.
+# Idempotent: a second run only checks that the pins are installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install -r requirements/lock.txt
+"${PIP[@]}" install --no-deps --ignore-requires-python -r requirements/nodeps.txt
+"${PIP[@]}" install --no-deps --no-build-isolation -e .
+.venv/bin/python -c "import neurodelay._compat as c; c.check_install()"
