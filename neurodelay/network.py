@@ -20,15 +20,55 @@ Every sample is simulated for the T steps it is given (callers pad with zeros).
 
 Integer semantics (Lava Loihi 2 ``fixed_pt`` CUBA LIF + Dense/DelayDense) are in
 :mod:`neurodelay.bitsim`; a QLayer holds exactly the fields Lava's processes take.
+
+File format (``save_network`` / ``load_network``): one HDF5 file, readable with h5py
+and numpy alone, no neurodelay needed::
+
+    /                       attrs:
+        format          = "neurodelay-network"
+        format_version  = 1                     (int; see SUPPORTED_VERSIONS)
+        kind            = "float" | "quantized"
+        n_layers        = int
+        dt              = float, seconds per time step
+        class_names     = JSON string: list of str (may be "[]")
+        meta            = JSON string: object (free-form provenance)
+        kind "float" only:      n_channels = int, channel_bin = int
+        kind "quantized" only:  target = str, input_scale = float
+    /layers/<k>             one group per layer, k = "0", "1", ... in order
+        attrs (both kinds):  kind = "lif" | "li", name = str
+        kind "float":
+            weight   dataset float32 (n_out, n_in)
+            delay    dataset int32   (n_out, n_in), time steps >= 0
+            bias     dataset float32 (n_out,)
+            attrs    decay, threshold (inf for "li"), reset      (floats)
+        kind "quantized":
+            weight     dataset int64 (n_out, n_in)   weight mantissas
+            delay      dataset int64 (n_out, n_in)
+            bias_mant  dataset int64 (n_out,)
+            attrs      weight_exp, num_weight_bits, bias_exp, du, dv (ints),
+                       scale (float), vth (int; ABSENT when vth is None: never spikes)
+
+Example without neurodelay::
+
+    import h5py, json
+    with h5py.File("net.h5") as f:
+        W0 = f["layers/0/weight"][()]; D0 = f["layers/0/delay"][()]
+        classes = json.loads(f.attrs["class_names"])
 """
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)         # format versions load_network reads
+FILE_FORMAT = "neurodelay-network"
 KINDS = ("lif", "li")
 
 
@@ -135,6 +175,40 @@ class Network:
     def n_in(self) -> int:
         return self.layers[0].n_in
 
+    @property
+    def n_neurons(self) -> int:
+        """Neurons in all layers (inputs not counted)."""
+        return sum(layer.n_out for layer in self.layers)
+
+    @property
+    def n_synapses(self) -> int:
+        """Synapses with a nonzero weight, all layers."""
+        return sum(layer.n_synapses for layer in self.layers)
+
+    def summary(self) -> str:
+        """A few human-readable lines: sizes, synapses and delay range per layer."""
+        sizes = " -> ".join([str(self.n_in)] + [str(lay.n_out) for lay in self.layers])
+        lines = [f"Network (float): {sizes}; {len(self.layers)} layers, {self.n_neurons} "
+                 f"neurons, {self.n_synapses} synapses, dt = {self.dt * 1000:g} ms"]
+        lines += [_layer_line(k, lay, f"decay {lay.decay:.4g}, threshold {lay.threshold:.4g}")
+                  for k, lay in enumerate(self.layers)]
+        return "\n".join(lines)
+
+
+def _delay_range(weight: np.ndarray, delay: np.ndarray) -> tuple[int, int]:
+    """(min, max) delay over synapses with a nonzero weight; (0, 0) if there are none."""
+    used = delay[weight != 0]
+    return (int(used.min()), int(used.max())) if used.size else (0, 0)
+
+
+def _layer_line(k: int, layer, extra: str) -> str:
+    lo, hi = _delay_range(layer.weight, layer.delay)
+    n_syn = int(np.count_nonzero(layer.weight))
+    name = f" {layer.name!r}" if layer.name else ""
+    return (f"  layer {k}{name} [{layer.kind}]: {layer.n_in} -> {layer.n_out} neurons, "
+            f"{n_syn} synapses ({n_syn / max(layer.weight.size, 1):.1%} dense), "
+            f"delays {lo}..{hi} steps, {extra}")
+
 
 @dataclass
 class QLayer:
@@ -220,3 +294,275 @@ class QNetwork:
             if b.n_in != a.n_out:
                 raise NetworkError(f"quantized layer {k + 1} takes {b.n_in} inputs but "
                                    f"layer {k} has {a.n_out} neurons")
+
+    @property
+    def n_in(self) -> int:
+        return self.layers[0].n_in
+
+    @property
+    def n_neurons(self) -> int:
+        """Neurons in all layers (inputs not counted)."""
+        return sum(layer.n_out for layer in self.layers)
+
+    @property
+    def n_synapses(self) -> int:
+        """Synapses with a nonzero weight mantissa, all layers."""
+        return sum(int(np.count_nonzero(layer.weight)) for layer in self.layers)
+
+    def summary(self) -> str:
+        """A few human-readable lines: sizes, synapses and delay range per layer."""
+        sizes = " -> ".join([str(self.n_in)] + [str(lay.n_out) for lay in self.layers])
+        lines = [f"QNetwork (target {self.target!r}): {sizes}; {len(self.layers)} layers, "
+                 f"{self.n_neurons} neurons, {self.n_synapses} synapses, "
+                 f"dt = {self.dt * 1000:g} ms"]
+        lines += [_layer_line(k, lay, f"weight_exp {lay.weight_exp}, du {lay.du}, "
+                                      f"dv {lay.dv}, vth {lay.vth}")
+                  for k, lay in enumerate(self.layers)]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- file I/O
+
+def _json_default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _to_json(value, what: str) -> str:
+    try:
+        return json.dumps(value, default=_json_default, allow_nan=True)
+    except (TypeError, ValueError) as e:
+        raise NetworkError(f"cannot save {what}: {e}; keep it to str/int/float/bool/list/"
+                           f"dict/numpy values") from None
+
+
+_FLOAT_LAYER_DATA = {"weight": np.float32, "delay": np.int32, "bias": np.float32}
+_QUANT_LAYER_DATA = {"weight": np.int64, "delay": np.int64, "bias_mant": np.int64}
+_FLOAT_LAYER_ATTRS = ("decay", "threshold", "reset")
+_QUANT_LAYER_ATTRS = ("weight_exp", "num_weight_bits", "bias_exp", "du", "dv", "scale")
+
+
+def _write_dataset(group, name: str, arr: np.ndarray, dtype) -> None:
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    opts = {"compression": "gzip", "compression_opts": 4} if arr.size >= 1024 else {}
+    group.create_dataset(name, data=arr, **opts)
+
+
+def save_network(net: "Network | QNetwork", path) -> Path:
+    """Write ``net`` (float or quantized) to one HDF5 file, atomically.
+
+    The file is first written to a temporary file in the same folder and then moved
+    over ``path`` (``os.replace``), so readers never see a half-written file.
+    The layout is documented in this module's docstring. Returns the path.
+    """
+    import h5py
+
+    if isinstance(net, Network):
+        kind = "float"
+    elif isinstance(net, QNetwork):
+        kind = "quantized"
+    else:
+        raise NetworkError(f"save_network expects a Network or QNetwork, got "
+                           f"{type(net).__name__}")
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise NetworkError(f"cannot save to {path}: folder {path.parent} does not exist")
+    meta_json = _to_json(dict(net.meta), "meta")
+    names_json = _to_json([str(c) for c in net.class_names], "class_names")
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FILE_FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["kind"] = kind
+            f.attrs["n_layers"] = len(net.layers)
+            f.attrs["dt"] = float(net.dt)
+            f.attrs["class_names"] = names_json
+            f.attrs["meta"] = meta_json
+            if kind == "float":
+                f.attrs["n_channels"] = int(net.n_channels)
+                f.attrs["channel_bin"] = int(net.channel_bin)
+            else:
+                f.attrs["target"] = str(net.target)
+                f.attrs["input_scale"] = float(net.input_scale)
+            layers = f.create_group("layers")
+            for k, layer in enumerate(net.layers):
+                g = layers.create_group(str(k))
+                g.attrs["kind"] = layer.kind
+                g.attrs["name"] = layer.name
+                data = _FLOAT_LAYER_DATA if kind == "float" else _QUANT_LAYER_DATA
+                for name, dtype in data.items():
+                    _write_dataset(g, name, getattr(layer, name), dtype)
+                if kind == "float":
+                    for name in _FLOAT_LAYER_ATTRS:
+                        g.attrs[name] = float(getattr(layer, name))
+                else:
+                    for name in _QUANT_LAYER_ATTRS:
+                        v = getattr(layer, name)
+                        g.attrs[name] = float(v) if name == "scale" else int(v)
+                    if layer.vth is not None:
+                        g.attrs["vth"] = int(layer.vth)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _str_attr(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return _str_attr(value.item())
+    return str(value)
+
+
+class _Reader:
+    """Reads attributes/datasets of one HDF5 object, naming file and place in errors."""
+
+    def __init__(self, path: Path, obj, where: str):
+        self.path, self.obj, self.where = path, obj, where
+
+    def fail(self, msg: str) -> NetworkError:
+        return NetworkError(f"{self.path}: {self.where}: {msg}")
+
+    def attr(self, name: str, conv, required: bool = True, default=None):
+        if name not in self.obj.attrs:
+            if required:
+                raise self.fail(f"missing attribute {name!r}; the file is incomplete or was "
+                                f"not written by save_network")
+            return default
+        raw = self.obj.attrs[name]
+        try:
+            if conv is str:
+                return _str_attr(raw)
+            arr = np.asarray(raw)
+            if arr.size != 1:
+                raise ValueError("not a scalar")
+            value = arr.reshape(()).item()
+            if conv is int:
+                if isinstance(value, (bytes, str)) or float(value) != int(value):
+                    raise ValueError("not an integer")
+                return int(value)
+            if isinstance(value, (bytes, str)):
+                raise ValueError("not a number")
+            return conv(value)
+        except (TypeError, ValueError, OverflowError):
+            raise self.fail(f"attribute {name!r} must be a {conv.__name__} scalar, "
+                            f"got {raw!r}") from None
+
+    def json_attr(self, name: str, expect: type):
+        text = self.attr(name, str)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise self.fail(f"attribute {name!r} is not valid JSON ({e})") from None
+        if not isinstance(value, expect):
+            raise self.fail(f"attribute {name!r} must be a JSON {expect.__name__}, "
+                            f"got {type(value).__name__}")
+        return value
+
+    def dataset(self, name: str, dtype) -> np.ndarray:
+        import h5py
+
+        if name not in self.obj:
+            raise self.fail(f"missing dataset {name!r}")
+        ds = self.obj[name]
+        if not isinstance(ds, h5py.Dataset):
+            raise self.fail(f"{name!r} is a {type(ds).__name__}, expected a dataset")
+        want_float = np.issubdtype(np.dtype(dtype), np.floating)
+        ok = (np.issubdtype(ds.dtype, np.number) if want_float
+              else np.issubdtype(ds.dtype, np.integer))
+        if not ok:
+            raise self.fail(f"dataset {name!r} has dtype {ds.dtype}, expected "
+                            f"{'numbers' if want_float else 'integers'} ({np.dtype(dtype)})")
+        return ds[()]
+
+
+def _read_layer(path: Path, group, k: int, kind: str) -> "Layer | QLayer":
+    r = _Reader(path, group, f"layers/{k}")
+    common = {"kind": r.attr("kind", str), "name": r.attr("name", str)}
+    try:
+        if kind == "float":
+            data = {n: r.dataset(n, dt) for n, dt in _FLOAT_LAYER_DATA.items()}
+            scalars = {n: r.attr(n, float) for n in _FLOAT_LAYER_ATTRS}
+            return Layer(**data, **scalars, **common)
+        data = {n: r.dataset(n, dt) for n, dt in _QUANT_LAYER_DATA.items()}
+        scalars = {n: r.attr(n, float if n == "scale" else int) for n in _QUANT_LAYER_ATTRS}
+        vth = r.attr("vth", int, required=False)
+        return QLayer(**data, **scalars, vth=vth, **common)
+    except NetworkError as e:
+        if str(e).startswith(f"{path}:"):
+            raise
+        raise r.fail(str(e)) from None
+
+
+def load_network(path, kind: str | None = None) -> "Network | QNetwork":
+    """Read a file written by :func:`save_network`; returns a Network or a QNetwork.
+
+    ``kind`` ("float" or "quantized"), if given, is required to match the file.
+    Every problem raises NetworkError naming the file and the place in it.
+    """
+    import h5py
+
+    path = Path(path)
+    if kind not in (None, "float", "quantized"):
+        raise NetworkError(f"kind must be None, 'float' or 'quantized', got {kind!r}")
+    if not path.is_file():
+        raise NetworkError(f"{path}: no such file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise NetworkError(f"{path}: not a neurodelay network file (not readable as HDF5: "
+                           f"{e})") from None
+    with f:
+        r = _Reader(path, f, "file")
+        fmt = _str_attr(f.attrs["format"]) if "format" in f.attrs else None
+        if fmt != FILE_FORMAT:
+            raise NetworkError(f"{path}: not a neurodelay network file (attribute 'format' "
+                               f"is {fmt!r}, expected {FILE_FORMAT!r})")
+        version = r.attr("format_version", int)
+        if version not in SUPPORTED_VERSIONS:
+            raise NetworkError(f"{path}: format_version {version} is not supported; this "
+                               f"neurodelay reads version(s) "
+                               f"{', '.join(map(str, SUPPORTED_VERSIONS))}"
+                               + ("; upgrade neurodelay" if version > FORMAT_VERSION else ""))
+        file_kind = r.attr("kind", str)
+        if file_kind not in ("float", "quantized"):
+            raise r.fail(f"attribute 'kind' is {file_kind!r}, expected 'float' or "
+                         f"'quantized'")
+        if kind is not None and kind != file_kind:
+            raise NetworkError(f"{path}: holds a {file_kind} network, expected a {kind} one")
+        n_layers = r.attr("n_layers", int)
+        if "layers" not in f or not isinstance(f["layers"], h5py.Group):
+            raise r.fail("missing group 'layers'")
+        groups = f["layers"]
+        expected = [str(k) for k in range(n_layers)]
+        extra = sorted(set(groups.keys()) - set(expected))
+        if extra:
+            raise r.fail(f"unexpected entries under 'layers': {extra} (n_layers = {n_layers})")
+        for name in expected:
+            if name not in groups:
+                raise r.fail(f"missing group 'layers/{name}' (n_layers = {n_layers})")
+        layers = [_read_layer(path, groups[str(k)], k, file_kind) for k in range(n_layers)]
+        common = {"dt": r.attr("dt", float),
+                  "class_names": r.json_attr("class_names", list),
+                  "meta": r.json_attr("meta", dict)}
+        try:
+            if file_kind == "float":
+                return Network(layers=layers, n_channels=r.attr("n_channels", int),
+                               channel_bin=r.attr("channel_bin", int), **common)
+            return QNetwork(layers=layers, target=r.attr("target", str),
+                            input_scale=r.attr("input_scale", float), **common)
+        except NetworkError as e:
+            if str(e).startswith(f"{path}:"):
+                raise
+            raise NetworkError(f"{path}: {e}") from None

@@ -1,0 +1,4 @@
+"""`python -m neurodelay` (also what torchrun launches)."""
+from neurodelay.cli import main
+
+main()

@@ -1,0 +1,172 @@
+"""Batched numpy reference simulator of a float :class:`~neurodelay.network.Network`.
+
+Implements exactly the float semantics in :mod:`neurodelay.network` (no torch)::
+
+    I_i[t] = sum_j W_ij * x_j[t - D_ij] + b_i          (x[t] = 0 for t < 0)
+    u_i[t] = decay * u_i[t-1] + I_i[t]                  (u[-1] = 0)
+    "lif": s_i[t] = u_i[t] >= threshold ; u_i[t] = reset where s_i[t]
+    "li" : never spikes; its membrane u[t] is the output
+    score_c = sum_t softmax_c(u_readout[t]) ;  prediction = argmax_c score_c
+
+How it is computed, per layer:
+
+1. Synaptic currents for all T steps at once. Synapses are grouped by their integer
+   delay: for every distinct delay d used by a nonzero weight, W_d = W masked to
+   D == d and ``Y = X.reshape(B*T, n_in) @ W_d.T`` (one matmul over the whole batch),
+   then ``I[:, d:] += Y[:, :T-d]``. Delays >= T never reach the output and are skipped.
+   The bias is added last.
+2. The LIF/LI recursion, a loop over T vectorised over batch and neurons.
+
+Precision: ``dtype`` selects the arithmetic (float32 by default, the precision of
+the trained PyTorch model; float64 for a higher-precision reference). In float32 the
+result differs from a float64 run only by rounding, except where a membrane is within
+rounding distance of the threshold (then a spike can flip). The returned membrane
+has the chosen dtype. Memory: a few arrays of B*T*max(n) elements of that dtype, so
+simulate a large set in chunks (``predict``/``accuracy`` do).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .network import Layer, Network
+
+
+class SimulationError(ValueError):
+    """Bad simulator input (wrong shape, dtype or values)."""
+
+
+@dataclass
+class SimResult:
+    """Output of :func:`simulate`.
+
+    u            (B, T, n_classes) membrane of the last layer (after reset if it spikes)
+    scores       (B, n_classes)    sum over t of softmax(u[:, t]) (float64)
+    predictions  (B,) int64        argmax of scores
+    spikes       with record=True: one bool array (B, T, n) per hidden layer; else None
+    """
+
+    u: np.ndarray
+    scores: np.ndarray
+    predictions: np.ndarray
+    spikes: list[np.ndarray] | None = None
+
+
+def _check_input(net: Network, x, dtype) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise SimulationError(f"input must be (batch, time, n_in), got shape {x.shape}; "
+                              f"add a batch axis with x[None] for one sample")
+    if x.shape[2] != net.n_in:
+        raise SimulationError(f"input has {x.shape[2]} channels, the network takes "
+                              f"{net.n_in}")
+    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
+        raise SimulationError(f"input must be numeric, got dtype {x.dtype}")
+    x = x.astype(dtype, copy=False)
+    if not np.all(np.isfinite(x)):
+        raise SimulationError("input contains NaN or infinite values")
+    return x
+
+
+def synaptic_current(layer: Layer, x: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """I (B, T, n_out) for input x (B, T, n_in): one matmul per distinct used delay."""
+    B, T, n_in = x.shape
+    W = layer.weight.astype(dtype)
+    I = np.zeros((B, T, layer.n_out), dtype=dtype)
+    flat = x.reshape(B * T, n_in)
+    used = layer.weight != 0
+    for d in np.unique(layer.delay[used]):
+        d = int(d)
+        if d >= T:
+            break                      # np.unique is sorted: all further delays too long
+        W_d = np.where(used & (layer.delay == d), W, 0).astype(dtype, copy=False)
+        Y = (flat @ W_d.T).reshape(B, T, layer.n_out)
+        I[:, d:] += Y[:, :T - d]
+    I += layer.bias.astype(dtype)
+    return I
+
+
+def neuron_dynamics(layer: Layer, I: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run the membrane recursion over time on currents I (B, T, n), in I's dtype.
+
+    Returns (u, spikes): u (B, T, n) the membrane after reset; spikes (B, T, n) bool,
+    or None for an "li" layer. I is overwritten (u is stored in it).
+    """
+    B, T, n = I.shape
+    decay = I.dtype.type(layer.decay)
+    u = np.zeros((B, n), dtype=I.dtype)
+    if layer.kind == "li":
+        for t in range(T):
+            u *= decay
+            u += I[:, t]
+            I[:, t] = u
+        return I, None
+    thr, reset = I.dtype.type(layer.threshold), I.dtype.type(layer.reset)
+    spikes = np.empty((B, T, n), dtype=bool)
+    for t in range(T):
+        u *= decay
+        u += I[:, t]
+        s = u >= thr
+        u[s] = reset
+        spikes[:, t] = s
+        I[:, t] = u
+    return I, spikes
+
+
+def readout_scores(u: np.ndarray) -> np.ndarray:
+    """sum_t softmax(u[:, t]) in float64, shape (B, n_classes)."""
+    z = u.astype(np.float64)
+    z = z - z.max(axis=2, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=2, keepdims=True)).sum(axis=1)
+
+
+def simulate(net: Network, x, *, record: bool = False, dtype=np.float32) -> SimResult:
+    """Simulate ``net`` on a batch x (B, T, n_in) of binned input counts.
+
+    ``record=True`` also returns every hidden layer's spikes (bool, (B, T, n)).
+    ``dtype`` np.float32 (default) or np.float64 selects the arithmetic.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise SimulationError(f"dtype must be float32 or float64, got {dtype}")
+    h = _check_input(net, x, dtype)
+    recorded = [] if record else None
+    for k, layer in enumerate(net.layers):
+        u, s = neuron_dynamics(layer, synaptic_current(layer, h, dtype))
+        if k < len(net.layers) - 1:
+            h = s.astype(dtype)
+            if record:
+                recorded.append(s)
+    scores = readout_scores(u)
+    return SimResult(u=u, scores=scores, predictions=scores.argmax(axis=1),
+                     spikes=recorded)
+
+
+def predict(net: Network, samples, *, batch_size: int = 256,
+            dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """(scores (N, C), predictions (N,)) for samples (N, T, n_in), in chunks of batch_size."""
+    if batch_size < 1:
+        raise SimulationError(f"batch_size must be >= 1, got {batch_size}")
+    samples = np.asarray(samples)
+    if samples.ndim != 3:
+        raise SimulationError(f"samples must be (N, time, n_in), got shape {samples.shape}")
+    scores = [simulate(net, samples[i:i + batch_size], dtype=dtype).scores
+              for i in range(0, len(samples), batch_size)]
+    scores = (np.concatenate(scores) if scores
+              else np.zeros((0, net.layers[-1].n_out)))
+    return scores, scores.argmax(axis=1)
+
+
+def accuracy(net: Network, samples_padded, labels, *, batch_size: int = 256,
+             dtype=np.float32) -> float:
+    """Fraction of samples (N, T, n_in), zero-padded to a common T, classified as labels."""
+    labels = np.asarray(labels)
+    if labels.shape != (len(samples_padded),):
+        raise SimulationError(f"labels must have shape ({len(samples_padded)},), got "
+                              f"{labels.shape}")
+    if len(labels) == 0:
+        raise SimulationError("no samples: accuracy of an empty set is undefined")
+    _, pred = predict(net, samples_padded, batch_size=batch_size, dtype=dtype)
+    return float(np.mean(pred == labels))

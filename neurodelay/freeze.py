@@ -1,0 +1,55 @@
+"""freeze(model) -> Network: the trained DelaySNN as a torch-free, hardware-neutral network.
+
+What happens:
+* every synapse becomes one weight at one integer delay (positions rounded: the
+  discrete model of the paper's Eq. 7, exactly what evaluation uses);
+* the connectivity mask is applied to W;
+* BatchNorm (eval statistics) is folded into W and a per-neuron bias:
+  BN(I) = a * I + c with a = gamma / sqrt(var + eps), c = beta - a * mean,
+  so W' = a[:, None] * W and bias = c (added to the current every step);
+* LIF: decay = 1 - 1/tau (spikingjelly, decay_input=False), threshold, hard reset to 0;
+* the readout is a non-spiking leaky integrator ("li") with the same decay.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .model import DelaySNN
+from .network import Layer, Network
+
+
+@torch.no_grad()
+def freeze(model: DelaySNN, *, dt: float = 0.01, class_names=None, n_channels: int = 700,
+           channel_bin: int = 5, meta: dict | None = None) -> Network:
+    cfg = model.cfg
+    decay = 1.0 - 1.0 / cfg.tau
+    layers = []
+    for k, (syn, bn) in enumerate(zip(model.synapses, model.norms)):
+        w = syn.weight_matrix().double()
+        a = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        c = bn.bias.double() - a * bn.running_mean.double()
+        layers.append(Layer(weight=(a[:, None] * w).float().numpy(),
+                            delay=syn.integer_delays().numpy().astype(np.int32),
+                            bias=c.float().numpy(), decay=decay, threshold=cfg.threshold,
+                            reset=0.0, kind="lif", name=f"hidden{k}"))
+    ro = model.readout_synapses
+    layers.append(Layer(weight=ro.weight_matrix().float().numpy(),
+                        delay=ro.integer_delays().numpy().astype(np.int32),
+                        bias=np.zeros(ro.n_out, np.float32), decay=decay, kind="li",
+                        name="readout"))
+    info = {"source": "neurodelay.freeze", "model_config": cfg.to_dict()}
+    info.update(meta or {})
+    return Network(layers=layers, dt=float(dt), n_channels=int(n_channels),
+                   channel_bin=int(channel_bin), class_names=list(class_names or []), meta=info)
+
+
+def freeze_run(run_dir) -> Network:
+    """Freeze the best model of a run directory, with the run's dt, binning and classes."""
+    from .train import load_model, run_config
+
+    cfg = run_config(run_dir)
+    d = cfg["data"]
+    return freeze(load_model(run_dir), dt=d["dt"], class_names=cfg.get("class_names"),
+                  n_channels=d["n_channels"], channel_bin=d["channel_bin"],
+                  meta={"run": str(run_dir)})

@@ -1,0 +1,374 @@
+"""Run a :class:`~neurodelay.network.QNetwork` as a Lava process network (``fixed_pt``).
+
+This is the reference the bit-accurate simulator (:mod:`neurodelay.bitsim`) is checked
+against: Lava's own Loihi 2 ``fixed_pt`` process models on the CPU.
+
+Process network built for a QNetwork with layers ``0..L-1``::
+
+    source RingBuffer (graded int32 input, one column per step)
+      -> [Dense | DelayDense | Sparse | DelaySparse]_0 -> LIF_0 -> ... -> LIF_{L-1} (readout)
+
+* every synapse process gets ``weights``, ``weight_exp``, ``num_weight_bits`` and, where a
+  layer has any non-zero delay, the per-synapse ``delays`` straight from the QLayer;
+  the first one takes graded input (``num_message_bits`` > 0), the others binary spikes;
+* every LIF gets ``du, dv, vth, bias_mant, bias_exp``; the non-spiking readout
+  (``kind == "li"`` / ``vth is None``) gets the largest 17-bit threshold ``2**17 - 1``;
+* the spikes of every layer go to a sink RingBuffer, the membrane ``v`` of the readout
+  (optionally of every layer) is read after every step by a ``Read`` process.
+
+Timing ("Lava timing"): row ``k`` of every recorded array belongs to Lava time step
+``k + 1``; input row ``k`` is sent at step ``k + 1``. A spike entering a synapse process
+at step ``t`` reaches its LIF at step ``t + 1 + d`` (measured, see tests/test_lava.py).
+
+Samples are independent: one process network is compiled once and, between samples, the
+state is cleared (LIF ``u``/``v`` and the synapses' activation buffers set to 0) instead
+of recompiling; ``tests/test_lava.py`` checks this equals a fresh network.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from neurodelay.network import QLayer, QNetwork
+
+READOUT_VTH = 2 ** 17 - 1          # largest 17-bit threshold: "never" spikes
+MAX_DELAY = 63                     # Lava's DelayDense refuses larger delays (6 bits)
+
+
+class LavaRunError(RuntimeError):
+    """The QNetwork or the input cannot be run in Lava as given."""
+
+
+def _lava():
+    """Import the Lava pieces lazily (heavy; needs the Python 3.11 shim first)."""
+    from neurodelay._compat import ensure_lava
+    ensure_lava()
+    import lava.magma.core.run_conditions as rc
+    import lava.magma.core.run_configs as rcfg
+    import lava.proc.dense.process as dense
+    import lava.proc.io.sink as sink
+    import lava.proc.io.source as source
+    import lava.proc.lif.process as lif
+    import lava.proc.sparse.process as sparse
+    return rc, rcfg, dense, sink, source, lif, sparse
+
+
+def layer_vth(layer: QLayer) -> int:
+    """The threshold mantissa Lava gets for ``layer`` (readout: 2**17 - 1)."""
+    return READOUT_VTH if layer.kind == "li" or layer.vth is None else int(layer.vth)
+
+
+def input_message_bits(s_in: np.ndarray) -> int:
+    """Bits a graded input payload needs (at least 1, so Lava treats it as graded)."""
+    peak = int(np.abs(s_in).max()) if s_in.size else 0
+    return max(1, peak.bit_length() + int(s_in.size > 0 and s_in.min() < 0))
+
+
+def check_qnet(qnet: QNetwork) -> None:
+    """Raise :class:`LavaRunError` for what Lava's fixed_pt models cannot take."""
+    for k, layer in enumerate(qnet.layers):
+        tag = f"layer {k} ({layer.name!r})" if layer.name else f"layer {k}"
+        if layer.delay.size and layer.delay.max() > MAX_DELAY:
+            raise LavaRunError(f"{tag}: delay {int(layer.delay.max())} > {MAX_DELAY}, the "
+                               f"6-bit limit of Lava's DelayDense; clip or re-train the "
+                               f"delays (export with clip_delays=True)")
+        if layer.bias_mant.size and np.abs(layer.bias_mant).max() > 2 ** 15 - 1:
+            raise LavaRunError(f"{tag}: bias_mant up to {int(np.abs(layer.bias_mant).max())}"
+                               f" does not fit Lava's int16 bias_mant (it would wrap "
+                               f"silently); use a larger bias_exp")
+        if k < len(qnet.layers) - 1 and layer.kind != "lif":
+            raise LavaRunError(f"{tag}: hidden layers must spike (kind 'lif'), got "
+                               f"{layer.kind!r}")
+
+
+def as_counts(qnet: QNetwork, s_in, n_steps: int | None) -> tuple[np.ndarray, int]:
+    """Validate ``s_in`` (B, T, n_in) integers; return it padded/cut to ``n_steps``."""
+    x = np.asarray(s_in)
+    if x.ndim != 3 or x.shape[2] != qnet.layers[0].n_in:
+        raise LavaRunError(f"input must have shape (B, T, {qnet.layers[0].n_in}), "
+                           f"got {x.shape}")
+    if not np.issubdtype(x.dtype, np.integer):
+        if not np.all(x == np.round(x)):
+            raise LavaRunError("input must hold integer graded spikes (counts); "
+                               "quantize it first (round(count * qnet.input_scale))")
+    x = x.astype(np.int64)
+    if np.abs(x).max(initial=0) >= 2 ** 31:
+        raise LavaRunError("input values exceed int32, Lava's payload type")
+    n = x.shape[1] if n_steps is None else int(n_steps)
+    if n < 1:
+        raise LavaRunError(f"n_steps must be >= 1, got {n}")
+    if n > x.shape[1]:
+        x = np.concatenate([x, np.zeros((x.shape[0], n - x.shape[1], x.shape[2]),
+                                        np.int64)], axis=1)
+    return x[:, :n], n
+
+
+@dataclass
+class _Built:
+    """Handles of one compiled-to-be Lava process network."""
+
+    source: object
+    synapses: list
+    neurons: list
+    spike_sinks: list
+    v_readers: list          # (layer index, Read process)
+
+
+def build(qnet: QNetwork, n_steps: int, msg_bits: int, synapse: str = "dense",
+          record_v: str = "readout") -> _Built:
+    """Create (not run) the Lava processes for ``qnet``; buffers hold ``n_steps`` steps.
+
+    synapse: "dense" (Dense / DelayDense) or "sparse" (Sparse / DelaySparse).
+    record_v: "readout" (only the last layer's v) or "all".
+    """
+    if synapse not in ("dense", "sparse"):
+        raise LavaRunError(f"synapse must be 'dense' or 'sparse', got {synapse!r}")
+    if record_v not in ("readout", "all"):
+        raise LavaRunError(f"record_v must be 'readout' or 'all', got {record_v!r}")
+    check_qnet(qnet)
+    _, _, dense, sink, source, lif, sparse = _lava()
+    from scipy.sparse import csr_matrix
+
+    src = source.RingBuffer(data=np.zeros((qnet.layers[0].n_in, n_steps), np.int32))
+    prev_out = src.s_out
+    synapses, neurons, sinks, readers = [], [], [], []
+    last = len(qnet.layers) - 1
+    for k, layer in enumerate(qnet.layers):
+        common = dict(weight_exp=layer.weight_exp, num_weight_bits=layer.num_weight_bits,
+                      num_message_bits=msg_bits if k == 0 else 0,
+                      name=f"syn{k}")
+        w = layer.weight.astype(np.int32)
+        has_delay = bool(layer.delay.size and layer.delay.max() > 0)
+        if synapse == "dense":
+            if has_delay:
+                syn = dense.DelayDense(weights=w, delays=layer.delay.astype(int), **common)
+            else:
+                syn = dense.Dense(weights=w, **common)
+        else:
+            if has_delay:
+                # DelaySparse wants int64 delays; delays of absent synapses are dropped
+                d = np.where(w != 0, layer.delay, 0).astype(np.int64)
+                syn = sparse.DelaySparse(weights=csr_matrix(w), delays=csr_matrix(d),
+                                         **common)
+            else:
+                syn = sparse.Sparse(weights=csr_matrix(w), **common)
+        neu = lif.LIF(shape=(layer.n_out,), du=layer.du, dv=layer.dv, vth=layer_vth(layer),
+                      bias_mant=layer.bias_mant.astype(np.int32),
+                      bias_exp=layer.bias_exp, name=f"lif{k}")
+        prev_out.connect(syn.s_in)
+        syn.a_out.connect(neu.a_in)
+        spk = sink.RingBuffer(shape=(layer.n_out,), buffer=n_steps)
+        neu.s_out.connect(spk.a_in)
+        if record_v == "all" or k == last:
+            rd = sink.Read(buffer=n_steps)
+            rd.connect_var(neu.v)
+            readers.append((k, rd))
+        synapses.append(syn)
+        neurons.append(neu)
+        sinks.append(spk)
+        prev_out = neu.s_out
+    return _Built(src, synapses, neurons, sinks, readers)
+
+
+def _reset_state(b: _Built) -> None:
+    """Zero every dynamic state of a paused network: LIF u, v and synapse buffers."""
+    for neu in b.neurons:
+        neu.u.set(np.zeros(neu.u.shape, np.int32))
+        neu.v.set(np.zeros(neu.v.shape, np.int32))
+    for syn in b.synapses:
+        syn.a_buff.set(np.zeros(syn.a_buff.shape, np.int32))
+
+
+def build_netx(path, n_steps: int, msg_bits: int, record_v: str = "readout") -> _Built:
+    """Load a lava-dl netx HDF5 file as a Lava Network and attach the same probes."""
+    if record_v not in ("readout", "all"):
+        raise LavaRunError(f"record_v must be 'readout' or 'all', got {record_v!r}")
+    _, _, _, sink, source, _, _ = _lava()
+    from lava.lib.dl.netx import hdf5
+
+    net = hdf5.Network(net_config=str(path), input_message_bits=msg_bits)
+    blocks = list(net.layers)
+    src = source.RingBuffer(data=np.zeros((int(np.prod(net.inp.shape)), n_steps), np.int32))
+    src.s_out.connect(net.inp)
+    sinks, readers = [], []
+    for k, blk in enumerate(blocks):
+        spk = sink.RingBuffer(shape=blk.neuron.s_out.shape, buffer=n_steps)
+        blk.neuron.s_out.connect(spk.a_in)
+        sinks.append(spk)
+        if record_v == "all" or k == len(blocks) - 1:
+            rd = sink.Read(buffer=n_steps)
+            rd.connect_var(blk.neuron.v)
+            readers.append((k, rd))
+    return _Built(src, [b.synapse for b in blocks], [b.neuron for b in blocks], sinks,
+                  readers)
+
+
+def _run_samples(make, x: np.ndarray, n: int, sizes: list[int], record_v: str,
+                 fresh_each_sample: bool) -> dict:
+    """Run each sample of ``x`` (B, n, n_in) through the network ``make()`` builds."""
+    rc, rcfg, *_ = _lava()
+    B = x.shape[0]
+    spikes = [np.zeros((B, n, m), np.int8) for m in sizes]
+    v_all = [np.zeros((B, n, m), np.int64) for m in sizes]
+    cfg = rcfg.Loihi2SimCfg(select_tag="fixed_pt")
+    compile_s = run_s = 0.0
+    built = None
+    try:
+        for i in range(B):
+            t0 = time.perf_counter()
+            if built is None or fresh_each_sample:
+                if built is not None:
+                    built.source.stop()
+                built = make()
+                built.source.data.init = x[i].T.astype(np.int32).copy()
+                built.source.create_runtime(run_cfg=cfg)
+                compile_s += time.perf_counter() - t0
+                t0 = time.perf_counter()
+            else:
+                _reset_state(built)
+                built.source.data.set(x[i].T.astype(np.int32).copy())
+            built.source.run(condition=rc.RunSteps(num_steps=n), run_cfg=cfg)
+            for k, snk in enumerate(built.spike_sinks):
+                spikes[k][i] = np.asarray(snk.data.get()).reshape(sizes[k], n).T
+            for k, rd in built.v_readers:
+                v_all[k][i] = np.asarray(rd.data.get()).reshape(sizes[k], n).T
+            run_s += time.perf_counter() - t0
+    finally:
+        if built is not None:
+            try:
+                built.source.stop()
+            except Exception:  # noqa: BLE001 - never mask the original error
+                pass
+    out = {"spikes": spikes, "v": v_all[-1], "n_steps": n,
+           "s_per_sample": run_s / max(B, 1), "compile_s": compile_s}
+    if record_v == "all":
+        out["v_all"] = v_all
+    return out
+
+
+def run_lava(qnet: QNetwork, s_in, n_steps: int | None = None, *, synapse: str = "dense",
+             record_v: str = "readout", fresh_each_sample: bool = False) -> dict:
+    """Run every sample of ``s_in`` (B, T, n_in) graded integer spikes through Lava
+    fixed_pt for ``n_steps`` steps (default T; shorter input is padded with zeros).
+
+    Returns a dict:
+      ``spikes``  list over layers of (B, n_steps, n_out) int8 (readout included)
+      ``v``       (B, n_steps, C) int64, readout membrane after every step
+      ``v_all``   list over layers of (B, n_steps, n_out) (only with record_v="all")
+      ``n_steps``, ``s_per_sample`` (run time, compile excluded), ``compile_s``.
+    ``fresh_each_sample`` rebuilds and recompiles the network for every sample instead
+    of clearing the state (slow; used to check the reset).
+    """
+    x, n = as_counts(qnet, s_in, n_steps)
+    msg_bits = input_message_bits(x)
+    check_qnet(qnet)
+    return _run_samples(lambda: build(qnet, n, msg_bits, synapse=synapse,
+                                      record_v=record_v),
+                        x, n, [L.n_out for L in qnet.layers], record_v, fresh_each_sample)
+
+
+def run_netx(path, s_in, n_steps: int | None = None, *, message_bits: int | None = None,
+             record_v: str = "readout") -> dict:
+    """Like :func:`run_lava` for a lava-dl netx HDF5 file (``lava.lib.dl.netx.hdf5``).
+
+    ``message_bits`` is what the file's first layer is loaded with (default: the
+    bits the input needs). Same return dict as :func:`run_lava`.
+    """
+    import h5py
+    with h5py.File(path, "r") as f:
+        n_layers = len(f["layer"])
+        sizes = [int(np.prod(f[f"layer/{k}/shape"][()])) for k in range(n_layers)]
+    x = np.asarray(s_in)
+    if x.ndim != 3 or x.shape[2] != sizes[0]:
+        raise LavaRunError(f"input must have shape (B, T, {sizes[0]}), got {x.shape}")
+    x = x.astype(np.int64)
+    n = x.shape[1] if n_steps is None else int(n_steps)
+    if n > x.shape[1]:
+        x = np.concatenate([x, np.zeros((x.shape[0], n - x.shape[1], x.shape[2]),
+                                        np.int64)], axis=1)
+    x = x[:, :n]
+    bits = input_message_bits(x) if message_bits is None else int(message_bits)
+    return _run_samples(lambda: build_netx(path, n, bits, record_v=record_v),
+                        x, n, sizes[1:], record_v, False)
+
+
+# ----------------------------------------------------------------------------- cross-check
+
+def cross_check(qnet: QNetwork, counts, n: int | None = None, n_steps: int | None = None,
+                synapse: str = "dense") -> dict:
+    """Run the first ``n`` samples of ``counts`` (B, T, n_in) through Lava fixed_pt and
+    through :func:`neurodelay.bitsim.run`; compare every layer's spikes and the readout
+    membrane at every step.
+
+    The graded input is ``bitsim.quantize_input`` (round(count * input_scale)); both run
+    ``n_steps`` rows (default T + L, the rows ``bitsim.predict`` reads). Predictions are
+    made from each readout trace by bitsim's rule (rows L..L+T-1, descaled,
+    sum of softmax, argmax).
+
+    Returns: lava_samples, lava_mismatches (differing (sample, step, neuron) entries over
+    all layers' spikes + the readout v), spike_mismatches (per layer), v_mismatches,
+    first_mismatch (None or a dict saying where), identical_predictions (bool),
+    prediction_agreement (fraction), lava_s_per_sample (run only, compile excluded),
+    lava_compile_s, sim_s_per_sample, n_steps, lava_spike_counts (per layer).
+    """
+    from neurodelay import bitsim
+
+    s_in = bitsim.quantize_input(qnet, counts)
+    if s_in.ndim != 3:
+        raise LavaRunError(f"counts must be (B, T, n_in), got shape {s_in.shape}")
+    if n is not None:
+        s_in = s_in[: int(n)]
+    B, T, _ = s_in.shape
+    if B == 0:
+        raise LavaRunError("cross_check needs at least one sample")
+    L = len(qnet.layers)
+    steps = T + L if n_steps is None else int(n_steps)
+    lava = run_lava(qnet, s_in, steps, synapse=synapse)
+    t0 = time.perf_counter()
+    sim = bitsim.run(qnet, s_in, n_steps=steps, record=True)
+    sim_s = (time.perf_counter() - t0) / B
+
+    spike_mis = []
+    first = None
+    for k, (a, b) in enumerate(zip(lava["spikes"], sim.spikes)):
+        b = np.asarray(b).astype(np.int64)
+        if b.shape != a.shape:
+            raise LavaRunError(f"bitsim layer {k} spikes have shape {b.shape}, Lava "
+                               f"{a.shape}: the two disagree on timing/recording")
+        diff = a.astype(np.int64) != b
+        spike_mis.append(int(diff.sum()))
+        if first is None and diff.any():
+            i, t, j = map(int, np.argwhere(diff)[0])
+            first = {"what": f"layer {k} spikes", "sample": i, "step": t, "neuron": j,
+                     "lava": int(a[i, t, j]), "bitsim": int(b[i, t, j])}
+    sim_v = np.asarray(sim.v).astype(np.int64)
+    if sim_v.shape != lava["v"].shape:
+        raise LavaRunError(f"bitsim readout v has shape {sim_v.shape}, Lava "
+                           f"{lava['v'].shape}")
+    vdiff = lava["v"] != sim_v
+    if first is None and vdiff.any():
+        i, t, j = map(int, np.argwhere(vdiff)[0])
+        first = {"what": "readout v", "sample": i, "step": t, "neuron": j,
+                 "lava": int(lava["v"][i, t, j]), "bitsim": int(sim_v[i, t, j])}
+
+    def predictions(v):
+        rows = v[:, L:L + T].astype(np.float64) * qnet.layers[-1].scale
+        return bitsim.readout_scores(rows).argmax(axis=1)
+
+    p_lava, p_sim = predictions(lava["v"]), predictions(sim_v)
+    return {
+        "lava_samples": int(B),
+        "lava_mismatches": int(sum(spike_mis) + vdiff.sum()),
+        "spike_mismatches": spike_mis,
+        "v_mismatches": int(vdiff.sum()),
+        "first_mismatch": first,
+        "identical_predictions": bool(np.array_equal(p_lava, p_sim)),
+        "prediction_agreement": float(np.mean(p_lava == p_sim)),
+        "lava_s_per_sample": lava["s_per_sample"],
+        "lava_compile_s": lava["compile_s"],
+        "sim_s_per_sample": sim_s,
+        "n_steps": int(steps),
+        "lava_spike_counts": [int(a.sum()) for a in lava["spikes"]],
+    }

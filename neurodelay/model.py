@@ -1,0 +1,308 @@
+"""DelaySNN: a feedforward spiking network whose every synapse has a weight and a delay.
+
+The method is DCLS (Hammouamri et al. 2023): each synapse i<-j is a 1-D temporal kernel
+over a window of ``Td`` steps holding one Gaussian, centred on a learnable position,
+whose width sigma is shrunk by a schedule during training. At evaluation the Gaussian
+collapses to one tap: the network becomes the paper's Eq. 6 with integer delays,
+
+    I_i[t] = sum_j w_ij * S_j[t - d_ij].
+
+Layout of one hidden block (as in the paper's reference code):
+    delay synapses (dcls.Dcls1d, version 'gauss', causal left pad Td-1)
+    -> BatchNorm1d (statistics over time x batch) -> LIF (spikingjelly) -> Dropout.
+The readout is the same synapses into non-spiking leaky integrators (threshold 1e9);
+its score is sum_t softmax(u[t]).
+
+Position convention (dcls): kernel tap index n of the cross-correlation sees input
+x[t - (Td - 1) + n], so tap n is delay Td-1-n. dcls centres its position parameter P
+at Td//2, hence  delay = Td - 1 - (P + Td//2).  P is kept in [-(Td//2), Td-1-Td//2].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SIG_MIN = 0.23  # dcls adds 0.27 internally: effective minimum sigma 0.5 (the paper's)
+DCLS_SIG_OFFSET = 0.27
+
+
+@dataclass
+class ModelConfig:
+    """Every architectural setting of a DelaySNN (saved with each run)."""
+
+    n_inputs: int = 140
+    n_outputs: int = 20
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    max_delay_steps: int = 25          # Td: window size in steps (delays 0..Td-1)
+    tau: float = 1.005                 # membrane time constant in steps (10.05 ms / 10 ms)
+    threshold: float = 1.0
+    dropout: float = 0.4
+    surrogate_alpha: float = 5.0
+    delays: str = "learned"            # learned | fixed-random | none
+    connections: int | None = None     # K synapses per neuron (fixed random mask) or dense
+    sigma_init: float | None = None    # dcls SIG at epoch 0 (default Td/2, the paper's)
+
+    def __post_init__(self):
+        if self.delays not in ("learned", "fixed-random", "none"):
+            raise ValueError(f"delays must be learned|fixed-random|none, got {self.delays!r}")
+        if self.max_delay_steps < 1:
+            raise ValueError("max_delay_steps must be >= 1")
+        if not self.hidden:
+            raise ValueError("need at least one hidden layer")
+        if self.connections is not None and self.connections < 1:
+            raise ValueError("connections must be >= 1")
+
+    @property
+    def window(self) -> int:
+        """Kernel window in steps actually used (1 when the model has no delays)."""
+        return 1 if self.delays == "none" else int(self.max_delay_steps)
+
+    @property
+    def sigma0(self) -> float:
+        return float(self.sigma_init) if self.sigma_init is not None else self.window / 2.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DelaySynapses(nn.Module):
+    """All synapses of one projection: weight + Gaussian delay kernel per synapse (dcls)."""
+
+    def __init__(self, n_in: int, n_out: int, window: int, mode: str,
+                 mask: torch.Tensor | None = None):
+        super().__init__()
+        from DCLS.construct.modules import Dcls1d
+
+        self.n_in, self.n_out, self.window, self.mode = n_in, n_out, window, mode
+        self.conv = Dcls1d(n_in, n_out, kernel_count=1, dilated_kernel_size=window,
+                           bias=False, version="gauss")
+        # paper: kaiming-uniform weights (relu gain)
+        nn.init.kaiming_uniform_(self.conv.weight, nonlinearity="relu")
+        lo, hi = self.position_bounds
+        with torch.no_grad():
+            if mode == "none":
+                self.conv.P.fill_(float(hi))  # delay 0 (window 1)
+            else:  # positions uniform over the whole window
+                self.conv.P.uniform_(lo, hi)
+                if mode == "fixed-random":
+                    self.conv.P.round_()
+            self.conv.SIG.fill_(SIG_MIN)
+        self.conv.SIG.requires_grad_(False)
+        if mode != "learned":
+            self.conv.P.requires_grad_(False)
+        if mask is not None:
+            self.register_buffer("mask", mask.to(torch.float32).reshape(n_out, n_in, 1))
+            self.apply_mask()
+        else:
+            self.mask = None
+
+    @property
+    def position_bounds(self) -> tuple[float, float]:
+        h = self.window // 2
+        return -float(h), float(self.window - 1 - h)
+
+    def set_sigma(self, sig: float) -> None:
+        with torch.no_grad():
+            self.conv.SIG.fill_(float(sig))
+
+    @property
+    def sigma(self) -> float:
+        return float(self.conv.SIG.detach().reshape(-1)[0]) + DCLS_SIG_OFFSET
+
+    def clamp_positions(self) -> None:
+        lo, hi = self.position_bounds
+        with torch.no_grad():
+            self.conv.P.clamp_(lo, hi)
+
+    def apply_mask(self) -> None:
+        if self.mask is not None:
+            with torch.no_grad():
+                self.conv.weight.mul_(self.mask)
+
+    def integer_delays(self) -> torch.Tensor:
+        """(n_out, n_in) int64 delays of the discrete model (positions rounded)."""
+        centre = torch.round(self.conv.P.detach().reshape(self.n_out, self.n_in)) + self.window // 2
+        return (self.window - 1 - centre).to(torch.int64)
+
+    def weight_matrix(self) -> torch.Tensor:
+        w = self.conv.weight.detach().reshape(self.n_out, self.n_in)
+        if self.mask is not None:
+            w = w * self.mask.reshape(self.n_out, self.n_in)
+        return w
+
+    def discrete_kernel(self) -> torch.Tensor:
+        """(n_out, n_in, window) kernel with exactly one tap per synapse (Eq. 7)."""
+        tap = (self.window - 1 - self.integer_delays()).unsqueeze(-1)
+        k = torch.zeros(self.n_out, self.n_in, self.window, dtype=self.conv.weight.dtype,
+                        device=self.conv.weight.device)
+        w = self.conv.weight.reshape(self.n_out, self.n_in, 1)
+        if self.mask is not None:
+            w = w * self.mask
+        return k.scatter(2, tap, w)
+
+    def forward(self, x: torch.Tensor, discrete: bool = False) -> torch.Tensor:
+        """x (B, n_in, T) -> (B, n_out, T), causal."""
+        xp = F.pad(x, (self.window - 1, 0))
+        if discrete or self.mode != "learned":
+            return F.conv1d(xp, self.discrete_kernel())
+        return self.conv(xp)
+
+
+def _lif(tau: float, threshold: float, alpha: float):
+    from spikingjelly.activation_based import neuron, surrogate
+
+    return neuron.LIFNode(tau=tau, decay_input=False, v_threshold=threshold, v_reset=0.0,
+                          surrogate_function=surrogate.ATan(alpha=alpha), detach_reset=True,
+                          step_mode="m", store_v_seq=True)
+
+
+class DelaySNN(nn.Module):
+    """Feedforward delay SNN (see module docstring). Input (B, T, n_inputs) counts."""
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0):
+        super().__init__()
+        from spikingjelly.activation_based import layer
+
+        self.cfg = cfg
+        gen = torch.Generator().manual_seed(seed + 7919)  # masks: fixed per seed
+        sizes = [cfg.n_inputs, *cfg.hidden]
+        self.synapses = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.neurons = nn.ModuleList()
+        self.drops = nn.ModuleList()
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            self.synapses.append(DelaySynapses(n_in, n_out, cfg.window, cfg.delays,
+                                               self._mask(n_out, n_in, gen)))
+            self.norms.append(nn.BatchNorm1d(n_out))
+            self.neurons.append(_lif(cfg.tau, cfg.threshold, cfg.surrogate_alpha))
+            self.drops.append(layer.Dropout(cfg.dropout, step_mode="m"))
+        self.readout_synapses = DelaySynapses(sizes[-1], cfg.n_outputs, cfg.window, cfg.delays,
+                                              self._mask(cfg.n_outputs, sizes[-1], gen))
+        self.readout = _lif(cfg.tau, 1e9, cfg.surrogate_alpha)
+
+    def _mask(self, n_out: int, n_in: int, gen: torch.Generator) -> torch.Tensor | None:
+        k = self.cfg.connections
+        if k is None or k >= n_in:
+            return None
+        scores = torch.rand(n_out, n_in, generator=gen)
+        idx = scores.argsort(dim=1)[:, :k]
+        return torch.zeros(n_out, n_in).scatter_(1, idx, 1.0)
+
+    # --- parameter groups -------------------------------------------------------
+    def all_synapses(self) -> list[DelaySynapses]:
+        return [*self.synapses, self.readout_synapses]
+
+    def weight_params(self) -> list[nn.Parameter]:
+        return [s.conv.weight for s in self.all_synapses()]
+
+    def position_params(self) -> list[nn.Parameter]:
+        return [s.conv.P for s in self.all_synapses()]
+
+    def bn_params(self) -> list[nn.Parameter]:
+        return [p for n in self.norms for p in n.parameters()]
+
+    def set_sigma(self, sig: float) -> None:
+        for s in self.all_synapses():
+            if s.mode == "learned":
+                s.set_sigma(sig)
+
+    def after_step(self) -> None:
+        """Clamp positions to the window and re-apply masks (after every optimizer step)."""
+        for s in self.all_synapses():
+            s.clamp_positions()
+            s.apply_mask()
+
+    def count_parameters(self) -> dict:
+        """Trainable synaptic parameters as the paper counts them (masked weights only)."""
+        n_w = sum(int(s.mask.sum()) if s.mask is not None else s.n_in * s.n_out
+                  for s in self.all_synapses())
+        n_p = n_w if self.cfg.delays == "learned" else 0
+        n_bn = sum(p.numel() for p in self.bn_params())
+        return {"weights": n_w, "delays": n_p, "batchnorm": n_bn, "total": n_w + n_p + n_bn}
+
+    # --- forward ---------------------------------------------------------------
+    def _reset_state(self) -> None:
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(self)
+
+    def forward(self, x: torch.Tensor, discrete: bool | None = None,
+                record: bool = False):
+        """x (B, T, n_in) -> readout membrane (B, T, n_outputs) [, hidden spikes list].
+
+        ``discrete`` defaults to ``not self.training``: evaluation always uses the
+        discrete (integer-delay, one tap per synapse) model.
+        """
+        if discrete is None:
+            discrete = not self.training
+        self._reset_state()
+        b, t, _ = x.shape
+        h = x.transpose(1, 2)  # (B, C, T)
+        spikes = []
+        for syn, bn, lif, drop in zip(self.synapses, self.norms, self.neurons, self.drops):
+            cur = syn(h, discrete=discrete)                       # (B, C, T)
+            cur = cur.permute(2, 0, 1)                            # (T, B, C)
+            c = cur.shape[-1]
+            cur = bn(cur.reshape(t * b, c)).reshape(t, b, c)
+            s = lif(cur)                                          # (T, B, C)
+            if record:
+                spikes.append(s.detach().permute(1, 0, 2))
+            s = drop(s)
+            h = s.permute(1, 2, 0)                                # (B, C, T)
+        cur = self.readout_synapses(h, discrete=discrete).permute(2, 0, 1)
+        self.readout(cur)
+        u = self.readout.v_seq.permute(1, 0, 2)                   # (B, T, n_out)
+        return (u, spikes) if record else u
+
+
+def scores_from_membrane(u: torch.Tensor) -> torch.Tensor:
+    """Paper's output rule: y = sum_t softmax(u[t]) -> (B, n_out)."""
+    return F.softmax(u, dim=-1).sum(dim=1)
+
+
+def loss_fn(u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the summed softmax scores (as the reference does)."""
+    return F.cross_entropy(scores_from_membrane(u), y)
+
+
+def sigma_schedule(epoch: int, epochs: int, sigma0: float, kind: str = "decreasing") -> float:
+    """dcls SIG value for ``epoch`` (0-based).
+
+    decreasing: exponential decay from sigma0 to SIG_MIN over the first quarter of the
+    epochs (alpha = (SIG_MIN/sigma0)^(1/(epochs//4))), then SIG_MIN.
+    constant: SIG_MIN throughout (narrow kernels from the start).
+    Effective Gaussian std = SIG + 0.27 (dcls' internal offset).
+    """
+    if kind == "constant":
+        return SIG_MIN
+    if kind != "decreasing":
+        raise ValueError(f"sigma schedule must be decreasing|constant, got {kind!r}")
+    final = max(1, epochs // 4)
+    if sigma0 <= SIG_MIN or epoch >= final:
+        return SIG_MIN
+    alpha = (SIG_MIN / sigma0) ** (1.0 / final)
+    return max(SIG_MIN, sigma0 * alpha ** epoch)
+
+
+def count_parameters(cfg: ModelConfig) -> int:
+    """Total trainable parameters of a model built from ``cfg`` (without building it)."""
+    sizes = [cfg.n_inputs, *cfg.hidden, cfg.n_outputs]
+    n_w = sum((min(cfg.connections, a) if cfg.connections else a) * b
+              for a, b in zip(sizes[:-1], sizes[1:]))
+    n_p = n_w if cfg.delays == "learned" else 0
+    return n_w + n_p + 2 * sum(cfg.hidden)
+
+
+def widen_for_parameter_parity(cfg: ModelConfig, reference: ModelConfig) -> list[int]:
+    """Smallest uniform widening of ``cfg``'s hidden layers reaching ``reference``'s count."""
+    target = count_parameters(reference)
+    scale = 1.0
+    while True:
+        hidden = [max(1, int(math.ceil(h * scale))) for h in reference.hidden]
+        if count_parameters(ModelConfig(**{**cfg.to_dict(), "hidden": hidden})) >= target:
+            return hidden
+        scale *= 1.01

@@ -1,0 +1,370 @@
+"""Training loop for DelaySNN (the paper's recipe) with atomic checkpoints and exact resume.
+
+A run directory holds:
+    config.json      every resolved setting (model, training, data)
+    metrics.jsonl    one line per finished epoch
+    checkpoint.pt    latest state (model, optimizer, schedulers, RNG, metrics), atomic
+    best.pt          model with the best validation accuracy (discrete model), atomic
+    result.json      final discrete test accuracy of best.pt
+
+Recipe (method.md): Adam for all groups; weights lr 1e-3, weight decay 1e-5 (0 for BN),
+OneCycle to 5e-3 over the run; positions lr 100x, no weight decay, cosine annealing.
+Schedulers step once per epoch. Sigma decays per epoch over the first quarter.
+Positions are clamped and connectivity masks re-applied after every batch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import data as D
+from .model import DelaySNN, ModelConfig, loss_fn, scores_from_membrane, sigma_schedule
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 150
+    batch_size: int = 256
+    lr: float = 1e-3
+    max_lr: float = 5e-3
+    weight_decay: float = 1e-5
+    position_lr_factor: float = 100.0
+    sigma: str = "decreasing"          # decreasing | constant
+    learn: str = "weights+delays"      # weights+delays | weights | delays
+    seed: int = 0
+    eval_batch_size: int = 256
+
+    def __post_init__(self):
+        if self.learn not in ("weights+delays", "weights", "delays"):
+            raise ValueError(f"learn must be weights+delays|weights|delays, got {self.learn!r}")
+        if self.sigma not in ("decreasing", "constant"):
+            raise ValueError(f"sigma must be decreasing|constant, got {self.sigma!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is binned."""
+
+    train: str = ""
+    valid: str | None = None
+    test: str | None = None
+    valid_speakers: list[int] | None = None   # carved out of the train file
+    test_speakers: list[int] | None = None    # carved out of the train file
+    dt: float = 0.01
+    channel_bin: int = 5
+    n_channels: int = 700
+    max_time: float | None = None
+    cache_dir: str | None = None
+    embedded: bool = False
+
+
+@dataclass
+class Splits:
+    train: Any
+    valid: Any
+    test: Any
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- utils
+def atomic_torch_save(obj, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _speakers_subset(ds, speakers):
+    keep = np.isin(ds.speakers, np.asarray(speakers))
+    return ds.subset(np.flatnonzero(~keep)), ds.subset(np.flatnonzero(keep))
+
+
+def load_splits(dc: DataConfig, progress: bool = True) -> Splits:
+    """Load (and cache) train/valid/test as BinnedDatasets following ``dc``."""
+    kw = dict(channel_bin=dc.channel_bin, dt=dc.dt, max_time=dc.max_time,
+              n_channels=dc.n_channels, cache_dir=dc.cache_dir, progress=progress)
+    train = D.load_binned(dc.train, **kw)
+    valid = D.load_binned(dc.valid, **kw) if dc.valid else None
+    test = D.load_binned(dc.test, **kw) if dc.test else None
+    notes = []
+    for name, spk in (("test", dc.test_speakers), ("valid", dc.valid_speakers)):
+        if not spk:
+            continue
+        if train.speakers is None:
+            raise D.DataError(f"{dc.train}: has no extra/speaker dataset, so "
+                              f"--{name}-speakers cannot split it; pass --{name}-file instead")
+        train, held = _speakers_subset(train, spk)
+        if len(held) == 0:
+            raise D.DataError(f"{dc.train}: none of the speakers {spk} occur in the file "
+                              f"(speakers present: {sorted(set(train.speakers.tolist()))})")
+        if name == "test":
+            if test is not None:
+                raise D.DataError("give either --test-file or --test-speakers, not both")
+            test = held
+        else:
+            if valid is not None:
+                raise D.DataError("give either --valid-file or --valid-speakers, not both")
+            valid = held
+        notes.append(f"{name} set = speakers {spk} held out of {Path(dc.train).name} "
+                     f"({len(held)} samples)")
+    if test is None:
+        raise D.DataError("no test data: pass --test-file, --test-speakers, or --dataset/--data-dir")
+    if valid is None:
+        valid = test
+        notes.append("no validation split: the TEST set stands in for validation "
+                     "(as in the paper for SHD); best-epoch selection then sees test data")
+    return Splits(train, valid, test, notes)
+
+
+# --------------------------------------------------------------------------- eval
+@torch.no_grad()
+def predict(model: DelaySNN, ds, batch_size: int = 256, pad_to: int | None = None):
+    """Discrete-model predictions for every sample of ``ds`` (fixed padding: ds.max_steps).
+
+    Returns (predictions int64 (N,), scores float (N, C)).
+    """
+    was = model.training
+    model.eval()
+    pad_to = pad_to or ds.max_steps
+    preds, scores = [], []
+    for x, _ in D.iterate_batches(ds, batch_size, shuffle=False, pad_to=pad_to):
+        sc = scores_from_membrane(model(x, discrete=True))
+        scores.append(sc)
+        preds.append(sc.argmax(1))
+    model.train(was)
+    return torch.cat(preds).numpy(), torch.cat(scores).numpy()
+
+
+def accuracy(model: DelaySNN, ds, batch_size: int = 256) -> float:
+    pred, _ = predict(model, ds, batch_size)
+    return float((pred == ds.labels).mean())
+
+
+# --------------------------------------------------------------------------- training
+def build_optim(model: DelaySNN, tc: TrainConfig):
+    weights = [p for p in model.weight_params()]
+    positions = [p for p in model.position_params() if p.requires_grad]
+    if tc.learn == "delays":
+        for p in weights:
+            p.requires_grad_(False)
+        weights = []
+    if tc.learn == "weights":
+        for p in positions:
+            p.requires_grad_(False)
+        positions = []
+    groups_w = [{"params": weights, "lr": tc.lr, "weight_decay": tc.weight_decay},
+                {"params": model.bn_params(), "lr": tc.lr, "weight_decay": 0.0}]
+    opt_w = torch.optim.Adam([g for g in groups_w if g["params"]], lr=tc.lr)
+    sched_w = torch.optim.lr_scheduler.OneCycleLR(opt_w, max_lr=tc.max_lr, total_steps=tc.epochs)
+    opt_p = sched_p = None
+    if positions:
+        opt_p = torch.optim.Adam(positions, lr=tc.lr * tc.position_lr_factor, weight_decay=0.0)
+        sched_p = torch.optim.lr_scheduler.CosineAnnealingLR(opt_p, T_max=tc.epochs)
+    return opt_w, sched_w, opt_p, sched_p
+
+
+def _rng_state():
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+
+
+def _set_rng_state(st):
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig, *,
+          resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
+          log=_log) -> dict:
+    """Train (or resume) a run; returns the final result dict.
+
+    ``stop_after_epoch`` ends the call after that many epochs (used to test resume).
+    """
+    run = Path(run_dir)
+    ckpt_path = run / "checkpoint.pt"
+    if resume:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"{ckpt_path}: nothing to resume (no checkpoint in {run})")
+        saved = json.loads((run / "config.json").read_text())
+        mc = ModelConfig(**saved["model"])
+        tc = TrainConfig(**saved["train"])
+        dc = DataConfig(**saved["data"])
+    elif ckpt_path.exists():
+        raise FileExistsError(f"{run} already holds a run (checkpoint.pt); pass --resume to "
+                              f"continue it or choose another --out")
+
+    torch.manual_seed(tc.seed)
+    np.random.seed(tc.seed)
+    splits = load_splits(dc, progress=progress)
+    for note in splits.notes:
+        log(f"note: {note}")
+    model = DelaySNN(mc, seed=tc.seed)
+    opt_w, sched_w, opt_p, sched_p = build_optim(model, tc)
+    counts = model.count_parameters()
+
+    state = {"epoch": 0, "metrics": [], "best_valid": -1.0, "best_epoch": -1}
+    if resume:
+        ck = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt_w.load_state_dict(ck["opt_w"])
+        sched_w.load_state_dict(ck["sched_w"])
+        if opt_p is not None:
+            opt_p.load_state_dict(ck["opt_p"])
+            sched_p.load_state_dict(ck["sched_p"])
+        _set_rng_state(ck["rng"])
+        state = ck["state"]
+        log(f"resuming {run} after epoch {state['epoch']}/{tc.epochs}")
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+        cfg = {"model": mc.to_dict(), "train": asdict(tc), "data": asdict(dc),
+               "parameters": counts, "class_names": splits.train.class_names,
+               "splits": {"train": len(splits.train), "valid": len(splits.valid),
+                          "test": len(splits.test), "notes": splits.notes}}
+        atomic_write_text(run / "config.json", json.dumps(cfg, indent=2))
+        log(f"model: {mc.hidden} hidden, window {mc.window} steps, delays={mc.delays}, "
+            f"parameters {counts['total']:,} (weights {counts['weights']:,}, "
+            f"delays {counts['delays']:,})")
+    atomic_write_text(run / "metrics.jsonl",
+                      "".join(json.dumps(m) + "\n" for m in state["metrics"]))
+
+    from tqdm.auto import tqdm
+
+    n_train = len(splits.train)
+    start = state["epoch"]
+    for epoch in range(start, tc.epochs):
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
+        t0 = time.time()
+        sig = sigma_schedule(epoch, tc.epochs, mc.sigma0, tc.sigma)
+        model.set_sigma(sig)
+        model.train()
+        tot_loss, tot_correct, tot_n = 0.0, 0, 0
+        n_batches = (n_train + tc.batch_size - 1) // tc.batch_size
+        bar = tqdm(D.iterate_batches(splits.train, tc.batch_size, shuffle=True, seed=tc.seed,
+                                     epoch=epoch),
+                   total=n_batches, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
+                   disable=not progress, unit="batch")
+        for x, y in bar:
+            u = model(x, discrete=False)
+            loss = loss_fn(u, y)
+            opt_w.zero_grad(set_to_none=True)
+            if opt_p is not None:
+                opt_p.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_w.step()
+            if opt_p is not None:
+                opt_p.step()
+            model.after_step()
+            with torch.no_grad():
+                correct = int((scores_from_membrane(u).argmax(1) == y).sum())
+            tot_loss += loss.item() * len(y)
+            tot_correct += correct
+            tot_n += len(y)
+            bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{tot_correct / tot_n:.3f}")
+        bar.close()
+        lrs = {"lr_weights": opt_w.param_groups[0]["lr"],
+               "lr_positions": opt_p.param_groups[0]["lr"] if opt_p else 0.0}
+        sched_w.step()
+        if sched_p is not None:
+            sched_p.step()
+        valid_acc = accuracy(model, splits.valid, tc.eval_batch_size)
+        rec = {"epoch": epoch + 1, "loss": tot_loss / tot_n, "train_acc": tot_correct / tot_n,
+               "valid_acc": valid_acc, "sigma": sig + 0.27, **lrs,
+               "seconds": round(time.time() - t0, 2)}
+        state["metrics"].append(rec)
+        state["epoch"] = epoch + 1
+        if valid_acc > state["best_valid"]:
+            state["best_valid"], state["best_epoch"] = valid_acc, epoch + 1
+            atomic_torch_save({"model": model.state_dict(), "model_config": mc.to_dict(),
+                               "epoch": epoch + 1, "valid_acc": valid_acc}, run / "best.pt")
+        ck = {"model": model.state_dict(), "opt_w": opt_w.state_dict(),
+              "sched_w": sched_w.state_dict(), "rng": _rng_state(), "state": state}
+        if opt_p is not None:
+            ck["opt_p"], ck["sched_p"] = opt_p.state_dict(), sched_p.state_dict()
+        atomic_torch_save(ck, ckpt_path)
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        log(f"epoch {epoch + 1:3d}/{tc.epochs}  loss {rec['loss']:.4f}  train {rec['train_acc']:.3f}"
+            f"  valid(discrete) {valid_acc:.3f}  sigma {rec['sigma']:.2f}  {rec['seconds']:.1f}s")
+
+    if state["epoch"] < tc.epochs:
+        return {"finished": False, "epoch": state["epoch"]}
+    best = load_model(run)
+    test_acc = accuracy(best, splits.test, tc.eval_batch_size)
+    result = {"finished": True, "test_accuracy": test_acc, "n_test": len(splits.test),
+              "best_epoch": state["best_epoch"], "best_valid_accuracy": state["best_valid"],
+              "parameters": counts, "notes": splits.notes}
+    atomic_write_text(run / "result.json", json.dumps(result, indent=2))
+    return result
+
+
+def load_model(run_dir: str | Path, which: str = "best") -> DelaySNN:
+    """The trained model of a run (``best.pt`` by default) in eval mode."""
+    run = Path(run_dir)
+    path = run / f"{which}.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint (is {run} a finished "
+                                f"`neurodelay train` run?)")
+    ck = torch.load(path, weights_only=False)
+    mc = ModelConfig(**ck["model_config"]) if "model_config" in ck else \
+        ModelConfig(**json.loads((run / "config.json").read_text())["model"])
+    seed = json.loads((run / "config.json").read_text())["train"]["seed"]
+    model = DelaySNN(mc, seed=seed)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    return model
+
+
+def run_config(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not a neurodelay run directory")
+    return json.loads(path.read_text())
+
+
+def run_test_data(run_dir: str | Path, test_file: str | None = None, progress: bool = False):
+    """The run's own test split (or ``test_file`` binned with the run's settings)."""
+    cfg = run_config(run_dir)
+    dc = DataConfig(**cfg["data"])
+    if test_file:
+        return D.load_binned(test_file, channel_bin=dc.channel_bin, dt=dc.dt,
+                             max_time=dc.max_time, n_channels=dc.n_channels,
+                             cache_dir=dc.cache_dir, progress=progress)
+    if dc.embedded:
+        D.make_synthetic(Path(dc.train).parent)
+    return load_splits(dc, progress=progress).test

@@ -1,0 +1,172 @@
+"""DelaySNN: the DCLS synapse, the discrete model (Eq. 6), schedules and masks."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from neurodelay.model import (SIG_MIN, DelaySNN, DelaySynapses, ModelConfig, count_parameters,
+                              loss_fn, sigma_schedule, widen_for_parameter_parity)
+from neurodelay.train import TrainConfig, build_optim
+
+torch.set_num_threads(1)
+
+
+def eq6_loop(x, w, d):
+    """I_i[t] = sum_j w_ij x_j[t - d_ij], x (B, n_in, T) -> (B, n_out, T), plain loops."""
+    b, n_in, t = x.shape
+    n_out = w.shape[0]
+    out = np.zeros((b, n_out, t))
+    for i in range(n_out):
+        for j in range(n_in):
+            dij = int(d[i, j])
+            if dij < t:
+                out[:, i, dij:] += w[i, j] * x[:, j, : t - dij]
+    return out
+
+
+def set_delays(syn: DelaySynapses, delays: torch.Tensor):
+    """Put the dcls positions so that the synapses have these integer delays."""
+    with torch.no_grad():
+        centre = syn.window - 1 - delays.to(torch.float32)
+        syn.conv.P.copy_((centre - syn.window // 2).reshape(syn.conv.P.shape))
+
+
+@pytest.mark.parametrize("window", [25, 10, 7])
+def test_discrete_synapse_is_eq6(window):
+    g = torch.Generator().manual_seed(1)
+    n_in, n_out, b, t = 9, 6, 3, 40
+    syn = DelaySynapses(n_in, n_out, window, "learned")
+    d = torch.randint(0, window, (n_out, n_in), generator=g)
+    set_delays(syn, d)
+    assert torch.equal(syn.integer_delays(), d)
+    x = (torch.rand(b, n_in, t, generator=g) < 0.3).float() * torch.randint(1, 4, (b, n_in, t),
+                                                                             generator=g)
+    got = syn(x, discrete=True).detach().numpy()
+    ref = eq6_loop(x.numpy(), syn.weight_matrix().numpy(), d.numpy())
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_gaussian_kernel_converges_to_eq6_as_sigma_shrinks():
+    """dcls 'gauss' with integer positions and the smallest sigma ~ one tap per synapse."""
+    g = torch.Generator().manual_seed(2)
+    n_in, n_out, window = 5, 4, 11
+    syn = DelaySynapses(n_in, n_out, window, "learned")
+    d = torch.randint(0, window, (n_out, n_in), generator=g)
+    set_delays(syn, d)
+    x = torch.rand(2, n_in, 30, generator=g)
+    exact = syn(x, discrete=True)
+    errs = []
+    for sig in (3.0, 1.0, 0.3, 0.0):  # effective sigma = sig + 0.27
+        syn.set_sigma(sig)
+        errs.append(float((syn(x, discrete=False) - exact).abs().max().detach()))
+    assert errs == sorted(errs, reverse=True), errs
+    # effective sigma 0.27: neighbours get exp(-0.5/0.27^2) ~ 1e-3 of the weight
+    assert errs[-1] < 5e-3 * float(exact.abs().max())
+    assert errs[0] > 10 * errs[-1]
+
+
+def test_position_convention_matches_dcls():
+    """method.md: for Td=25, P=+12 is delay 0 and delay = Td//2 - P."""
+    syn = DelaySynapses(1, 1, 25, "learned")
+    for p, delay in [(12.0, 0), (0.0, 12), (-12.0, 24), (3.4, 9)]:
+        with torch.no_grad():
+            syn.conv.P.fill_(p)
+        assert int(syn.integer_delays()) == delay
+        # and the dcls Gaussian kernel really peaks at that delay
+        syn.set_sigma(0.0)
+        x = torch.zeros(1, 1, 40)
+        x[0, 0, 5] = 1.0
+        y = syn(x, discrete=False)[0, 0]
+        assert int(y.abs().argmax()) == 5 + delay
+
+
+def test_positions_receive_gradients():
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_inputs=20, n_outputs=4, hidden=[16], max_delay_steps=7, dropout=0.0)
+    m = DelaySNN(cfg)
+    m.set_sigma(2.0)
+    x = (torch.rand(4, 25, 20) < 0.3).float()
+    loss = loss_fn(m(x, discrete=False), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    for syn in m.all_synapses():
+        assert syn.conv.P.grad is not None
+        assert float(syn.conv.P.grad.abs().sum()) > 0
+        assert float(syn.conv.weight.grad.abs().sum()) > 0
+
+
+def test_sigma_schedule_values():
+    s0, epochs = 12.5, 40
+    vals = [sigma_schedule(e, epochs, s0) for e in range(epochs)]
+    assert vals[0] == pytest.approx(s0)
+    assert vals[10] == pytest.approx(SIG_MIN)  # reaches the minimum at epochs//4
+    alpha = (SIG_MIN / s0) ** (1 / 10)
+    assert vals[5] == pytest.approx(s0 * alpha ** 5)
+    assert all(a > b for a, b in zip(vals[:10], vals[1:11]))
+    assert all(v == SIG_MIN for v in vals[10:])
+    assert all(sigma_schedule(e, epochs, s0, "constant") == SIG_MIN for e in range(epochs))
+    with pytest.raises(ValueError):
+        sigma_schedule(0, 10, s0, "linear")
+
+
+def test_optimizer_groups_and_schedules():
+    cfg = ModelConfig(n_inputs=10, n_outputs=3, hidden=[8], max_delay_steps=5)
+    m = DelaySNN(cfg)
+    tc = TrainConfig(epochs=8, batch_size=4)
+    opt_w, sched_w, opt_p, sched_p = build_optim(m, tc)
+    assert opt_p.param_groups[0]["lr"] == pytest.approx(0.1)      # 100 x 1e-3
+    assert opt_p.param_groups[0]["weight_decay"] == 0.0
+    assert opt_w.param_groups[0]["weight_decay"] == pytest.approx(1e-5)
+    assert opt_w.param_groups[1]["weight_decay"] == 0.0           # BatchNorm
+    lrs_w, lrs_p = [], []
+    for _ in range(tc.epochs):
+        lrs_w.append(opt_w.param_groups[0]["lr"])
+        lrs_p.append(opt_p.param_groups[0]["lr"])
+        opt_w.step(), opt_p.step()
+        sched_w.step(), sched_p.step()
+    # OneCycle (as the reference uses it): starts at max_lr/25, peaks near 5e-3, anneals
+    assert lrs_w[0] == pytest.approx(5e-3 / 25)
+    assert 0.95 * 5e-3 < max(lrs_w) <= 5e-3
+    assert int(np.argmax(lrs_w)) in (2, 3) and lrs_w[-1] < lrs_w[0]
+    expected_p = [0.1 * (1 + math.cos(math.pi * e / tc.epochs)) / 2 for e in range(tc.epochs)]
+    np.testing.assert_allclose(lrs_p, expected_p, rtol=1e-6)        # cosine annealing
+
+
+def test_masks_hold_after_optimizer_steps():
+    torch.manual_seed(0)
+    k = 3
+    cfg = ModelConfig(n_inputs=12, n_outputs=4, hidden=[10, 10], max_delay_steps=5,
+                      connections=k, dropout=0.0)
+    m = DelaySNN(cfg, seed=3)
+    tc = TrainConfig(epochs=2, batch_size=4)
+    opt_w, _, opt_p, _ = build_optim(m, tc)
+    x = (torch.rand(8, 20, 12) < 0.4).float()
+    y = torch.randint(0, 4, (8,))
+    for _ in range(3):
+        opt_w.zero_grad(), opt_p.zero_grad()
+        loss_fn(m(x, discrete=False), y).backward()
+        opt_w.step(), opt_p.step()
+        m.after_step()
+    for syn in m.all_synapses():
+        w = syn.conv.weight.detach().reshape(syn.n_out, syn.n_in)
+        assert torch.all((w != 0).sum(1) == k)
+        assert torch.all(w[syn.mask.reshape(syn.n_out, syn.n_in) == 0] == 0)
+        lo, hi = syn.position_bounds
+        assert float(syn.conv.P.min()) >= lo and float(syn.conv.P.max()) <= hi
+    assert m.count_parameters()["weights"] == k * (10 + 10 + 4)
+
+
+def test_ablation_models():
+    base = ModelConfig(n_inputs=140, n_outputs=20, hidden=[64, 64], max_delay_steps=11)
+    none = ModelConfig(**{**base.to_dict(), "delays": "none"})
+    wide = widen_for_parameter_parity(none, base)
+    assert wide[0] > 64
+    widened = ModelConfig(**{**none.to_dict(), "hidden": wide})
+    assert count_parameters(widened) >= count_parameters(base)
+    assert count_parameters(widened) < 1.05 * count_parameters(base)
+    m = DelaySNN(widened)
+    assert all(int(s.integer_delays().max()) == 0 for s in m.all_synapses())
+    fixed = DelaySNN(ModelConfig(**{**base.to_dict(), "delays": "fixed-random"}))
+    d = fixed.synapses[0].integer_delays()
+    assert int(d.max()) > 5 and not fixed.synapses[0].conv.P.requires_grad
+    assert DelaySNN(base).count_parameters()["total"] == count_parameters(base)
