@@ -69,6 +69,7 @@ The LIF loop runs over rows, vectorised over (batch, neurons), in int64.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,6 +86,10 @@ MAX_DELAY_LAVA = 63                  # DelayDense refuses larger delays (6 bits)
 A_IN_DECLARED_BITS = 16              # a_out / a_in precision Lava declares (not enforced)
 
 _I32 = 2 ** 31
+_GROUPED_MAX = 4                     # up to this many distinct delays: grouped matmuls
+_F32_BOUND = 2 ** 20                 # float32 FFT only for |sums| below this bound ...
+_F32_TOL = 1 / 16                    # ... and only if every result is this close to an int
+_LIF_CHUNK = 16384                   # neurons x samples per LIF block (cache-sized)
 
 
 class BitSimError(ValueError):
@@ -190,23 +195,47 @@ class _Syn:
     """Per-layer precomputation of the synapse process."""
 
     w: np.ndarray                     # (n_out, n_in) int64, Lava-effective weights
+    delay: np.ndarray                 # (n_out, n_in) int64 delays (0 where w == 0)
     delays: np.ndarray                # distinct delays of nonzero weights (sorted)
-    groups: list                      # W_k (n_out, n_in) int64 per delay in `delays`
     weight_exp: int
     linear: bool                      # the shift is exact, so it commutes with sums
     row_abs: int                      # max_i sum_j |w_ij|
-    fft_cache: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)
+
+    def group(self, k: int) -> np.ndarray:
+        """W_k: the weights of the synapses with delay k (others 0)."""
+        return np.where(self.delay == k, self.w, 0)
 
 
 def _prepare(layer: QLayer) -> _Syn:
     w = lava_weights(layer.weight, layer.num_weight_bits)
     used = w != 0
-    delays = np.unique(layer.delay[used]).astype(np.int64)
-    groups = [np.where(used & (layer.delay == k), w, 0) for k in delays]
+    delay = np.where(used, layer.delay, 0).astype(np.int64)
+    delays = np.unique(delay[used]).astype(np.int64)
     e = int(layer.weight_exp)
     linear = e >= 0 or bool(np.all(w % (1 << -e) == 0))
     row_abs = int(np.abs(w).sum(axis=1).max()) if w.size else 0
-    return _Syn(w, delays, groups, e, linear, row_abs)
+    return _Syn(w, delay, delays, e, linear, row_abs)
+
+
+_SYN_CACHE: dict = {}                # fingerprint -> _Syn (keeps FFT kernels between calls)
+
+
+def _prepared(layer: QLayer) -> _Syn:
+    """_prepare(layer), cached by the content of the fields the synapse uses."""
+    h = hashlib.blake2b(digest_size=16)
+    for arr in (layer.weight, layer.delay):
+        a = np.ascontiguousarray(arr, dtype=np.int64)
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    h.update(f"{layer.weight_exp},{layer.num_weight_bits}".encode())
+    key = h.hexdigest()
+    syn = _SYN_CACHE.get(key)
+    if syn is None:
+        if len(_SYN_CACHE) >= 8:
+            _SYN_CACHE.pop(next(iter(_SYN_CACHE)))
+        syn = _SYN_CACHE[key] = _prepare(layer)
+    return syn
 
 
 def _shift(x: np.ndarray, e: int) -> np.ndarray:
@@ -214,25 +243,25 @@ def _shift(x: np.ndarray, e: int) -> np.ndarray:
     return x << e if e > 0 else x >> -e
 
 
-def _synaptic_input(syn: _Syn, s: np.ndarray, smax: int, n_out: int) -> np.ndarray:
-    """a_in (n_rows, B, n_out) int64 for presynaptic payloads s (n_rows, B, n_in)."""
+def _synaptic_input(syn: _Syn, s: np.ndarray, smax: int, n_out: int,
+                    precision: str) -> np.ndarray:
+    """a_in (R, B, n_out) int64 that the LIF receives for presynaptic payloads s (R, B, n_in)
+    (row r of s enters the synapse process at row r)."""
     R, B, n_in = s.shape
-    a = np.zeros((R, B, n_out), np.int64)
     if len(syn.delays) == 0 or R < 2 or smax == 0:
-        return a
+        return np.zeros((R, B, n_out), np.int64)
     bound = syn.row_abs * smax                       # |group sum| and |total| <= bound
-    fits32 = bound << max(syn.weight_exp, 0) < _I32
-    if syn.linear and fits32:
-        total = _total_fast(syn, s, bound)
-        return _shift(total, syn.weight_exp)
-    # exact path: per-group int64 sums, Lava's floor shift, int32 buffer wrap
+    if syn.linear and (bound << max(syn.weight_exp, 0)) < _I32:
+        return _shift(_total_fast(syn, s, bound, precision), syn.weight_exp)
+    # exact path: per-group int64 sums, Lava's floor shift per group, int32 buffer wrap
+    a = np.zeros((R, B, n_out), np.int64)
     flat = s.reshape(R * B, n_in)
-    exact_float = bound < 2 ** 53
-    for k, wk in zip(syn.delays, syn.groups):
+    for k in syn.delays:
         k = int(k)
         if 1 + k >= R:
             break
-        if exact_float:
+        wk = syn.group(k)
+        if bound < 2 ** 53:
             acc = np.rint(flat.astype(np.float64) @ wk.T.astype(np.float64)).astype(np.int64)
         else:
             acc = flat.astype(np.int64) @ wk.T
@@ -241,50 +270,82 @@ def _synaptic_input(syn: _Syn, s: np.ndarray, smax: int, n_out: int) -> np.ndarr
     return _wrap32(a)
 
 
-def _total_fast(syn: _Syn, s: np.ndarray, bound: int) -> np.ndarray:
-    """Exact sum_k delayed(S @ W_k^T) (no shift), every intermediate below 2**31."""
+def _total_fast(syn: _Syn, s: np.ndarray, bound: int, precision: str) -> np.ndarray:
+    """Exact total sum_k (S @ W_k^T) delayed by 1 + k, as int64 (R, B, n_out)."""
     R, B, n_in = s.shape
-    n_out = syn.w.shape[0]
     delays = [int(k) for k in syn.delays if 1 + k < R]
-    # cost model (measured): grouped float32 matmuls ~ 1 unit per delay; FFT ~ 5 units
-    if len(delays) <= 5:
+    if len(delays) <= _GROUPED_MAX:
+        # one float matmul per distinct delay; exact: integer sums below 2**24 / 2**53
         dt = np.float32 if bound < 2 ** 24 else np.float64
         flat = s.reshape(R * B, n_in).astype(dt, copy=False)
-        acc = np.zeros((R, B, n_out), np.float64)
+        acc = np.zeros((R, B, syn.w.shape[0]), np.float64)
         for k in delays:
-            wk = syn.groups[int(np.searchsorted(syn.delays, k))]
-            y = (flat @ wk.T.astype(dt)).reshape(R, B, n_out)
-            acc[1 + k:] += y[:R - 1 - k]                  # exact: integers < 2**31
+            y = (flat @ syn.group(k).T.astype(dt)).reshape(R, B, -1)
+            acc[1 + k:] += y[:R - 1 - k]
         return np.rint(acc).astype(np.int64)
-    kmax = max(delays)
-    N = _fft_len(R + kmax + 1)
-    kh = syn.fft_cache.get(N)
+    use32 = precision == "auto" and bound < _F32_BOUND
+    if use32:
+        out, err = _fft_conv(syn, s, R, delays, np.float32)
+        if err <= _F32_TOL:
+            return out
+    out, err = _fft_conv(syn, s, R, delays, np.float64)
+    if err > 0.01:   # impossible for |values| < 2**31 in float64; never round wrongly
+        raise BitSimError(f"internal: FFT rounding error {err:.3g} too large")
+    return out
+
+
+def _fft_conv(syn: _Syn, s: np.ndarray, R: int, delays: list, dtype):
+    """FFT convolution over time; returns (rounded int64 result, max |y - round(y)|)."""
+    N = _fft_len(R + max(delays) + 1)               # no circular wrap-around
+    ctype = np.complex64 if dtype == np.float32 else np.complex128
+    key = (N, np.dtype(dtype).name)
+    kh = syn.cache.get(key)
     if kh is None:
         F = N // 2 + 1
-        lag = (1 + syn_delay_matrix(syn)) % N            # (n_out, n_in)
-        ph = np.exp(-2j * np.pi * np.outer(np.arange(F), np.arange(N)) / N)
-        kh = np.ascontiguousarray((syn.w[None] * ph[:, lag]).transpose(0, 2, 1))
-        syn.fft_cache.clear()
-        syn.fft_cache[N] = kh                            # (F, n_in, n_out)
-    sh = np.fft.rfft(s.astype(np.float64, copy=False), n=N, axis=0)     # (F, B, n_in)
-    y = np.fft.irfft(np.matmul(sh, kh), n=N, axis=0)[:R]                # (R, B, n_out)
+        lag = (1 + syn.delay).T % N                     # (n_in, n_out)
+        wt = syn.w.T.astype(np.float64)
+        kh = np.empty((F, *lag.shape), ctype)
+        for f in range(F):                              # K_hat[f] = W * exp(-2 pi i f lag / N)
+            kh[f] = wt * np.exp((-2j * np.pi * f / N) * lag)
+        syn.cache[key] = kh                             # (F, n_in, n_out)
+    sh = _rfft(s.astype(dtype, copy=False), N)          # (F, B, n_in)
+    y = _irfft(np.matmul(sh, kh), N)[:R]                # (R, B, n_out)
     out = np.rint(y)
     err = float(np.abs(y - out).max()) if y.size else 0.0
-    if err > 0.05:   # cannot happen for integers < 2**31 with float64; never round wrongly
-        raise BitSimError(f"internal: FFT rounding error {err:.3g} too large")
-    return out.astype(np.int64)
+    return out.astype(np.int64), err
 
 
-def syn_delay_matrix(syn: _Syn) -> np.ndarray:
-    """(n_out, n_in) delay of every synapse in syn (0 where the weight is 0)."""
-    d = np.zeros(syn.w.shape, np.int64)
-    for k, wk in zip(syn.delays, syn.groups):
-        d[wk != 0] = k
-    return d
+def _torch():
+    """torch if importable (its MKL FFT is ~2x numpy's along axis 0), else None."""
+    global _TORCH
+    if _TORCH is None:
+        try:
+            import torch
+            _TORCH = torch
+        except Exception:  # noqa: BLE001 - torch is optional here
+            _TORCH = False
+    return _TORCH or None
+
+
+_TORCH = None
+
+
+def _rfft(x: np.ndarray, N: int) -> np.ndarray:
+    torch = _torch()
+    if torch is not None:
+        return torch.fft.rfft(torch.from_numpy(np.ascontiguousarray(x)), n=N, dim=0).numpy()
+    return np.fft.rfft(x, n=N, axis=0)
+
+
+def _irfft(x: np.ndarray, N: int) -> np.ndarray:
+    torch = _torch()
+    if torch is not None:
+        return torch.fft.irfft(torch.from_numpy(np.ascontiguousarray(x)), n=N, dim=0).numpy()
+    return np.fft.irfft(x, n=N, axis=0)
 
 
 def _fft_len(n: int) -> int:
-    """Smallest 2**a * 3**b * 5**c >= n (fast sizes for pocketfft)."""
+    """Smallest 2**a * 3**b * 5**c >= n (fast FFT sizes)."""
     best = 1 << (int(n) - 1).bit_length()
     p5 = 1
     while p5 < best:
@@ -301,75 +362,87 @@ def _fft_len(n: int) -> int:
 
 # ----------------------------------------------------------------------------- neurons
 
+def _current(layer: QLayer, a_in: np.ndarray, want_stats: bool, st: dict) -> np.ndarray:
+    """u (R, B, n) int64 for a_in (R, B, n): Lava's current update with 24-bit wrap."""
+    du = int(layer.du)
+    if du == 4095 and (a_in.size == 0 or np.abs(a_in).max() < 2 ** 17):
+        return a_in << ACT_SHIFT          # decayed current is 0; no int32 / 24-bit wrap
+    act = _wrap32(a_in << ACT_SHIFT)
+
+    def wrap24(c):
+        w = np.where(c > UV_MAX, c - 2 * UV_MAX, np.where(c <= -UV_MAX, c + 2 * UV_MAX, c))
+        if want_stats:
+            st["u_wraps"] += int(np.count_nonzero(w != c))
+        return w
+
+    if du == 4095:
+        return wrap24(act)
+    R, B, n = a_in.shape
+    U = np.empty_like(a_in)
+    u = np.zeros((B, n), np.int64)
+    fu = 4096 - (du + 1)
+    for r in range(R):
+        u = wrap24(_wrap32(_trunc_shift12(u * fu) + act[r]))
+        U[r] = u
+    return U
+
+
 def _lif(layer: QLayer, a_in: np.ndarray, record: bool, want_stats: bool):
     """Run Lava's bit-accurate CUBA LIF over all rows of a_in (R, B, n) int64.
 
-    Returns (spikes (R, B, n) bool, v_rows (R, B, n) int64 or None, u_rows or None, stats).
-    v_rows is returned for the readout (or when recording).
+    Returns (spikes (R, B, n) bool, v_rows, u_rows, stats); v_rows (R, B, n) int64 for
+    the readout or when recording, u_rows when recording, else None.
+
+    v is kept in float64, which is exact here: |v| < 2**23, v * (4096 - dv) < 2**35 and
+    the division by 4096 is a power-of-two scaling, so trunc(v * (4096 - dv) / 4096)
+    equals Lava's sign(p) * (|p| >> 12).
     """
     R, B, n = a_in.shape
-    du, dv = int(layer.du), int(layer.dv)
-    vth6 = layer_vth(layer) << VTH_SHIFT
-    bias = effective_bias(layer)
-    readout = layer.kind == "li"
-    keep_v = record or readout
-    spikes = np.zeros((R, B, n), bool)
-    v_rows = np.empty((R, B, n), np.int64) if keep_v else None
-    u_rows = np.empty((R, B, n), np.int64) if record else None
     st = {"max_abs_a_in": int(np.abs(a_in).max(initial=0)), "u_wraps": 0, "v_clips": 0,
           "v_max": 0, "v_min": 0, "max_abs_u": 0}
-    # u: with du = 4095 the decayed current is 0, so u depends on a_in only (vectorised)
-    act = _wrap32(a_in << ACT_SHIFT)
-    if du == 4095:
-        c = act
-        U = np.where(c > UV_MAX, c - 2 * UV_MAX, np.where(c <= -UV_MAX, c + 2 * UV_MAX, c))
-        if want_stats:
-            st["u_wraps"] = int(np.count_nonzero(U != c))
-    else:
-        U = np.empty_like(a_in)
-        u = np.zeros((B, n), np.int64)
-        fu = 4096 - (du + 1)
-        for r in range(R):
-            c = _wrap32(_trunc_shift12(u * fu) + act[r])
-            u = np.where(c > UV_MAX, c - 2 * UV_MAX, np.where(c <= -UV_MAX, c + 2 * UV_MAX, c))
-            if want_stats:
-                st["u_wraps"] += int(np.count_nonzero(u != c))
-            U[r] = u
-    del act
-    if record:
-        u_rows[:] = U
+    U = _current(layer, a_in, want_stats, st)
     if want_stats:
         st["max_abs_u"] = int(np.abs(U).max(initial=0))
-    fv = 4096 - dv
-    v = np.zeros((B, n), np.int64)
-    tmp = np.empty((B, n), np.int64)
-    vmax = np.zeros((B, n), np.int64) if want_stats else None
-    vmin = np.zeros((B, n), np.int64) if want_stats else None
+    u_rows = U if record else None
+    drive = U.astype(np.float64)
+    drive += effective_bias(layer).astype(np.float64)
+    if not record:
+        del U
+    fv = 4096 - int(layer.dv)
+    c = fv / 4096.0
+    vth6 = float(layer_vth(layer) << VTH_SHIFT)
+    keep_v = record or layer.kind == "li"
+    spikes = np.zeros((R, B, n), bool)
+    v_rows = np.empty((R, B, n), np.float64) if keep_v else None
+    vmax = np.full(n, -np.inf) if want_stats else None
+    vmin = np.full(n, np.inf) if want_stats else None
     clips = 0
-    for r in range(R):
-        if fv != 4096:                                   # dv = 0: v * 4096 >> 12 == v
-            np.multiply(v, fv, out=v)
-            np.right_shift(v, 63, out=tmp)
-            np.bitwise_and(tmp, 4095, out=tmp)
-            v += tmp
-            np.right_shift(v, DECAY_SHIFT, out=v)
-        v += U[r]
-        v += bias
-        if want_stats:
-            np.maximum(vmax, v, out=vmax)
-            np.minimum(vmin, v, out=vmin)
-            clips += int(np.count_nonzero((v > V_LIMIT) | (v < -V_LIMIT)))
-        np.clip(v, -V_LIMIT, V_LIMIT, out=v)
-        s = v > vth6
-        spikes[r] = s
-        v[s] = 0
-        if keep_v:
-            v_rows[r] = v
-    if want_stats:
-        st["v_max"] = int(vmax.max(initial=0))
-        st["v_min"] = int(vmin.min(initial=0))
+    chunk = max(1, _LIF_CHUNK // max(n, 1))             # keep (chunk, n) in cache
+    for b0 in range(0, B, chunk):
+        b1 = min(B, b0 + chunk)
+        v = np.zeros((b1 - b0, n), np.float64)
+        for r in range(R):
+            if fv != 4096:                                  # dv = 0: no decay
+                v *= c
+                np.trunc(v, out=v)
+            v += drive[r, b0:b1]
+            if want_stats:
+                np.maximum(vmax, v.max(axis=0), out=vmax)
+                np.minimum(vmin, v.min(axis=0), out=vmin)
+                clips += int(np.count_nonzero(np.abs(v) > V_LIMIT))
+            np.clip(v, -V_LIMIT, V_LIMIT, out=v)
+            s = spikes[r, b0:b1]
+            np.greater(v, vth6, out=s)
+            np.copyto(v, 0.0, where=s)
+            if keep_v:
+                v_rows[r, b0:b1] = v
+    if want_stats and R and B:
+        st["v_max"] = int(max(vmax.max(initial=0), 0))
+        st["v_min"] = int(min(vmin.min(initial=0), 0))
         st["v_clips"] = clips
     st["spikes"] = int(np.count_nonzero(spikes))
+    if keep_v:
+        v_rows = v_rows.astype(np.int64)
     return spikes, v_rows, u_rows, st
 
 
@@ -427,11 +500,18 @@ def as_payloads(qnet: QNetwork, s_in) -> np.ndarray:
 
 
 def run(qnet: QNetwork, s_in, n_steps: int | None = None, record: bool = False, *,
-        stats: bool = True, batch_size: int = 256) -> BitSimResult:
+        stats: bool = True, batch_size: int = 256, precision: str = "auto") -> BitSimResult:
     """Simulate ``qnet`` on graded integer input ``s_in`` (B, T, n_in) for ``n_steps`` Lava
     rows (default :func:`steps_needed`: T + L + sum of per-layer max delays; the input is
     zero after row T-1, or cut to n_steps). Batched over samples in chunks.
+
+    stats: collect the per-layer overflow/headroom statistics (a little slower).
+    precision: "auto" lets the FFT path try float32 first (used only if every result lies
+    within 1/16 of an integer and all sums are below 2**20, else redone in float64);
+    "float64" always uses float64 (provably exact for sums below 2**31).
     """
+    if precision not in ("auto", "float64"):
+        raise BitSimError(f"precision must be 'auto' or 'float64', got {precision!r}")
     check_qnet(qnet)
     x = as_payloads(qnet, s_in)
     B, T, _ = x.shape
@@ -440,7 +520,7 @@ def run(qnet: QNetwork, s_in, n_steps: int | None = None, record: bool = False, 
         raise BitSimError(f"n_steps must be >= 1, got {n}")
     if batch_size < 1:
         raise BitSimError(f"batch_size must be >= 1, got {batch_size}")
-    syns = [_prepare(l) for l in qnet.layers]
+    syns = [_prepared(layer) for layer in qnet.layers]
     L = len(qnet.layers)
     C = qnet.layers[-1].n_out
     v_out = np.zeros((B, n, C), np.int64)
@@ -455,7 +535,7 @@ def run(qnet: QNetwork, s_in, n_steps: int | None = None, record: bool = False, 
         s[:m] = xb[:, :m].transpose(1, 0, 2)
         smax = int(np.abs(s).max(initial=0))
         for k, (layer, syn) in enumerate(zip(qnet.layers, syns)):
-            a = _synaptic_input(syn, s, smax, layer.n_out)
+            a = _synaptic_input(syn, s, smax, layer.n_out, precision)
             spk, vr, ur, st = _lif(layer, a, record, stats)
             if record:
                 rec["spikes"][k].append(spk.transpose(1, 0, 2))
@@ -518,24 +598,27 @@ def readout_scores(u: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=2, keepdims=True)).sum(axis=1)
 
 
-def readout_membrane(qnet: QNetwork, counts, *, batch_size: int = 256) -> np.ndarray:
+def readout_membrane(qnet: QNetwork, counts, *, batch_size: int = 256,
+                     precision: str = "auto") -> np.ndarray:
     """Descaled readout membrane (B, T, C) float64 on the float time axis:
     v[row t + L] * scale for input counts (B, T, n_in)."""
     x = quantize_input(qnet, counts)
     T = x.shape[1]
     L = len(qnet.layers)
-    res = run(qnet, x, n_steps=T + L, stats=False, batch_size=batch_size)
+    res = run(qnet, x, n_steps=T + L, stats=False, batch_size=batch_size,
+              precision=precision)
     return align_to_float(res, T).astype(np.float64) * qnet.layers[-1].scale
 
 
-def predict(qnet: QNetwork, counts, *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def predict(qnet: QNetwork, counts, *, batch_size: int = 256,
+            precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """(predictions (B,), scores (B, C)) for input counts (B, T, n_in).
 
     Graded input = round(counts * qnet.input_scale); the readout v is read every row,
     aligned to the float time axis (exactly T steps: rows L..L+T-1), descaled by the
     readout layer's ``scale``; score = sum_t softmax; prediction = argmax.
     """
-    u = readout_membrane(qnet, counts, batch_size=batch_size)
+    u = readout_membrane(qnet, counts, batch_size=batch_size, precision=precision)
     scores = readout_scores(u)
     return scores.argmax(axis=1), scores
 

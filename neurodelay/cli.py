@@ -142,5 +142,88 @@ def eval_cmd(run, test_file, as_json, batch_size):
         click.echo(f"discrete accuracy {res['accuracy']:.4f} on {res['n']} samples ({res['test']})")
 
 
+# ------------------------------------------------------------------ research workflow
+_ABLATE_SETS = {"out", "resume", "delays", "sigma", "learn", "seed", "connections", "no_progress"}
+
+
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Ablation folder: runs go to OUT/<model>/seed<k>/, the report to OUT/report.*")
+@click.option("--seeds", type=int, default=3, show_default=True,
+              help="Seeds 0..N-1 per model (same seed = same initialisation across models, "
+                   "except the widened no-delay model whose shapes differ).")
+@click.option("--connections", type=int,
+              help="Sparse models: K synapses per neuron (fixed random mask). Default: dense.")
+@click.option("--no-progress", is_flag=True, help="No progress bar over the runs.")
+def ablate(out, seeds, connections, no_progress, **options):
+    """Train the paper's five ablation models for N seeds each, then report.
+
+    \b
+    Models (Fig. 5 of Hammouamri et al. 2023):
+      learned         learned delays, sigma decreasing (the method)
+      constant-sigma  learned delays, sigma 0.5 throughout        (--sigma constant)
+      fixed-random    fixed random integer delays                 (--delays fixed-random)
+      fixed-weights   learned delays, weights frozen              (--learn delays)
+      no-delays       no delays, layers widened to equal params   (--delays none)
+
+    Resumable: finished runs (result.json) are skipped, interrupted ones resumed. The other
+    options are those of `neurodelay train` and apply to every run.
+    """
+    from . import study
+
+    try:
+        res = study.run_ablation(out, seeds, connections, progress=not no_progress,
+                                 log=lambda m: click.echo(m, err=True), **options)
+        rep = study.report(out)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
+        _fail(exc)
+    done = {a: sum(r["action"] == a for r in res) for a in ("trained", "resumed", "skipped")}
+    click.echo(f"{len(res)} runs: {done['trained']} trained, {done['resumed']} resumed, "
+               f"{done['skipped']} already finished")
+    click.echo(rep["markdown"])
+    click.echo("wrote " + ", ".join(str(f) for f in rep["files"]))
+
+
+ablate.params.extend(p for p in main.commands["train"].params
+                     if p.name not in _ABLATE_SETS
+                     and p.name not in {q.name for q in ablate.params})
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+def report(folder):
+    """Aggregate all finished runs under FOLDER: mean test accuracy +- 95 % CI per model.
+
+    Any folder with result.json + config.json counts as a run; runs are grouped by model
+    (delays, sigma, learn) and connectivity. Writes FOLDER/report.md, report.csv, report.png.
+    """
+    from . import study
+
+    try:
+        rep = study.report(folder)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    click.echo(rep["markdown"])
+    click.echo("wrote " + ", ".join(str(f) for f in rep["files"]))
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--sample", type=int, default=0, show_default=True,
+              help="Test sample for the spike raster.")
+@click.option("--synapses", type=int, default=4, show_default=True,
+              help="Synapses per layer in the kernel figure.")
+def plot(run, sample, synapses):
+    """Figures of a run into RUN/plots/: kernels, delay histograms, curves, spike raster."""
+    from . import plots
+
+    try:
+        paths = plots.plot_run(run, sample=sample, synapses=synapses)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    click.echo(f"wrote {len(paths)} figures to {paths[0].parent}: "
+               + ", ".join(p.name for p in paths))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -707,7 +707,8 @@ def _synthetic_split(rng: np.random.Generator, patterns: np.ndarray, n: int):
     return times, units, labels
 
 
-def make_synthetic(out_dir: str | os.PathLike | None = None, seed: int = 0) -> dict[str, Path]:
+def make_synthetic(out_dir: str | os.PathLike | None = None, seed: int = 0,
+                   sizes: dict[str, int] | None = None) -> dict[str, Path]:
     """Write (if missing) the embedded delay task; returns dict(train=, valid=, test=) paths.
 
     **The task.** 700 units in 7 groups of 100 consecutive units (20 inputs each after
@@ -724,12 +725,18 @@ def make_synthetic(out_dir: str | os.PathLike | None = None, seed: int = 0) -> d
     pair apart (<= 50 %). A neuron with per-synapse delays up to 9 steps can align two
     groups' bursts and detect their order. 2000 / 500 / 500 samples, about 500 spikes each.
 
+    ``sizes`` overrides the sample counts per split (tests use smaller sets).
+
     Files are ``synthetic_{train,valid,test}.h5`` in ``out_dir`` (default
     :func:`synthetic_dir`). Existing files made by the same version and seed are reused;
     ones from another seed/version are regenerated; foreign files are never overwritten.
     """
     out = Path(out_dir).expanduser() if out_dir is not None else synthetic_dir()
-    tag = json.dumps({"synthetic_version": SYNTHETIC_VERSION, "seed": int(seed)})
+    sizes = {**SYN["sizes"], **(sizes or {})}
+    tag = {"synthetic_version": SYNTHETIC_VERSION, "seed": int(seed)}
+    if sizes != SYN["sizes"]:
+        tag["sizes"] = sizes
+    tag = json.dumps(tag)
     paths = {s: out / name for s, name in SYNTHETIC_FILES.items()}
     todo = []
     for split, p in paths.items():
@@ -752,7 +759,7 @@ def make_synthetic(out_dir: str | os.PathLike | None = None, seed: int = 0) -> d
         for i, split in enumerate(("train", "valid", "test")):
             if split in todo:
                 rng = np.random.default_rng([int(seed), 1 + i])
-                t, u, lab = _synthetic_split(rng, patterns, SYN["sizes"][split])
+                t, u, lab = _synthetic_split(rng, patterns, int(sizes[split]))
                 write_shd_file(paths[split], t, u, lab, names,
                                attrs={"neurodelay_synthetic": tag})
     return paths

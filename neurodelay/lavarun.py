@@ -78,6 +78,12 @@ def check_qnet(qnet: QNetwork) -> None:
             raise LavaRunError(f"{tag}: bias_mant up to {int(np.abs(layer.bias_mant).max())}"
                                f" does not fit Lava's int16 bias_mant (it would wrap "
                                f"silently); use a larger bias_exp")
+        w = layer.weight
+        mixed = int(w.size > 0 and w.min() < 0 < w.max())
+        if not 1 <= layer.num_weight_bits <= 8 + mixed:
+            raise LavaRunError(f"{tag}: num_weight_bits={layer.num_weight_bits} outside "
+                               f"1..{8 + mixed} for these {'mixed' if mixed else 'one-sign'}"
+                               f" weights (Lava would shift by a negative count)")
         if k < len(qnet.layers) - 1 and layer.kind != "lif":
             raise LavaRunError(f"{tag}: hidden layers must spike (kind 'lif'), got "
                                f"{layer.kind!r}")
@@ -263,7 +269,6 @@ def run_lava(qnet: QNetwork, s_in, n_steps: int | None = None, *, synapse: str =
     """
     x, n = as_counts(qnet, s_in, n_steps)
     msg_bits = input_message_bits(x)
-    check_qnet(qnet)
     return _run_samples(lambda: build(qnet, n, msg_bits, synapse=synapse,
                                       record_v=record_v),
                         x, n, [L.n_out for L in qnet.layers], record_v, fresh_each_sample)

@@ -102,6 +102,10 @@ def test_runner_rejects_bad_input():
         run_lava(q, np.zeros((1, 5, 2), int))
     with pytest.raises(LavaRunError, match="integer"):
         run_lava(q, np.full((1, 5, 1), 0.5))
+    nine = chain(0)
+    nine.layers[0].num_weight_bits = 9          # one-sign weights: 8 bits at most
+    with pytest.raises(LavaRunError, match="num_weight_bits=9 outside 1..8"):
+        run_lava(nine, np.zeros((1, 5, 1), int))
     q_far = chain(64)
     with pytest.raises(LavaRunError, match="delay 64 > 63"):
         run_lava(q_far, np.zeros((1, 5, 1), int))
@@ -176,12 +180,52 @@ def test_export_float_network_quantizes_through_passes(tmp_path):
 # ----------------------------------------------------------------------------- bitsim
 
 @pytest.mark.skipif(not HAVE_BITSIM, reason="neurodelay.bitsim not written yet")
-@pytest.mark.parametrize("seed", [11, 12])
-def test_lava_and_bitsim_are_spike_exact(seed):
+@pytest.mark.parametrize("seed,weight_exp,num_weight_bits", [(11, 0, 8), (15, -1, 7),
+                                                              (16, 1, 8)])
+def test_lava_and_bitsim_are_spike_exact(seed, weight_exp, num_weight_bits):
     from neurodelay.lavarun import cross_check
-    q = random_qnet(seed, max_delay=4 + seed % 3)
+    q = random_qnet(seed, max_delay=4 + seed % 3, weight_exp=weight_exp,
+                    num_weight_bits=num_weight_bits)
     counts = graded_input(seed + 100, B=3)
     res = cross_check(q, counts)
-    assert res["lava_samples"] == 3
-    assert res["lava_mismatches"] == 0, res
+    assert res["lava_samples"] == 3 and res["n_steps"] == 24 + 3
+    assert res["lava_spike_counts"][0] > 10 and res["lava_spike_counts"][1] > 0
+    assert res["lava_mismatches"] == 0, res["first_mismatch"]
     assert res["identical_predictions"]
+
+
+@pytest.mark.skipif(not HAVE_BITSIM, reason="neurodelay.bitsim not written yet")
+def test_lava_and_bitsim_agree_at_the_extremes():
+    """Saturating inputs (u wraps, v clips, the readout spikes at 2**17-1), one-sign
+    layers, odd decays and negative bias exponents."""
+    from neurodelay.lavarun import cross_check
+    rng = np.random.default_rng(7)
+    sizes, layers = (10, 12, 6, 3), []
+    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = k == 2
+        lo, hi = [(-256, 256), (0, 256), (-255, 1)][k]           # mixed, exc, inh
+        w = rng.integers(lo, hi, (b, a)) * (rng.random((b, a)) < 0.7)
+        w[0, 0] = [5, 7, -3][k]
+        bias = rng.integers(-4000, 4000, b)
+        bias[0] = 4000                      # readout neuron 0: 4000 << 7 per step
+        layers.append(QLayer(
+            weight=w, weight_exp=[1, -1, 2][k], num_weight_bits=[8, 6, 5][k],
+            delay=rng.integers(0, 8, (b, a)), bias_mant=bias,
+            bias_exp=[-2, 3, 7][k], du=[0, 4095, 1234][k], dv=[4095, 0, 17][k],
+            vth=None if last else int(rng.integers(0, 400)), scale=1.0,
+            kind="li" if last else "lif"))
+    q = QNetwork(layers, target="loihi2")
+    x = rng.integers(-50, 2000, (2, 20, 10)) * (rng.random((2, 20, 10)) < 0.4)
+    res = cross_check(q, x)
+    assert res["lava_spike_counts"][2] > 0          # the readout saturated and spiked
+    assert res["lava_mismatches"] == 0, res["first_mismatch"]
+
+
+@pytest.mark.skipif(not HAVE_BITSIM, reason="neurodelay.bitsim not written yet")
+def test_lava_and_bitsim_agree_with_nine_bit_mixed_weights():
+    """Mixed-sign weights with num_weight_bits = 9 are exact in Lava (no LSB dropped);
+    the hardware config allows them, so bitsim must run them too."""
+    from neurodelay.lavarun import cross_check
+    q = random_qnet(21, num_weight_bits=9)
+    res = cross_check(q, graded_input(22, B=2))
+    assert res["lava_mismatches"] == 0, res["first_mismatch"]

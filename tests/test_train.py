@@ -1,0 +1,141 @@
+"""Training on the embedded task, exact resume, freeze == PyTorch discrete model, CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from neurodelay import api
+from neurodelay.cli import main
+from neurodelay.data import pad_batch
+from neurodelay.floatsim import simulate
+from neurodelay.freeze import freeze, freeze_run
+from neurodelay.model import scores_from_membrane
+from neurodelay.network import load_network, save_network
+from neurodelay.train import load_model, run_test_data
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, cache):
+    """The embedded timing task, with fewer samples (same generator)."""
+    from neurodelay.data import make_synthetic
+
+    p = make_synthetic(tmp_path_factory.mktemp("syn"), seed=0,
+                       sizes={"train": 800, "valid": 150, "test": 150})
+    return dict(train_file=str(p["train"]), valid_file=str(p["valid"]),
+                test_file=str(p["test"]), cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, files):
+    """A small model trained for a test-sized budget on the embedded timing task."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    res = api.train_run(str(out), preset="tiny", hidden=[32, 32], epochs=6, batch_size=32,
+                        seed=1, progress=False, log=lambda m: None, **files)
+    return out, res
+
+
+def test_training_learns_the_embedded_task(trained):
+    out, res = trained
+    assert res["finished"]
+    # 10 classes: chance is 0.10; a no-delay network cannot exceed ~0.5 on this task
+    assert res["test_accuracy"] > 0.6, res
+    metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    assert metrics[0]["sigma"] > metrics[-1]["sigma"] == pytest.approx(0.5)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["hidden"] == [32, 32] and cfg["train"]["seed"] == 1
+    assert cfg["splits"]["test"] == 150
+
+
+def test_freeze_matches_pytorch_discrete_model(trained):
+    out, _ = trained
+    model = load_model(out)
+    net = freeze_run(out)
+    ds = run_test_data(out)
+    x = pad_batch(ds.samples, pad_to=ds.max_steps)
+    with torch.no_grad():
+        u_torch = model(torch.from_numpy(x), discrete=True).numpy()
+    sim = simulate(net, x)
+    assert np.abs(sim.u - u_torch).max() <= 1e-4
+    pred_torch = scores_from_membrane(torch.from_numpy(u_torch)).argmax(1).numpy()
+    assert np.array_equal(sim.predictions, pred_torch)
+    # BN really was folded (non-trivial bias) and delays are integers within the window
+    assert np.abs(net.layers[0].bias).max() > 1e-3
+    assert net.layers[0].delay.max() <= model.cfg.window - 1
+    assert net.class_names[:2] == ["order0-fwd", "order0-rev"]
+
+
+def test_frozen_network_file_round_trip(trained, tmp_path):
+    out, _ = trained
+    net = freeze_run(out)
+    path = save_network(net, tmp_path / "net.h5")
+    back = load_network(path)
+    for a, b in zip(net.layers, back.layers):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.delay, b.delay)
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, files):
+    kw = dict(preset="tiny", hidden=[8], epochs=3, batch_size=128, seed=5, progress=False,
+              log=lambda m: None)
+    full = api.train_run(str(tmp_path / "full"), **kw, **files)
+    # interrupted after epoch 1 (as if killed), then resumed
+    from neurodelay.train import train, DataConfig, TrainConfig
+    from neurodelay.model import ModelConfig
+    cfg = json.loads((tmp_path / "full" / "config.json").read_text())
+    mc, tc, dc = (ModelConfig(**cfg["model"]), TrainConfig(**cfg["train"]),
+                  DataConfig(**cfg["data"]))
+    part = train(tmp_path / "part", mc, tc, dc, progress=False, stop_after_epoch=1,
+                 log=lambda m: None)
+    assert part == {"finished": False, "epoch": 1}
+    with pytest.raises(FileExistsError):
+        train(tmp_path / "part", mc, tc, dc, progress=False, log=lambda m: None)
+    resumed = api.train_run(str(tmp_path / "part"), resume=True, progress=False)
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+    m_full = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    m_part = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k != "seconds"}
+                           for l in lines]
+    assert strip(m_full) == strip(m_part)
+    a, b = load_model(tmp_path / "full"), load_model(tmp_path / "part")
+    for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(va, vb), k
+
+
+def test_same_seed_same_numbers_other_seed_differs(tmp_path, files):
+    kw = dict(preset="tiny", hidden=[8], epochs=1, batch_size=256, progress=False,
+              log=lambda m: None, **files)
+    r1 = api.train_run(str(tmp_path / "a"), seed=3, **kw)
+    r2 = api.train_run(str(tmp_path / "b"), seed=3, **kw)
+    r3 = api.train_run(str(tmp_path / "c"), seed=4, **kw)
+    l = lambda p: json.loads((tmp_path / p / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert l("a") == l("b") and r1["test_accuracy"] == r2["test_accuracy"]
+    assert l("a") != l("c")
+
+
+def test_cli_eval_json_and_help(trained):
+    out, res = trained
+    r = CliRunner().invoke(main, ["eval", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    assert got == {"accuracy": pytest.approx(res["test_accuracy"]), "n": 150}
+    r = CliRunner().invoke(main, ["train", "--help"])
+    assert r.exit_code == 0 and "--delays" in r.output and "--test-speakers" in r.output
+
+
+def test_cli_train_errors_are_specific(tmp_path):
+    r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "x"), "--train-file",
+                                  str(tmp_path / "missing.h5")])
+    assert r.exit_code != 0
+    assert "missing.h5" in r.output
+    r = CliRunner().invoke(main, ["eval", str(tmp_path)])
+    assert r.exit_code != 0 and "neurodelay train" in r.output
