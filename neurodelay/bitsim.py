@@ -18,7 +18,9 @@ Integer semantics, with the Lava source they reproduce (paths relative to
    -256..255, excitatory 0..255, inhibitory -255..0); ``truncate_weights(w, sign_mode,
    num_weight_bits)`` = ``(w >> t) << t`` with ``t = 8 - num_weight_bits + (mixed)`` (on
    the negated matrix for inhibitory). So mixed weights with num_weight_bits = 8 lose
-   their LSB, rounding toward -inf: [101, -3] -> [100, -4]. See :func:`lava_weights`.
+   their LSB, rounding toward -inf: [101, -3] -> [100, -4]. With num_weight_bits above
+   8 (+1 if mixed) the shift count is negative and numpy (hence Lava) zeroes every
+   weight -- reproduced, not corrected. See :func:`lava_weights`.
 2. Synaptic accumulation (``calc_act`` + ``run_spk`` of the DelayDense model): at row r
    the synapse receives s[r] (hidden layers: binary, ``s_in.astype(bool)``; layer 0:
    graded integer payloads), computes for every delay k the group sum
@@ -131,14 +133,16 @@ def lava_weights(weight: np.ndarray, num_weight_bits: int) -> np.ndarray:
     mode = sign_mode(w)
     mixed = int(mode == "mixed")
     nwb = int(num_weight_bits)
-    if not 1 <= nwb <= 8 + mixed:
-        raise BitSimError(f"num_weight_bits={nwb} is outside 1..{8 + mixed} for "
-                          f"{mode} weights (Lava would shift by a negative amount); "
-                          f"use num_weight_bits <= {8 + mixed}")
+    if nwb < 1:
+        raise BitSimError(f"num_weight_bits={nwb} must be >= 1")
     if mode == "inhibitory":
         w = -w
     w = np.clip(w, -256 * mixed, 255)
     t = 8 - nwb + mixed
+    if t < 0:
+        # num_weight_bits > 8 (+1 if mixed): numpy shifts by a negative count give 0
+        # (or -1 for negatives, then shifted left: 0) -- Lava silently zeroes every weight
+        return np.zeros_like(w)
     w = (w >> t) << t
     if mode == "inhibitory":
         w = -w
@@ -186,7 +190,8 @@ def check_qnet(qnet: QNetwork) -> None:
                               f"(passes.check_delays(..., clip=True))")
         if k < len(qnet.layers) - 1 and layer.kind != "lif":
             raise BitSimError(f"{tag}: hidden layers must spike (kind 'lif')")
-        lava_weights(layer.weight[:1, :1], layer.num_weight_bits)  # range check only
+        if layer.num_weight_bits < 1:
+            raise BitSimError(f"{tag}: num_weight_bits must be >= 1")
 
 
 # ----------------------------------------------------------------------------- synapses

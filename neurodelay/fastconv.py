@@ -248,50 +248,75 @@ def lif_multistep(x: torch.Tensor, tau: float, threshold: float, alpha: float = 
                   return_v: bool = False):
     """spikingjelly LIFNode(decay_input=False, v_reset=0, ATan(alpha), detach_reset=True).
 
-    x (T, B, C) input currents -> spikes (T, B, C) [, membrane after reset (T, B, C),
-    what LIFNode stores as ``v_seq``]. Forward arithmetic is spikingjelly's, so spikes
-    and membranes are bit-equal; the gradient is its surrogate rule
-    dS/dH = (alpha/2) / (1 + (pi/2 * alpha * (H - threshold))^2).
+    x (T, B, ...) input currents -> spikes (T, B, ...) [, membrane after reset, what
+    LIFNode stores as ``v_seq``]. The forward arithmetic is spikingjelly's (spikes and
+    membranes bit-equal); the gradient is its surrogate rule
+    dS/dH = (alpha/2) / (1 + (pi/2 * alpha * (H - threshold))^2), reset detached.
     """
     if x.dim() < 2:
         raise FastConvError(f"x: expected time-major (T, batch, ...), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise FastConvError(f"x: expected a floating tensor, got {x.dtype}")
     if not (math.isfinite(tau) and tau > 1.0):
-        raise FastConvError(f"tau must be finite and > 1, got {tau}")
-    spikes, v_seq = _LIFFn.apply(x, float(tau), float(threshold), float(alpha))
-    return (spikes, v_seq) if return_v else spikes
+        raise FastConvError(f"tau must be finite and > 1 (spikingjelly's rule), got {tau}")
+    out = _LIFFn.apply(x, float(tau), float(threshold), float(alpha), bool(return_v))
+    return out
 
 
 class _LIFFn(torch.autograd.Function):
-    """Spikes with surrogate gradient and the membrane sequence, one autograd node."""
+    """Spikes (surrogate gradient) [and membrane sequence] of a LIF layer, one autograd node.
+
+    The state is kept negated, n = -v, so the reset is one ``F.threshold`` (keep n where
+    n > -threshold, i.e. h < threshold, else 0) instead of slow boolean-mask ops; negation
+    is exact, so n - n/tau - x = -(v - v/tau + x) bit for bit. Every step works on one
+    (B, C) slice that stays in cache; the backward also runs step by step:
+        dh[t] = dS[t] * sg(h[t] - th) + (dV[t] + carry) * (1 - S[t]),  carry = dh - dh/tau.
+    """
 
     @staticmethod
-    def forward(ctx, x, tau, threshold, alpha):
-        T = x.shape[0]
-        h = torch.empty_like(x, memory_format=torch.contiguous_format)
-        v_seq = torch.empty_like(h)
-        v = torch.zeros_like(x[0])
-        for t in range(T):
-            torch.add(v - v / tau, x[t], out=h[t])   # spikingjelly: v - (v - 0) / tau + x
-            v = torch.where(h[t] >= threshold, 0.0, h[t])
-            v_seq[t] = v
-        spikes = (h >= threshold).to(x.dtype)
-        ctx.save_for_backward(h)
-        ctx.tau, ctx.threshold, ctx.alpha = tau, threshold, alpha
-        return spikes, v_seq
+    def forward(ctx, x, tau, threshold, alpha, want_v):
+        nh = torch.empty_like(x, memory_format=torch.contiguous_format)   # -h
+        n = torch.zeros_like(nh[0])                                       # -v
+        tau_t = torch.tensor(tau, dtype=x.dtype, device=x.device)
+        for t in range(x.shape[0]):
+            torch.addcdiv(n, n, tau_t, value=-1.0, out=nh[t])            # n - n / tau
+            nh[t].sub_(x[t])
+            n = F.threshold(nh[t], -threshold, 0.0)
+        spikes = (nh <= -threshold).to(x.dtype)
+        ctx.save_for_backward(nh, spikes)
+        ctx.tau, ctx.threshold, ctx.alpha, ctx.want_v = tau, threshold, alpha, want_v
+        if not want_v:
+            return spikes
+        # v = h where it did not fire, +0 where it did (-0 + 0 = +0)
+        return spikes, torch.neg(F.threshold(nh, -threshold, 0.0)).add_(0.0)
 
     @staticmethod
-    def backward(ctx, g_spikes, g_v):
-        (h,) = ctx.saved_tensors
-        tau, threshold = ctx.tau, ctx.threshold
-        keep = (h < threshold).to(h.dtype)           # dV/dH with the reset detached
-        if g_spikes is None:
-            direct = torch.zeros_like(h)
-        else:
-            direct = g_spikes * _atan_grad(h - threshold, ctx.alpha)
-        gx = torch.empty_like(h)
-        carry = torch.zeros_like(h[0])
-        for t in range(h.shape[0] - 1, -1, -1):
-            gv = carry if g_v is None else g_v[t] + carry
-            torch.addcmul(direct[t], gv, keep[t], out=gx[t])
-            carry = gx[t] - gx[t] / tau
-        return gx, None, None, None
+    def backward(ctx, g_s, g_v=None):
+        nh, spikes = ctx.saved_tensors
+        th = ctx.threshold
+        tau_t = torch.tensor(ctx.tau, dtype=nh.dtype, device=nh.device)
+        one = torch.ones((), dtype=nh.dtype, device=nh.device)
+        c, half_alpha = math.pi / 2 * ctx.alpha, ctx.alpha / 2
+        gx = torch.empty_like(nh)
+        z = torch.empty_like(nh[0])
+        den = torch.empty_like(nh[0])
+        carry = None
+        for t in range(nh.shape[0] - 1, -1, -1):
+            cin = carry
+            if g_v is not None:
+                cin = g_v[t] if cin is None else cin + g_v[t]
+            gt = gx[t]
+            masked = None if cin is None else torch.addcmul(cin, cin, spikes[t], value=-1.0)
+            if g_s is not None:
+                torch.add(nh[t], th, out=z).mul_(c)                      # -(h - th) * c
+                torch.addcmul(one, z, z, out=den)                         # 1 + z^2
+                if masked is None:
+                    torch.div(g_s[t], den, out=gt).mul_(half_alpha)
+                else:
+                    torch.addcdiv(masked, g_s[t], den, value=half_alpha, out=gt)
+            elif masked is None:
+                gt.zero_()
+            else:
+                gt.copy_(masked)
+            carry = torch.addcdiv(gt, gt, tau_t, value=-1.0)              # dh - dh / tau
+        return gx, None, None, None, None

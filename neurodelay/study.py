@@ -318,7 +318,7 @@ def collect_runs(root) -> tuple[list[dict], list[str]]:
             "run": str(run), "model": key, "connections": mc.get("connections"),
             "seed": tc.get("seed"), "test_accuracy": float(res["test_accuracy"]),
             "parameters": params.get("total"), "weights": params.get("weights"),
-            "delays": params.get("delays"),
+            "delays": params.get("delays"), "batchnorm": params.get("batchnorm"),
             "setting": json.dumps({"hidden": mc.get("hidden"), "epochs": tc.get("epochs"),
                                    "window": mc.get("max_delay_steps"),
                                    "train": cfg.get("data", {}).get("train")}),
@@ -332,13 +332,23 @@ def _model_order(key: str) -> tuple:
     return (names.index(key) if key in names else len(names), key)
 
 
-def _fmt_count(values) -> str:
-    vals = sorted({v for v in values if v is not None})
+def _fmt_count(values) -> int | str | None:
+    """One count (int), a range 'lo-hi' when runs differ, or None when unknown."""
+    vals = sorted({int(v) for v in values if v is not None})
     if not vals:
-        return "?"
+        return None
     if len(vals) == 1:
-        return f"{vals[0]:,}"
-    return f"{vals[0]:,}-{vals[-1]:,}"
+        return vals[0]
+    return f"{vals[0]}-{vals[-1]}"
+
+
+def _md_count(v) -> str:
+    if v is None:
+        return "?"
+    if isinstance(v, int):
+        return f"{v:,}"
+    lo, hi = v.split("-")
+    return f"{int(lo):,}-{int(hi):,}"
 
 
 def summarise(recs: list[dict]) -> tuple[list[dict], list[str]]:
@@ -368,6 +378,7 @@ def summarise(recs: list[dict]) -> tuple[list[dict], list[str]]:
             "parameters": _fmt_count(r["parameters"] for r in g),
             "weights": _fmt_count(r["weights"] for r in g),
             "delays": _fmt_count(r["delays"] for r in g),
+            "batchnorm": _fmt_count(r["batchnorm"] for r in g),
             "hidden": " / ".join(sorted({"x".join(map(str, r["hidden"] or [])) for r in g})),
             "seeds": seeds,
         })
@@ -391,7 +402,8 @@ def markdown_table(rows: list[dict], notes: list[str], root: Path) -> str:
     for r in rows:
         lines.append(f"| {r['label']} | {r['connectivity']} | {r['hidden']} | {r['n_runs']} | "
                      f"{r['mean_pct']:.2f} | {_pm(r)} | {r['min_pct']:.2f}-{r['max_pct']:.2f} | "
-                     f"{r['parameters']} ({r['weights']} + {r['delays']}) |")
+                     f"{_md_count(r['parameters'])} ({_md_count(r['weights'])} + {_md_count(r['delays'])} + "
+                     f"{_md_count(r['batchnorm'])}) |")
     if any(r["model"] == "no-delays" for r in rows) and len(rows) > 1:
         notes = [*notes, "No delays (wider layers) has other layer shapes, so it cannot start "
                          "from the same initialisation as the other models (same seed only)."]
@@ -403,7 +415,7 @@ def markdown_table(rows: list[dict], notes: list[str], root: Path) -> str:
 def csv_table(rows: list[dict]) -> str:
     cols = ["model", "label", "connectivity", "connections", "hidden", "n_runs", "mean_pct",
             "ci95_pct", "std_pct", "min_pct", "max_pct", "parameters", "weights", "delays",
-            "seeds"]
+            "batchnorm", "seeds"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -431,9 +443,9 @@ def bar_plot(rows: list[dict], path: Path, title: str = "") -> Path:
     colors = {m: c for m, c in zip(models, ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728",
                                             "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"] * 4)}
     width = 0.8 / max(1, len(models))
-    fig = Figure(figsize=(max(5.0, 1.2 + 0.75 * len(models) * len(conns)), 4.2), dpi=120)
+    fig = Figure(figsize=(max(6.0, 2.0 + 0.7 * len(models) * len(conns)), 5.0), dpi=120)
     ax = fig.add_subplot()
-    lows = []
+    lows, highs = [], []
     for j, m in enumerate(models):
         xs, ys, es = [], [], []
         for i, c in enumerate(conns):
@@ -444,19 +456,24 @@ def bar_plot(rows: list[dict], path: Path, title: str = "") -> Path:
             ys.append(r["mean_pct"])
             es.append(r["ci95_pct"] or 0.0)
             lows.append(r["mean_pct"] - (r["ci95_pct"] or 0.0))
+            highs.append(r["mean_pct"] + (r["ci95_pct"] or 0.0))
         ax.bar(xs, ys, width * 0.92, yerr=es, capsize=3, color=colors[m],
                label=model_label(m), error_kw={"elinewidth": 1})
-        for x, y, e in zip(xs, ys, es):
-            ax.text(x, y + e + 0.5, f"{y:.1f}", ha="center", va="bottom", fontsize=7)
+        for x, y in zip(xs, ys):  # the mean, written inside the bar (above if too short)
+            inside = y > 15
+            ax.text(x, y - 1 if inside else y + 1, f"{y:.1f}", ha="center",
+                    va="top" if inside else "bottom", rotation=90, fontsize=7,
+                    color="white" if inside else "black")
     ax.set_xticks(range(len(conns)))
     ax.set_xticklabels([connectivity_label(c or None) for c in conns])
     ax.set_ylabel("test accuracy (%)")
     lo = max(0.0, math.floor((min(lows) - 10) / 10) * 10) if lows else 0.0
-    ax.set_ylim(lo, 105)
+    ax.set_ylim(lo, max(100.0, max(highs, default=100.0)) + 2)
     ns = sorted({r["n_runs"] for r in rows})
-    ax.set_title(title or f"Ablation: mean ± 95 % CI over {'/'.join(map(str, ns))} run(s) "
-                          f"(no bar = single run)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(title or f"mean ± 95 % CI over {'/'.join(map(str, ns))} run(s) per model "
+                          f"(no error bar: single run)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2,
+              frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -471,7 +488,7 @@ def report(root, *, write: bool = True) -> dict:
     Returns dict(rows=[...], notes=[...], markdown=str, csv=str, runs=int,
     files=[paths written]). Each row: model, label, connectivity, connections, hidden,
     n_runs, mean_pct, ci95_pct (None for one run), std_pct, min_pct, max_pct,
-    parameters/weights/delays (a count or a range), seeds.
+    parameters/weights/delays/batchnorm (a count or a range), seeds.
     """
     root = Path(root)
     if not root.is_dir():

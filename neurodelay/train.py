@@ -208,6 +208,40 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def distributed_context():
+    """(rank, world_size) under torchrun (initialises the process group), else (0, 1).
+
+    Backend: nccl when CUDA is available, gloo on CPU. Each rank trains on its share
+    rank::world of every global batch of ``batch_size`` samples; DDP averages gradients,
+    so the parameters stay identical on every rank.
+    """
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _all_sum(values: list[float], world: int) -> list[float]:
+    if world <= 1:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig, *,
           resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
           log=_log) -> dict:
@@ -217,6 +251,11 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
     """
     run = Path(run_dir)
     ckpt_path = run / "checkpoint.pt"
+    rank, world = distributed_context()
+    main_rank = rank == 0
+    if not main_rank:
+        log = lambda *a, **k: None  # noqa: E731
+        progress = False
     if resume:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"{ckpt_path}: nothing to resume (no checkpoint in {run})")
@@ -236,6 +275,16 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
     model = DelaySNN(mc, seed=tc.seed)
     opt_w, sched_w, opt_p, sched_p = build_optim(model, tc)
     counts = model.count_parameters()
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model)
+        if tc.batch_size % world:
+            raise ValueError(f"batch size {tc.batch_size} is not divisible by the "
+                             f"{world} processes")
+        log(f"distributed: {world} processes, {tc.batch_size // world} samples each per "
+            f"global batch of {tc.batch_size}; BatchNorm statistics are per process")
 
     state = {"epoch": 0, "metrics": [], "best_valid": -1.0, "best_epoch": -1}
     if resume:
@@ -249,18 +298,21 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
         _set_rng_state(ck["rng"])
         state = ck["state"]
         log(f"resuming {run} after epoch {state['epoch']}/{tc.epochs}")
-    else:
+    elif main_rank:
         run.mkdir(parents=True, exist_ok=True)
         cfg = {"model": mc.to_dict(), "train": asdict(tc), "data": asdict(dc),
                "parameters": counts, "class_names": splits.train.class_names,
                "splits": {"train": len(splits.train), "valid": len(splits.valid),
-                          "test": len(splits.test), "notes": splits.notes}}
+                          "test": len(splits.test), "notes": splits.notes},
+               "world_size": world}
         atomic_write_text(run / "config.json", json.dumps(cfg, indent=2))
         log(f"model: {mc.hidden} hidden, window {mc.window} steps, delays={mc.delays}, "
             f"parameters {counts['total']:,} (weights {counts['weights']:,}, "
             f"delays {counts['delays']:,})")
-    atomic_write_text(run / "metrics.jsonl",
-                      "".join(json.dumps(m) + "\n" for m in state["metrics"]))
+    if main_rank:
+        atomic_write_text(run / "metrics.jsonl",
+                          "".join(json.dumps(m) + "\n" for m in state["metrics"]))
+    _barrier(world)
 
     from tqdm.auto import tqdm
 
@@ -280,7 +332,11 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
                    total=n_batches, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
                    disable=not progress, unit="batch")
         for x, y in bar:
-            u = model(x, discrete=False)
+            if world > 1:
+                if len(y) < world:  # a last partial batch too small to share: skipped
+                    continue        # by every rank alike
+                x, y = x[rank::world], y[rank::world]
+            u = net(x, discrete=False)
             loss = loss_fn(u, y)
             opt_w.zero_grad(set_to_none=True)
             if opt_p is not None:
@@ -297,6 +353,8 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
             tot_n += len(y)
             bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{tot_correct / tot_n:.3f}")
         bar.close()
+        tot_loss, tot_correct, tot_n = _all_sum([tot_loss, tot_correct, tot_n], world)
+        tot_correct, tot_n = int(tot_correct), int(tot_n)
         lrs = {"lr_weights": opt_w.param_groups[0]["lr"],
                "lr_positions": opt_p.param_groups[0]["lr"] if opt_p else 0.0}
         sched_w.step()
@@ -310,15 +368,18 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
         state["epoch"] = epoch + 1
         if valid_acc > state["best_valid"]:
             state["best_valid"], state["best_epoch"] = valid_acc, epoch + 1
-            atomic_torch_save({"model": model.state_dict(), "model_config": mc.to_dict(),
-                               "epoch": epoch + 1, "valid_acc": valid_acc}, run / "best.pt")
+            if main_rank:
+                atomic_torch_save({"model": model.state_dict(), "model_config": mc.to_dict(),
+                                   "epoch": epoch + 1, "valid_acc": valid_acc}, run / "best.pt")
         ck = {"model": model.state_dict(), "opt_w": opt_w.state_dict(),
               "sched_w": sched_w.state_dict(), "rng": _rng_state(), "state": state}
         if opt_p is not None:
             ck["opt_p"], ck["sched_p"] = opt_p.state_dict(), sched_p.state_dict()
-        atomic_torch_save(ck, ckpt_path)
-        with open(run / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        if main_rank:
+            atomic_torch_save(ck, ckpt_path)
+            with open(run / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        _barrier(world)
         log(f"epoch {epoch + 1:3d}/{tc.epochs}  loss {rec['loss']:.4f}  train {rec['train_acc']:.3f}"
             f"  valid(discrete) {valid_acc:.3f}  sigma {rec['sigma']:.2f}  {rec['seconds']:.1f}s")
 
@@ -329,7 +390,9 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
     result = {"finished": True, "test_accuracy": test_acc, "n_test": len(splits.test),
               "best_epoch": state["best_epoch"], "best_valid_accuracy": state["best_valid"],
               "parameters": counts, "notes": splits.notes}
-    atomic_write_text(run / "result.json", json.dumps(result, indent=2))
+    if main_rank:
+        atomic_write_text(run / "result.json", json.dumps(result, indent=2))
+    _barrier(world)
     return result
 
 

@@ -207,7 +207,7 @@ def test_report_ci_matches_hand_computation(tmp_path):
     assert row["n_runs"] == 4
     assert row["mean_pct"] == pytest.approx(mean)
     assert row["ci95_pct"] == pytest.approx(t975_df3 * sd / 2.0, rel=1e-9)
-    assert row["parameters"] == "1,000"
+    assert row["parameters"] == 1000 and "| 1,000 (500 + 500 + 0) |" in rep["markdown"]
     single = rows[("constant-sigma", "fully connected")]
     assert single["ci95_pct"] is None and single["mean_pct"] == pytest.approx(70.0)
     assert ("fixed-random", "sparse K=4") in rows

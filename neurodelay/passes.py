@@ -1,0 +1,575 @@
+"""Deployment passes: pure functions ``network -> (network, report)``.
+
+* :func:`prune`         magnitude pruning (K synapses per neuron, or a sparsity fraction)
+* :func:`check_delays`  integer delays must fit the target (raise, or clip and report)
+* :func:`quantize`      float :class:`Network` -> integer :class:`QNetwork` for Lava/Loihi 2
+* :func:`run_passes`    check_delays -> (prune) -> quantize, collecting the reports
+
+No pass changes its input. With ``data=(x_padded, labels)`` a report also gives the
+accuracy before / after (float networks: :func:`neurodelay.floatsim.accuracy`; quantized
+ones: the bit-accurate :func:`neurodelay.bitsim.predict`).
+
+Quantization (the exact relation; see :mod:`neurodelay.bitsim` for the integer model)
+-------------------------------------------------------------------------------------
+Per layer, with b = weight bits (8 on Loihi 2), mixed sign mode:
+
+* mantissa ``q`` in ``[-(2**(b-1) - 1), 2**(b-1) - 1]`` (symmetric: an all-negative layer
+  would otherwise be clipped to -255 by Lava's inhibitory mode); the QLayer stores
+  ``weight = q * 2**(9-b)`` with ``num_weight_bits = b``, so Lava's ``truncate_weights``
+  (which drops ``9 - b`` LSBs in mixed mode, ``8 - b`` otherwise) leaves it unchanged:
+  for b = 8 the weights are the even numbers -254..254;
+* ``weight_exp = e <= 0`` with ``-e <= 9 - b``, so the right shift of every sum of such
+  weights is exact (no floor rounding);
+* du = 4095, so the LIF current is ``u = a_in << 6`` every step and
+  v gains ``64 * 2**e * weight * payload`` per synapse and step. The float value of one
+  unit of v is the layer's ``scale``, hence
+
+      w_float / g  =  64 * 2**e * 2**(9-b) * q * scale        (g = input_scale for
+                                                               layer 0, else 1)
+* the float model spikes on ``u >= threshold``, Lava on ``v > vth << 6``. The scale is
+  chosen so that ``threshold / scale = 64 * vth + 1`` exactly; then for the integer v,
+  ``v >= threshold / scale  <=>  v > 64 * vth``: the threshold mapping itself adds no
+  error (0 LSB); only weight/bias rounding and Lava's decay truncation remain.
+  vth = floor((threshold / scale0 - 1) / 64) where scale0 is the finest scale that
+  keeps every |q| <= 2**(b-1) - 1, so the chosen scale is >= scale0 (no overflow).
+* bias: v += bias_mant << bias_exp every step, ``bias_mant = round(b / scale / 2**bias_exp)``
+  (13-bit), with the smallest bias_exp (3-bit) that fits.
+* decay: ``dv = round(4096 * (1 - decay))`` (v decays by (4096 - dv) / 4096, truncated
+  toward zero); decay 0 gives dv = 4095 (a residue of v / 4096 survives one step).
+* the exponent e starts at 0 and is lowered (down to ``-(9 - b)``, the target minimum)
+  while vth would exceed 17 bits, the input a_in would exceed Lava's declared 16 bits,
+  or (readout, with data) the membrane would use more than half of the 24-bit v; raised
+  (up to the target maximum) while vth < 16. If no exponent fits, the scale is coarsened
+  (fewer mantissa levels) and the report says so.
+* the readout (kind "li") becomes a LIF with vth = 2**17 - 1 (never reached: the report
+  gives its headroom, max |v| / 2**23, and warns if the data saturate it).
+
+Lava runs every layer from its first step; layer l's float step t is Lava row t + l + 1,
+and during rows 0..l a layer integrates only its bias (see bitsim). With nonzero biases
+this adds a small, documented difference at the start of every sample.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .network import Layer, Network, QLayer, QNetwork
+
+LOIHI2_DEFAULTS: dict[str, Any] = {
+    "name": "loihi2", "weight_bits": 8, "weight_exp_min": -8, "weight_exp_max": 7,
+    "max_delay": 62, "vth_bits": 17, "state_bits": 24, "bias_mant_bits": 13,
+    "bias_exp_bits": 3, "du_bits": 12, "dv_bits": 12,
+}
+VTH_MIN_PREFERRED = 16          # raise the exponent while vth is below this
+A_IN_LIMIT = 2 ** 15 - 1        # Lava declares a 16-bit signed synaptic input
+READOUT_V_TARGET = 2 ** 22      # readout membrane may use half of the 24-bit range
+
+
+class PassError(ValueError):
+    """A pass cannot be applied as asked (bad arguments or network)."""
+
+
+class DelayRangeError(PassError):
+    """Synaptic delays exceed what the target supports."""
+
+
+class QuantizationError(PassError):
+    """The network cannot be represented in the target's integer format."""
+
+
+# ----------------------------------------------------------------------------- reports
+
+@dataclass
+class PassReport:
+    """What a pass changed. ``layers``: one dict per layer; ``changes``: totals."""
+
+    name: str
+    changes: dict = field(default_factory=dict)
+    layers: list = field(default_factory=list)
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+    notes: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        lines = [f"[{self.name}] " + ", ".join(f"{k}={v}" for k, v in self.changes.items())]
+        for d in self.layers:
+            lines.append("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in d.items()))
+        if self.accuracy_before is not None:
+            lines.append(f"  accuracy {self.accuracy_before:.4f} -> {self.accuracy_after:.4f}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+@dataclass
+class QuantReport:
+    """Per-layer quantization choices and, with data, headroom and accuracy."""
+
+    target: str
+    weight_bits: int
+    input_scale: float
+    layers: list = field(default_factory=list)
+    accuracy_float: float | None = None
+    accuracy_quant: float | None = None
+    agreement: float | None = None        # fraction of equal float / bitsim predictions
+    warnings: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        lines = [f"[quantize] target={self.target} weight_bits={self.weight_bits} "
+                 f"input_scale={self.input_scale}"]
+        for d in self.layers:
+            lines.append("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in d.items()))
+        if self.accuracy_float is not None:
+            lines.append(f"  accuracy float {self.accuracy_float:.4f} -> bit-accurate "
+                         f"{self.accuracy_quant:.4f} (same prediction on "
+                         f"{self.agreement:.4f} of samples)")
+        lines += [f"  WARNING: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else v
+
+
+def _tag(k: int, layer) -> str:
+    return f"layer {k}" + (f" ({layer.name!r})" if layer.name else "")
+
+
+def _check_data(net_in: int, data):
+    if data is None:
+        return None
+    try:
+        x, labels = data
+    except (TypeError, ValueError):
+        raise PassError("data must be a pair (x_padded (N, T, n_in), labels (N,))") from None
+    x, labels = np.asarray(x), np.asarray(labels)
+    if x.ndim != 3 or x.shape[2] != net_in:
+        raise PassError(f"data x must have shape (N, T, {net_in}), got {x.shape}")
+    if labels.shape != (x.shape[0],) or x.shape[0] == 0:
+        raise PassError(f"data labels must have shape ({x.shape[0]},) with N > 0, got "
+                        f"{labels.shape}")
+    return x, labels
+
+
+def _accuracy(net, data) -> float | None:
+    if data is None:
+        return None
+    x, labels = data
+    if isinstance(net, QNetwork):
+        from . import bitsim
+        return bitsim.accuracy(net, x, labels)
+    from . import floatsim
+    return floatsim.accuracy(net, x, labels)
+
+
+# ----------------------------------------------------------------------------- prune
+
+def prune(net: Network, *, k_per_neuron: int | None = None, sparsity: float | None = None,
+          scope: str = "layer", data=None) -> tuple[Network, PassReport]:
+    """Magnitude pruning. Give exactly one of:
+
+    k_per_neuron  keep the K largest-|w| synapses of every postsynaptic neuron (rows of
+                  each weight matrix; neurons with fewer nonzero synapses keep them all;
+                  ties go to the lower input index)
+    sparsity      fraction of weights set to zero: per layer (scope="layer", default) or
+                  over all weights of the network by one magnitude cut (scope="global")
+    """
+    if not isinstance(net, Network):
+        raise PassError(f"prune expects a float Network, got {type(net).__name__}")
+    if (k_per_neuron is None) == (sparsity is None):
+        raise PassError("prune: give exactly one of k_per_neuron=K or sparsity=fraction")
+    if scope not in ("layer", "global"):
+        raise PassError(f"prune: scope must be 'layer' or 'global', got {scope!r}")
+    data = _check_data(net.n_in, data)
+    if k_per_neuron is not None:
+        k = int(k_per_neuron)
+        if k < 1 or k != k_per_neuron:
+            raise PassError(f"prune: k_per_neuron must be a positive integer, got "
+                            f"{k_per_neuron}")
+        masks = [_topk_rows(layer.weight, k) for layer in net.layers]
+        how = {"k_per_neuron": k}
+    else:
+        s = float(sparsity)
+        if not 0.0 <= s < 1.0:
+            raise PassError(f"prune: sparsity must be in [0, 1), got {sparsity}")
+        how = {"sparsity": s, "scope": scope}
+        if scope == "layer":
+            masks = [_keep_largest(np.abs(l.weight).ravel(), s).reshape(l.weight.shape)
+                     for l in net.layers]
+        else:
+            allw = np.concatenate([np.abs(l.weight).ravel() for l in net.layers])
+            keep = _keep_largest(allw, s)
+            masks, o = [], 0
+            for l in net.layers:
+                masks.append(keep[o:o + l.weight.size].reshape(l.weight.shape))
+                o += l.weight.size
+    layers, rows = [], []
+    for k, (layer, m) in enumerate(zip(net.layers, masks)):
+        w = np.where(m, layer.weight, 0).astype(np.float32)
+        layers.append(replace(layer, weight=w, delay=layer.delay.copy(),
+                              bias=layer.bias.copy()))
+        rows.append({"layer": k, "name": layer.name, "synapses_before": layer.n_synapses,
+                     "synapses_after": int(np.count_nonzero(w)),
+                     "max_fan_in_after": int(np.count_nonzero(w, axis=1).max(initial=0))})
+    out = replace(net, layers=layers, meta=dict(net.meta))
+    before = sum(r["synapses_before"] for r in rows)
+    after = sum(r["synapses_after"] for r in rows)
+    rep = PassReport("prune", {**how, "synapses_before": before, "synapses_after": after,
+                               "removed": before - after}, rows,
+                     _accuracy(net, data), _accuracy(out, data))
+    return out, rep
+
+
+def _topk_rows(w: np.ndarray, k: int) -> np.ndarray:
+    """Mask keeping the k largest |w| nonzero entries of every row (stable ties)."""
+    a = np.abs(w)
+    order = np.argsort(-a, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(w.shape[1])[None].repeat(w.shape[0], 0), 1)
+    return (rank < k) & (a > 0)
+
+
+def _keep_largest(a: np.ndarray, sparsity: float) -> np.ndarray:
+    """Mask keeping the round((1 - sparsity) * size) largest entries of a (stable ties)."""
+    n_keep = int(round((1.0 - sparsity) * a.size))
+    keep = np.zeros(a.size, bool)
+    if n_keep:
+        keep[np.argsort(-a, kind="stable")[:n_keep]] = True
+    return keep & (a > 0)
+
+
+# ----------------------------------------------------------------------------- delays
+
+def check_delays(net, max_delay: int | None = None, *, clip: bool = False,
+                 data=None, target=None) -> tuple[Any, PassReport]:
+    """Check that every synapse's integer delay is in 0..max_delay.
+
+    max_delay defaults to the target's (Loihi 2: 62, what NetX accepts). Synapses with
+    a zero weight do not count; their delays are set to 0 in the returned network (no
+    effect on its behaviour; reported as ``unused_delays_zeroed``).
+    Too-long delays raise :class:`DelayRangeError` naming each layer, the number of
+    offending synapses, the largest delay and the fix -- unless ``clip=True``: then they
+    are clipped to max_delay and the report gives the count (and, with data, the
+    accuracy before / after). Works on Network and QNetwork.
+    """
+    if max_delay is None:
+        max_delay = _target_params(target)["max_delay"]
+    max_delay = int(max_delay)
+    if max_delay < 0:
+        raise PassError(f"max_delay must be >= 0, got {max_delay}")
+    if not isinstance(net, (Network, QNetwork)):
+        raise PassError(f"check_delays expects a Network or QNetwork, got "
+                        f"{type(net).__name__}")
+    data = _check_data(net.layers[0].n_in, data)
+    rows, problems, layers = [], [], []
+    n_clipped = n_zeroed = 0
+    for k, layer in enumerate(net.layers):
+        used = layer.weight != 0
+        d = layer.delay
+        over = used & (d > max_delay)
+        unused_long = (~used) & (d > max_delay)
+        n_over = int(over.sum())
+        big = int(d[used].max()) if used.any() else 0
+        rows.append({"layer": k, "name": layer.name, "max_delay": big,
+                     "over_limit": n_over})
+        if n_over:
+            problems.append(f"{_tag(k, layer)}: {n_over} synapse(s) with delay > "
+                            f"{max_delay} (largest {big})")
+        new_d = d.copy()
+        new_d[unused_long] = 0
+        n_zeroed += int(unused_long.sum())
+        if clip:
+            new_d[over] = max_delay
+            n_clipped += n_over
+            rows[-1]["clipped"] = n_over
+        layers.append(replace(layer, delay=new_d))
+    if problems and not clip:
+        raise DelayRangeError(
+            "delays exceed the target's maximum of " f"{max_delay} steps:\n  - "
+            + "\n  - ".join(problems)
+            + f"\nfix: pass --clip-delays (clip=True) to clip them to {max_delay} and see "
+              f"the accuracy cost, or retrain with a max delay of at most {max_delay} steps")
+    out = replace(net, layers=layers, meta=dict(net.meta))
+    rep = PassReport("check_delays", {"max_delay": max_delay, "clipped": n_clipped,
+                                      "unused_delays_zeroed": n_zeroed}, rows)
+    if n_clipped:
+        rep.notes.append(f"clipped {n_clipped} synapse delay(s) to {max_delay}")
+        rep.accuracy_before, rep.accuracy_after = _accuracy(net, data), _accuracy(out, data)
+    return out, rep
+
+
+# ----------------------------------------------------------------------------- quantize
+
+def _target_params(target_or_params) -> dict:
+    """Quantization limits from None (Loihi 2 defaults), a target name/path (loaded with
+    neurodelay.hwconfig), a dict of overrides, or an object with those attributes."""
+    p = dict(LOIHI2_DEFAULTS)
+    t = target_or_params
+    if t is None:
+        return p
+    if isinstance(t, dict):
+        unknown = set(t) - set(p)
+        if unknown:
+            raise PassError(f"unknown target parameter(s) {sorted(unknown)}; known: "
+                            f"{sorted(p)}")
+        p.update(t)
+        return p
+    if isinstance(t, str) or hasattr(t, "__fspath__"):
+        from .hwconfig import load_target
+        t = load_target(t)
+    for key in p:
+        if hasattr(t, key):
+            p[key] = getattr(t, key)
+    return p
+
+
+@dataclass
+class _Activity:
+    """Float activity statistics per layer from data (for choosing exponents)."""
+
+    max_syn: list          # max |W x| (without bias) per layer
+    max_u: list            # max |u| per layer (membrane)
+
+
+def _float_activity(net: Network, x: np.ndarray) -> _Activity:
+    from . import floatsim
+    max_syn, max_u = [], []
+    h = np.asarray(x, np.float64)
+    for k, layer in enumerate(net.layers):
+        I = floatsim.synaptic_current(layer, h, np.float64)
+        max_syn.append(float(np.abs(I - layer.bias.astype(np.float64)).max(initial=0)))
+        u, s = floatsim.neuron_dynamics(layer, I)
+        max_u.append(float(np.abs(u).max(initial=0)))
+        if s is not None:
+            h = s.astype(np.float64)
+    return _Activity(max_syn, max_u)
+
+
+def _quantize_layer(k: int, layer: Layer, p: dict, gain: float, act: _Activity | None,
+                    warn: list) -> tuple[QLayer, dict]:
+    """One layer's integer fields and report row (see the module docstring)."""
+    tag = _tag(k, layer)
+    b = int(p["weight_bits"])
+    if not 2 <= b <= 9:
+        raise QuantizationError(f"{tag}: weight_bits={b} not supported (Lava's Dense keeps "
+                                f"at most 9 bits of a mixed-sign weight); use 2..9")
+    if layer.kind == "lif" and layer.reset != 0.0:
+        raise QuantizationError(f"{tag}: reset={layer.reset}, but Lava's LIF resets v to 0; "
+                                f"retrain with reset 0")
+    qmax = 2 ** (b - 1) - 1
+    mult = 2 ** (9 - b)
+    e_lo = max(int(p["weight_exp_min"]), -(9 - b))
+    e_hi = max(int(p["weight_exp_max"]), 0)
+    vth_max = 2 ** int(p["vth_bits"]) - 1
+    w_eff = layer.weight.astype(np.float64) / gain
+    wmax = float(np.abs(w_eff).max(initial=0))
+
+    def per_unit(e):                       # v units per mantissa step
+        return 64.0 * 2.0 ** e * mult
+
+    def choose(e):
+        """(scale, vth, ok) for exponent e."""
+        if layer.kind == "lif":
+            theta = layer.threshold
+            if wmax > 0:
+                scale0 = wmax / (qmax * per_unit(e))
+                vth = int(math.floor((theta / scale0 - 1.0) / 64.0))
+            else:
+                vth = 2 ** 16
+            ok = VTH_MIN_PREFERRED <= vth <= vth_max
+            vth_c = min(max(vth, 1), vth_max)
+            scale = theta / (64.0 * vth_c + 1.0)
+        else:
+            vth_c = None
+            scale = wmax / (qmax * per_unit(e)) if wmax > 0 else 1.0
+            ok = True
+            if act is not None and act.max_u[k] > 0:
+                ok = act.max_u[k] / scale <= READOUT_V_TARGET
+        if act is not None and ok and act.max_syn[k] > 0:
+            # a_in = (sum of mantissa * payload) shifted = |W x| / (64 * scale)
+            ok = act.max_syn[k] / (64.0 * scale) <= A_IN_LIMIT
+        return scale, vth_c, ok
+
+    order = list(range(0, e_lo - 1, -1)) + list(range(1, e_hi + 1))
+    if layer.kind == "lif" and wmax > 0:
+        # a too-small vth is fixed by raising e, a too-large one (or data limits) by lowering
+        scale0 = wmax / (qmax * per_unit(0))
+        if (layer.threshold / scale0 - 1.0) / 64.0 < VTH_MIN_PREFERRED:
+            order = list(range(0, e_hi + 1)) + list(range(-1, e_lo - 1, -1))
+    chosen = None
+    for e in order:
+        scale, vth, ok = choose(e)
+        if ok:
+            chosen = (e, scale, vth)
+            break
+    coarsened = False
+    if chosen is None:
+        e = e_lo
+        scale, vth, _ = choose(e)
+        if layer.kind == "lif":
+            if vth >= vth_max:
+                coarsened = True
+            elif vth < VTH_MIN_PREFERRED:
+                warn.append(f"{tag}: the threshold is small next to the largest weight "
+                            f"(vth mantissa {vth}); threshold resolution is coarse")
+        else:
+            need = act.max_u[k] / READOUT_V_TARGET if act is not None else scale
+            if need > scale:
+                scale, coarsened = need, True
+        if act is not None and act.max_syn[k] / (64.0 * scale) > A_IN_LIMIT:
+            warn.append(f"{tag}: the synaptic input a_in reaches "
+                        f"{act.max_syn[k] / (64.0 * scale):.0f} on the data, above the "
+                        f"16-bit width Lava declares ({A_IN_LIMIT}); Lava's simulation "
+                        f"does not enforce it, hardware may")
+        chosen = (e, scale, vth)
+    e, scale, vth = chosen
+    q = np.rint(w_eff / (per_unit(e) * scale))
+    n_clip = int(np.count_nonzero(np.abs(q) > qmax))
+    q = np.clip(q, -qmax, qmax).astype(np.int64)
+    if coarsened:
+        warn.append(f"{tag}: no weight exponent fits; the scale was coarsened (mantissas "
+                    f"use {int(np.abs(q).max(initial=0))} of {qmax} levels)")
+    if n_clip:
+        warn.append(f"{tag}: {n_clip} weight(s) clipped to the {b}-bit mantissa range")
+    # bias
+    bm_max = 2 ** (int(p["bias_mant_bits"]) - 1) - 1
+    be_max = 2 ** int(p["bias_exp_bits"]) - 1
+    bias_v = layer.bias.astype(np.float64) / scale
+    bmax = float(np.abs(bias_v).max(initial=0))
+    bias_exp = 0
+    while bias_exp < be_max and bmax / 2 ** bias_exp > bm_max:
+        bias_exp += 1
+    bias_mant = np.rint(bias_v / 2 ** bias_exp)
+    n_bclip = int(np.count_nonzero(np.abs(bias_mant) > bm_max))
+    if n_bclip:
+        warn.append(f"{tag}: {n_bclip} bias value(s) exceed the {p['bias_mant_bits']}-bit "
+                    f"mantissa with exponent {be_max} and were clipped")
+    bias_mant = np.clip(bias_mant, -bm_max - 1, bm_max).astype(np.int64)
+    dv = int(min(max(round(4096.0 * (1.0 - layer.decay)), 0), 4095))
+    from .bitsim import LI_VTH
+    ql = QLayer(weight=q * mult, weight_exp=e, num_weight_bits=b, delay=layer.delay.copy(),
+                bias_mant=bias_mant, bias_exp=bias_exp, du=4095, dv=dv,
+                vth=vth if layer.kind == "lif" else LI_VTH, scale=scale, kind=layer.kind,
+                name=layer.name)
+    row = {"layer": k, "name": layer.name, "kind": layer.kind, "scale": scale,
+           "weight_exp": e, "num_weight_bits": b,
+           "mantissa_min": int(q.min(initial=0)), "mantissa_max": int(q.max(initial=0)),
+           "mantissa_limit": qmax,
+           "weights_zeroed": int(np.count_nonzero((q == 0) & (layer.weight != 0))),
+           "weights_clipped": n_clip, "vth": ql.vth, "dv": dv, "du": 4095,
+           "bias_exp": bias_exp, "bias_clipped": n_bclip}
+    if layer.kind == "lif":
+        row["threshold_v"] = 64 * vth + 1
+    return ql, row
+
+
+def quantize(net: Network, target_or_params=None, *, data=None, weight_bits: int | None = None,
+             input_scale: float = 1.0) -> tuple[QNetwork, QuantReport]:
+    """Quantize a float network to Lava/Loihi 2 integer fields (module docstring).
+
+    target_or_params: None (Loihi 2 defaults), a target name or path (hwconfig), a dict
+    of overrides of :data:`LOIHI2_DEFAULTS`, or an object with those attributes.
+    weight_bits overrides the target's. input_scale: graded input = round(count * it).
+    With data=(x_padded, labels): exponents are chosen from the float activity, and the
+    report gives per-layer headroom / overflow counters from the bit-accurate simulator
+    and float vs bit-accurate accuracy. Raises DelayRangeError if delays exceed the
+    target (run check_delays with clip=True first to clip them).
+    """
+    if not isinstance(net, Network):
+        raise PassError(f"quantize expects a float Network, got {type(net).__name__}")
+    p = _target_params(target_or_params)
+    if weight_bits is not None:
+        p["weight_bits"] = int(weight_bits)
+    input_scale = float(input_scale)
+    if not (input_scale > 0 and math.isfinite(input_scale)):
+        raise PassError(f"input_scale must be a positive number, got {input_scale}")
+    check_delays(net, p["max_delay"])                      # raises if delays do not fit
+    data = _check_data(net.n_in, data)
+    act = _float_activity(net, data[0]) if data is not None else None
+    warn: list[str] = []
+    qlayers, rows = [], []
+    for k, layer in enumerate(net.layers):
+        gain = input_scale if k == 0 else 1.0
+        ql, row = _quantize_layer(k, layer, p, gain, act, warn)
+        qlayers.append(ql)
+        rows.append(row)
+    qnet = QNetwork(layers=qlayers, target=str(p["name"]), dt=net.dt,
+                    input_scale=input_scale, class_names=list(net.class_names),
+                    meta={**net.meta, "quantized_from": "float network",
+                          "weight_bits": int(p["weight_bits"])})
+    rep = QuantReport(str(p["name"]), int(p["weight_bits"]), input_scale, rows,
+                      warnings=warn)
+    _check_lava_roundtrip(qnet)
+    if data is not None:
+        _measure(net, qnet, data, rep)
+    for w in rep.warnings:
+        warnings.warn(w, stacklevel=2)
+    return qnet, rep
+
+
+def _check_lava_roundtrip(qnet: QNetwork) -> None:
+    """Every weight must survive Lava's clip/truncate unchanged (so Lava == bitsim)."""
+    from .bitsim import lava_weights
+    for k, layer in enumerate(qnet.layers):
+        if not np.array_equal(lava_weights(layer.weight, layer.num_weight_bits),
+                              layer.weight):
+            raise QuantizationError(f"internal: {_tag(k, layer)} weights would be changed "
+                                    f"by Lava's truncation")
+
+
+def _measure(net: Network, qnet: QNetwork, data, rep: QuantReport) -> None:
+    """Fill headroom/overflow columns and accuracies from a bit-accurate run on data."""
+    from . import bitsim, floatsim
+    x, labels = data
+    T, L = x.shape[1], len(qnet.layers)
+    res = bitsim.run(qnet, bitsim.quantize_input(qnet, x), n_steps=T + L, stats=True)
+    for row, st, layer in zip(rep.layers, res.stats, qnet.layers):
+        vmax = max(abs(st["v_max"]), abs(st["v_min"]))
+        row.update({"headroom": vmax / bitsim.UV_MAX, "max_abs_a_in": st["max_abs_a_in"],
+                    "u_wraps": st["u_wraps"], "v_clips": st["v_clips"]})
+        tag = _tag(row["layer"], layer)
+        if st["u_wraps"]:
+            rep.warnings.append(f"{tag}: the 24-bit current u wrapped {st['u_wraps']} "
+                                f"time(s) on the data")
+        if st["v_clips"]:
+            rep.warnings.append(f"{tag}: v was clipped at +-(2**23 - 1) {st['v_clips']} "
+                                f"time(s) on the data")
+        if layer.kind == "li" and st["spikes"]:
+            rep.warnings.append(f"{tag}: the readout membrane saturated (reached the "
+                                f"threshold 2**17-1 << 6) {st['spikes']} time(s) on the "
+                                f"data; use a smaller input_scale or fewer weight bits")
+    u = bitsim.align_to_float(res, T).astype(np.float64) * qnet.layers[-1].scale
+    pred_q = bitsim.readout_scores(u).argmax(axis=1)
+    _, pred_f = floatsim.predict(net, x)
+    rep.accuracy_float = float(np.mean(pred_f == labels))
+    rep.accuracy_quant = float(np.mean(pred_q == labels))
+    rep.agreement = float(np.mean(pred_f == pred_q))
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+def run_passes(net: Network, target=None, *, clip_delays: bool = False,
+               k_per_neuron: int | None = None, sparsity: float | None = None,
+               data=None, weight_bits: int | None = None,
+               input_scale: float = 1.0) -> tuple[QNetwork, list]:
+    """check_delays -> (prune, if k_per_neuron or sparsity) -> quantize; returns the
+    QNetwork and the list of reports in order."""
+    p = _target_params(target)
+    net, r1 = check_delays(net, p["max_delay"], clip=clip_delays, data=data)
+    reports = [r1]
+    if k_per_neuron is not None or sparsity is not None:
+        net, r2 = prune(net, k_per_neuron=k_per_neuron, sparsity=sparsity, data=data)
+        reports.append(r2)
+    qnet, r3 = quantize(net, target if target is not None else p, data=data,
+                        weight_bits=weight_bits, input_scale=input_scale)
+    reports.append(r3)
+    return qnet, reports
