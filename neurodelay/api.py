@@ -80,7 +80,7 @@ def train_run(out, *, resume=False, progress=True, threads=None, log=print, **op
         import torch
         torch.set_num_threads(int(threads))
     if resume:
-        return train(out, None, None, None, resume=True, progress=progress)
+        return train(out, None, None, None, resume=True, progress=progress, log=log)
     data_keys = ("dataset", "data_dir", "train_file", "valid_file", "test_file",
                  "valid_speakers", "test_speakers", "dt_ms", "channel_bin", "max_time",
                  "cache_dir")
@@ -88,7 +88,7 @@ def train_run(out, *, resume=False, progress=True, threads=None, log=print, **op
     mc, tc = make_configs(dc, n_classes=_class_count(dc.train), log=log, **options)
     if dc.embedded:
         log(f"data: embedded synthetic timing task ({Path(dc.train).parent})")
-    return train(out, mc, tc, dc, progress=progress)
+    return train(out, mc, tc, dc, progress=progress, log=log)
 
 
 def _class_count(path) -> int:

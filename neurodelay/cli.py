@@ -117,7 +117,7 @@ def train(out, resume, no_progress, threads, **options):
                             log=lambda m: click.echo(m, err=True), **options)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
         _fail(exc)
-    if res.get("finished"):
+    if res.get("finished") and res.get("rank", 0) == 0:
         click.echo(f"discrete test accuracy: {res['test_accuracy']:.4f} "
                    f"(n={res['n_test']}, best epoch {res['best_epoch']})  -> {out}/result.json")
 
@@ -250,7 +250,7 @@ def export(run, target, out_path, variant, clip_delays, weight_bits):
     try:
         net = freeze_run(run)
         ds = run_test_data(run)
-        calib = pad_batch(ds.samples[:256], pad_to=ds.max_steps)
+        calib = (pad_batch(ds.samples[:256], pad_to=ds.max_steps), ds.labels[:256])
         if target == "nir":
             rep = get_exporter("nir")(net, out_path, variant=variant or "float",
                                       data=calib if variant == "quantized" else None,

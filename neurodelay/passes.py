@@ -5,8 +5,9 @@
 * :func:`quantize`      float :class:`Network` -> integer :class:`QNetwork` for Lava/Loihi 2
 * :func:`run_passes`    check_delays -> (prune) -> quantize, collecting the reports
 
-No pass changes its input. With ``data=(x_padded, labels)`` a report also gives the
-accuracy before / after (float networks: :func:`neurodelay.floatsim.accuracy`; quantized
+No pass changes its input. ``data`` is ``(x_padded, labels)`` or ``x_padded`` alone
+(inputs only: used for activity statistics, no accuracy). With labels a report also
+gives the accuracy before / after (float networks: :func:`neurodelay.floatsim.accuracy`; quantized
 ones: the bit-accurate :func:`neurodelay.bitsim.predict`).
 
 Quantization (the exact relation; see :mod:`neurodelay.bitsim` for the integer model)
@@ -130,8 +131,10 @@ class QuantReport:
             lines.append("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in d.items()))
         if self.accuracy_float is not None:
             lines.append(f"  accuracy float {self.accuracy_float:.4f} -> bit-accurate "
-                         f"{self.accuracy_quant:.4f} (same prediction on "
-                         f"{self.agreement:.4f} of samples)")
+                         f"{self.accuracy_quant:.4f}")
+        if self.agreement is not None:
+            lines.append(f"  float and bit-accurate predictions agree on "
+                         f"{self.agreement:.4f} of the samples")
         lines += [f"  WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -145,23 +148,27 @@ def _tag(k: int, layer) -> str:
 
 
 def _check_data(net_in: int, data):
+    """(x (N, T, n_in), labels (N,) or None) from data = (x, labels) or x alone."""
     if data is None:
         return None
-    try:
+    if isinstance(data, (tuple, list)) and len(data) == 2:
         x, labels = data
-    except (TypeError, ValueError):
-        raise PassError("data must be a pair (x_padded (N, T, n_in), labels (N,))") from None
-    x, labels = np.asarray(x), np.asarray(labels)
-    if x.ndim != 3 or x.shape[2] != net_in:
-        raise PassError(f"data x must have shape (N, T, {net_in}), got {x.shape}")
-    if labels.shape != (x.shape[0],) or x.shape[0] == 0:
-        raise PassError(f"data labels must have shape ({x.shape[0]},) with N > 0, got "
-                        f"{labels.shape}")
+    else:
+        x, labels = data, None
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[2] != net_in or x.shape[0] == 0:
+        raise PassError(f"data must be (x_padded (N, T, {net_in}), labels (N,)) or x alone; "
+                        f"got x of shape {x.shape}")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (x.shape[0],):
+            raise PassError(f"data labels must have shape ({x.shape[0]},), got "
+                            f"{labels.shape}")
     return x, labels
 
 
 def _accuracy(net, data) -> float | None:
-    if data is None:
+    if data is None or data[1] is None:
         return None
     x, labels = data
     if isinstance(net, QNetwork):
@@ -382,7 +389,9 @@ def _quantize_layer(k: int, layer: Layer, p: dict, gain: float, act: _Activity |
             theta = layer.threshold
             if wmax > 0:
                 scale0 = wmax / (qmax * per_unit(e))
-                vth = int(math.floor((theta / scale0 - 1.0) / 64.0))
+                # + 0.02: float32 weights carry ~1e-7 relative error; a vth that is
+                # integral up to that error is taken (|q| then exceeds qmax by < 0.2)
+                vth = int(math.floor((theta / scale0 - 1.0) / 64.0 + 0.02))
             else:
                 vth = 2 ** 16
             ok = VTH_MIN_PREFERRED <= vth <= vth_max
@@ -422,7 +431,7 @@ def _quantize_layer(k: int, layer: Layer, p: dict, gain: float, act: _Activity |
                 warn.append(f"{tag}: the threshold is small next to the largest weight "
                             f"(vth mantissa {vth}); threshold resolution is coarse")
         else:
-            need = act.max_u[k] / READOUT_V_TARGET if act is not None else scale
+            need = act.max_u[k] / READOUT_V_TARGET * 1.05 if act is not None else scale
             if need > scale:
                 scale, coarsened = need, True
         if act is not None and act.max_syn[k] / (64.0 * scale) > A_IN_LIMIT:
@@ -455,13 +464,16 @@ def _quantize_layer(k: int, layer: Layer, p: dict, gain: float, act: _Activity |
                     f"mantissa with exponent {be_max} and were clipped")
     bias_mant = np.clip(bias_mant, -bm_max - 1, bm_max).astype(np.int64)
     dv = int(min(max(round(4096.0 * (1.0 - layer.decay)), 0), 4095))
-    from .bitsim import LI_VTH
-    ql = QLayer(weight=q * mult, weight_exp=e, num_weight_bits=b, delay=layer.delay.copy(),
+    from .bitsim import LI_VTH, sign_mode
+    # Lava keeps 8 bits (+1 for mixed signs): an all-positive or all-negative layer with
+    # b = 9 gets num_weight_bits 8, which truncates nothing from these mantissas
+    nwb = b if sign_mode(q) == "mixed" else min(b, 8)
+    ql = QLayer(weight=q * mult, weight_exp=e, num_weight_bits=nwb, delay=layer.delay.copy(),
                 bias_mant=bias_mant, bias_exp=bias_exp, du=4095, dv=dv,
                 vth=vth if layer.kind == "lif" else LI_VTH, scale=scale, kind=layer.kind,
                 name=layer.name)
     row = {"layer": k, "name": layer.name, "kind": layer.kind, "scale": scale,
-           "weight_exp": e, "num_weight_bits": b,
+           "weight_exp": e, "num_weight_bits": nwb,
            "mantissa_min": int(q.min(initial=0)), "mantissa_max": int(q.max(initial=0)),
            "mantissa_limit": qmax,
            "weights_zeroed": int(np.count_nonzero((q == 0) & (layer.weight != 0))),
@@ -550,9 +562,10 @@ def _measure(net: Network, qnet: QNetwork, data, rep: QuantReport) -> None:
     u = bitsim.align_to_float(res, T).astype(np.float64) * qnet.layers[-1].scale
     pred_q = bitsim.readout_scores(u).argmax(axis=1)
     _, pred_f = floatsim.predict(net, x)
-    rep.accuracy_float = float(np.mean(pred_f == labels))
-    rep.accuracy_quant = float(np.mean(pred_q == labels))
     rep.agreement = float(np.mean(pred_f == pred_q))
+    if labels is not None:
+        rep.accuracy_float = float(np.mean(pred_f == labels))
+        rep.accuracy_quant = float(np.mean(pred_q == labels))
 
 
 # ----------------------------------------------------------------------------- pipeline

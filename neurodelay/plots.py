@@ -106,9 +106,12 @@ def plot_kernels(run, path: Path, synapses: int = 4) -> Path:
     final, start = load_model(run), initial_model(run)
     layers = list(range(len(final.all_synapses())))
     shown = layers[:3]
-    learned = final.cfg.delays == "learned" and cfg["train"].get("learn") != "weights"
-    sigmas = [float(m["sigma"]) for m in metrics]
-    epochs = [int(m["epoch"]) for m in metrics]
+    # sigma is logged per epoch (None, or a dummy in older runs, when delays are not learned)
+    rec = [(int(m["epoch"]), float(m["sigma"])) for m in metrics if m.get("sigma") is not None]
+    learned = (final.cfg.delays == "learned" and cfg["train"].get("learn") != "weights"
+               and bool(rec))
+    epochs = [e for e, _ in rec]
+    sigmas = [s for _, s in rec]
     fig = _figure(3.0 * synapses + 1.0, 2.5 * len(shown) + 0.9)
     import matplotlib
 
@@ -200,12 +203,14 @@ def plot_training_curves(run, path: Path) -> Path:
     ax.set_title("accuracy (%)", fontsize=9)
     ax.legend(fontsize=7)
     ax = fig.add_subplot(1, 3, 3)
-    ax.plot(ep, [r["sigma"] for r in m], "o-", ms=3, color="purple")
     cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
     used = (cfg.get("model", {}).get("delays", "learned") == "learned"
             and cfg.get("train", {}).get("learn") != "weights")
-    ax.set_title("kernel σ (steps) during the epoch" if used else
-                 "σ schedule (unused: delays not learned)", fontsize=9)
+    sig = [(r["epoch"], r["sigma"]) for r in m if r.get("sigma") is not None]
+    if sig:
+        ax.plot(*zip(*sig), "o-", ms=3, color="purple")
+    ax.set_title("kernel σ (steps) during the epoch" if used and sig else
+                 "σ: not used (delays not learned)", fontsize=9)
     for a in fig.axes:
         a.set_xlabel("epoch", fontsize=8)
         a.tick_params(labelsize=7)
@@ -249,8 +254,8 @@ def plot_raster(run, path: Path, sample: int = 0, net=None) -> Path:
     for c in range(res.u.shape[2]):
         hi = c in (true, pred)
         ax.plot(res.u[0, :, c], lw=1.6 if hi else 0.6, color=None if hi else "0.75",
-                label=(("true " if c == true else "") + ("predicted " if c == pred else "")
-                       + str(names[c])) if hi else None)
+                label=(("true = predicted" if true == pred else
+                        "true" if c == true else "predicted") + f": {names[c]}") if hi else None)
     ax.set_xlim(-0.5, t - 0.5)
     ax.set_xlabel(f"time step ({net.dt * 1000:g} ms)", fontsize=7)
     ax.set_ylabel("readout u", fontsize=7)

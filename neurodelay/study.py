@@ -461,7 +461,7 @@ def bar_plot(rows: list[dict], path: Path, title: str = "") -> Path:
                label=model_label(m), error_kw={"elinewidth": 1})
         for x, y in zip(xs, ys):  # the mean, written inside the bar (above if too short)
             inside = y > 15
-            ax.text(x, y - 1 if inside else y + 1, f"{y:.1f}", ha="center",
+            ax.text(x - width * 0.22, y - 1 if inside else y + 1, f"{y:.1f}", ha="center",
                     va="top" if inside else "bottom", rotation=90, fontsize=7,
                     color="white" if inside else "black")
     ax.set_xticks(range(len(conns)))

@@ -362,7 +362,8 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
             sched_p.step()
         valid_acc = accuracy(model, splits.valid, tc.eval_batch_size)
         rec = {"epoch": epoch + 1, "loss": tot_loss / tot_n, "train_acc": tot_correct / tot_n,
-               "valid_acc": valid_acc, "sigma": sig + 0.27, **lrs,
+               "valid_acc": valid_acc,
+               "sigma": sig + 0.27 if mc.delays == "learned" else None, **lrs,
                "seconds": round(time.time() - t0, 2)}
         state["metrics"].append(rec)
         state["epoch"] = epoch + 1
@@ -381,7 +382,9 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
                 f.write(json.dumps(rec) + "\n")
         _barrier(world)
         log(f"epoch {epoch + 1:3d}/{tc.epochs}  loss {rec['loss']:.4f}  train {rec['train_acc']:.3f}"
-            f"  valid(discrete) {valid_acc:.3f}  sigma {rec['sigma']:.2f}  {rec['seconds']:.1f}s")
+            f"  valid(discrete) {valid_acc:.3f}"
+            + (f"  sigma {rec['sigma']:.2f}" if rec["sigma"] is not None else "")
+            + f"  {rec['seconds']:.1f}s")
 
     if state["epoch"] < tc.epochs:
         return {"finished": False, "epoch": state["epoch"]}
@@ -389,11 +392,11 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
     test_acc = accuracy(best, splits.test, tc.eval_batch_size)
     result = {"finished": True, "test_accuracy": test_acc, "n_test": len(splits.test),
               "best_epoch": state["best_epoch"], "best_valid_accuracy": state["best_valid"],
-              "parameters": counts, "notes": splits.notes}
+              "parameters": counts, "notes": splits.notes, "world_size": world}
     if main_rank:
         atomic_write_text(run / "result.json", json.dumps(result, indent=2))
     _barrier(world)
-    return result
+    return {**result, "rank": rank}
 
 
 def load_model(run_dir: str | Path, which: str = "best") -> DelaySNN:

@@ -60,7 +60,7 @@ def verify_run(run, target: str = "loihi2", *, test_file=None, lava: int = 0,
     t_torch = t_float = t_bit = 0.0
     x_all = pad_batch(ds.samples, pad_to=T)
     t0 = time.perf_counter()
-    qnet, qreport = passes.quantize(net_d, tgt, data=x_all, weight_bits=weight_bits)
+    qnet, qreport = passes.quantize(net_d, tgt, data=(x_all, labels), weight_bits=weight_bits)
     t_quant = time.perf_counter() - t0
     bar = tqdm(total=n, desc="verify", unit="sample", disable=not progress, leave=False)
     for sl in _chunks(n, batch_size):

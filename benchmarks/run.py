@@ -1,0 +1,580 @@
+#!/usr/bin/env python
+"""neurodelay benchmarks: training step, Lava verification, discrete inference.
+
+    ./.venv/bin/python benchmarks/run.py [--json] [--quick] [--threads N] [--only ...]
+
+Everything that is compared is measured side by side in one run (repetitions of the
+variants alternate A B B A ...; medians are reported), because the machine may be shared.
+
+1. Training step (forward + loss + backward + Adam, as neurodelay.train does it) at the
+   SHD shape 140-256-256-20 (T = 100, Td = 25, batch 64 and 256) and the SSC shape
+   140-512-512-35 (Td = 31, batch 128):
+     reference      the paper's formulation: dcls Dcls1d 'gauss' on the left-padded input
+                    + spikingjelly multi-step LIFNode (built here, independent of model.py)
+     reference_ftz  the same with torch.set_flush_denormal(True) (sigma_min only; FTZ
+                    acts on the calling thread only)
+     neurodelay     DelaySNN.forward if model.py uses neurodelay.fastconv, else this
+                    file's wrapper doing exactly what the proposed model.py patch does
+   Both start from the same parameters (deep copies of one DelaySNN). Two sigma regimes:
+   sigma_max (SIG = Td/2, the schedule's start) and sigma_min (SIG = 0.23 -> sigma 0.5,
+   the last three quarters of the epochs). Before timing, one step of each variant
+   from identical parameters, input and dropout masks is compared: loss and every
+   gradient (max |diff| / max |reference|); for the first configuration also against a
+   float64 reference, to show the float32 rounding noise both variants carry.
+   Peak memory: peak RSS of a subprocess per (configuration, variant) running 2 steps.
+2. Verification: bitsim (bit-accurate simulator) vs Lava fixed_pt on the same random
+   quantized 140-256-256-20 network and inputs (spike-exact check on the Lava samples),
+   seconds per sample for both, and the time bitsim takes for an SHD-size test set
+   (2,264 samples of 100 steps; measured in full mode, extrapolated with --quick).
+3. Discrete inference of the frozen network (float): floatsim (numpy) vs the PyTorch
+   discrete model, reference (conv1d) and fast (fastconv) paths, seconds per sample.
+
+``--json`` prints one JSON object on stdout (log lines go to stderr) with at least
+``train_speedup`` (per configuration: the smaller of the two sigma regimes' speed-ups),
+``sim_speedup_vs_lava`` and ``shd_testset_verify_s``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+SIG_MIN = 0.23
+LOSS_RTOL = 1e-5          # |loss_a - loss_b| / |loss_b|
+GRAD_RTOL = 1e-4          # max over parameters of max|g_a - g_b| / max|g_b|
+SHD_TEST_SAMPLES = 2264
+
+TRAIN_FULL = {
+    "shd_b64": dict(n_inputs=140, hidden=[256, 256], n_outputs=20, window=25, T=100, batch=64,
+                    reps=5),
+    "shd_b256": dict(n_inputs=140, hidden=[256, 256], n_outputs=20, window=25, T=100,
+                     batch=256, reps=3),
+    "ssc_b128": dict(n_inputs=140, hidden=[512, 512], n_outputs=35, window=31, T=100,
+                     batch=128, reps=3),
+}
+TRAIN_QUICK = {
+    "shd_b16": dict(n_inputs=140, hidden=[256, 256], n_outputs=20, window=25, T=100, batch=16,
+                    reps=3),
+}
+
+_LOG_STREAM = sys.stdout
+
+
+def log(msg: str = "") -> None:
+    print(msg, file=_LOG_STREAM, flush=True)
+
+
+class BenchmarkError(RuntimeError):
+    """A benchmark could not run (missing module, failed subprocess)."""
+
+
+# ============================================================================ models
+def build_model(spec: dict, seed: int = 0):
+    from neurodelay.model import DelaySNN, ModelConfig
+
+    cfg = ModelConfig(n_inputs=spec["n_inputs"], n_outputs=spec["n_outputs"],
+                      hidden=list(spec["hidden"]), max_delay_steps=spec["window"])
+    torch.manual_seed(seed)
+    return DelaySNN(cfg, seed=seed)
+
+
+def make_batch(spec: dict, seed: int = 1, batch: int | None = None):
+    """Binned-count-like input (Poisson, mean 0.3 per bin) and random labels."""
+    g = torch.Generator().manual_seed(seed)
+    b = spec["batch"] if batch is None else batch
+    x = torch.poisson(torch.full((b, spec["T"], spec["n_inputs"]), 0.3), generator=g)
+    y = torch.randint(0, spec["n_outputs"], (b,), generator=g)
+    return x, y
+
+
+def model_uses_fastconv() -> bool:
+    """True when model.py itself calls neurodelay.fastconv (the proposed patch applied)."""
+    import neurodelay.model as M
+
+    return hasattr(M, "delay_conv") and hasattr(M, "lif_multistep")
+
+
+def _sj_lif(tau: float, threshold: float, alpha: float):
+    from spikingjelly.activation_based import neuron, surrogate
+
+    return neuron.LIFNode(tau=tau, decay_input=False, v_threshold=threshold, v_reset=0.0,
+                          surrogate_function=surrogate.ATan(alpha=alpha), detach_reset=True,
+                          step_mode="m", store_v_seq=True)
+
+
+class ReferenceForward:
+    """The paper's formulation on a DelaySNN's parameters: dcls conv + spikingjelly LIF.
+
+    Written out here (not DelaySNN.forward) so it stays the reference after model.py
+    switches to the fast path. Uses the model's Dcls1d modules, BatchNorms and dropouts.
+    """
+
+    def __init__(self, model):
+        c = model.cfg
+        self.hidden = [_sj_lif(c.tau, c.threshold, c.surrogate_alpha) for _ in model.synapses]
+        self.readout = _sj_lif(c.tau, 1e9, c.surrogate_alpha)
+
+    def __call__(self, model, x, discrete: bool = False):
+        for node in (*self.hidden, self.readout):
+            node.reset()
+        b, t, _ = x.shape
+        h = x.transpose(1, 2)
+        for syn, bn, lif, drop in zip(model.synapses, model.norms, self.hidden, model.drops):
+            cur = _ref_syn(syn, h, discrete).permute(2, 0, 1)
+            c = cur.shape[-1]
+            cur = bn(cur.reshape(t * b, c)).reshape(t, b, c)
+            h = drop(lif(cur)).permute(1, 2, 0)
+        cur = _ref_syn(model.readout_synapses, h, discrete).permute(2, 0, 1)
+        self.readout(cur)
+        return self.readout.v_seq.permute(1, 0, 2)
+
+
+def _ref_syn(syn, h, discrete):
+    xp = F.pad(h, (syn.window - 1, 0))
+    if discrete or syn.mode != "learned":
+        return F.conv1d(xp, syn.discrete_kernel())
+    return syn.conv(xp)
+
+
+def fast_forward(model, x, discrete: bool = False):
+    """DelaySNN.forward with the proposed model.py patch (neurodelay.fastconv)."""
+    if model_uses_fastconv():
+        return model(x, discrete=discrete)
+    from neurodelay.fastconv import causal_conv, delay_conv, lif_multistep
+
+    def syn_fwd(syn, h):
+        if discrete or syn.mode != "learned":
+            return causal_conv(h, syn.discrete_kernel())
+        return delay_conv(h, syn.conv.weight, syn.conv.P, syn.conv.SIG, syn.window)
+
+    alpha = model.cfg.surrogate_alpha
+    b, t, _ = x.shape
+    h = x.transpose(1, 2)
+    for syn, bn, lif, drop in zip(model.synapses, model.norms, model.neurons, model.drops):
+        cur = syn_fwd(syn, h).permute(2, 0, 1)
+        c = cur.shape[-1]
+        cur = bn(cur.reshape(t * b, c)).reshape(t, b, c)
+        s = lif_multistep(cur, lif.tau, lif.v_threshold, alpha)
+        h = drop(s).permute(1, 2, 0)
+    cur = syn_fwd(model.readout_synapses, h).permute(2, 0, 1)
+    _, v = lif_multistep(cur, model.readout.tau, model.readout.v_threshold, alpha,
+                         return_v=True)
+    return v.permute(1, 0, 2)
+
+
+# ============================================================================ training
+class Trainer:
+    """One variant: its own model copy, optimizers (train.build_optim) and forward."""
+
+    def __init__(self, name: str, base, forward, ftz: bool = False):
+        from neurodelay.train import TrainConfig, build_optim
+
+        self.name, self.forward, self.ftz = name, forward, ftz
+        self.model = copy.deepcopy(base)
+        self.model.train()
+        self.opt_w, _, self.opt_p, _ = build_optim(self.model, TrainConfig())
+
+    def loss_and_grads(self, x, y, seed: int):
+        from neurodelay.model import loss_fn
+
+        self.model.zero_grad(set_to_none=True)
+        torch.manual_seed(seed)                       # same dropout masks in every variant
+        with _ftz(self.ftz):
+            loss = loss_fn(self.forward(self.model, x), y)
+            loss.backward()
+        grads = {n: p.grad.detach().clone() for n, p in self.model.named_parameters()
+                 if p.grad is not None}
+        return float(loss.detach()), grads
+
+    def step(self, x, y) -> float:
+        from neurodelay.model import loss_fn
+
+        with _ftz(self.ftz):
+            t0 = time.perf_counter()
+            loss = loss_fn(self.forward(self.model, x), y)
+            self.opt_w.zero_grad(set_to_none=True)
+            if self.opt_p is not None:
+                self.opt_p.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_w.step()
+            if self.opt_p is not None:
+                self.opt_p.step()
+            self.model.after_step()
+            return time.perf_counter() - t0
+
+
+class _ftz:
+    def __init__(self, on: bool):
+        self.on = on
+
+    def __enter__(self):
+        if self.on:
+            torch.set_flush_denormal(True)
+
+    def __exit__(self, *exc):
+        if self.on:
+            torch.set_flush_denormal(False)
+
+
+def compare(a: tuple, b: tuple) -> dict:
+    """Loss and gradient differences of a = (loss, grads) against b."""
+    la, ga = a
+    lb, gb = b
+    worst, worst_name = 0.0, None
+    for name, g in gb.items():
+        if name not in ga:
+            raise BenchmarkError(f"gradient of {name} missing in one variant")
+        scale = float(g.abs().max())
+        d = float((ga[name].double() - g.double()).abs().max()) / max(scale, 1e-30)
+        if d > worst:
+            worst, worst_name = d, name
+    return {"loss_a": la, "loss_b": lb, "loss_rel_diff": abs(la - lb) / max(abs(lb), 1e-30),
+            "grad_max_rel_diff": worst, "worst_param": worst_name}
+
+
+def check_equal(base, x, y, fp64: bool) -> dict:
+    ref_fwd = ReferenceForward(base)
+    ref = Trainer("reference", base, ref_fwd).loss_and_grads(x, y, seed=123)
+    fast = Trainer("neurodelay", base, fast_forward).loss_and_grads(x, y, seed=123)
+    out = {"neurodelay_vs_reference": compare(fast, ref)}
+    c = out["neurodelay_vs_reference"]
+    c["passed"] = c["loss_rel_diff"] <= LOSS_RTOL and c["grad_max_rel_diff"] <= GRAD_RTOL
+    if fp64:
+        b64 = copy.deepcopy(base).double()
+        r64 = Trainer("reference64", b64, ReferenceForward(b64)).loss_and_grads(
+            x.double(), y, seed=123)
+        out["reference_fp32_vs_fp64"] = compare(ref, r64)
+        out["neurodelay_fp32_vs_fp64"] = compare(fast, r64)
+    return out
+
+
+def time_variants(trainers: list, x, y, reps: int) -> dict:
+    for tr in trainers:                               # warm-up (allocator, caches)
+        tr.step(x, y)
+    times = {tr.name: [] for tr in trainers}
+    for r in range(reps):
+        order = trainers if r % 2 == 0 else trainers[::-1]
+        for tr in order:
+            times[tr.name].append(tr.step(x, y))
+    b = x.shape[0]
+    return {n: {"median_s": statistics.median(ts), "samples_per_s": b / statistics.median(ts),
+                "times_s": [round(t, 4) for t in ts]} for n, ts in times.items()}
+
+
+def train_benchmarks(configs: dict, args) -> dict:
+    res = {}
+    for k, (name, spec) in enumerate(configs.items()):
+        shape = f"{spec['n_inputs']}-{'-'.join(map(str, spec['hidden']))}-{spec['n_outputs']}"
+        log(f"\n[train] {name}: {shape}, T={spec['T']}, Td={spec['window']}, "
+            f"batch {spec['batch']}")
+        base = build_model(spec)
+        x, y = make_batch(spec)
+        entry = {"shape": shape, "T": spec["T"], "window": spec["window"],
+                 "batch": spec["batch"], "regimes": {}}
+        for regime in ("sigma_max", "sigma_min"):
+            sig = spec["window"] / 2.0 if regime == "sigma_max" else SIG_MIN
+            base.set_sigma(sig)
+            t0 = time.perf_counter()
+            chk = check_equal(base, x, y, fp64=(k == 0))
+            reps = args.reps or spec["reps"]
+            trainers = [Trainer("reference", base, ReferenceForward(base)),
+                        Trainer("neurodelay", base, fast_forward)]
+            if regime == "sigma_min":
+                trainers.insert(1, Trainer("reference_ftz", base, ReferenceForward(base),
+                                           ftz=True))
+            tm = time_variants(trainers, x, y, reps)
+            r = {"SIG": sig, "sigma": sig + 0.27, "check": chk, **tm,
+                 "speedup": tm["reference"]["median_s"] / tm["neurodelay"]["median_s"]}
+            if "reference_ftz" in tm:
+                r["speedup_vs_ftz"] = (tm["reference_ftz"]["median_s"]
+                                       / tm["neurodelay"]["median_s"])
+            entry["regimes"][regime] = r
+            c = chk["neurodelay_vs_reference"]
+            log(f"  {regime} (sigma {sig + 0.27:.2f}): equal loss/grads: "
+                f"{'yes' if c['passed'] else 'NO'} (loss rel diff {c['loss_rel_diff']:.1e}, "
+                f"grad max rel diff {c['grad_max_rel_diff']:.1e})")
+            if "reference_fp32_vs_fp64" in chk:
+                log(f"    float32 noise vs float64 reference: reference "
+                    f"{chk['reference_fp32_vs_fp64']['grad_max_rel_diff']:.1e}, neurodelay "
+                    f"{chk['neurodelay_fp32_vs_fp64']['grad_max_rel_diff']:.1e} (grads)")
+            for n, v in tm.items():
+                log(f"    {n:14s} {v['median_s']:8.3f} s/step  {v['samples_per_s']:8.1f} "
+                    f"samples/s")
+            extra = (f", {r['speedup_vs_ftz']:.2f}x vs reference_ftz"
+                     if "speedup_vs_ftz" in r else "")
+            log(f"    speed-up {r['speedup']:.2f}x{extra}  ({time.perf_counter() - t0:.0f} s)")
+        entry["speedup"] = min(v["speedup"] for v in entry["regimes"].values())
+        if not args.no_memory:
+            entry["peak_rss_mb"] = {}
+            for variant in ("reference", "neurodelay"):
+                entry["peak_rss_mb"][variant] = memory_probe(spec, variant, args.threads)
+            m = entry["peak_rss_mb"]
+            log(f"  peak RSS (2 steps, own process): reference {m['reference']['peak_mb']:.0f} "
+                f"MB, neurodelay {m['neurodelay']['peak_mb']:.0f} MB (process baseline "
+                f"{m['neurodelay']['baseline_mb']:.0f} MB)")
+        res[name] = entry
+    return res
+
+
+# ---------------------------------------------------------------------------- memory
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def memory_probe(spec: dict, variant: str, threads: int) -> dict:
+    """Peak RSS of a fresh process doing 2 training steps of ``variant`` (sigma_max)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_probe",
+           json.dumps({"spec": spec, "variant": variant}), "--threads", str(threads)]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT), timeout=900)
+    if p.returncode != 0:
+        raise BenchmarkError(f"memory probe {variant} failed:\n{p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _probe_main(arg: str) -> None:
+    d = json.loads(arg)
+    spec, variant = d["spec"], d["variant"]
+    base = build_model(spec)
+    base.set_sigma(spec["window"] / 2.0)
+    x, y = make_batch(spec)
+    fwd = ReferenceForward(base) if variant == "reference" else fast_forward
+    tr = Trainer(variant, base, fwd)
+    del base
+    baseline = _rss_mb()
+    for _ in range(2):
+        tr.step(x, y)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    print(json.dumps({"peak_mb": peak, "baseline_mb": baseline, "peak_minus_baseline_mb":
+                      peak - baseline}))
+
+
+# ============================================================================ verification
+def random_qnet(sizes, seed: int = 0, max_delay: int = 24):
+    """Random integer network shaped like a quantized SHD model (8-bit mixed weights,
+    delays 0..max_delay, LIF decay of tau = 1.005 steps, current cleared each step)."""
+    from neurodelay.network import QLayer, QNetwork
+
+    rng = np.random.default_rng(seed)
+    layers = []
+    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = k == len(sizes) - 2
+        w = rng.integers(-128, 128, (b, a))
+        layers.append(QLayer(weight=w, weight_exp=0, num_weight_bits=8,
+                             delay=rng.integers(0, max_delay + 1, (b, a)),
+                             bias_mant=np.zeros(b, np.int64), bias_exp=0, du=4095, dv=4076,
+                             vth=None if last else 400, scale=1.0 / 64,
+                             kind="li" if last else "lif", name=f"fc{k}"))
+    return QNetwork(layers, target="loihi2")
+
+
+def verify_benchmark(args) -> dict:
+    from neurodelay import bitsim
+
+    sizes = (140, 256, 256, 20)
+    qnet = random_qnet(sizes)
+    T = 100
+    n_lava = args.lava_samples if args.lava_samples is not None else (1 if args.quick else 3)
+    n_sim = 256 if args.quick else SHD_TEST_SAMPLES
+    rng = np.random.default_rng(5)
+    counts = rng.poisson(0.3, (n_sim, T, sizes[0])).astype(np.int64)
+    n_steps = bitsim.steps_needed(qnet, T)
+    log(f"\n[verify] random quantized {'-'.join(map(str, sizes))} network, {T}-step samples, "
+        f"{n_steps} Lava rows each")
+    out = {"network": "-".join(map(str, sizes)), "T": T, "n_steps": n_steps}
+
+    # bitsim on many samples (the first n_lava of them are also run in Lava)
+    t0 = time.perf_counter()
+    sim = bitsim.run(qnet, counts, n_steps=n_steps)
+    sim_s = time.perf_counter() - t0
+    out["bitsim_samples"] = n_sim
+    out["bitsim_s_per_sample"] = sim_s / n_sim
+    out["shd_testset_verify_s"] = sim_s / n_sim * SHD_TEST_SAMPLES
+    out["shd_testset_verify_measured"] = n_sim == SHD_TEST_SAMPLES
+    log(f"  bitsim: {n_sim} samples in {sim_s:.2f} s = {sim_s / n_sim * 1e3:.2f} ms/sample; "
+        f"SHD test set ({SHD_TEST_SAMPLES} samples): {out['shd_testset_verify_s']:.1f} s "
+        f"({'measured' if out['shd_testset_verify_measured'] else 'extrapolated'})")
+    if n_lava <= 0:
+        return out
+    try:
+        from neurodelay import lavarun
+    except ImportError as e:
+        out["lava_error"] = f"neurodelay.lavarun unavailable: {e}"
+        log(f"  Lava: skipped ({out['lava_error']})")
+        return out
+    lava = lavarun.run_lava(qnet, counts[:n_lava], n_steps)
+    t0 = time.perf_counter()
+    sim_few = bitsim.run(qnet, counts[:n_lava], n_steps=n_steps, record=True)
+    few_s = (time.perf_counter() - t0) / n_lava
+    mism = int(sum(int((a.astype(bool) != np.asarray(b).astype(bool)).sum())
+                   for a, b in zip(lava["spikes"], sim_few.spikes)))
+    mism += int((np.asarray(lava["v"]) != np.asarray(sim.v[:n_lava])).sum())
+    out.update({
+        "lava_samples": n_lava, "lava_s_per_sample": lava["s_per_sample"],
+        "lava_compile_s": lava["compile_s"], "bitsim_s_per_sample_on_lava_samples": few_s,
+        "spike_exact": mism == 0, "mismatches": mism,
+        "lava_spikes_per_layer": [int(s.sum()) for s in lava["spikes"]],
+        "sim_speedup_vs_lava": lava["s_per_sample"] / out["bitsim_s_per_sample"],
+    })
+    log(f"  Lava fixed_pt: {n_lava} sample(s), {lava['s_per_sample']:.2f} s/sample "
+        f"(+ {lava['compile_s']:.1f} s compile); spike-exact: "
+        f"{'yes' if mism == 0 else f'NO ({mism} mismatches)'} "
+        f"(spikes per layer {out['lava_spikes_per_layer']})")
+    log(f"  bitsim speed-up vs Lava per sample: {out['sim_speedup_vs_lava']:.0f}x "
+        f"(bitsim on the {n_lava} Lava sample(s) alone: {few_s * 1e3:.1f} ms/sample)")
+    return out
+
+
+# ============================================================================ inference
+def inference_benchmark(args) -> dict:
+    from neurodelay import floatsim
+    from neurodelay.freeze import freeze
+
+    spec = dict(TRAIN_FULL["shd_b64"])
+    n = 64 if args.quick else 512
+    model = build_model(spec)
+    model.eval()
+    x, _ = make_batch(spec, seed=3, batch=n)
+    net = freeze(model)
+    ref = ReferenceForward(model)
+    log(f"\n[inference] frozen 140-256-256-20 network, {n} samples of 100 steps, batch 256")
+
+    def torch_run(fn):
+        outs = []
+        with torch.no_grad():
+            for i in range(0, n, 256):
+                outs.append(fn(model, x[i:i + 256], discrete=True))
+        return torch.cat(outs)
+
+    def fsim():
+        return np.concatenate([floatsim.simulate(net, x[i:i + 256].numpy()).u
+                               for i in range(0, n, 256)])
+
+    runs = {"torch_reference": lambda: torch_run(ref), "torch_fast": lambda: torch_run(fast_forward),
+            "floatsim": fsim}
+    times = {k: [] for k in runs}
+    outs = {}
+    for r in range(3):
+        for k in (runs if r % 2 == 0 else list(runs)[::-1]):
+            t0 = time.perf_counter()
+            outs[k] = runs[k]()
+            times[k].append(time.perf_counter() - t0)
+    res = {k: {"s_per_sample": statistics.median(v) / n} for k, v in times.items()}
+    u_ref = outs["torch_reference"].numpy()
+    res["max_abs_diff_fast_vs_reference"] = float(np.abs(outs["torch_fast"].numpy() - u_ref).max())
+    res["max_abs_diff_floatsim_vs_reference"] = float(np.abs(outs["floatsim"] - u_ref).max())
+    for k in runs:
+        log(f"  {k:16s} {res[k]['s_per_sample'] * 1e3:8.3f} ms/sample")
+    log(f"  readout max |diff| vs torch_reference: fast "
+        f"{res['max_abs_diff_fast_vs_reference']:.1e}, floatsim "
+        f"{res['max_abs_diff_floatsim_vs_reference']:.1e}")
+    return res
+
+
+# ============================================================================ main
+def main(argv=None) -> int:
+    global _LOG_STREAM
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ap.add_argument("--quick", action="store_true", help="small sizes (about 2 minutes)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--only", default="train,verify,infer",
+                    help="comma list of sections: train, verify, infer")
+    ap.add_argument("--configs", default=None,
+                    help="comma list of training configurations (default: all of the mode)")
+    ap.add_argument("--reps", type=int, default=None, help="timed steps per variant")
+    ap.add_argument("--lava-samples", type=int, default=None,
+                    help="samples run through Lava (default 3, --quick 1; 0 skips Lava)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
+    ap.add_argument("--_probe", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.threads < 1:
+        ap.error("--threads must be >= 1")
+    torch.set_num_threads(args.threads)
+    if args._probe is not None:
+        _probe_main(args._probe)
+        return 0
+    if args.json:
+        _LOG_STREAM = sys.stderr
+    sections = {s.strip() for s in args.only.split(",") if s.strip()}
+    bad = sections - {"train", "verify", "infer"}
+    if bad:
+        ap.error(f"--only: unknown section(s) {sorted(bad)}; use train, verify, infer")
+    configs = TRAIN_QUICK if args.quick else TRAIN_FULL
+    if args.configs:
+        allc = {**TRAIN_FULL, **TRAIN_QUICK}
+        names = [c.strip() for c in args.configs.split(",") if c.strip()]
+        unknown = [c for c in names if c not in allc]
+        if unknown:
+            ap.error(f"--configs: unknown {unknown}; known: {sorted(allc)}")
+        configs = {c: allc[c] for c in names}
+
+    t_start = time.perf_counter()
+    out = {"torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
+           "python": platform.python_version(), "cpu_count": os.cpu_count(),
+           "load_average_at_start": list(os.getloadavg()), "quick": args.quick,
+           "neurodelay_variant": ("model.py (uses fastconv)" if model_uses_fastconv()
+                                  else "benchmarks wrapper (model.py not patched yet)")}
+    log(f"neurodelay benchmarks: torch {torch.__version__}, {out['torch_threads']} torch "
+        f"threads, {os.cpu_count()} CPUs, load average {out['load_average_at_start'][0]:.1f}; "
+        f"neurodelay variant = {out['neurodelay_variant']}")
+    if "train" in sections:
+        tr = train_benchmarks(configs, args)
+        out["train"] = tr
+        out["train_speedup"] = {k: v["speedup"] for k, v in tr.items()}
+        for regime in ("sigma_max", "sigma_min"):
+            out[f"train_speedup_{regime}"] = {k: v["regimes"][regime]["speedup"]
+                                              for k, v in tr.items()}
+        out["train_equal_loss_and_grads"] = all(
+            r["check"]["neurodelay_vs_reference"]["passed"]
+            for v in tr.values() for r in v["regimes"].values())
+    if "verify" in sections:
+        vb = verify_benchmark(args)
+        out["verify"] = vb
+        out["sim_speedup_vs_lava"] = vb.get("sim_speedup_vs_lava")
+        out["shd_testset_verify_s"] = vb["shd_testset_verify_s"]
+    if "infer" in sections:
+        out["inference"] = inference_benchmark(args)
+    out["total_s"] = time.perf_counter() - t_start
+    log(f"\ntotal {out['total_s']:.0f} s")
+    if "train_speedup" in out:
+        log("train_speedup (min over sigma regimes): "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in out["train_speedup"].items()))
+    if args.json:
+        print(json.dumps(out, indent=1, default=_json_default))
+    return 0
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o) if math.isfinite(float(o)) else None
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
