@@ -41,7 +41,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,56 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def _flag(argv, name):
+    """Value of ``--name V`` / ``--name=V`` in argv (None if absent)."""
+    val = None
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            val = argv[i + 1]
+        elif a.startswith(name + "="):
+            val = a.split("=", 1)[1]
+    return val
+
+
+def _early_env(argv) -> tuple[str, str]:
+    """Thread settings that must be in the environment before numpy/torch load.
+
+    OMP_WAIT_POLICY (--omp-wait-policy, default PASSIVE): with the default spinning
+    policy, 2 torch threads on a machine where other processes also run wait in
+    barriers for a descheduled thread; measured 8-10x slower steps for both variants,
+    i.e. noise. PASSIVE costs little on a quiet machine.
+    OPENBLAS_NUM_THREADS (--blas-threads, default 1; numpy's BLAS, used by bitsim,
+    floatsim and Lava): 2 OpenBLAS threads under the same load made a batched numpy
+    matmul 40x slower (2 vs 78 GFLOP/s). Values already in the environment are kept
+    unless the flag is given.
+    """
+    pol = _flag(argv, "--omp-wait-policy")
+    if pol is not None:
+        if pol.upper() not in ("PASSIVE", "ACTIVE", "DEFAULT"):
+            sys.exit(f"--omp-wait-policy must be passive, active or default, got {pol!r}")
+        if pol.upper() == "DEFAULT":
+            os.environ.pop("OMP_WAIT_POLICY", None)
+        else:
+            os.environ["OMP_WAIT_POLICY"] = pol.upper()
+    else:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    blas = _flag(argv, "--blas-threads")
+    if blas is not None:
+        if not blas.isdigit() or int(blas) < 1:
+            sys.exit(f"--blas-threads must be a positive integer, got {blas!r}")
+        os.environ["OPENBLAS_NUM_THREADS"] = blas
+    else:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    return os.environ.get("OMP_WAIT_POLICY", "default"), os.environ["OPENBLAS_NUM_THREADS"]
+
+
+if __name__ == "__main__":
+    OMP_WAIT_POLICY, BLAS_THREADS = _early_env(sys.argv[1:])
+else:  # imported (tests): leave the environment alone
+    OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY", "default")
+    BLAS_THREADS = os.environ.get("OPENBLAS_NUM_THREADS", "default")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -334,12 +383,16 @@ def train_benchmarks(configs: dict, args) -> dict:
 
 
 # ---------------------------------------------------------------------------- memory
-def _rss_mb() -> float:
+def _status_mb(key: str) -> float:
+    """VmRSS (current) or VmHWM (peak) of this process in MB, from /proc/self/status.
+
+    (getrusage's ru_maxrss is not used: Linux carries the parent's peak over fork+exec.)
+    """
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024.0
-    return float("nan")
+    raise BenchmarkError(f"/proc/self/status has no {key} line (Linux only)")
 
 
 def memory_probe(spec: dict, variant: str, threads: int) -> dict:
@@ -361,10 +414,10 @@ def _probe_main(arg: str) -> None:
     fwd = ReferenceForward(base) if variant == "reference" else fast_forward
     tr = Trainer(variant, base, fwd)
     del base
-    baseline = _rss_mb()
+    baseline = _status_mb("VmRSS")
     for _ in range(2):
         tr.step(x, y)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    peak = _status_mb("VmHWM")
     print(json.dumps({"peak_mb": peak, "baseline_mb": baseline, "peak_minus_baseline_mb":
                       peak - baseline}))
 
@@ -507,6 +560,11 @@ def main(argv=None) -> int:
     ap.add_argument("--lava-samples", type=int, default=None,
                     help="samples run through Lava (default 3, --quick 1; 0 skips Lava)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
+    ap.add_argument("--omp-wait-policy", default=None,
+                    help="passive (default), active or default: OMP_WAIT_POLICY for torch's "
+                         "OpenMP threads (read before torch is imported)")
+    ap.add_argument("--blas-threads", default=None,
+                    help="OPENBLAS_NUM_THREADS for numpy (bitsim, floatsim, Lava); default 1")
     ap.add_argument("--_probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.threads < 1:
@@ -534,10 +592,12 @@ def main(argv=None) -> int:
     out = {"torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
            "python": platform.python_version(), "cpu_count": os.cpu_count(),
            "load_average_at_start": list(os.getloadavg()), "quick": args.quick,
+           "omp_wait_policy": OMP_WAIT_POLICY, "openblas_threads": BLAS_THREADS,
            "neurodelay_variant": ("model.py (uses fastconv)" if model_uses_fastconv()
                                   else "benchmarks wrapper (model.py not patched yet)")}
     log(f"neurodelay benchmarks: torch {torch.__version__}, {out['torch_threads']} torch "
-        f"threads, {os.cpu_count()} CPUs, load average {out['load_average_at_start'][0]:.1f}; "
+        f"threads (OMP_WAIT_POLICY {OMP_WAIT_POLICY}), {BLAS_THREADS} OpenBLAS thread(s), "
+        f"{os.cpu_count()} CPUs, load average {out['load_average_at_start'][0]:.1f}; "
         f"neurodelay variant = {out['neurodelay_variant']}")
     if "train" in sections:
         tr = train_benchmarks(configs, args)

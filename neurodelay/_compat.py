@@ -12,6 +12,9 @@ time, without touching any file in site-packages:
 2. ``lava.lib.dl.slayer`` imports ``object_detection`` which needs torchvision; no
    torchvision build fits torch 2.13 on CPU. We register an empty placeholder module
    (object detection is not used by neurodelay).
+3. Lava's runtime calls ``multiprocessing.set_start_method('fork')`` at import and fails
+   ("context has already been set") if anything in the process already fixed the start
+   method. We import that module once with a tolerant ``set_start_method``.
 
 Call :func:`ensure_lava` before importing anything from ``lava``.
 """
@@ -66,7 +69,27 @@ def ensure_lava() -> None:
         placeholder = types.ModuleType(_OBJ_DET)
         placeholder.__doc__ = "placeholder installed by neurodelay._compat (needs torchvision)"
         sys.modules[_OBJ_DET] = placeholder
+    _import_lava_runtime()
     _installed = True
+
+
+def _import_lava_runtime() -> None:
+    import multiprocessing as mp
+
+    name = "lava.magma.runtime.message_infrastructure.multiprocessing"
+    if name in sys.modules:
+        return
+    original = mp.set_start_method
+
+    def tolerant(method, force=False):
+        if mp.get_start_method(allow_none=True) != method:
+            original(method, force=True)
+
+    mp.set_start_method = tolerant
+    try:
+        __import__(name)
+    finally:
+        mp.set_start_method = original
 
 
 def check_install() -> None:

@@ -34,14 +34,17 @@ Per layer, with b = weight bits (8 on Loihi 2), mixed sign mode:
   vth = floor((threshold / scale0 - 1) / 64) where scale0 is the finest scale that
   keeps every |q| <= 2**(b-1) - 1, so the chosen scale is >= scale0 (no overflow).
 * bias: v += bias_mant << bias_exp every step, ``bias_mant = round(b / scale / 2**bias_exp)``
-  (13-bit), with the smallest bias_exp (3-bit) that fits.
+  (13-bit), with the smallest bias_exp >= bias_exp_min (3-bit) that fits. The default
+  bias_exp_min = 6 makes every bias a multiple of 64, exactly what a lava-dl NetX file
+  (bias_exp fixed at 6) can carry; its rounding error (<= 32 units of v per step) is
+  below a quarter of one weight step (128 units for 8-bit weights).
 * decay: ``dv = round(4096 * (1 - decay))`` (v decays by (4096 - dv) / 4096, truncated
   toward zero); decay 0 gives dv = 4095 (a residue of v / 4096 survives one step).
-* the exponent e starts at 0 and is lowered (down to ``-(9 - b)``, the target minimum)
-  while vth would exceed 17 bits, the input a_in would exceed Lava's declared 16 bits,
-  or (readout, with data) the membrane would use more than half of the 24-bit v; raised
-  (up to the target maximum) while vth < 16. If no exponent fits, the scale is coarsened
-  (fewer mantissa levels) and the report says so.
+* the exponent e starts at 0 and is lowered (down to ``-(9 - b)`` or the target minimum)
+  while vth would exceed 17 bits or, with data, the largest input a_in would exceed
+  Lava's declared 16 bits or (readout) the membrane would use more than half of the
+  24-bit v; it is raised (up to the target maximum) while vth < 16. If no exponent fits,
+  the scale is coarsened (fewer mantissa levels) and the report warns.
 * the readout (kind "li") becomes a LIF with vth = 2**17 - 1 (never reached: the report
   gives its headroom, max |v| / 2**23, and warns if the data saturate it).
 
@@ -65,6 +68,7 @@ LOIHI2_DEFAULTS: dict[str, Any] = {
     "max_delay": 62, "vth_bits": 17, "state_bits": 24, "bias_mant_bits": 13,
     "bias_exp_bits": 3, "du_bits": 12, "dv_bits": 12,
 }
+NETX_BIAS_EXP = 6               # lava-dl NetX files fix bias_exp = 6 (bias in units of 64)
 VTH_MIN_PREFERRED = 16          # raise the exponent while vth is below this
 A_IN_LIMIT = 2 ** 15 - 1        # Lava declares a 16-bit signed synaptic input
 READOUT_V_TARGET = 2 ** 22      # readout membrane may use half of the 24-bit range
@@ -347,17 +351,22 @@ class _Activity:
     max_u: list            # max |u| per layer (membrane)
 
 
-def _float_activity(net: Network, x: np.ndarray) -> _Activity:
+def _float_activity(net: Network, x: np.ndarray, batch_size: int = 128) -> _Activity:
+    """Max |synaptic input| and max |membrane| per layer of the float model on x (float64,
+    in chunks of batch_size samples)."""
     from . import floatsim
-    max_syn, max_u = [], []
-    h = np.asarray(x, np.float64)
-    for k, layer in enumerate(net.layers):
-        I = floatsim.synaptic_current(layer, h, np.float64)
-        max_syn.append(float(np.abs(I - layer.bias.astype(np.float64)).max(initial=0)))
-        u, s = floatsim.neuron_dynamics(layer, I)
-        max_u.append(float(np.abs(u).max(initial=0)))
-        if s is not None:
-            h = s.astype(np.float64)
+    L = len(net.layers)
+    max_syn, max_u = [0.0] * L, [0.0] * L
+    for b0 in range(0, len(x), batch_size):
+        h = np.asarray(x[b0:b0 + batch_size], np.float64)
+        for k, layer in enumerate(net.layers):
+            I = floatsim.synaptic_current(layer, h, np.float64)
+            syn = np.abs(I - layer.bias.astype(np.float64)).max(initial=0)
+            max_syn[k] = max(max_syn[k], float(syn))
+            u, s = floatsim.neuron_dynamics(layer, I)
+            max_u[k] = max(max_u[k], float(np.abs(u).max(initial=0)))
+            if s is not None:
+                h = s.astype(np.float64)
     return _Activity(max_syn, max_u)
 
 
@@ -454,7 +463,7 @@ def _quantize_layer(k: int, layer: Layer, p: dict, gain: float, act: _Activity |
     be_max = 2 ** int(p["bias_exp_bits"]) - 1
     bias_v = layer.bias.astype(np.float64) / scale
     bmax = float(np.abs(bias_v).max(initial=0))
-    bias_exp = 0
+    bias_exp = min(int(p.get("bias_exp_min", NETX_BIAS_EXP)), be_max)
     while bias_exp < be_max and bmax / 2 ** bias_exp > bm_max:
         bias_exp += 1
     bias_mant = np.rint(bias_v / 2 ** bias_exp)
@@ -485,12 +494,16 @@ def _quantize_layer(k: int, layer: Layer, p: dict, gain: float, act: _Activity |
 
 
 def quantize(net: Network, target_or_params=None, *, data=None, weight_bits: int | None = None,
-             input_scale: float = 1.0) -> tuple[QNetwork, QuantReport]:
+             input_scale: float = 1.0,
+             bias_exp_min: int = NETX_BIAS_EXP) -> tuple[QNetwork, QuantReport]:
     """Quantize a float network to Lava/Loihi 2 integer fields (module docstring).
 
     target_or_params: None (Loihi 2 defaults), a target name or path (hwconfig), a dict
     of overrides of :data:`LOIHI2_DEFAULTS`, or an object with those attributes.
     weight_bits overrides the target's. input_scale: graded input = round(count * it).
+    bias_exp_min: smallest bias exponent; the default 6 keeps every bias a multiple of
+    64 units of v, which a lava-dl NetX file (bias_exp fixed at 6) carries exactly; 0
+    gives a 64x finer bias for direct Lava processes only.
     With data=(x_padded, labels): exponents are chosen from the float activity, and the
     report gives per-layer headroom / overflow counters from the bit-accurate simulator
     and float vs bit-accurate accuracy. Raises DelayRangeError if delays exceed the
@@ -501,6 +514,7 @@ def quantize(net: Network, target_or_params=None, *, data=None, weight_bits: int
     p = _target_params(target_or_params)
     if weight_bits is not None:
         p["weight_bits"] = int(weight_bits)
+    p["bias_exp_min"] = int(bias_exp_min)
     input_scale = float(input_scale)
     if not (input_scale > 0 and math.isfinite(input_scale)):
         raise PassError(f"input_scale must be a positive number, got {input_scale}")
@@ -572,8 +586,8 @@ def _measure(net: Network, qnet: QNetwork, data, rep: QuantReport) -> None:
 
 def run_passes(net: Network, target=None, *, clip_delays: bool = False,
                k_per_neuron: int | None = None, sparsity: float | None = None,
-               data=None, weight_bits: int | None = None,
-               input_scale: float = 1.0) -> tuple[QNetwork, list]:
+               data=None, weight_bits: int | None = None, input_scale: float = 1.0,
+               bias_exp_min: int = NETX_BIAS_EXP) -> tuple[QNetwork, list]:
     """check_delays -> (prune, if k_per_neuron or sparsity) -> quantize; returns the
     QNetwork and the list of reports in order."""
     p = _target_params(target)
@@ -583,6 +597,7 @@ def run_passes(net: Network, target=None, *, clip_delays: bool = False,
         net, r2 = prune(net, k_per_neuron=k_per_neuron, sparsity=sparsity, data=data)
         reports.append(r2)
     qnet, r3 = quantize(net, target if target is not None else p, data=data,
-                        weight_bits=weight_bits, input_scale=input_scale)
+                        weight_bits=weight_bits, input_scale=input_scale,
+                        bias_exp_min=bias_exp_min)
     reports.append(r3)
     return qnet, reports

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from neurodelay import bitsim
-from neurodelay.network import Layer, Network, QLayer, QNetwork
+from neurodelay.network import QLayer, QNetwork
 
 BIG_VTH = 2 ** 17 - 1
 
@@ -303,7 +303,7 @@ def test_batched_simulator_equals_step_by_step_lava_transcription(seed, max_dela
             assert np.array_equal(res.spikes[k][b], ref["spikes"][k])
 
 
-@pytest.mark.parametrize("n_delays,density", [(3, 0.3), (20, 0.3), (20, 0.05), (20, 0.6)])
+@pytest.mark.parametrize("n_delays,density", [(3, 0.3), (20, 0.3), (20, 0.02), (20, 0.6)])
 def test_fast_synaptic_paths_are_exact(n_delays, density):
     """Grouped matmuls (few delays), dense and sparse DFT paths, float32 and float64."""
     rng = np.random.default_rng(n_delays + int(100 * density))
@@ -318,8 +318,8 @@ def test_fast_synaptic_paths_are_exact(n_delays, density):
         ref[1 + k:] += contrib[:R - 1 - k]
     syn = bitsim._prepare(layer)
     for precision in ("auto", "float64"):
-        got = bitsim._synaptic_input(syn, s, int(s.max()), n_out, precision)
-        assert np.array_equal(got, ref)
+        got, bound = bitsim._synaptic_input(syn, s, int(s.max()), n_out, precision)
+        assert np.array_equal(got, ref) and np.abs(ref).max() <= bound
 
 
 def test_predict_aligns_descales_and_scores_like_the_float_rule():

@@ -239,7 +239,12 @@ def test_weight_bits_input_scale_and_bias_fields():
     # bias: v += bias_mant << bias_exp approximates bias / scale within one LSB
     b_v = net.layers[0].bias / l0.scale
     assert np.all(np.abs((l0.bias_mant << l0.bias_exp) - b_v) <= 2 ** l0.bias_exp / 2 + 1e-6)
-    assert np.abs(l0.bias_mant).max() <= 4095 and 0 <= l0.bias_exp <= 7
+    assert np.abs(l0.bias_mant).max() <= 4095 and 6 <= l0.bias_exp <= 7     # netx: x64
+    # finer bias when not going through a netx file
+    q2, _ = passes.quantize(net, weight_bits=4, input_scale=0.5, bias_exp_min=0)
+    l2 = q2.layers[0]
+    assert l2.bias_exp < 6 and l2.scale == l0.scale
+    assert np.all(np.abs((l2.bias_mant << l2.bias_exp) - b_v) <= 2 ** l2.bias_exp / 2 + 1e-6)
 
 
 def test_quantize_refuses_what_lava_cannot_run():
