@@ -256,7 +256,7 @@ def export(run, target, out_path, variant, clip_delays, weight_bits):
                                       data=calib if variant == "quantized" else None,
                                       weight_bits=weight_bits)
         else:
-            rep = get_exporter("loihi2")(net, out_path, data=calib, clip_delays=clip_delays,
+            rep = get_exporter("loihi2")(net, out_path, data=calib[0], clip_delays=clip_delays,
                                          weight_bits=weight_bits)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _fail(exc)
@@ -377,6 +377,57 @@ def plot(run, sample, synapses):
         _fail(exc)
     click.echo(f"wrote {len(paths)} figures to {paths[0].parent}: "
                + ", ".join(p.name for p in paths))
+
+
+@main.command("sweep-bits")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--target", default="loihi2", show_default=True,
+              help="Hardware target: a name from hw_configs/ or a .toml path. Its max delay "
+                   "caps every column (loihi2: 62 steps).")
+@click.option("--weight-bits", default="8,6,4,3,2", show_default=True,
+              help="Weight mantissa bits to try (comma list or range like 2-8). A width the "
+                   "quantizer refuses shows as an error cell.")
+@click.option("--delay-bits", default="6,5,4,3", show_default=True,
+              help="Delay bits to try; b bits hold delays 0..2**b-1 (never above the "
+                   "target's max delay).")
+@click.option("--delay-mode", type=click.Choice(["clip", "coarse", "both"]), default="clip",
+              show_default=True,
+              help="clip: delays above 2**b-1 are clipped to it, shorter ones stay exact (the "
+                   "cheaper hardware choice: only the delay field shrinks). coarse: the range "
+                   "is kept at a coarser resolution, d -> k*round(d/k) with k = "
+                   "ceil(largest delay / (2**b-1)) steps (hardware needs a k-step delay unit). "
+                   "both: one table per mode.")
+@click.option("--test-file", type=click.Path(dir_okay=False),
+              help="Evaluate on this SHD-layout file instead of the run's own test split.")
+@click.option("--calib-samples", type=int,
+              help="Quantize calibrates its exponents on the first N test samples "
+                   "(default: all, as `neurodelay verify` does).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Output folder (default RUN/sweep).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def sweep_bits_cmd(run, target, weight_bits, delay_bits, delay_mode, test_file, calib_samples,
+                   out_dir, no_progress):
+    """Accuracy and synaptic memory for every (weight bits, delay bits) combination.
+
+    Each cell: delays reduced to b bits (--delay-mode), quantized with w-bit weights,
+    classified on the test set by the bit-accurate simulator. A float row gives the
+    unquantized network's accuracy with the same delays. Synaptic memory = sum over layers
+    ceil(synapses x (w + b) / 8) bytes, synapses = nonzero weight mantissas after
+    quantization. Published anchor: 4-bit weights with 5-bit delays kept 94 % on SHD.
+
+    Writes sweep.csv, sweep.md, sweep.json and sweep.png (accuracy and memory heatmaps)
+    to RUN/sweep (or --out) and prints the markdown table.
+    """
+    from .sweep import sweep_bits
+
+    try:
+        r = sweep_bits(run, target, weight_bits, delay_bits, delay_mode, test_file,
+                       out_dir=out_dir, calib_samples=calib_samples,
+                       progress=not no_progress)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        _fail(exc)
+    click.echo(r["markdown"])
+    click.echo("wrote " + ", ".join(r["files"]))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,520 @@
+"""Bit-width sweep: accuracy and synaptic memory for every (weight bits, delay bits) pair.
+
+``sweep_bits(run)`` freezes a trained run, and for every combination of weight bits ``w``
+and delay bits ``b``
+
+1. shortens the delays to what ``b`` bits hold (see *delay modes* below),
+2. quantizes with :func:`neurodelay.passes.quantize` (``weight_bits=w``, the test data
+   as calibration, exactly as ``neurodelay verify`` does),
+3. classifies the test set with the bit-accurate simulator (:func:`neurodelay.bitsim.predict`),
+4. computes the synaptic memory ``sum over layers ceil(synapses * (w + b) / 8)`` bytes,
+   where ``synapses`` counts the nonzero weight mantissas of the quantized layer (weights
+   that round to 0 at few bits need no storage; with the target's own bit widths this is
+   exactly ``hwconfig.resource_report``'s synaptic_memory_bytes).
+
+A reference row gives the float (unquantized) network's accuracy with each column's
+delays, so the delay cost and the weight cost can be told apart.
+
+Delay modes (``b`` bits hold the values 0 .. 2**b - 1; never more than the target's
+``max_delay``, 62 on Loihi 2 because lava-dl NetX clips there):
+
+* ``clip``   delays above ``m = min(2**b - 1, target max)`` become ``m`` (what
+             :func:`neurodelay.passes.check_delays` with ``clip=True`` does). Short delays
+             keep their exact value; only the long ones are lost. The default: it needs
+             nothing but the delay field the hardware already has.
+* ``coarse`` the time resolution of the delays is coarsened so the range is kept: with
+             ``D`` the largest used delay and ``k = ceil(D / (2**b - 1))`` steps per delay
+             unit, every delay ``d`` becomes ``k * floor(d / k + 1/2)`` (the stored value
+             ``floor(d / k + 1/2) <= 2**b - 1`` fits in ``b`` bits), then is clipped to the
+             target's maximum. ``k = 1`` (no change) when ``D <= 2**b - 1``. Running it on
+             hardware needs a delay unit of ``k`` steps (one shared factor for the network).
+
+Outputs (``write_outputs``): sweep.csv, sweep.md, sweep.json and sweep.png (heatmaps of
+accuracy and synaptic memory), written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .network import Network, QNetwork
+
+DELAY_MODES = ("clip", "coarse")
+DEFAULT_WEIGHT_BITS = (8, 6, 4, 3, 2)
+DEFAULT_DELAY_BITS = (6, 5, 4, 3)
+SWEEP_FILES = ("sweep.csv", "sweep.md", "sweep.json", "sweep.png")
+MAX_DELAY_BITS = 16
+ANCHOR = ("published anchor: 4-bit weights with 5-bit delays kept 94 % accuracy on SHD "
+          "(a full-size SHD model; a small task need not behave the same)")
+MEMORY_FORMULA = ("synaptic memory = sum over layers ceil(synapses * (weight bits + delay "
+                  "bits) / 8) bytes; synapses = nonzero weight mantissas after quantization")
+MODE_TEXT = {
+    "clip": "delays above the largest value b bits hold (2**b - 1, at most the target's "
+            "max delay) are clipped to it; shorter delays stay exact",
+    "coarse": "delays keep their range at a coarser time resolution: d -> k*floor(d/k + "
+              "1/2) with k = ceil(largest delay / (2**b - 1)) steps, then clipped to the "
+              "target's max delay",
+}
+CSV_COLUMNS = ("delay_mode", "weight_bits", "delay_bits", "max_delay", "delay_step",
+               "delays_changed", "largest_delay", "accuracy", "float_accuracy",
+               "agreement_with_float", "synapses", "memory_bytes", "n_warnings", "error")
+
+
+class SweepError(ValueError):
+    """The sweep cannot run as asked (bad bit lists, mode, target or data)."""
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def parse_bits(value, what: str = "bits") -> tuple[int, ...]:
+    """Bit widths from "8,6,4" / "2-8" / an int / a sequence of ints; duplicates dropped,
+    order kept. Raises SweepError naming ``what`` for anything else or an empty list."""
+    if isinstance(value, (int, np.integer)):
+        items = [int(value)]
+    elif isinstance(value, str):
+        items = []
+        for part in value.replace(" ", "").split(","):
+            if not part:
+                continue
+            rng = re.fullmatch(r"(-?\d+)-(-?\d+)", part)
+            try:
+                items.extend(range(int(rng[1]), int(rng[2]) + 1) if rng else [int(part)])
+            except ValueError:
+                raise SweepError(f"{what}: expected integers like '8,6,4' or '2-8', got "
+                                 f"{value!r}") from None
+    else:
+        try:
+            items = [int(v) for v in value]
+            if any(int(v) != v for v in value):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise SweepError(f"{what}: expected a list of integers, got {value!r}") from None
+    out = tuple(dict.fromkeys(items))
+    if not out:
+        raise SweepError(f"{what}: no bit widths given (e.g. '8,6,4')")
+    return out
+
+
+def parse_modes(delay_mode) -> tuple[str, ...]:
+    """('clip',), ('coarse',) or both, from 'clip' | 'coarse' | 'both' | a sequence."""
+    if isinstance(delay_mode, str):
+        modes = DELAY_MODES if delay_mode == "both" else (delay_mode,)
+    else:
+        modes = tuple(delay_mode)
+    bad = [m for m in modes if m not in DELAY_MODES]
+    if bad or not modes:
+        raise SweepError(f"delay_mode must be 'clip', 'coarse' or 'both', got {delay_mode!r}")
+    return tuple(dict.fromkeys(modes))
+
+
+def _check_delay_bits(bits: tuple[int, ...]) -> None:
+    bad = [b for b in bits if not 1 <= b <= MAX_DELAY_BITS]
+    if bad:
+        raise SweepError(f"delay bits {bad} out of range; use 1..{MAX_DELAY_BITS} "
+                         f"(b bits hold delays 0..2**b - 1)")
+
+
+# ----------------------------------------------------------------------------- delays
+
+def used_delay_max(net: Network) -> int:
+    """Largest delay over synapses with a nonzero weight (0 if none)."""
+    return max((int(lay.delay[lay.weight != 0].max(initial=0)) for lay in net.layers),
+               default=0)
+
+
+def delay_limit(delay_bits: int, target_max: int) -> int:
+    """Largest delay ``delay_bits`` bits hold on a target: min(2**b - 1, target max)."""
+    return min(2 ** int(delay_bits) - 1, int(target_max))
+
+
+def _changed(before: Network, after: Network) -> int:
+    """Synapses (nonzero weight) whose delay differs between two versions of a network."""
+    return sum(int(np.count_nonzero((a.delay != b.delay) & (a.weight != 0)))
+               for a, b in zip(before.layers, after.layers))
+
+
+def reduce_delays(net: Network, delay_bits: int, mode: str, target_max: int
+                  ) -> tuple[Network, dict]:
+    """The network with delays that fit ``delay_bits`` bits (module docstring), and a dict:
+    mode, delay_bits, max_delay (largest allowed delay), delay_step (k; 1 for clip),
+    delays_changed (used synapses whose delay changed), largest_delay (after)."""
+    from . import passes
+
+    if mode not in DELAY_MODES:
+        raise SweepError(f"delay mode must be one of {DELAY_MODES}, got {mode!r}")
+    b = int(delay_bits)
+    _check_delay_bits((b,))
+    step = 1
+    if mode == "clip":
+        limit = delay_limit(b, target_max)
+        out, _ = passes.check_delays(net, limit, clip=True)
+    else:
+        top = used_delay_max(net)
+        step = max(1, math.ceil(top / (2 ** b - 1)))
+        layers = []
+        for lay in net.layers:
+            d = lay.delay.astype(np.int64)
+            d = (2 * d + step) // (2 * step) * step          # k * floor(d / k + 1/2)
+            layers.append(replace(lay, delay=d.astype(np.int32)))
+        limit = min(step * (2 ** b - 1), int(target_max))
+        out, _ = passes.check_delays(replace(net, layers=layers, meta=dict(net.meta)),
+                                     int(target_max), clip=True)
+    info = {"mode": mode, "delay_bits": b, "max_delay": int(limit), "delay_step": int(step),
+            "delays_changed": _changed(net, out), "largest_delay": used_delay_max(out)}
+    return out, info
+
+
+def _delay_key(net: Network) -> str:
+    """A digest of all delay arrays (identical delays give identical quantized cells)."""
+    h = hashlib.sha1()
+    for lay in net.layers:
+        h.update(np.ascontiguousarray(lay.delay, np.int64).tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- memory
+
+def layer_synapses(net: Network | QNetwork) -> list[int]:
+    """Nonzero weights (float) or weight mantissas (quantized) per layer."""
+    return [int(np.count_nonzero(lay.weight)) for lay in net.layers]
+
+
+def memory_from_counts(synapses_per_layer, weight_bits: int, delay_bits: int) -> int:
+    """sum over layers ceil(synapses * (weight_bits + delay_bits) / 8) bytes."""
+    bits = int(weight_bits) + int(delay_bits)
+    return sum(math.ceil(int(n) * bits / 8) for n in synapses_per_layer)
+
+
+def memory_bytes(net: Network | QNetwork, weight_bits: int, delay_bits: int) -> int:
+    """Synaptic memory of ``net`` at the given widths (:data:`MEMORY_FORMULA`)."""
+    return memory_from_counts(layer_synapses(net), weight_bits, delay_bits)
+
+
+# ----------------------------------------------------------------------------- sweep
+
+def _quant_cell(net_b: Network, target, w: int, b: int, x, labels, calib, f_pred) -> dict:
+    """Quantize net_b with w-bit weights and classify x bit-accurately; errors in the cell."""
+    from . import bitsim, passes
+
+    cell = {"accuracy": None, "agreement_with_float": None, "synapses": None,
+            "layer_synapses": None, "memory_bytes": None, "n_warnings": 0, "warnings": [], "error": None}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # collected from the report instead
+            qnet, rep = passes.quantize(net_b, target, data=calib, weight_bits=w)
+        pred, _ = bitsim.predict(qnet, x)
+    except ValueError as exc:                        # PassError, QuantizationError, ...
+        cell["error"] = f"{type(exc).__name__}: {exc}"
+        return cell
+    cell.update({"accuracy": float(np.mean(pred == labels)),
+                 "agreement_with_float": float(np.mean(pred == f_pred)),
+                 "synapses": int(qnet.n_synapses), "layer_synapses": layer_synapses(qnet),
+                 "memory_bytes": memory_bytes(qnet, w, b),
+                 "n_warnings": len(rep.warnings), "warnings": list(rep.warnings)})
+    return cell
+
+
+def sweep_network(net: Network, x, labels, target="loihi2", *,
+                  weight_bits=DEFAULT_WEIGHT_BITS, delay_bits=DEFAULT_DELAY_BITS,
+                  delay_mode="clip", calib_samples: int | None = None,
+                  progress: bool = True) -> dict:
+    """Sweep a float network over weight x delay bit widths on padded data x (N, T, n_in).
+
+    Returns a dict (JSON-ready): target, n, steps, weight_bits, delay_bits, modes,
+    float_accuracy (original delays), target_max_delay, columns (one per mode and delay
+    bits: the delay info of :func:`reduce_delays` + float_accuracy), cells (one per mode,
+    weight bits, delay bits: accuracy, agreement_with_float, synapses, memory_bytes,
+    n_warnings, warnings, error; error is a string when quantize refused that width),
+    notes. calib_samples: quantize calibrates on the first N samples (default: all).
+    """
+    from tqdm.auto import tqdm
+
+    from . import floatsim
+    from .hwconfig import load_target
+
+    tgt = load_target(target)
+    wbits = parse_bits(weight_bits, "weight bits")
+    dbits = parse_bits(delay_bits, "delay bits")
+    _check_delay_bits(dbits)
+    modes = parse_modes(delay_mode)
+    if not isinstance(net, Network):
+        raise SweepError(f"sweep_network expects a float Network, got {type(net).__name__}")
+    x = np.asarray(x)
+    labels = np.asarray(labels)
+    if x.ndim != 3 or x.shape[0] == 0 or x.shape[2] != net.n_in:
+        raise SweepError(f"x must be padded samples (N, T, {net.n_in}) with N > 0, got "
+                         f"shape {x.shape}")
+    if labels.shape != (x.shape[0],):
+        raise SweepError(f"labels must have shape ({x.shape[0]},), got {labels.shape}")
+    top = used_delay_max(net)
+    if not tgt.has_delays and top > 0:
+        raise SweepError(f"target {tgt.name!r} has no synaptic delays but the network uses "
+                         f"delays up to {top} steps; sweep a target with delays (e.g. loihi2)")
+    if calib_samples is not None and int(calib_samples) < 1:
+        raise SweepError(f"calib_samples must be >= 1, got {calib_samples}")
+    n_cal = len(x) if calib_samples is None else min(int(calib_samples), len(x))
+    calib = (x[:n_cal], labels[:n_cal])
+
+    _, f_pred0 = floatsim.predict(net, x)
+    result = {"target": tgt.name, "n": int(len(x)), "steps": int(x.shape[1]),
+              "calib_samples": n_cal, "weight_bits": list(wbits), "delay_bits": list(dbits),
+              "modes": list(modes), "target_max_delay": int(tgt.max_delay),
+              "network_max_delay": top, "synapses_float": int(net.n_synapses),
+              "float_accuracy": float(np.mean(f_pred0 == labels)),
+              "columns": [], "cells": [],
+              "notes": [MEMORY_FORMULA] + [f"delay mode {m}: {MODE_TEXT[m]}" for m in modes]
+              + [ANCHOR]}
+    done: dict[tuple, dict] = {}                      # (w, delay digest) -> cell
+    bar = tqdm(total=len(modes) * len(dbits) * len(wbits), desc="sweep", unit="cell",
+               disable=not progress, leave=False)
+    for mode in modes:
+        for b in dbits:
+            net_b, info = reduce_delays(net, b, mode, tgt.max_delay)
+            _, f_pred = floatsim.predict(net_b, x)
+            info["float_accuracy"] = float(np.mean(f_pred == labels))
+            result["columns"].append(info)
+            key = _delay_key(net_b)
+            for w in wbits:
+                bar.set_postfix_str(f"{mode} w{w} d{b}")
+                if (w, key) in done:                  # same delays: same quantized network
+                    cell = dict(done[(w, key)])
+                    if cell["layer_synapses"] is not None:
+                        cell["memory_bytes"] = memory_from_counts(cell["layer_synapses"], w, b)
+                else:
+                    cell = _quant_cell(net_b, tgt, w, b, x, labels, calib, f_pred)
+                    done[(w, key)] = cell
+                result["cells"].append({"mode": mode, "weight_bits": w, "delay_bits": b,
+                                        **cell})
+                bar.update(1)
+    bar.close()
+    return result
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def _cell(result: dict, mode: str, w: int, b: int) -> dict:
+    for c in result["cells"]:
+        if c["mode"] == mode and c["weight_bits"] == w and c["delay_bits"] == b:
+            return c
+    raise KeyError((mode, w, b))
+
+
+def _column(result: dict, mode: str, b: int) -> dict:
+    for col in result["columns"]:
+        if col["mode"] == mode and col["delay_bits"] == b:
+            return col
+    raise KeyError((mode, b))
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
+def _kb(v) -> str:
+    return "-" if v is None else f"{v / 1000:.2f} kB"
+
+
+def _col_title(col: dict, sep: str = " ") -> str:
+    """'6 (<=62)' / '3 (<=14, step 2)'; with sep="\n" one item per line (plot ticks)."""
+    items = [f"<={col['max_delay']}"]
+    if col["mode"] == "coarse":
+        items.append(f"step {col['delay_step']}")
+    if sep == " ":
+        return f"{col['delay_bits']} ({', '.join(items)})"
+    return sep.join([str(col["delay_bits"])] + items)
+
+
+def format_markdown(result: dict) -> str:
+    """The sweep as markdown: per delay mode a table (rows weight bits, columns delay
+    bits, cells "accuracy / kB"), a float reference row, and the notes."""
+    r = result
+    head = f"{r['run']} " if r.get("run") else ""
+    lines = [f"# Bit-width sweep {head}on target {r['target']}", "",
+             f"{r['n']} test samples x {r['steps']} steps, bit-accurate simulator; float "
+             f"network with its own delays (0..{r['network_max_delay']} steps): "
+             f"{_pct(r['float_accuracy'])}; {r['synapses_float']} synapses (float).", ""]
+    for mode in r["modes"]:
+        cols = [_column(r, mode, b) for b in r["delay_bits"]]
+        lines += [f"## delay mode `{mode}`", "", MODE_TEXT[mode] + ".", "",
+                  "| weight bits \\ delay bits (max delay) | "
+                  + " | ".join(_col_title(c) for c in cols) + " |",
+                  "|---|" + "---:|" * len(cols),
+                  "| float (reference) | " + " | ".join(_pct(c["float_accuracy"]) for c in cols)
+                  + " |"]
+        for w in r["weight_bits"]:
+            cells = []
+            for b in r["delay_bits"]:
+                c = _cell(r, mode, w, b)
+                cells.append("error" if c["error"] else
+                             f"{_pct(c['accuracy'])} / {_kb(c['memory_bytes'])}")
+            lines.append(f"| {w} | " + " | ".join(cells) + " |")
+        lines.append("| delays changed (synapses) | "
+                     + " | ".join(str(c["delays_changed"]) for c in cols) + " |")
+        lines.append("")
+    errors = [c for c in r["cells"] if c["error"]]
+    if errors:
+        lines += ["Errors:", ""] + [f"- {c['mode']}, {c['weight_bits']}-bit weights, "
+                                    f"{c['delay_bits']}-bit delays: {c['error']}"
+                                    for c in errors] + [""]
+    lines += ["Notes:", ""] + [f"- {n}" for n in r["notes"]]
+    lines.append(f"- kB = 1000 bytes; quantization calibrated on {r['calib_samples']} "
+                 f"sample(s); the target's max delay is {r['target_max_delay']} steps")
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(result: dict) -> str:
+    """One row per cell (and per float reference cell, weight_bits "float")."""
+    rows = [",".join(CSV_COLUMNS)]
+
+    def fmt(v):
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        s = str(v)
+        return '"' + s.replace('"', '""') + '"' if any(ch in s for ch in ',"\n') else s
+
+    for mode in result["modes"]:
+        for b in result["delay_bits"]:
+            col = _column(result, mode, b)
+            base = {**col, "delay_mode": mode}
+            rows.append(",".join(fmt(v) for v in (
+                {**base, "weight_bits": "float", "accuracy": col["float_accuracy"],
+                 "agreement_with_float": 1.0}.get(k) for k in CSV_COLUMNS)))
+            for w in result["weight_bits"]:
+                c = {**base, **_cell(result, mode, w, b), "float_accuracy": col["float_accuracy"]}
+                rows.append(",".join(fmt(c.get(k)) for k in CSV_COLUMNS))
+    return "\n".join(rows) + "\n"
+
+
+def _grid(result: dict, mode: str, key: str) -> np.ndarray:
+    """(1 + len(weight bits), len(delay bits)) values; row 0 is the float reference."""
+    wb, db = result["weight_bits"], result["delay_bits"]
+    g = np.full((1 + len(wb), len(db)), np.nan)
+    for j, b in enumerate(db):
+        if key == "accuracy":
+            g[0, j] = 100 * _column(result, mode, b)["float_accuracy"]
+        for i, w in enumerate(wb):
+            v = _cell(result, mode, w, b)[key]
+            if v is not None:
+                g[1 + i, j] = 100 * v if key == "accuracy" else v / 1000
+    return g
+
+
+def _heatmap(ax, grid: np.ndarray, rows, cols, cmap_name: str, fmt: str, title: str,
+             vmin=None, vmax=None) -> None:
+    import matplotlib
+
+    cmap = matplotlib.colormaps[cmap_name].with_extremes(bad="#dddddd")
+    data = np.ma.masked_invalid(grid)
+    im = ax.imshow(data, cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax)
+    lo = np.nanmin(grid) if vmin is None and np.isfinite(grid).any() else (vmin or 0.0)
+    hi = np.nanmax(grid) if vmax is None and np.isfinite(grid).any() else (vmax or 1.0)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            v = grid[i, j]
+            if np.isfinite(v):
+                frac = (v - lo) / (hi - lo) if hi > lo else 0.5
+                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
+                        color="black" if frac > 0.55 else "white")
+            else:
+                ax.text(j, i, "-", ha="center", va="center", fontsize=8, color="#555555")
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("delay bits (max delay)")
+    ax.set_ylabel("weight bits")
+    ax.set_title(title, fontsize=10)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+
+
+def plot_sweep(result: dict, path) -> Path:
+    """Heatmaps of accuracy (%) and synaptic memory (kB), one row of two per delay mode."""
+    from matplotlib.figure import Figure
+
+    modes = result["modes"]
+    rows = ["float"] + [str(w) for w in result["weight_bits"]]
+    fig = Figure(figsize=(11.0, (0.42 * len(rows) + 1.6) * len(modes) + 0.4), dpi=110)
+    axes = fig.subplots(len(modes), 2, squeeze=False)
+    for k, mode in enumerate(modes):
+        cols = [_col_title(_column(result, mode, b), "\n") for b in result["delay_bits"]]
+        _heatmap(axes[k, 0], _grid(result, mode, "accuracy"), rows, cols, "viridis",
+                 "{:.1f}", f"accuracy (%), delay mode '{mode}'", vmin=0.0, vmax=100.0)
+        _heatmap(axes[k, 1], _grid(result, mode, "memory_bytes"), rows, cols, "cividis",
+                 "{:.2f}", f"synaptic memory (kB), delay mode '{mode}'")
+    fig.suptitle(f"bit-width sweep on {result['target']}: {result['n']} test samples; float "
+                 f"accuracy {100 * result['float_accuracy']:.1f} %", fontsize=11)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    path = Path(path)
+    _atomic_write(path, buf.getvalue())
+    return path
+
+
+def _atomic_write(path: Path, data: str | bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_outputs(result: dict, out_dir) -> list[Path]:
+    """Write sweep.csv, sweep.md, sweep.json, sweep.png into out_dir (atomically)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"--out {out} exists and is not a folder; choose a folder")
+    files = [out / name for name in SWEEP_FILES]
+    _atomic_write(files[0], format_csv(result))
+    _atomic_write(files[1], format_markdown(result))
+    _atomic_write(files[2], json.dumps(result, indent=2) + "\n")
+    plot_sweep(result, files[3])
+    return files
+
+
+def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
+               delay_bits=DEFAULT_DELAY_BITS, delay_mode="clip", test_file=None, *,
+               out_dir=None, calib_samples: int | None = None, progress: bool = True) -> dict:
+    """Sweep a trained run (see the module docstring) and write the outputs to out_dir
+    (default RUN/sweep). Returns :func:`sweep_network`'s dict plus run, test, markdown
+    (the table) and files (paths written)."""
+    from .data import pad_batch
+    from .freeze import freeze_run
+    from .train import run_test_data
+
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise SweepError(f"{run}: no config.json; give a `neurodelay train` run folder")
+    wbits = parse_bits(weight_bits, "weight bits")      # fail before the slow loading
+    dbits = parse_bits(delay_bits, "delay bits")
+    _check_delay_bits(dbits)
+    modes = parse_modes(delay_mode)
+    net = freeze_run(run)
+    ds = run_test_data(run, test_file)
+    x = pad_batch(ds.samples, pad_to=ds.max_steps)
+    result = {"run": str(run),
+              "test": str(test_file) if test_file else "run's own test split"}
+    result.update(sweep_network(net, x, np.asarray(ds.labels), target, weight_bits=wbits,
+                                delay_bits=dbits, delay_mode=modes,
+                                calib_samples=calib_samples, progress=progress))
+    result["markdown"] = format_markdown(result)
+    out = Path(out_dir) if out_dir is not None else run / "sweep"
+    result["files"] = [str(p) for p in [out / n for n in SWEEP_FILES]]
+    write_outputs(result, out)
+    return result
