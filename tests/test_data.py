@@ -14,7 +14,8 @@ import pytest
 from neurodelay import data
 from neurodelay.data import DataError
 
-SSHD_TINY = Path("/work/shared/data/sshd_tiny.h5")
+# ../shared/data next to the repository (CI lays shared/ beside its clone)
+SSHD_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "sshd_tiny.h5"
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -114,3 +114,23 @@ def test_cli_train_errors_are_specific(tmp_path):
     assert "missing.h5" in r.output
     r = CliRunner().invoke(main, ["eval", str(tmp_path)])
     assert r.exit_code != 0 and "neurodelay train" in r.output
+
+
+SSHD_TINY = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / \
+    "sshd_tiny.h5"
+
+
+@pytest.mark.slow
+def test_cli_train_shd_preset_on_sshd_with_speaker_split(tmp_path):
+    if not SSHD_TINY.exists():
+        pytest.skip(f"{SSHD_TINY} is absent (the SSHD stand-in data of ../shared/data)")
+    r = CliRunner().invoke(main, [
+        "train", "--preset", "shd", "--train-file", str(SSHD_TINY), "--test-speakers", "20-23",
+        "--hidden", "16,16", "--epochs", "1", "--batch-size", "64", "--no-progress",
+        "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["model"]["max_delay_steps"] == 25 and cfg["model"]["n_inputs"] == 140
+    assert cfg["model"]["n_outputs"] == 20
+    assert any("TEST set stands in for validation" in n for n in cfg["splits"]["notes"])
+    assert "discrete test accuracy" in r.output
