@@ -39,11 +39,11 @@ input must be declared when loading (``input_message_bits``).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from neurodelay._io import atomic_path
 
 from neurodelay.network import Network, QLayer, QNetwork
 
@@ -205,16 +205,8 @@ def _own_limits(net: Network | QNetwork) -> list[str]:
 
 def _atomic_h5(path: Path, write) -> None:
     import h5py
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        write(f)
 
 
 def write_netx(qnet: QNetwork, path, input_message_bits: int = 8,

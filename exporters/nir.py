@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import nir
 import numpy as np
+
+from neurodelay._io import atomic_path
 
 from neurodelay import __version__ as _ND_VERSION
 from neurodelay.network import Network, QNetwork
@@ -270,12 +271,6 @@ def _quantize(net: Network, target, data, weight_bits: int, opts: dict) -> QNetw
     return qnet
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def export(net: Network | QNetwork, out_path, *, variant: str | None = None,
            target="loihi2", data=None, weight_bits: int = 8, **quantize_opts) -> dict:
     """Write ``net`` as a NIR HDF5 file at ``out_path`` (atomically) and return a report.
@@ -311,17 +306,8 @@ def export(net: Network | QNetwork, out_path, *, variant: str | None = None,
     graph = to_nir(qnet if qnet is not None else net)
 
     path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         nir.write(tmp, graph)
-        os.chmod(tmp, 0o666 & ~_umask())        # mkstemp makes 0600; give a normal file mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     counts = nir_node_counts(graph)
     return {
         "path": str(path),

@@ -35,6 +35,8 @@ from typing import Iterator, Sequence
 import h5py
 import numpy as np
 
+from ._io import atomic_path
+
 __all__ = [
     "DataError", "BinnedDataset", "resolve_files", "load_binned", "split_by_speaker",
     "split_random", "pad_batch", "iterate_batches", "write_shd_file", "make_synthetic",
@@ -622,11 +624,7 @@ def write_shd_file(path: str | os.PathLike, times: Sequence, units: Sequence, la
     lab = np.asarray(labels)
     if lab.size and (lab.min() < 0 or lab.max() > 65535):
         raise DataError("write_shd_file: labels must fit uint16 (0..65535)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("spikes/times", data=t_obj, dtype=h5py.vlen_dtype(np.float16))
             f.create_dataset("spikes/units", data=u_obj, dtype=h5py.vlen_dtype(np.uint16))
             f.create_dataset("labels", data=lab.astype(np.uint16))
@@ -636,10 +634,6 @@ def write_shd_file(path: str | os.PathLike, times: Sequence, units: Sequence, la
                 f.create_dataset("extra/speaker", data=np.asarray(speakers).astype(np.uint16))
             for k, v in (attrs or {}).items():
                 f.attrs[k] = v
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

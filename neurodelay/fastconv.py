@@ -14,20 +14,26 @@
    8 * (N // 2 + 1) plus the transforms: ~6x fewer at T = 100, window = 25.
    The Gaussian kernel itself is built by :func:`gauss_kernel`, the same math as
    dcls' ``ConstructKernel1d.forward_vgauss`` with a hand-written backward (a few
-   passes over the (out, in, window) kernel instead of ~15 autograd nodes).
+   passes over the (out, in, window) kernel instead of ~15 autograd nodes). Taps of
+   the normalised Gaussian below ``TAP_FLOOR`` (1e-20) are set to 0: invisible in
+   float32, but at sigma 0.5 dcls' kernel holds subnormal numbers, which make CPU
+   arithmetic 10-50x slower (most of the reference's cost late in training).
 
-   Results equal the dcls path to float32 rounding (the sums run in another order);
-   the tests check outputs and gradients for windows, sigmas and inputs.
+   Results equal the dcls path to float32 rounding (the sums run in another order;
+   in float64 the two agree to ~1e-14). Because of that order, a membrane within
+   rounding of the threshold can occasionally spike in one and not the other: fine
+   for training, but evaluation/verification should keep conv1d for the discrete
+   (one tap per synapse) model, whose sums match floatsim's.
 
 2. :func:`lif_multistep` -- spikingjelly's multi-step LIFNode (decay_input=False,
-   hard reset to 0, ATan surrogate, detach_reset=True) with the identical forward
-   arithmetic (bit-equal spikes and membranes) and a backward whose surrogate
-   derivative and reset masks are computed for all steps at once, leaving two
-   fused ops per step in the reverse loop.
+   hard reset to 0, ATan surrogate, detach_reset=True): the same forward arithmetic
+   (bit-equal spikes and membranes), the same surrogate gradient, in one autograd
+   node whose forward and backward loops touch one (B, C) slice per step with a few
+   fused ops and no boolean-mask ops (slow on CPU). ~2x faster than spikingjelly's.
 
 Shapes follow model.py: the convolution takes and returns (B, C, T); the result is a
 permuted view of a (T, B, C) tensor, so ``y.permute(2, 0, 1)`` (what DelaySNN does
-next) is free. ``lif_multistep`` is time-major (T, B, C) like spikingjelly.
+next) is free. ``lif_multistep`` is time-major (T, B, ...) like spikingjelly.
 """
 from __future__ import annotations
 
@@ -120,6 +126,7 @@ def gauss_kernel(weight, P, SIG, window: int) -> torch.Tensor:
     weight (out, in[, 1]); P, SIG any shape with out*in elements (dcls: (1, out, in, 1)).
     Tap n of the kernel multiplies x[t - (window - 1) + n]; the Gaussian is centred on
     P + window // 2 with std |SIG| + 0.27 and normalised by its sum + 1e-7.
+    Taps of the normalised Gaussian below TAP_FLOOR are 0 (see the module docstring).
     Differentiable w.r.t. weight and P; SIG gets no gradient (it is scheduled, not
     learned; pass a SIG with requires_grad to fall back to plain autograd).
     """
@@ -238,12 +245,6 @@ def delay_conv(x: torch.Tensor, weight, P, SIG, window: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- LIF
-def _atan_grad(h_minus_th: torch.Tensor, alpha: float) -> torch.Tensor:
-    """spikingjelly ATan surrogate derivative: (alpha/2) / (1 + (pi/2 alpha x)^2)."""
-    z = h_minus_th * (math.pi / 2 * alpha)
-    return (alpha / 2) / (1 + z * z)
-
-
 def lif_multistep(x: torch.Tensor, tau: float, threshold: float, alpha: float = 5.0,
                   return_v: bool = False):
     """spikingjelly LIFNode(decay_input=False, v_reset=0, ATan(alpha), detach_reset=True).

@@ -59,12 +59,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._io import atomic_path
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)         # format versions load_network reads
@@ -375,10 +376,7 @@ def save_network(net: "Network | QNetwork", path) -> Path:
     meta_json = _to_json(dict(net.meta), "meta")
     names_json = _to_json([str(c) for c in net.class_names], "class_names")
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             f.attrs["format"] = FILE_FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["kind"] = kind
@@ -409,11 +407,6 @@ def save_network(net: "Network | QNetwork", path) -> Path:
                         g.attrs[name] = float(v) if name == "scale" else int(v)
                     if layer.vth is not None:
                         g.attrs["vth"] = int(layer.vth)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 

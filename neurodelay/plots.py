@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ._io import atomic_write
 
 PLOT_FILES = ("kernels.png", "delay_histograms.png", "training_curves.png", "raster.png")
 
@@ -38,17 +38,7 @@ class PlotError(ValueError):
 def _save(fig, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, buf.getvalue())
 
 
 def _figure(w: float, h: float):

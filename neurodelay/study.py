@@ -36,10 +36,11 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ._io import atomic_write
 
 # name -> (train options, label); in the paper's order (Fig. 5)
 MODELS: dict[str, tuple[dict, str]] = {
@@ -69,18 +70,7 @@ class ReportError(ValueError):
 
 
 # ------------------------------------------------------------------------------- helpers
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+_atomic_write = atomic_write
 
 
 # options that do not change what is trained (left out of the ablation record)

@@ -38,14 +38,14 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from ._io import atomic_write
 
 from .network import Network, QNetwork
 
@@ -461,18 +461,7 @@ def plot_sweep(result: dict, path) -> Path:
     return path
 
 
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+_atomic_write = atomic_write
 
 
 def write_outputs(result: dict, out_dir) -> list[Path]:
