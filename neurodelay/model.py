@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fastconv import delay_conv, lif_multistep
+
 SIG_MIN = 0.23  # dcls adds 0.27 internally: effective minimum sigma 0.5 (the paper's)
 DCLS_SIG_OFFSET = 0.27
 
@@ -144,12 +146,20 @@ class DelaySynapses(nn.Module):
             w = w * self.mask
         return k.scatter(2, tap, w)
 
-    def forward(self, x: torch.Tensor, discrete: bool = False) -> torch.Tensor:
-        """x (B, n_in, T) -> (B, n_out, T), causal."""
-        xp = F.pad(x, (self.window - 1, 0))
+    def forward(self, x: torch.Tensor, discrete: bool = False,
+                reference: bool = False) -> torch.Tensor:
+        """x (B, n_in, T) -> (B, n_out, T), causal.
+
+        Training uses :func:`neurodelay.fastconv.delay_conv`: the same Gaussian kernel as
+        dcls' Dcls1d (version 'gauss') and the same linear convolution, computed in the
+        frequency domain with hand-written backward passes (benchmarks/run.py checks loss
+        and gradients against the dcls formulation). ``reference=True`` runs dcls itself.
+        """
         if discrete or self.mode != "learned":
-            return F.conv1d(xp, self.discrete_kernel())
-        return self.conv(xp)
+            return F.conv1d(F.pad(x, (self.window - 1, 0)), self.discrete_kernel())
+        if reference:
+            return self.conv(F.pad(x, (self.window - 1, 0)))
+        return delay_conv(x, self.conv.weight, self.conv.P, self.conv.SIG, self.window)
 
 
 def _lif(tau: float, threshold: float, alpha: float):
@@ -231,11 +241,13 @@ class DelaySNN(nn.Module):
         functional.reset_net(self)
 
     def forward(self, x: torch.Tensor, discrete: bool | None = None,
-                record: bool = False):
+                record: bool = False, reference: bool = False):
         """x (B, T, n_in) -> readout membrane (B, T, n_outputs) [, hidden spikes list].
 
         ``discrete`` defaults to ``not self.training``: evaluation always uses the
-        discrete (integer-delay, one tap per synapse) model.
+        discrete (integer-delay, one tap per synapse) model. ``reference=True`` uses dcls
+        and spikingjelly's LIFNode directly (the paper's formulation) instead of the
+        equivalent fast kernels of :mod:`neurodelay.fastconv`.
         """
         if discrete is None:
             discrete = not self.training
@@ -244,18 +256,24 @@ class DelaySNN(nn.Module):
         h = x.transpose(1, 2)  # (B, C, T)
         spikes = []
         for syn, bn, lif, drop in zip(self.synapses, self.norms, self.neurons, self.drops):
-            cur = syn(h, discrete=discrete)                       # (B, C, T)
+            cur = syn(h, discrete=discrete, reference=reference)  # (B, C, T)
             cur = cur.permute(2, 0, 1)                            # (T, B, C)
             c = cur.shape[-1]
             cur = bn(cur.reshape(t * b, c)).reshape(t, b, c)
-            s = lif(cur)                                          # (T, B, C)
+            s = lif(cur) if reference else lif_multistep(         # (T, B, C)
+                cur, lif.tau, lif.v_threshold, self.cfg.surrogate_alpha)
             if record:
                 spikes.append(s.detach().permute(1, 0, 2))
             s = drop(s)
             h = s.permute(1, 2, 0)                                # (B, C, T)
-        cur = self.readout_synapses(h, discrete=discrete).permute(2, 0, 1)
-        self.readout(cur)
-        u = self.readout.v_seq.permute(1, 0, 2)                   # (B, T, n_out)
+        cur = self.readout_synapses(h, discrete=discrete, reference=reference).permute(2, 0, 1)
+        if reference:
+            self.readout(cur)
+            v = self.readout.v_seq
+        else:
+            _, v = lif_multistep(cur, self.readout.tau, self.readout.v_threshold,
+                                 self.cfg.surrogate_alpha, return_v=True)
+        u = v.permute(1, 0, 2)                                    # (B, T, n_out)
         return (u, spikes) if record else u
 
 

@@ -170,3 +170,30 @@ def test_ablation_models():
     d = fixed.synapses[0].integer_delays()
     assert int(d.max()) > 5 and not fixed.synapses[0].conv.P.requires_grad
     assert DelaySNN(base).count_parameters()["total"] == count_parameters(base)
+
+
+@pytest.mark.parametrize("sig", [5.0, SIG_MIN])
+def test_fast_training_path_equals_dcls_spikingjelly_reference(sig):
+    """The default (fast) training forward/backward is the paper's formulation."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_inputs=30, n_outputs=5, hidden=[24, 24], max_delay_steps=9,
+                      dropout=0.0)
+    m = DelaySNN(cfg)
+    m.set_sigma(sig)
+    m.train()
+    x = (torch.rand(6, 40, 30) < 0.2).float() * 2
+    y = torch.randint(0, 5, (6,))
+    grads = []
+    for ref in (True, False):
+        m.zero_grad()
+        u = m(x, discrete=False, reference=ref)
+        loss = loss_fn(u, y)
+        loss.backward()
+        grads.append((loss.item(), u.detach().clone(),
+                      [p.grad.clone() for p in m.parameters() if p.grad is not None]))
+    (l_ref, u_ref, g_ref), (l_fast, u_fast, g_fast) = grads
+    assert l_fast == pytest.approx(l_ref, rel=1e-5)
+    assert torch.allclose(u_fast, u_ref, atol=1e-4, rtol=1e-4)
+    assert len(g_ref) == len(g_fast) == 2 * 3 + 2 * 2  # weights+positions x3, BN x2
+    for a, b in zip(g_ref, g_fast):
+        assert torch.allclose(a, b, atol=1e-5 + 1e-3 * float(a.abs().max())), (a - b).abs().max()
