@@ -248,6 +248,8 @@ def export(run, target, out_path, variant, clip_delays, weight_bits):
     from .data import pad_batch
 
     try:
+        from pathlib import Path
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         net = freeze_run(run)
         ds = run_test_data(run)
         calib = (pad_batch(ds.samples[:256], pad_to=ds.max_steps), ds.labels[:256])
@@ -260,8 +262,13 @@ def export(run, target, out_path, variant, clip_delays, weight_bits):
                                          weight_bits=weight_bits)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _fail(exc)
-    click.echo(json.dumps({k: v for k, v in rep.items() if isinstance(
-        v, (str, int, float, bool, list, dict, type(None)))}, indent=2, default=str))
+    shown = {k: v for k, v in rep.items() if k != "readme" and isinstance(
+        v, (str, int, float, bool, list, dict, type(None)))}
+    if "delays_per_layer" in shown:  # the full lists are long: show how many per layer
+        shown["distinct_delays_per_layer"] = [len(d) for d in shown.pop("delays_per_layer")]
+    click.echo(json.dumps(shown, indent=2, default=str))
+    if rep.get("readme"):
+        click.echo(rep["readme"], err=True)
 
 
 @main.command()
