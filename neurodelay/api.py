@@ -43,7 +43,7 @@ def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, h
                  max_delay_ms=None, tau_ms=None, dropout=None, threshold=None, epochs=None,
                  batch_size=None, delays="learned", sigma="decreasing",
                  learn="weights+delays", connections=None, seed=0, lr=1e-3, max_lr=5e-3,
-                 position_lr_factor=100.0, log=print):
+                 position_lr_factor=100.0, reference_kernels=False, log=print):
     """(ModelConfig, TrainConfig) from a preset overridden by explicit options."""
     name = resolve_preset_name(preset, dataset, dc.embedded)
     p = get_preset(name)
@@ -70,7 +70,7 @@ def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, h
         mc = ModelConfig(**{**mc.to_dict(), "hidden": wide})
     tc = TrainConfig(epochs=epochs or p["epochs"], batch_size=batch_size or p["batch_size"],
                      lr=lr, max_lr=max_lr, position_lr_factor=position_lr_factor, sigma=sigma,
-                     learn=learn, seed=seed)
+                     learn=learn, seed=seed, reference_kernels=reference_kernels)
     return mc, tc
 
 

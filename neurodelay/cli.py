@@ -103,6 +103,10 @@ once into the cache dir as SHD-layout HDF5 files)."""
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Cache for binned data and the embedded task (default $NEURODELAY_CACHE or "
                    "~/.cache/neurodelay).")
+@click.option("--reference-kernels", is_flag=True,
+              help="Train through dcls' Dcls1d and spikingjelly's LIFNode themselves (the "
+                   "paper's formulation, 5-20x slower) instead of neurodelay's equivalent "
+                   "fast kernels; for comparisons.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (per-epoch lines still print).")
 def train(out, resume, no_progress, threads, **options):
     """Train a delay SNN with DCLS and evaluate its DISCRETE model (integer delays).
