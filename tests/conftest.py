@@ -1,8 +1,12 @@
 """Shared fixtures: one small model trained once per test session on the embedded task."""
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
 from neurodelay import api
+from neurodelay.data import write_shd_file
 
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory):
@@ -29,3 +33,35 @@ def trained(tmp_path_factory, files):
     return out, res
 
 
+
+
+N_CLASSES = 3
+
+
+def _write_tiny_task(folder: Path, seed: int = 0) -> dict:
+    """Small SHD-layout train/test files: 3 classes, a burst of units at a class-specific time."""
+    rng = np.random.default_rng(seed)
+    files = {}
+    for split, n in (("train", 60), ("test", 30)):
+        times, units, labels = [], [], []
+        for i in range(n):
+            c = i % N_CLASSES
+            t_burst = 0.03 + 0.04 * c + rng.uniform(0, 0.01, 40)
+            u_burst = rng.integers(0, 200, 40)
+            t_noise = rng.uniform(0, 0.15, 20)
+            u_noise = rng.integers(0, 700, 20)
+            t = np.concatenate([t_burst, t_noise])
+            order = np.argsort(t)
+            times.append(t[order])
+            units.append(np.concatenate([u_burst, u_noise])[order])
+            labels.append(c)
+        files[split] = write_shd_file(folder / f"{split}.h5", times, units, labels,
+                                      [f"c{k}" for k in range(N_CLASSES)])
+    return files
+
+
+
+@pytest.fixture(scope="session")
+def tiny_task():
+    """Writer of a very small 3-class SHD-layout train/test pair (study and plot tests)."""
+    return _write_tiny_task

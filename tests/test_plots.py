@@ -14,33 +14,13 @@ from neurodelay.data import write_shd_file
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def write_tiny_task(folder: Path, seed: int = 0) -> dict:
-    """Small SHD-layout train/test files: 3 classes, a burst of units at a class-specific time."""
-    rng = np.random.default_rng(seed)
-    files = {}
-    for split, n in (("train", 60), ("test", 30)):
-        times, units, labels = [], [], []
-        for i in range(n):
-            c = i % 3
-            t = np.concatenate([0.03 + 0.04 * c + rng.uniform(0, 0.01, 40),
-                                rng.uniform(0, 0.15, 20)])
-            u = np.concatenate([rng.integers(0, 200, 40), rng.integers(0, 700, 20)])
-            order = np.argsort(t)
-            times.append(t[order])
-            units.append(u[order])
-            labels.append(c)
-        files[split] = write_shd_file(folder / f"{split}.h5", times, units, labels,
-                                      ["c0", "c1", "c2"])
-    return files
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_task):
     from neurodelay import api
 
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("plots")
-    files = write_tiny_task(tmp / "data")
+    files = tiny_task(tmp / "data")
     opts = dict(train_file=str(files["train"]), test_file=str(files["test"]), hidden=[8],
                 epochs=2, batch_size=32, max_delay_ms=50.0, cache_dir=str(tmp / "cache"),
                 progress=False, log=lambda m: None)

@@ -19,28 +19,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N_CLASSES = 3
 
 
-def write_tiny_task(folder: Path, seed: int = 0) -> dict:
-    """Small SHD-layout train/test files: 3 classes, a burst of units at a class-specific time."""
-    rng = np.random.default_rng(seed)
-    files = {}
-    for split, n in (("train", 60), ("test", 30)):
-        times, units, labels = [], [], []
-        for i in range(n):
-            c = i % N_CLASSES
-            t_burst = 0.03 + 0.04 * c + rng.uniform(0, 0.01, 40)
-            u_burst = rng.integers(0, 200, 40)
-            t_noise = rng.uniform(0, 0.15, 20)
-            u_noise = rng.integers(0, 700, 20)
-            t = np.concatenate([t_burst, t_noise])
-            order = np.argsort(t)
-            times.append(t[order])
-            units.append(np.concatenate([u_burst, u_noise])[order])
-            labels.append(c)
-        files[split] = write_shd_file(folder / f"{split}.h5", times, units, labels,
-                                      [f"c{k}" for k in range(N_CLASSES)])
-    return files
-
-
 def tiny_options(tmp: Path, files: dict) -> dict:
     return dict(train_file=str(files["train"]), test_file=str(files["test"]), hidden=[8],
                 epochs=1, batch_size=32, max_delay_ms=50.0, threads=1,
@@ -48,10 +26,10 @@ def tiny_options(tmp: Path, files: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ablation(tmp_path_factory):
+def ablation(tmp_path_factory, tiny_task):
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("ablation")
-    files = write_tiny_task(tmp / "data")
+    files = tiny_task(tmp / "data")
     opts = tiny_options(tmp, files)
     out = tmp / "abl"
     res = study.run_ablation(out, 2, progress=False, log=lambda m: None, **opts)
@@ -134,12 +112,12 @@ def test_identical_initialisation_across_models(ablation):
     assert init["no-delays"].synapses[0].conv.weight.shape != ref.synapses[0].conv.weight.shape
 
 
-def test_initial_model_is_what_training_started_from(tmp_path):
+def test_initial_model_is_what_training_started_from(tmp_path, tiny_task):
     """With all learning rates 0, the trained weights must equal initial_model's."""
     from neurodelay import api
 
     torch.set_num_threads(1)
-    files = write_tiny_task(tmp_path / "data")
+    files = tiny_task(tmp_path / "data")
     opts = {**tiny_options(tmp_path, files), "lr": 0.0, "max_lr": 0.0}
     api.train_run(tmp_path / "r", progress=False, log=lambda m: None, seed=3, **opts)
     best = torch.load(tmp_path / "r" / "best.pt", weights_only=False)["model"]
