@@ -145,8 +145,35 @@ class Layer:
         return int(np.count_nonzero(self.weight))
 
 
+class _Layers:
+    """What a float and a quantized network share: counts and a summary."""
+
+    layers: list
+
+    @property
+    def n_in(self) -> int:
+        return self.layers[0].n_in
+
+    @property
+    def n_neurons(self) -> int:
+        """Neurons in all layers (inputs not counted)."""
+        return sum(layer.n_out for layer in self.layers)
+
+    @property
+    def n_synapses(self) -> int:
+        """Synapses with a nonzero weight (mantissa), all layers."""
+        return sum(int(np.count_nonzero(layer.weight)) for layer in self.layers)
+
+    def _summary(self, title: str, details) -> str:
+        sizes = " -> ".join([str(self.n_in)] + [str(lay.n_out) for lay in self.layers])
+        lines = [f"{title}: {sizes}; {len(self.layers)} layers, {self.n_neurons} neurons, "
+                 f"{self.n_synapses} synapses, dt = {self.dt * 1000:g} ms"]
+        lines += [_layer_line(k, lay, details(lay)) for k, lay in enumerate(self.layers)]
+        return "\n".join(lines)
+
+
 @dataclass
-class Network:
+class Network(_Layers):
     """A feedforward delay SNN, ready for passes and export."""
 
     layers: list[Layer]
@@ -172,28 +199,10 @@ class Network:
             raise NetworkError(f"{len(self.class_names)} class names for "
                                f"{self.layers[-1].n_out} output neurons")
 
-    @property
-    def n_in(self) -> int:
-        return self.layers[0].n_in
-
-    @property
-    def n_neurons(self) -> int:
-        """Neurons in all layers (inputs not counted)."""
-        return sum(layer.n_out for layer in self.layers)
-
-    @property
-    def n_synapses(self) -> int:
-        """Synapses with a nonzero weight, all layers."""
-        return sum(layer.n_synapses for layer in self.layers)
-
     def summary(self) -> str:
         """A few human-readable lines: sizes, synapses and delay range per layer."""
-        sizes = " -> ".join([str(self.n_in)] + [str(lay.n_out) for lay in self.layers])
-        lines = [f"Network (float): {sizes}; {len(self.layers)} layers, {self.n_neurons} "
-                 f"neurons, {self.n_synapses} synapses, dt = {self.dt * 1000:g} ms"]
-        lines += [_layer_line(k, lay, f"decay {lay.decay:.4g}, threshold {lay.threshold:.4g}")
-                  for k, lay in enumerate(self.layers)]
-        return "\n".join(lines)
+        return self._summary("Network (float)", lambda lay: (
+            f"decay {lay.decay:.4g}, threshold {lay.threshold:.4g}"))
 
 
 def _delay_range(weight: np.ndarray, delay: np.ndarray) -> tuple[int, int]:
@@ -278,7 +287,7 @@ class QLayer:
 
 
 @dataclass
-class QNetwork:
+class QNetwork(_Layers):
     """A quantized network for one hardware target."""
 
     layers: list[QLayer]
@@ -296,30 +305,10 @@ class QNetwork:
                 raise NetworkError(f"quantized layer {k + 1} takes {b.n_in} inputs but "
                                    f"layer {k} has {a.n_out} neurons")
 
-    @property
-    def n_in(self) -> int:
-        return self.layers[0].n_in
-
-    @property
-    def n_neurons(self) -> int:
-        """Neurons in all layers (inputs not counted)."""
-        return sum(layer.n_out for layer in self.layers)
-
-    @property
-    def n_synapses(self) -> int:
-        """Synapses with a nonzero weight mantissa, all layers."""
-        return sum(int(np.count_nonzero(layer.weight)) for layer in self.layers)
-
     def summary(self) -> str:
         """A few human-readable lines: sizes, synapses and delay range per layer."""
-        sizes = " -> ".join([str(self.n_in)] + [str(lay.n_out) for lay in self.layers])
-        lines = [f"QNetwork (target {self.target!r}): {sizes}; {len(self.layers)} layers, "
-                 f"{self.n_neurons} neurons, {self.n_synapses} synapses, "
-                 f"dt = {self.dt * 1000:g} ms"]
-        lines += [_layer_line(k, lay, f"weight_exp {lay.weight_exp}, du {lay.du}, "
-                                      f"dv {lay.dv}, vth {lay.vth}")
-                  for k, lay in enumerate(self.layers)]
-        return "\n".join(lines)
+        return self._summary(f"QNetwork (target {self.target!r})", lambda lay: (
+            f"weight_exp {lay.weight_exp}, du {lay.du}, dv {lay.dv}, vth {lay.vth}"))
 
 
 # ----------------------------------------------------------------------------- file I/O
