@@ -85,21 +85,17 @@ def train_run(out, *, resume=False, progress=True, threads=None, log=print, **op
                  "valid_speakers", "test_speakers", "dt_ms", "channel_bin", "max_time",
                  "cache_dir")
     dc = resolve_data(**{k: options.pop(k) for k in data_keys if k in options})
-    mc, tc = make_configs(dc, n_classes=_class_count(dc.train), log=log, **options)
+    mc, tc = make_configs(dc, n_classes=_class_count(dc), log=log, **options)
     if dc.embedded:
         log(f"data: embedded synthetic timing task ({Path(dc.train).parent})")
     return train(out, mc, tc, dc, progress=progress, log=log)
 
 
-def _class_count(path) -> int:
-    """Number of classes of an SHD-layout file (extra/keys, else max label + 1)."""
-    import h5py
-    import numpy as np
-
-    with h5py.File(path, "r") as f:
-        if "extra/keys" in f:
-            return int(len(f["extra/keys"]))
-        return int(np.max(f["labels"][:])) + 1
+def _class_count(dc: DataConfig) -> int:
+    """Number of classes of the training file, read through the validating (cached) loader."""
+    return D.load_binned(dc.train, channel_bin=dc.channel_bin, dt=dc.dt, max_time=dc.max_time,
+                         n_channels=dc.n_channels, cache_dir=dc.cache_dir,
+                         progress=False).n_classes
 
 
 def evaluate_run(run, test_file=None, batch_size=256) -> dict:

@@ -112,6 +112,11 @@ def test_cli_train_errors_are_specific(tmp_path):
                                   str(tmp_path / "missing.h5")])
     assert r.exit_code != 0
     assert "missing.h5" in r.output
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not an hdf5 file")
+    r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "y"), "--train-file", str(bad),
+                                  "--test-speakers", "1", "--cache-dir", str(tmp_path / "c")])
+    assert r.exit_code == 1 and "DataError" in r.output and "not an HDF5 file" in r.output
     r = CliRunner().invoke(main, ["eval", str(tmp_path)])
     assert r.exit_code != 0 and "neurodelay train" in r.output
 
