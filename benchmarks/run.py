@@ -6,14 +6,14 @@
 Everything that is compared is measured side by side in one run (repetitions of the
 variants alternate A B B A ...; medians are reported), because the machine may be shared.
 
-1. Training step (forward + loss + backward + Adam, as neurodelay.train does it) at the
+1. Training step (forward + loss + backward + Adam, as neurodelay.train.trainer does it) at the
    SHD shape 140-256-256-20 (T = 100, Td = 25, batch 64 and 256) and the SSC shape
    140-512-512-35 (Td = 31, batch 128):
      reference      the paper's formulation: dcls Dcls1d 'gauss' on the left-padded input
                     + spikingjelly multi-step LIFNode (built here, independent of model.py)
      reference_ftz  the same with torch.set_flush_denormal(True) (sigma_min only; FTZ
                     acts on the calling thread only)
-     neurodelay     DelaySNN.forward if model.py uses neurodelay.fastconv, else this
+     neurodelay     DelaySNN.forward if model.py uses neurodelay.train.fastconv, else this
                     file's wrapper doing exactly what the proposed model.py patch does
    Both start from the same parameters (deep copies of one DelaySNN). Two sigma regimes:
    sigma_max (SIG = Td/2, the schedule's start) and sigma_min (SIG = 0.23 -> sigma 0.5,
@@ -137,7 +137,7 @@ class BenchmarkError(RuntimeError):
 
 # ============================================================================ models
 def build_model(spec: dict, seed: int = 0):
-    from neurodelay.model import DelaySNN, ModelConfig
+    from neurodelay.train.model import DelaySNN, ModelConfig
 
     cfg = ModelConfig(n_inputs=spec["n_inputs"], n_outputs=spec["n_outputs"],
                       hidden=list(spec["hidden"]), max_delay_steps=spec["window"])
@@ -155,8 +155,8 @@ def make_batch(spec: dict, seed: int = 1, batch: int | None = None):
 
 
 def model_uses_fastconv() -> bool:
-    """True when model.py itself calls neurodelay.fastconv (the proposed patch applied)."""
-    import neurodelay.model as M
+    """True when model.py itself calls neurodelay.train.fastconv (the proposed patch applied)."""
+    import neurodelay.train.model as M
 
     return hasattr(M, "delay_conv") and hasattr(M, "lif_multistep")
 
@@ -208,7 +208,7 @@ def _ref_syn(syn, h, discrete):
 
 def fast_forward(model, x, discrete: bool = False, record: list | None = None,
                  discrete_dft: bool = False):
-    """DelaySNN.forward with the proposed model.py patch (neurodelay.fastconv).
+    """DelaySNN.forward with the proposed model.py patch (neurodelay.train.fastconv).
 
     The discrete (evaluation) model keeps conv1d, whose sums match floatsim's;
     ``discrete_dft`` runs it through causal_conv instead (inference benchmark only).
@@ -219,7 +219,7 @@ def fast_forward(model, x, discrete: bool = False, record: list | None = None,
         u, spikes = model(x, discrete=discrete, record=True)
         record.extend(sp.permute(1, 0, 2) for sp in spikes)       # back to (T, B, C)
         return u
-    from neurodelay.fastconv import causal_conv, delay_conv, lif_multistep
+    from neurodelay.train.fastconv import causal_conv, delay_conv, lif_multistep
 
     def syn_fwd(syn, h):
         if discrete_dft:
@@ -250,7 +250,7 @@ class Trainer:
     """One variant: its own model copy, optimizers (train.build_optim) and forward."""
 
     def __init__(self, name: str, base, forward, ftz: bool = False):
-        from neurodelay.train import TrainConfig, build_optim
+        from neurodelay.train.trainer import TrainConfig, build_optim
 
         self.name, self.forward, self.ftz = name, forward, ftz
         self.model = copy.deepcopy(base)
@@ -258,7 +258,7 @@ class Trainer:
         self.opt_w, _, self.opt_p, _ = build_optim(self.model, TrainConfig())
 
     def loss_and_grads(self, x, y, seed: int):
-        from neurodelay.model import loss_fn
+        from neurodelay.train.model import loss_fn
 
         self.model.zero_grad(set_to_none=True)
         torch.manual_seed(seed)                       # same dropout masks in every variant
@@ -271,7 +271,7 @@ class Trainer:
         return float(loss.detach()), grads, spikes
 
     def step(self, x, y) -> float:
-        from neurodelay.model import loss_fn
+        from neurodelay.train.model import loss_fn
 
         with _ftz(self.ftz):
             t0 = time.perf_counter()
@@ -473,7 +473,7 @@ def _probe_main(arg: str) -> None:
 def random_qnet(sizes, seed: int = 0, max_delay: int = 24):
     """Random integer network shaped like a quantized SHD model (8-bit mixed weights,
     delays 0..max_delay, LIF decay of tau = 1.005 steps, current cleared each step)."""
-    from neurodelay.network import QLayer, QNetwork
+    from neurodelay.deploy.network import QLayer, QNetwork
 
     rng = np.random.default_rng(seed)
     layers = []
@@ -489,7 +489,7 @@ def random_qnet(sizes, seed: int = 0, max_delay: int = 24):
 
 
 def verify_benchmark(args) -> dict:
-    from neurodelay import bitsim
+    from neurodelay.sim import bitsim
 
     sizes = (140, 256, 256, 20)
     qnet = random_qnet(sizes)
@@ -517,9 +517,9 @@ def verify_benchmark(args) -> dict:
     if n_lava <= 0:
         return out
     try:
-        from neurodelay import lavarun
+        from neurodelay.sim import lavarun
     except ImportError as e:
-        out["lava_error"] = f"neurodelay.lavarun unavailable: {e}"
+        out["lava_error"] = f"neurodelay.sim.lavarun unavailable: {e}"
         log(f"  Lava: skipped ({out['lava_error']})")
         return out
     lava = lavarun.run_lava(qnet, counts[:n_lava], n_steps)
@@ -547,8 +547,8 @@ def verify_benchmark(args) -> dict:
 
 # ============================================================================ inference
 def inference_benchmark(args) -> dict:
-    from neurodelay import floatsim
-    from neurodelay.freeze import freeze
+    from neurodelay.sim import floatsim
+    from neurodelay.deploy.freeze import freeze
 
     spec = dict(TRAIN_FULL["shd_b64"])
     n = 64 if args.quick else 512

@@ -4,8 +4,8 @@ This folder is installed as ``neurodelay.exporters`` (see pyproject.toml): the b
 name ``exporters`` belongs to an unrelated PyPI project.
 
 Each exporter module defines ``export(net, out_path, **options) -> dict`` where ``net``
-is a :class:`neurodelay.network.Network` (float) -- exporters that need integers quantize
-it themselves through :mod:`neurodelay.passes` -- and the returned dict is a short report
+is a :class:`neurodelay.deploy.network.Network` (float) -- exporters that need integers quantize
+it themselves through :mod:`neurodelay.deploy.passes` -- and the returned dict is a short report
 (paths written, node/process counts). Writes are atomic.
 """
 from __future__ import annotations

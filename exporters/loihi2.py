@@ -1,12 +1,12 @@
 """Loihi 2 exporter: a lava-dl ``netx`` HDF5 file + the QNetwork it was made from.
 
 ``export(net, out_path, ...)`` checks the network against the target's limits, quantizes
-it (:func:`neurodelay.passes.quantize`) and writes two files, each atomically:
+it (:func:`neurodelay.deploy.passes.quantize`) and writes two files, each atomically:
 
 * ``out_path`` -- a lava-dl netx HDF5 network, loadable with
   ``lava.lib.dl.netx.hdf5.Network(net_config=out_path, input_message_bits=B)``;
-* ``<out_path stem>.qnet.h5`` -- the QNetwork (:func:`neurodelay.network.save_network`),
-  the exact integer network that :mod:`neurodelay.lavarun` and :mod:`neurodelay.bitsim`
+* ``<out_path stem>.qnet.h5`` -- the QNetwork (:func:`neurodelay.deploy.network.save_network`),
+  the exact integer network that :mod:`neurodelay.sim.lavarun` and :mod:`neurodelay.sim.bitsim`
   run.
 
 netx file layout written here (what ``lava/lib/dl/netx/hdf5.py`` reads)::
@@ -33,10 +33,12 @@ written exactly; they are detected by replaying netx's and Lava's weight process
 reported (``strict=True``: ExportError). The bias ``bias_mant << bias_exp`` is written
 as ``bias >> 6`` (exact only when divisible by 64). The non-spiking readout is a CUBA
 LIF with ``vThMant = 2**17 - 1`` (the largest 17-bit threshold), like the Lava process
-network of :mod:`neurodelay.lavarun`. netx's input layer has no neuron here, so graded
+network of :mod:`neurodelay.sim.lavarun`. netx's input layer has no neuron here, so graded
 input must be declared when loading (``input_message_bits``).
 """
 from __future__ import annotations
+
+from neurodelay.errors import NeurodelayError
 
 import json
 from pathlib import Path
@@ -45,14 +47,14 @@ import numpy as np
 
 from neurodelay._io import atomic_path
 
-from neurodelay.network import Network, QLayer, QNetwork
+from neurodelay.deploy.network import Network, QLayer, QNetwork
 
 NETX_MAX_DELAY = 62          # netx clamps larger delays (DelayDense itself takes 63)
 READOUT_VTH = 2 ** 17 - 1
 NETX_BIAS_EXP = 6            # netx hard-codes bias_exp = 6 for CUBA neurons
 
 
-class ExportError(ValueError):
+class ExportError(NeurodelayError, ValueError):
     """The network cannot be exported to Loihi 2 as asked (message says what to do)."""
 
 
@@ -162,7 +164,7 @@ def check_limits(net: Network | QNetwork, target: str = "loihi2") -> list[str]:
     config's resource report where available, plus netx's own delay limit."""
     problems = []
     try:
-        from neurodelay.hwconfig import TargetError, load_target, resource_report
+        from neurodelay.hw.config import TargetError, load_target, resource_report
         try:
             load_target(target)
             problems += list(resource_report(net, target)["violations"])
@@ -228,7 +230,7 @@ def write_netx(qnet: QNetwork, path, input_message_bits: int = 8,
         raise ExportError("the netx file would not compute the same integer dynamics as "
                           "the quantized network:\n  - " + "\n  - ".join(issues) +
                           "\n(pass strict_netx=False to write it anyway; the .qnet.h5 "
-                          "sidecar run by neurodelay.lavarun stays exact)")
+                          "sidecar run by neurodelay.sim.lavarun stays exact)")
 
     def write(f):
         f.attrs["producer"] = "neurodelay.exporters.loihi2"
@@ -278,8 +280,8 @@ def _readme(report: dict) -> str:
         f"and run with Loihi2SimCfg(select_tag='fixed_pt'); the readout is the last "
         f"layer's membrane v (a CUBA LIF with vThMant = 2**17-1 that does not spike).\n"
         f"  netx file exact w.r.t. the quantized network: {report['netx_exact']}.\n"
-        f"- {report['qnet_path']}: the quantized network (neurodelay.network.load_network); "
-        f"neurodelay.lavarun.run_lava runs it as Lava processes, neurodelay.bitsim "
+        f"- {report['qnet_path']}: the quantized network (neurodelay.deploy.network.load_network); "
+        f"neurodelay.sim.lavarun.run_lava runs it as Lava processes, neurodelay.sim.bitsim "
         f"simulates it bit-exactly.\n"
         f"- Latency: each layer adds 1 step plus its synaptic delay.")
 
@@ -289,7 +291,7 @@ def export(net, out_path, data=None, target: str = "loihi2", clip_delays: bool =
            input_message_bits: int | None = None, **opts) -> dict:
     """Export ``net`` (a float Network, or an already quantized QNetwork) for Loihi 2.
 
-    data: calibration input counts for :func:`neurodelay.passes.quantize` (optional).
+    data: calibration input counts for :func:`neurodelay.deploy.passes.quantize` (optional).
     clip_delays: clip delays above netx's 62 instead of refusing the network.
     strict_netx: refuse to write a netx file that would not be exact (see module doc).
     verify: load the written file with lava-dl netx and compare its layer count.
@@ -313,7 +315,7 @@ def export(net, out_path, data=None, target: str = "loihi2", clip_delays: bool =
         problems = check_limits(net, target)
         if problems:
             raise ExportError(_limits_msg(problems, target))
-        from neurodelay import passes
+        from neurodelay.deploy import passes
         qnet, qreport = passes.quantize(net, target, data=data, weight_bits=weight_bits,
                                         **opts)
         problems = check_limits(qnet, target)
@@ -330,7 +332,7 @@ def export(net, out_path, data=None, target: str = "loihi2", clip_delays: bool =
             input_message_bits = max(1, int(np.ceil(np.log2(peak + 1))))
     netx = write_netx(qnet, out_path, input_message_bits=input_message_bits,
                       strict=strict_netx)
-    from neurodelay.network import save_network
+    from neurodelay.deploy.network import save_network
     qpath = out_path.with_name(out_path.stem + ".qnet.h5")
     save_network(qnet, qpath)
 

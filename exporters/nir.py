@@ -14,7 +14,7 @@ one branch per distinct delay ``d`` used by its non-zero synapses::
   has exactly one Affine, ``k - 1`` Linear nodes and ``k - [0 is used]`` Delay nodes for
   ``k`` distinct delays. A layer without any non-zero weight keeps one Affine (d = 0).
 
-Neurons (discrete model ``u[t] = decay*u[t-1] + I[t]``, see neurodelay.network) map onto
+Neurons (discrete model ``u[t] = decay*u[t-1] + I[t]``, see neurodelay.deploy.network) map onto
 NIR's continuous nodes under the forward-Euler convention with step ``dt`` (seconds,
 ``net.dt``): ``v += dt/tau * (v_leak - v + r*I)`` gives ``decay = 1 - dt/tau``, so
 
@@ -30,8 +30,8 @@ when ``u >= threshold``. The float variant stores ``v_threshold`` = the largest 
 below ``float32(threshold)``, so the strict rule equals neurodelay's in float32 arithmetic.
 The quantized variant stores Loihi's own strict threshold ``(vth << 6) * scale``.
 
-Variants: ``float`` exports the trained :class:`~neurodelay.network.Network`;
-``quantized`` runs :func:`neurodelay.passes.quantize` and exports the float equivalent of
+Variants: ``float`` exports the trained :class:`~neurodelay.deploy.network.Network`;
+``quantized`` runs :func:`neurodelay.deploy.passes.quantize` and exports the float equivalent of
 the quantized model (integer weights, biases, decays and thresholds converted back to
 float units with each layer's ``scale``; integer rounding of the chip is not modelled, nor
 is its pipeline latency of one step per layer).
@@ -39,6 +39,8 @@ is its pipeline latency of one step per layer).
 Everything above is also written into the graph's ``metadata``.
 """
 from __future__ import annotations
+
+from neurodelay.errors import NeurodelayError
 
 import json
 import os
@@ -52,7 +54,7 @@ import numpy as np
 from neurodelay._io import atomic_path
 
 from neurodelay import __version__ as _ND_VERSION
-from neurodelay.network import Network, QNetwork
+from neurodelay.deploy.network import Network, QNetwork
 
 __all__ = ["NirExportError", "export", "to_nir", "nir_node_counts", "VARIANTS"]
 
@@ -73,7 +75,7 @@ DECOMPOSITION = (
     "edges into one node sum")
 
 
-class NirExportError(ValueError):
+class NirExportError(NeurodelayError, ValueError):
     """The network cannot be exported to NIR as asked (bad option, unsupported field)."""
 
 
@@ -260,10 +262,10 @@ def nir_node_counts(graph: nir.NIRGraph) -> dict[str, int]:
 
 def _quantize(net: Network, target, data, weight_bits: int, opts: dict) -> QNetwork:
     try:
-        from neurodelay.passes import quantize
+        from neurodelay.deploy.passes import quantize
     except ImportError as err:
         raise NirExportError(
-            "variant='quantized' needs the quantization pass neurodelay.passes.quantize, "
+            "variant='quantized' needs the quantization pass neurodelay.deploy.passes.quantize, "
             f"which could not be imported ({err}); export variant='float' instead, pass an "
             "already quantized QNetwork, or use a neurodelay version that ships "
             "neurodelay/passes.py") from err
@@ -278,7 +280,7 @@ def export(net: Network | QNetwork, out_path, *, variant: str | None = None,
     net          a float Network, or an already quantized QNetwork (exported as its
                  float equivalent; variant must then be "quantized" or None)
     variant      "float" (the trained network; default for a Network) or "quantized"
-                 (the float equivalent of ``neurodelay.passes.quantize(net, target,
+                 (the float equivalent of ``neurodelay.deploy.passes.quantize(net, target,
                  data=data, weight_bits=weight_bits, **quantize_opts)``)
     target       hardware target name or parameters for the quantize pass
     Returns {"path", "variant", "target", "dt", "node_counts", "n_nodes", "n_delay_nodes",

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import data as D
-from .model import ModelConfig, widen_for_parameter_parity
-from .presets import preset as get_preset
-from .train import DataConfig, TrainConfig, accuracy, load_model, run_config, run_test_data, train
+from neurodelay import data as D
+from neurodelay.train.model import ModelConfig, widen_for_parameter_parity
+from neurodelay.train.presets import preset as get_preset
+from neurodelay.train.trainer import DataConfig, TrainConfig, accuracy, load_model, run_config, run_test_data, train
 
 
 def _steps(ms: float, dt_ms: float) -> int:
@@ -63,7 +63,7 @@ def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, h
     if delays == "none":
         ref = ModelConfig(**{**mc.to_dict(), "delays": "learned"})
         wide = widen_for_parameter_parity(mc, ref)
-        from .model import count_parameters
+        from neurodelay.train.model import count_parameters
         log(f"--delays none: hidden layers widened {mc.hidden} -> {wide} so the parameter "
             f"count matches ({count_parameters(ref):,} with learned delays vs "
             f"{count_parameters(ModelConfig(**{**mc.to_dict(), 'hidden': wide})):,})")

@@ -22,6 +22,8 @@ Everything here is numpy/h5py; torch is imported only inside :func:`iterate_batc
 """
 from __future__ import annotations
 
+from neurodelay.errors import NeurodelayError
+
 import hashlib
 import json
 import math
@@ -35,7 +37,7 @@ from typing import Iterator, Sequence
 import h5py
 import numpy as np
 
-from ._io import atomic_path
+from neurodelay._io import atomic_path
 
 __all__ = [
     "DataError", "BinnedDataset", "resolve_files", "load_binned", "split_by_speaker",
@@ -61,7 +63,7 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _CHUNK = 512  # samples read and binned at once
 
 
-class DataError(ValueError):
+class DataError(NeurodelayError, ValueError):
     """A data file or a data argument is missing or malformed."""
 
 

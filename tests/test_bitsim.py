@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from neurodelay import bitsim
-from neurodelay.network import QLayer, QNetwork
+from neurodelay.sim import bitsim
+from neurodelay.deploy.network import QLayer, QNetwork
 
 BIG_VTH = 2 ** 17 - 1
 

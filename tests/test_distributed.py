@@ -24,7 +24,7 @@ def test_two_processes_keep_identical_parameters(tmp_path):
     script.write_text(
         "import sys, torch\n"
         "torch.set_num_threads(1)\n"
-        "import neurodelay.train as T\n"
+        "import neurodelay.train.trainer as T\n"
         "from neurodelay import api\n"
         "created = []\n"
         "class Capture(T.DelaySNN):\n"
@@ -64,7 +64,7 @@ def test_two_processes_keep_identical_parameters(tmp_path):
 
 
 def _init_params():
-    from neurodelay.model import DelaySNN, ModelConfig
+    from neurodelay.train.model import DelaySNN, ModelConfig
     torch.manual_seed(0)
     return DelaySNN(ModelConfig(n_inputs=140, n_outputs=10, hidden=[8], max_delay_steps=11,
                                 dropout=0.1), seed=0).parameters()

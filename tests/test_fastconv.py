@@ -1,4 +1,4 @@
-"""neurodelay.fastconv equals the paper's formulation (dcls Dcls1d 'gauss' + spikingjelly LIF).
+"""neurodelay.train.fastconv equals the paper's formulation (dcls Dcls1d 'gauss' + spikingjelly LIF).
 
 Outputs and gradients (weight, P, input) of delay_conv against the dcls path for odd and
 even windows, wide and minimum sigmas, binary spikes and counts, in float64 (same math:
@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neurodelay import fastconv as fc
-from neurodelay.fastconv import (FastConvError, causal_conv, delay_conv, gauss_kernel,
+from neurodelay.train import fastconv as fc
+from neurodelay.train.fastconv import (FastConvError, causal_conv, delay_conv, gauss_kernel,
                                  gauss_kernel_reference, lif_multistep)
 
 torch.set_num_threads(1)

@@ -4,10 +4,10 @@ import tomllib
 import numpy as np
 import pytest
 
-from neurodelay.hwconfig import (FitError, Target, TargetError, available_targets,
+from neurodelay.hw.config import (FitError, Target, TargetError, available_targets,
                                  check_fits, config_dir, format_resource_report,
                                  load_target, resource_report)
-from neurodelay.network import Layer, Network, QLayer, QNetwork
+from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
 
 
 def make_net(delays=((0, 3), (5, 0)), n_hidden=2):

@@ -10,12 +10,12 @@ import h5py
 import numpy as np
 import pytest
 
-from neurodelay.network import Layer, Network, QLayer, QNetwork
+from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
 from neurodelay.exporters.loihi2 import ExportError, export, lava_weights, netx_layer
-from neurodelay.lavarun import LavaRunError, run_lava, run_netx
+from neurodelay.sim.lavarun import LavaRunError, run_lava, run_netx
 
-HAVE_BITSIM = importlib.util.find_spec("neurodelay.bitsim") is not None
-HAVE_PASSES = importlib.util.find_spec("neurodelay.passes") is not None
+HAVE_BITSIM = importlib.util.find_spec("neurodelay.sim.bitsim") is not None
+HAVE_PASSES = importlib.util.find_spec("neurodelay.deploy.passes") is not None
 
 
 def chain(d0: int, d1: int = 0, w0: int = 10, w1: int = 10, vth: int = 1) -> QNetwork:
@@ -123,7 +123,7 @@ def test_netx_export_loads_and_matches_process_network(tmp_path):
         assert f["layer/0/type"][()] == b"input"
         assert f["layer/3/neuron/vThMant"][()] == 2 ** 17 - 1
         assert f["layer/1/neuron/iDecay"][()] == q.layers[0].du + 1
-    from neurodelay.network import load_network
+    from neurodelay.deploy.network import load_network
     q2 = load_network(rep["qnet_path"])
     assert np.array_equal(q2.layers[1].weight, q.layers[1].weight)
     a = run_lava(q, x, 28)
@@ -164,7 +164,7 @@ def test_export_refuses_long_delays_unless_clipped(tmp_path):
         assert f["layer/1/delay"][()].max() == 62
 
 
-@pytest.mark.skipif(not HAVE_PASSES, reason="neurodelay.passes not written yet")
+@pytest.mark.skipif(not HAVE_PASSES, reason="neurodelay.deploy.passes not written yet")
 def test_export_float_network_quantizes_through_passes(tmp_path):
     rng = np.random.default_rng(0)
     net = Network([
@@ -179,11 +179,11 @@ def test_export_float_network_quantizes_through_passes(tmp_path):
 
 # ----------------------------------------------------------------------------- bitsim
 
-@pytest.mark.skipif(not HAVE_BITSIM, reason="neurodelay.bitsim not written yet")
+@pytest.mark.skipif(not HAVE_BITSIM, reason="neurodelay.sim.bitsim not written yet")
 @pytest.mark.parametrize("seed,weight_exp,num_weight_bits", [(11, 0, 8), (15, -1, 7),
                                                               (16, 1, 8)])
 def test_lava_and_bitsim_are_spike_exact(seed, weight_exp, num_weight_bits):
-    from neurodelay.lavarun import cross_check
+    from neurodelay.sim.lavarun import cross_check
     q = random_qnet(seed, max_delay=4 + seed % 3, weight_exp=weight_exp,
                     num_weight_bits=num_weight_bits)
     counts = graded_input(seed + 100, B=3)
@@ -194,11 +194,11 @@ def test_lava_and_bitsim_are_spike_exact(seed, weight_exp, num_weight_bits):
     assert res["identical_predictions"]
 
 
-@pytest.mark.skipif(not HAVE_BITSIM, reason="neurodelay.bitsim not written yet")
+@pytest.mark.skipif(not HAVE_BITSIM, reason="neurodelay.sim.bitsim not written yet")
 def test_lava_and_bitsim_agree_at_the_extremes():
     """Saturating inputs (u wraps, v clips, the readout spikes at 2**17-1), one-sign
     layers, odd decays and negative bias exponents."""
-    from neurodelay.lavarun import cross_check
+    from neurodelay.sim.lavarun import cross_check
     rng = np.random.default_rng(7)
     sizes, layers = (10, 12, 6, 3), []
     for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -221,11 +221,11 @@ def test_lava_and_bitsim_agree_at_the_extremes():
     assert res["lava_mismatches"] == 0, res["first_mismatch"]
 
 
-@pytest.mark.skipif(not HAVE_BITSIM, reason="neurodelay.bitsim not written yet")
+@pytest.mark.skipif(not HAVE_BITSIM, reason="neurodelay.sim.bitsim not written yet")
 def test_lava_and_bitsim_agree_with_nine_bit_mixed_weights():
     """Mixed-sign weights with num_weight_bits = 9 are exact in Lava (no LSB dropped);
     the hardware config allows them, so bitsim must run them too."""
-    from neurodelay.lavarun import cross_check
+    from neurodelay.sim.lavarun import cross_check
     q = random_qnet(21, num_weight_bits=9)
     res = cross_check(q, graded_input(22, B=2))
     assert res["lava_mismatches"] == 0, res["first_mismatch"]

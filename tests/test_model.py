@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from neurodelay.model import (SIG_MIN, DelaySNN, DelaySynapses, ModelConfig, count_parameters,
+from neurodelay.train.model import (SIG_MIN, DelaySNN, DelaySynapses, ModelConfig, count_parameters,
                               loss_fn, sigma_schedule, widen_for_parameter_parity)
-from neurodelay.train import TrainConfig, build_optim
+from neurodelay.train.trainer import TrainConfig, build_optim
 
 torch.set_num_threads(1)
 

@@ -5,10 +5,10 @@ import h5py
 import numpy as np
 import pytest
 
-from neurodelay import network as nw
-from neurodelay.floatsim import (SimulationError, accuracy, predict, simulate,
+from neurodelay.deploy import network as nw
+from neurodelay.sim.floatsim import (SimulationError, accuracy, predict, simulate,
                                  synaptic_current)
-from neurodelay.network import (FORMAT_VERSION, Layer, Network, NetworkError, QLayer,
+from neurodelay.deploy.network import (FORMAT_VERSION, Layer, Network, NetworkError, QLayer,
                                 QNetwork, load_network, save_network)
 
 

@@ -4,7 +4,7 @@ The written NIR file is run by an independent interpreter -- nirtorch's ``nir_to
 with a node map defined here that follows the NIR node definitions literally (forward-Euler
 step of each ODE with the graph's ``dt``, strict ``v > v_threshold``, a ring buffer per
 Delay channel) -- and compared with a direct per-synapse loop of neurodelay's discrete
-semantics (neurodelay.network docstring).
+semantics (neurodelay.deploy.network docstring).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from neurodelay.exporters.nir import NirExportError, export, nir_node_counts, to_nir
-from neurodelay.network import Layer, Network, QLayer, QNetwork
+from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
 
 torch.set_num_threads(1)
 
@@ -207,7 +207,7 @@ def test_nirtorch_execution_matches_float_network(tmp_path, case):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_nirtorch_execution_matches_floatsim(tmp_path, case, dtype):
     """Same check against the project's own simulator, in its float32 and float64 modes."""
-    from neurodelay.floatsim import simulate
+    from neurodelay.sim.floatsim import simulate
 
     net = _random_net(seed=len(case) + 10, **CASES[case])
     x = _counts(len(case) + 10, (2, 30, net.n_in))
@@ -347,9 +347,9 @@ def test_quantized_float_equivalent_executes(tmp_path):
 def test_export_quantized_variant(tmp_path):
     net = _random_net(seed=2, **CASES["sparse"])
     try:
-        from neurodelay.passes import quantize
+        from neurodelay.deploy.passes import quantize
     except ImportError:
-        with pytest.raises(NirExportError, match="neurodelay.passes.quantize"):
+        with pytest.raises(NirExportError, match="neurodelay.deploy.passes.quantize"):
             export(net, tmp_path / "q.nir", variant="quantized", target="loihi2")
         assert not (tmp_path / "q.nir").exists()
         return

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from neurodelay import bitsim, floatsim, passes
-from neurodelay.network import Layer, Network
+from neurodelay.sim import bitsim, floatsim
+
+from neurodelay.deploy import passes
+from neurodelay.deploy.network import Layer, Network
 
 
 def random_net(rng, sizes, *, decay=0.9, max_delay=10, bias=0.05, threshold=1.0) -> Network:
@@ -185,7 +187,7 @@ def test_8bit_quantization_keeps_the_readout_membrane_close():
 
 
 def test_quantize_with_data_fits_every_field_and_reports_headroom():
-    from neurodelay.hwconfig import load_target, resource_report
+    from neurodelay.hw.config import load_target, resource_report
     rng = np.random.default_rng(6)
     net = random_net(rng, (30, 40, 40, 6), decay=0.8, bias=0.1)
     x, y = counts(rng, 30, 40, 30), rng.integers(0, 6, 30)

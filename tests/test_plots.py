@@ -1,4 +1,4 @@
-"""neurodelay.plots: figures of one run (kernels, delay histograms, curves, raster)."""
+"""neurodelay.research.plots: figures of one run (kernels, delay histograms, curves, raster)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from neurodelay import plots
+from neurodelay.research import plots
 from neurodelay.data import write_shd_file
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -52,7 +52,7 @@ def test_figures_of_a_run_without_delays(runs, tmp_path):
 
 def test_gaussian_kernel_matches_dcls():
     """The plotted kernel is the kernel DCLS builds for the same position and sigma."""
-    from neurodelay.model import DCLS_SIG_OFFSET, DelaySynapses
+    from neurodelay.train.model import DCLS_SIG_OFFSET, DelaySynapses
 
     torch.manual_seed(0)
     syn = DelaySynapses(3, 2, 9, "learned")

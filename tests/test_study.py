@@ -1,4 +1,4 @@
-"""neurodelay.study: the five-model ablation (layout, resume, identical init) and the report."""
+"""neurodelay.research.study: the five-model ablation (layout, resume, identical init) and the report."""
 from __future__ import annotations
 
 import csv
@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from neurodelay import study
+from neurodelay.research import study
 from neurodelay.data import write_shd_file
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""Bit-width sweep (neurodelay.sweep, `neurodelay sweep-bits`)."""
+"""Bit-width sweep (neurodelay.research.sweep, `neurodelay sweep-bits`)."""
 import json
 import math
 
@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from neurodelay import floatsim, passes
-from neurodelay.hwconfig import resource_report
-from neurodelay.network import Layer, Network
-from neurodelay.sweep import (SWEEP_FILES, SweepError, format_csv, memory_from_counts,
+from neurodelay.sim import floatsim
+
+from neurodelay.deploy import passes
+from neurodelay.hw.config import resource_report
+from neurodelay.deploy.network import Layer, Network
+from neurodelay.research.sweep import (SWEEP_FILES, SweepError, format_csv, memory_from_counts,
                               parse_bits, parse_modes, reduce_delays, sweep_network)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

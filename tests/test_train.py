@@ -9,11 +9,11 @@ from click.testing import CliRunner
 from neurodelay import api
 from neurodelay.cli import main
 from neurodelay.data import pad_batch
-from neurodelay.floatsim import simulate
-from neurodelay.freeze import freeze, freeze_run
-from neurodelay.model import scores_from_membrane
-from neurodelay.network import load_network, save_network
-from neurodelay.train import load_model, run_test_data
+from neurodelay.sim.floatsim import simulate
+from neurodelay.deploy.freeze import freeze, freeze_run
+from neurodelay.train.model import scores_from_membrane
+from neurodelay.deploy.network import load_network, save_network
+from neurodelay.train.trainer import load_model, run_test_data
 
 torch.set_num_threads(1)
 
@@ -64,8 +64,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, files):
               log=lambda m: None)
     full = api.train_run(str(tmp_path / "full"), **kw, **files)
     # interrupted after epoch 1 (as if killed), then resumed
-    from neurodelay.train import train, DataConfig, TrainConfig
-    from neurodelay.model import ModelConfig
+    from neurodelay.train.trainer import train, DataConfig, TrainConfig
+    from neurodelay.train.model import ModelConfig
     cfg = json.loads((tmp_path / "full" / "config.json").read_text())
     mc, tc, dc = (ModelConfig(**cfg["model"]), TrainConfig(**cfg["train"]),
                   DataConfig(**cfg["data"]))
@@ -116,7 +116,8 @@ def test_cli_train_errors_are_specific(tmp_path):
     bad.write_bytes(b"not an hdf5 file")
     r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "y"), "--train-file", str(bad),
                                   "--test-speakers", "1", "--cache-dir", str(tmp_path / "c")])
-    assert r.exit_code == 1 and "DataError" in r.output and "not an HDF5 file" in r.output
+    assert r.exit_code == 1 and "bad.h5" in r.output and "not an HDF5 file" in r.output
+    assert "Traceback" not in r.output
     r = CliRunner().invoke(main, ["eval", str(tmp_path)])
     assert r.exit_code != 0 and "neurodelay train" in r.output
 

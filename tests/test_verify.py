@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from neurodelay.cli import main
-from neurodelay.verify import verify_run
+from neurodelay.deploy.verify import verify_run
 
 
 @pytest.fixture(scope="module")

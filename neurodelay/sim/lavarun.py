@@ -1,6 +1,6 @@
-"""Run a :class:`~neurodelay.network.QNetwork` as a Lava process network (``fixed_pt``).
+"""Run a :class:`~neurodelay.deploy.network.QNetwork` as a Lava process network (``fixed_pt``).
 
-This is the reference the bit-accurate simulator (:mod:`neurodelay.bitsim`) is checked
+This is the reference the bit-accurate simulator (:mod:`neurodelay.sim.bitsim`) is checked
 against: Lava's own Loihi 2 ``fixed_pt`` process models on the CPU.
 
 Process network built for a QNetwork with layers ``0..L-1``::
@@ -26,18 +26,20 @@ of recompiling; ``tests/test_lava.py`` checks this equals a fresh network.
 """
 from __future__ import annotations
 
+from neurodelay.errors import NeurodelayError
+
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from neurodelay.network import QLayer, QNetwork
+from neurodelay.deploy.network import QLayer, QNetwork
 
 READOUT_VTH = 2 ** 17 - 1          # largest 17-bit threshold: "never" spikes
 MAX_DELAY = 63                     # Lava's DelayDense refuses larger delays (6 bits)
 
 
-class LavaRunError(RuntimeError):
+class LavaRunError(NeurodelayError, RuntimeError):
     """The QNetwork or the input cannot be run in Lava as given."""
 
 
@@ -304,7 +306,7 @@ def run_netx(path, s_in, n_steps: int | None = None, *, message_bits: int | None
 def cross_check(qnet: QNetwork, counts, n: int | None = None, n_steps: int | None = None,
                 synapse: str = "dense") -> dict:
     """Run the first ``n`` samples of ``counts`` (B, T, n_in) through Lava fixed_pt and
-    through :func:`neurodelay.bitsim.run`; compare every layer's spikes and the readout
+    through :func:`neurodelay.sim.bitsim.run`; compare every layer's spikes and the readout
     membrane at every step.
 
     The graded input is ``bitsim.quantize_input`` (round(count * input_scale)); both run
@@ -318,7 +320,7 @@ def cross_check(qnet: QNetwork, counts, n: int | None = None, n_steps: int | Non
     prediction_agreement (fraction), lava_s_per_sample (run only, compile excluded),
     lava_compile_s, sim_s_per_sample, n_steps, lava_spike_counts (per layer).
     """
-    from neurodelay import bitsim
+    from neurodelay.sim import bitsim
 
     s_in = bitsim.quantize_input(qnet, counts)
     if s_in.ndim != 3:

@@ -30,6 +30,8 @@ synapse-list headers and neuron state, and pack synapses differently.
 """
 from __future__ import annotations
 
+from neurodelay.errors import NeurodelayError
+
 import math
 import tomllib
 from dataclasses import dataclass
@@ -38,14 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .network import Layer, Network, QLayer, QNetwork
+from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
 
 
-class TargetError(ValueError):
+class TargetError(NeurodelayError, ValueError):
     """A target description is missing, unreadable or invalid."""
 
 
-class FitError(ValueError):
+class FitError(NeurodelayError, ValueError):
     """A network violates a target's limits (the message lists every violation)."""
 
 

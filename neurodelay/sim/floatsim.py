@@ -1,6 +1,6 @@
-"""Batched numpy reference simulator of a float :class:`~neurodelay.network.Network`.
+"""Batched numpy reference simulator of a float :class:`~neurodelay.deploy.network.Network`.
 
-Implements exactly the float semantics in :mod:`neurodelay.network` (no torch)::
+Implements exactly the float semantics in :mod:`neurodelay.deploy.network` (no torch)::
 
     I_i[t] = sum_j W_ij * x_j[t - D_ij] + b_i          (x[t] = 0 for t < 0)
     u_i[t] = decay * u_i[t-1] + I_i[t]                  (u[-1] = 0)
@@ -26,14 +26,16 @@ simulate a large set in chunks (``predict``/``accuracy`` do).
 """
 from __future__ import annotations
 
+from neurodelay.errors import NeurodelayError
+
 from dataclasses import dataclass
 
 import numpy as np
 
-from .network import Layer, Network
+from neurodelay.deploy.network import Layer, Network
 
 
-class SimulationError(ValueError):
+class SimulationError(NeurodelayError, ValueError):
     """Bad simulator input (wrong shape, dtype or values)."""
 
 

@@ -1,7 +1,7 @@
-"""Bit-accurate integer simulation of a :class:`~neurodelay.network.QNetwork`, exactly as
+"""Bit-accurate integer simulation of a :class:`~neurodelay.deploy.network.QNetwork`, exactly as
 Lava 0.10 computes it with ``Loihi2SimCfg(select_tag='fixed_pt')`` -- batched and fast.
 
-Process network simulated (the one :mod:`neurodelay.lavarun` builds)::
+Process network simulated (the one :mod:`neurodelay.sim.lavarun` builds)::
 
     graded input s_in -> [Dense|DelayDense]_0 -> LIF_0 -> ... -> [DelayDense]_{L-1} -> LIF_{L-1}
 
@@ -48,7 +48,7 @@ Integer semantics, with the Lava source they reproduce (paths relative to
    builds it): it spikes only if v exceeds 8,388,544, which quantization avoids.
    Hidden spikes carry payload 1.
 
-Alignment with the float semantics (:mod:`neurodelay.network`): layer l's float step t
+Alignment with the float semantics (:mod:`neurodelay.deploy.network`): layer l's float step t
 is Lava row ``t + l + 1`` (one step of latency per synapse process; the delays are the
 same in both). Before that, layer l runs ``l + 1`` rows with no synaptic input
 (only its bias; the float model has no such rows): with zero biases the two time axes
@@ -83,12 +83,14 @@ by tests/test_lava.py and tests/test_bitsim.py.
 """
 from __future__ import annotations
 
+from neurodelay.errors import NeurodelayError
+
 import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .network import QLayer, QNetwork
+from neurodelay.deploy.network import QLayer, QNetwork
 
 LI_VTH = 2 ** 17 - 1                 # threshold mantissa Lava gets for a readout
 DECAY_SHIFT = 12                     # decays are 12-bit fractions of 4096
@@ -106,7 +108,7 @@ _SPARSE_DFT = 0.05                   # input density below which the DFT goes sp
 _LIF_CHUNK = 16384                   # neurons x samples per LIF block (cache-sized)
 
 
-class BitSimError(ValueError):
+class BitSimError(NeurodelayError, ValueError):
     """A QNetwork or an input the bit-accurate simulator (and Lava) cannot take."""
 
 
@@ -192,7 +194,7 @@ def check_qnet(qnet: QNetwork) -> None:
     """Raise :class:`BitSimError` for what Lava's fixed_pt models cannot run."""
     if not isinstance(qnet, QNetwork):
         raise BitSimError(f"expected a QNetwork, got {type(qnet).__name__} (quantize a "
-                          f"float Network first with neurodelay.passes.quantize)")
+                          f"float Network first with neurodelay.deploy.passes.quantize)")
     for k, layer in enumerate(qnet.layers):
         tag = f"layer {k}" + (f" ({layer.name!r})" if layer.name else "")
         if layer.delay.size and layer.delay.max() > MAX_DELAY_LAVA:

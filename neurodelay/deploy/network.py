@@ -19,7 +19,7 @@ Float semantics (time steps t = 0..T-1, x^0 = binned input counts, shape (B, T, 
 Every sample is simulated for the T steps it is given (callers pad with zeros).
 
 Integer semantics (Lava Loihi 2 ``fixed_pt`` CUBA LIF + Dense/DelayDense) are in
-:mod:`neurodelay.bitsim`; a QLayer holds exactly the fields Lava's processes take.
+:mod:`neurodelay.sim.bitsim`; a QLayer holds exactly the fields Lava's processes take.
 
 File format (``save_network`` / ``load_network``): one HDF5 file, readable with h5py
 and numpy alone, no neurodelay needed::
@@ -57,6 +57,8 @@ Example without neurodelay::
 """
 from __future__ import annotations
 
+from neurodelay.errors import NeurodelayError
+
 import json
 import os
 from dataclasses import dataclass, field
@@ -65,7 +67,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_path
+from neurodelay._io import atomic_path
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)         # format versions load_network reads
@@ -73,7 +75,7 @@ FILE_FORMAT = "neurodelay-network"
 KINDS = ("lif", "li")
 
 
-class NetworkError(ValueError):
+class NetworkError(NeurodelayError, ValueError):
     """A network description is malformed (wrong shape, dtype or range)."""
 
 
@@ -222,7 +224,7 @@ def _layer_line(k: int, layer, extra: str) -> str:
 
 @dataclass
 class QLayer:
-    """One layer in Loihi-2-style integer fields (see neurodelay.bitsim for semantics).
+    """One layer in Loihi-2-style integer fields (see neurodelay.sim.bitsim for semantics).
 
     weight        int (n_out, n_in): the weight mantissas handed to Lava's Dense
     weight_exp    shared exponent: accumulated sum is shifted by weight_exp (Lava Dense)

@@ -4,9 +4,9 @@
 and delay bits ``b``
 
 1. shortens the delays to what ``b`` bits hold (see *delay modes* below),
-2. quantizes with :func:`neurodelay.passes.quantize` (``weight_bits=w``, the test data
+2. quantizes with :func:`neurodelay.deploy.passes.quantize` (``weight_bits=w``, the test data
    as calibration, exactly as ``neurodelay verify`` does),
-3. classifies the test set with the bit-accurate simulator (:func:`neurodelay.bitsim.predict`),
+3. classifies the test set with the bit-accurate simulator (:func:`neurodelay.sim.bitsim.predict`),
 4. computes the synaptic memory ``sum over layers ceil(synapses * (w + b) / 8)`` bytes,
    where ``synapses`` counts the nonzero weight mantissas of the quantized layer (weights
    that round to 0 at few bits need no storage; with the target's own bit widths this is
@@ -19,7 +19,7 @@ Delay modes (``b`` bits hold the values 0 .. 2**b - 1; never more than the targe
 ``max_delay``, 62 on Loihi 2 because lava-dl NetX clips there):
 
 * ``clip``   delays above ``m = min(2**b - 1, target max)`` become ``m`` (what
-             :func:`neurodelay.passes.check_delays` with ``clip=True`` does). Short delays
+             :func:`neurodelay.deploy.passes.check_delays` with ``clip=True`` does). Short delays
              keep their exact value; only the long ones are lost. The default: it needs
              nothing but the delay field the hardware already has.
 * ``coarse`` the time resolution of the delays is coarsened so the range is kept: with
@@ -34,6 +34,8 @@ accuracy and synaptic memory), written atomically.
 """
 from __future__ import annotations
 
+from neurodelay.errors import NeurodelayError
+
 import hashlib
 import io
 import json
@@ -45,9 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write
+from neurodelay._io import atomic_write
 
-from .network import Network, QNetwork
+from neurodelay.deploy.network import Network, QNetwork
 
 DELAY_MODES = ("clip", "coarse")
 DEFAULT_WEIGHT_BITS = (8, 6, 4, 3, 2)
@@ -70,7 +72,7 @@ CSV_COLUMNS = ("delay_mode", "weight_bits", "delay_bits", "max_delay", "delay_st
                "agreement_with_float", "synapses", "memory_bytes", "n_warnings", "error")
 
 
-class SweepError(ValueError):
+class SweepError(NeurodelayError, ValueError):
     """The sweep cannot run as asked (bad bit lists, mode, target or data)."""
 
 
@@ -148,7 +150,7 @@ def reduce_delays(net: Network, delay_bits: int, mode: str, target_max: int
     """The network with delays that fit ``delay_bits`` bits (module docstring), and a dict:
     mode, delay_bits, max_delay (largest allowed delay), delay_step (k; 1 for clip),
     delays_changed (used synapses whose delay changed), largest_delay (after)."""
-    from . import passes
+    from neurodelay.deploy import passes
 
     if mode not in DELAY_MODES:
         raise SweepError(f"delay mode must be one of {DELAY_MODES}, got {mode!r}")
@@ -204,7 +206,8 @@ def memory_bytes(net: Network | QNetwork, weight_bits: int, delay_bits: int) -> 
 
 def _quant_cell(net_b: Network, target, w: int, b: int, x, labels, calib, f_pred) -> dict:
     """Quantize net_b with w-bit weights and classify x bit-accurately; errors in the cell."""
-    from . import bitsim, passes
+    from neurodelay.sim import bitsim
+    from neurodelay.deploy import passes
 
     cell = {"accuracy": None, "agreement_with_float": None, "synapses": None,
             "layer_synapses": None, "memory_bytes": None, "n_warnings": 0, "warnings": [], "error": None}
@@ -239,8 +242,8 @@ def sweep_network(net: Network, x, labels, target="loihi2", *,
     """
     from tqdm.auto import tqdm
 
-    from . import floatsim
-    from .hwconfig import load_target
+    from neurodelay.sim import floatsim
+    from neurodelay.hw.config import load_target
 
     tgt = load_target(target)
     wbits = parse_bits(weight_bits, "weight bits")
@@ -483,9 +486,9 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
     """Sweep a trained run (see the module docstring) and write the outputs to out_dir
     (default RUN/sweep). Returns :func:`sweep_network`'s dict plus run, test, markdown
     (the table) and files (paths written)."""
-    from .data import pad_batch
-    from .freeze import freeze_run
-    from .train import run_test_data
+    from neurodelay.data import pad_batch
+    from neurodelay.deploy.freeze import freeze_run
+    from neurodelay.train.trainer import run_test_data
 
     run = Path(run)
     if not (run / "config.json").is_file():

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import data as D
-from ._io import atomic_path, atomic_write
-from .model import DelaySNN, ModelConfig, loss_fn, scores_from_membrane, sigma_schedule
+from neurodelay import data as D
+from neurodelay._io import atomic_path, atomic_write
+from neurodelay.train.model import DelaySNN, ModelConfig, loss_fn, scores_from_membrane, sigma_schedule
 
 
 @dataclass

@@ -2,11 +2,11 @@
 
 For a run and a target, on the same padded test samples:
 1. PyTorch discrete model (the reference: delays rounded, one tap per synapse);
-2. frozen float network (:mod:`neurodelay.floatsim`): same predictions, readout diff;
-3. quantized network on the bit-accurate simulator (:mod:`neurodelay.bitsim`):
+2. frozen float network (:mod:`neurodelay.sim.floatsim`): same predictions, readout diff;
+3. quantized network on the bit-accurate simulator (:mod:`neurodelay.sim.bitsim`):
    accuracy and per-sample agreement with PyTorch;
 4. optionally N samples through Lava's own fixed-point simulation, compared
-   spike-for-spike with the bit-accurate simulator (:func:`neurodelay.lavarun.cross_check`).
+   spike-for-spike with the bit-accurate simulator (:func:`neurodelay.sim.lavarun.cross_check`).
 Plus the target's resource report. Every sample is padded to the same length (the
 longest sample of the set) so predictions do not depend on batch composition.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import pad_batch
+from neurodelay.data import pad_batch
 
 
 def _chunks(n: int, size: int):
@@ -32,10 +32,12 @@ def verify_run(run, target: str = "loihi2", *, test_file=None, lava: int = 0,
     """Compare PyTorch, frozen float and bit-accurate quantized models on test data."""
     from tqdm.auto import tqdm
 
-    from . import bitsim, floatsim, passes
-    from .freeze import freeze_run
-    from .hwconfig import load_target, resource_report
-    from .train import load_model, run_test_data
+    from neurodelay.sim import bitsim, floatsim
+
+    from neurodelay.deploy import passes
+    from neurodelay.deploy.freeze import freeze_run
+    from neurodelay.hw.config import load_target, resource_report
+    from neurodelay.train.trainer import load_model, run_test_data
 
     tgt = load_target(target)
     model = load_model(run)
@@ -110,7 +112,7 @@ def verify_run(run, target: str = "loihi2", *, test_file=None, lava: int = 0,
         "weight_bits": weight_bits,
     })
     if lava:
-        from .lavarun import cross_check
+        from neurodelay.sim.lavarun import cross_check
 
         k = min(int(lava), n)
         log(f"running {k} samples through Lava fixed_pt (Loihi2SimCfg) and the bit-accurate "
@@ -147,7 +149,7 @@ def _report_dict(rep) -> dict:
 
 def format_verify(r: dict) -> str:
     """The table `neurodelay verify` prints."""
-    from .hwconfig import format_resource_report
+    from neurodelay.hw.config import format_resource_report
 
     lines = [f"verify {r['run']} on target {r['target']}: {r['n']} samples x {r['steps']} steps "
              f"({r['test']})", ""]

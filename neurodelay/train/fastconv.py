@@ -37,6 +37,8 @@ next) is free. ``lif_multistep`` is time-major (T, B, ...) like spikingjelly.
 """
 from __future__ import annotations
 
+from neurodelay.errors import NeurodelayError
+
 import math
 from functools import lru_cache
 
@@ -53,7 +55,7 @@ DIRECT_MAX_WINDOW = 4       # windows up to this size use F.conv1d (cheaper than
 TAP_FLOOR = 1e-20
 
 
-class FastConvError(ValueError):
+class FastConvError(NeurodelayError, ValueError):
     """Bad argument to a fastconv function (shape, window or dtype)."""
 
 

@@ -20,18 +20,20 @@ display or global backend is touched. Files are written atomically.
 """
 from __future__ import annotations
 
+from neurodelay.errors import NeurodelayError
+
 import io
 import json
 from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write
+from neurodelay._io import atomic_write
 
 PLOT_FILES = ("kernels.png", "delay_histograms.png", "training_curves.png", "raster.png")
 
 
-class PlotError(ValueError):
+class PlotError(NeurodelayError, ValueError):
     """The run folder lacks what a figure needs."""
 
 
@@ -87,8 +89,8 @@ def _sample_synapses(weight: np.ndarray, count: int) -> list[tuple[int, int]]:
 
 
 def plot_kernels(run, path: Path, synapses: int = 4) -> Path:
-    from .study import initial_model
-    from .train import load_model, run_config
+    from neurodelay.research.study import initial_model
+    from neurodelay.train.trainer import load_model, run_config
 
     run = Path(run)
     metrics = read_metrics(run)
@@ -150,7 +152,7 @@ def plot_kernels(run, path: Path, synapses: int = 4) -> Path:
 
 # ------------------------------------------------------------------------------ delays
 def plot_delay_histograms(run, path: Path, net=None) -> Path:
-    from .freeze import freeze_run
+    from neurodelay.deploy.freeze import freeze_run
 
     net = net if net is not None else freeze_run(run)
     window = int(net.meta.get("model_config", {}).get("max_delay_steps", 0)) or None
@@ -212,9 +214,9 @@ def plot_training_curves(run, path: Path) -> Path:
 
 # ------------------------------------------------------------------------------ raster
 def plot_raster(run, path: Path, sample: int = 0, net=None) -> Path:
-    from .floatsim import simulate
-    from .freeze import freeze_run
-    from .train import run_test_data
+    from neurodelay.sim.floatsim import simulate
+    from neurodelay.deploy.freeze import freeze_run
+    from neurodelay.train.trainer import run_test_data
 
     run = Path(run)
     net = net if net is not None else freeze_run(run)
@@ -261,7 +263,7 @@ def plot_raster(run, path: Path, sample: int = 0, net=None) -> Path:
 # ------------------------------------------------------------------------------ all
 def plot_run(run, *, sample: int = 0, synapses: int = 4, out_dir=None) -> list[Path]:
     """Write all figures of ``run`` into ``run/plots/`` (or ``out_dir``); returns the paths."""
-    from .freeze import freeze_run
+    from neurodelay.deploy.freeze import freeze_run
 
     run = Path(run)
     _require_model(run)

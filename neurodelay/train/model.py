@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fastconv import delay_conv, lif_multistep
+from neurodelay.train.fastconv import delay_conv, lif_multistep
 
 SIG_MIN = 0.23  # dcls adds 0.27 internally: effective minimum sigma 0.5 (the paper's)
 DCLS_SIG_OFFSET = 0.27
@@ -150,7 +150,7 @@ class DelaySynapses(nn.Module):
                 reference: bool = False) -> torch.Tensor:
         """x (B, n_in, T) -> (B, n_out, T), causal.
 
-        Training uses :func:`neurodelay.fastconv.delay_conv`: the same Gaussian kernel as
+        Training uses :func:`neurodelay.train.fastconv.delay_conv`: the same Gaussian kernel as
         dcls' Dcls1d (version 'gauss') and the same linear convolution, computed in the
         frequency domain with hand-written backward passes (benchmarks/run.py checks loss
         and gradients against the dcls formulation). ``reference=True`` runs dcls itself.
@@ -247,7 +247,7 @@ class DelaySNN(nn.Module):
         ``discrete`` defaults to ``not self.training``: evaluation always uses the
         discrete (integer-delay, one tap per synapse) model. ``reference=True`` uses dcls
         and spikingjelly's LIFNode directly (the paper's formulation) instead of the
-        equivalent fast kernels of :mod:`neurodelay.fastconv`.
+        equivalent fast kernels of :mod:`neurodelay.train.fastconv`.
         """
         if discrete is None:
             discrete = not self.training

@@ -31,6 +31,8 @@ parameter counts, and writes ``report.md``, ``report.csv`` and ``report.png`` in
 """
 from __future__ import annotations
 
+from neurodelay.errors import NeurodelayError
+
 import csv
 import io
 import json
@@ -40,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write
+from neurodelay._io import atomic_write
 
 # name -> (train options, label); in the paper's order (Fig. 5)
 MODELS: dict[str, tuple[dict, str]] = {
@@ -61,11 +63,11 @@ ABLATION_FILE = "ablation.json"
 REPORT_FILES = ("report.md", "report.csv", "report.png")
 
 
-class AblationError(ValueError):
+class AblationError(NeurodelayError, ValueError):
     """The ablation cannot run as asked (bad options, or options differing from DIR's)."""
 
 
-class ReportError(ValueError):
+class ReportError(NeurodelayError, ValueError):
     """Nothing (valid) to report on."""
 
 
@@ -81,7 +83,7 @@ def _option_defaults() -> dict:
     """Default values of train_run's options (from api.resolve_data / api.make_configs)."""
     import inspect
 
-    from . import api
+    from neurodelay import api
 
     out = {}
     for fn in (api.resolve_data, api.make_configs):
@@ -176,7 +178,7 @@ def run_ablation(out, seeds, connections: int | None = None, *, models=None,
     """
     from tqdm.auto import tqdm
 
-    from . import api
+    from neurodelay import api
 
     bad = sorted(set(train_options) & set(RESERVED_OPTIONS))
     if bad:
@@ -226,8 +228,8 @@ def initial_model(run):
     """
     import torch
 
-    from .model import DelaySNN, ModelConfig
-    from .train import run_config
+    from neurodelay.train.model import DelaySNN, ModelConfig
+    from neurodelay.train.trainer import run_config
 
     cfg = run_config(run)
     seed = int(cfg["train"]["seed"])

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .model import DelaySNN
-from .network import Layer, Network
+from neurodelay.train.model import DelaySNN
+from neurodelay.deploy.network import Layer, Network
 
 
 @torch.no_grad()
@@ -38,7 +38,7 @@ def freeze(model: DelaySNN, *, dt: float = 0.01, class_names=None, n_channels: i
                         delay=ro.integer_delays().numpy().astype(np.int32),
                         bias=np.zeros(ro.n_out, np.float32), decay=decay, kind="li",
                         name="readout"))
-    info = {"source": "neurodelay.freeze", "model_config": cfg.to_dict()}
+    info = {"source": "neurodelay.deploy.freeze", "model_config": cfg.to_dict()}
     info.update(meta or {})
     return Network(layers=layers, dt=float(dt), n_channels=int(n_channels),
                    channel_bin=int(channel_bin), class_names=list(class_names or []), meta=info)
@@ -46,7 +46,7 @@ def freeze(model: DelaySNN, *, dt: float = 0.01, class_names=None, n_channels: i
 
 def freeze_run(run_dir) -> Network:
     """Freeze the best model of a run directory, with the run's dt, binning and classes."""
-    from .train import load_model, run_config
+    from neurodelay.train.trainer import load_model, run_config
 
     cfg = run_config(run_dir)
     d = cfg["data"]

@@ -7,10 +7,10 @@
 
 No pass changes its input. ``data`` is ``(x_padded, labels)`` or ``x_padded`` alone
 (inputs only: used for activity statistics, no accuracy). With labels a report also
-gives the accuracy before / after (float networks: :func:`neurodelay.floatsim.accuracy`; quantized
-ones: the bit-accurate :func:`neurodelay.bitsim.predict`).
+gives the accuracy before / after (float networks: :func:`neurodelay.sim.floatsim.accuracy`; quantized
+ones: the bit-accurate :func:`neurodelay.sim.bitsim.predict`).
 
-Quantization (the exact relation; see :mod:`neurodelay.bitsim` for the integer model)
+Quantization (the exact relation; see :mod:`neurodelay.sim.bitsim` for the integer model)
 -------------------------------------------------------------------------------------
 Per layer, with b = weight bits (8 on Loihi 2), mixed sign mode:
 
@@ -54,6 +54,8 @@ this adds a small, documented difference at the start of every sample.
 """
 from __future__ import annotations
 
+from neurodelay.errors import NeurodelayError
+
 import math
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -61,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from .network import Layer, Network, QLayer, QNetwork
+from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
 
 LOIHI2_DEFAULTS: dict[str, Any] = {
     "name": "loihi2", "weight_bits": 8, "weight_exp_min": -8, "weight_exp_max": 7,
@@ -74,7 +76,7 @@ A_IN_LIMIT = 2 ** 15 - 1        # Lava declares a 16-bit signed synaptic input
 READOUT_V_TARGET = 2 ** 22      # readout membrane may use half of the 24-bit range
 
 
-class PassError(ValueError):
+class PassError(NeurodelayError, ValueError):
     """A pass cannot be applied as asked (bad arguments or network)."""
 
 
@@ -176,9 +178,9 @@ def _accuracy(net, data) -> float | None:
         return None
     x, labels = data
     if isinstance(net, QNetwork):
-        from . import bitsim
+        from neurodelay.sim import bitsim
         return bitsim.accuracy(net, x, labels)
-    from . import floatsim
+    from neurodelay.sim import floatsim
     return floatsim.accuracy(net, x, labels)
 
 
@@ -322,7 +324,7 @@ def check_delays(net, max_delay: int | None = None, *, clip: bool = False,
 
 def _target_params(target_or_params) -> dict:
     """Quantization limits from None (Loihi 2 defaults), a target name/path (loaded with
-    neurodelay.hwconfig), a dict of overrides, or an object with those attributes."""
+    neurodelay.hw.config), a dict of overrides, or an object with those attributes."""
     p = dict(LOIHI2_DEFAULTS)
     t = target_or_params
     if t is None:
@@ -335,7 +337,7 @@ def _target_params(target_or_params) -> dict:
         p.update(t)
         return p
     if isinstance(t, str) or hasattr(t, "__fspath__"):
-        from .hwconfig import load_target
+        from neurodelay.hw.config import load_target
         t = load_target(t)
     for key in p:
         if hasattr(t, key):
@@ -354,7 +356,7 @@ class _Activity:
 def _float_activity(net: Network, x: np.ndarray, batch_size: int = 128) -> _Activity:
     """Max |synaptic input| and max |membrane| per layer of the float model on x (float64,
     in chunks of batch_size samples)."""
-    from . import floatsim
+    from neurodelay.sim import floatsim
     L = len(net.layers)
     max_syn, max_u = [0.0] * L, [0.0] * L
     for b0 in range(0, len(x), batch_size):
@@ -473,7 +475,7 @@ def _quantize_layer(k: int, layer: Layer, p: dict, gain: float, act: _Activity |
                     f"mantissa with exponent {be_max} and were clipped")
     bias_mant = np.clip(bias_mant, -bm_max - 1, bm_max).astype(np.int64)
     dv = int(min(max(round(4096.0 * (1.0 - layer.decay)), 0), 4095))
-    from .bitsim import LI_VTH, sign_mode
+    from neurodelay.sim.bitsim import LI_VTH, sign_mode
     # Lava keeps 8 bits (+1 for mixed signs): an all-positive or all-negative layer with
     # b = 9 gets num_weight_bits 8, which truncates nothing from these mantissas
     nwb = b if sign_mode(q) == "mixed" else min(b, 8)
@@ -544,7 +546,7 @@ def quantize(net: Network, target_or_params=None, *, data=None, weight_bits: int
 
 def _check_lava_roundtrip(qnet: QNetwork) -> None:
     """Every weight must survive Lava's clip/truncate unchanged (so Lava == bitsim)."""
-    from .bitsim import lava_weights
+    from neurodelay.sim.bitsim import lava_weights
     for k, layer in enumerate(qnet.layers):
         if not np.array_equal(lava_weights(layer.weight, layer.num_weight_bits),
                               layer.weight):
@@ -554,7 +556,7 @@ def _check_lava_roundtrip(qnet: QNetwork) -> None:
 
 def _measure(net: Network, qnet: QNetwork, data, rep: QuantReport) -> None:
     """Fill headroom/overflow columns and accuracies from a bit-accurate run on data."""
-    from . import bitsim, floatsim
+    from neurodelay.sim import bitsim, floatsim
     x, labels = data
     T, L = x.shape[1], len(qnet.layers)
     res = bitsim.run(qnet, bitsim.quantize_input(qnet, x), n_steps=T + L, stats=True)

@@ -1,0 +1,85 @@
+"""What every command shares: the `main` group, error handling, option parsing.
+
+Error handling lives in :class:`NeurodelayGroup`: any :class:`~neurodelay.errors.NeurodelayError`
+raised by a command becomes ``Error: <message>`` on stderr and exit status 1 (never a
+traceback). An exception that is not one of ours is a bug: it is reported in one line
+with exit status 70 and the hint to set ``NEURODELAY_DEBUG=1`` for the traceback.
+"""
+from __future__ import annotations
+
+import os
+
+import click
+
+from neurodelay.errors import NeurodelayError
+
+EXIT_INTERNAL = 70                     # sysexits EX_SOFTWARE: a bug, not bad input
+
+
+def error_message(exc: BaseException) -> str:
+    """One paragraph for a user: the message of our errors, the type + message of others."""
+    if isinstance(exc, NeurodelayError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class NeurodelayGroup(click.Group):
+    """click group that turns errors into messages (see the module docstring)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException,
+                KeyboardInterrupt, SystemExit):
+            raise
+        except NeurodelayError as exc:
+            raise click.ClickException(error_message(exc)) from None
+        except OSError as exc:           # a file we could not read or write
+            raise click.ClickException(error_message(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - last resort: a bug, never a traceback
+            if os.environ.get("NEURODELAY_DEBUG"):
+                raise
+            click.echo(f"Error: internal error (a bug in neurodelay; please report it): "
+                       f"{type(exc).__name__}: {exc}. Set NEURODELAY_DEBUG=1 to see the "
+                       f"traceback.", err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+def fail(exc: Exception):
+    """Raise a click error for ``exc`` (commands that catch an error themselves)."""
+    raise click.ClickException(error_message(exc))
+
+
+def int_list(ctx, param, value):
+    """click callback: '20,21' or '20-23' -> [20, 21, 22, 23]."""
+    if value is None or value == "":
+        return None
+    out = []
+    try:
+        for part in str(value).split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise click.BadParameter(f"expected integers like '20,21' or '20-23', got {value!r}")
+    return out
+
+
+@click.group(cls=NeurodelayGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="neurodelay")
+def main():
+    """Train spiking networks with learned per-synapse delays (DCLS) and deploy them.
+
+    \b
+    Typical flow:
+      neurodelay train --out runs/a            # embedded task, ~3 min on 2 CPU cores
+      neurodelay eval runs/a                   # discrete-model test accuracy
+      neurodelay verify runs/a --target loihi2 # PyTorch vs bit-accurate chip simulation
+      neurodelay export runs/a --target loihi2 --out runs/a/loihi2
+    """

@@ -1,0 +1,141 @@
+"""`neurodelay train`, `eval` and `demo`."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from neurodelay.cli.common import int_list as _int_list, main
+
+
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Run directory to create (config.json, metrics.jsonl, checkpoints, result.json).")
+@click.option("--resume", is_flag=True,
+              help="Continue the interrupted run in --out from its last checkpoint (same result as "
+                   "an uninterrupted run); all other options are taken from its config.json.")
+@click.option("--preset", type=click.Choice(["shd", "ssc", "tiny"]),
+              help="Paper settings for SHD (2x256, 250 ms delays, 150 epochs), SSC (2x512, 310 ms, "
+                   "60 epochs) or the tiny embedded task. Default: tiny without data options, "
+                   "else from --dataset (shd). Explicit options below override it.")
+@click.option("--dataset", type=click.Choice(["shd", "ssc"]),
+              help="Look for the official file names (shd_train.h5/shd_test.h5; ssc_train/valid/"
+                   "test.h5) in --data-dir.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with the official files.")
+@click.option("--train-file", type=click.Path(dir_okay=False), help="Any SHD-layout HDF5 training file.")
+@click.option("--valid-file", type=click.Path(dir_okay=False), help="Validation file (SSC has one).")
+@click.option("--test-file", type=click.Path(dir_okay=False), help="Test file.")
+@click.option("--test-speakers", callback=_int_list,
+              help="Hold these speaker ids (e.g. '20-23') out of the training file as the test set.")
+@click.option("--valid-speakers", callback=_int_list,
+              help="Hold these speaker ids out of the training file as the validation set. Without "
+                   "any validation split the test set stands in (as the paper does for SHD).")
+@click.option("--dt", "dt_ms", type=float, default=10.0, show_default=True, help="Time bin in ms.")
+@click.option("--channel-bin", type=int, default=5, show_default=True,
+              help="Sum groups of this many of the 700 cochlea channels (700 -> 140).")
+@click.option("--max-time", type=float, help="Drop spikes later than this many seconds after the "
+                                             "first spike (default: keep all).")
+@click.option("--hidden", callback=_int_list, help="Hidden layer sizes, e.g. '256,256'.")
+@click.option("--max-delay", "max_delay_ms", type=float,
+              help="Delay window in ms (window = max-delay/dt steps; delays 0..window-1).")
+@click.option("--tau", "tau_ms", type=float, help="LIF membrane time constant in ms.")
+@click.option("--dropout", type=float, help="Dropout after each hidden layer (mask shared over time).")
+@click.option("--threshold", type=float, help="LIF firing threshold.")
+@click.option("--epochs", type=int, help="Training epochs.")
+@click.option("--batch-size", type=int, help="Training batch size.")
+@click.option("--delays", type=click.Choice(["learned", "fixed-random", "none"]), default="learned",
+              show_default=True,
+              help="Ablation: learned DCLS delays, fixed random integer delays, or no delays (hidden "
+                   "layers widened to the same parameter count; both counts are printed).")
+@click.option("--sigma", type=click.Choice(["decreasing", "constant"]), default="decreasing",
+              show_default=True,
+              help="Gaussian width schedule: Td/2 -> 0.5 over the first quarter of the epochs, or "
+                   "0.5 throughout.")
+@click.option("--learn", type=click.Choice(["weights+delays", "weights", "delays"]),
+              default="weights+delays", show_default=True, help="Which synaptic parameters train.")
+@click.option("--connections", type=int,
+              help="Sparse model: a fixed random mask of K synapses per neuron (re-applied after "
+                   "every batch). Default: fully connected.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Fixes initialisation, data "
+                                                                     "order and dropout.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Initial weight learning rate.")
+@click.option("--max-lr", type=float, default=5e-3, show_default=True, help="OneCycle peak (weights).")
+@click.option("--position-lr-factor", type=float, default=100.0, show_default=True,
+              help="Delay-position learning rate = lr x this (cosine annealed).")
+@click.option("--threads", type=int, help="torch CPU threads (default: torch's choice).")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Cache for binned data and the embedded task (default $NEURODELAY_CACHE or "
+                   "~/.cache/neurodelay).")
+@click.option("--reference-kernels", is_flag=True,
+              help="Train through dcls' Dcls1d and spikingjelly's LIFNode themselves (the "
+                   "paper's formulation, 5-20x slower) instead of neurodelay's equivalent "
+                   "fast kernels; for comparisons.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (per-epoch lines still print).")
+def train(out, resume, no_progress, threads, **options):
+    """Train a delay SNN with DCLS and evaluate its DISCRETE model (integer delays).
+
+    Prints one line per epoch (loss, train accuracy, discrete validation accuracy, sigma) and
+    ends with the discrete test accuracy of the best-on-validation model.
+    """
+    from neurodelay import api
+
+    res = api.train_run(out, resume=resume, progress=not no_progress, threads=threads,
+                        log=lambda m: click.echo(m, err=True), **options)
+    if res.get("finished") and res.get("rank", 0) == 0:
+        click.echo(f"discrete test accuracy: {res['test_accuracy']:.4f} "
+                   f"(n={res['n_test']}, best epoch {res['best_epoch']})  -> {out}/result.json")
+
+
+@main.command("eval")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--test-file", type=click.Path(dir_okay=False),
+              help="Evaluate on this SHD-layout file instead of the run's own test split.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"accuracy": ..., "n": ...}.')
+@click.option("--batch-size", type=int, default=256, show_default=True)
+def eval_cmd(run, test_file, as_json, batch_size):
+    """Accuracy of a run's discrete model (delays rounded, one tap per synapse)."""
+    from neurodelay import api
+
+    res = api.evaluate_run(run, test_file=test_file, batch_size=batch_size)
+    if as_json:
+        click.echo(json.dumps({"accuracy": res["accuracy"], "n": res["n"]}))
+    else:
+        click.echo(f"discrete accuracy {res['accuracy']:.4f} on {res['n']} samples ({res['test']})")
+
+
+# ------------------------------------------------------------------ research workflow
+
+
+@main.command()
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
+              help="Run directory (reused: a finished run is not retrained).")
+@click.option("--lava", type=int, default=3, show_default=True,
+              help="Samples cross-checked against Lava fixed_pt.")
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False))
+def demo(out, lava, threads, cache_dir):
+    """The main job on the embedded task: train -> export (loihi2 + NIR) -> verify with Lava."""
+    from pathlib import Path
+
+    from neurodelay import api
+
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    if not (Path(out) / "result.json").exists():
+        resume = (Path(out) / "checkpoint.pt").exists()
+        res = api.train_run(out, resume=resume, threads=threads, cache_dir=cache_dir,
+                            log=log)
+        click.echo(f"[1/3] trained: discrete test accuracy {res['test_accuracy']:.4f} "
+                   f"(n={res['n_test']})")
+    else:
+        click.echo(f"[1/3] {out} already trained (result.json present)")
+    from neurodelay.cli.deploy_cmds import export, verify
+
+    ctx = click.get_current_context()
+    click.echo("[2/3] export")
+    ctx.invoke(export, run=out, target="loihi2", out_path=str(Path(out) / "loihi2" / "net.h5"),
+               variant=None, clip_delays=False, weight_bits=8)
+    ctx.invoke(export, run=out, target="nir", out_path=str(Path(out) / "model.nir"),
+               variant="float", clip_delays=False, weight_bits=8)
+    click.echo("[3/3] verify")
+    ctx.invoke(verify, run=out, target="loihi2", test_file=None, tolerance=0.5, lava=lava,
+               weight_bits=8, clip_delays=False, as_json=False, no_progress=False)

@@ -1,0 +1,1 @@
+"""Deployment: the frozen network, passes, artifacts and verification."""

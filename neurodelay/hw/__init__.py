@@ -1,0 +1,1 @@
+"""Hardware: target descriptions (hw_configs/*.toml) and the fixed-point arithmetic."""

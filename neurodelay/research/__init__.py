@@ -1,0 +1,1 @@
+"""Research workflow: ablation study, bit-width sweep, figures."""

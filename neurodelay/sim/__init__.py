@@ -1,0 +1,1 @@
+"""Simulators: numpy float reference, bit-accurate Loihi 2, and the Lava runner."""

@@ -1,0 +1,1 @@
+"""Training: the DCLS delay model, its fast kernels, presets and the trainer."""
