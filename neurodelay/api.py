@@ -6,7 +6,7 @@ from pathlib import Path
 from neurodelay import data as D
 from neurodelay.train.model import ModelConfig, widen_for_parameter_parity
 from neurodelay.train.presets import preset as get_preset
-from neurodelay.train.trainer import DataConfig, TrainConfig, accuracy, load_model, run_config, run_test_data, train
+from neurodelay.train.trainer import DataConfig, TrainConfig, accuracy, run_config, train
 
 
 def _steps(ms: float, dt_ms: float) -> int:
@@ -74,11 +74,40 @@ def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, h
     return mc, tc
 
 
-def train_run(out, *, resume=False, progress=True, threads=None, log=print, **options) -> dict:
-    """Train a run into ``out`` (see ``neurodelay train --help`` for the options)."""
-    if threads:
-        import torch
-        torch.set_num_threads(int(threads))
+class torch_threads:
+    """Context manager: torch uses ``n`` CPU threads inside, the previous count after
+    (None: leave it alone). Library calls must leave global state as they found it."""
+
+    def __init__(self, n: int | None):
+        self.n, self.before = n, None
+
+    def __enter__(self):
+        if self.n is not None:
+            import torch
+
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(int(self.n))
+        return self
+
+    def __exit__(self, *exc):
+        if self.before is not None:
+            import torch
+
+            torch.set_num_threads(self.before)
+
+
+def train_run(out, *, resume=False, overwrite=False, progress=True, threads=None, log=print,
+              **options) -> dict:
+    """Train a run into ``out`` (see ``neurodelay train --help`` for the options).
+
+    ``threads`` sets torch's CPU thread count for this call only (restored after).
+    """
+    with torch_threads(threads):
+        return _train_run(out, resume=resume, overwrite=overwrite, progress=progress,
+                          log=log, **options)
+
+
+def _train_run(out, *, resume, overwrite, progress, log, **options) -> dict:
     if resume:
         return train(out, None, None, None, resume=True, progress=progress, log=log)
     data_keys = ("dataset", "data_dir", "train_file", "valid_file", "test_file",
@@ -88,7 +117,7 @@ def train_run(out, *, resume=False, progress=True, threads=None, log=print, **op
     mc, tc = make_configs(dc, n_classes=_class_count(dc), log=log, **options)
     if dc.embedded:
         log(f"data: embedded synthetic timing task ({Path(dc.train).parent})")
-    return train(out, mc, tc, dc, progress=progress, log=log)
+    return train(out, mc, tc, dc, overwrite=overwrite, progress=progress, log=log)
 
 
 def _class_count(dc: DataConfig) -> int:
@@ -99,12 +128,18 @@ def _class_count(dc: DataConfig) -> int:
 
 
 def evaluate_run(run, test_file=None, batch_size=256) -> dict:
-    """Discrete-model test accuracy of a finished run."""
-    model = load_model(run)
-    ds = run_test_data(run, test_file)
+    """Discrete-model test accuracy of a run (``finished`` False for an interrupted run:
+    then best.pt is the best epoch so far, and ``status`` says how far it got)."""
+    from neurodelay.runs import open_run
+
+    r = open_run(run, kinds=("trained",))
+    status = r.status()
+    model = r.load_model()
+    ds = r.test_data(test_file)
     acc = accuracy(model, ds, batch_size)
     return {"accuracy": acc, "n": len(ds), "run": str(run),
-            "test": test_file or "run's own test split"}
+            "test": test_file or "run's own test split", "finished": status.finished,
+            "status": status.describe()}
 
 
 __all__ = ["train_run", "evaluate_run", "resolve_data", "make_configs", "run_config"]

@@ -72,7 +72,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, files):
     part = train(tmp_path / "part", mc, tc, dc, progress=False, stop_after_epoch=1,
                  log=lambda m: None)
     assert part == {"finished": False, "epoch": 1}
-    with pytest.raises(FileExistsError):
+    from neurodelay.errors import RunError
+    with pytest.raises(RunError, match="--resume"):
         train(tmp_path / "part", mc, tc, dc, progress=False, log=lambda m: None)
     resumed = api.train_run(str(tmp_path / "part"), resume=True, progress=False)
     assert resumed["test_accuracy"] == full["test_accuracy"]
@@ -102,7 +103,7 @@ def test_cli_eval_json_and_help(trained):
     r = CliRunner().invoke(main, ["eval", str(out), "--json"])
     assert r.exit_code == 0, r.output
     got = json.loads(r.output)
-    assert got == {"accuracy": pytest.approx(res["test_accuracy"]), "n": 150}
+    assert got == {"accuracy": pytest.approx(res["test_accuracy"]), "n": 150, "finished": True}
     r = CliRunner().invoke(main, ["train", "--help"])
     assert r.exit_code == 0 and "--delays" in r.output and "--test-speakers" in r.output
 

@@ -6,7 +6,8 @@ import click
 from neurodelay.cli.common import main
 
 
-_ABLATE_SETS = {"out", "resume", "delays", "sigma", "learn", "seed", "connections", "no_progress"}
+_ABLATE_SETS = {"out", "resume", "overwrite", "delays", "sigma", "learn", "seed", "connections",
+                "no_progress"}
 
 
 @main.command()

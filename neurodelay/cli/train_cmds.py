@@ -70,8 +70,11 @@ from neurodelay.cli.common import int_list as _int_list, main
               help="Train through dcls' Dcls1d and spikingjelly's LIFNode themselves (the "
                    "paper's formulation, 5-20x slower) instead of neurodelay's equivalent "
                    "fast kernels; for comparisons.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run files (config.json, metrics, checkpoints, results, deploy/) "
+                   "that an earlier run left in --out. Without it a non-empty --out is refused.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (per-epoch lines still print).")
-def train(out, resume, no_progress, threads, **options):
+def train(out, resume, overwrite, no_progress, threads, **options):
     """Train a delay SNN with DCLS and evaluate its DISCRETE model (integer delays).
 
     Prints one line per epoch (loss, train accuracy, discrete validation accuracy, sigma) and
@@ -79,8 +82,8 @@ def train(out, resume, no_progress, threads, **options):
     """
     from neurodelay import api
 
-    res = api.train_run(out, resume=resume, progress=not no_progress, threads=threads,
-                        log=lambda m: click.echo(m, err=True), **options)
+    res = api.train_run(out, resume=resume, overwrite=overwrite, progress=not no_progress,
+                        threads=threads, log=lambda m: click.echo(m, err=True), **options)
     if res.get("finished") and res.get("rank", 0) == 0:
         click.echo(f"discrete test accuracy: {res['test_accuracy']:.4f} "
                    f"(n={res['n_test']}, best epoch {res['best_epoch']})  -> {out}/result.json")
@@ -90,17 +93,24 @@ def train(out, resume, no_progress, threads, **options):
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--test-file", type=click.Path(dir_okay=False),
               help="Evaluate on this SHD-layout file instead of the run's own test split.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"accuracy": ..., "n": ...}.')
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"accuracy": ..., "n": ..., "finished": ...}.')
 @click.option("--batch-size", type=int, default=256, show_default=True)
 def eval_cmd(run, test_file, as_json, batch_size):
     """Accuracy of a run's discrete model (delays rounded, one tap per synapse)."""
     from neurodelay import api
 
     res = api.evaluate_run(run, test_file=test_file, batch_size=batch_size)
+    if not res["finished"]:
+        click.echo(f"warning: {run} is {res['status']}; this is the accuracy of its best "
+                   f"epoch so far, not of a finished run (continue it with "
+                   f"`neurodelay train --resume --out {run}`)", err=True)
     if as_json:
-        click.echo(json.dumps({"accuracy": res["accuracy"], "n": res["n"]}))
+        click.echo(json.dumps({"accuracy": res["accuracy"], "n": res["n"],
+                               "finished": res["finished"]}))
     else:
-        click.echo(f"discrete accuracy {res['accuracy']:.4f} on {res['n']} samples ({res['test']})")
+        click.echo(f"discrete accuracy {res['accuracy']:.4f} on {res['n']} samples "
+                   f"({res['test']})" + ("" if res["finished"] else f" [{res['status']}]"))
 
 
 # ------------------------------------------------------------------ research workflow

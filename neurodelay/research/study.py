@@ -58,7 +58,8 @@ MODELS: dict[str, tuple[dict, str]] = {
                   "No delays (wider layers)"),
 }
 # options run_ablation sets itself (passing them is an error)
-RESERVED_OPTIONS = ("delays", "sigma", "learn", "seed", "connections", "out", "resume")
+RESERVED_OPTIONS = ("delays", "sigma", "learn", "seed", "connections", "out", "resume",
+                    "overwrite")
 ABLATION_FILE = "ablation.json"
 REPORT_FILES = ("report.md", "report.csv", "report.png")
 
@@ -211,7 +212,10 @@ def run_ablation(out, seeds, connections: int | None = None, *, models=None,
             opts = {**train_options, **MODELS[name][0], "seed": seed,
                     "connections": connections}
             say(f"{run}: training ({MODELS[name][1]}, seed {seed})")
-            api.train_run(run, progress=False, threads=threads, log=say, **opts)
+            # a folder the ablation made whose first epoch never finished holds only the
+            # files of that start: replace them
+            api.train_run(run, progress=False, threads=threads, log=say, overwrite=True,
+                          **opts)
             action = "trained"
         res = _read_json(run / "result.json")
         results.append({"model": name, "seed": seed, "run": str(run), "action": action,

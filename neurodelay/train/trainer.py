@@ -27,6 +27,8 @@ import torch
 
 from neurodelay import data as D
 from neurodelay._io import atomic_path, atomic_write
+from neurodelay.errors import RunError
+from neurodelay.runs import load_checkpoint, require_keys
 from neurodelay.train.model import DelaySNN, ModelConfig, loss_fn, scores_from_membrane, sigma_schedule
 
 
@@ -223,30 +225,67 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
+def flush_denormal_enabled() -> bool:
+    """Whether torch flushes subnormal floats to zero now (torch has no getter: a
+    subnormal input multiplied by 1 reads as 0 when the CPU treats denormals as zero)."""
+    return float(torch.tensor([1e-39], dtype=torch.float32).mul(1.0)[0]) == 0.0
+
+
 def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig, *,
-          resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
-          log=_log) -> dict:
+          resume: bool = False, overwrite: bool = False, progress: bool = True,
+          stop_after_epoch: int | None = None, log=_log) -> dict:
     """Train (or resume) a run; returns the final result dict.
 
+    The run folder is locked while training (a second process fails at once, naming this
+    one), must be empty or new unless ``resume`` (continue its checkpoint) or
+    ``overwrite`` (replace its run files), and temporary files of interrupted writes are
+    removed. Global state is left as found: torch's RNG, numpy's global RNG and the
+    flush-denormal mode are restored when the call returns or fails.
     ``stop_after_epoch`` ends the call after that many epochs (used to test resume).
     """
+    from contextlib import ExitStack
+
+    from neurodelay.runs import RunLock, prepare_new_run, remove_stale_temp_files
+
     run = Path(run_dir)
-    ckpt_path = run / "checkpoint.pt"
     rank, world = distributed_context()
+    torch_rng, np_rng = torch.get_rng_state(), np.random.get_state()
+    ftz = flush_denormal_enabled()
+    with ExitStack() as stack:
+        if rank == 0:
+            stack.enter_context(RunLock(run, "train"))
+            if not resume:
+                removed = prepare_new_run(run, overwrite=overwrite)
+                if removed:
+                    log(f"--overwrite: removed {', '.join(sorted(p.name for p in removed))} "
+                        f"from {run}")
+            remove_stale_temp_files(run)
+        try:
+            return _train(run, mc, tc, dc, rank=rank, world=world, resume=resume,
+                          progress=progress, stop_after_epoch=stop_after_epoch, log=log)
+        finally:
+            torch.set_flush_denormal(ftz)
+            torch.set_rng_state(torch_rng)
+            np.random.set_state(np_rng)
+
+
+def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progress: bool,
+           stop_after_epoch, log) -> dict:
+    from neurodelay.runs import open_run
+
+    ckpt_path = run / "checkpoint.pt"
     main_rank = rank == 0
     if not main_rank:
         log = lambda *a, **k: None  # noqa: E731
         progress = False
     if resume:
         if not ckpt_path.exists():
-            raise FileNotFoundError(f"{ckpt_path}: nothing to resume (no checkpoint in {run})")
-        saved = json.loads((run / "config.json").read_text())
+            raise RunError(f"{ckpt_path}: nothing to resume (no checkpoint in {run}); start "
+                           f"a new run without --resume")
+        saved = open_run(run, kinds=("trained",)).config
         mc = ModelConfig(**saved["model"])
         tc = TrainConfig(**saved["train"])
         dc = DataConfig(**saved["data"])
-    elif ckpt_path.exists():
-        raise FileExistsError(f"{run} already holds a run (checkpoint.pt); pass --resume to "
-                              f"continue it or choose another --out")
 
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
@@ -273,7 +312,8 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
 
     state = {"epoch": 0, "metrics": [], "best_valid": -1.0, "best_epoch": -1}
     if resume:
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = load_checkpoint(ckpt_path, "training checkpoint")
+        require_keys(ck, ("model", "opt_w", "sched_w", "rng", "state"), str(ckpt_path))
         model.load_state_dict(ck["model"])
         opt_w.load_state_dict(ck["opt_w"])
         sched_w.load_state_dict(ck["sched_w"])
@@ -285,7 +325,8 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
         log(f"resuming {run} after epoch {state['epoch']}/{tc.epochs}")
     elif main_rank:
         run.mkdir(parents=True, exist_ok=True)
-        cfg = {"model": mc.to_dict(), "train": asdict(tc), "data": asdict(dc),
+        cfg = {"kind": "trained", "model": mc.to_dict(), "train": asdict(tc),
+               "data": asdict(dc),
                "parameters": counts, "class_names": splits.train.class_names,
                "splits": {"train": len(splits.train), "valid": len(splits.valid),
                           "test": len(splits.test), "notes": splits.notes},
@@ -386,36 +427,20 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
 
 def load_model(run_dir: str | Path, which: str = "best") -> DelaySNN:
     """The trained model of a run (``best.pt`` by default) in eval mode."""
-    run = Path(run_dir)
-    path = run / f"{which}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint (is {run} a finished "
-                                f"`neurodelay train` run?)")
-    ck = torch.load(path, weights_only=False)
-    mc = ModelConfig(**ck["model_config"]) if "model_config" in ck else \
-        ModelConfig(**json.loads((run / "config.json").read_text())["model"])
-    seed = json.loads((run / "config.json").read_text())["train"]["seed"]
-    model = DelaySNN(mc, seed=seed)
-    model.load_state_dict(ck["model"])
-    model.eval()
-    return model
+    from neurodelay.runs import open_run
+
+    return open_run(run_dir, kinds=("trained",)).load_model(which)
 
 
 def run_config(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not a neurodelay run directory")
-    return json.loads(path.read_text())
+    """The validated config.json of a run folder."""
+    from neurodelay.runs import open_run
+
+    return open_run(run_dir).config
 
 
 def run_test_data(run_dir: str | Path, test_file: str | None = None, progress: bool = False):
     """The run's own test split (or ``test_file`` binned with the run's settings)."""
-    cfg = run_config(run_dir)
-    dc = DataConfig(**cfg["data"])
-    if test_file:
-        return D.load_binned(test_file, channel_bin=dc.channel_bin, dt=dc.dt,
-                             max_time=dc.max_time, n_channels=dc.n_channels,
-                             cache_dir=dc.cache_dir, progress=progress)
-    if dc.embedded:
-        D.make_synthetic(Path(dc.train).parent)
-    return load_splits(dc, progress=progress).test
+    from neurodelay.runs import open_run
+
+    return open_run(run_dir).test_data(test_file, progress=progress)

@@ -1,0 +1,424 @@
+"""Run folders: what ``train``, ``finetune`` and ``import-nir`` create, and how every command
+opens one -- validated, locked while written, never silently overwritten.
+
+A run folder holds ``config.json`` whose ``kind`` says where its network came from:
+
+``trained``    ``neurodelay train``: a DelaySNN (``best.pt``, ``checkpoint.pt``,
+               ``metrics.jsonl``, ``result.json``). Folders written before ``kind``
+               existed are trained runs.
+``finetuned``  ``neurodelay finetune``: a network trained with the target's integer
+               arithmetic; its deployable network is already quantized (``qnet.h5``).
+``imported``   ``neurodelay import-nir``: a float network read from a NIR graph
+               (``network.h5``); no PyTorch model, no data of its own.
+
+Every file is read through this module, so a broken folder gives one specific
+:class:`~neurodelay.errors.RunError` naming the file and the fix (missing, truncated,
+not JSON, missing keys, a checkpoint that is not one) instead of a library traceback.
+
+Writers hold :class:`RunLock` (``.lock`` in the folder, an ``fcntl`` lock the kernel
+releases when the process dies, even by ``kill -9``) for as long as they write; a
+second writer fails at once, naming the holder. :func:`prepare_new_run` refuses a
+folder that already holds files unless asked to resume or overwrite, and removes the
+temporary files an interrupted atomic write left behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from neurodelay.errors import RunError
+
+KINDS = ("trained", "finetuned", "imported")
+LOCK_FILE = ".lock"
+# files a run of each kind writes; --overwrite removes exactly these (and deploy/)
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "result.json",
+             "network.h5", "qnet.h5", "finetune.json")
+REQUIRED_KEYS = {"trained": ("model", "train", "data"),
+                 "finetuned": ("finetune", "data", "target"),
+                 "imported": ("source", "network")}
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_json(path, what: str = "file") -> dict:
+    """A JSON object from ``path``; RunError naming the file for every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: missing ({what})")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RunError(f"{path}: not a text (UTF-8) file ({what}): byte {e.start} cannot "
+                       f"be decoded; the file is corrupted or is not what its name says")
+    except OSError as e:
+        raise RunError(f"{path}: cannot be read ({e.strerror})") from None
+    if not text.strip():
+        raise RunError(f"{path}: empty ({what}); the write that created it was interrupted")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}: not valid JSON ({what}): {e.msg} at line {e.lineno}, "
+                       f"column {e.colno}") from None
+    if not isinstance(value, dict):
+        raise RunError(f"{path}: expected a JSON object ({what}), got "
+                       f"{type(value).__name__}")
+    return value
+
+
+def load_checkpoint(path, what: str = "checkpoint") -> dict:
+    """``torch.load`` of a file this project wrote, with a RunError for every bad file
+    (zero bytes, truncated, garbage, not a dict)."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: missing ({what})")
+    if path.stat().st_size == 0:
+        raise RunError(f"{path}: empty (0 bytes) {what}; its write was interrupted before "
+                       f"the atomic rename, or the file was truncated")
+    try:
+        ck = torch.load(path, weights_only=False, map_location="cpu")
+    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile,
+            ValueError, TypeError, AttributeError, ImportError, IndexError,
+            UnicodeDecodeError, OSError) as e:
+        raise RunError(f"{path}: not a readable {what} (truncated or corrupted: "
+                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                       ) from None
+    if not isinstance(ck, dict):
+        raise RunError(f"{path}: not a neurodelay {what} (holds a {type(ck).__name__})")
+    return ck
+
+
+def require_keys(obj: dict, keys, where: str) -> None:
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise RunError(f"{where}: missing {', '.join(repr(k) for k in missing)}; the file "
+                       f"is incomplete or was not written by this neurodelay")
+
+
+def _require_run_dir(path: Path) -> None:
+    if not path.exists():
+        raise RunError(f"{path}: no such run folder")
+    if not path.is_dir():
+        raise RunError(f"{path}: is a file, not a run folder")
+    if not (path / "config.json").exists():
+        raise RunError(f"{path}: not a neurodelay run folder (no config.json); create one "
+                       f"with `neurodelay train --out {path}` or `neurodelay import-nir`")
+
+
+# ----------------------------------------------------------------------------- the run
+
+@dataclass
+class RunStatus:
+    """How far a run got: finished (result.json present), epochs done / planned."""
+
+    finished: bool
+    epoch: int | None = None
+    epochs: int | None = None
+    notes: list = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.finished:
+            return "finished"
+        if self.epoch is not None and self.epochs is not None:
+            return f"UNFINISHED: {self.epoch} of {self.epochs} epochs done"
+        return "UNFINISHED"
+
+
+@dataclass
+class Run:
+    """An opened, validated run folder (see the module docstring)."""
+
+    path: Path
+    config: dict
+    kind: str
+
+    # ------------------------------------------------------------- status / files
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def status(self) -> RunStatus:
+        """finished when result.json is present and valid; else epochs from metrics."""
+        if self.file("result.json").exists():
+            read_json(self.file("result.json"), "the run's final result")
+            return RunStatus(True)
+        epochs = None
+        if self.kind == "trained":
+            epochs = int(self.config["train"].get("epochs", 0)) or None
+        elif self.kind == "finetuned":
+            epochs = int(self.config["finetune"].get("epochs", 0)) or None
+        done = 0
+        metrics = self.file("metrics.jsonl")
+        if metrics.exists():
+            done = sum(1 for line in metrics.read_text(errors="replace").splitlines()
+                       if line.strip())
+        return RunStatus(False, done, epochs)
+
+    def result(self) -> dict:
+        return read_json(self.file("result.json"), "the run's final result")
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(c) for c in self.config.get("class_names") or []]
+
+    # ------------------------------------------------------------- data
+    def data_config(self):
+        """The run's DataConfig (how its data is found and binned)."""
+        from neurodelay.train.trainer import DataConfig
+
+        d = self.config.get("data")
+        if not isinstance(d, dict):
+            raise RunError(f"{self.file('config.json')}: this {self.kind} run has no data "
+                           f"settings; pass --test-file (and --train-file where asked)")
+        try:
+            return DataConfig(**d)
+        except TypeError as e:
+            raise RunError(f"{self.file('config.json')}: 'data' does not match this "
+                           f"neurodelay ({e})") from None
+
+    def has_own_data(self) -> bool:
+        d = self.config.get("data")
+        return isinstance(d, dict) and bool(d.get("train"))
+
+    def test_data(self, test_file=None, progress: bool = False):
+        """The run's own test split, or ``test_file`` binned with the run's settings."""
+        from neurodelay import data as D
+        from neurodelay.train.trainer import load_splits
+
+        dc = self.data_config()
+        if test_file:
+            ds = D.load_binned(test_file, channel_bin=dc.channel_bin, dt=dc.dt,
+                               max_time=dc.max_time, n_channels=dc.n_channels,
+                               cache_dir=dc.cache_dir, progress=progress)
+        else:
+            if not dc.train:
+                raise RunError(f"{self.path}: this {self.kind} run has no test split of its "
+                               f"own; pass --test-file F (an SHD-layout HDF5 file)")
+            if dc.embedded:
+                D.make_synthetic(Path(dc.train).parent)
+            ds = load_splits(dc, progress=progress).test
+        self.check_classes(ds)
+        return ds
+
+    def train_data(self, progress: bool = False):
+        """The run's training split (valid/test speakers removed): calibration and
+        fine-tuning read only this."""
+        from neurodelay import data as D
+        from neurodelay.train.trainer import load_splits
+
+        dc = self.data_config()
+        if not dc.train:
+            raise RunError(f"{self.path}: this {self.kind} run has no training data; pass "
+                           f"--train-file F (an SHD-layout HDF5 file)")
+        if dc.embedded:
+            D.make_synthetic(Path(dc.train).parent)
+        ds = load_splits(dc, progress=progress).train
+        self.check_classes(ds)
+        return ds
+
+    def check_classes(self, ds) -> None:
+        """Refuse data whose classes do not match the model's outputs."""
+        from neurodelay.data import DataError
+
+        n_out = self.n_outputs()
+        if n_out is None:
+            return
+        hi = int(ds.labels.max()) + 1 if len(ds.labels) else 0
+        if ds.n_classes != n_out or hi > n_out:
+            raise DataError(
+                f"{ds.source}: the data has {ds.n_classes} classes (labels up to {hi - 1}) "
+                f"but the model of {self.path} has {n_out} outputs; use a file of the task "
+                f"the model was trained on")
+
+    def n_outputs(self) -> int | None:
+        if self.kind == "trained":
+            return int(self.config["model"]["n_outputs"])
+        names = self.class_names
+        return len(names) if names else self.config.get("n_outputs")
+
+    # ------------------------------------------------------------- models / networks
+    def load_model(self, which: str = "best"):
+        """The trained DelaySNN (``best.pt`` by default) in eval mode (trained runs)."""
+        from neurodelay.train.model import DelaySNN, ModelConfig
+
+        if self.kind != "trained":
+            raise RunError(f"{self.path}: a {self.kind} run has no DelaySNN model")
+        path = self.file(f"{which}.pt")
+        if not path.exists():
+            st = self.status()
+            raise RunError(f"{path}: no such checkpoint ({st.describe()}; is {self.path} a "
+                           f"`neurodelay train` run that finished at least one epoch?)")
+        ck = load_checkpoint(path, f"{which} model")
+        require_keys(ck, ("model",), str(path))
+        try:
+            mc = ModelConfig(**(ck.get("model_config") or self.config["model"]))
+            model = DelaySNN(mc, seed=int(self.config["train"]["seed"]))
+            model.load_state_dict(ck["model"])
+        except (TypeError, KeyError, RuntimeError, ValueError) as e:
+            raise RunError(f"{path}: does not fit the model of {self.file('config.json')} "
+                           f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        model.eval()
+        return model
+
+    def float_network(self):
+        """The float :class:`~neurodelay.deploy.network.Network` of the run (trained:
+        frozen best.pt; imported: network.h5)."""
+        if self.kind == "trained":
+            from neurodelay.deploy.freeze import freeze
+
+            d = self.config["data"]
+            return freeze(self.load_model(), dt=d["dt"], class_names=self.class_names,
+                          n_channels=d["n_channels"], channel_bin=d["channel_bin"],
+                          meta={"run": str(self.path)})
+        if self.kind == "imported":
+            from neurodelay.deploy.network import load_network
+
+            return load_network(self.file(self.config["network"]), kind="float")
+        parent = self.config.get("parent")
+        if parent:
+            return open_run(parent).float_network()
+        raise RunError(f"{self.path}: this finetuned run records no parent run")
+
+
+def open_run(path, kinds=KINDS) -> Run:
+    """Open and validate a run folder; RunError naming the file and fix otherwise."""
+    path = Path(path)
+    _require_run_dir(path)
+    cfg = read_json(path / "config.json", "the run's settings")
+    kind = cfg.get("kind", "trained")
+    if kind not in KINDS:
+        raise RunError(f"{path / 'config.json'}: unknown run kind {kind!r} (known: "
+                       f"{', '.join(KINDS)})")
+    require_keys(cfg, REQUIRED_KEYS[kind], str(path / "config.json"))
+    if kind == "trained":
+        for key in ("model", "train", "data"):
+            if not isinstance(cfg[key], dict):
+                raise RunError(f"{path / 'config.json'}: {key!r} must be an object")
+        require_keys(cfg["train"], ("seed",), f"{path / 'config.json'} 'train'")
+        require_keys(cfg["model"], ("n_outputs",), f"{path / 'config.json'} 'model'")
+    if kind not in kinds:
+        raise RunError(f"{path}: is a {kind} run; this command takes "
+                       f"{' or '.join(kinds)} runs")
+    return Run(path, cfg, kind)
+
+
+# ----------------------------------------------------------------------------- writing
+
+@dataclass
+class RunLock:
+    """Exclusive lock on a run folder for one writer (module docstring).
+
+    ``with RunLock(folder, "train"):`` ... ; a second holder gets a RunError naming the
+    first one's process id, host, start time and command.
+    """
+
+    path: Path
+    purpose: str = "write"
+    _fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        self.path = Path(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / LOCK_FILE
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise RunError(f"{self.path} is in use by another neurodelay process "
+                           f"({holder}); wait for it to finish, or choose another folder")
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "purpose": self.purpose,
+                "command": " ".join(sys.argv)[:300]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (ValueError, OSError):
+        info = {}
+    if not info:
+        return "holder unknown"
+    return (f"process {info.get('pid')} on {info.get('host')}, {info.get('purpose')} since "
+            f"{info.get('started')}: {info.get('command')}")
+
+
+def stale_temp_files(folder) -> list[Path]:
+    """Temporary files of interrupted atomic writes (``.<name>.*.tmp``) in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file())
+
+
+def remove_stale_temp_files(folder) -> list[Path]:
+    """Remove what :func:`stale_temp_files` finds (call it only while holding the lock)."""
+    removed = []
+    for p in stale_temp_files(folder):
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def prepare_new_run(out, *, overwrite: bool = False) -> list[Path]:
+    """Check that ``out`` may receive a new run; with ``overwrite`` remove the run files
+    an earlier run left there. Returns what was removed. Call while holding the lock."""
+    import shutil
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is a file; choose a folder for --out")
+    if not out.exists():
+        return []
+    present = [p for p in out.iterdir() if p.name != LOCK_FILE]
+    if not present:
+        return []
+    ours = [p for p in present if p.name in RUN_FILES or p.name == "deploy"
+            or (p.name.startswith(".") and p.name.endswith(".tmp"))]
+    if (out / "checkpoint.pt").exists() and not overwrite:
+        raise RunError(f"{out} already holds a run (checkpoint.pt); pass --resume to "
+                       f"continue it, --overwrite to replace it, or choose another --out")
+    if not overwrite:
+        names = ", ".join(sorted(p.name for p in present)[:6])
+        raise RunError(f"{out} exists and is not empty ({names}{', ...' if len(present) > 6 else ''}); "
+                       f"nothing was written. Choose an empty or new folder for --out, pass "
+                       f"--resume to continue an interrupted run there, or --overwrite to "
+                       f"replace its run files")
+    others = [p for p in present if p not in ours]
+    if others:
+        names = ", ".join(sorted(p.name for p in others)[:6])
+        raise RunError(f"{out} holds files that are not run files ({names}); --overwrite "
+                       f"removes only a run's own files: choose another --out")
+    for p in ours:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return ours
