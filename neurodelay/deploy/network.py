@@ -9,8 +9,8 @@ Two concepts, each a small validated dataclass:
 
 Float semantics (time steps t = 0..T-1, x^0 = binned input counts, shape (B, T, n_in)):
 
-    I_i[t] = sum_j W_ij * x_j[t - D_ij] + b_i          (x[t] = 0 for t < 0)
-    u_i[t] = decay * u_i[t-1] + I_i[t]                  (u[-1] = 0)
+    J_i[t] = current_decay * J_i[t-1] + sum_j W_ij * x_j[t - D_ij]   (x[t] = 0 for t < 0)
+    u_i[t] = decay * u_i[t-1] + J_i[t] + b_i            (u[-1] = J[-1] = 0)
     kind "lif":  s_i[t] = u_i[t] >= threshold ; u_i[t] = reset where s_i[t]
     kind "li" :  never spikes (the readout); its membrane u[t] is the output
 
@@ -41,6 +41,7 @@ and numpy alone, no neurodelay needed::
             delay    dataset int32   (n_out, n_in), time steps >= 0
             bias     dataset float32 (n_out,)
             attrs    decay, threshold (inf for "li"), reset      (floats)
+                     current_decay (float; absent in older files: 0)
         kind "quantized":
             weight     dataset int64 (n_out, n_in)   weight mantissas
             delay      dataset int64 (n_out, n_in)
@@ -105,11 +106,14 @@ class Layer:
     weight: np.ndarray            # (n_out, n_in) float32, mask applied, BN folded
     delay: np.ndarray             # (n_out, n_in) int32 >= 0, in time steps
     bias: np.ndarray              # (n_out,) float32, added to I every step
-    decay: float                  # u[t] = decay * u[t-1] + I[t]
+    decay: float                  # u[t] = decay * u[t-1] + J[t] + b
     threshold: float = float("inf")  # spike when u >= threshold ("lif" only)
     reset: float = 0.0            # membrane value after a spike
     kind: str = "lif"             # "lif" spiking, "li" non-spiking readout
     name: str = ""
+    # synaptic current J[t] = current_decay * J[t-1] + W x (a current-based "CUBA"
+    # neuron: Loihi's du, NIR's CubaLIF); 0 = the input enters u directly (DCLS models)
+    current_decay: float = 0.0
 
     def __post_init__(self):
         tag = f"layer {self.name!r}" if self.name else "layer"
@@ -128,6 +132,10 @@ class Layer:
         self.decay = float(self.decay)
         if not 0.0 <= self.decay <= 1.0:
             raise NetworkError(f"{tag}: decay must be in [0, 1], got {self.decay}")
+        self.current_decay = float(self.current_decay)
+        if not 0.0 <= self.current_decay < 1.0:
+            raise NetworkError(f"{tag}: current_decay must be in [0, 1), got "
+                               f"{self.current_decay}")
         self.threshold = float(self.threshold)
         if self.kind == "lif" and not (np.isfinite(self.threshold) and self.threshold > 0):
             raise NetworkError(f"{tag}: a spiking layer needs a finite positive threshold, "
@@ -204,7 +212,8 @@ class Network(_Layers):
     def summary(self) -> str:
         """A few human-readable lines: sizes, synapses and delay range per layer."""
         return self._summary("Network (float)", lambda lay: (
-            f"decay {lay.decay:.4g}, threshold {lay.threshold:.4g}"))
+            f"decay {lay.decay:.4g}, threshold {lay.threshold:.4g}"
+            + (f", current decay {lay.current_decay:.4g}" if lay.current_decay else "")))
 
 
 def _delay_range(weight: np.ndarray, delay: np.ndarray) -> tuple[int, int]:
@@ -392,6 +401,7 @@ def save_network(net: "Network | QNetwork", path) -> Path:
                 if kind == "float":
                     for name in _FLOAT_LAYER_ATTRS:
                         g.attrs[name] = float(getattr(layer, name))
+                    g.attrs["current_decay"] = float(layer.current_decay)
                 else:
                     for name in _QUANT_LAYER_ATTRS:
                         v = getattr(layer, name)
@@ -478,6 +488,8 @@ def _read_layer(path: Path, group, k: int, kind: str) -> "Layer | QLayer":
         if kind == "float":
             data = {n: r.dataset(n, dt) for n, dt in _FLOAT_LAYER_DATA.items()}
             scalars = {n: r.attr(n, float) for n in _FLOAT_LAYER_ATTRS}
+            scalars["current_decay"] = r.attr("current_decay", float, required=False,
+                                              default=0.0)
             return Layer(**data, **scalars, **common)
         data = {n: r.dataset(n, dt) for n, dt in _QUANT_LAYER_DATA.items()}
         scalars = {n: r.attr(n, float if n == "scale" else int) for n in _QUANT_LAYER_ATTRS}

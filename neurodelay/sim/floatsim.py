@@ -2,8 +2,8 @@
 
 Implements exactly the float semantics in :mod:`neurodelay.deploy.network` (no torch)::
 
-    I_i[t] = sum_j W_ij * x_j[t - D_ij] + b_i          (x[t] = 0 for t < 0)
-    u_i[t] = decay * u_i[t-1] + I_i[t]                  (u[-1] = 0)
+    J_i[t] = current_decay * J_i[t-1] + sum_j W_ij * x_j[t - D_ij]   (x[t] = 0 for t < 0)
+    u_i[t] = decay * u_i[t-1] + J_i[t] + b_i            (u[-1] = J[-1] = 0)
     "lif": s_i[t] = u_i[t] >= threshold ; u_i[t] = reset where s_i[t]
     "li" : never spikes; its membrane u[t] is the output
     score_c = sum_t softmax_c(u_readout[t]) ;  prediction = argmax_c score_c
@@ -72,7 +72,9 @@ def _check_input(net: Network, x, dtype) -> np.ndarray:
 
 
 def synaptic_current(layer: Layer, x: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """I (B, T, n_out) for input x (B, T, n_in): one matmul per distinct used delay."""
+    """I = J + b (B, T, n_out) for input x (B, T, n_in): one matmul per distinct used
+    delay, then the synaptic current filter J[t] = current_decay * J[t-1] + W x (when
+    current_decay > 0), then the bias."""
     B, T, n_in = x.shape
     W = layer.weight.astype(dtype)
     I = np.zeros((B, T, layer.n_out), dtype=dtype)
@@ -85,6 +87,10 @@ def synaptic_current(layer: Layer, x: np.ndarray, dtype=np.float32) -> np.ndarra
         W_d = np.where(used & (layer.delay == d), W, 0).astype(dtype, copy=False)
         Y = (flat @ W_d.T).reshape(B, T, layer.n_out)
         I[:, d:] += Y[:, :T - d]
+    if layer.current_decay:
+        c = I.dtype.type(layer.current_decay)
+        for t in range(1, T):
+            I[:, t] += c * I[:, t - 1]
     I += layer.bias.astype(dtype)
     return I
 
