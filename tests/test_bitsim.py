@@ -34,43 +34,6 @@ def impulse(n_in: int, T: int, row: int, ch: int = 0, val: int = 1) -> np.ndarra
     return x
 
 
-# ----------------------------------------------------------------------------- weights
-
-def test_mixed_8bit_truncation_drops_the_lsb_toward_minus_infinity():
-    assert bitsim.lava_weights(np.array([[101, -3]]), 8).tolist() == [[100, -4]]
-    assert bitsim.lava_weights(np.array([[101, -3]]), 9).tolist() == [[101, -3]]
-    assert bitsim.lava_weights(np.array([[101, -3]]), 7).tolist() == [[100, -4]]
-    assert bitsim.lava_weights(np.array([[103, -5]]), 7).tolist() == [[100, -8]]
-
-
-def test_sign_modes_clip_and_truncate_like_lava():
-    # excitatory: clip 0..255, drop 8 - nwb bits
-    assert bitsim.lava_weights(np.array([[300, 3]]), 7).tolist() == [[254, 2]]
-    # inhibitory: negated, clipped 0..255, truncated, negated back
-    assert bitsim.lava_weights(np.array([[-3, -300]]), 8).tolist() == [[-3, -255]]
-    assert bitsim.lava_weights(np.array([[-3, -300]]), 7).tolist() == [[-2, -254]]
-    # mixed: clip to -256..255
-    assert bitsim.lava_weights(np.array([[300, -300]]), 9).tolist() == [[255, -256]]
-    # more bits than the sign mode has: Lava shifts by a negative count -> all zero
-    assert bitsim.lava_weights(np.array([[1, -1]]), 10).tolist() == [[0, 0]]
-    assert bitsim.lava_weights(np.array([[3, 5]]), 9).tolist() == [[0, 0]]
-
-
-def test_truncation_matches_lava_weightutils():
-    from neurodelay._compat import ensure_lava
-    ensure_lava()
-    from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
-    rng = np.random.default_rng(3)
-    for _ in range(40):
-        w = rng.integers(-300, 300, (5, 7))
-        if rng.random() < 0.3:
-            w = np.abs(w) * rng.choice([-1, 1])
-        mode = determine_sign_mode(w)
-        nwb = int(rng.integers(1, 11))          # 9, 10: Lava's negative shifts
-        ref = truncate_weights(clip_weights(w, mode, num_bits=8), mode, nwb)
-        assert np.array_equal(bitsim.lava_weights(w, nwb), ref)
-
-
 # ----------------------------------------------------------------------------- timing
 
 def test_latency_is_one_plus_delay_per_layer():
@@ -218,7 +181,7 @@ def test_rejects_bad_input_and_networks():
         bitsim.run(q, np.full((1, 2, 1), 0.5))
     with pytest.raises(bitsim.BitSimError, match="channels"):
         bitsim.run(q, np.zeros((1, 2, 3), int))
-    with pytest.raises(bitsim.BitSimError, match="63"):
+    with pytest.raises(bitsim.BitSimError, match="max_delay: 64 > allowed 62"):
         bitsim.run(net(qlayer([[1]], [[64]]), qlayer([[1]], kind="li")), np.zeros((1, 1, 1)))
 
 
@@ -316,9 +279,10 @@ def test_fast_synaptic_paths_are_exact(n_delays, density):
     for k in np.unique(d):
         contrib = np.einsum("rbj,ij->rbi", s, np.where(d == k, w, 0))
         ref[1 + k:] += contrib[:R - 1 - k]
-    syn = bitsim._prepare(layer)
+    a = bitsim.fp.arith("loihi2")
+    syn = bitsim._prepare(layer, a)
     for precision in ("auto", "float64"):
-        got, bound = bitsim._synaptic_input(syn, s, int(s.max()), n_out, precision)
+        got, bound = bitsim._synaptic_input(syn, s, int(s.max()), n_out, precision, a)
         assert np.array_equal(got, ref) and np.abs(ref).max() <= bound
 
 

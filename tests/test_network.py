@@ -219,8 +219,8 @@ def test_load_rejects_non_files_and_kind_mismatch(tmp_path):
     with pytest.raises(NetworkError, match="holds a quantized network, expected a float"):
         load_network(p, kind="float")
     with h5py.File(p, "r+") as f:
-        f["layers/0"].attrs["du"] = 5000
-    with pytest.raises(NetworkError, match="du=5000 outside the 12-bit range"):
+        f["layers/0"].attrs["du"] = -1
+    with pytest.raises(NetworkError, match="du=-1 must be >= 0"):
         load_network(p)
 
 

@@ -8,7 +8,10 @@ from hypothesis import given, settings, strategies as st
 from neurodelay.sim import bitsim, floatsim
 
 from neurodelay.deploy import passes
+from neurodelay.hw import fixedpoint as fp
 from neurodelay.deploy.network import Layer, Network
+
+A = fp.arith("loihi2")
 
 
 def random_net(rng, sizes, *, decay=0.9, max_delay=10, bias=0.05, threshold=1.0) -> Network:
@@ -196,10 +199,11 @@ def test_quantize_with_data_fits_every_field_and_reports_headroom():
     for row, ql in zip(rep.layers, qnet.layers):
         assert 0 < row["headroom"] < 0.5
         assert row["u_wraps"] == 0 and row["v_clips"] == 0
-        assert row["max_abs_a_in"] <= passes.A_IN_LIMIT
-        assert np.array_equal(bitsim.lava_weights(ql.weight, ql.num_weight_bits), ql.weight)
+        assert row["max_abs_a_in"] <= A.input_limit
+        assert np.array_equal(fp.effective_weights(ql.weight, ql.num_weight_bits, A),
+                              ql.weight)
         assert np.all(ql.weight % 2 == 0) and np.abs(ql.weight).max() <= 254
-    assert qnet.layers[-1].vth == bitsim.LI_VTH
+    assert qnet.layers[-1].vth == A.readout_vth
     assert rep.accuracy_float == floatsim.accuracy(net, x, y)
     assert rep.accuracy_quant == bitsim.accuracy(qnet, x, y)
     assert rep.agreement >= 0.8 and not rep.warnings
@@ -222,7 +226,7 @@ def test_readout_exponent_follows_the_data():
         qnet, rep = passes.quantize(net, data=(x, np.zeros(3, int)))
     assert rep.layers[0]["headroom"] <= 0.5 and rep.layers[0]["weight_exp"] == -1
     ref = floatsim.simulate(net, x, dtype=np.float64).u
-    assert np.abs(ref).max() / qnet.layers[0].scale <= passes.READOUT_V_TARGET * 1.001
+    assert np.abs(ref).max() / qnet.layers[0].scale <= A.state_max / 2 * 1.001
     u_q = bitsim.readout_membrane(qnet, x)
     assert np.allclose(u_q, ref, rtol=0.05)
 
@@ -259,8 +263,12 @@ def test_quantize_refuses_what_lava_cannot_run():
     net.layers[0].reset = 0.2
     with pytest.raises(passes.QuantizationError, match="reset"):
         passes.quantize(net)
-    with pytest.raises(passes.PassError, match="unknown target parameter"):
-        passes.quantize(random_net(rng, (6, 5, 2)), {"weight_bitz": 8})
+    with pytest.raises(passes.PassError, match="not a dict of parameters"):
+        passes.quantize(random_net(rng, (6, 5, 2)), {"weight_bits": 8})
+    # the target is the truth: a weight-bits request may narrow it, never exceed it
+    with pytest.raises(passes.QuantizationError, match="weight bits 10 is outside what "
+                                                       "target 'loihi2' holds: 2..9"):
+        passes.quantize(random_net(rng, (6, 5, 2)), weight_bits=10)
 
 
 def test_all_positive_layer_with_9_bits_survives_lava_truncation():
@@ -271,7 +279,8 @@ def test_all_positive_layer_with_9_bits_survives_lava_truncation():
     qnet, rep = passes.quantize(net, weight_bits=9)
     for ql in qnet.layers:
         assert ql.num_weight_bits == 8
-        assert np.array_equal(bitsim.lava_weights(ql.weight, ql.num_weight_bits), ql.weight)
+        assert np.array_equal(fp.effective_weights(ql.weight, ql.num_weight_bits, A),
+                              ql.weight)
         assert ql.weight.max() > 128                                # 9-bit resolution
 
 

@@ -33,7 +33,9 @@ and numpy alone, no neurodelay needed::
         class_names     = JSON string: list of str (may be "[]")
         meta            = JSON string: object (free-form provenance)
         kind "float" only:      n_channels = int, channel_bin = int
-        kind "quantized" only:  target = str, input_scale = float
+        kind "quantized" only:  target = str, input_scale = float,
+                                target_spec = JSON object (optional): every field of the
+                                target description (hw_configs/*.toml) it was made for
     /layers/<k>             one group per layer, k = "0", "1", ... in order
         attrs (both kinds):  kind = "lif" | "li", name = str
         kind "float":
@@ -240,8 +242,10 @@ class QLayer:
     num_weight_bits  bits Lava's Dense keeps (it drops LSBs for mixed-sign weights)
     delay         int (n_out, n_in) >= 0 per-synapse delays in steps
     bias_mant, bias_exp   per-neuron bias: v += bias_mant << bias_exp every step
-    du, dv        12-bit decays (du = 4095 clears the current every step)
-    vth           17-bit threshold mantissa; spike when v > vth << 6 (None: never spikes)
+    du, dv        current / voltage decays (du = 2**du_bits - 1 clears the current)
+    vth           threshold mantissa; spike when v > vth << 6 (None: never spikes)
+
+    Field widths are the target's and are checked by neurodelay.hw.fixedpoint, not here.
     scale         float value of one unit of v (v_float ~= v_int * scale), used to
                   descale the readout membrane and to report
     """
@@ -272,16 +276,17 @@ class QLayer:
                                f"({self.weight.shape[0]},)")
         if self.delay.size and self.delay.min() < 0:
             raise NetworkError(f"{tag}: negative delays")
-        for nm in ("du", "dv"):
+        for nm in ("du", "dv"):            # widths: the target's (neurodelay.hw.fixedpoint)
             v = int(getattr(self, nm))
-            if not 0 <= v <= 4095:
-                raise NetworkError(f"{tag}: {nm}={v} outside the 12-bit range 0..4095")
+            if v < 0:
+                raise NetworkError(f"{tag}: {nm}={v} must be >= 0")
             setattr(self, nm, v)
         if self.kind not in KINDS:
             raise NetworkError(f"{tag}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "lif":
-            if self.vth is None or not 0 <= int(self.vth) < 2 ** 17:
-                raise NetworkError(f"{tag}: vth={self.vth} outside the 17-bit range")
+            if self.vth is None or int(self.vth) < 0:
+                raise NetworkError(f"{tag}: a spiking layer needs a threshold vth >= 0, got "
+                                   f"{self.vth}")
             self.vth = int(self.vth)
         self.weight_exp = int(self.weight_exp)
         self.num_weight_bits = int(self.num_weight_bits)
@@ -307,6 +312,9 @@ class QNetwork(_Layers):
     input_scale: float = 1.0          # graded input spike = round(count * input_scale)
     class_names: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    # the full description of the target it was quantized for (Target.to_dict()), so
+    # the file says which integer arithmetic it assumes; None: the built-in `target`
+    target_spec: dict | None = None
 
     def __post_init__(self):
         if not self.layers:
@@ -390,6 +398,8 @@ def save_network(net: "Network | QNetwork", path) -> Path:
             else:
                 f.attrs["target"] = str(net.target)
                 f.attrs["input_scale"] = float(net.input_scale)
+                if net.target_spec:
+                    f.attrs["target_spec"] = _to_json(dict(net.target_spec), "target_spec")
             layers = f.create_group("layers")
             for k, layer in enumerate(net.layers):
                 g = layers.create_group(str(k))
@@ -556,8 +566,10 @@ def load_network(path, kind: str | None = None) -> "Network | QNetwork":
             if file_kind == "float":
                 return Network(layers=layers, n_channels=r.attr("n_channels", int),
                                channel_bin=r.attr("channel_bin", int), **common)
+            spec = r.json_attr("target_spec", dict) if "target_spec" in f.attrs else None
             return QNetwork(layers=layers, target=r.attr("target", str),
-                            input_scale=r.attr("input_scale", float), **common)
+                            input_scale=r.attr("input_scale", float), target_spec=spec,
+                            **common)
         except NetworkError as e:
             if str(e).startswith(f"{path}:"):
                 raise

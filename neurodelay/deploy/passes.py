@@ -10,43 +10,48 @@ No pass changes its input. ``data`` is ``(x_padded, labels)`` or ``x_padded`` al
 gives the accuracy before / after (float networks: :func:`neurodelay.sim.floatsim.accuracy`; quantized
 ones: the bit-accurate :func:`neurodelay.sim.bitsim.predict`).
 
-Quantization (the exact relation; see :mod:`neurodelay.sim.bitsim` for the integer model)
+Quantization (the exact relation; the integer rules are :mod:`neurodelay.hw.fixedpoint`)
 -------------------------------------------------------------------------------------
-Per layer, with b = weight bits (8 on Loihi 2), mixed sign mode:
+The target (a ``hw_configs/*.toml`` description) is the truth: every width, shift and
+range below is read from it, and ``weight_bits`` may only narrow what it holds. Per
+layer, with W = the target's ``weight_bits`` (8 on Loihi 2: Lava clips mixed-sign weights
+to -2**W..2**W-1) and b = the precision used (default W; at most W + 1, the mixed-sign
+range; at least 2, ternary):
 
 * mantissa ``q`` in ``[-(2**(b-1) - 1), 2**(b-1) - 1]`` (symmetric: an all-negative layer
-  would otherwise be clipped to -255 by Lava's inhibitory mode); the QLayer stores
-  ``weight = q * 2**(9-b)`` with ``num_weight_bits = b``, so Lava's ``truncate_weights``
-  (which drops ``9 - b`` LSBs in mixed mode, ``8 - b`` otherwise) leaves it unchanged:
-  for b = 8 the weights are the even numbers -254..254;
-* ``weight_exp = e <= 0`` with ``-e <= 9 - b``, so the right shift of every sum of such
-  weights is exact (no floor rounding);
-* du = 4095, so the LIF current is ``u = a_in << 6`` every step and
-  v gains ``64 * 2**e * weight * payload`` per synapse and step. The float value of one
-  unit of v is the layer's ``scale``, hence
+  would otherwise be clipped by Lava's inhibitory mode); the QLayer stores
+  ``weight = q * 2**(W+1-b)`` with ``num_weight_bits = b``, so Lava's truncation (which
+  drops ``W + 1 - b`` LSBs in mixed mode, one fewer otherwise) leaves it unchanged:
+  for b = 8 on Loihi 2 the weights are the even numbers -254..254;
+* ``weight_exp = e <= 0`` with ``-e <= W + 1 - b``, so the right shift of every sum of
+  such weights is exact (no floor rounding);
+* the current keeps ``current_decay`` of the float layer (du; 0 -> u = a_in << sh_a every
+  step) and v gains ``2**sh_a * 2**e * weight * payload`` per synapse and step. The float
+  value of one unit of v is the layer's ``scale``, hence
 
-      w_float / g  =  64 * 2**e * 2**(9-b) * q * scale        (g = input_scale for
-                                                               layer 0, else 1)
-* the float model spikes on ``u >= threshold``, Lava on ``v > vth << 6``. The scale is
-  chosen so that ``threshold / scale = 64 * vth + 1`` exactly; then for the integer v,
-  ``v >= threshold / scale  <=>  v > 64 * vth``: the threshold mapping itself adds no
-  error (0 LSB); only weight/bias rounding and Lava's decay truncation remain.
-  vth = floor((threshold / scale0 - 1) / 64) where scale0 is the finest scale that
-  keeps every |q| <= 2**(b-1) - 1, so the chosen scale is >= scale0 (no overflow).
+      w_float / g  =  2**sh_a * 2**e * 2**(W+1-b) * q * scale     (g = input_scale for
+                                                                   layer 0, else 1)
+* the float model spikes on ``u >= threshold``, Lava on ``v > vth << sh_v``. The scale is
+  chosen so that ``threshold / scale = 2**sh_v * vth + 1`` exactly; then for the integer
+  v, ``v >= threshold / scale  <=>  v > vth << sh_v``: the threshold mapping itself adds
+  no error; only weight/bias rounding and Lava's decay truncation remain.
+  vth = floor((threshold / scale0 - 1) / 2**sh_v) where scale0 is the finest scale that
+  keeps every |q| <= 2**(b-1) - 1, so the chosen scale is >= scale0 (no overflow); vth is
+  capped so that ``vth << sh_v`` fits the state.
 * bias: v += bias_mant << bias_exp every step, ``bias_mant = round(b / scale / 2**bias_exp)``
-  (13-bit), with the smallest bias_exp >= bias_exp_min (3-bit) that fits. The default
-  bias_exp_min = 6 makes every bias a multiple of 64, exactly what a lava-dl NetX file
-  (bias_exp fixed at 6) can carry; its rounding error (<= 32 units of v per step) is
-  below a quarter of one weight step (128 units for 8-bit weights).
-* decay: ``dv = round(4096 * (1 - decay))`` (v decays by (4096 - dv) / 4096, truncated
-  toward zero); decay 0 gives dv = 4095 (a residue of v / 4096 survives one step).
-* the exponent e starts at 0 and is lowered (down to ``-(9 - b)`` or the target minimum)
-  while vth would exceed 17 bits or, with data, the largest input a_in would exceed
-  Lava's declared 16 bits or (readout) the membrane would use more than half of the
-  24-bit v; it is raised (up to the target maximum) while vth < 16. If no exponent fits,
-  the scale is coarsened (fewer mantissa levels) and the report warns.
-* the readout (kind "li") becomes a LIF with vth = 2**17 - 1 (never reached: the report
-  gives its headroom, max |v| / 2**23, and warns if the data saturate it).
+  with the smallest bias_exp >= bias_exp_min that fits the mantissa. The default
+  bias_exp_min is the target's ``netx_bias_exp`` (6): every bias is then a multiple of 64,
+  exactly what a lava-dl NetX file can carry; its rounding error (<= 32 units of v per
+  step) is below a quarter of one 8-bit weight step (128 units).
+* decays: ``dv`` and ``du`` from the float decays (rounded; v decays by (2**D - dv) / 2**D,
+  truncated toward zero).
+* the exponent e starts at 0 and is lowered (down to ``-(W + 1 - b)`` or the target
+  minimum) while vth would exceed its width or, with data, the largest input a_in would
+  exceed the declared input width or (readout) the membrane would use more than half of
+  the state range; it is raised (up to the target maximum) while vth < 16. If no
+  exponent fits, the scale is coarsened (fewer mantissa levels) and the report warns.
+* the readout (kind "li") becomes a LIF with the largest threshold (never reached: the
+  report gives its headroom, max |v| / 2**(S-1), and warns if the data saturate it).
 
 Lava runs every layer from its first step; layer l's float step t is Lava row t + l + 1,
 and during rows 0..l a layer integrates only its bias (see bitsim). With nonzero biases
@@ -64,16 +69,10 @@ from typing import Any
 import numpy as np
 
 from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
+from neurodelay.hw import fixedpoint as fp
 
-LOIHI2_DEFAULTS: dict[str, Any] = {
-    "name": "loihi2", "weight_bits": 8, "weight_exp_min": -8, "weight_exp_max": 7,
-    "max_delay": 62, "vth_bits": 17, "state_bits": 24, "bias_mant_bits": 13,
-    "bias_exp_bits": 3, "du_bits": 12, "dv_bits": 12,
-}
-NETX_BIAS_EXP = 6               # lava-dl NetX files fix bias_exp = 6 (bias in units of 64)
-VTH_MIN_PREFERRED = 16          # raise the exponent while vth is below this
-A_IN_LIMIT = 2 ** 15 - 1        # Lava declares a 16-bit signed synaptic input
-READOUT_V_TARGET = 2 ** 22      # readout membrane may use half of the 24-bit range
+VTH_MIN_PREFERRED = 16          # quantization policy: raise the exponent while vth < this
+READOUT_HEADROOM = 0.5          # ... and keep the readout membrane within this share of v
 
 
 class PassError(NeurodelayError, ValueError):
@@ -275,7 +274,7 @@ def check_delays(net, max_delay: int | None = None, *, clip: bool = False,
     accuracy before / after). Works on Network and QNetwork.
     """
     if max_delay is None:
-        max_delay = _target_params(target)["max_delay"]
+        max_delay = _target(target).max_delay
     max_delay = int(max_delay)
     if max_delay < 0:
         raise PassError(f"max_delay must be >= 0, got {max_delay}")
@@ -322,27 +321,34 @@ def check_delays(net, max_delay: int | None = None, *, clip: bool = False,
 
 # ----------------------------------------------------------------------------- quantize
 
-def _target_params(target_or_params) -> dict:
-    """Quantization limits from None (Loihi 2 defaults), a target name/path (loaded with
-    neurodelay.hw.config), a dict of overrides, or an object with those attributes."""
-    p = dict(LOIHI2_DEFAULTS)
-    t = target_or_params
-    if t is None:
-        return p
-    if isinstance(t, dict):
-        unknown = set(t) - set(p)
-        if unknown:
-            raise PassError(f"unknown target parameter(s) {sorted(unknown)}; known: "
-                            f"{sorted(p)}")
-        p.update(t)
-        return p
-    if isinstance(t, str) or hasattr(t, "__fspath__"):
-        from neurodelay.hw.config import load_target
-        t = load_target(t)
-    for key in p:
-        if hasattr(t, key):
-            p[key] = getattr(t, key)
-    return p
+def _target(target):
+    """A hardware Target from None (Loihi 2), a Target, a name or a TOML path."""
+    from neurodelay.hw.config import load_target
+
+    if target is None:
+        target = "loihi2"
+    if isinstance(target, dict):
+        raise PassError("target must be a hardware target (a name from hw_configs/, a .toml "
+                        "path or a neurodelay.hw.config.Target), not a dict of parameters; "
+                        "write the parameters into a target file")
+    return load_target(target)
+
+
+def weight_precision(target, weight_bits: int | None = None) -> int:
+    """The weight precision (signed bits) to quantize with on ``target``: its own
+    ``weight_bits`` by default; a request may narrow it (down to 2, ternary) but never
+    exceed what the target's weight format holds (weight_bits + 1 for mixed signs)."""
+    t = _target(target)
+    top = t.weight_bits + (1 if t.sign_mode == "mixed" else 0)
+    if weight_bits is None:
+        return int(t.weight_bits)
+    b = int(weight_bits)
+    if not 2 <= b <= top:
+        raise QuantizationError(
+            f"weight bits {b} is outside what target {t.name!r} holds: 2..{top} "
+            f"({t.weight_bits}-bit {t.sign_mode} weights in {t.source}); the target file "
+            f"is the truth, a weight-bits option may only narrow it")
+    return b
 
 
 @dataclass
@@ -372,27 +378,26 @@ def _float_activity(net: Network, x: np.ndarray, batch_size: int = 128) -> _Acti
     return _Activity(max_syn, max_u)
 
 
-def _quantize_layer(k: int, layer: Layer, p: dict, gain: float, act: _Activity | None,
-                    warn: list) -> tuple[QLayer, dict]:
+def _quantize_layer(k: int, layer: Layer, a: fp.Arith, b: int, bias_exp_min: int,
+                    gain: float, act: _Activity | None, warn: list) -> tuple[QLayer, dict]:
     """One layer's integer fields and report row (see the module docstring)."""
     tag = _tag(k, layer)
-    b = int(p["weight_bits"])
-    if not 2 <= b <= 9:
-        raise QuantizationError(f"{tag}: weight_bits={b} not supported (Lava's Dense keeps "
-                                f"at most 9 bits of a mixed-sign weight); use 2..9")
     if layer.kind == "lif" and layer.reset != 0.0:
         raise QuantizationError(f"{tag}: reset={layer.reset}, but Lava's LIF resets v to 0; "
                                 f"retrain with reset 0")
     qmax = 2 ** (b - 1) - 1
-    mult = 2 ** (9 - b)
-    e_lo = max(int(p["weight_exp_min"]), -(9 - b))
-    e_hi = max(int(p["weight_exp_max"]), 0)
-    vth_max = 2 ** int(p["vth_bits"]) - 1
+    mult = 2 ** (a.weight_bits + 1 - b)
+    e_lo = max(a.weight_exp_min, -(a.weight_bits + 1 - b))
+    e_hi = max(a.weight_exp_max, 0)
+    vth_max = min(a.vth_max, a.v_limit >> a.threshold_shift)
+    th_unit = float(1 << a.threshold_shift)
+    th_in = float(1 << a.current_shift)           # v units per unit of a_in
+    readout_v_target = READOUT_HEADROOM * a.state_max
     w_eff = layer.weight.astype(np.float64) / gain
     wmax = float(np.abs(w_eff).max(initial=0))
 
     def per_unit(e):                       # v units per mantissa step
-        return 64.0 * 2.0 ** e * mult
+        return float(1 << a.current_shift) * 2.0 ** e * mult
 
     def choose(e):
         """(scale, vth, ok) for exponent e."""
@@ -402,28 +407,28 @@ def _quantize_layer(k: int, layer: Layer, p: dict, gain: float, act: _Activity |
                 scale0 = wmax / (qmax * per_unit(e))
                 # + 0.02: float32 weights carry ~1e-7 relative error; a vth that is
                 # integral up to that error is taken (|q| then exceeds qmax by < 0.2)
-                vth = int(math.floor((theta / scale0 - 1.0) / 64.0 + 0.02))
+                vth = int(math.floor((theta / scale0 - 1.0) / th_unit + 0.02))
             else:
-                vth = 2 ** 16
+                vth = 1 << 16                  # no weights: any mid-range threshold
             ok = VTH_MIN_PREFERRED <= vth <= vth_max
             vth_c = min(max(vth, 1), vth_max)
-            scale = theta / (64.0 * vth_c + 1.0)
+            scale = theta / (th_unit * vth_c + 1.0)
         else:
             vth_c = None
             scale = wmax / (qmax * per_unit(e)) if wmax > 0 else 1.0
             ok = True
             if act is not None and act.max_u[k] > 0:
-                ok = act.max_u[k] / scale <= READOUT_V_TARGET
+                ok = act.max_u[k] / scale <= readout_v_target
         if act is not None and ok and act.max_syn[k] > 0:
-            # a_in = (sum of mantissa * payload) shifted = |W x| / (64 * scale)
-            ok = act.max_syn[k] / (64.0 * scale) <= A_IN_LIMIT
+            # a_in = (sum of mantissa * payload) shifted = |W x| / (2**sh_a * scale)
+            ok = act.max_syn[k] / (th_in * scale) <= a.input_limit
         return scale, vth_c, ok
 
     order = list(range(0, e_lo - 1, -1)) + list(range(1, e_hi + 1))
     if layer.kind == "lif" and wmax > 0:
         # a too-small vth is fixed by raising e, a too-large one (or data limits) by lowering
         scale0 = wmax / (qmax * per_unit(0))
-        if (layer.threshold / scale0 - 1.0) / 64.0 < VTH_MIN_PREFERRED:
+        if (layer.threshold / scale0 - 1.0) / th_unit < VTH_MIN_PREFERRED:
             order = list(range(0, e_hi + 1)) + list(range(-1, e_lo - 1, -1))
     chosen = None
     for e in order:
@@ -442,14 +447,15 @@ def _quantize_layer(k: int, layer: Layer, p: dict, gain: float, act: _Activity |
                 warn.append(f"{tag}: the threshold is small next to the largest weight "
                             f"(vth mantissa {vth}); threshold resolution is coarse")
         else:
-            need = act.max_u[k] / READOUT_V_TARGET * 1.05 if act is not None else scale
+            need = act.max_u[k] / readout_v_target * 1.05 if act is not None else scale
             if need > scale:
                 scale, coarsened = need, True
-        if act is not None and act.max_syn[k] / (64.0 * scale) > A_IN_LIMIT:
-            warn.append(f"{tag}: the synaptic input a_in reaches "
-                        f"{act.max_syn[k] / (64.0 * scale):.0f} on the data, above the "
-                        f"16-bit width Lava declares ({A_IN_LIMIT}); Lava's simulation "
-                        f"does not enforce it, hardware may")
+        a_in_peak = (act.max_syn[k] / (th_in * scale)) if act is not None else 0
+        if a_in_peak > a.input_limit:
+            warn.append(f"{tag}: the synaptic input a_in reaches {a_in_peak:.0f} on the "
+                        f"data, above the {a.input_bits}-bit width the target declares "
+                        f"({a.input_limit}); Lava's simulation does not enforce it, "
+                        f"hardware may")
         chosen = (e, scale, vth)
     e, scale, vth = chosen
     q = np.rint(w_eff / (per_unit(e) * scale))
@@ -460,98 +466,86 @@ def _quantize_layer(k: int, layer: Layer, p: dict, gain: float, act: _Activity |
                     f"use {int(np.abs(q).max(initial=0))} of {qmax} levels)")
     if n_clip:
         warn.append(f"{tag}: {n_clip} weight(s) clipped to the {b}-bit mantissa range")
-    # bias
-    bm_max = 2 ** (int(p["bias_mant_bits"]) - 1) - 1
-    be_max = 2 ** int(p["bias_exp_bits"]) - 1
-    bias_v = layer.bias.astype(np.float64) / scale
-    bmax = float(np.abs(bias_v).max(initial=0))
-    bias_exp = min(int(p.get("bias_exp_min", NETX_BIAS_EXP)), be_max)
-    while bias_exp < be_max and bmax / 2 ** bias_exp > bm_max:
-        bias_exp += 1
-    bias_mant = np.rint(bias_v / 2 ** bias_exp)
-    n_bclip = int(np.count_nonzero(np.abs(bias_mant) > bm_max))
+    bias_mant, bias_exp, n_bclip = fp.bias_encoding(
+        layer.bias.astype(np.float64) / scale, a, bias_exp_min)
     if n_bclip:
-        warn.append(f"{tag}: {n_bclip} bias value(s) exceed the {p['bias_mant_bits']}-bit "
-                    f"mantissa with exponent {be_max} and were clipped")
-    bias_mant = np.clip(bias_mant, -bm_max - 1, bm_max).astype(np.int64)
-    dv = int(min(max(round(4096.0 * (1.0 - layer.decay)), 0), 4095))
-    from neurodelay.sim.bitsim import LI_VTH, sign_mode
-    # Lava keeps 8 bits (+1 for mixed signs): an all-positive or all-negative layer with
-    # b = 9 gets num_weight_bits 8, which truncates nothing from these mantissas
-    nwb = b if sign_mode(q) == "mixed" else min(b, 8)
+        warn.append(f"{tag}: {n_bclip} bias value(s) exceed the {a.bias_mant_bits}-bit "
+                    f"mantissa with exponent {a.bias_exp_max} and were clipped")
+    dv = fp.decay_to_dv(layer.decay, a)
+    du = fp.current_decay_to_du(layer.current_decay, a)
+    # Lava keeps W bits (+1 for mixed signs): an all-positive or all-negative layer with
+    # b = W + 1 gets num_weight_bits W, which truncates nothing from these mantissas
+    nwb = min(b, fp.max_num_weight_bits(fp.sign_mode(q), a))
     ql = QLayer(weight=q * mult, weight_exp=e, num_weight_bits=nwb, delay=layer.delay.copy(),
-                bias_mant=bias_mant, bias_exp=bias_exp, du=4095, dv=dv,
-                vth=vth if layer.kind == "lif" else LI_VTH, scale=scale, kind=layer.kind,
-                name=layer.name)
+                bias_mant=bias_mant, bias_exp=bias_exp, du=du, dv=dv,
+                vth=vth if layer.kind == "lif" else a.readout_vth, scale=scale,
+                kind=layer.kind, name=layer.name)
     row = {"layer": k, "name": layer.name, "kind": layer.kind, "scale": scale,
            "weight_exp": e, "num_weight_bits": nwb,
            "mantissa_min": int(q.min(initial=0)), "mantissa_max": int(q.max(initial=0)),
            "mantissa_limit": qmax,
            "weights_zeroed": int(np.count_nonzero((q == 0) & (layer.weight != 0))),
-           "weights_clipped": n_clip, "vth": ql.vth, "dv": dv, "du": 4095,
+           "weights_clipped": n_clip, "vth": ql.vth, "dv": dv, "du": du,
            "bias_exp": bias_exp, "bias_clipped": n_bclip}
     if layer.kind == "lif":
-        row["threshold_v"] = 64 * vth + 1
+        row["threshold_v"] = fp.threshold(vth, a) + 1
     return ql, row
 
 
-def quantize(net: Network, target_or_params=None, *, data=None, weight_bits: int | None = None,
+def quantize(net: Network, target=None, *, data=None, weight_bits: int | None = None,
              input_scale: float = 1.0,
-             bias_exp_min: int = NETX_BIAS_EXP) -> tuple[QNetwork, QuantReport]:
-    """Quantize a float network to Lava/Loihi 2 integer fields (module docstring).
+             bias_exp_min: int | None = None) -> tuple[QNetwork, QuantReport]:
+    """Quantize a float network to a target's integer fields (module docstring).
 
-    target_or_params: None (Loihi 2 defaults), a target name or path (hwconfig), a dict
-    of overrides of :data:`LOIHI2_DEFAULTS`, or an object with those attributes.
-    weight_bits overrides the target's. input_scale: graded input = round(count * it).
-    bias_exp_min: smallest bias exponent; the default 6 keeps every bias a multiple of
-    64 units of v, which a lava-dl NetX file (bias_exp fixed at 6) carries exactly; 0
-    gives a 64x finer bias for direct Lava processes only.
-    With data=(x_padded, labels): exponents are chosen from the float activity, and the
-    report gives per-layer headroom / overflow counters from the bit-accurate simulator
-    and float vs bit-accurate accuracy. Raises DelayRangeError if delays exceed the
-    target (run check_delays with clip=True first to clip them).
+    target: None (Loihi 2), a target name or TOML path, or a Target. Its description is
+    stored in the QNetwork (``target_spec``), so every consumer simulates and checks the
+    same arithmetic. weight_bits: the precision, default the target's; it may only
+    narrow what the target holds (:func:`weight_precision`). input_scale: graded input =
+    round(count * it). bias_exp_min: smallest bias exponent (default the target's
+    ``netx_bias_exp``, which a lava-dl netx file carries exactly; 0 gives a finer bias
+    for direct Lava processes only).
+    With data=(x_padded, labels) (calibration data: never test data): exponents are
+    chosen from the float activity, and the report gives per-layer headroom / overflow
+    counters from the bit-accurate simulator and float vs bit-accurate accuracy. Raises
+    DelayRangeError if delays exceed the target (run check_delays with clip=True first),
+    QuantizationError if the result would not fit the target.
     """
     if not isinstance(net, Network):
         raise PassError(f"quantize expects a float Network, got {type(net).__name__}")
-    p = _target_params(target_or_params)
-    if weight_bits is not None:
-        p["weight_bits"] = int(weight_bits)
-    p["bias_exp_min"] = int(bias_exp_min)
+    tgt = _target(target)
+    a = fp.arith(tgt)
+    b = weight_precision(tgt, weight_bits)
+    bias_exp_min = a.netx_bias_exp if bias_exp_min is None else int(bias_exp_min)
     input_scale = float(input_scale)
     if not (input_scale > 0 and math.isfinite(input_scale)):
         raise PassError(f"input_scale must be a positive number, got {input_scale}")
-    check_delays(net, p["max_delay"])                      # raises if delays do not fit
+    check_delays(net, tgt.max_delay)                       # raises if delays do not fit
     data = _check_data(net.n_in, data)
     act = _float_activity(net, data[0]) if data is not None else None
     warn: list[str] = []
     qlayers, rows = [], []
     for k, layer in enumerate(net.layers):
         gain = input_scale if k == 0 else 1.0
-        ql, row = _quantize_layer(k, layer, p, gain, act, warn)
+        ql, row = _quantize_layer(k, layer, a, b, bias_exp_min, gain, act, warn)
         qlayers.append(ql)
         rows.append(row)
-    qnet = QNetwork(layers=qlayers, target=str(p["name"]), dt=net.dt,
-                    input_scale=input_scale, class_names=list(net.class_names),
-                    meta={**net.meta, "quantized_from": "float network",
-                          "weight_bits": int(p["weight_bits"])})
-    rep = QuantReport(str(p["name"]), int(p["weight_bits"]), input_scale, rows,
-                      warnings=warn)
-    _check_lava_roundtrip(qnet)
+    qnet = QNetwork(layers=qlayers, target=tgt.name, dt=net.dt, input_scale=input_scale,
+                    class_names=list(net.class_names),
+                    meta={**net.meta, "quantized_from": "float network", "weight_bits": b},
+                    target_spec=tgt.to_dict())
+    fp.ensure_fits(qnet, a, QuantizationError,
+                   f"the quantized network does not fit target {tgt.name!r}")
+    rep = QuantReport(tgt.name, b, input_scale, rows, warnings=warn)
+    for k, ql in enumerate(qnet.layers):         # Lava's truncation must change nothing
+        if not np.array_equal(fp.effective_weights(ql.weight, ql.num_weight_bits, a),
+                              ql.weight):
+            raise QuantizationError(f"internal: {_tag(k, ql)} weights would be changed "
+                                    f"by Lava's truncation")
     if data is not None:
         _measure(net, qnet, data, rep)
     for w in rep.warnings:
         warnings.warn(w, stacklevel=2)
     return qnet, rep
-
-
-def _check_lava_roundtrip(qnet: QNetwork) -> None:
-    """Every weight must survive Lava's clip/truncate unchanged (so Lava == bitsim)."""
-    from neurodelay.sim.bitsim import lava_weights
-    for k, layer in enumerate(qnet.layers):
-        if not np.array_equal(lava_weights(layer.weight, layer.num_weight_bits),
-                              layer.weight):
-            raise QuantizationError(f"internal: {_tag(k, layer)} weights would be changed "
-                                    f"by Lava's truncation")
 
 
 def _measure(net: Network, qnet: QNetwork, data, rep: QuantReport) -> None:
@@ -562,19 +556,19 @@ def _measure(net: Network, qnet: QNetwork, data, rep: QuantReport) -> None:
     res = bitsim.run(qnet, bitsim.quantize_input(qnet, x), n_steps=T + L, stats=True)
     for row, st, layer in zip(rep.layers, res.stats, qnet.layers):
         vmax = max(abs(st["v_max"]), abs(st["v_min"]))
-        row.update({"headroom": vmax / bitsim.UV_MAX, "max_abs_a_in": st["max_abs_a_in"],
+        row.update({"headroom": vmax / res.state_max, "max_abs_a_in": st["max_abs_a_in"],
                     "u_wraps": st["u_wraps"], "v_clips": st["v_clips"]})
         tag = _tag(row["layer"], layer)
         if st["u_wraps"]:
-            rep.warnings.append(f"{tag}: the 24-bit current u wrapped {st['u_wraps']} "
-                                f"time(s) on the data")
+            rep.warnings.append(f"{tag}: the current u wrapped {st['u_wraps']} time(s) on "
+                                f"the data")
         if st["v_clips"]:
-            rep.warnings.append(f"{tag}: v was clipped at +-(2**23 - 1) {st['v_clips']} "
+            rep.warnings.append(f"{tag}: v was clipped at the state limit {st['v_clips']} "
                                 f"time(s) on the data")
         if layer.kind == "li" and st["spikes"]:
-            rep.warnings.append(f"{tag}: the readout membrane saturated (reached the "
-                                f"threshold 2**17-1 << 6) {st['spikes']} time(s) on the "
-                                f"data; use a smaller input_scale or fewer weight bits")
+            rep.warnings.append(f"{tag}: the readout membrane saturated (reached its "
+                                f"largest threshold) {st['spikes']} time(s) on the data; "
+                                f"use a smaller input_scale or fewer weight bits")
     u = bitsim.align_to_float(res, T).astype(np.float64) * qnet.layers[-1].scale
     pred_q = bitsim.readout_scores(u).argmax(axis=1)
     _, pred_f = floatsim.predict(net, x)
@@ -589,17 +583,16 @@ def _measure(net: Network, qnet: QNetwork, data, rep: QuantReport) -> None:
 def run_passes(net: Network, target=None, *, clip_delays: bool = False,
                k_per_neuron: int | None = None, sparsity: float | None = None,
                data=None, weight_bits: int | None = None, input_scale: float = 1.0,
-               bias_exp_min: int = NETX_BIAS_EXP) -> tuple[QNetwork, list]:
+               bias_exp_min: int | None = None) -> tuple[QNetwork, list]:
     """check_delays -> (prune, if k_per_neuron or sparsity) -> quantize; returns the
     QNetwork and the list of reports in order."""
-    p = _target_params(target)
-    net, r1 = check_delays(net, p["max_delay"], clip=clip_delays, data=data)
+    tgt = _target(target)
+    net, r1 = check_delays(net, tgt.max_delay, clip=clip_delays, data=data)
     reports = [r1]
     if k_per_neuron is not None or sparsity is not None:
         net, r2 = prune(net, k_per_neuron=k_per_neuron, sparsity=sparsity, data=data)
         reports.append(r2)
-    qnet, r3 = quantize(net, target if target is not None else p, data=data,
-                        weight_bits=weight_bits, input_scale=input_scale,
-                        bias_exp_min=bias_exp_min)
+    qnet, r3 = quantize(net, tgt, data=data, weight_bits=weight_bits,
+                        input_scale=input_scale, bias_exp_min=bias_exp_min)
     reports.append(r3)
     return qnet, reports

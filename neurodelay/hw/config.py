@@ -11,7 +11,12 @@ below is required unless marked optional, and unknown fields are rejected (typos
                 max_delay        int    largest usable delay in steps (0: no delays);
                                         must fit in delay_bits
                 max_delay_hardware int  (optional) what the lowest layer accepts, >= max_delay
+                accumulator_bits int    (optional, 32) synaptic buffer width (wraps)
+                input_bits       int    (optional, 16) declared width of the LIF input a_in
     [neuron]    du_bits, dv_bits, vth_bits, state_bits, bias_mant_bits, bias_exp_bits   int
+                current_shift    int    (optional, 6) a_in << current_shift enters u
+                threshold_shift  int    (optional, 6) spike when v > vth << threshold_shift
+                netx_bias_exp    int    (optional, 6) the bias exponent lava-dl netx fixes
     [spikes]    graded bool ; payload_bits int (0 for binary spikes, > 0 iff graded)
     [timing]    latency_per_layer int  steps each synaptic layer adds
     [resources] cores_per_chip, chips, neurons_per_core, synaptic_memory_per_core (bytes)
@@ -38,7 +43,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 
 from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
 
@@ -58,10 +62,12 @@ _SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
     "synapse": {"weight_bits": (int, True), "weight_exp_min": (int, True),
                 "weight_exp_max": (int, True), "sign_mode": (str, True),
                 "delay_bits": (int, True), "max_delay": (int, True),
-                "max_delay_hardware": (int, False)},
+                "max_delay_hardware": (int, False), "accumulator_bits": (int, False),
+                "input_bits": (int, False)},
     "neuron": {"du_bits": (int, True), "dv_bits": (int, True), "vth_bits": (int, True),
                "state_bits": (int, True), "bias_mant_bits": (int, True),
-               "bias_exp_bits": (int, True)},
+               "bias_exp_bits": (int, True), "current_shift": (int, False),
+               "threshold_shift": (int, False), "netx_bias_exp": (int, False)},
     "spikes": {"graded": (bool, True), "payload_bits": (int, True)},
     "timing": {"latency_per_layer": (int, True)},
     "resources": {"cores_per_chip": (int, True), "chips": (int, True),
@@ -106,6 +112,12 @@ class Target:
     max_fan_in: int = 0              # 0 = no limit
     max_fan_out: int = 0
     max_neurons_per_layer: int = 0
+    # arithmetic details of Lava's models (defaults: the measured Loihi 2 values)
+    accumulator_bits: int = 32
+    input_bits: int = 16
+    current_shift: int = 6
+    threshold_shift: int = 6
+    netx_bias_exp: int = 6
 
     @property
     def has_delays(self) -> bool:
@@ -119,14 +131,11 @@ class Target:
     def bits_per_synapse(self) -> int:
         return self.weight_bits + self.delay_bits
 
-    def weight_mantissa_range(self) -> tuple[int, int]:
-        """Weight mantissas Lava's Dense accepts for this sign mode (its own check)."""
-        b = self.weight_bits
-        if self.sign_mode == "mixed":
-            return -(2 ** b), 2 ** b - 1
-        if self.sign_mode == "excitatory":
-            return 0, 2 ** b - 1
-        return -(2 ** b) + 1, 0
+    def to_dict(self) -> dict:
+        """Every field (JSON-ready); :func:`target_from_dict` reads it back."""
+        from dataclasses import asdict
+
+        return asdict(self)
 
 
 def config_dir():
@@ -183,11 +192,32 @@ def _parse(data: dict, src: str) -> Target:
     return Target(source=src, **values)
 
 
+def target_from_dict(d: dict) -> Target:
+    """A Target from :meth:`Target.to_dict` (as stored in a quantized network file),
+    validated like a TOML file."""
+    if not isinstance(d, dict):
+        raise TargetError(f"a target description must be a dict, got {type(d).__name__}")
+    src = str(d.get("source", "stored target description"))
+
+    def fail(where: str, msg: str) -> TargetError:
+        return TargetError(f"{src}: {where}: {msg}")
+
+    known = {f for spec in _SCHEMA.values() for f in spec} | {"name", "description"}
+    values = {k: v for k, v in d.items() if k in known}
+    missing = sorted(f for s, spec in _SCHEMA.items() for f, (_, req) in spec.items()
+                     if req and f not in values)
+    if missing:
+        raise fail(", ".join(missing), "missing from the stored target description")
+    values.setdefault("max_delay_hardware", values["max_delay"])
+    _check_values(values, fail)
+    return Target(source=src, **values)
+
+
 def _check_values(v: dict, fail) -> None:
     """Range and consistency checks; raise via fail(where, msg)."""
     nonneg = ["delay_bits", "max_delay", "max_delay_hardware", "payload_bits",
               "latency_per_layer", "max_fan_in", "max_fan_out", "max_neurons_per_layer",
-              "bias_exp_bits"]
+              "bias_exp_bits", "current_shift", "threshold_shift", "netx_bias_exp"]
     positive = ["weight_bits", "du_bits", "dv_bits", "vth_bits", "state_bits",
                 "bias_mant_bits", "cores_per_chip", "chips", "neurons_per_core",
                 "synaptic_memory_per_core"]
@@ -200,6 +230,12 @@ def _check_values(v: dict, fail) -> None:
             raise fail(f"[{section[key]}] {key}", f"must be > 0, got {v[key]}")
     if v["weight_bits"] > 32:
         raise fail("[synapse] weight_bits", f"must be <= 32, got {v['weight_bits']}")
+    for key, lo, hi in (("accumulator_bits", 8, 64), ("input_bits", 2, 64),
+                        ("state_bits", 2, 48), ("du_bits", 1, 24), ("dv_bits", 1, 24),
+                        ("vth_bits", 1, 40), ("bias_mant_bits", 2, 32)):
+        if key in v and not lo <= v[key] <= hi:
+            raise fail(f"[{section[key]}] {key}", f"must be in {lo}..{hi}, got {v[key]}")
+
     if v["weight_exp_min"] > v["weight_exp_max"]:
         raise fail("[synapse] weight_exp_min", f"{v['weight_exp_min']} > weight_exp_max "
                    f"{v['weight_exp_max']}")
@@ -272,56 +308,6 @@ def _layer_stats(layer: Layer | QLayer, target: Target) -> dict:
     }
 
 
-def _delay_violations(tag: str, layer, target: Target) -> list[str]:
-    used = layer.weight != 0
-    delays = layer.delay[used]
-    if not target.has_delays:
-        n = int((delays > 0).sum())
-        if n:
-            return [f"{tag}: uses synaptic delays (up to {int(delays.max())} steps, {n} "
-                    f"synapses with delay > 0) but target {target.name!r} has no synaptic "
-                    f"delays (max_delay 0): use a network without delays or a target with "
-                    f"delays"]
-        return []
-    n = int((delays > target.max_delay).sum())
-    if n:
-        return [f"{tag}: max_delay: {int(delays.max())} > allowed {target.max_delay} "
-                f"({n} synapses above it)"]
-    return []
-
-
-def _range_violation(tag: str, what: str, values, lo: int, hi: int) -> list[str]:
-    values = np.atleast_1d(np.asarray(values))
-    bad = (values < lo) | (values > hi)
-    if not bad.any():
-        return []
-    return [f"{tag}: {what}: values {int(values.min())}..{int(values.max())} outside the "
-            f"allowed {lo}..{hi} ({int(bad.sum())} of {values.size})"]
-
-
-def _quant_violations(tag: str, layer: QLayer, t: Target) -> list[str]:
-    """Field-width checks that only make sense for integer (quantized) layers."""
-    out = []
-    lo, hi = t.weight_mantissa_range()
-    out += _range_violation(tag, f"weight ({t.weight_bits}-bit {t.sign_mode})",
-                            layer.weight, lo, hi)
-    out += _range_violation(tag, "weight_exp", layer.weight_exp,
-                            t.weight_exp_min, t.weight_exp_max)
-    nwb_max = t.weight_bits + (1 if t.sign_mode == "mixed" else 0)
-    out += _range_violation(tag, "num_weight_bits", layer.num_weight_bits, 1, nwb_max)
-    b = t.bias_mant_bits
-    out += _range_violation(tag, f"bias_mant ({b}-bit signed)", layer.bias_mant,
-                            -(2 ** (b - 1)), 2 ** (b - 1) - 1)
-    out += _range_violation(tag, f"bias_exp ({t.bias_exp_bits}-bit)", layer.bias_exp,
-                            0, 2 ** t.bias_exp_bits - 1)
-    out += _range_violation(tag, f"du ({t.du_bits}-bit)", layer.du, 0, 2 ** t.du_bits - 1)
-    out += _range_violation(tag, f"dv ({t.dv_bits}-bit)", layer.dv, 0, 2 ** t.dv_bits - 1)
-    if layer.vth is not None:
-        out += _range_violation(tag, f"vth ({t.vth_bits}-bit)", layer.vth,
-                                0, 2 ** t.vth_bits - 1)
-    return out
-
-
 def resource_report(net: Network | QNetwork, target) -> dict:
     """Estimate what ``net`` needs on ``target`` (a Target, name or path) and list limits it
     violates.
@@ -333,16 +319,22 @@ def resource_report(net: Network | QNetwork, target) -> dict:
     violations (list of str, each naming layer, limit, value and allowed value), notes
     (list of str) and fits (bool: no violations).
     """
+    from neurodelay.hw import fixedpoint as fp
+
     t = load_target(target)
     if not isinstance(net, (Network, QNetwork)):
-        raise TypeError(f"resource_report expects a Network or QNetwork, got "
-                        f"{type(net).__name__}")
+        raise TargetError(f"resource_report expects a Network or QNetwork, got "
+                          f"{type(net).__name__}")
+    a = fp.arith(t)
     layers, violations, notes = [], [], []
     for k, layer in enumerate(net.layers):
         st = _layer_stats(layer, t)
         layers.append(st)
         tag = f"layer {k}" + (f" {layer.name!r}" if layer.name else "")
-        violations += _delay_violations(tag, layer, t)
+        if isinstance(layer, QLayer):     # every integer field, delays included
+            violations += fp.check_qlayer(layer, a, tag, hidden=k < len(net.layers) - 1)
+        else:
+            violations += fp.delay_violations(tag, layer.weight, layer.delay, a)
         if t.max_neurons_per_layer and st["neurons"] > t.max_neurons_per_layer:
             violations.append(f"{tag}: max_neurons_per_layer: {st['neurons']} > allowed "
                               f"{t.max_neurons_per_layer}")
@@ -352,8 +344,6 @@ def resource_report(net: Network | QNetwork, target) -> dict:
         if t.max_fan_out and st["max_fan_out"] > t.max_fan_out:
             violations.append(f"{tag}: max_fan_out: {st['max_fan_out']} > allowed "
                               f"{t.max_fan_out}")
-        if isinstance(layer, QLayer):
-            violations += _quant_violations(tag, layer, t)
     totals = {key: sum(st[key] for st in layers)
               for key in ("neurons", "synapses", "synaptic_memory_bytes", "cores")}
     totals["chips_needed"] = math.ceil(totals["cores"] / t.cores_per_chip)

@@ -8,45 +8,17 @@ Process network simulated (the one :mod:`neurodelay.sim.lavarun` builds)::
 Time ("Lava timing"): row ``k`` of every array is Lava step ``k + 1`` (0-based rows, as
 ``lavarun`` records them). ``s_in[:, k]`` enters layer 0's synapse process at row k.
 
-Integer semantics, with the Lava source they reproduce (paths relative to
-``site-packages/lava``):
-
-1. Weights (``proc/dense/models.py``, ``PyDelayDenseModelBitAcc.run_spk`` and
-   ``AbstractPyDenseModelBitAcc.run_spk``, first step): ``sign_mode =
-   determine_sign_mode(weights)`` (``utils/weightutils.py``: excitatory if min >= 0,
-   inhibitory if max <= 0, else mixed); ``clip_weights(w, sign_mode, num_bits=8)`` (mixed
-   -256..255, excitatory 0..255, inhibitory -255..0); ``truncate_weights(w, sign_mode,
-   num_weight_bits)`` = ``(w >> t) << t`` with ``t = 8 - num_weight_bits + (mixed)`` (on
-   the negated matrix for inhibitory). So mixed weights with num_weight_bits = 8 lose
-   their LSB, rounding toward -inf: [101, -3] -> [100, -4]. With num_weight_bits above
-   8 (+1 if mixed) the shift count is negative and numpy (hence Lava) zeroes every
-   weight -- reproduced, not corrected. See :func:`lava_weights`.
-2. Synaptic accumulation (``calc_act`` + ``run_spk`` of the DelayDense model): at row r
-   the synapse receives s[r] (hidden layers: binary, ``s_in.astype(bool)``; layer 0:
-   graded integer payloads), computes for every delay k the group sum
-   ``acc_k = sum_j W_ij [D_ij == k] s_j[r]`` (int64) and shifts it by ``weight_exp``
-   (``np.left_shift`` for > 0, else ``np.right_shift``: an arithmetic shift, i.e. floor
-   division, rounding toward -inf), then adds it into the int32 buffer ``a_buff[:, k]``.
-   The buffer is rolled by one column per step and column 0 is sent *before* the
-   accumulation, so group k of row r arrives at the LIF at row ``r + 1 + k``:
-   latency 1 + d per layer (plain Dense: 1). The LIF's ``a_in`` is the int32 sum of
-   everything arriving at that row.
-3. CUBA LIF (``proc/lif/models.py``, ``AbstractPyLifModelFixed.subthr_dynamics`` and
-   ``PyLifModelBitAcc``), every row, all layers from row 0 on::
-
-       p  = u * (4096 - (du + 1))                       # int64
-       u' = sign(p) * (|p| >> 12)                       # rounds toward zero
-       c  = int32(u' + int32(a_in << 6))
-       u  = c - 2**24 if c > 2**23 else (c + 2**24 if c <= -2**23 else c)   # 24-bit wrap
-       q  = v * (4096 - dv)  ;  v' = sign(q) * (|q| >> 12)
-       v  = clip(v' + u + (bias_mant << bias_exp), -(2**23 - 1), 2**23 - 1)
-       spike = v > (vth << 6) ;  v[spike] = 0
-
-   (``bias_exp < 0`` right-shifts, as Lava's ``scale_bias``). du = 4095 clears the
-   current each step (u = a_in << 6); the bias is added to v unshifted by 6.
-   A readout (``kind == "li"``) is a LIF with ``vth = 2**17 - 1`` (as ``lavarun``
-   builds it): it spikes only if v exceeds 8,388,544, which quantization avoids.
-   Hidden spikes carry payload 1.
+Integer semantics: exactly those of :mod:`neurodelay.hw.fixedpoint` (the one home of the
+Loihi 2 rules, with the Lava source of each), for the target the network was quantized
+for: Lava's weight clip and truncation per sign mode, the floor shift by ``weight_exp``
+of every delay group's sum into the wrapping synaptic buffer, the CUBA LIF with decays
+rounding toward zero, the state wrap of u and clip of v, the strict threshold and reset
+to 0, the bias ``bias_mant << bias_exp``, a readout that is a LIF with the largest
+threshold. What the simulator adds is the timing and the batching: at row r the
+synapse receives s[r] (hidden layers: binary spikes, payload 1; layer 0: graded integer
+payloads); group k of row r arrives at the LIF at row ``r + 1 + k`` (latency 1 + d per
+layer, measured against Lava). A network that does not fit its target's integer format
+is refused (:func:`check_qnet`), as the Lava runner and the exporters refuse it.
 
 Alignment with the float semantics (:mod:`neurodelay.deploy.network`): layer l's float step t
 is Lava row ``t + l + 1`` (one step of latency per synapse process; the delays are the
@@ -91,16 +63,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neurodelay.deploy.network import QLayer, QNetwork
+from neurodelay.hw import fixedpoint as fp
+from neurodelay.hw.fixedpoint import Arith
 
-LI_VTH = 2 ** 17 - 1                 # threshold mantissa Lava gets for a readout
-DECAY_SHIFT = 12                     # decays are 12-bit fractions of 4096
-ACT_SHIFT = 6                        # a_in << 6 enters u
-VTH_SHIFT = 6                        # v is compared with vth << 6
-UV_MAX = 2 ** 23                     # u and v are 24-bit
-V_LIMIT = UV_MAX - 1                 # v is clipped to +-(2**23 - 1)
-MAX_DELAY_LAVA = 63                  # DelayDense refuses larger delays (6 bits)
-
-_I32 = 2 ** 31
+# Every Loihi 2 rule (weight clip/truncation, shifts, decays, widths, thresholds) comes
+# from neurodelay.hw.fixedpoint, parameterised by the network's target; the constants
+# below are only this simulator's own numerical strategy.
+_I32 = 2 ** 31                       # float64 sums below this are exact after rint
 _GROUPED_MAX = 4                     # up to this many distinct delays: grouped matmuls
 _F32_BOUND = 2 ** 20                 # float32 FFT only for |sums| below this bound ...
 _F32_TOL = 1 / 16                    # ... and only if every result is this close to an int
@@ -114,64 +83,9 @@ class BitSimError(NeurodelayError, ValueError):
 
 # ----------------------------------------------------------------------------- helpers
 
-def _wrap32(x: np.ndarray) -> np.ndarray:
-    """Two's-complement wrap of int64 values to int32's range (what int32 numpy ops do)."""
-    return ((x + _I32) & (2 * _I32 - 1)) - _I32
-
-
-def _trunc_shift12(p: np.ndarray) -> np.ndarray:
-    """sign(p) * (|p| >> 12) for int64 p, i.e. division by 4096 rounding toward zero
-    (Lava: ``np.sign(x) * np.right_shift(np.abs(x), self.decay_shift)``)."""
-    return (p + ((p >> 63) & 4095)) >> DECAY_SHIFT
-
-
-def sign_mode(weight: np.ndarray) -> str:
-    """'excitatory' | 'inhibitory' | 'mixed' as Lava's ``determine_sign_mode`` decides."""
-    w = np.asarray(weight)
-    if w.size == 0 or w.min() >= 0:
-        return "excitatory"
-    if w.max() <= 0:
-        return "inhibitory"
-    return "mixed"
-
-
-def lava_weights(weight: np.ndarray, num_weight_bits: int) -> np.ndarray:
-    """The weights Lava's fixed_pt Dense/DelayDense actually use (int64).
-
-    Reproduces ``clip_weights(w, sign_mode, num_bits=8)`` then ``truncate_weights(w,
-    sign_mode, num_weight_bits)`` from ``lava/utils/weightutils.py`` with the sign mode
-    of ``determine_sign_mode``.
-    """
-    w = np.asarray(weight).astype(np.int64)
-    mode = sign_mode(w)
-    mixed = int(mode == "mixed")
-    nwb = int(num_weight_bits)
-    if nwb < 1:
-        raise BitSimError(f"num_weight_bits={nwb} must be >= 1")
-    if mode == "inhibitory":
-        w = -w
-    w = np.clip(w, -256 * mixed, 255)
-    t = 8 - nwb + mixed
-    if t < 0:
-        # num_weight_bits > 8 (+1 if mixed): numpy shifts by a negative count give 0
-        # (or -1 for negatives, then shifted left: 0) -- Lava silently zeroes every weight
-        return np.zeros_like(w)
-    w = (w >> t) << t
-    if mode == "inhibitory":
-        w = -w
-    return w
-
-
-def layer_vth(layer: QLayer) -> int:
-    """Threshold mantissa Lava gets (readout / vth None: 2**17 - 1), as lavarun does."""
-    return LI_VTH if layer.kind == "li" or layer.vth is None else int(layer.vth)
-
-
-def effective_bias(layer: QLayer) -> np.ndarray:
-    """bias_mant << bias_exp (right shift for a negative exponent), Lava's scale_bias."""
-    b = layer.bias_mant.astype(np.int64)
-    e = int(layer.bias_exp)
-    return b << e if e >= 0 else b >> -e
+def layer_vth(layer: QLayer, a: Arith | None = None) -> int:
+    """Threshold mantissa Lava gets (a readout: the largest), as lavarun builds it."""
+    return fp.layer_vth(layer, a or fp.arith())
 
 
 def _used_delay_max(layer: QLayer) -> int:
@@ -190,21 +104,18 @@ def float_row(layer_index: int, t: int) -> int:
     return int(t) + int(layer_index) + 1
 
 
-def check_qnet(qnet: QNetwork) -> None:
-    """Raise :class:`BitSimError` for what Lava's fixed_pt models cannot run."""
+def check_qnet(qnet: QNetwork) -> Arith:
+    """The network's arithmetic, or :class:`BitSimError` listing every field that does
+    not fit its target (:func:`neurodelay.hw.fixedpoint.check_qnet`: the same rules the
+    Lava runner, the exporters and the resource report apply)."""
     if not isinstance(qnet, QNetwork):
         raise BitSimError(f"expected a QNetwork, got {type(qnet).__name__} (quantize a "
                           f"float Network first with neurodelay.deploy.passes.quantize)")
-    for k, layer in enumerate(qnet.layers):
-        tag = f"layer {k}" + (f" ({layer.name!r})" if layer.name else "")
-        if layer.delay.size and layer.delay.max() > MAX_DELAY_LAVA:
-            raise BitSimError(f"{tag}: delay {int(layer.delay.max())} > {MAX_DELAY_LAVA}, "
-                              f"the 6-bit limit of Lava's DelayDense; clip the delays "
-                              f"(passes.check_delays(..., clip=True))")
-        if k < len(qnet.layers) - 1 and layer.kind != "lif":
-            raise BitSimError(f"{tag}: hidden layers must spike (kind 'lif')")
-        if layer.num_weight_bits < 1:
-            raise BitSimError(f"{tag}: num_weight_bits must be >= 1")
+    a = fp.arith(qnet)
+    fp.ensure_fits(qnet, a, BitSimError,
+                   f"the quantized network does not fit target {a.name!r}; the "
+                   f"bit-accurate simulator (like Lava) refuses it")
+    return a
 
 
 # ----------------------------------------------------------------------------- synapses
@@ -226,13 +137,13 @@ class _Syn:
         return np.where(self.delay == k, self.w, 0)
 
 
-def _prepare(layer: QLayer) -> _Syn:
-    w = lava_weights(layer.weight, layer.num_weight_bits)
+def _prepare(layer: QLayer, a: Arith) -> _Syn:
+    w = fp.effective_weights(layer.weight, layer.num_weight_bits, a)
     used = w != 0
     delay = np.where(used, layer.delay, 0).astype(np.int64)
     delays = np.unique(delay[used]).astype(np.int64)
     e = int(layer.weight_exp)
-    linear = e >= 0 or bool(np.all(w % (1 << -e) == 0))
+    linear = fp.shift_is_exact(w, e)
     row_abs = int(np.abs(w).sum(axis=1).max()) if w.size else 0
     return _Syn(w, delay, delays, e, linear, row_abs)
 
@@ -240,30 +151,25 @@ def _prepare(layer: QLayer) -> _Syn:
 _SYN_CACHE: dict = {}                # fingerprint -> _Syn (keeps FFT kernels between calls)
 
 
-def _prepared(layer: QLayer) -> _Syn:
+def _prepared(layer: QLayer, a: Arith) -> _Syn:
     """_prepare(layer), cached by the content of the fields the synapse uses."""
     h = hashlib.blake2b(digest_size=16)
     for arr in (layer.weight, layer.delay):
-        a = np.ascontiguousarray(arr, dtype=np.int64)
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    h.update(f"{layer.weight_exp},{layer.num_weight_bits}".encode())
+        c = np.ascontiguousarray(arr, dtype=np.int64)
+        h.update(str(c.shape).encode())
+        h.update(c.tobytes())
+    h.update(f"{layer.weight_exp},{layer.num_weight_bits},{a}".encode())
     key = h.hexdigest()
     syn = _SYN_CACHE.get(key)
     if syn is None:
         if len(_SYN_CACHE) >= 8:
             _SYN_CACHE.pop(next(iter(_SYN_CACHE)))
-        syn = _SYN_CACHE[key] = _prepare(layer)
+        syn = _SYN_CACHE[key] = _prepare(layer, a)
     return syn
 
 
-def _shift(x: np.ndarray, e: int) -> np.ndarray:
-    """Lava's weight_exp shift (np.left_shift if e > 0 else np.right_shift: floor)."""
-    return x << e if e > 0 else x >> -e
-
-
 def _synaptic_input(syn: _Syn, s: np.ndarray, smax: int, n_out: int,
-                    precision: str) -> tuple[np.ndarray, int]:
+                    precision: str, a: Arith) -> tuple[np.ndarray, int]:
     """(a_in, bound): the input (R, B, n_out) the LIF receives for presynaptic payloads
     s (R, B, n_in) (row r of s enters the synapse process at row r), as integer-valued
     float64 (exact: |a_in| < 2**31), and a bound on |a_in|."""
@@ -271,13 +177,14 @@ def _synaptic_input(syn: _Syn, s: np.ndarray, smax: int, n_out: int,
     if len(syn.delays) == 0 or R < 2 or smax == 0:
         return np.zeros((R, B, n_out), np.float64), 0
     bound = syn.row_abs * smax                       # |group sum| and |total| <= bound
-    if syn.linear and (bound << max(syn.weight_exp, 0)) < _I32:
+    acc_max = 1 << (a.accumulator_bits - 1)
+    if syn.linear and (bound << max(syn.weight_exp, 0)) < min(_I32, acc_max):
         total = _total_fast(syn, s, bound, precision)
         if syn.weight_exp:
             total *= 2.0 ** syn.weight_exp           # exact: sums of multiples of 2**-e
         return total, bound << max(syn.weight_exp, 0)
-    # exact path: per-group int64 sums, Lava's floor shift per group, int32 buffer wrap
-    a = np.zeros((R, B, n_out), np.int64)
+    # exact path: per-group int64 sums, Lava's floor shift per group, buffer wrap
+    out = np.zeros((R, B, n_out), np.int64)
     flat = s.reshape(R * B, n_in)
     for k in syn.delays:
         k = int(k)
@@ -288,9 +195,10 @@ def _synaptic_input(syn: _Syn, s: np.ndarray, smax: int, n_out: int,
             acc = np.rint(flat.astype(np.float64) @ wk.T.astype(np.float64)).astype(np.int64)
         else:
             acc = flat.astype(np.int64) @ wk.T
-        acc = _shift(acc.reshape(R, B, n_out), syn.weight_exp)
-        a[1 + k:] += acc[:R - 1 - k]
-    return _wrap32(a).astype(np.float64), _I32
+        acc = fp.shift_sum(acc.reshape(R, B, n_out), syn.weight_exp)
+        out[1 + k:] += acc[:R - 1 - k]
+    return (fp.wrap_bits(out, a.accumulator_bits).astype(np.float64),
+            1 << (a.accumulator_bits - 1))
 
 
 def _total_fast(syn: _Syn, s: np.ndarray, bound: int, precision: str) -> np.ndarray:
@@ -393,31 +301,31 @@ def _fft_conv(syn: _Syn, s: np.ndarray, R: int, delays: list, dtype):
 
 # ----------------------------------------------------------------------------- neurons
 
-def _current(layer: QLayer, a_in: np.ndarray, want_stats: bool, st: dict) -> np.ndarray:
-    """u (R, B, n) int64 for a_in (R, B, n) int64: Lava's current update, 24-bit wrap."""
-    du = int(layer.du)
-    act = _wrap32(a_in << ACT_SHIFT)
+def _current(layer: QLayer, a_in: np.ndarray, want_stats: bool, st: dict,
+             a: Arith) -> np.ndarray:
+    """u (R, B, n) int64 for a_in (R, B, n) int64: Lava's current update, state wrap."""
+    act = fp.current_input(a_in, a)
 
-    def wrap24(c):
-        w = np.where(c > UV_MAX, c - 2 * UV_MAX, np.where(c <= -UV_MAX, c + 2 * UV_MAX, c))
+    def wrap(c):
+        w = fp.wrap_current(c, a)
         if want_stats:
             st["u_wraps"] += int(np.count_nonzero(w != c))
         return w
 
-    if du == 4095:
-        return wrap24(act)
+    keep = fp.current_keep(layer.du, a)
+    if keep == 0:                                   # the current is cleared every step
+        return wrap(act)
     R, B, n = a_in.shape
     U = np.empty_like(a_in)
     u = np.zeros((B, n), np.int64)
-    fu = 4096 - (du + 1)
     for r in range(R):
-        u = wrap24(_wrap32(_trunc_shift12(u * fu) + act[r]))
+        u = wrap(fp.wrap_bits(fp.decay(u, keep, a.du_bits) + act[r], a.accumulator_bits))
         U[r] = u
     return U
 
 
-def _clip_free(drive: np.ndarray, c: float, vth6: float, R: int) -> bool:
-    """True if v provably stays within +-(2**23 - 1), so the clip can be skipped.
+def _clip_free(drive: np.ndarray, c: float, vth6: float, R: int, limit: int) -> bool:
+    """True if v provably stays within +-limit (the state clip), so it can be skipped.
 
     After every step v <= vth6 (else it spikes and resets), so before the clip
     v <= vth6 + max(drive) (for vth6 >= 0); from below, |v| <= |min(drive)| / (1 - c)
@@ -428,44 +336,47 @@ def _clip_free(drive: np.ndarray, c: float, vth6: float, R: int) -> bool:
     hi, lo = float(drive.max()), float(drive.min())
     pos = max(vth6, 0.0) + max(hi, 0.0)
     neg = -min(lo, 0.0) * (R if c >= 1.0 else min(R, 1.0 / (1.0 - c)))
-    return pos <= V_LIMIT and neg <= V_LIMIT
+    return pos <= limit and neg <= limit
 
 
-def _lif(layer: QLayer, a_in: np.ndarray, a_bound: int, record: bool, want_stats: bool):
+def _lif(layer: QLayer, a_in: np.ndarray, a_bound: int, record: bool, want_stats: bool,
+         a: Arith):
     """Run Lava's bit-accurate CUBA LIF over all rows of a_in (R, B, n), integer-valued
     float64 with |a_in| <= a_bound.
 
     Returns (spikes (R, B, n) bool, v_rows, u_rows, stats); v_rows (R, B, n) int64 for
     the readout or when recording, u_rows (int64) when recording, else None.
 
-    v is kept in float64, which is exact here: |v| < 2**23, v * (4096 - dv) < 2**35 and
-    the division by 4096 is a power-of-two scaling, so trunc(v * (4096 - dv) / 4096)
-    equals Lava's sign(p) * (|p| >> 12).
+    v is kept in float64, which is exact here (:func:`neurodelay.hw.fixedpoint.decay`):
+    |v| < 2**(S-1), v * keep < 2**53 and the division by 2**dv_bits is a power-of-two
+    scaling, so trunc(v * keep / 2**dv_bits) equals Lava's sign(p) * (|p| >> dv_bits).
     """
     R, B, n = a_in.shape
     st = {"max_abs_a_in": 0, "u_wraps": 0, "v_clips": 0, "v_max": 0, "v_min": 0,
           "max_abs_u": 0}
     if want_stats:
         st["max_abs_a_in"] = int(np.abs(a_in).max(initial=0))
-    bias = effective_bias(layer).astype(np.float64)
-    if int(layer.du) == 4095 and a_bound < 2 ** 17:
-        # decayed current is 0 and a_in << 6 cannot wrap: u = 64 a_in (float64 exact)
-        drive = np.multiply(a_in, float(1 << ACT_SHIFT))
+    bias = fp.effective_bias(layer.bias_mant, layer.bias_exp).astype(np.float64)
+    if fp.current_keep(layer.du, a) == 0 and (a_bound << a.current_shift) < a.state_max:
+        # the current is cleared every step and a_in << shift can neither wrap the
+        # accumulator nor the state: u = a_in << shift exactly (float64)
+        drive = fp.current_input(a_in, a)
         if want_stats:
-            st["max_abs_u"] = st["max_abs_a_in"] << ACT_SHIFT
+            st["max_abs_u"] = st["max_abs_a_in"] << a.current_shift
         u_rows = drive.astype(np.int64) if record else None
     else:
-        U = _current(layer, a_in.astype(np.int64), want_stats, st)
+        U = _current(layer, a_in.astype(np.int64), want_stats, st, a)
         if want_stats:
             st["max_abs_u"] = int(np.abs(U).max(initial=0))
         u_rows = U if record else None
         drive = U.astype(np.float64)
         del U
     drive += bias
-    fv = 4096 - int(layer.dv)
-    c = fv / 4096.0
-    vth6 = float(layer_vth(layer) << VTH_SHIFT)
-    need_clip = want_stats or not _clip_free(drive, c, vth6, R)
+    keep = fp.voltage_keep(layer.dv, a)
+    c = keep / float(1 << a.dv_bits)
+    vth6 = float(fp.threshold(fp.layer_vth(layer, a), a))
+    limit = a.v_limit
+    need_clip = want_stats or not _clip_free(drive, c, vth6, R, limit)
     keep_v = record or layer.kind == "li"
     spikes = np.zeros((R, B, n), bool)
     v_rows = np.empty((R, B, n), np.float64) if keep_v else None
@@ -477,16 +388,14 @@ def _lif(layer: QLayer, a_in: np.ndarray, a_bound: int, record: bool, want_stats
         b1 = min(B, b0 + chunk)
         v = np.zeros((b1 - b0, n), np.float64)
         for r in range(R):
-            if fv != 4096:                                  # dv = 0: no decay
-                v *= c
-                np.trunc(v, out=v)
+            fp.decay_inplace(v, keep, a.dv_bits)
             v += drive[r, b0:b1]
             if want_stats:
                 np.maximum(vmax, v.max(axis=0), out=vmax)
                 np.minimum(vmin, v.min(axis=0), out=vmin)
-                clips += int(np.count_nonzero(np.abs(v) > V_LIMIT))
+                clips += int(np.count_nonzero(np.abs(v) > limit))
             if need_clip:
-                np.clip(v, -V_LIMIT, V_LIMIT, out=v)
+                fp.clip_voltage(v, a, out=v)
             s = spikes[r, b0:b1]
             np.greater(v, vth6, out=s)
             np.copyto(v, 0.0, where=s)
@@ -515,8 +424,8 @@ class BitSimResult:
              (spikes bool; u, v_all, a_in int64: the LIF's u, v and synaptic input a_in
              at every row); else None
     stats    per layer dict: max_abs_a_in (Lava declares 16 bits), max_abs_u, u_wraps
-             (24-bit wraps of u), v_max, v_min, v_clips (v clipped at +-(2**23-1)),
-             spikes (count; for the readout: saturations at vth 2**17-1)
+             (state wraps of u), v_max, v_min, v_clips (v clipped at the state limit),
+             spikes (count; for the readout: saturations at the largest threshold)
     """
 
     v: np.ndarray
@@ -527,10 +436,11 @@ class BitSimResult:
     v_all: list | None = None
     a_in: list | None = None
     stats: list | None = None
+    state_max: int = 0                # 2**(state_bits - 1) of the target: v's scale
 
     def headroom(self) -> float:
-        """max |v| of the readout over the run / 2**23 (1.0 = saturated)."""
-        return float(np.abs(self.v).max(initial=0)) / UV_MAX
+        """max |v| of the readout over the run / 2**(state_bits - 1) (1.0 = saturated)."""
+        return float(np.abs(self.v).max(initial=0)) / self.state_max
 
 
 def as_payloads(qnet: QNetwork, s_in) -> np.ndarray:
@@ -588,7 +498,7 @@ def _blas_threads(n: int | None):
 def _run(qnet, s_in, n_steps, record, stats, batch_size, precision) -> BitSimResult:
     if precision not in ("auto", "float64"):
         raise BitSimError(f"precision must be 'auto' or 'float64', got {precision!r}")
-    check_qnet(qnet)
+    ar = check_qnet(qnet)
     x = as_payloads(qnet, s_in)
     B, T, _ = x.shape
     n = steps_needed(qnet, T) if n_steps is None else int(n_steps)
@@ -596,7 +506,7 @@ def _run(qnet, s_in, n_steps, record, stats, batch_size, precision) -> BitSimRes
         raise BitSimError(f"n_steps must be >= 1, got {n}")
     if batch_size < 1:
         raise BitSimError(f"batch_size must be >= 1, got {batch_size}")
-    syns = [_prepared(layer) for layer in qnet.layers]
+    syns = [_prepared(layer, ar) for layer in qnet.layers]
     L = len(qnet.layers)
     C = qnet.layers[-1].n_out
     v_out = np.zeros((B, n, C), np.int64)
@@ -611,8 +521,8 @@ def _run(qnet, s_in, n_steps, record, stats, batch_size, precision) -> BitSimRes
         s[:m] = xb[:, :m].transpose(1, 0, 2)
         smax = int(np.abs(s).max(initial=0))
         for k, (layer, syn) in enumerate(zip(qnet.layers, syns)):
-            a, a_bound = _synaptic_input(syn, s, smax, layer.n_out, precision)
-            spk, vr, ur, st = _lif(layer, a, a_bound, record, stats)
+            a, a_bound = _synaptic_input(syn, s, smax, layer.n_out, precision, ar)
+            spk, vr, ur, st = _lif(layer, a, a_bound, record, stats, ar)
             if record:
                 rec["spikes"][k].append(spk.transpose(1, 0, 2))
                 rec["u"][k].append(ur.transpose(1, 0, 2))
@@ -624,7 +534,7 @@ def _run(qnet, s_in, n_steps, record, stats, batch_size, precision) -> BitSimRes
             s = spk if k < L - 1 else None                      # binary payload 1
             smax = 1 if (s is not None and s.any()) else 0
     res = BitSimResult(v=v_out, n_steps=n, latency=L,
-                       stats=tot if stats else None)
+                       stats=tot if stats else None, state_max=ar.state_max)
     if record:
         cat = lambda parts: [np.concatenate(p, axis=0) for p in parts]  # noqa: E731
         res.spikes, res.u = cat(rec["spikes"]), cat(rec["u"])

@@ -12,7 +12,8 @@ Process network built for a QNetwork with layers ``0..L-1``::
   layer has any non-zero delay, the per-synapse ``delays`` straight from the QLayer;
   the first one takes graded input (``num_message_bits`` > 0), the others binary spikes;
 * every LIF gets ``du, dv, vth, bias_mant, bias_exp``; the non-spiking readout
-  (``kind == "li"`` / ``vth is None``) gets the largest 17-bit threshold ``2**17 - 1``;
+  (``kind == "li"`` / ``vth is None``) gets the target's largest threshold
+  (:func:`neurodelay.hw.fixedpoint.layer_vth`);
 * the spikes of every layer go to a sink RingBuffer, the membrane ``v`` of the readout
   (optionally of every layer) is read after every step by a ``Read`` process.
 
@@ -34,9 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurodelay.deploy.network import QLayer, QNetwork
-
-READOUT_VTH = 2 ** 17 - 1          # largest 17-bit threshold: "never" spikes
-MAX_DELAY = 63                     # Lava's DelayDense refuses larger delays (6 bits)
+from neurodelay.hw import fixedpoint as fp
 
 
 class LavaRunError(NeurodelayError, RuntimeError):
@@ -57,9 +56,9 @@ def _lava():
     return rc, rcfg, dense, sink, source, lif, sparse
 
 
-def layer_vth(layer: QLayer) -> int:
-    """The threshold mantissa Lava gets for ``layer`` (readout: 2**17 - 1)."""
-    return READOUT_VTH if layer.kind == "li" or layer.vth is None else int(layer.vth)
+def layer_vth(layer: QLayer, qnet: QNetwork | None = None) -> int:
+    """The threshold mantissa Lava gets for ``layer`` (a readout: the largest)."""
+    return fp.layer_vth(layer, fp.arith(qnet))
 
 
 def input_message_bits(s_in: np.ndarray) -> int:
@@ -69,26 +68,13 @@ def input_message_bits(s_in: np.ndarray) -> int:
 
 
 def check_qnet(qnet: QNetwork) -> None:
-    """Raise :class:`LavaRunError` for what Lava's fixed_pt models cannot take."""
-    for k, layer in enumerate(qnet.layers):
-        tag = f"layer {k} ({layer.name!r})" if layer.name else f"layer {k}"
-        if layer.delay.size and layer.delay.max() > MAX_DELAY:
-            raise LavaRunError(f"{tag}: delay {int(layer.delay.max())} > {MAX_DELAY}, the "
-                               f"6-bit limit of Lava's DelayDense; clip or re-train the "
-                               f"delays (export with clip_delays=True)")
-        if layer.bias_mant.size and np.abs(layer.bias_mant).max() > 2 ** 15 - 1:
-            raise LavaRunError(f"{tag}: bias_mant up to {int(np.abs(layer.bias_mant).max())}"
-                               f" does not fit Lava's int16 bias_mant (it would wrap "
-                               f"silently); use a larger bias_exp")
-        w = layer.weight
-        mixed = int(w.size > 0 and w.min() < 0 < w.max())
-        if not 1 <= layer.num_weight_bits <= 8 + mixed:
-            raise LavaRunError(f"{tag}: num_weight_bits={layer.num_weight_bits} outside "
-                               f"1..{8 + mixed} for these {'mixed' if mixed else 'one-sign'}"
-                               f" weights (Lava would shift by a negative count)")
-        if k < len(qnet.layers) - 1 and layer.kind != "lif":
-            raise LavaRunError(f"{tag}: hidden layers must spike (kind 'lif'), got "
-                               f"{layer.kind!r}")
+    """Raise :class:`LavaRunError` for a network that does not fit its target's integer
+    format (the rules of :mod:`neurodelay.hw.fixedpoint`, which the bit-accurate
+    simulator and the exporters apply too)."""
+    a = fp.arith(qnet)
+    fp.ensure_fits(qnet, a, LavaRunError,
+                   f"the quantized network does not fit target {a.name!r}; Lava would run "
+                   f"it differently from the chip's format (wrapping or zeroing values)")
 
 
 def as_counts(qnet: QNetwork, s_in, n_steps: int | None) -> tuple[np.ndarray, int]:
@@ -162,7 +148,8 @@ def build(qnet: QNetwork, n_steps: int, msg_bits: int, synapse: str = "dense",
                                          **common)
             else:
                 syn = sparse.Sparse(weights=csr_matrix(w), **common)
-        neu = lif.LIF(shape=(layer.n_out,), du=layer.du, dv=layer.dv, vth=layer_vth(layer),
+        neu = lif.LIF(shape=(layer.n_out,), du=layer.du, dv=layer.dv,
+                      vth=layer_vth(layer, qnet),
                       bias_mant=layer.bias_mant.astype(np.int32),
                       bias_exp=layer.bias_exp, name=f"lif{k}")
         prev_out.connect(syn.s_in)
@@ -303,22 +290,48 @@ def run_netx(path, s_in, n_steps: int | None = None, *, message_bits: int | None
 
 # ----------------------------------------------------------------------------- cross-check
 
+@dataclass
+class CrossCheck:
+    """Lava (process network or the netx file) against the bit-accurate simulator.
+
+    lava_mismatches counts differing (sample, step, neuron) entries over every layer's
+    spikes and the readout membrane v; first_mismatch says where the first one is.
+    """
+
+    lava_samples: int
+    lava_mismatches: int
+    spike_mismatches: list
+    v_mismatches: int
+    first_mismatch: dict | None
+    identical_predictions: bool
+    prediction_agreement: float
+    lava_s_per_sample: float           # run only, compile excluded
+    lava_compile_s: float
+    sim_s_per_sample: float
+    n_steps: int
+    lava_spike_counts: list
+    lava_source: str                   # "netx file <path>" or "Lava process network"
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
 def cross_check(qnet: QNetwork, counts, n: int | None = None, n_steps: int | None = None,
-                synapse: str = "dense") -> dict:
+                synapse: str = "dense", netx_path=None,
+                message_bits: int | None = None) -> CrossCheck:
     """Run the first ``n`` samples of ``counts`` (B, T, n_in) through Lava fixed_pt and
     through :func:`neurodelay.sim.bitsim.run`; compare every layer's spikes and the readout
     membrane at every step.
 
+    With ``netx_path`` Lava runs that lava-dl netx file (``netx.hdf5.Network``, loaded with
+    ``message_bits`` graded-input bits; default: what the input needs) -- the file that
+    goes to the chip; otherwise the process network :func:`build` makes from ``qnet``.
     The graded input is ``bitsim.quantize_input`` (round(count * input_scale)); both run
     ``n_steps`` rows (default T + L, the rows ``bitsim.predict`` reads). Predictions are
     made from each readout trace by bitsim's rule (rows L..L+T-1, descaled,
     sum of softmax, argmax).
-
-    Returns: lava_samples, lava_mismatches (differing (sample, step, neuron) entries over
-    all layers' spikes + the readout v), spike_mismatches (per layer), v_mismatches,
-    first_mismatch (None or a dict saying where), identical_predictions (bool),
-    prediction_agreement (fraction), lava_s_per_sample (run only, compile excluded),
-    lava_compile_s, sim_s_per_sample, n_steps, lava_spike_counts (per layer).
     """
     from neurodelay.sim import bitsim
 
@@ -332,11 +345,20 @@ def cross_check(qnet: QNetwork, counts, n: int | None = None, n_steps: int | Non
         raise LavaRunError("cross_check needs at least one sample")
     L = len(qnet.layers)
     steps = T + L if n_steps is None else int(n_steps)
-    lava = run_lava(qnet, s_in, steps, synapse=synapse)
+    check_qnet(qnet)
+    if netx_path is not None:
+        lava = run_netx(netx_path, s_in, steps, message_bits=message_bits)
+        source = f"netx file {netx_path}"
+    else:
+        lava = run_lava(qnet, s_in, steps, synapse=synapse)
+        source = "Lava process network"
     t0 = time.perf_counter()
     sim = bitsim.run(qnet, s_in, n_steps=steps, record=True)
     sim_s = (time.perf_counter() - t0) / B
 
+    if len(lava["spikes"]) != L:
+        raise LavaRunError(f"{source} has {len(lava['spikes'])} layers, the quantized "
+                           f"network {L}: they are not the same network")
     spike_mis = []
     first = None
     for k, (a, b) in enumerate(zip(lava["spikes"], sim.spikes)):
@@ -365,17 +387,11 @@ def cross_check(qnet: QNetwork, counts, n: int | None = None, n_steps: int | Non
         return bitsim.readout_scores(rows).argmax(axis=1)
 
     p_lava, p_sim = predictions(lava["v"]), predictions(sim_v)
-    return {
-        "lava_samples": int(B),
-        "lava_mismatches": int(sum(spike_mis) + vdiff.sum()),
-        "spike_mismatches": spike_mis,
-        "v_mismatches": int(vdiff.sum()),
-        "first_mismatch": first,
-        "identical_predictions": bool(np.array_equal(p_lava, p_sim)),
-        "prediction_agreement": float(np.mean(p_lava == p_sim)),
-        "lava_s_per_sample": lava["s_per_sample"],
-        "lava_compile_s": lava["compile_s"],
-        "sim_s_per_sample": sim_s,
-        "n_steps": int(steps),
-        "lava_spike_counts": [int(a.sum()) for a in lava["spikes"]],
-    }
+    return CrossCheck(
+        lava_samples=int(B), lava_mismatches=int(sum(spike_mis) + vdiff.sum()),
+        spike_mismatches=spike_mis, v_mismatches=int(vdiff.sum()), first_mismatch=first,
+        identical_predictions=bool(np.array_equal(p_lava, p_sim)),
+        prediction_agreement=float(np.mean(p_lava == p_sim)),
+        lava_s_per_sample=lava["s_per_sample"], lava_compile_s=lava["compile_s"],
+        sim_s_per_sample=sim_s, n_steps=int(steps),
+        lava_spike_counts=[int(a.sum()) for a in lava["spikes"]], lava_source=source)
