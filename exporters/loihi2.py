@@ -78,8 +78,9 @@ def netx_effective(w_file: np.ndarray, a: fp.Arith) -> np.ndarray | None:
     return w_file
 
 
-def netx_layer(layer: QLayer, a: fp.Arith) -> tuple[dict, list[str]]:
-    """File arrays for one layer and the list of reasons it is not exact (empty: exact)."""
+def netx_layer(layer: QLayer, a: fp.Arith, check: bool = True) -> tuple[dict, list[str]]:
+    """File arrays for one layer and the list of reasons it is not exact (empty: exact).
+    ``check=False`` skips replaying lava-dl's weight processing (arrays only)."""
     issues = []
     w_used = fp.effective_weights(layer.weight, layer.num_weight_bits, a)
     e = layer.weight_exp
@@ -90,7 +91,7 @@ def netx_layer(layer: QLayer, a: fp.Arith) -> tuple[dict, list[str]]:
         issues.append(f"weight_exp={e} shifts the summed input right, dropping bits "
                       f"(a floor of the SUM) that netx cannot express; quantize with "
                       f"weight_exp >= 0 (or weights that are multiples of 2**{-e})")
-    if not issues and np.any(w_file) and netx_effective(w_file, a) is None:
+    if check and not issues and np.any(w_file) and netx_effective(w_file, a) is None:
         issues.append(f"netx cannot carry these weights exactly (range "
                       f"{int(w_file.min())}..{int(w_file.max())}, sign mode "
                       f"{fp.sign_mode(w_file)}); keep them within the mixed-sign range "
@@ -239,11 +240,9 @@ def netx_readme(netx: NetxFile, qnet: QNetwork) -> str:
 def load_check(path, input_message_bits: int, n_layers: int) -> int:
     """Load the netx file with lava-dl (builds the processes, runs nothing); return its
     layer count, or ExportError."""
-    from neurodelay._compat import ensure_lava
-    ensure_lava()
-    from lava.lib.dl.netx import hdf5
+    from neurodelay.sim.lavarun import open_netx
     try:
-        net = hdf5.Network(net_config=str(path), input_message_bits=input_message_bits)
+        net = open_netx(path, input_message_bits)
     except Exception as e:  # noqa: BLE001 - re-raised with context
         raise ExportError(f"lava-dl netx could not load the written file {path}: "
                           f"{type(e).__name__}: {e}") from e

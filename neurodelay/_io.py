@@ -14,7 +14,7 @@ def atomic_path(path):
     On any error the temporary file is removed and an existing ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    created = make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -24,7 +24,32 @@ def atomic_path(path):
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        remove_empty_dirs(created)
         raise
+
+
+def make_dirs(folder) -> list[Path]:
+    """mkdir -p ``folder``; returns the folders it created (deepest last)."""
+    folder = Path(folder)
+    missing = []
+    p = folder
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
+
+
+def remove_empty_dirs(created: list) -> None:
+    """Undo :func:`make_dirs` after a failure: remove the folders it created, deepest
+    first, as long as they are empty (a refused write leaves no empty folder behind)."""
+    for p in reversed(created):
+        try:
+            p.rmdir()
+        except OSError:
+            break
 
 
 def _umask() -> int:

@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from neurodelay.errors import RunError
 
 KINDS = ("trained", "finetuned", "imported")
@@ -212,7 +214,6 @@ class Run:
         """The run's training split (valid/test speakers removed): calibration and
         fine-tuning read only this."""
         from neurodelay import data as D
-        from neurodelay.train.trainer import load_splits
 
         dc = self.data_config()
         if not dc.train:
@@ -220,7 +221,17 @@ class Run:
                            f"--train-file F (an SHD-layout HDF5 file)")
         if dc.embedded:
             D.make_synthetic(Path(dc.train).parent)
-        ds = load_splits(dc, progress=progress).train
+        # only the training file is read; speakers held out for validation/test are
+        # removed from it exactly as training did
+        ds = D.load_binned(dc.train, channel_bin=dc.channel_bin, dt=dc.dt,
+                           max_time=dc.max_time, n_channels=dc.n_channels,
+                           cache_dir=dc.cache_dir, progress=progress)
+        held = [s for s in (dc.valid_speakers or []) + (dc.test_speakers or [])]
+        if held:
+            if ds.speakers is None:
+                raise RunError(f"{dc.train}: has no speaker ids but the run holds speakers "
+                               f"{held} out of it")
+            ds = ds.subset(np.flatnonzero(~np.isin(ds.speakers, np.asarray(held))))
         self.check_classes(ds)
         return ds
 
@@ -267,6 +278,15 @@ class Run:
                            f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
         model.eval()
         return model
+
+    def qnetwork(self):
+        """The quantized network a fine-tuned run stores (its integers are the chip's)."""
+        from neurodelay.deploy.network import load_network
+
+        if self.kind != "finetuned":
+            raise RunError(f"{self.path}: a {self.kind} run stores no quantized network; "
+                           f"export it (`neurodelay export {self.path} --target loihi2`)")
+        return load_network(self.file("qnet.h5"), kind="quantized")
 
     def float_network(self):
         """The float :class:`~neurodelay.deploy.network.Network` of the run (trained:

@@ -100,6 +100,78 @@ def test_target_values_come_from_the_toml(tmp_path):
     p = tmp_path / "small.toml"
     p.write_text(text)
     a = fp.arith(load_target(p))
-    assert a.state_max == 2 ** 15 and a.weight_bits == 6
-    assert fp.mantissa_range("mixed", a) == (-64, 63)
-    assert fp.effective_weights(np.array([[100, -100]]), 7, a).tolist() == [[63, -64]]
+    assert a.state_max == 2 ** 15 and a.weight_bits == 6 and a.weight_register_bits == 8
+    # Lava's register still clips at 8 bits; the target's precision caps num_weight_bits
+    assert fp.mantissa_range("mixed", a) == (-256, 255)
+    assert fp.max_num_weight_bits("mixed", a) == 7
+    assert fp.effective_weights(np.array([[101, -3]]), 7, a).tolist() == [[100, -4]]
+    from neurodelay.deploy.network import QLayer
+    q = QLayer(weight=[[101, -3]], weight_exp=0, num_weight_bits=8, delay=[[0, 0]],
+               bias_mant=[0], bias_exp=0, du=0, dv=0, vth=10, scale=1.0)
+    assert any("num_weight_bits" in s for s in fp.check_qlayer(q, a))
+    assert not fp.check_qlayer(q, fp.arith("loihi2"))
+
+
+# ----------------------------------------------------------------------------- consumers
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def qnets(draw):
+    from neurodelay.deploy.network import QLayer, QNetwork
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 31)))
+    sizes = (3, 4, 2)
+    layers = []
+    ok = draw(st.booleans())               # half the networks: every field in range
+    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        pick = (lambda good, any_: draw(st.sampled_from(good if ok else good + any_)))
+        hi = pick([3, 127, 255], [256, 300])
+        sign = pick(["mixed", "exc", "inh"], [])
+        w = rng.integers(0 if sign == "exc" else -hi, 1 if sign == "inh" else hi + 1, (b, a))
+        last = k == len(sizes) - 2
+        layers.append(QLayer(
+            weight=w, weight_exp=pick([-8, -1, 0, 3, 7], [-10, 9]),
+            num_weight_bits=pick([1, 5, 8], [9, 10]),
+            delay=rng.integers(0, pick([3, 62], [63, 70]) + 1, (b, a)),
+            bias_mant=rng.integers(-pick([10, 4096], [6000]), 11, b),
+            bias_exp=pick([0, 6, 7], [-1, 8]), du=pick([0, 4095], [4096, 5000]),
+            dv=pick([0, 17, 4095], [4096]),
+            vth=None if last else pick([0, 100, 2 ** 17 - 1], [2 ** 17, 2 ** 20]),
+            scale=1.0, kind="li" if last else "lif"))
+    return QNetwork(layers, target="loihi2")
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(q=qnets())
+def test_every_consumer_accepts_and_refuses_the_same_networks(q, tmp_path_factory):
+    """bitsim, the Lava runner, the resource report and the netx exporter apply the one
+    set of rules: each refuses exactly the networks fixedpoint.check_qnet refuses."""
+    from neurodelay.exporters.loihi2 import ExportError, write_netx
+    from neurodelay.hw.config import resource_report
+    from neurodelay.sim import bitsim, lavarun
+
+    problems = fp.check_qnet(q)
+    refused = {}
+    try:
+        bitsim.run(q, np.ones((1, 3, 3), np.int64))
+        refused["bitsim"] = False
+    except bitsim.BitSimError as e:
+        refused["bitsim"] = True
+        assert problems and problems[0] in str(e)
+    try:
+        lavarun.check_qnet(q)
+        refused["lavarun"] = False
+    except lavarun.LavaRunError as e:
+        refused["lavarun"] = True
+        assert problems[0] in str(e)
+    refused["report"] = bool(resource_report(q, "loihi2")["violations"])
+    assert resource_report(q, "loihi2")["violations"] == problems
+    path = tmp_path_factory.mktemp("netx") / "n.h5"
+    try:
+        write_netx(q, path, strict=False)
+        refused["netx"] = False
+    except ExportError as e:
+        refused["netx"] = True
+        assert problems[0] in str(e) and not path.exists()
+    assert set(refused.values()) == {bool(problems)}, (refused, problems)

@@ -108,7 +108,7 @@ def test_sweep_network_grid_memory_and_errors():
     assert len(r["cells"]) == 12 and len(r["columns"]) == 4
     for c in r["cells"]:
         if c["weight_bits"] == 1:                   # quantize refuses: an error cell
-            assert c["accuracy"] is None and "weight_bits=1" in c["error"]
+            assert c["accuracy"] is None and "weight bits 1 is outside" in c["error"]
             continue
         assert c["error"] is None and 0.0 <= c["accuracy"] <= 1.0
         assert c["memory_bytes"] == sum(math.ceil(n * (c["weight_bits"] + c["delay_bits"]) / 8)

@@ -14,22 +14,22 @@ Quantization (the exact relation; the integer rules are :mod:`neurodelay.hw.fixe
 -------------------------------------------------------------------------------------
 The target (a ``hw_configs/*.toml`` description) is the truth: every width, shift and
 range below is read from it, and ``weight_bits`` may only narrow what it holds. Per
-layer, with W = the target's ``weight_bits`` (8 on Loihi 2: Lava clips mixed-sign weights
-to -2**W..2**W-1) and b = the precision used (default W; at most W + 1, the mixed-sign
-range; at least 2, ternary):
+layer, with W = the target's ``weight_bits`` (its precision, 8 on Loihi 2), R = its
+``weight_register_bits`` (Lava clips mixed-sign weights to -2**R..2**R-1; 8) and b = the
+precision used (default W; at most W + 1 for mixed signs; at least 2, ternary):
 
 * mantissa ``q`` in ``[-(2**(b-1) - 1), 2**(b-1) - 1]`` (symmetric: an all-negative layer
   would otherwise be clipped by Lava's inhibitory mode); the QLayer stores
-  ``weight = q * 2**(W+1-b)`` with ``num_weight_bits = b``, so Lava's truncation (which
-  drops ``W + 1 - b`` LSBs in mixed mode, one fewer otherwise) leaves it unchanged:
+  ``weight = q * 2**(R+1-b)`` with ``num_weight_bits = b``, so Lava's truncation (which
+  drops ``R + 1 - b`` LSBs in mixed mode, one fewer otherwise) leaves it unchanged:
   for b = 8 on Loihi 2 the weights are the even numbers -254..254;
-* ``weight_exp = e <= 0`` with ``-e <= W + 1 - b``, so the right shift of every sum of
+* ``weight_exp = e <= 0`` with ``-e <= R + 1 - b``, so the right shift of every sum of
   such weights is exact (no floor rounding);
 * the current keeps ``current_decay`` of the float layer (du; 0 -> u = a_in << sh_a every
   step) and v gains ``2**sh_a * 2**e * weight * payload`` per synapse and step. The float
   value of one unit of v is the layer's ``scale``, hence
 
-      w_float / g  =  2**sh_a * 2**e * 2**(W+1-b) * q * scale     (g = input_scale for
+      w_float / g  =  2**sh_a * 2**e * 2**(R+1-b) * q * scale     (g = input_scale for
                                                                    layer 0, else 1)
 * the float model spikes on ``u >= threshold``, Lava on ``v > vth << sh_v``. The scale is
   chosen so that ``threshold / scale = 2**sh_v * vth + 1`` exactly; then for the integer
@@ -45,7 +45,7 @@ range; at least 2, ternary):
   step) is below a quarter of one 8-bit weight step (128 units).
 * decays: ``dv`` and ``du`` from the float decays (rounded; v decays by (2**D - dv) / 2**D,
   truncated toward zero).
-* the exponent e starts at 0 and is lowered (down to ``-(W + 1 - b)`` or the target
+* the exponent e starts at 0 and is lowered (down to ``-(R + 1 - b)`` or the target
   minimum) while vth would exceed its width or, with data, the largest input a_in would
   exceed the declared input width or (readout) the membrane would use more than half of
   the state range; it is raised (up to the target maximum) while vth < 16. If no
@@ -386,8 +386,8 @@ def _quantize_layer(k: int, layer: Layer, a: fp.Arith, b: int, bias_exp_min: int
         raise QuantizationError(f"{tag}: reset={layer.reset}, but Lava's LIF resets v to 0; "
                                 f"retrain with reset 0")
     qmax = 2 ** (b - 1) - 1
-    mult = 2 ** (a.weight_bits + 1 - b)
-    e_lo = max(a.weight_exp_min, -(a.weight_bits + 1 - b))
+    mult = 2 ** (a.weight_register_bits + 1 - b)
+    e_lo = max(a.weight_exp_min, -(a.weight_register_bits + 1 - b))
     e_hi = max(a.weight_exp_max, 0)
     vth_max = min(a.vth_max, a.v_limit >> a.threshold_shift)
     th_unit = float(1 << a.threshold_shift)
@@ -473,8 +473,8 @@ def _quantize_layer(k: int, layer: Layer, a: fp.Arith, b: int, bias_exp_min: int
                     f"mantissa with exponent {a.bias_exp_max} and were clipped")
     dv = fp.decay_to_dv(layer.decay, a)
     du = fp.current_decay_to_du(layer.current_decay, a)
-    # Lava keeps W bits (+1 for mixed signs): an all-positive or all-negative layer with
-    # b = W + 1 gets num_weight_bits W, which truncates nothing from these mantissas
+    # W bits (+1 for mixed signs): an all-positive or all-negative layer with b = W + 1
+    # gets num_weight_bits W, which truncates nothing from these mantissas
     nwb = min(b, fp.max_num_weight_bits(fp.sign_mode(q), a))
     ql = QLayer(weight=q * mult, weight_exp=e, num_weight_bits=nwb, delay=layer.delay.copy(),
                 bias_mant=bias_mant, bias_exp=bias_exp, du=du, dv=dv,

@@ -1,22 +1,33 @@
-"""verify: prove that what runs on the target is what was trained.
+"""verify: prove that what runs on the chip is what was trained -- on the exported artifact.
 
-For a run and a target, on the same padded test samples:
-1. PyTorch discrete model (the reference: delays rounded, one tap per synapse);
-2. frozen float network (:mod:`neurodelay.sim.floatsim`): same predictions, readout diff;
-3. quantized network on the bit-accurate simulator (:mod:`neurodelay.sim.bitsim`):
-   accuracy and per-sample agreement with PyTorch;
-4. optionally N samples through Lava's own fixed-point simulation, compared
-   spike-for-spike with the bit-accurate simulator (:func:`neurodelay.sim.lavarun.cross_check`).
-Plus the target's resource report. Every sample is padded to the same length (the
-longest sample of the set) so predictions do not depend on batch composition.
+``verify_run(run, target)`` takes the run's deployment artifact for that target (the one
+``neurodelay export`` wrote, or builds it the same way first: one quantization,
+calibrated on training data) and, on the same padded test samples, simulates each model
+once:
+
+1. the reference: the PyTorch discrete model (delays rounded, one tap per synapse; for a
+   fine-tuned run its hardware-exact model; an imported NIR run has none, and the float
+   network is the reference);
+2. the frozen float network (:mod:`neurodelay.sim.floatsim`): same predictions, readout
+   difference, hidden spike flips (float32 summation order);
+3. the artifact's quantized network on the bit-accurate simulator
+   (:mod:`neurodelay.sim.bitsim`): accuracy and per-sample agreement with the reference;
+4. optionally the first N samples through Lava running the artifact's **netx file**
+   (lava-dl ``netx.hdf5.Network``, ``Loihi2SimCfg(select_tag='fixed_pt')``), compared
+   spike for spike with the bit-accurate simulator.
+
+It passes when the quantized accuracy is at most ``tolerance`` percentage points below
+the reference, Lava shows no mismatch, and the test input fits the graded-input width
+the artifact declares; anything else is a FAIL with the reasons listed. The result is
+a :class:`VerifyResult` whose ``to_dict()`` keeps the JSON keys of earlier versions and
+adds ``artifact_hash`` (the string in the artifact's deploy.json).
 """
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from neurodelay.data import pad_batch
 
@@ -26,154 +37,283 @@ def _chunks(n: int, size: int):
         yield slice(i, min(n, i + size))
 
 
-def verify_run(run, target: str = "loihi2", *, test_file=None, lava: int = 0,
-               weight_bits: int = 8, clip_delays: bool = False, batch_size: int = 256,
-               progress: bool = True, log=print) -> dict:
-    """Compare PyTorch, frozen float and bit-accurate quantized models on test data."""
+@dataclass
+class VerifyResult:
+    """Everything verify measured (see the module docstring); JSON via ``to_dict()``."""
+
+    run: str
+    target: str
+    n: int
+    steps: int
+    test: str
+    reference: str
+    artifact: str
+    artifact_hash: str
+    calibration: dict
+    pytorch_accuracy: float | None
+    float_accuracy: float | None
+    quantized_accuracy: float
+    float_agreement: float | None
+    agreement: float
+    float_max_readout_diff: float | None
+    float_hidden_spike_flips: int | None
+    float_hidden_spikes: int | None
+    float_samples_readout_diff_over_1e_4: int | None
+    synaptic_memory_bytes: int
+    resources: dict
+    quantization: dict
+    delays: dict
+    seconds: dict
+    weight_bits: int
+    tolerance_pp: float
+    accuracy_drop_pp: float
+    passed: bool
+    problems: list = field(default_factory=list)
+    lava: dict | None = None
+    sim_s_per_sample: float = 0.0
+    reference_exact: dict | None = None        # fine-tuned runs: readout/spike equality
+
+    @property
+    def reference_accuracy(self) -> float:
+        return self.pytorch_accuracy if self.pytorch_accuracy is not None \
+            else self.float_accuracy
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "lava"}
+        d["float_samples_readout_diff_over_1e-4"] = d.pop(
+            "float_samples_readout_diff_over_1e_4")
+        if self.lava is not None:
+            d.update({"lava_samples": self.lava["lava_samples"],
+                      "lava_mismatches": self.lava["lava_mismatches"],
+                      "lava_identical_predictions": self.lava["identical_predictions"],
+                      "lava_s_per_sample": self.lava["lava_s_per_sample"],
+                      "sim_s_per_sample_same_samples": self.lava["sim_s_per_sample"],
+                      "lava_source": self.lava["lava_source"], "lava": self.lava})
+        return d
+
+
+def _reference_model(run):
+    """(name, model or None): the PyTorch model verify compares against."""
+    if run.kind == "trained":
+        return "PyTorch discrete model", run.load_model()
+    if run.kind == "finetuned":
+        return "PyTorch hardware-exact model", run.load_model()
+    return "float network (imported NIR graph: no PyTorch model)", None
+
+
+def verify_run(run=None, target: str = "loihi2", *, artifact=None, test_file=None,
+               lava: int = 0, weight_bits: int | None = None, clip_delays: bool = False,
+               calib_samples: int | None = None, calib_seed: int = 0,
+               tolerance: float = 0.5,
+               batch_size: int = 256, progress: bool = True, log=print) -> VerifyResult:
+    """Verify a run's deployment artifact on test data (module docstring).
+
+    ``artifact``: an artifact folder to verify (its source run gives the reference and
+    the test split unless ``run``/``test_file`` say otherwise); else the run's artifact
+    for ``target`` and the deploy options, built first if it does not exist yet.
+    """
     from tqdm.auto import tqdm
 
+    from neurodelay.deploy.artifact import (DEFAULT_CALIB_SAMPLES, DeployOptions,
+                                            artifact_for, load_artifact)
+    from neurodelay.errors import OptionError
+    from neurodelay.runs import open_run
     from neurodelay.sim import bitsim, floatsim
 
-    from neurodelay.deploy import passes
-    from neurodelay.deploy.freeze import freeze_run
-    from neurodelay.hw.config import load_target, resource_report
-    from neurodelay.train.trainer import load_model, run_test_data
-
-    tgt = load_target(target)
-    model = load_model(run)
-    net = freeze_run(run)
-    ds = run_test_data(run, test_file)
+    if artifact is not None:
+        art = load_artifact(artifact)
+        run = run if run is not None else art.report.source["run"]
+    elif run is None:
+        raise OptionError("verify needs a run folder or --artifact DIR")
+    r = open_run(run)
+    if artifact is None:
+        opts = DeployOptions(target=target, weight_bits=weight_bits, clip_delays=clip_delays,
+                             calib_samples=calib_samples or DEFAULT_CALIB_SAMPLES,
+                             calib_seed=calib_seed)
+        t0 = time.perf_counter()
+        art = artifact_for(r, opts, log=log)
+        t_artifact = time.perf_counter() - t0
+    else:
+        t_artifact = 0.0
+    qnet = art.qnet
+    ds = r.test_data(test_file)
     n, T = len(ds), ds.max_steps
     labels = np.asarray(ds.labels)
-    out = {"run": str(run), "target": tgt.name, "n": n, "steps": T,
-           "test": str(test_file) if test_file else "run's own test split"}
-
-    if not tgt.has_delays and any(int(l.delay.max(initial=0)) > 0 for l in net.layers):
-        raise passes.DelayRangeError(
-            f"target {tgt.name!r} has no synaptic delays but the network uses delays up to "
-            f"{max(int(l.delay.max(initial=0)) for l in net.layers)} steps: it cannot run "
-            f"there (choose a target with delays, e.g. loihi2, or train with --delays none)")
-    net_d, delay_report = passes.check_delays(net, tgt.max_delay, clip=clip_delays)
-
-    pt_pred = np.empty(n, np.int64)
-    fl_pred = np.empty(n, np.int64)
-    q_pred = np.empty(n, np.int64)
-    max_diff = 0.0
-    n_readout_over, spike_flips, spikes_total = 0, 0, 0
-    t_torch = t_float = t_bit = 0.0
+    ref_name, model = _reference_model(r)
+    net = r.float_network() if r.kind != "finetuned" else None
     x_all = pad_batch(ds.samples, pad_to=T)
-    t0 = time.perf_counter()
-    qnet, qreport = passes.quantize(net_d, tgt, data=(x_all, labels), weight_bits=weight_bits)
-    t_quant = time.perf_counter() - t0
+
+    t_torch = t_float = 0.0
+    pt_pred = np.empty(n, np.int64) if model is not None else None
+    fl_pred = np.empty(n, np.int64) if net is not None else None
+    max_diff, n_readout_over, flips, spikes_total = 0.0, 0, 0, 0
+    exact = {"readout_equal": True, "spikes_equal": True} if r.kind == "finetuned" else None
     bar = tqdm(total=n, desc="verify", unit="sample", disable=not progress, leave=False)
     for sl in _chunks(n, batch_size):
         x = x_all[sl]
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            u_pt, spk_pt = model(torch.from_numpy(x), discrete=True, record=True)
-            u_pt = u_pt.numpy()
-        t_torch += time.perf_counter() - t0
-        pt_pred[sl] = floatsim.readout_scores(u_pt).argmax(1)
-        t0 = time.perf_counter()
-        fs = floatsim.simulate(net, x, record=True)
-        t_float += time.perf_counter() - t0
-        fl_pred[sl] = fs.predictions
-        diff = np.abs(fs.u - u_pt).max(axis=(1, 2))
-        max_diff = max(max_diff, float(diff.max()))
-        n_readout_over += int(np.count_nonzero(diff > 1e-4))
-        for a, b in zip(spk_pt, fs.spikes):
-            spike_flips += int(np.count_nonzero(a.numpy().astype(bool) != b))
-            spikes_total += int(np.count_nonzero(b))
-        t0 = time.perf_counter()
-        q_pred[sl], _ = bitsim.predict(qnet, x)
-        t_bit += time.perf_counter() - t0
+        u_pt = spk_pt = None
+        if model is not None:
+            t0 = time.perf_counter()
+            u_pt, spk_pt = _forward(model, x)
+            t_torch += time.perf_counter() - t0
+            pt_pred[sl] = floatsim.readout_scores(u_pt).argmax(1)
+        if net is not None:
+            t0 = time.perf_counter()
+            fs = floatsim.simulate(net, x, record=True)
+            t_float += time.perf_counter() - t0
+            fl_pred[sl] = fs.predictions
+            if u_pt is not None:
+                diff = np.abs(fs.u - u_pt).max(axis=(1, 2))
+                max_diff = max(max_diff, float(diff.max()))
+                n_readout_over += int(np.count_nonzero(diff > 1e-4))
+                for a, b in zip(spk_pt, fs.spikes):
+                    flips += int(np.count_nonzero(a.astype(bool) != b))
+                    spikes_total += int(np.count_nonzero(b))
+        if exact is not None:
+            _compare_exact(qnet, x, u_pt, spk_pt, exact)
         bar.update(sl.stop - sl.start)
     bar.close()
+    t0 = time.perf_counter()
+    q_pred, _ = bitsim.predict(qnet, x_all, batch_size=batch_size)
+    t_bit = time.perf_counter() - t0
 
-    res = resource_report(qnet, tgt)
-    out.update({
-        "pytorch_accuracy": float(np.mean(pt_pred == labels)),
-        "float_accuracy": float(np.mean(fl_pred == labels)),
-        "quantized_accuracy": float(np.mean(q_pred == labels)),
-        "float_agreement": float(np.mean(fl_pred == pt_pred)),
-        "agreement": float(np.mean(q_pred == pt_pred)),
-        "float_max_readout_diff": max_diff,
-        # float32 rounding (BN folded into W sums in another order) can flip a hidden
-        # spike whose membrane lies within ~1e-7 of the threshold; counted here
-        "float_hidden_spike_flips": spike_flips,
-        "float_hidden_spikes": spikes_total,
-        "float_samples_readout_diff_over_1e-4": n_readout_over,
-        "synaptic_memory_bytes": int(res["totals"]["synaptic_memory_bytes"]),
-        "resources": res,
-        "quantization": _report_dict(qreport),
-        "delays": _report_dict(delay_report),
-        "seconds": {"pytorch": t_torch, "float_sim": t_float, "bit_sim": t_bit,
-                    "quantize": t_quant},
-        "weight_bits": weight_bits,
-    })
+    ref_pred = pt_pred if pt_pred is not None else fl_pred
+    q_acc = float(np.mean(q_pred == labels))
+    ref_acc = float(np.mean(ref_pred == labels))
+    drop = (ref_acc - q_acc) * 100
+    problems = []
+    if drop > tolerance:
+        problems.append(f"quantized accuracy {q_acc:.4f} is {drop:.2f} pp below the "
+                        f"reference {ref_acc:.4f} (tolerance {tolerance} pp)")
+    need = _message_bits_needed(qnet, x_all)
+    if need > art.message_bits:
+        problems.append(f"test input counts need {need}-bit graded spikes, the artifact's "
+                        f"netx file declares {art.message_bits} bits")
+    if exact is not None and not (exact["readout_equal"] and exact["spikes_equal"]):
+        problems.append("the hardware-exact PyTorch model and the bit-accurate simulator "
+                        "differ (they must be equal by construction)")
+    res = art.report.resources
+    if res.get("violations"):
+        problems.append(f"{len(res['violations'])} target limit violation(s)")
+    cc = None
     if lava:
         from neurodelay.sim.lavarun import cross_check
 
         k = min(int(lava), n)
-        log(f"running {k} samples through Lava fixed_pt (Loihi2SimCfg) and the bit-accurate "
-            f"simulator ...")
-        cc = cross_check(qnet, x_all[:k])
-        out.update({"lava_samples": cc["lava_samples"],
-                    "lava_mismatches": cc["lava_mismatches"],
-                    "lava_identical_predictions": cc["identical_predictions"],
-                    "lava_s_per_sample": cc["lava_s_per_sample"],
-                    # bit-accurate throughput as verification uses it (batched, whole set)
-                    "sim_s_per_sample": t_bit / max(n, 1),
-                    "sim_s_per_sample_same_samples": cc["sim_s_per_sample"],
-                    "lava": {k2: v for k2, v in cc.items() if _jsonable(v)}})
-    return out
+        log(f"running {k} samples of the exported netx file {art.netx_path} through Lava "
+            f"fixed_pt (Loihi2SimCfg) and the bit-accurate simulator ...")
+        cc = cross_check(qnet, x_all[:k], netx_path=art.netx_path,
+                         message_bits=art.message_bits).to_dict()
+        if cc["lava_mismatches"]:
+            problems.append(f"Lava (netx file) and the bit-accurate simulator differ in "
+                            f"{cc['lava_mismatches']} entries; first: {cc['first_mismatch']}")
+    return VerifyResult(
+        run=str(r.path), target=qnet.target, n=n, steps=T,
+        test=str(test_file) if test_file else "run's own test split", reference=ref_name,
+        artifact=str(art.folder), artifact_hash=art.hash,
+        calibration=art.report.calibration,
+        pytorch_accuracy=float(np.mean(pt_pred == labels)) if pt_pred is not None else None,
+        float_accuracy=float(np.mean(fl_pred == labels)) if fl_pred is not None else None,
+        quantized_accuracy=q_acc,
+        float_agreement=(float(np.mean(fl_pred == pt_pred))
+                         if fl_pred is not None and pt_pred is not None else None),
+        agreement=float(np.mean(q_pred == ref_pred)),
+        float_max_readout_diff=max_diff if model is not None and net is not None else None,
+        float_hidden_spike_flips=flips if model is not None and net is not None else None,
+        float_hidden_spikes=spikes_total if model is not None and net is not None else None,
+        float_samples_readout_diff_over_1e_4=(n_readout_over if model is not None
+                                              and net is not None else None),
+        synaptic_memory_bytes=int(res["totals"]["synaptic_memory_bytes"]), resources=res,
+        quantization={"layers": art.report.layers, "warnings": art.report.warnings},
+        delays=art.report.delays,
+        seconds={"pytorch": t_torch, "float_sim": t_float, "bit_sim": t_bit,
+                 "artifact": t_artifact},
+        weight_bits=art.report.weight_bits, tolerance_pp=float(tolerance),
+        accuracy_drop_pp=drop, passed=not problems, problems=problems, lava=cc,
+        sim_s_per_sample=t_bit / max(n, 1), reference_exact=exact)
 
 
-def _jsonable(v) -> bool:
-    return isinstance(v, (int, float, str, bool, type(None), list, dict))
+def _forward(model, x: np.ndarray):
+    """(readout membrane (B, T, C) numpy, hidden spikes list of (B, T, n) numpy)."""
+    import torch
+
+    with torch.no_grad():
+        u, spikes = model(torch.from_numpy(x), discrete=True, record=True)
+    return u.numpy(), [s.numpy() for s in spikes]
 
 
-def _report_dict(rep) -> dict:
-    if rep is None:
-        return {}
-    if isinstance(rep, dict):
-        return {k: v for k, v in rep.items() if _jsonable(v)}
-    if hasattr(rep, "to_dict"):
-        return rep.to_dict()
-    from dataclasses import asdict, is_dataclass
+def _compare_exact(qnet, x, u_pt, spk_pt, exact: dict) -> None:
+    """Fine-tuned runs: the model's readout and hidden spikes must equal bitsim's."""
+    from neurodelay.sim import bitsim
 
-    if is_dataclass(rep):
-        return {k: v for k, v in asdict(rep).items() if _jsonable(v)}
-    return {"text": str(rep)}
+    L = len(qnet.layers)
+    T = x.shape[1]
+    res = bitsim.run(qnet, bitsim.quantize_input(qnet, x), n_steps=T + L, record=True,
+                     stats=False)
+    u_q = bitsim.align_to_float(res, T).astype(np.float64) * qnet.layers[-1].scale
+    exact["readout_equal"] &= bool(np.array_equal(u_q, np.asarray(u_pt, np.float64)))
+    for k, s in enumerate(spk_pt):
+        exact["spikes_equal"] &= bool(np.array_equal(
+            res.spikes[k][:, k + 1:k + 1 + T], np.asarray(s).astype(bool)))
 
 
-def format_verify(r: dict) -> str:
+def _message_bits_needed(qnet, x: np.ndarray) -> int:
+    from neurodelay.exporters.loihi2 import input_message_bits_for
+
+    return input_message_bits_for(x, qnet.input_scale)
+
+
+def format_verify(r: VerifyResult) -> str:
     """The table `neurodelay verify` prints."""
     from neurodelay.hw.config import format_resource_report
 
-    lines = [f"verify {r['run']} on target {r['target']}: {r['n']} samples x {r['steps']} steps "
-             f"({r['test']})", ""]
-    rows = [("PyTorch discrete model", f"{r['pytorch_accuracy']:.4f}", "reference"),
-            ("frozen float network", f"{r['float_accuracy']:.4f}",
-             f"agreement {r['float_agreement']:.4f}, max readout diff "
-             f"{r['float_max_readout_diff']:.2e} ({r['float_hidden_spike_flips']} of "
-             f"{r['float_hidden_spikes']:,} hidden spikes differ: float32 rounding at "
-             f"threshold; {r['float_samples_readout_diff_over_1e-4']} samples > 1e-4)"),
-            (f"quantized {r['weight_bits']}-bit, bit-accurate", f"{r['quantized_accuracy']:.4f}",
-             f"agreement with PyTorch {r['agreement']:.4f}")]
+    lines = [f"verify {r.run} on target {r.target}: {r.n} samples x {r.steps} steps "
+             f"({r.test})",
+             f"artifact {r.artifact}",
+             f"  artifact_hash {r.artifact_hash}",
+             f"  calibration: {r.calibration.get('description') or r.calibration['source']}",
+             ""]
+    rows = []
+    if r.pytorch_accuracy is not None:
+        rows.append((r.reference, f"{r.pytorch_accuracy:.4f}", "reference"))
+    if r.float_accuracy is not None:
+        if r.pytorch_accuracy is not None:
+            note = (f"agreement {r.float_agreement:.4f}, max readout diff "
+                    f"{r.float_max_readout_diff:.2e} ({r.float_hidden_spike_flips} of "
+                    f"{r.float_hidden_spikes:,} hidden spikes differ: float32 rounding at "
+                    f"threshold; {r.float_samples_readout_diff_over_1e_4} samples > 1e-4)")
+        else:
+            note = "reference (" + r.reference + ")"
+        rows.append(("frozen float network", f"{r.float_accuracy:.4f}", note))
+    rows.append((f"quantized {r.weight_bits}-bit, bit-accurate", f"{r.quantized_accuracy:.4f}",
+                 f"agreement with the reference {r.agreement:.4f}"))
     w = max(len(a) for a, _, _ in rows)
     lines.append(f"{'model':<{w}}  accuracy  notes")
     for a, b, c in rows:
         lines.append(f"{a:<{w}}  {b:>8}  {c}")
-    lines.append(f"{'synaptic memory':<{w}}  {r['synaptic_memory_bytes']:>8,} bytes")
-    if "lava_samples" in r:
-        lines += ["", f"Lava fixed_pt cross-check on {r['lava_samples']} samples: "
-                      f"{r['lava_mismatches']} mismatches (every layer's spikes + readout v at "
-                      f"every step), identical predictions: {r['lava_identical_predictions']}",
-                  f"  seconds/sample: Lava {r['lava_s_per_sample']:.3f}; bit-accurate sim "
-                  f"{r['sim_s_per_sample']:.5f} batched over all {r['n']} samples "
-                  f"(x{r['lava_s_per_sample'] / max(r['sim_s_per_sample'], 1e-12):,.0f}), "
-                  f"{r['sim_s_per_sample_same_samples']:.5f} on the same {r['lava_samples']} "
-                  f"samples with every layer recorded"]
-    lines += ["", format_resource_report(r["resources"])]
+    lines.append(f"{'synaptic memory':<{w}}  {r.synaptic_memory_bytes:>8,} bytes")
+    if r.reference_exact is not None:
+        lines.append(f"hardware-exact model == bit-accurate simulator: readout "
+                     f"{r.reference_exact['readout_equal']}, hidden spikes "
+                     f"{r.reference_exact['spikes_equal']}")
+    if r.lava is not None:
+        lv = r.lava
+        lines += ["", f"Lava fixed_pt cross-check of the exported {lv['lava_source']} on "
+                      f"{lv['lava_samples']} samples: {lv['lava_mismatches']} mismatches "
+                      f"(every layer's spikes + readout v at every step), identical "
+                      f"predictions: {lv['identical_predictions']}",
+                  f"  seconds/sample: Lava {lv['lava_s_per_sample']:.3f}; bit-accurate sim "
+                  f"{r.sim_s_per_sample:.5f} batched over all {r.n} samples "
+                  f"(x{lv['lava_s_per_sample'] / max(r.sim_s_per_sample, 1e-12):,.0f}), "
+                  f"{lv['sim_s_per_sample']:.5f} on the same {lv['lava_samples']} samples "
+                  f"with every layer recorded"]
+    s = r.seconds
+    lines.append(f"seconds: artifact {s['artifact']:.1f}, reference {s['pytorch']:.1f}, "
+                 f"float sim {s['float_sim']:.1f}, bit-accurate sim {s['bit_sim']:.1f}")
+    lines += ["", format_resource_report(r.resources)]
+    verdict = "PASS" if r.passed else "FAIL"
+    lines.append(f"{verdict}: quantized accuracy is {r.accuracy_drop_pp:+.2f} pp below the "
+                 f"reference (tolerance {r.tolerance_pp} pp)"
+                 + (f", Lava mismatches {r.lava['lava_mismatches']}" if r.lava else ""))
+    lines += [f"  - {p}" for p in r.problems]
     return "\n".join(lines)

@@ -12,6 +12,8 @@ below is required unless marked optional, and unknown fields are rejected (typos
                                         must fit in delay_bits
                 max_delay_hardware int  (optional) what the lowest layer accepts, >= max_delay
                 accumulator_bits int    (optional, 32) synaptic buffer width (wraps)
+                weight_register_bits int (optional, 8) the width Lava's Dense clips weights
+                                        to; weight_bits (the precision) must not exceed it
                 input_bits       int    (optional, 16) declared width of the LIF input a_in
     [neuron]    du_bits, dv_bits, vth_bits, state_bits, bias_mant_bits, bias_exp_bits   int
                 current_shift    int    (optional, 6) a_in << current_shift enters u
@@ -63,7 +65,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
                 "weight_exp_max": (int, True), "sign_mode": (str, True),
                 "delay_bits": (int, True), "max_delay": (int, True),
                 "max_delay_hardware": (int, False), "accumulator_bits": (int, False),
-                "input_bits": (int, False)},
+                "input_bits": (int, False), "weight_register_bits": (int, False)},
     "neuron": {"du_bits": (int, True), "dv_bits": (int, True), "vth_bits": (int, True),
                "state_bits": (int, True), "bias_mant_bits": (int, True),
                "bias_exp_bits": (int, True), "current_shift": (int, False),
@@ -115,6 +117,7 @@ class Target:
     # arithmetic details of Lava's models (defaults: the measured Loihi 2 values)
     accumulator_bits: int = 32
     input_bits: int = 16
+    weight_register_bits: int = 8
     current_shift: int = 6
     threshold_shift: int = 6
     netx_bias_exp: int = 6
@@ -230,7 +233,11 @@ def _check_values(v: dict, fail) -> None:
             raise fail(f"[{section[key]}] {key}", f"must be > 0, got {v[key]}")
     if v["weight_bits"] > 32:
         raise fail("[synapse] weight_bits", f"must be <= 32, got {v['weight_bits']}")
+    if v["weight_bits"] > v.get("weight_register_bits", 8):
+        raise fail("[synapse] weight_bits", f"{v['weight_bits']} exceeds weight_register_bits "
+                   f"{v.get('weight_register_bits', 8)} (the width Lava's Dense holds)")
     for key, lo, hi in (("accumulator_bits", 8, 64), ("input_bits", 2, 64),
+                        ("weight_register_bits", 1, 16),
                         ("state_bits", 2, 48), ("du_bits", 1, 24), ("dv_bits", 1, 24),
                         ("vth_bits", 1, 40), ("bias_mant_bits", 2, 32)):
         if key in v and not lo <= v[key] <= hi:

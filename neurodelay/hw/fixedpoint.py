@@ -9,18 +9,21 @@ fine-tuning all call these functions, so they accept and refuse the same network
 compute the same integers. Sources in lava-nc 0.10 (paths under ``site-packages/lava``)
 are named per rule; the facts were measured (../shared/notes/loihi2-lava.md).
 
-Symbols: b = ``weight_bits`` (8), D = ``du_bits`` = ``dv_bits`` (12, decays are
-fractions of 2**D = 4096), S = ``state_bits`` (24), sh_a = ``current_shift`` (6),
-sh_v = ``threshold_shift`` (6), A = ``accumulator_bits`` (32).
+Symbols: R = ``weight_register_bits`` (8: the width Lava's Dense clips weights to),
+W = ``weight_bits`` (the target's weight precision, at most R; 8 on Loihi 2),
+D = ``du_bits`` = ``dv_bits`` (12, decays are fractions of 2**D = 4096),
+S = ``state_bits`` (24), sh_a = ``current_shift`` (6), sh_v = ``threshold_shift`` (6),
+A = ``accumulator_bits`` (32).
 
 Weights (``utils/weightutils.py``): the sign mode is decided from the weights
 (``determine_sign_mode``: excitatory if all >= 0, inhibitory if all <= 0, else mixed);
-``clip_weights`` clips to -2**b..2**b-1 (mixed), 0..2**b-1 (excitatory) or
--(2**b-1)..0 (inhibitory); ``truncate_weights`` drops ``b - num_weight_bits (+1 if
+``clip_weights`` clips to -2**R..2**R-1 (mixed), 0..2**R-1 (excitatory) or
+-(2**R-1)..0 (inhibitory); ``truncate_weights`` drops ``R - num_weight_bits (+1 if
 mixed)`` least significant bits, rounding toward -inf (on the negated matrix for
-inhibitory weights): [101, -3] -> [100, -4] with b = num_weight_bits = 8. A
-``num_weight_bits`` above ``b (+1 if mixed)`` makes Lava shift by a negative count and
-zero every weight: refused here (:class:`FixedPointError`), never reproduced.
+inhibitory weights): [101, -3] -> [100, -4] with R = num_weight_bits = 8. A
+``num_weight_bits`` above ``R (+1 if mixed)`` makes Lava shift by a negative count and
+zero every weight: refused here (:class:`FixedPointError`), never reproduced. The
+target's precision W caps ``num_weight_bits`` at W (+1 if mixed).
 
 Synapses (``proc/dense/models.py``): the sum of weight x payload of every delay group
 is shifted by ``weight_exp`` (left for > 0, arithmetic right = floor for < 0) and
@@ -39,7 +42,7 @@ CUBA LIF (``proc/lif/models.py``, every step, all layers from the first step)::
 2**vth_bits - 1.
 
 Field widths (what :func:`check_qlayer` enforces, for every consumer alike): weight
-mantissas within the clip range of their sign mode, ``num_weight_bits`` in 1..b (+1
+mantissas within the clip range of their sign mode, ``num_weight_bits`` in 1..W (+1
 if mixed), ``weight_exp`` in the target's range, delays <= ``max_delay`` (the usable
 limit, 62: lava-dl netx clips there; DelayDense itself takes ``max_delay_hardware``,
 63), ``bias_mant`` a signed ``bias_mant_bits`` number, ``bias_exp`` in
@@ -94,7 +97,8 @@ class Arith:
     """The integer constants of one target, derived from its description once."""
 
     name: str
-    weight_bits: int
+    weight_bits: int            # W: precision cap (num_weight_bits <= W, +1 if mixed)
+    weight_register_bits: int   # R: Lava's Dense clips to R bits and truncates from there
     weight_exp_min: int
     weight_exp_max: int
     du_bits: int                # u keeps (2**du_bits - (du + 1)) / 2**du_bits per step
@@ -140,6 +144,7 @@ class Arith:
 def _arith_cached(target) -> Arith:
     return Arith(
         name=target.name, weight_bits=target.weight_bits,
+        weight_register_bits=target.weight_register_bits,
         weight_exp_min=target.weight_exp_min, weight_exp_max=target.weight_exp_max,
         du_bits=target.du_bits, dv_bits=target.dv_bits,
         du_max=(1 << target.du_bits) - 1, dv_max=(1 << target.dv_bits) - 1,
@@ -179,17 +184,23 @@ def sign_mode(weight) -> str:
 
 def mantissa_range(mode: str, a: Arith) -> tuple[int, int]:
     """The weight values ``clip_weights`` keeps for a sign mode."""
-    top = (1 << a.weight_bits) - 1
+    top = (1 << a.weight_register_bits) - 1
     if mode == "mixed":
-        return -(1 << a.weight_bits), top
+        return -(1 << a.weight_register_bits), top
     if mode == "excitatory":
         return 0, top
     return -top, 0
 
 
 def max_num_weight_bits(mode: str, a: Arith) -> int:
-    """Largest ``num_weight_bits`` Lava handles for the sign mode (b, +1 if mixed)."""
+    """Largest ``num_weight_bits`` the target allows for the sign mode (W, +1 if mixed)."""
     return a.weight_bits + (1 if mode == "mixed" else 0)
+
+
+def lava_num_weight_bits_limit(mode: str, a: Arith) -> int:
+    """Largest ``num_weight_bits`` Lava computes with (R, +1 if mixed); above it Lava
+    shifts by a negative count."""
+    return a.weight_register_bits + (1 if mode == "mixed" else 0)
 
 
 def effective_weights(weight, num_weight_bits: int, a: Arith | None = None) -> np.ndarray:
@@ -199,7 +210,7 @@ def effective_weights(weight, num_weight_bits: int, a: Arith | None = None) -> n
     w = np.asarray(weight).astype(np.int64)
     mode = sign_mode(w)
     nwb = int(num_weight_bits)
-    top = max_num_weight_bits(mode, a)
+    top = lava_num_weight_bits_limit(mode, a)
     if not 1 <= nwb <= top:
         raise FixedPointError(
             f"num_weight_bits={nwb} is outside 1..{top} for {mode} weights: Lava would "
@@ -207,8 +218,9 @@ def effective_weights(weight, num_weight_bits: int, a: Arith | None = None) -> n
     mixed = int(mode == "mixed")
     if mode == "inhibitory":
         w = -w
-    w = np.clip(w, -(1 << a.weight_bits) * mixed, (1 << a.weight_bits) - 1)
-    t = a.weight_bits - nwb + mixed
+    r = a.weight_register_bits
+    w = np.clip(w, -(1 << r) * mixed, (1 << r) - 1)
+    t = r - nwb + mixed
     w = (w >> t) << t
     return -w if mode == "inhibitory" else w
 
@@ -373,7 +385,7 @@ def check_qlayer(layer, a: Arith, tag: str = "layer", hidden: bool = False) -> l
     out = []
     mode = sign_mode(layer.weight)
     lo, hi = mantissa_range(mode, a)
-    out += _range(tag, f"weight ({a.weight_bits}-bit {mode})", layer.weight, lo, hi)
+    out += _range(tag, f"weight ({a.weight_register_bits}-bit {mode})", layer.weight, lo, hi)
     out += _range(tag, f"num_weight_bits ({mode} weights)", layer.num_weight_bits, 1,
                   max_num_weight_bits(mode, a))
     out += _range(tag, "weight_exp", layer.weight_exp, a.weight_exp_min, a.weight_exp_max)

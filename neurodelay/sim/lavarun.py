@@ -176,14 +176,26 @@ def _reset_state(b: _Built) -> None:
         syn.a_buff.set(np.zeros(syn.a_buff.shape, np.int32))
 
 
+def open_netx(path, msg_bits: int):
+    """lava-dl's ``netx.hdf5.Network`` for a netx file, with the file closed afterwards
+    (netx copies every array into its processes but leaves its HDF5 handle open, which
+    keeps the file locked for writers in this process)."""
+    _lava()
+    from lava.lib.dl.netx import hdf5
+
+    net = hdf5.Network(net_config=str(path), input_message_bits=msg_bits)
+    handle = getattr(getattr(net, "net_config", None), "f", None)
+    if handle is not None:
+        handle.close()
+    return net
+
+
 def build_netx(path, n_steps: int, msg_bits: int, record_v: str = "readout") -> _Built:
     """Load a lava-dl netx HDF5 file as a Lava Network and attach the same probes."""
     if record_v not in ("readout", "all"):
         raise LavaRunError(f"record_v must be 'readout' or 'all', got {record_v!r}")
     _, _, _, sink, source, _, _ = _lava()
-    from lava.lib.dl.netx import hdf5
-
-    net = hdf5.Network(net_config=str(path), input_message_bits=msg_bits)
+    net = open_netx(path, msg_bits)
     blocks = list(net.layers)
     src = source.RingBuffer(data=np.zeros((int(np.prod(net.inp.shape)), n_steps), np.int32))
     src.s_out.connect(net.inp)

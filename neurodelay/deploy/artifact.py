@@ -1,0 +1,562 @@
+"""The deployment artifact: the quantized network computed ONCE, and everything a user
+hands over, in one folder. ``neurodelay export`` writes it; ``neurodelay verify`` verifies
+exactly it (same file, same hash).
+
+Folder (default ``RUN/deploy/<target>``; see :func:`default_folder`)::
+
+    network.qnet.h5        the quantized network (neurodelay.deploy.network format), the
+                           object every check below is about
+    network.netx.h5        lava-dl netx file of that network (what goes to a Loihi 2)
+    model.nir              NIR graph of the float network (absent for finetuned runs,
+                           whose float weights are not what is deployed)
+    model.quantized.nir    NIR graph of the quantized network in float units
+    deploy.json            the deploy report (:class:`DeployReport`), with
+                           ``artifact_hash``: sha256 of the quantized network's content
+    README.txt             how to load and run the files
+
+The hash (:func:`qnet_hash`) covers every integer and every field that changes what the
+network computes (weights, delays, exponents, decays, thresholds, biases, scales, input
+scale, dt, classes and the target's arithmetic); it does not depend on HDF5 byte layout
+or file timestamps, so :func:`load_artifact` can recompute it from the file and refuse a
+folder whose network changed after export.
+
+Calibration never reads test or validation data: exponents and scales are chosen from a
+fixed, seeded subset of the run's TRAINING split (``calib_samples`` samples, default
+:data:`DEFAULT_CALIB_SAMPLES`, seed ``calib_seed``), or from a file the user names, or
+from the weights alone for a network that comes without data (an imported NIR graph).
+The report says which.
+
+The folder is written next to its destination and renamed into place at the end, so a
+refused or failed export leaves nothing behind, and a reader never sees half of one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from neurodelay._io import make_dirs, remove_empty_dirs
+from neurodelay.deploy.network import QNetwork, load_network, save_network
+from neurodelay.errors import NeurodelayError
+
+DEFAULT_CALIB_SAMPLES = 256
+DEFAULT_CALIB_SEED = 0
+DEFAULT_MESSAGE_BITS = 8             # graded input bits declared to netx (at least)
+FORMAT = "neurodelay-deploy"
+FORMAT_VERSION = 1
+FILES = {"qnet": "network.qnet.h5", "netx": "network.netx.h5", "nir_float": "model.nir",
+         "nir_quantized": "model.quantized.nir", "report": "deploy.json",
+         "readme": "README.txt"}
+
+
+class ArtifactError(NeurodelayError, ValueError):
+    """A deployment artifact cannot be built, is incomplete, or was modified."""
+
+
+# ----------------------------------------------------------------------------- hashing
+
+def _canonical_target(spec: dict | None, name: str) -> dict:
+    """The target fields that change the arithmetic (not where the file lives)."""
+    if not spec:
+        return {"name": name}
+    return {k: v for k, v in sorted(spec.items()) if k not in ("source", "description")}
+
+
+def qnet_hash(qnet: QNetwork) -> str:
+    """``sha256:<hex>`` of everything that determines what ``qnet`` computes."""
+    h = hashlib.sha256()
+
+    def put(tag: str, value) -> None:
+        h.update(tag.encode())
+        if isinstance(value, np.ndarray):
+            a = np.ascontiguousarray(value, dtype="<i8")
+            h.update(repr(a.shape).encode())
+            h.update(a.tobytes())
+        else:
+            h.update(json.dumps(value, sort_keys=True).encode())
+
+    put("format", "neurodelay-qnet-hash-1")
+    put("target", _canonical_target(qnet.target_spec, qnet.target))
+    put("dt", float(qnet.dt).hex())
+    put("input_scale", float(qnet.input_scale).hex())
+    put("class_names", [str(c) for c in qnet.class_names])
+    for k, layer in enumerate(qnet.layers):
+        put(f"layer{k}", [layer.name, layer.kind, int(layer.weight_exp),
+                          int(layer.num_weight_bits), int(layer.bias_exp), int(layer.du),
+                          int(layer.dv), None if layer.vth is None else int(layer.vth),
+                          float(layer.scale).hex()])
+        put("weight", layer.weight)
+        put("delay", layer.delay)
+        put("bias_mant", layer.bias_mant)
+    return "sha256:" + h.hexdigest()
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- report
+
+@dataclass
+class Calibration:
+    """Where the quantizer's activity statistics came from (never test/valid data)."""
+
+    source: str                  # "training split" | "file" | "none (weights only)"
+    n: int = 0
+    seed: int | None = None
+    file: str | None = None
+    indices_sha256: str | None = None
+    description: str = ""
+
+
+@dataclass
+class DeployReport:
+    """deploy.json: what was deployed, how, and its content hash."""
+
+    artifact_hash: str
+    target: dict                  # name, description, source
+    weight_bits: int
+    delay_bits: int
+    max_delay: int
+    input_scale: float
+    layers: list                  # per layer: exponents, scale, vth, decays, headroom, ...
+    calibration: dict
+    resources: dict
+    delays: dict                  # check_delays: clipped / zeroed counts
+    netx: dict                    # input_message_bits, exact, layers
+    source: dict                  # run, kind, model file and its sha256
+    files: dict
+    options: dict
+    warnings: list = field(default_factory=list)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    neurodelay_version: str = ""
+    created: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "DeployReport":
+        if d.get("format") != FORMAT:
+            raise ArtifactError(f"{where}: not a neurodelay deploy report (format "
+                                f"{d.get('format')!r})")
+        if d.get("format_version") != FORMAT_VERSION:
+            raise ArtifactError(f"{where}: deploy report version {d.get('format_version')} "
+                                f"is not supported (this neurodelay reads {FORMAT_VERSION})")
+        from dataclasses import MISSING, fields
+
+        names = {f.name for f in fields(cls)}
+        missing = sorted(f.name for f in fields(cls) if f.name not in d
+                         and f.default is MISSING and f.default_factory is MISSING)
+        if missing:
+            raise ArtifactError(f"{where}: missing {', '.join(missing)}")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Artifact:
+    """An artifact folder, its quantized network and its report."""
+
+    folder: Path
+    qnet: QNetwork
+    report: DeployReport
+
+    @property
+    def hash(self) -> str:
+        return self.report.artifact_hash
+
+    def path(self, kind: str) -> Path:
+        return self.folder / self.report.files[kind]
+
+    @property
+    def netx_path(self) -> Path:
+        return self.path("netx")
+
+    @property
+    def message_bits(self) -> int:
+        return int(self.report.netx["input_message_bits"])
+
+
+# ----------------------------------------------------------------------------- options
+
+@dataclass
+class DeployOptions:
+    """How a run is deployed; the defaults come from the target."""
+
+    target: str = "loihi2"
+    weight_bits: int | None = None           # None: the target's
+    clip_delays: bool = False
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
+    calib_seed: int = DEFAULT_CALIB_SEED
+    calib_file: str | None = None
+
+    def __post_init__(self):
+        from neurodelay.errors import OptionError
+
+        if int(self.calib_samples) < 1:
+            raise OptionError(f"--calib-samples {self.calib_samples}: must be >= 1 (training "
+                              f"samples the quantizer calibrates on; default "
+                              f"{DEFAULT_CALIB_SAMPLES})")
+        if self.weight_bits is not None and int(self.weight_bits) < 1:
+            raise OptionError(f"--weight-bits {self.weight_bits}: must be >= 2")
+
+    def describe(self) -> dict:
+        return {"target": str(self.target), "weight_bits": self.weight_bits,
+                "clip_delays": bool(self.clip_delays),
+                "calib_samples": int(self.calib_samples), "calib_seed": int(self.calib_seed),
+                "calib_file": str(self.calib_file) if self.calib_file else None}
+
+
+def _target_folder_name(tgt) -> str:
+    """The target's name, plus a short digest when the description differs from the
+    built-in target of that name (a modified copy must not share its folder)."""
+    from neurodelay.hw.config import TargetError, load_target
+
+    try:
+        builtin = load_target(tgt.name)
+        same = _canonical_target(builtin.to_dict(), "") == _canonical_target(tgt.to_dict(), "")
+    except TargetError:
+        same = False
+    if same:
+        return tgt.name
+    digest = hashlib.sha256(json.dumps(_canonical_target(tgt.to_dict(), ""),
+                                       sort_keys=True).encode()).hexdigest()[:8]
+    return f"{tgt.name}-{digest}"
+
+
+def default_folder(run, options: DeployOptions) -> Path:
+    """``RUN/deploy/<target>[-w<bits>][-clip][-calib<n>s<seed>]``: one folder per target
+    and set of non-default options, so verify finds what export wrote."""
+    from neurodelay.hw.config import load_target
+
+    tgt = load_target(options.target)
+    name = _target_folder_name(tgt)
+    if options.weight_bits is not None and int(options.weight_bits) != tgt.weight_bits:
+        name += f"-w{int(options.weight_bits)}"
+    if options.clip_delays:
+        name += "-clip"
+    if (options.calib_samples, options.calib_seed) != (DEFAULT_CALIB_SAMPLES,
+                                                       DEFAULT_CALIB_SEED):
+        name += f"-calib{int(options.calib_samples)}s{int(options.calib_seed)}"
+    if options.calib_file:
+        name += "-calibfile"
+    return Path(run) / "deploy" / name
+
+
+# ----------------------------------------------------------------------------- calibration
+
+def calibration_data(run, options: DeployOptions, log=None):
+    """(x_padded or None, Calibration): a seeded subset of the run's training split, or
+    of ``options.calib_file``; never test or validation data."""
+    from neurodelay.data import load_binned, pad_batch
+
+    if options.calib_file:
+        dc = run.data_config()
+        ds = load_binned(options.calib_file, channel_bin=dc.channel_bin, dt=dc.dt,
+                         max_time=dc.max_time, n_channels=dc.n_channels,
+                         cache_dir=dc.cache_dir, progress=False)
+        source, what = "file", f"file {options.calib_file}"
+    elif run.has_own_data():
+        ds = run.train_data()
+        source, what = "training split", (f"the training split of {run.path} (validation "
+                                          f"and test samples excluded)")
+    else:
+        return None, Calibration("none (weights only)", description=(
+            f"{run.path} has no data of its own and no --calib-file was given: exponents "
+            f"were chosen from the weights alone"))
+    if len(ds) == 0:
+        raise ArtifactError(f"calibration data ({what}) has no samples")
+    n = min(int(options.calib_samples), len(ds))
+    rng = np.random.default_rng(int(options.calib_seed))
+    idx = np.sort(rng.permutation(len(ds))[:n])
+    x = pad_batch([ds.samples[i] for i in idx])
+    cal = Calibration(source, n=n, seed=int(options.calib_seed),
+                      file=str(options.calib_file) if options.calib_file else None,
+                      indices_sha256="sha256:" + hashlib.sha256(
+                          idx.astype("<i8").tobytes()).hexdigest(),
+                      description=f"{n} samples drawn with seed {options.calib_seed} from "
+                                  f"{what} ({len(ds)} samples)")
+    return x, cal
+
+
+# ----------------------------------------------------------------------------- building
+
+def _source(run) -> dict:
+    model_file = {"trained": "best.pt", "imported": run.config.get("network", "network.h5"),
+                  "finetuned": "qnet.h5"}[run.kind]
+    path = run.path / model_file
+    return {"run": str(run.path), "kind": run.kind, "model_file": model_file,
+            "model_sha256": file_sha256(path) if path.exists() else None}
+
+
+def quantize_run(run, options: DeployOptions, log=None):
+    """(qnet, float network or None, quant report or None, delay report, Calibration):
+    the quantized network of a run on a target, computed as :func:`build_artifact` does."""
+    from neurodelay.deploy import passes
+    from neurodelay.hw.config import load_target
+
+    tgt = load_target(options.target)
+    if run.kind == "finetuned":
+        qnet = run.qnetwork()
+        if _canonical_target(qnet.target_spec, qnet.target) != \
+                _canonical_target(tgt.to_dict(), tgt.name):
+            raise ArtifactError(
+                f"{run.path} was fine-tuned for target {qnet.target!r} with its exact "
+                f"arithmetic; it cannot be deployed to {tgt.name!r} ({tgt.source}) without "
+                f"re-quantizing: fine-tune for that target instead")
+        if options.weight_bits is not None and int(options.weight_bits) != \
+                int(qnet.meta.get("weight_bits", -1)):
+            raise ArtifactError(f"{run.path} was fine-tuned with "
+                                f"{qnet.meta.get('weight_bits')}-bit weights; drop "
+                                f"--weight-bits or fine-tune again")
+        net_d, drep = passes.check_delays(qnet, tgt.max_delay, clip=options.clip_delays)
+        return net_d, None, None, drep, Calibration(
+            "none (fine-tuned integers)", description="the run's integers are the chip's "
+            "(hardware-exact fine-tuning); nothing was re-quantized")
+    net = run.float_network()
+    if not tgt.has_delays and not options.clip_delays:
+        from neurodelay.hw import fixedpoint as fp
+
+        a = fp.arith(tgt)
+        problems = [v for k, L in enumerate(net.layers)
+                    for v in fp.delay_violations(f"layer {k} {L.name!r}", L.weight, L.delay, a)]
+        if problems:
+            raise ArtifactError("the network cannot run on this target:\n  - "
+                                + "\n  - ".join(problems)
+                                + "\n(choose a target with delays, e.g. loihi2, train with "
+                                  "--delays none, or pass --clip-delays to set every delay "
+                                  "to 0 and see the cost)")
+    net_d, drep = passes.check_delays(net, tgt.max_delay, clip=options.clip_delays)
+    x, cal = calibration_data(run, options, log)
+    import warnings as _w
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")                # collected in the report instead
+        qnet, qrep = passes.quantize(net_d, tgt, data=x, weight_bits=options.weight_bits)
+    qnet.meta = {k: v for k, v in qnet.meta.items() if k != "run"}
+    return qnet, net_d, qrep, drep, cal
+
+
+def _write_nir(net, path) -> None:
+    from neurodelay.exporters import get_exporter
+
+    get_exporter("nir")(net, path)
+
+
+def build_artifact(run, options: DeployOptions | None = None, out=None, *,
+                   log=None) -> Artifact:
+    """Quantize ``run`` once for ``options.target`` and write the artifact folder ``out``
+    (default :func:`default_folder`). A network that breaks the target's limits is
+    refused (FitError listing every violation) and nothing is written. An existing
+    artifact folder at ``out`` is replaced; any other non-empty folder is refused."""
+    from neurodelay import __version__
+    from neurodelay.exporters.loihi2 import load_check, netx_readme, write_netx
+    from neurodelay.hw.config import check_fits, load_target
+    from neurodelay.runs import Run, open_run
+
+    say = log or (lambda m: None)
+    options = options or DeployOptions()
+    run = run if isinstance(run, Run) else open_run(run)
+    tgt = load_target(options.target)
+    out = Path(out) if out is not None else default_folder(run.path, options)
+    _check_destination(out)
+    qnet, net, qrep, drep, cal = quantize_run(run, options, say)
+    resources = check_fits(qnet, tgt)                       # FitError: nothing written
+    h = qnet_hash(qnet)
+    x_bits = DEFAULT_MESSAGE_BITS
+    created = make_dirs(out.parent)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        save_network(qnet, tmp / FILES["qnet"])
+        netx = write_netx(qnet, tmp / FILES["netx"], input_message_bits=x_bits)
+        load_check(tmp / FILES["netx"], x_bits, len(qnet.layers))
+        files = {k: v for k, v in FILES.items() if k != "nir_float" or net is not None}
+        if net is not None:
+            _write_nir(net, tmp / FILES["nir_float"])
+        _write_nir(qnet, tmp / FILES["nir_quantized"])
+        rep = DeployReport(
+            artifact_hash=h,
+            target={"name": tgt.name, "description": tgt.description, "source": tgt.source},
+            weight_bits=int(qnet.meta.get("weight_bits", tgt.weight_bits)),
+            delay_bits=int(tgt.delay_bits), max_delay=int(tgt.max_delay),
+            input_scale=float(qnet.input_scale),
+            layers=_layer_rows(qnet, qrep),
+            calibration=asdict(cal), resources=resources,
+            delays={"max_delay": int(drep.changes["max_delay"]),
+                    "clipped": int(drep.changes["clipped"]),
+                    "unused_delays_zeroed": int(drep.changes["unused_delays_zeroed"])},
+            netx={"input_message_bits": netx.input_message_bits, "exact": netx.exact,
+                  "layers": netx.layers},
+            source=_source(run), files=files, options=options.describe(),
+            warnings=list(qrep.warnings) if qrep is not None else [],
+            neurodelay_version=__version__, created=time.strftime("%Y-%m-%d %H:%M:%S"))
+        (tmp / FILES["report"]).write_text(json.dumps(rep.to_dict(), indent=2) + "\n")
+        (tmp / FILES["readme"]).write_text(_readme(rep, netx_readme(netx, qnet)))
+        _replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty_dirs(created)
+        raise
+    say(f"artifact {out}: {h}")
+    return Artifact(out, qnet, rep)
+
+
+def _layer_rows(qnet: QNetwork, qrep) -> list:
+    rows = []
+    for k, layer in enumerate(qnet.layers):
+        row = {"layer": k, "name": layer.name, "kind": layer.kind,
+               "weight_exp": int(layer.weight_exp), "num_weight_bits": int(layer.num_weight_bits),
+               "scale": float(layer.scale), "vth": layer.vth, "du": int(layer.du),
+               "dv": int(layer.dv), "bias_exp": int(layer.bias_exp),
+               "synapses": int(np.count_nonzero(layer.weight))}
+        if qrep is not None:
+            extra = qrep.layers[k]
+            for key in ("headroom", "max_abs_a_in", "u_wraps", "v_clips", "weights_clipped",
+                        "weights_zeroed", "bias_clipped", "mantissa_min", "mantissa_max"):
+                if key in extra:
+                    row[key] = extra[key]
+        rows.append(row)
+    return rows
+
+
+def _readme(rep: DeployReport, netx_text: str) -> str:
+    cal = rep.calibration
+    return (f"neurodelay deployment artifact for target {rep.target['name']}\n"
+            f"artifact hash (content of {FILES['qnet']}): {rep.artifact_hash}\n"
+            f"source: {rep.source['run']} ({rep.source['kind']})\n"
+            f"weights: {rep.weight_bits} bits; delays up to {rep.max_delay} steps\n"
+            f"calibration: {cal['description']}\n\n"
+            f"{netx_text}\n\n"
+            f"{FILES['qnet']}: the quantized network (neurodelay.deploy.network.load_network "
+            f"or h5py); `neurodelay verify --artifact THIS_FOLDER` re-checks it against the "
+            f"trained model, the bit-accurate simulator and Lava.\n"
+            f"{FILES['nir_quantized']}: NIR graph of the quantized network in float units"
+            + (f"; {FILES['nir_float']}: the float network" if "nir_float" in rep.files else "")
+            + f".\n{FILES['report']}: everything above as JSON.\n")
+
+
+def _check_destination(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"{out}: exists and is a file; give a folder for the artifact")
+    if out.is_dir() and any(out.iterdir()) and not (out / FILES["report"]).exists():
+        raise ArtifactError(f"{out}: exists, is not empty and is not a neurodelay artifact; "
+                            f"nothing was written. Choose a new or empty folder")
+
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` to ``out``, replacing an old artifact there."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)                 # mkdtemp makes 0700: a normal folder
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old.", suffix=".tmp"))
+        os.rmdir(old)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_artifact(folder) -> Artifact:
+    """Read an artifact folder and check it is intact: the quantized network's hash must
+    equal the report's, and the netx file must hold exactly that network."""
+    from neurodelay.runs import read_json
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder}: no such artifact folder (create one with "
+                            f"`neurodelay export RUN --target loihi2 --out {folder}`)")
+    rpath = folder / FILES["report"]
+    if not rpath.exists():
+        raise ArtifactError(f"{folder}: not a neurodelay artifact (no {FILES['report']})")
+    rep = DeployReport.from_dict(read_json(rpath, "the deploy report"), str(rpath))
+    for kind in ("qnet", "netx"):
+        if not (folder / rep.files.get(kind, FILES[kind])).exists():
+            raise ArtifactError(f"{folder}: {rep.files.get(kind, FILES[kind])} is missing; "
+                                f"the artifact is incomplete: export it again")
+    qnet = load_network(folder / rep.files["qnet"], kind="quantized")
+    h = qnet_hash(qnet)
+    if h != rep.artifact_hash:
+        raise ArtifactError(f"{folder / rep.files['qnet']}: its content hash {h} differs from "
+                            f"{rep.artifact_hash} in {FILES['report']}: the network was "
+                            f"changed after export; export it again")
+    art = Artifact(folder, qnet, rep)
+    _check_netx_matches(art)
+    return art
+
+
+def _check_netx_matches(art: Artifact) -> None:
+    """The netx file must hold the arrays the exporter derives from the quantized
+    network (so the file Lava runs is the network that was hashed)."""
+    import h5py
+
+    from neurodelay.exporters.loihi2 import netx_layer
+    from neurodelay.hw import fixedpoint as fp
+
+    a = fp.arith(art.qnet)
+    path = art.netx_path
+    try:
+        with h5py.File(path, "r") as f:
+            n = len(f["layer"]) - 1
+            if n != len(art.qnet.layers):
+                raise ArtifactError(f"{path}: {n} layers, the quantized network has "
+                                    f"{len(art.qnet.layers)}")
+            for k, layer in enumerate(art.qnet.layers, start=1):
+                want, _ = netx_layer(layer, a, check=False)
+                g = f[f"layer/{k}"]
+                got_w = g["weight"][()].astype(np.int64)
+                got_d = g["delay"][()].astype(np.int64) if "delay" in g else \
+                    np.zeros_like(want["delay"])
+                got_b = g["bias"][()].astype(np.int64) if "bias" in g else \
+                    np.zeros_like(want["bias"])
+                neu = g["neuron"]
+                same = (np.array_equal(got_w, want["weight"])
+                        and np.array_equal(got_d, want["delay"])
+                        and np.array_equal(got_b, want["bias"])
+                        and int(neu["iDecay"][()]) == want["iDecay"]
+                        and int(neu["vDecay"][()]) == want["vDecay"]
+                        and int(neu["vThMant"][()]) == want["vThMant"])
+                if not same:
+                    raise ArtifactError(f"{path}: layer {k} does not hold the quantized "
+                                        f"network of this artifact (modified after "
+                                        f"export?); export it again")
+    except (OSError, KeyError) as e:
+        raise ArtifactError(f"{path}: not a readable netx file ({e})") from None
+
+
+def artifact_for(run, options: DeployOptions, *, build: bool = True, log=None) -> Artifact:
+    """The run's artifact for these options: loaded from :func:`default_folder` if it is
+    there and was built from the run's current model, else built there (``build``)."""
+    from neurodelay.runs import Run, open_run
+
+    run = run if isinstance(run, Run) else open_run(run)
+    folder = default_folder(run.path, options)
+    if (folder / FILES["report"]).exists():
+        art = load_artifact(folder)
+        now = _source(run)["model_sha256"]
+        if art.report.source.get("model_sha256") != now:
+            raise ArtifactError(
+                f"{folder} was exported from another version of {run.path}'s model "
+                f"({art.report.source.get('model_sha256')} vs now {now}); export it again "
+                f"(`neurodelay export {run.path} --target {options.target}` replaces it)")
+        return art
+    if not build:
+        raise ArtifactError(f"{run.path} has no artifact for these options ({folder}); "
+                            f"create it with `neurodelay export`")
+    (log or (lambda m: None))(f"no artifact at {folder}: building it (quantize once, "
+                              f"calibrated on training data)")
+    return build_artifact(run, options, folder, log=log)
