@@ -1,12 +1,12 @@
-"""NIR exporter: a neurodelay network as a standard NIR graph (nir 1.0.8), delays exact.
+"""NIR exporter: a neurodelay network as a standard NIR graph, delays exact.
 
 NIR has no per-synapse delay primitive, only ``Delay`` (an element-wise delay of each
 channel). A layer with per-synapse integer delays ``D`` is therefore *decomposed* exactly,
 one branch per distinct delay ``d`` used by its non-zero synapses::
 
-    pre --[Delay(d*dt), shape (n_in,)]--> Affine/Linear(W * (D == d)) --+
-    pre --[Delay(d'*dt)]---------------> Linear(W * (D == d'))  -------+--> LIF / LI
-    ...                                                                  (edges SUM)
+    pre --[Delay(d*dt), shape (n_in,)]--> Affine/Linear(g * W * (D == d)) --+
+    pre --[Delay(d'*dt)]---------------> Linear(g * W * (D == d'))  -------+--> neuron
+    ...                                                                      (edges SUM)
 
 * ``d == 0``: no Delay node; the presynaptic node feeds the Linear directly.
 * The branch of the layer's SMALLEST used delay is an ``Affine`` carrying the per-neuron
@@ -14,36 +14,50 @@ one branch per distinct delay ``d`` used by its non-zero synapses::
   has exactly one Affine, ``k - 1`` Linear nodes and ``k - [0 is used]`` Delay nodes for
   ``k`` distinct delays. A layer without any non-zero weight keeps one Affine (d = 0).
 
-Neurons (discrete model ``u[t] = decay*u[t-1] + I[t]``, see neurodelay.deploy.network) map onto
-NIR's continuous nodes under the forward-Euler convention with step ``dt`` (seconds,
-``net.dt``): ``v += dt/tau * (v_leak - v + r*I)`` gives ``decay = 1 - dt/tau``, so
+Neurons. The discrete model (neurodelay.deploy.network)::
 
-    tau = dt / (1 - decay),   r = tau / dt = 1 / (1 - decay),   v_leak = 0
+    J[t] = current_decay*J[t-1] + W x[t - D]      u[t] = decay*u[t-1] + J[t] + b
 
-and the input enters with gain ``dt/tau * r = 1``. ``decay == 1`` (no leak) has no finite
-tau: such a layer becomes ``IF`` (spiking) / ``I`` (readout) with ``r = 1/dt``
-(``v += dt*r*I``). Spiking layers are ``LIF``/``IF`` with ``v_reset = reset``; the readout is
-``LI``/``I`` and its membrane is the graph output.
+maps onto NIR's continuous nodes under the forward-Euler convention with step ``dt``
+(seconds, ``net.dt``): ``v += dt/tau * (v_leak - v + r*I)``, so ``decay = 1 - dt/tau``:
+
+    LIF / LI     tau = dt/(1-decay), r = 1, v_leak = 0; input gain g = tau/dt = 1/(1-decay)
+    IF / I       (decay == 1, no finite tau)   r = 1; v += dt*I: input gain g = 1/dt
+    CubaLIF /    (current_decay > 0) tau_syn = dt/(1-current_decay), tau_mem = dt/(1-decay),
+    CubaLI       r = 1, w_in = 1, v_leak = b/(1-decay) (the bias enters v, not the current),
+                 Affine bias 0; g = 1/((1-current_decay)(1-decay)); the synaptic current is
+                 stepped first and the new current drives v in the same step
+
+Every ``r`` (and ``w_in``) is 1: the input gain ``g`` is folded into the Linear / Affine
+weights and biases (``W_graph = g*W``, ``b_graph = g*b``), which are written in float64
+so that an importer multiplying back by ``dt/tau`` recovers the float32 weights exactly.
+Spiking layers are ``LIF``/``IF``/``CubaLIF`` with ``v_reset = reset``; the readout is
+``LI``/``I``/``CubaLI`` and its membrane is the graph output (score_c = sum_t softmax_c).
 
 Thresholds: NIR fires when ``v > v_threshold`` (strict); neurodelay's float model fires
 when ``u >= threshold``. The float variant stores ``v_threshold`` = the largest float32
 below ``float32(threshold)``, so the strict rule equals neurodelay's in float32 arithmetic.
-The quantized variant stores Loihi's own strict threshold ``(vth << 6) * scale``.
+The quantized variant stores the chip's own strict threshold (the target's
+``vth << threshold_shift``) times the layer's scale.
 
-Variants: ``float`` exports the trained :class:`~neurodelay.deploy.network.Network`;
-``quantized`` runs :func:`neurodelay.deploy.passes.quantize` and exports the float equivalent of
-the quantized model (integer weights, biases, decays and thresholds converted back to
-float units with each layer's ``scale``; integer rounding of the chip is not modelled, nor
-is its pipeline latency of one step per layer).
+Variants: ``float`` exports a float :class:`~neurodelay.deploy.network.Network`;
+``quantized`` exports the float equivalent of a QNetwork -- the one a deployment artifact
+holds (this module never quantizes) -- with integer weights, biases, decays, current decays
+and thresholds converted back to float units with each layer's ``scale`` by the target's
+rules in :mod:`neurodelay.hw.fixedpoint`; the chip's integer rounding is not modelled,
+nor is its pipeline latency of one step per layer.
+
+Schemas (``nir_schema``): ``"1.0.8"`` (default; nir.write of the installed nir) or
+``"1.0.4"``, the layout read by nir <= 1.0.4, which Sinabs 3.1 and Rockpool 3.1 pin:
+LIF / IF / CubaLIF without ``v_reset`` (a reset other than 0 cannot be written; nir >= 1.0.5
+reads the missing field as 0; nir 1.0.4's docstrings describe a subtractive reset, which
+is not what the network does) and no ``CubaLI`` (refused). Same nodes otherwise.
 
 Everything above is also written into the graph's ``metadata``.
 """
 from __future__ import annotations
 
-from neurodelay.errors import NeurodelayError
-
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,24 +69,34 @@ from neurodelay._io import atomic_path
 
 from neurodelay import __version__ as _ND_VERSION
 from neurodelay.deploy.network import Network, QNetwork
+from neurodelay.errors import NeurodelayError
 
-__all__ = ["NirExportError", "export", "to_nir", "nir_node_counts", "VARIANTS"]
+__all__ = ["NirExportError", "export", "to_nir", "nir_node_counts", "VARIANTS", "SCHEMAS"]
 
 VARIANTS = ("float", "quantized")
+SCHEMAS = ("1.0.8", "1.0.4")
 
 DT_CONVENTION = (
-    "forward Euler with step dt (seconds): v += dt/tau*(v_leak - v + r*I); "
-    "decay = 1 - dt/tau, tau = dt/(1-decay), r = tau/dt (input gain 1), v_leak = 0; "
-    "decay == 1 -> IF/I with r = 1/dt; Delay = d*dt seconds (d integer steps)")
+    "forward Euler with step dt (seconds): v += dt/tau*(v_leak - v + r*I), so decay = "
+    "1 - dt/tau: tau = dt/(1-decay); r = 1 everywhere and the input gain tau/dt = "
+    "1/(1-decay) is folded into the Linear/Affine weights and biases (float64); "
+    "decay == 1 -> IF/I (v += dt*r*I) with gain 1/dt in the weights; current_decay > 0 -> "
+    "CubaLIF/CubaLI with tau_syn = dt/(1-current_decay), w_in = 1, gain "
+    "1/((1-current_decay)(1-decay)) in the weights, bias as v_leak = b/(1-decay), synaptic "
+    "current stepped first (the new current drives v in the same step); Delay = d*dt "
+    "seconds (d integer steps)")
 DISCRETE_SEMANTICS = (
-    "I_i[t] = sum_j W_ij x_j[t-D_ij] + b_i (x[t]=0 for t<0); u_i[t] = decay*u_i[t-1] + I_i[t] "
-    "(u[-1]=0); spiking layers: s_i[t] = u_i[t] > v_threshold, then u_i[t] = v_reset; "
-    "readout (LI/I): membrane u[t] is the output; one graph evaluation = one time step")
+    "J_i[t] = current_decay*J_i[t-1] + sum_j W_ij x_j[t-D_ij] (x[t]=0 for t<0); "
+    "u_i[t] = decay*u_i[t-1] + J_i[t] + b_i (u[-1]=J[-1]=0); spiking layers: "
+    "s_i[t] = u_i[t] > v_threshold, then u_i[t] = v_reset; readout (LI/I/CubaLI): membrane "
+    "u[t] is the output; one graph evaluation = one time step")
 DECOMPOSITION = (
     "per layer and per distinct integer delay d of its non-zero synapses: "
-    "pre -> Delay(d*dt, shape (n_in,)) -> Linear(W masked to D==d) -> neuron; no Delay node "
-    "when d == 0; the smallest delay's branch is an Affine holding the bias; "
+    "pre -> Delay(d*dt, shape (n_in,)) -> Linear(g * W masked to D==d) -> neuron; no Delay "
+    "node when d == 0; the smallest delay's branch is an Affine holding the bias; "
     "edges into one node sum")
+READOUT = ("membrane of the readout layer each step; "
+           "score_c = sum_t softmax_c(v[t]), prediction = argmax_c score_c")
 
 
 class NirExportError(NeurodelayError, ValueError):
@@ -91,6 +115,7 @@ class _LayerSpec:
     v_reset: float
     kind: str                   # "lif" | "li"
     name: str
+    current_decay: float = 0.0  # synaptic current J = current_decay*J + W x (CUBA)
 
 
 # --------------------------------------------------------------------------- float / quantized
@@ -107,66 +132,64 @@ def _float_specs(net: Network) -> list[_LayerSpec]:
                        v_threshold=_strict_threshold(layer.threshold) if layer.kind == "lif"
                        else None,
                        v_reset=layer.reset, kind=layer.kind,
-                       name=layer.name or f"layer{k}")
+                       name=layer.name or f"layer{k}", current_decay=layer.current_decay)
             for k, layer in enumerate(net.layers)]
 
 
-def _lava_effective_weights(weight: np.ndarray, num_weight_bits: int) -> np.ndarray:
-    """The integer weights Lava's fixed-point Dense actually uses (clip to 8 bits, then drop
-    the ``8 - num_weight_bits (+1 if mixed sign)`` least significant bits, flooring)."""
-    w = np.asarray(weight, dtype=np.int64)
-    if w.size == 0:
-        return w
-    inhibitory = w.max() <= 0 and w.min() < 0
-    mixed = w.min() < 0 < w.max()
-    if inhibitory:
-        w = -w
-    w = np.clip(w, -256 if mixed else 0, 255)
-    drop = 8 - int(num_weight_bits) + int(mixed)
-    if drop > 0:
-        w = (w >> drop) << drop
-    return -w if inhibitory else w
-
-
 def _quantized_specs(qnet: QNetwork) -> list[_LayerSpec]:
+    """The float equivalent of a QNetwork, with the integer rules of its target
+    (:mod:`neurodelay.hw.fixedpoint`: Lava's effective weights, decay fractions, shifts)."""
+    from neurodelay.hw import fixedpoint as fp
+
+    a = fp.arith(qnet)
     specs = []
     for k, ql in enumerate(qnet.layers):
         tag = f"quantized layer {k} ({ql.name!r})"
-        if ql.du != 4095:
-            raise NirExportError(
-                f"{tag}: du={ql.du} keeps a synaptic current between steps, which the float "
-                "model (and this exporter) does not have; quantize with du=4095")
         if not (np.isfinite(ql.scale) and ql.scale > 0):
             raise NirExportError(f"{tag}: scale must be finite and positive, got {ql.scale}")
-        gain = 2.0 ** (ql.weight_exp + 6) * ql.scale       # one weight unit -> v float units
+        # one weight unit -> v float units (the shifted sum enters u << current_shift)
+        gain = 2.0 ** (ql.weight_exp + a.current_shift) * ql.scale
         if k == 0:
             gain *= qnet.input_scale                       # graded input = count * input_scale
-        weight = (_lava_effective_weights(ql.weight, ql.num_weight_bits) * gain)
-        bias = ql.bias_mant.astype(np.float64) * 2.0 ** ql.bias_exp * ql.scale
-        vth = None if ql.kind == "li" else float(ql.vth << 6) * ql.scale
+        weight = fp.effective_weights(ql.weight, ql.num_weight_bits, a) * gain
+        bias = fp.effective_bias(ql.bias_mant, ql.bias_exp).astype(np.float64) * ql.scale
+        vth = None if ql.kind == "li" else float(fp.threshold(ql.vth, a)) * ql.scale
         specs.append(_LayerSpec(weight=weight.astype(np.float32), delay=ql.delay,
-                                bias=bias.astype(np.float32), decay=(4096 - ql.dv) / 4096.0,
+                                bias=bias.astype(np.float32), decay=fp.dv_to_decay(ql.dv, a),
                                 v_threshold=vth, v_reset=0.0, kind=ql.kind,
-                                name=ql.name or f"layer{k}"))
+                                name=ql.name or f"layer{k}",
+                                current_decay=fp.du_to_current_decay(ql.du, a)))
     return specs
 
 
 # --------------------------------------------------------------------------- graph building
 
-def _neuron_node(spec: _LayerSpec, dt: float) -> nir.NIRNode:
-    """LIF/LI (or IF/I when decay == 1) reproducing ``u = decay*u + I`` under forward Euler."""
+def _neuron_node(spec: _LayerSpec, dt: float) -> tuple[nir.NIRNode, float, bool]:
+    """(node, input gain g, bias in the Affine?) reproducing the discrete layer under
+    forward Euler with r = 1 (module docstring): the graph's weights are g * W."""
     n = spec.weight.shape[0]
     full = lambda value: np.full(n, value, dtype=np.float64)  # noqa: E731
+    spiking = spec.kind != "li"
+    thr = {"v_threshold": full(spec.v_threshold), "v_reset": full(spec.v_reset)} if spiking \
+        else {}
+    if spec.current_decay > 0.0:
+        if spec.decay >= 1.0:
+            raise NirExportError(
+                f"layer {spec.name!r}: current_decay {spec.current_decay:g} with decay 1 (no "
+                f"membrane leak) is a current-based integrate-and-fire neuron, which NIR has "
+                f"no node for (CubaLIF needs a finite tau_mem); give the layer a decay < 1")
+        tau_syn, tau_mem = dt / (1.0 - spec.current_decay), dt / (1.0 - spec.decay)
+        g = 1.0 / ((dt / tau_syn) * (dt / tau_mem))
+        v_leak = spec.bias.astype(np.float64) / (dt / tau_mem)
+        common = dict(tau_syn=full(tau_syn), tau_mem=full(tau_mem), r=full(1.0),
+                      v_leak=v_leak, w_in=full(1.0))
+        return (nir.CubaLIF(**common, **thr) if spiking else nir.CubaLI(**common)), g, False
     if spec.decay >= 1.0:
-        r = full(1.0 / dt)
-        if spec.kind == "li":
-            return nir.I(r=r)
-        return nir.IF(r=r, v_threshold=full(spec.v_threshold), v_reset=full(spec.v_reset))
+        node = nir.IF(r=full(1.0), **thr) if spiking else nir.I(r=full(1.0))
+        return node, 1.0 / dt, True
     tau = dt / (1.0 - spec.decay)
-    if spec.kind == "li":
-        return nir.LI(tau=full(tau), r=full(tau / dt), v_leak=full(0.0))
-    return nir.LIF(tau=full(tau), r=full(tau / dt), v_leak=full(0.0),
-                   v_threshold=full(spec.v_threshold), v_reset=full(spec.v_reset))
+    common = dict(tau=full(tau), r=full(1.0), v_leak=full(0.0))
+    return (nir.LIF(**common, **thr) if spiking else nir.LI(**common)), 1.0 / (dt / tau), True
 
 
 def _used_delays(spec: _LayerSpec) -> list[int]:
@@ -184,11 +207,13 @@ def _build_graph(specs: list[_LayerSpec], dt: float, metadata: dict) -> nir.NIRG
     for k, spec in enumerate(specs):
         neuron = f"L{k}_{spec.kind}"
         delays = _used_delays(spec)
+        node, g, bias_in_affine = _neuron_node(spec, dt)
+        bias = (spec.bias.astype(np.float64) * g if bias_in_affine
+                else np.zeros(spec.weight.shape[0]))
         for i, d in enumerate(delays):
-            w = np.where(spec.delay == d, spec.weight, 0).astype(np.float32)
+            w = np.where(spec.delay == d, spec.weight, 0).astype(np.float64) * g
             syn = f"L{k}_syn_d{d}"
-            nodes[syn] = (nir.Affine(weight=w, bias=spec.bias.astype(np.float32)) if i == 0
-                          else nir.Linear(weight=w))
+            nodes[syn] = nir.Affine(weight=w, bias=bias) if i == 0 else nir.Linear(weight=w)
             if d == 0:
                 edges.append((src, syn))
             else:
@@ -197,11 +222,13 @@ def _build_graph(specs: list[_LayerSpec], dt: float, metadata: dict) -> nir.NIRG
                                                        dtype=np.float64))
                 edges += [(src, dname), (dname, syn)]
             edges.append((syn, neuron))
-        nodes[neuron] = _neuron_node(spec, dt)
+        nodes[neuron] = node
         layer_info.append({"name": spec.name, "kind": spec.kind, "n_in": spec.weight.shape[1],
                            "n_out": spec.weight.shape[0], "decay": spec.decay,
+                           "current_decay": spec.current_decay,
                            "v_threshold": spec.v_threshold, "v_reset": spec.v_reset,
-                           "delays": delays, "neuron_node": neuron})
+                           "input_gain": g, "delays": delays, "neuron_node": neuron,
+                           "neuron_type": type(node).__name__})
         src = neuron
     nodes["output"] = nir.Output(output_type={"output": np.array([specs[-1].weight.shape[0]])})
     edges.append((src, "output"))
@@ -219,37 +246,105 @@ def _base_metadata(dt: float, variant: str, target: str, class_names) -> dict:
         "target": target,
         "dt": float(dt),
         "time_unit": "s",
+        "discretization": "euler",
         "dt_convention": DT_CONVENTION,
         "discrete_semantics": DISCRETE_SEMANTICS,
         "delay_decomposition": DECOMPOSITION,
-        "output": "membrane of the readout layer each step; "
-                  "score_c = sum_t softmax_c(v[t]), prediction = argmax_c score_c",
+        "output": READOUT,
+        "readout": "sum_t softmax",
         "class_names_json": json.dumps(list(class_names)),
     }
 
 
-def to_nir(net: Network | QNetwork) -> nir.NIRGraph:
+def _check_schema(nir_schema) -> str:
+    if nir_schema not in SCHEMAS:
+        raise NirExportError(f"NIR export: nir_schema must be one of {SCHEMAS}, got "
+                             f"{nir_schema!r}")
+    return nir_schema
+
+
+def to_nir(net: Network | QNetwork, *, nir_schema: str = "1.0.8") -> nir.NIRGraph:
     """Build the NIR graph of a float :class:`Network` or of a :class:`QNetwork`'s float
-    equivalent (see the module docstring for the decomposition and conventions)."""
+    equivalent (see the module docstring for the decomposition and conventions).
+
+    ``nir_schema="1.0.4"`` checks that the network fits the older layout (no v_reset other
+    than 0, no CubaLI readout) and records the schema in the metadata; the graph object
+    itself is always the installed nir's (write it with :func:`export`)."""
+    _check_schema(nir_schema)
     if isinstance(net, Network):
         specs, variant, target = _float_specs(net), "float", ""
         meta = _base_metadata(net.dt, variant, target, net.class_names)
+        meta["n_channels"], meta["channel_bin"] = int(net.n_channels), int(net.channel_bin)
         meta["threshold_rule"] = ("neurodelay spikes when u >= threshold; v_threshold is the "
                                   "largest float32 below float32(threshold) so NIR's strict "
                                   "v > v_threshold is identical in float32")
     elif isinstance(net, QNetwork):
         specs, variant, target = _quantized_specs(net), "quantized", net.target
         meta = _base_metadata(net.dt, variant, target, net.class_names)
-        meta["threshold_rule"] = "Loihi spikes when v > vth << 6: v_threshold = (vth << 6)*scale"
+        meta["threshold_rule"] = ("the chip spikes when v > vth << threshold_shift: "
+                                  "v_threshold = (vth << threshold_shift) * scale")
         meta["quantized_conversion"] = (
-            "W = lava_effective(weight) * 2**(weight_exp+6) * scale (* input_scale in layer 0); "
-            "b = bias_mant * 2**bias_exp * scale; decay = (4096-dv)/4096; reset 0; "
+            "W = lava_effective(weight) * 2**(weight_exp+current_shift) * scale (* input_scale "
+            "in layer 0); b = (bias_mant << bias_exp) * scale; decay = (2**D-dv)/2**D; "
+            "current_decay = (2**D-1-du)/2**D (D = 12 on Loihi 2); reset 0; "
             "integer rounding and the chip's 1-step-per-layer latency are not modelled")
         meta["input_scale"] = float(net.input_scale)
     else:
         raise NirExportError(f"to_nir expects a neurodelay Network or QNetwork, got "
                              f"{type(net).__name__}; build one with neurodelay's freeze()")
+    meta["nir_schema"] = nir_schema
+    if nir_schema == "1.0.4":
+        meta["nir_schema_note"] = (
+            "written in the nir 1.0.4 layout: no v_reset fields (every reset is 0, as nir "
+            ">= 1.0.5 reads a missing v_reset); the network resets v to 0 after a spike, not "
+            "by subtraction")
+        for spec in specs:
+            if spec.kind != "li" and spec.v_reset != 0.0:
+                raise NirExportError(
+                    f"layer {spec.name!r}: reset {spec.v_reset:g}, but the nir 1.0.4 schema "
+                    f"has no v_reset (readers assume 0): export with nir_schema='1.0.8' "
+                    f"(--nir-schema 1.0.8) or retrain with reset 0")
+            if spec.kind == "li" and spec.current_decay > 0.0:
+                raise NirExportError(
+                    f"readout layer {spec.name!r} has a synaptic current (current_decay "
+                    f"{spec.current_decay:g}), i.e. a CubaLI node, which nir 1.0.4 does not "
+                    f"have: export with nir_schema='1.0.8' (--nir-schema 1.0.8)")
     return _build_graph(specs, float(net.dt), meta)
+
+
+_NO_RESET_IN_104 = ("LIF", "IF", "CubaLIF")
+
+
+def _write_schema_104(path, graph: nir.NIRGraph) -> None:
+    """Write ``graph`` in the nir 1.0.4 HDF5 layout (what nir <= 1.0.4's ``read`` accepts):
+    the same groups as nir.write, without the ``v_reset`` datasets 1.0.4 does not know."""
+    import h5py
+
+    def node_dict(node) -> dict:
+        d = node.to_dict()
+        if d.get("type") in _NO_RESET_IN_104:
+            d.pop("v_reset", None)
+        if d.get("type") == "NIRGraph":
+            d["nodes"] = {k: node_dict(n) for k, n in node.nodes.items()}
+        return d
+
+    def write_group(group, d: dict) -> None:
+        for k, v in d.items():
+            if k == "metadata":
+                if v:
+                    write_group(group.create_group(k), v)
+            elif isinstance(v, str):
+                group.create_dataset(k, data=v, dtype=h5py.string_dtype())
+            elif isinstance(v, np.ndarray):
+                group.create_dataset(k, data=v, dtype=v.dtype)
+            elif isinstance(v, dict):
+                write_group(group.create_group(str(k)), v)
+            else:
+                group.create_dataset(k, data=v)
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("version", data="1.0.4", dtype=h5py.string_dtype())
+        write_group(f.create_group("node"), node_dict(graph))
 
 
 def nir_node_counts(graph: nir.NIRGraph) -> dict[str, int]:
@@ -260,62 +355,52 @@ def nir_node_counts(graph: nir.NIRGraph) -> dict[str, int]:
 
 # --------------------------------------------------------------------------- export
 
-def _quantize(net: Network, target, data, weight_bits: int, opts: dict) -> QNetwork:
-    try:
-        from neurodelay.deploy.passes import quantize
-    except ImportError as err:
-        raise NirExportError(
-            "variant='quantized' needs the quantization pass neurodelay.deploy.passes.quantize, "
-            f"which could not be imported ({err}); export variant='float' instead, pass an "
-            "already quantized QNetwork, or use a neurodelay version that ships "
-            "neurodelay/passes.py") from err
-    qnet, _report = quantize(net, target, data=data, weight_bits=weight_bits, **opts)
-    return qnet
-
-
 def export(net: Network | QNetwork, out_path, *, variant: str | None = None,
-           target="loihi2", data=None, weight_bits: int = 8, **quantize_opts) -> dict:
+           nir_schema: str = "1.0.8") -> dict:
     """Write ``net`` as a NIR HDF5 file at ``out_path`` (atomically) and return a report.
 
-    net          a float Network, or an already quantized QNetwork (exported as its
-                 float equivalent; variant must then be "quantized" or None)
-    variant      "float" (the trained network; default for a Network) or "quantized"
-                 (the float equivalent of ``neurodelay.deploy.passes.quantize(net, target,
-                 data=data, weight_bits=weight_bits, **quantize_opts)``)
-    target       hardware target name or parameters for the quantize pass
-    Returns {"path", "variant", "target", "dt", "node_counts", "n_nodes", "n_delay_nodes",
-    "n_edges", "delays_per_layer"}.
+    net          a float Network ("float" variant), or a QNetwork ("quantized": its float
+                 equivalent). A float network is never quantized here: the deployment
+                 step (``neurodelay export RUN --target loihi2``) quantizes once and writes
+                 the quantized NIR file into its artifact, so it is the verified network.
+    variant      optional check: "float" or "quantized", must match ``net``
+    nir_schema   "1.0.8" (default, the installed nir's nir.write) or "1.0.4" (the layout
+                 nir <= 1.0.4 reads: no v_reset; see the module docstring)
+    Returns {"path", "variant", "target", "dt", "nir_schema", "node_counts", "n_nodes",
+    "n_delay_nodes", "n_edges", "delays_per_layer"}.
     """
-    if variant is None:
-        variant = "quantized" if isinstance(net, QNetwork) else "float"
-    if variant not in VARIANTS:
-        raise NirExportError(f"NIR export: variant must be one of {VARIANTS}, got {variant!r}")
-    if isinstance(net, QNetwork):
-        if variant != "quantized":
-            raise NirExportError("NIR export: a QNetwork has no float (trained) variant; pass "
-                                 "the float Network for variant='float', or use "
-                                 "variant='quantized'")
-        qnet = net
-    elif isinstance(net, Network):
-        if variant == "float" and quantize_opts:
-            raise NirExportError(f"NIR export: options {sorted(quantize_opts)} only apply to "
-                                 "variant='quantized'")
-        qnet = (_quantize(net, target, data, weight_bits, quantize_opts)
-                if variant == "quantized" else None)
-    else:
+    _check_schema(nir_schema)
+    if not isinstance(net, (Network, QNetwork)):
         raise NirExportError(f"NIR export expects a neurodelay Network or QNetwork, got "
                              f"{type(net).__name__}")
-    graph = to_nir(qnet if qnet is not None else net)
+    kind = "quantized" if isinstance(net, QNetwork) else "float"
+    if variant is None:
+        variant = kind
+    if variant not in VARIANTS:
+        raise NirExportError(f"NIR export: variant must be one of {VARIANTS}, got {variant!r}")
+    if variant != kind:
+        raise NirExportError(
+            "NIR export: a QNetwork has no float (trained) variant; pass the float Network"
+            if kind == "quantized" else
+            "NIR export: a float Network is not quantized here; use the quantized network of "
+            "a deployment artifact (`neurodelay export RUN --target nir --variant quantized`"
+            " or neurodelay.deploy.artifact.build_artifact)")
+    qnet = net if kind == "quantized" else None
+    graph = to_nir(qnet if qnet is not None else net, nir_schema=nir_schema)
 
     path = Path(out_path)
     with atomic_path(path) as tmp:
-        nir.write(tmp, graph)
+        if nir_schema == "1.0.4":
+            _write_schema_104(tmp, graph)
+        else:
+            nir.write(tmp, graph)
     counts = nir_node_counts(graph)
     return {
         "path": str(path),
         "variant": variant,
         "target": str(graph.metadata["target"]),
         "dt": float(net.dt),
+        "nir_schema": nir_schema,
         "node_counts": counts,
         "n_nodes": len(graph.nodes),
         "n_delay_nodes": counts.get("Delay", 0),

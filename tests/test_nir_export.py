@@ -1,10 +1,10 @@
 """NIR exporter: file round trip, type inference, and EXECUTION of the written graph.
 
-The written NIR file is run by an independent interpreter -- nirtorch's ``nir_to_torch``
-with a node map defined here that follows the NIR node definitions literally (forward-Euler
-step of each ODE with the graph's ``dt``, strict ``v > v_threshold``, a ring buffer per
-Delay channel) -- and compared with a direct per-synapse loop of neurodelay's discrete
-semantics (neurodelay.deploy.network docstring).
+The written NIR file is run by nirtorch's ``nir_to_torch`` with neurodelay's node map
+(:func:`neurodelay.nir.node_map`: forward-Euler step of each ODE with the graph's ``dt``,
+strict ``v > v_threshold``, a ring buffer per Delay channel; itself checked against a
+direct loop of the NIR equations in tests/test_nir_import.py) and compared with a direct
+per-synapse loop of neurodelay's discrete semantics (neurodelay.deploy.network docstring).
 """
 from __future__ import annotations
 
@@ -19,29 +19,37 @@ import torch
 
 from neurodelay.exporters.nir import NirExportError, export, nir_node_counts, to_nir
 from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
+from neurodelay.nir import node_map
 
 torch.set_num_threads(1)
 
 
 # --------------------------------------------------------------------------- reference
 
-def _reference(weights, delays, biases, decays, thresholds, resets, x, strict=False):
+def _reference(weights, delays, biases, decays, thresholds, resets, x, strict=False,
+               current_decays=None):
     """Direct float64 loop of the float semantics; returns (readout membrane, hidden spikes).
 
     thresholds[k] None marks the non-spiking readout. ``strict`` uses u > thr (Loihi)
-    instead of neurodelay's u >= thr.
+    instead of neurodelay's u >= thr. current_decays[k] > 0 filters the synaptic current
+    (J = c*J + W x) before the bias is added to u.
     """
     h = np.asarray(x, dtype=np.float64)
     B, T, _ = h.shape
     spikes = []
-    for W, D, b, dec, thr, rst in zip(weights, delays, biases, decays, thresholds, resets):
+    current_decays = current_decays or [0.0] * len(weights)
+    for W, D, b, dec, thr, rst, cd in zip(weights, delays, biases, decays, thresholds, resets,
+                                          current_decays):
         W = np.asarray(W, np.float64)
         D = np.asarray(D, np.int64)
         pad = int(D.max()) if D.size else 0
         hp = np.concatenate([np.zeros((B, pad, h.shape[2])), h], axis=1)
         tt = np.arange(T)[:, None, None] + pad - D[None]            # (T, n_out, n_in)
         jj = np.broadcast_to(np.arange(W.shape[1])[None, None], tt.shape)
-        cur = (hp[:, tt, jj] * W[None, None]).sum(-1) + np.asarray(b, np.float64)
+        cur = (hp[:, tt, jj] * W[None, None]).sum(-1)
+        for t in range(1, T):
+            cur[:, t] += cd * cur[:, t - 1]
+        cur = cur + np.asarray(b, np.float64)
         u = np.zeros((B, W.shape[0]))
         out = np.zeros((B, T, W.shape[0]))
         for t in range(T):
@@ -63,76 +71,10 @@ def _reference_net(net: Network, x):
     return _reference([l.weight for l in L], [l.delay for l in L], [l.bias for l in L],
                       [l.decay for l in L],
                       [float(np.float32(l.threshold)) if l.kind == "lif" else None for l in L],
-                      [l.reset for l in L], x)
+                      [l.reset for l in L], x, current_decays=[l.current_decay for l in L])
 
 
-# --------------------------------------------------------------------------- NIR interpreter
-
-class _DelayRing(torch.nn.Module):
-    """Delays channel c by round(delay[c] / dt) steps (NIR Delay: y(t) = x(t - tau))."""
-
-    def __init__(self, node: nir.Delay, dt: float):
-        super().__init__()
-        steps = np.rint(np.asarray(node.delay, np.float64) / dt).astype(np.int64)
-        assert np.allclose(steps * dt, node.delay), "delay is not a whole number of steps"
-        self.register_buffer("steps", torch.from_numpy(steps))
-        self.length = int(steps.max()) + 1
-
-    def forward(self, x, state=None):
-        if state is None:
-            state = torch.zeros((self.length - 1, *x.shape), dtype=x.dtype)
-        hist = torch.cat([x[None], state], dim=0)                  # hist[k] = x[t - k]
-        idx = self.steps.view(1, 1, -1).expand(1, *x.shape)
-        return hist.gather(0, idx)[0], hist[:-1]
-
-
-class _EulerNeuron(torch.nn.Module):
-    """One forward-Euler step of a NIR LIF / LI / IF / I node, then NIR's strict threshold."""
-
-    def __init__(self, node, dt: float):
-        super().__init__()
-        f = lambda a: torch.from_numpy(np.asarray(a, np.float64))  # noqa: E731
-        if isinstance(node, (nir.LIF, nir.LI)):
-            self.a, self.leak = f(dt / node.tau), f(node.v_leak)     # v += a*(leak - v + r*I)
-            self.gain = f(dt / node.tau * node.r)
-        else:                                                        # IF / I: v += dt*r*I
-            self.a = self.leak = torch.zeros(node.r.shape, dtype=torch.float64)
-            self.gain = f(dt * node.r)
-        self.spiking = isinstance(node, (nir.LIF, nir.IF))
-        if self.spiking:
-            self.thr, self.reset = f(node.v_threshold), f(node.v_reset)
-
-    def forward(self, x, state=None):
-        v = torch.zeros_like(x) if state is None else state[0]
-        a, leak, gain = (t.to(x.dtype) for t in (self.a, self.leak, self.gain))
-        v = v + a * (leak - v) + gain * x
-        if not self.spiking:
-            return v, (v, None)
-        z = v > self.thr.to(x.dtype)
-        v = torch.where(z, self.reset.to(x.dtype), v)
-        return z.to(x.dtype), (v, z)
-
-
-def _linear(node, bias):
-    w = torch.from_numpy(np.asarray(node.weight))
-    m = torch.nn.Linear(w.shape[1], w.shape[0], bias=bias)
-    m.weight.data = w.clone()
-    if bias:
-        m.bias.data = torch.from_numpy(np.asarray(node.bias)).clone()
-    return m
-
-
-def _node_map(dt: float):
-    neuron = lambda node: _EulerNeuron(node, dt)  # noqa: E731
-    return {
-        nir.Input: lambda node: torch.nn.Identity(),
-        nir.Output: lambda node: torch.nn.Identity(),
-        nir.Affine: lambda node: _linear(node, True),
-        nir.Linear: lambda node: _linear(node, False),
-        nir.Delay: lambda node: _DelayRing(node, dt),
-        nir.LIF: neuron, nir.LI: neuron, nir.IF: neuron, nir.I: neuron,
-    }
-
+# --------------------------------------------------------------------------- NIR execution
 
 def _run_nir(path, x, dtype=torch.float64):
     """Execute the NIR file step by step; returns (readout per step, hidden spikes)."""
@@ -140,7 +82,7 @@ def _run_nir(path, x, dtype=torch.float64):
     dt = float(graph.metadata["dt"])
     hidden = [l["neuron_node"] for l in json.loads(graph.metadata["layers_json"])
               if l["kind"] == "lif"]
-    gm = nirtorch.nir_to_torch(graph, _node_map(dt), dtype=dtype)
+    gm = nirtorch.nir_to_torch(graph, node_map(dt), dtype=dtype)
     xt = torch.as_tensor(np.asarray(x), dtype=dtype)
     state, outs, spikes = None, [], [[] for _ in hidden]
     with torch.no_grad():
@@ -148,14 +90,15 @@ def _run_nir(path, x, dtype=torch.float64):
             out, state = gm(xt[:, t], state) if state is not None else gm(xt[:, t])
             outs.append(out)
             for k, name in enumerate(hidden):
-                spikes[k].append(state[name][1])
+                spikes[k].append(state[name].z)
     return (torch.stack(outs, 1).double().numpy(),
             [torch.stack(s, 1).double().numpy() for s in spikes])
 
 
 # --------------------------------------------------------------------------- networks
 
-def _random_net(seed, sizes, max_delay, density, decays, reset=0.0, dt=0.01):
+def _random_net(seed, sizes, max_delay, density, decays, reset=0.0, dt=0.01,
+                current_decays=None):
     rng = np.random.default_rng(seed)
     layers = []
     for k in range(len(sizes) - 1):
@@ -166,7 +109,8 @@ def _random_net(seed, sizes, max_delay, density, decays, reset=0.0, dt=0.01):
         layers.append(Layer(weight=w, delay=rng.integers(0, max_delay + 1, (n_out, n_in)),
                             bias=rng.normal(0.0, 0.1, n_out), decay=decays[k],
                             threshold=float("inf") if last else 1.0, reset=reset,
-                            kind="li" if last else "lif", name=f"fc{k}"))
+                            kind="li" if last else "lif", name=f"fc{k}",
+                            current_decay=(current_decays or [0.0] * len(decays))[k]))
     return Network(layers=layers, dt=dt, class_names=[f"c{i}" for i in range(sizes[-1])])
 
 
@@ -181,6 +125,8 @@ CASES = {
     "tiny-decay-reset": dict(sizes=[10, 14, 4], max_delay=4, density=0.6,
                              decays=[0.005, 0.5], reset=-0.25, dt=0.001),
     "no-leak-IF-I": dict(sizes=[12, 10, 3], max_delay=5, density=0.5, decays=[1.0, 1.0]),
+    "cuba": dict(sizes=[14, 16, 10, 4], max_delay=5, density=0.7, decays=[0.85, 0.9, 0.8],
+                 current_decays=[0.6, 0.3, 0.5]),
 }
 
 
@@ -275,11 +221,19 @@ def test_delays_0_3_7_give_two_delay_nodes_per_layer(tmp_path):
         for d in (3, 7):
             node = graph.nodes[f"L{k}_delay_d{d}"]
             np.testing.assert_allclose(node.delay, np.full(layer.n_in, d * 0.01))
-        # bias once, in the smallest delay's Affine; the branches add up to W
+        # r == 1: the Euler input gain dt/tau multiplies the graph's weights and bias back
+        # to the network's (exactly, after rounding to float32); bias once, in the smallest
+        # delay's Affine; the branches add up to W
+        neuron = graph.nodes[f"L{k}_{layer.kind}"]
+        np.testing.assert_array_equal(neuron.r, 1.0)
+        a = 0.01 / neuron.tau
+        np.testing.assert_allclose(a, 1 - 0.9, rtol=1e-12)
         assert isinstance(graph.nodes[f"L{k}_syn_d0"], nir.Affine)
-        np.testing.assert_array_equal(graph.nodes[f"L{k}_syn_d0"].bias, layer.bias)
+        assert graph.nodes[f"L{k}_syn_d0"].weight.dtype == np.float64
+        np.testing.assert_array_equal(np.float32(graph.nodes[f"L{k}_syn_d0"].bias * a),
+                                      layer.bias)
         total = sum(graph.nodes[f"L{k}_syn_d{d}"].weight for d in (0, 3, 7))
-        np.testing.assert_array_equal(total, layer.weight)
+        np.testing.assert_array_equal(np.float32(total * a[:, None]), layer.weight)
         assert f"L{k}_syn_d9" not in graph.nodes
 
 
@@ -346,18 +300,16 @@ def test_quantized_float_equivalent_executes(tmp_path):
 
 def test_export_quantized_variant(tmp_path):
     net = _random_net(seed=2, **CASES["sparse"])
-    try:
-        from neurodelay.deploy.passes import quantize
-    except ImportError:
-        with pytest.raises(NirExportError, match="neurodelay.deploy.passes.quantize"):
-            export(net, tmp_path / "q.nir", variant="quantized", target="loihi2")
-        assert not (tmp_path / "q.nir").exists()
-        return
-    rep = export(net, tmp_path / "q.nir", variant="quantized", target="loihi2")
+    from neurodelay.deploy.passes import quantize
+    # a float network is never quantized by the exporter (one artifact flows)
+    with pytest.raises(NirExportError, match="not quantized here"):
+        export(net, tmp_path / "q.nir", variant="quantized")
+    assert not (tmp_path / "q.nir").exists()
     qnet, _ = quantize(net, "loihi2", data=None, weight_bits=8)
+    rep = export(qnet, tmp_path / "q.nir")
     expected = to_nir(qnet)
     back = nir.read(tmp_path / "q.nir")
-    assert back.metadata["variant"] == "quantized"
+    assert back.metadata["variant"] == "quantized" and rep["variant"] == "quantized"
     assert rep["node_counts"] == nir_node_counts(expected)
     for key, node in expected.nodes.items():
         if hasattr(node, "weight"):
@@ -393,10 +345,92 @@ def test_bad_input_errors(tmp_path):
         to_nir({"layers": []})
     with pytest.raises(NirExportError, match="no float"):
         export(_qnet(), tmp_path / "x.nir", variant="float")
-    with pytest.raises(NirExportError, match="only apply"):
+    with pytest.raises(TypeError):
         export(net, tmp_path / "x.nir", clip=True)
-    q = _qnet()
-    q.layers[0].du = 0
-    with pytest.raises(NirExportError, match="du=0"):
-        to_nir(q)
+    with pytest.raises(NirExportError, match="nir_schema"):
+        export(net, tmp_path / "x.nir", nir_schema="1.0.3")
     assert not (tmp_path / "x.nir").exists()
+
+
+def test_quantized_current_decay_becomes_cubalif(tmp_path):
+    """A quantized layer with du < 4095 keeps a synaptic current: CubaLIF with
+    current_decay = (4095 - du)/4096, and execution still matches the direct loop."""
+    qnet = _qnet()
+    qnet.layers[0].du = 1023
+    graph = to_nir(qnet)
+    node = graph.nodes["L0_lif"]
+    assert isinstance(node, nir.CubaLIF)
+    np.testing.assert_allclose(1 - 0.01 / node.tau_syn, (4095 - 1023) / 4096, rtol=1e-12)
+    export(qnet, tmp_path / "q.nir")
+    from neurodelay._compat import ensure_lava
+    ensure_lava()
+    from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
+
+    ws, bs, decs, thrs = [], [], [], []
+    for k, ql in enumerate(qnet.layers):
+        mode = determine_sign_mode(ql.weight)
+        w_eff = truncate_weights(clip_weights(ql.weight, mode, num_bits=8), mode,
+                                 ql.num_weight_bits)
+        gain = 2.0 ** (ql.weight_exp + 6) * ql.scale * (qnet.input_scale if k == 0 else 1)
+        ws.append(np.float32(w_eff * gain))
+        bs.append(np.float32(ql.bias_mant * 2.0 ** ql.bias_exp * ql.scale))
+        decs.append(1 - ql.dv / 4096)
+        thrs.append(None if ql.vth is None else (ql.vth << 6) * ql.scale)
+    x = _counts(19, (3, 30, 8))
+    ref, ref_spikes = _reference(ws, [ql.delay for ql in qnet.layers], bs, decs, thrs,
+                                 [0.0, 0.0], x, strict=True,
+                                 current_decays=[(4095 - 1023) / 4096, 0.0])
+    got, got_spikes = _run_nir(tmp_path / "q.nir", x)
+    assert np.max(np.abs(got - ref)) <= 1e-5
+    assert 0.01 < ref_spikes[0].mean() < 0.9
+    np.testing.assert_array_equal(got_spikes[0], ref_spikes[0])
+
+
+def test_cuba_layers_write_bias_as_v_leak_and_refuse_no_leak():
+    net = _random_net(seed=5, **CASES["cuba"])
+    graph = to_nir(net)
+    assert nir_node_counts(graph)["CubaLIF"] == 2 and nir_node_counts(graph)["CubaLI"] == 1
+    for k, layer in enumerate(net.layers):
+        node = graph.nodes[f"L{k}_{layer.kind}"]
+        np.testing.assert_array_equal(node.r, 1.0)
+        np.testing.assert_array_equal(node.w_in, 1.0)
+        np.testing.assert_array_equal(graph.nodes[f"L{k}_syn_d0"].bias, 0.0)
+        # the bias enters v (not the filtered current): a_mem * v_leak == b
+        np.testing.assert_array_equal(np.float32(node.v_leak * (0.01 / node.tau_mem)),
+                                      layer.bias)
+    net.layers[0].decay = 1.0
+    with pytest.raises(NirExportError, match="no node for"):
+        to_nir(net)
+
+
+def test_schema_104_file_has_no_v_reset_and_reads_back(tmp_path):
+    import h5py
+
+    net = _random_net(seed=6, **CASES["sparse"])
+    rep = export(net, tmp_path / "old.nir", nir_schema="1.0.4")
+    assert rep["nir_schema"] == "1.0.4"
+    with h5py.File(tmp_path / "old.nir") as f:
+        assert f["version"][()].decode() == "1.0.4"
+        assert "v_reset" not in f["node/nodes/L0_lif"]
+        assert "v_threshold" in f["node/nodes/L0_lif"]
+    old = nir.read(tmp_path / "old.nir")                    # nir 1.0.8 reads it (v_reset 0)
+    new = to_nir(net)
+    assert sorted(old.nodes) == sorted(new.nodes) and sorted(old.edges) == sorted(new.edges)
+    np.testing.assert_array_equal(old.nodes["L0_lif"].v_reset, 0.0)
+    assert old.metadata["nir_schema"] == "1.0.4"
+    x = _counts(6, (2, 25, net.n_in))
+    got, got_spikes = _run_nir(tmp_path / "old.nir", x)
+    ref, ref_spikes = _reference_net(net, x)
+    assert np.max(np.abs(got - ref)) <= 1e-5
+    for g, r in zip(got_spikes, ref_spikes, strict=True):
+        np.testing.assert_array_equal(g, r)
+
+
+def test_schema_104_refuses_what_it_cannot_hold(tmp_path):
+    reset = _random_net(seed=7, **CASES["tiny-decay-reset"])            # reset -0.25
+    with pytest.raises(NirExportError, match="no v_reset"):
+        export(reset, tmp_path / "a.nir", nir_schema="1.0.4")
+    cuba = _random_net(seed=7, **CASES["cuba"])                         # CubaLI readout
+    with pytest.raises(NirExportError, match="CubaLI"):
+        export(cuba, tmp_path / "b.nir", nir_schema="1.0.4")
+    assert not list(tmp_path.iterdir())

@@ -5,5 +5,6 @@ One module per stage registers its commands on :data:`main` (defined in
 """
 from neurodelay.cli.common import main
 from neurodelay.cli import train_cmds, deploy_cmds, research_cmds  # noqa: F401,E402
+from neurodelay.cli import nir_cmds  # noqa
 
 __all__ = ["main"]

@@ -55,14 +55,18 @@ def _options(target, weight_bits, clip_delays, calib_samples, calib_seed, calib_
                    "--hw target's artifact (in float units).")
 @click.option("--hw", "hw_target", default="loihi2", show_default=True,
               help="nir --variant quantized: the hardware target whose artifact is used.")
+@click.option("--nir-schema", type=click.Choice(["1.0.8", "1.0.4"]), default="1.0.8",
+              show_default=True,
+              help="nir only: the NIR file schema. 1.0.4 is what Sinabs and Rockpool pin (LIF "
+                   "without v_reset; a non-zero reset is refused).")
 @click.option("--calib-file", type=click.Path(dir_okay=False),
               help="Calibrate on this SHD-layout file instead of the run's training split "
                    "(for runs without data of their own, e.g. imported NIR graphs). Never "
                    "pass test data.")
 @deploy_options
 @click.option("--json", "as_json", is_flag=True, help="Print the deploy report as JSON.")
-def export(run, target, out_path, variant, hw_target, calib_file, weight_bits, clip_delays,
-           calib_samples, calib_seed, as_json):
+def export(run, target, out_path, variant, hw_target, nir_schema, calib_file, weight_bits,
+           clip_delays, calib_samples, calib_seed, as_json):
     """Export a run: a deployment artifact for hardware, or a NIR graph.
 
     \b
@@ -86,7 +90,8 @@ def export(run, target, out_path, variant, hw_target, calib_file, weight_bits, c
         if variant == "float":
             from neurodelay.exporters import get_exporter
 
-            rep = get_exporter("nir")(r.float_network(), out_path)     # atomic write
+            rep = get_exporter("nir")(r.float_network(), out_path,      # atomic write
+                                      nir_schema=nir_schema)
             click.echo(json.dumps({k: v for k, v in rep.items()
                                    if k not in ("delays_per_layer",)}, indent=2, default=str))
             return
@@ -97,8 +102,13 @@ def export(run, target, out_path, variant, hw_target, calib_file, weight_bits, c
                            log=lambda m: click.echo(m, err=True))
         from neurodelay._io import atomic_path
 
-        with atomic_path(Path(out_path)) as tmp:
-            shutil.copyfile(art.folder / FILES["nir_quantized"], tmp)
+        if nir_schema == "1.0.8":
+            with atomic_path(Path(out_path)) as tmp:
+                shutil.copyfile(art.folder / FILES["nir_quantized"], tmp)
+        else:
+            from neurodelay.exporters import get_exporter
+
+            get_exporter("nir")(art.qnet, out_path, nir_schema=nir_schema)
         click.echo(f"wrote {out_path}: the quantized network of artifact {art.folder} "
                    f"({art.hash}) in float units")
         return
@@ -220,7 +230,7 @@ def inspect(run, target, as_json):
         net = load_network(path)
     rep = resource_report(net, target)
     if as_json:
-        click.echo(json.dumps({**rep, "about": head}, indent=2, default=str))
+        click.echo(json.dumps({**rep.to_dict(), "about": head}, indent=2, default=str))
         return
     for line in head:
         click.echo(line)

@@ -239,10 +239,19 @@ def shift_is_exact(weight: np.ndarray, weight_exp: int) -> bool:
     return e >= 0 or bool(np.all(np.asarray(weight) % (1 << -e) == 0))
 
 
+def _is_int_array(x) -> bool:
+    return isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.integer)
+
+
 def wrap_bits(x, bits: int):
-    """Two's-complement wrap of integer values to a signed ``bits`` range (int64 in)."""
+    """Two's-complement wrap of integer values to a signed ``bits`` range (int64 numpy
+    arrays; or float64 numpy arrays / torch tensors holding integers)."""
     h = 1 << (bits - 1)
-    return ((x + h) & ((h << 1) - 1)) - h
+    if _is_int_array(x):
+        return ((x + h) & ((h << 1) - 1)) - h
+    if isinstance(x, np.ndarray):
+        return np.mod(x + h, 2.0 * h) - h
+    return (x + h).remainder(2.0 * h) - h
 
 
 # ----------------------------------------------------------------------------- neurons
@@ -264,7 +273,7 @@ def decay(x, keep: int, bits: int):
     Integer numpy arrays use the shift; float64 numpy arrays / torch tensors holding
     integers use trunc(x * (keep / 2**bits)), which is exact there (|x * keep| < 2**53
     and the division is a power of two)."""
-    if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.integer):
+    if _is_int_array(x):
         p = x * int(keep)
         return (p + ((p >> 63) & ((1 << bits) - 1))) >> bits
     f = float(keep) / (1 << bits)
@@ -283,7 +292,7 @@ def decay_inplace(v: np.ndarray, keep: int, bits: int) -> None:
 def current_input(a_in, a: Arith):
     """What enters u for synaptic input a_in: ``a_in << current_shift`` (accumulator wrap
     for integer arrays)."""
-    if isinstance(a_in, np.ndarray) and np.issubdtype(a_in.dtype, np.integer):
+    if _is_int_array(a_in):
         return wrap_bits(a_in << a.current_shift, a.accumulator_bits)
     return a_in * float(1 << a.current_shift)
 
@@ -291,12 +300,18 @@ def current_input(a_in, a: Arith):
 def wrap_current(c, a: Arith):
     """Lava's S-bit wrap of u: above 2**(S-1) lose 2**S, at or below -2**(S-1) gain it."""
     m = a.state_max
-    return np.where(c > m, c - 2 * m, np.where(c <= -m, c + 2 * m, c))
+    if isinstance(c, np.ndarray):
+        return np.where(c > m, c - 2 * m, np.where(c <= -m, c + 2 * m, c))
+    import torch
+
+    return torch.where(c > m, c - 2 * m, torch.where(c <= -m, c + 2 * m, c))
 
 
 def clip_voltage(v, a: Arith, out=None):
     """v clipped to +-(2**(S-1) - 1)."""
-    return np.clip(v, -a.v_limit, a.v_limit, out=out)
+    if isinstance(v, np.ndarray):
+        return np.clip(v, -a.v_limit, a.v_limit, out=out)
+    return v.clamp(-a.v_limit, a.v_limit)
 
 
 def effective_bias(bias_mant, bias_exp: int):

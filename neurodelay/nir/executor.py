@@ -1,0 +1,242 @@
+"""Reference executor: runs a NIR graph step by step straight from its nodes.
+
+It does not go through the importer's Network: every node is stepped on its own, in
+topological order, with the summed values of its incoming edges (conventions in
+:data:`neurodelay.nir._common.CONVENTIONS`, discretization in
+:data:`~neurodelay.nir._common.DISCRETIZATION_TEXT`), so it runs graphs the importer
+refuses too (a Threshold on a membrane, a spiking output, skip connections), as long as
+they are feed-forward and made of supported nodes.
+
+Per step t (batch-vectorised; x[t] the Input value):
+
+    Affine  y = W x + b      Linear  y = W x      Scale  y = s * x
+    Delay   y_c[t] = x_c[t - k_c], k_c = delay_c / dt (whole steps), 0 before
+    Threshold  y = (x > threshold)
+    neurons: c = current_decay*c + current_gain*x  (Cuba nodes; else c = x)
+             v = decay*v + gain*c + bias            (factors: neuron_factors)
+             spiking: z = v > v_threshold; v = v_reset where z; y = z   else y = v
+    Output  y = x  (what the readout rule scores: sum_t softmax(y[t]))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nir
+import numpy as np
+
+from neurodelay.nir._common import (
+    DEFAULT_MAX_DELAY_STEPS, NEURONS, NirImportError, check_discretization, check_dt,
+    delay_steps, metadata_dt, neuron_factors, read_graph, view)
+
+
+@dataclass
+class NirRunResult:
+    """output (B, T, n_out): the Output node's value each step; scores (B, n_out) float64
+    sum_t softmax(output[t]); predictions (B,) argmax; spikes: with record=True, each
+    spiking node's output (B, T, n) bool by node name."""
+
+    output: np.ndarray
+    scores: np.ndarray
+    predictions: np.ndarray
+    spikes: dict | None = None
+
+
+class _Op:
+    def __init__(self, name: str, kind: str, preds: list[str]):
+        self.name, self.kind, self.preds = name, kind, preds
+
+
+class Program:
+    """A compiled graph: one operation per node, in topological order."""
+
+    def __init__(self, graph: nir.NIRGraph, dt: float, discretization: str = "euler", *,
+                 max_delay_steps: int = DEFAULT_MAX_DELAY_STEPS):
+        self.dt = check_dt(dt)
+        self.discretization = check_discretization(discretization)
+        g = view(graph)
+        self.view = g
+        self.n_in, self.n_out = g.n_in, g.n_out
+        self.ops: list[_Op] = []
+        for name in g.order:
+            node, t = g.nodes[name], g.kind(name)
+            op = _Op(name, t, list(g.preds[name]))
+            if t in ("Affine", "Linear"):
+                op.W = np.asarray(node.weight, np.float64)
+                op.b = np.asarray(node.bias, np.float64) if t == "Affine" else None
+            elif t == "Scale":
+                op.s = np.asarray(node.scale, np.float64)
+            elif t == "Threshold":
+                op.thr = np.asarray(node.threshold, np.float64)
+            elif t == "Delay":
+                op.k = delay_steps(node, name, self.dt, max_delay_steps)
+                op.L = int(op.k.max()) + 1 if op.k.size else 1
+            elif t in NEURONS:
+                op.f = neuron_factors(node, name, self.dt, self.discretization)
+            self.ops.append(op)
+
+    def run(self, x, *, record: bool = False, dtype=np.float64) -> NirRunResult:
+        """Execute on x (B, T, n_in) (or (T, n_in): one sample)."""
+        dtype = np.dtype(dtype)
+        x = _check_input(x, self.n_in, dtype)
+        B, T, _ = x.shape
+        cast = {}
+        for op in self.ops:                       # parameters in the run's precision
+            cast[op.name] = {k: (v.astype(dtype) if isinstance(v, np.ndarray)
+                                 and v.dtype.kind == "f" else v)
+                             for k, v in getattr(op, "f", {}).items()}
+        state: dict[str, dict] = {}
+        for op in self.ops:
+            n = self.view.dims[op.name][1]
+            if op.kind == "Delay":
+                state[op.name] = {"buf": np.zeros((op.L, B, n), dtype)}
+            elif op.kind in NEURONS:
+                state[op.name] = {"v": np.zeros((B, n), dtype), "c": np.zeros((B, n), dtype)}
+        out = np.zeros((B, T, self.n_out), dtype)
+        spikes = ({op.name: np.zeros((B, T, self.view.dims[op.name][1]), bool)
+                   for op in self.ops if op.kind in NEURONS and op.f["spiking"]}
+                  if record else None)
+        for t in range(T):
+            val: dict[str, np.ndarray] = {}
+            for op in self.ops:
+                if op.kind == "Input":
+                    val[op.name] = x[:, t]
+                    continue
+                inp = val[op.preds[0]]
+                for p in op.preds[1:]:
+                    inp = inp + val[p]
+                val[op.name] = self._step(op, inp, t, state.get(op.name), cast[op.name],
+                                          dtype)
+                if spikes is not None and op.name in spikes:
+                    spikes[op.name][:, t] = val[op.name] > 0
+            out[:, t] = val[self.view.output]
+        scores = readout_scores(out)
+        return NirRunResult(out, scores, scores.argmax(axis=1), spikes)
+
+    @staticmethod
+    def _step(op: _Op, inp, t: int, st, f, dtype):
+        k = op.kind
+        if k == "Output":
+            return inp
+        if k in ("Affine", "Linear"):
+            y = inp @ op.W.T.astype(dtype, copy=False)
+            return y + op.b.astype(dtype) if op.b is not None else y
+        if k == "Scale":
+            return inp * op.s.astype(dtype)
+        if k == "Threshold":
+            return (inp > op.thr.astype(dtype)).astype(dtype)
+        if k == "Delay":
+            buf = st["buf"]
+            buf[t % op.L] = inp
+            return buf[(t - op.k) % op.L, :, np.arange(op.k.size)].T
+        # neuron
+        if f["current_decay"] is not None:
+            st["c"] = f["current_decay"] * st["c"] + f["current_gain"] * inp
+            drive = st["c"]
+        else:
+            drive = inp
+        v = f["decay"] * st["v"] + f["gain"] * drive + f["bias"]
+        if not f["spiking"]:
+            st["v"] = v
+            return v
+        z = v > f["v_threshold"]
+        st["v"] = np.where(z, f["v_reset"], v)
+        return z.astype(dtype)
+
+
+def _check_input(x, n_in: int, dtype) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or x.shape[2] != n_in:
+        raise NirImportError(f"input must be (batch, time, {n_in}) or (time, {n_in}) for this "
+                             f"graph ({n_in} inputs), got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise NirImportError(f"input must be numeric, got dtype {x.dtype}")
+    x = x.astype(dtype)
+    if not np.all(np.isfinite(x)):
+        raise NirImportError("input contains NaN or infinite values")
+    return x
+
+
+def readout_scores(output: np.ndarray) -> np.ndarray:
+    """sum_t softmax(output[:, t]) in float64, (B, n_out)."""
+    z = np.asarray(output, np.float64)
+    z = z - z.max(axis=2, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=2, keepdims=True)).sum(axis=1)
+
+
+def _program(graph_or_path, dt, discretization, max_delay_steps) -> Program:
+    graph = (read_graph(graph_or_path) if isinstance(graph_or_path, (str, Path))
+             else graph_or_path)
+    if dt is None:
+        dt = metadata_dt(graph) if isinstance(graph, nir.NIRGraph) else None
+        if dt is None:
+            raise NirImportError("the graph does not state its time step (no metadata 'dt'); "
+                                 "NIR nodes are continuous-time: pass dt (--dt SECONDS)")
+    where = str(graph_or_path) if isinstance(graph_or_path, (str, Path)) else ""
+    try:
+        return Program(graph, dt, discretization, max_delay_steps=max_delay_steps)
+    except NirImportError as e:
+        if where:
+            raise NirImportError(f"{where}: {e}") from None
+        raise
+
+
+def execute(graph_or_path, x, dt: float | None = None, discretization: str = "euler", *,
+            record: bool = False, dtype=np.float64, batch_size: int = 256,
+            max_delay_steps: int = DEFAULT_MAX_DELAY_STEPS) -> NirRunResult:
+    """Run a NIR graph (object or file) on x (B, T, n_in) in chunks of batch_size.
+
+    ``dt`` None takes the graph's metadata dt (neurodelay's files state it).
+    """
+    if int(batch_size) < 1:
+        raise NirImportError(f"batch_size must be >= 1, got {batch_size}")
+    prog = _program(graph_or_path, dt, discretization, max_delay_steps)
+    x = np.asarray(x)
+    if x.ndim == 2:
+        x = x[None]
+    parts = [prog.run(x[i:i + batch_size], record=record, dtype=dtype)
+             for i in range(0, max(len(x), 1), int(batch_size))] if len(x) else []
+    if not parts:
+        raise NirImportError("no samples to run")
+    output = np.concatenate([p.output for p in parts])
+    scores = np.concatenate([p.scores for p in parts])
+    spikes = ({k: np.concatenate([p.spikes[k] for p in parts]) for k in parts[0].spikes}
+              if record else None)
+    return NirRunResult(output, scores, scores.argmax(axis=1), spikes)
+
+
+def run_test_file(graph_or_path, test_file, dt: float | None = None,
+                  discretization: str = "euler", *, channel_bin: int | None = None,
+                  n_channels: int | None = None, max_time: float | None = None,
+                  batch_size: int = 256, cache_dir=None, progress: bool = False,
+                  max_delay_steps: int = DEFAULT_MAX_DELAY_STEPS) -> dict:
+    """Bin an SHD-layout file with the graph's dt and input layout, run every sample
+    (zero-padded to the longest), and return {"accuracy", "n", "predictions", "labels",
+    "n_channels", "channel_bin", "dt", "discretization"}."""
+    from neurodelay import data as D
+    from neurodelay.nir.importer import input_layout
+
+    prog = _program(graph_or_path, dt, discretization, max_delay_steps)
+    n_channels, channel_bin = input_layout(prog.n_in, n_channels, channel_bin,
+                                           prog.view.graph)
+    ds = D.load_binned(test_file, channel_bin=channel_bin, dt=prog.dt, max_time=max_time,
+                       n_channels=n_channels, cache_dir=cache_dir, progress=progress)
+    if len(ds) == 0:
+        raise NirImportError(f"{test_file}: holds no samples")
+    if ds.n_classes and ds.n_classes != prog.n_out:
+        raise NirImportError(f"{test_file}: the data has {ds.n_classes} classes but the graph "
+                             f"has {prog.n_out} outputs; use a file of the task the graph "
+                             f"was trained on")
+    x = D.pad_batch(ds.samples)
+    preds = []
+    for i in range(0, len(x), int(batch_size)):
+        preds.append(prog.run(x[i:i + batch_size]).predictions)
+    pred = np.concatenate(preds)
+    return {"accuracy": float(np.mean(pred == ds.labels)), "n": int(len(ds)),
+            "predictions": pred.tolist(), "labels": ds.labels.tolist(),
+            "class_names": list(ds.class_names), "n_channels": n_channels,
+            "channel_bin": channel_bin, "dt": prog.dt,
+            "discretization": prog.discretization, "steps": int(x.shape[1])}
