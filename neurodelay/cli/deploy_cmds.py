@@ -17,6 +17,10 @@ TARGET_HELP = ("Hardware target: a name from hw_configs/ (loihi2, loihi1, nodela
 
 def deploy_options(f):
     """The options that decide how a run is quantized (shared by export and verify)."""
+    f = click.option("--calib-file", type=click.Path(dir_okay=False),
+                     help="Calibrate on this SHD-layout file instead of the run's training "
+                          "split (for runs without data of their own, e.g. imported NIR "
+                          "graphs). Never pass test data.")(f)
     f = click.option("--calib-seed", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Seed of the calibration subset.")(f)
     f = click.option("--calib-samples", type=click.IntRange(min=1), default=256,
@@ -59,14 +63,10 @@ def _options(target, weight_bits, clip_delays, calib_samples, calib_seed, calib_
               show_default=True,
               help="nir only: the NIR file schema. 1.0.4 is what Sinabs and Rockpool pin (LIF "
                    "without v_reset; a non-zero reset is refused).")
-@click.option("--calib-file", type=click.Path(dir_okay=False),
-              help="Calibrate on this SHD-layout file instead of the run's training split "
-                   "(for runs without data of their own, e.g. imported NIR graphs). Never "
-                   "pass test data.")
 @deploy_options
 @click.option("--json", "as_json", is_flag=True, help="Print the deploy report as JSON.")
-def export(run, target, out_path, variant, hw_target, nir_schema, calib_file, weight_bits,
-           clip_delays, calib_samples, calib_seed, as_json):
+def export(run, target, out_path, variant, hw_target, nir_schema, weight_bits, clip_delays,
+           calib_samples, calib_seed, calib_file, as_json):
     """Export a run: a deployment artifact for hardware, or a NIR graph.
 
     \b
@@ -160,7 +160,7 @@ def export(run, target, out_path, variant, hw_target, nir_schema, calib_file, we
                    "lava_samples, lava_mismatches, lava_s_per_sample, sim_s_per_sample).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def verify(run, target, artifact_dir, test_file, tolerance, lava, weight_bits, clip_delays,
-           calib_samples, calib_seed, as_json, no_progress):
+           calib_samples, calib_seed, calib_file, as_json, no_progress):
     """Prove the exported network is the trained one, on test data.
 
     Uses the run's deployment artifact for the target (the folder `neurodelay export`
@@ -176,7 +176,8 @@ def verify(run, target, artifact_dir, test_file, tolerance, lava, weight_bits, c
         raise click.UsageError("give a RUN folder or --artifact DIR")
     r = verify_run(run, target, artifact=artifact_dir, test_file=test_file, lava=lava,
                    weight_bits=weight_bits, clip_delays=clip_delays,
-                   calib_samples=calib_samples, calib_seed=calib_seed, tolerance=tolerance,
+                   calib_samples=calib_samples, calib_seed=calib_seed,
+                   calib_file=calib_file, tolerance=tolerance,
                    progress=not no_progress, log=lambda m: click.echo(m, err=True))
     if as_json:
         click.echo(json.dumps(r.to_dict(), indent=2, default=str))

@@ -104,7 +104,7 @@ def _reference_model(run):
 def verify_run(run=None, target: str = "loihi2", *, artifact=None, test_file=None,
                lava: int = 0, weight_bits: int | None = None, clip_delays: bool = False,
                calib_samples: int | None = None, calib_seed: int = 0,
-               tolerance: float = 0.5,
+               calib_file=None, tolerance: float = 0.5,
                batch_size: int = 256, progress: bool = True, log=print) -> VerifyResult:
     """Verify a run's deployment artifact on test data (module docstring).
 
@@ -129,7 +129,7 @@ def verify_run(run=None, target: str = "loihi2", *, artifact=None, test_file=Non
     if artifact is None:
         opts = DeployOptions(target=target, weight_bits=weight_bits, clip_delays=clip_delays,
                              calib_samples=calib_samples or DEFAULT_CALIB_SAMPLES,
-                             calib_seed=calib_seed)
+                             calib_seed=calib_seed, calib_file=calib_file)
         t0 = time.perf_counter()
         art = artifact_for(r, opts, log=log)
         t_artifact = time.perf_counter() - t0
