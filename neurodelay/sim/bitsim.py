@@ -250,7 +250,9 @@ def _fft_conv(syn: _Syn, s: np.ndarray, R: int, delays: list, dtype):
         inv_c = (np.cos(ang) * wgt[:, None]).T / N                  # (R, F)
         inv_s = (np.sin(ang) * wgt[:, None]).T / N
         lag = ((1 + syn.delay).T % N).astype(np.float64)            # (n_in, n_out)
-        wt = syn.w.T.astype(np.float64)
+        # synapses whose latency 1 + d reaches past the last row contribute nothing; left
+        # in, they would wrap around the N-point transform into early rows
+        wt = np.where((1 + syn.delay) < R, syn.w, 0).T.astype(np.float64)
         n_in, n_out = wt.shape
         kr = np.empty((F, n_in, n_out), dtype)
         ki = np.empty((F, n_in, n_out), dtype)
