@@ -1,0 +1,215 @@
+"""Hardware-exact model: a PyTorch module whose forward pass IS the target's integer
+arithmetic, so training it trains the network the chip runs.
+
+:class:`HwSNN` holds, per layer, the fixed integer fields of a
+:class:`~neurodelay.deploy.network.QLayer` (delays, weight exponent, decays, threshold,
+bias exponent, scale) and LATENT float weights and biases. Its forward pass computes,
+in float64 (every value an exact integer; sums stay far below 2**53), exactly what
+:mod:`neurodelay.sim.bitsim` computes -- and so what Lava's ``fixed_pt`` models compute --
+using the rules of :mod:`neurodelay.hw.fixedpoint` (the one home of the Loihi 2
+arithmetic; nothing is re-derived here):
+
+* weight mantissas ``q = clamp(round(w / step), -qmax, qmax)`` (step: one mantissa step
+  in float units), stored as ``q * 2**(R+1-b)`` with ``num_weight_bits = b``, so Lava's
+  truncation changes nothing, times ``2**weight_exp`` (exact for these weights);
+* the synaptic input of every row: the integer-delay operator
+  (:func:`neurodelay.train.intdelay.integer_delay_conv`) in float64 with delays ``1 + d``
+  (one step of latency per layer), rounded to the exact integer sum, wrapped like the
+  accumulator;
+* the CUBA LIF, row by row from row 0 in every layer (biases integrate before the first
+  input arrives): u (current decay toward zero, state wrap), v (voltage decay toward
+  zero, + u + ``bias_mant << bias_exp``, clip), strict threshold ``v > vth << shift``,
+  reset to 0; hidden spikes are payload-1 inputs of the next layer;
+* the readout membrane at rows L..L+T-1 times the readout scale: the float scores
+  ``sum_t softmax`` of the float model (and of bitsim's ``predict``).
+
+Gradients: straight-through estimators for every rounding, truncation, clamp and wrap
+(``y = x + (f(x) - x).detach()``: the forward value is exactly f(x)), the ATan surrogate
+of the float model for spikes (on the membrane in float units, ``(v - vth<<6) * scale``),
+reset detached. Delays, exponents, decays and thresholds stay fixed.
+
+``to_qnetwork()`` returns the QNetwork of the current integers: bitsim, Lava, the netx
+exporter and this module then agree exactly (tests/test_hwmodel.py checks every hidden
+spike and every readout value with ``array_equal``).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from neurodelay.deploy.network import QLayer, QNetwork
+from neurodelay.hw import fixedpoint as fp
+from neurodelay.train.intdelay import integer_delay_conv
+
+DTYPE = torch.float64
+
+
+def ste(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` in the forward pass, the gradient of ``x`` in the backward pass."""
+    return x + (value - x).detach()
+
+
+class _Spike(torch.autograd.Function):
+    """Heaviside(v > th) with the ATan surrogate (alpha) on (v - th) * scale."""
+
+    @staticmethod
+    def forward(ctx, v, th, scale, alpha):
+        ctx.save_for_backward(v)
+        ctx.th, ctx.scale, ctx.alpha = th, scale, alpha
+        return (v > th).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (v,) = ctx.saved_tensors
+        x = (v - (ctx.th + 0.5)) * ctx.scale
+        c = math.pi / 2 * ctx.alpha
+        return g * (ctx.alpha / 2 * ctx.scale) / (1 + (c * x) ** 2), None, None, None
+
+
+class HwLayer(nn.Module):
+    """One layer: fixed integer fields + latent float weights and biases."""
+
+    def __init__(self, ql: QLayer, a: fp.Arith, bits: int, gain: float,
+                 weight_init: np.ndarray | None = None, bias_init: np.ndarray | None = None):
+        super().__init__()
+        self.a, self.bits, self.kind, self.name = a, int(bits), ql.kind, ql.name
+        self.qmax = 2 ** (self.bits - 1) - 1
+        self.mult = 2 ** (a.weight_register_bits + 1 - self.bits)
+        self.weight_exp, self.bias_exp = int(ql.weight_exp), int(ql.bias_exp)
+        self.du, self.dv, self.scale = int(ql.du), int(ql.dv), float(ql.scale)
+        self.vth = fp.layer_vth(ql, a)
+        self.num_weight_bits = int(ql.num_weight_bits)
+        self.gain = float(gain)
+        # one mantissa step and one bias step, in float units (what the latents are in)
+        self.step = float(1 << a.current_shift) * 2.0 ** self.weight_exp * self.mult \
+            * self.scale * self.gain
+        self.bias_step = 2.0 ** self.bias_exp * self.scale
+        q = ql.weight.astype(np.float64) / self.mult
+        if not np.array_equal(q, np.round(q)) or np.abs(q).max(initial=0) > self.qmax:
+            raise fp.FixedPointError(f"layer {ql.name!r}: weights are not {self.bits}-bit "
+                                     f"mantissas times {self.mult}")
+        w0 = q * self.step if weight_init is None else np.asarray(weight_init, np.float64)
+        b0 = ql.bias_mant * self.bias_step if bias_init is None else \
+            np.asarray(bias_init, np.float64)
+        self.weight = nn.Parameter(torch.tensor(w0, dtype=DTYPE))
+        self.bias = nn.Parameter(torch.tensor(b0, dtype=DTYPE))
+        self.register_buffer("delay", torch.as_tensor(ql.delay, dtype=torch.int64).clone())
+        self.register_buffer("mask", torch.ones(ql.weight.shape, dtype=DTYPE))
+
+    # -------------------------------------------------------------- integers
+    def mantissas(self) -> torch.Tensor:
+        """q (float64 integers) with the straight-through gradient of weight / step."""
+        z = self.weight * self.mask / self.step
+        return ste(z, torch.clamp(torch.round(z), -self.qmax, self.qmax))
+
+    def bias_mant(self) -> torch.Tensor:
+        lo, hi = self.a.bias_mant_range
+        z = self.bias / self.bias_step
+        return ste(z, torch.clamp(torch.round(z), lo, hi))
+
+    def to_qlayer(self) -> QLayer:
+        with torch.no_grad():
+            q = self.mantissas().numpy().astype(np.int64)
+            b = self.bias_mant().numpy().astype(np.int64)
+        return QLayer(weight=q * self.mult, weight_exp=self.weight_exp,
+                      num_weight_bits=min(self.num_weight_bits,
+                                          fp.max_num_weight_bits(fp.sign_mode(q), self.a)),
+                      delay=self.delay.numpy().copy(), bias_mant=b, bias_exp=self.bias_exp,
+                      du=self.du, dv=self.dv,
+                      vth=None if self.kind == "li" else self.vth, scale=self.scale,
+                      kind=self.kind, name=self.name)
+
+    # -------------------------------------------------------------- dynamics
+    def synaptic_input(self, s: torch.Tensor) -> torch.Tensor:
+        """a_in (R, B, n_out) for payloads s (R, B, n_in): row r of s arrives 1 + d rows
+        later; exact integers (rounded, accumulator wrap), straight-through gradient."""
+        w = self.mantissas() * (self.mult * 2.0 ** self.weight_exp)
+        y = integer_delay_conv(s.permute(1, 2, 0), w, self.delay + 1)     # (B, n_out, R)
+        y = y.permute(2, 0, 1)
+        y = ste(y, torch.round(y))
+        return ste(y, fp.wrap_bits(y, self.a.accumulator_bits))
+
+    def neurons(self, a_in: torch.Tensor, alpha: float):
+        """(spikes (R, B, n), v (R, B, n)) of the CUBA LIF driven by a_in."""
+        a = self.a
+        act = a_in * float(1 << a.current_shift)
+        act = ste(act, fp.wrap_bits(act, a.accumulator_bits))
+        keep_u = fp.current_keep(self.du, a)
+        if keep_u == 0:
+            U = ste(act, fp.wrap_current(act, a))
+        else:
+            rows, u = [], torch.zeros_like(act[0])
+            for r in range(act.shape[0]):
+                d = u * (keep_u / float(1 << a.du_bits))
+                c = ste(d, fp.decay(u, keep_u, a.du_bits)) + act[r]
+                c = ste(c, fp.wrap_bits(c, a.accumulator_bits))
+                u = ste(c, fp.wrap_current(c, a))
+                rows.append(u)
+            U = torch.stack(rows)
+        bias = self.bias_mant() * float(2 ** self.bias_exp)
+        keep_v = fp.voltage_keep(self.dv, a)
+        f = keep_v / float(1 << a.dv_bits)
+        th = float(fp.threshold(self.vth, a))
+        v = torch.zeros_like(U[0])
+        spikes, vs = [], []
+        for r in range(U.shape[0]):
+            d = v * f
+            v = ste(d, fp.decay(v, keep_v, a.dv_bits)) + U[r] + bias
+            v = ste(v, fp.clip_voltage(v, a))
+            s = _Spike.apply(v, th, self.scale, alpha)
+            v = v * (1.0 - s.detach())
+            spikes.append(s)
+            vs.append(v)
+        return torch.stack(spikes), torch.stack(vs)
+
+
+class HwSNN(nn.Module):
+    """The hardware-exact network (module docstring). Input: counts (B, T, n_in)."""
+
+    def __init__(self, qnet: QNetwork, bits: int, alpha: float = 5.0,
+                 latent: list | None = None):
+        super().__init__()
+        self.a = fp.arith(qnet)
+        fp.ensure_fits(qnet, self.a)
+        self.target, self.target_spec = qnet.target, qnet.target_spec
+        self.dt, self.input_scale = float(qnet.dt), float(qnet.input_scale)
+        self.class_names, self.meta = list(qnet.class_names), dict(qnet.meta)
+        self.bits, self.alpha = int(bits), float(alpha)
+        latent = latent or [(None, None)] * len(qnet.layers)
+        self.layers = nn.ModuleList(
+            HwLayer(ql, self.a, bits, self.input_scale if k == 0 else 1.0, w0, b0)
+            for k, (ql, (w0, b0)) in enumerate(zip(qnet.layers, latent)))
+
+    def forward(self, x, discrete: bool = True, record: bool = False):
+        """Readout membrane (B, T, C) in float units (= bitsim's v * scale on the float
+        time axis) [, hidden spikes per layer (B, T, n) on the float time axis]."""
+        x = torch.as_tensor(x)
+        B, T, _ = x.shape
+        L = len(self.layers)
+        R = T + L
+        s = torch.zeros(R, B, x.shape[2], dtype=DTYPE)
+        s[:T] = torch.round(x.to(DTYPE).permute(1, 0, 2) * self.input_scale)
+        hidden = []
+        for k, layer in enumerate(self.layers):
+            spk, v = layer.neurons(layer.synaptic_input(s), self.alpha)
+            if k < L - 1:
+                hidden.append(spk[k + 1:k + 1 + T].permute(1, 0, 2))
+                s = spk
+        u = (v[L:L + T] * self.layers[-1].scale).permute(1, 0, 2)
+        return (u, hidden) if record else u
+
+    def to_qnetwork(self) -> QNetwork:
+        """The QNetwork of the current integers (what is exported)."""
+        return QNetwork(layers=[layer.to_qlayer() for layer in self.layers],
+                        target=self.target, dt=self.dt, input_scale=self.input_scale,
+                        class_names=list(self.class_names),
+                        meta={**self.meta, "weight_bits": self.bits,
+                              "hardware_exact": True},
+                        target_spec=self.target_spec)
+
+    def latent_state(self) -> list:
+        return [(layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy())
+                for layer in self.layers]
