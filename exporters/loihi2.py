@@ -126,7 +126,7 @@ def check_limits(qnet: QNetwork, target=None) -> list[str]:
 
     if target is None:
         target = fp.target_of(qnet)
-    return list(resource_report(qnet, target)["violations"])
+    return list(resource_report(qnet, target).violations)
 
 
 # ------------------------------------------------------------------ writing

@@ -157,24 +157,24 @@ def test_builtin_files_are_plain_toml():
 
 def test_report_numbers():
     r = resource_report(make_net(), "loihi2")
-    h, o = r["layers"]
+    h, o = r.layers
     assert (h["neurons"], h["synapses"], h["inputs"]) == (2, 3, 2)
     assert h["synaptic_memory_bytes"] == 6                  # ceil(3 * (8 + 6) / 8)
     assert (h["delay_min"], h["delay_max"]) == (0, 5)        # zero weight's delay 3 unused
     assert (h["max_fan_in"], h["max_fan_out"]) == (2, 2)
     assert (o["synapses"], o["synaptic_memory_bytes"], o["cores"]) == (4, 7, 1)
-    assert r["totals"] == {"neurons": 4, "synapses": 7, "synaptic_memory_bytes": 13,
+    assert r.totals == {"neurons": 4, "synapses": 7, "synaptic_memory_bytes": 13,
                            "cores": 2, "chips_needed": 1}
-    assert r["fits"] and r["violations"] == []
-    assert "8 weight + 6 delay bits" in r["memory_formula"]
+    assert r.fits and r.violations == []
+    assert "8 weight + 6 delay bits" in r.memory_formula
     r = resource_report(make_net(), "nodelay")
-    assert r["layers"][0]["synaptic_memory_bytes"] == 3      # ceil(3 * 8 / 8)
+    assert r.layers[0]["synaptic_memory_bytes"] == 3      # ceil(3 * 8 / 8)
 
 
 def test_cores_take_the_larger_of_neurons_and_memory(tmp_path):
     t = load_target(write_target(tmp_path))                  # 2 neurons, 2 bytes per core
     r = resource_report(make_net(n_hidden=5), t)
-    h = r["layers"][0]
+    h = r.layers[0]
     # 5 neurons -> 3 cores; 9 synapses * 14 bits = 16 bytes -> 8 cores
     assert (h["synapses"], h["synaptic_memory_bytes"], h["cores"]) == (9, 16, 8)
 
@@ -182,8 +182,8 @@ def test_cores_take_the_larger_of_neurons_and_memory(tmp_path):
 def test_violation_delay_above_max(tmp_path):
     t = load_target(write_target(tmp_path, _edit("chips = 1", "chips = 100")))
     r = resource_report(make_net(delays=((6, 0), (5, 9))), t)
-    assert r["violations"] == ["layer 0 'h': max_delay: 9 > allowed 4 (3 synapses above it)"]
-    assert not r["fits"]
+    assert r.violations == ["layer 0 'h': max_delay: 9 > allowed 4 (3 synapses above it)"]
+    assert not r.fits
 
 
 def test_nodelay_target_refuses_delays():
@@ -192,7 +192,7 @@ def test_nodelay_target_refuses_delays():
                                        "synaptic delays"):
         check_fits(make_net(), "nodelay")
     report = check_fits(make_net(delays=((0, 3), (0, 0))), "nodelay")   # 3 is on a zero weight
-    assert report["fits"]
+    assert report.fits
 
 
 def test_violation_neurons_fan_in_fan_out_and_cores(tmp_path):
@@ -200,7 +200,7 @@ def test_violation_neurons_fan_in_fan_out_and_cores(tmp_path):
                  "max_fan_in = 1\nmax_fan_out = 2\nmax_neurons_per_layer = 3")
     t = load_target(write_target(tmp_path, text))
     r = resource_report(make_net(n_hidden=5), t)
-    v = r["violations"]
+    v = r.violations
     assert "layer 0 'h': max_neurons_per_layer: 5 > allowed 3" in v
     assert "layer 0 'h': max_fan_in: 2 > allowed 1" in v
     assert "layer 0 'h': max_fan_out: 5 > allowed 2" in v
@@ -209,12 +209,12 @@ def test_violation_neurons_fan_in_fan_out_and_cores(tmp_path):
     assert not any("total cores" in s for s in v)
     t1 = load_target(write_target(tmp_path, text.replace("cores_per_chip = 4",
                                                           "cores_per_chip = 3"), "t1.toml"))
-    v1 = resource_report(make_net(n_hidden=5), t1)["violations"]
+    v1 = resource_report(make_net(n_hidden=5), t1).violations
     assert "network: total cores: 4 > allowed 3 (1 chip(s) x 3 cores)" in v1
 
 
 def test_quantized_field_violations(tmp_path):
-    assert resource_report(make_qnet(), "loihi2")["violations"] == []
+    assert resource_report(make_qnet(), "loihi2").violations == []
     cases = {
         "weight (8-bit mixed)": make_qnet(weight=[[300, 0], [0, -257]]),
         "weight_exp": make_qnet(weight_exp=-9),
@@ -224,21 +224,21 @@ def test_quantized_field_violations(tmp_path):
         "max_delay": make_qnet(delay=[[63, 0], [0, 0]]),
     }
     for what, q in cases.items():
-        v = resource_report(q, "loihi2")["violations"]
+        v = resource_report(q, "loihi2").violations
         assert len(v) == 1 and v[0].startswith(f"layer 0 'h': {what}"), (what, v)
-    assert "(2 of 4)" in resource_report(cases["weight (8-bit mixed)"], "loihi2")["violations"][0]
+    assert "(2 of 4)" in resource_report(cases["weight (8-bit mixed)"], "loihi2").violations[0]
     small = load_target(write_target(tmp_path, _edit("vth_bits = 17", "vth_bits = 8")
                                      .replace("du_bits = 12", "du_bits = 4")))
-    v = resource_report(make_qnet(du=100), small)["violations"]
+    v = resource_report(make_qnet(du=100), small).violations
     assert any("vth (8-bit): values 1000..1000 outside the allowed 0..255" in s for s in v)
     assert any("du (4-bit)" in s for s in v)
 
 
 def test_notes_binary_spikes_and_target_mismatch():
-    notes = resource_report(make_qnet(), "loihi1")["notes"]
+    notes = resource_report(make_qnet(), "loihi1").notes
     assert any("binary spikes only" in n for n in notes)
     assert any("made for target 'loihi2'" in n for n in notes)
-    assert not any("binary" in n for n in resource_report(make_net(), "loihi2")["notes"])
+    assert not any("binary" in n for n in resource_report(make_net(), "loihi2").notes)
 
 
 def test_format_resource_report():

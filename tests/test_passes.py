@@ -195,7 +195,7 @@ def test_quantize_with_data_fits_every_field_and_reports_headroom():
     net = random_net(rng, (30, 40, 40, 6), decay=0.8, bias=0.1)
     x, y = counts(rng, 30, 40, 30), rng.integers(0, 6, 30)
     qnet, rep = passes.quantize(net, "loihi2", data=(x, y))
-    assert resource_report(qnet, load_target("loihi2"))["violations"] == []
+    assert resource_report(qnet, load_target("loihi2")).violations == []
     for row, ql in zip(rep.layers, qnet.layers):
         assert 0 < row["headroom"] < 0.5
         assert row["u_wraps"] == 0 and row["v_clips"] == 0

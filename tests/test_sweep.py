@@ -118,7 +118,7 @@ def test_sweep_network_grid_memory_and_errors():
     qnet, _ = passes.quantize(net, "loihi2", data=(x, y), weight_bits=8)
     c86 = next(c for c in r["cells"] if (c["mode"], c["weight_bits"], c["delay_bits"])
                == ("clip", 8, 6))
-    assert c86["memory_bytes"] == resource_report(qnet, "loihi2")["totals"][
+    assert c86["memory_bytes"] == resource_report(qnet, "loihi2").totals[
         "synaptic_memory_bytes"]
     # fewer weight bits: fewer bytes
     c36 = next(c for c in r["cells"] if (c["mode"], c["weight_bits"], c["delay_bits"])

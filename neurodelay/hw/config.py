@@ -315,7 +315,27 @@ def _layer_stats(layer: Layer | QLayer, target: Target) -> dict:
     }
 
 
-def resource_report(net: Network | QNetwork, target) -> dict:
+@dataclass
+class ResourceReport:
+    """What a network needs on a target and every limit it violates (see
+    :func:`resource_report`). ``to_dict()`` gives the JSON form."""
+
+    target: str
+    memory_formula: str
+    layers: list            # per layer: name, kind, inputs, neurons, synapses, ...
+    totals: dict            # neurons, synapses, synaptic_memory_bytes, cores, chips_needed
+    limits: dict
+    violations: list
+    notes: list
+    fits: bool
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def resource_report(net: Network | QNetwork, target) -> ResourceReport:
     """Estimate what ``net`` needs on ``target`` (a Target, name or path) and list limits it
     violates.
 
@@ -365,37 +385,36 @@ def resource_report(net: Network | QNetwork, target) -> dict:
                      f"(binned spike counts above 1 need splitting over input neurons)")
     notes.append(f"latency: {t.latency_per_layer * len(net.layers)} step(s) from "
                  f"{len(net.layers)} layer(s) plus the synaptic delays")
-    return {
-        "target": t.name,
-        "memory_formula": (f"ceil(synapses * ({t.weight_bits} weight + {t.delay_bits} "
-                           f"delay bits) / 8) bytes; cores = max(ceil(neurons / "
-                           f"{t.neurons_per_core}), ceil(bytes / "
-                           f"{t.synaptic_memory_per_core})); an estimate"),
-        "layers": layers,
-        "totals": totals,
-        "limits": {"max_delay": t.max_delay, "neurons_per_core": t.neurons_per_core,
-                   "synaptic_memory_per_core": t.synaptic_memory_per_core,
-                   "max_cores": t.max_cores, "max_fan_in": t.max_fan_in,
-                   "max_fan_out": t.max_fan_out,
-                   "max_neurons_per_layer": t.max_neurons_per_layer},
-        "violations": violations,
-        "notes": notes,
-        "fits": not violations,
-    }
+    return ResourceReport(
+        target=t.name,
+        memory_formula=(f"ceil(synapses * ({t.weight_bits} weight + {t.delay_bits} "
+                        f"delay bits) / 8) bytes; cores = max(ceil(neurons / "
+                        f"{t.neurons_per_core}), ceil(bytes / "
+                        f"{t.synaptic_memory_per_core})); an estimate"),
+        layers=layers, totals=totals,
+        limits={"max_delay": t.max_delay, "neurons_per_core": t.neurons_per_core,
+                "synaptic_memory_per_core": t.synaptic_memory_per_core,
+                "max_cores": t.max_cores, "max_fan_in": t.max_fan_in,
+                "max_fan_out": t.max_fan_out,
+                "max_neurons_per_layer": t.max_neurons_per_layer},
+        violations=violations, notes=notes, fits=not violations)
 
 
-def check_fits(net: Network | QNetwork, target) -> dict:
+def check_fits(net: Network | QNetwork, target) -> ResourceReport:
     """resource_report, raising FitError listing every violation if there is any."""
     report = resource_report(net, target)
-    if report["violations"]:
-        lines = "\n  - ".join(report["violations"])
-        raise FitError(f"the network does not fit target {report['target']!r} "
-                       f"({len(report['violations'])} violation(s)):\n  - {lines}")
+    if report.violations:
+        lines = "\n  - ".join(report.violations)
+        raise FitError(f"the network does not fit target {report.target!r} "
+                       f"({len(report.violations)} violation(s)):\n  - {lines}")
     return report
 
 
-def format_resource_report(report: dict) -> str:
-    """A plain-text table of a resource_report, with totals, violations and notes."""
+def format_resource_report(report) -> str:
+    """A plain-text table of a resource report (a ResourceReport or its dict form), with
+    totals, violations and notes."""
+    if isinstance(report, ResourceReport):
+        report = report.to_dict()
     cols = [("layer", None), ("kind", "kind"), ("in", "inputs"), ("neurons", "neurons"),
             ("synapses", "synapses"), ("syn.mem B", "synaptic_memory_bytes"),
             ("cores", "cores"), ("delays", None), ("fan-in", "max_fan_in"),
