@@ -257,11 +257,16 @@ class Run:
 
     # ------------------------------------------------------------- models / networks
     def load_model(self, which: str = "best"):
-        """The trained DelaySNN (``best.pt`` by default) in eval mode (trained runs)."""
+        """The run's PyTorch model in eval mode: the trained DelaySNN (``best.pt`` by
+        default), or a fine-tuned run's hardware-exact model."""
         from neurodelay.train.model import DelaySNN, ModelConfig
 
+        if self.kind == "finetuned":
+            from neurodelay.train.finetune import load_finetuned
+
+            return load_finetuned(self)
         if self.kind != "trained":
-            raise RunError(f"{self.path}: a {self.kind} run has no DelaySNN model")
+            raise RunError(f"{self.path}: a {self.kind} run has no PyTorch model")
         path = self.file(f"{which}.pt")
         if not path.exists():
             st = self.status()

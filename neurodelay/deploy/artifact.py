@@ -389,7 +389,8 @@ def build_artifact(run, options: DeployOptions | None = None, out=None, *,
             artifact_hash=h,
             target={"name": tgt.name, "description": tgt.description, "source": tgt.source},
             weight_bits=int(qnet.meta.get("weight_bits", tgt.weight_bits)),
-            delay_bits=int(tgt.delay_bits), max_delay=int(tgt.max_delay),
+            delay_bits=int(qnet.meta.get("delay_bits", tgt.delay_bits)),
+            max_delay=int(tgt.max_delay),
             input_scale=float(qnet.input_scale),
             layers=_layer_rows(qnet, qrep),
             calibration=asdict(cal), resources=resources.to_dict(),
@@ -557,6 +558,6 @@ def artifact_for(run, options: DeployOptions, *, build: bool = True, log=None) -
     if not build:
         raise ArtifactError(f"{run.path} has no artifact for these options ({folder}); "
                             f"create it with `neurodelay export`")
-    (log or (lambda m: None))(f"no artifact at {folder}: building it (quantize once, "
-                              f"calibrated on training data)")
+    (log or (lambda m: None))(f"no artifact at {folder}: building it (as `neurodelay export` "
+                              f"would)")
     return build_artifact(run, options, folder, log=log)

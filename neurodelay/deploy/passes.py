@@ -319,6 +319,53 @@ def check_delays(net, max_delay: int | None = None, *, clip: bool = False,
     return out, rep
 
 
+DELAY_MODES = ("clip", "coarse")
+
+
+def _used_delay_max(net) -> int:
+    return max((int(lay.delay[lay.weight != 0].max(initial=0)) for lay in net.layers),
+               default=0)
+
+
+def reduce_delays(net, delay_bits: int, mode: str, target_max: int
+                  ) -> tuple[Any, PassReport]:
+    """Delays that fit ``delay_bits`` bits (values 0 .. 2**b - 1, never above target_max).
+
+    ``clip``: delays above ``m = min(2**b - 1, target_max)`` become m; shorter ones stay
+    exact. ``coarse``: the range is kept at a coarser resolution: with D the largest used
+    delay and ``k = ceil(D / (2**b - 1))`` steps per unit, every delay d becomes
+    ``k * floor(d / k + 1/2)`` (its stored value fits b bits; the hardware needs a k-step
+    delay unit), then is clipped to target_max. The report's ``changes`` give mode,
+    delay_bits, max_delay (largest allowed), delay_step (k; 1 for clip), delays_changed
+    (used synapses whose delay changed) and largest_delay (after).
+    """
+    if mode not in DELAY_MODES:
+        raise PassError(f"delay mode must be one of {DELAY_MODES}, got {mode!r}")
+    b = int(delay_bits)
+    if not 1 <= b <= 16:
+        raise PassError(f"delay bits {b} out of range; use 1..16 (b bits hold delays "
+                        f"0..2**b - 1)")
+    step = 1
+    if mode == "clip":
+        limit = min(2 ** b - 1, int(target_max))
+        out, _ = check_delays(net, limit, clip=True)
+    else:
+        step = max(1, math.ceil(_used_delay_max(net) / (2 ** b - 1)))
+        layers = []
+        for lay in net.layers:
+            d = lay.delay.astype(np.int64)
+            d = (2 * d + step) // (2 * step) * step          # k * floor(d / k + 1/2)
+            layers.append(replace(lay, delay=d.astype(lay.delay.dtype)))
+        limit = min(step * (2 ** b - 1), int(target_max))
+        out, _ = check_delays(replace(net, layers=layers, meta=dict(net.meta)),
+                              int(target_max), clip=True)
+    changed = sum(int(np.count_nonzero((a.delay != c.delay) & (a.weight != 0)))
+                  for a, c in zip(net.layers, out.layers))
+    return out, PassReport("reduce_delays", {
+        "mode": mode, "delay_bits": b, "max_delay": int(limit), "delay_step": int(step),
+        "delays_changed": changed, "largest_delay": _used_delay_max(out)})
+
+
 # ----------------------------------------------------------------------------- quantize
 
 def _target(target):

@@ -293,11 +293,11 @@ def load_target(name_or_path) -> Target:
 
 # ----------------------------------------------------------------------------- reports
 
-def _layer_stats(layer: Layer | QLayer, target: Target) -> dict:
+def _layer_stats(layer: Layer | QLayer, target: Target, bits_per_synapse: int) -> dict:
     used = layer.weight != 0
     n_syn = int(used.sum())
     delays = layer.delay[used]
-    mem = math.ceil(n_syn * target.bits_per_synapse / 8)
+    mem = math.ceil(n_syn * bits_per_synapse / 8)
     cores = max(math.ceil(layer.n_out / target.neurons_per_core),
                 math.ceil(mem / target.synaptic_memory_per_core)) if layer.n_out else 0
     return {
@@ -353,9 +353,14 @@ def resource_report(net: Network | QNetwork, target) -> ResourceReport:
         raise TargetError(f"resource_report expects a Network or QNetwork, got "
                           f"{type(net).__name__}")
     a = fp.arith(t)
+    # a quantized network narrowed below the target's widths (fewer weight or delay bits)
+    # stores only those bits per synapse
+    meta = net.meta if isinstance(net, QNetwork) else {}
+    w_bits = min(int(meta.get("weight_bits", t.weight_bits)), t.weight_bits)
+    d_bits = min(int(meta.get("delay_bits", t.delay_bits)), t.delay_bits)
     layers, violations, notes = [], [], []
     for k, layer in enumerate(net.layers):
-        st = _layer_stats(layer, t)
+        st = _layer_stats(layer, t, w_bits + d_bits)
         layers.append(st)
         tag = f"layer {k}" + (f" {layer.name!r}" if layer.name else "")
         if isinstance(layer, QLayer):     # every integer field, delays included
@@ -387,7 +392,7 @@ def resource_report(net: Network | QNetwork, target) -> ResourceReport:
                  f"{len(net.layers)} layer(s) plus the synaptic delays")
     return ResourceReport(
         target=t.name,
-        memory_formula=(f"ceil(synapses * ({t.weight_bits} weight + {t.delay_bits} "
+        memory_formula=(f"ceil(synapses * ({w_bits} weight + {d_bits} "
                         f"delay bits) / 8) bytes; cores = max(ceil(neurons / "
                         f"{t.neurons_per_core}), ceil(bytes / "
                         f"{t.synaptic_memory_per_core})); an estimate"),

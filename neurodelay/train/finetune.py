@@ -1,0 +1,353 @@
+"""Hardware-exact fine-tuning: train the network the chip runs, so the PyTorch model and the
+chip agree by construction and low-bit deployments keep their accuracy.
+
+``finetune(parent, out, config)`` starts from a trained (or imported) run:
+
+1. its float network's delays are reduced to the delay bits (``clip``: long delays
+   clipped; ``coarse``: the range kept on a k-step grid; ``auto``: whichever gives the
+   better bit-accurate validation accuracy after post-training quantization -- reported);
+2. it is quantized once (:func:`neurodelay.deploy.passes.quantize`), calibrated on a
+   seeded subset of the TRAINING split, with the requested weight bits (the target may
+   only be narrowed);
+3. :class:`neurodelay.train.hwmodel.HwSNN` -- whose forward pass is the target's integer
+   arithmetic, exactly as the bit-accurate simulator computes it -- is trained with Adam
+   (cosine learning rate) on latent float weights and biases, straight-through
+   estimators for the roundings and the float model's ATan surrogate for spikes;
+   ``prune`` removes that fraction of each layer's synapses by magnitude, ramped up over
+   the first half of the epochs;
+4. after every epoch the integer network is evaluated bit-accurately on the VALIDATION
+   split (the run's own; if the run has none, 10 % of its training split, seeded -- never
+   test data) and the best epoch (the post-training network counts as epoch 0) is kept.
+
+The output is a normal run of kind ``finetuned``: ``qnet.h5`` (the chip's integers),
+``best.pt`` (latents of the best epoch), ``checkpoint.pt`` (resume), ``metrics.jsonl``,
+``result.json`` (test accuracy of the best network, which ``eval`` reproduces),
+``config.json``. ``export`` writes its artifact without re-quantizing; ``verify`` shows the
+PyTorch (hardware-exact) model equal to the bit-accurate simulator.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurodelay._io import atomic_path, atomic_write
+from neurodelay.errors import OptionError, RunError
+
+DELAY_MODES = ("auto", "clip", "coarse")
+VALID_FRACTION = 0.1                    # carved from training when a run has no valid split
+
+
+@dataclass
+class FinetuneConfig:
+    """Every setting of a fine-tuning run (saved in its config.json)."""
+
+    target: str = "loihi2"
+    weight_bits: int | None = None      # None: the target's
+    delay_bits: int | None = None       # None: the target's
+    delay_mode: str = "auto"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    prune: float = 0.0
+    seed: int = 0
+    calib_samples: int = 256
+    alpha: float = 5.0
+
+    def __post_init__(self):
+        def bad(opt, v, what):
+            return OptionError(f"--{opt} {v}: {what}")
+        if self.delay_mode not in DELAY_MODES:
+            raise bad("delay-mode", self.delay_mode, f"must be one of {', '.join(DELAY_MODES)}")
+        if int(self.epochs) < 1:
+            raise bad("epochs", self.epochs, "must be >= 1 (fine-tuning epochs)")
+        if int(self.batch_size) < 1:
+            raise bad("batch-size", self.batch_size, "must be >= 1")
+        if not (self.lr > 0 and np.isfinite(self.lr)):
+            raise bad("lr", self.lr, "must be a finite number > 0")
+        if not 0.0 <= float(self.prune) < 1.0:
+            raise bad("prune", self.prune, "must be in [0, 1): the fraction of synapses "
+                                           "removed by magnitude")
+        if self.delay_bits is not None and not 1 <= int(self.delay_bits) <= 16:
+            raise bad("delay-bits", self.delay_bits, "must be in 1..16")
+        if int(self.calib_samples) < 1:
+            raise bad("calib-samples", self.calib_samples, "must be >= 1")
+
+
+# ----------------------------------------------------------------------------- data
+
+def _splits(parent, seed: int):
+    """(train, valid, note): the parent's training split and a validation split that is
+    never test data."""
+    train = parent.train_data()
+    dc = parent.data_config()
+    if dc.valid or dc.valid_speakers:
+        from neurodelay.train.trainer import load_splits
+
+        valid = load_splits(dc).valid
+        return train, valid, "the run's own validation split"
+    rng = np.random.default_rng(seed + 4242)
+    idx = rng.permutation(len(train))
+    n_val = max(1, int(round(VALID_FRACTION * len(train))))
+    valid, train = train.subset(np.sort(idx[:n_val])), train.subset(np.sort(idx[n_val:]))
+    return train, valid, (f"{n_val} samples ({VALID_FRACTION:.0%}) of the training split, "
+                          f"seeded (the run has no validation split of its own; its test "
+                          f"set is never used)")
+
+
+def _padded(ds, idx=None):
+    from neurodelay.data import pad_batch
+
+    samples = ds.samples if idx is None else [ds.samples[i] for i in idx]
+    return pad_batch(samples)
+
+
+def _bit_accuracy(qnet, ds, batch_size: int = 256) -> float:
+    from neurodelay.data import pad_batch
+    from neurodelay.sim import bitsim
+
+    x = pad_batch(ds.samples, pad_to=ds.max_steps)
+    pred, _ = bitsim.predict(qnet, x, batch_size=batch_size)
+    return float(np.mean(pred == ds.labels))
+
+
+# ----------------------------------------------------------------------------- start
+
+def starting_point(parent, fc: FinetuneConfig, train, valid, log):
+    """(qnet, delay report, candidates): the post-training quantized network to start from,
+    with the delay mode chosen on validation accuracy for ``auto``."""
+    import warnings
+
+    from neurodelay.deploy import passes
+    from neurodelay.hw.config import load_target
+
+    tgt = load_target(fc.target)
+    net = parent.float_network()
+    bits = tgt.delay_bits if fc.delay_bits is None else int(fc.delay_bits)
+    if bits > tgt.delay_bits:
+        raise OptionError(f"--delay-bits {bits}: target {tgt.name!r} holds {tgt.delay_bits} "
+                          f"delay bits; the target file is the truth, an option may only "
+                          f"narrow it")
+    rng = np.random.default_rng(fc.seed)
+    n = min(int(fc.calib_samples), len(train))
+    calib = _padded(train, np.sort(rng.permutation(len(train))[:n]))
+    modes = ["clip", "coarse"] if fc.delay_mode == "auto" else [fc.delay_mode]
+    candidates = []
+    for mode in modes:
+        reduced, rep = passes.reduce_delays(net, bits, mode, tgt.max_delay)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qnet, qrep = passes.quantize(reduced, tgt, data=calib, weight_bits=fc.weight_bits)
+        acc = _bit_accuracy(qnet, valid)
+        candidates.append({"mode": mode, "valid_accuracy": acc, **rep.changes,
+                           "warnings": list(qrep.warnings), "qnet": qnet})
+        log(f"post-training {qrep.weight_bits}-bit weights, {bits}-bit delays ({mode}): "
+            f"bit-accurate validation accuracy {acc:.4f} ({rep.changes['delays_changed']} "
+            f"delays changed)")
+    best = max(candidates, key=lambda c: c["valid_accuracy"])
+    return best["qnet"], best, [{k: v for k, v in c.items() if k != "qnet"}
+                                for c in candidates], n
+
+
+# ----------------------------------------------------------------------------- training
+
+def _prune_masks(model, fraction: float) -> None:
+    """Keep the largest-|latent| (1 - fraction) of each layer's synapses."""
+    with torch.no_grad():
+        for layer in model.layers:
+            w = layer.weight.abs() * (layer.mask > 0)
+            n = w.numel()
+            keep = int(round((1.0 - fraction) * n))
+            mask = torch.zeros(n, dtype=layer.mask.dtype)
+            if keep:
+                mask[torch.argsort(w.reshape(-1), descending=True, stable=True)[:keep]] = 1
+            layer.mask.copy_(mask.reshape(layer.mask.shape) * (layer.mask > 0))
+            layer.weight.mul_(layer.mask)
+
+
+def _prune_schedule(epoch: int, epochs: int, fraction: float) -> float:
+    """Sparsity after ``epoch`` (0-based): ramps linearly to ``fraction`` over the first
+    half of the epochs."""
+    if fraction <= 0:
+        return 0.0
+    ramp = max(1, epochs // 2)
+    return fraction * min(1.0, (epoch + 1) / ramp)
+
+
+def finetune(parent, out, fc: FinetuneConfig | None = None, *, resume: bool = False,
+             overwrite: bool = False, progress: bool = True, threads: int | None = None,
+             stop_after_epoch: int | None = None, log=print) -> dict:
+    """Fine-tune run ``parent`` into run folder ``out`` (module docstring). Returns the
+    result dict (also in ``out/result.json``); ``stop_after_epoch`` ends the call early
+    (tests of ``resume``), returning {"finished": False, "epoch": n}."""
+    from contextlib import ExitStack
+
+    from neurodelay.api import torch_threads
+    from neurodelay.runs import (RunLock, open_run, prepare_new_run,
+                                 remove_stale_temp_files)
+
+    out = Path(out)
+    with ExitStack() as stack:
+        stack.enter_context(torch_threads(threads))
+        stack.enter_context(RunLock(out, "finetune"))
+        if resume:
+            r = open_run(out, kinds=("finetuned",))
+            fc = FinetuneConfig(**r.config["finetune"])
+            parent = r.config["parent"]
+        else:
+            removed = prepare_new_run(out, overwrite=overwrite)
+            if removed:
+                log(f"--overwrite: removed {', '.join(sorted(p.name for p in removed))}")
+        remove_stale_temp_files(out)
+        torch_rng, np_rng = torch.get_rng_state(), np.random.get_state()
+        try:
+            return _finetune(open_run(parent, kinds=("trained", "imported")), out,
+                             fc or FinetuneConfig(), resume, progress, log, stop_after_epoch)
+        finally:
+            torch.set_rng_state(torch_rng)
+            np.random.set_state(np_rng)
+
+
+def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: bool,
+              log, stop_after_epoch=None) -> dict:
+    from tqdm.auto import tqdm
+
+    from neurodelay import data as D
+    from neurodelay.deploy.network import save_network
+    from neurodelay.hw.config import load_target, resource_report
+    from neurodelay.runs import load_checkpoint, require_keys
+    from neurodelay.train.hwmodel import HwSNN
+    from neurodelay.train.model import loss_fn, scores_from_membrane
+
+    t_start = time.perf_counter()
+    torch.manual_seed(fc.seed)
+    tgt = load_target(fc.target)
+    train, valid, valid_note = _splits(parent, fc.seed)
+    log(f"fine-tuning {parent.path} for {tgt.name}: {len(train)} training samples, "
+        f"validation = {valid_note}")
+    qnet0, chosen, candidates, n_calib = starting_point(parent, fc, train, valid, log)
+    bits = int(qnet0.meta["weight_bits"])
+    qnet0.meta["delay_bits"] = int(chosen["delay_bits"])
+    model = HwSNN(qnet0, bits, alpha=fc.alpha)            # meta (delay_bits) carried along
+    params = [p for layer in model.layers for p in (layer.weight, layer.bias)]
+    opt = torch.optim.Adam(params, lr=fc.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=fc.epochs)
+    # with pruning only networks at the requested sparsity can be the result; otherwise
+    # the post-training network is epoch 0 and fine-tuning must beat it on validation
+    state = {"epoch": 0, "metrics": [], "best_epoch": 0,
+             "best_valid": -1.0 if fc.prune else chosen["valid_accuracy"]}
+    ckpt = out / "checkpoint.pt"
+    if resume:
+        ck = load_checkpoint(ckpt, "fine-tuning checkpoint")
+        require_keys(ck, ("model", "opt", "sched", "state", "rng"), str(ckpt))
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        torch.set_rng_state(ck["rng"])
+        state = ck["state"]
+        log(f"resuming {out} after epoch {state['epoch']}/{fc.epochs}")
+    else:
+        cfg = {"kind": "finetuned", "parent": str(parent.path),
+               "target": tgt.to_dict(), "finetune": asdict(fc),
+               "data": parent.config.get("data"), "class_names": parent.class_names,
+               "n_outputs": qnet0.layers[-1].n_out,
+               "start": {"delay_mode": chosen["mode"], "candidates": candidates,
+                         "calibration": f"{n_calib} samples of the training split, seed "
+                                        f"{fc.seed}", "validation": valid_note}}
+        atomic_write(out / "config.json", json.dumps(cfg, indent=2, default=str))
+        save_network(qnet0, out / "qnet.h5")
+        atomic_write(out / "metrics.jsonl", "")
+        _save(out / "best.pt", {"model": model.state_dict(), "epoch": 0})
+    for epoch in range(state["epoch"], fc.epochs):
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            return {"finished": False, "epoch": epoch}
+        t0 = time.perf_counter()
+        sparsity = _prune_schedule(epoch, fc.epochs, fc.prune)
+        if sparsity:
+            _prune_masks(model, sparsity)
+        model.train()
+        tot_loss = tot_correct = tot_n = 0
+        n_batches = (len(train) + fc.batch_size - 1) // fc.batch_size
+        bar = tqdm(D.iterate_batches(train, fc.batch_size, shuffle=True, seed=fc.seed,
+                                     epoch=epoch), total=n_batches, leave=False,
+                   desc=f"finetune {epoch + 1}/{fc.epochs}", disable=not progress,
+                   unit="batch")
+        for x, y in bar:
+            u = model(x)
+            loss = loss_fn(u, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if fc.prune:
+                with torch.no_grad():
+                    for layer in model.layers:
+                        layer.weight.mul_(layer.mask)
+            tot_loss += float(loss.detach()) * len(y)
+            tot_correct += int((scores_from_membrane(u.detach()).argmax(1) == y).sum())
+            tot_n += len(y)
+            bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{tot_correct / tot_n:.3f}")
+        bar.close()
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        qnet = model.to_qnetwork()
+        v_acc = _bit_accuracy(qnet, valid)
+        rec = {"epoch": epoch + 1, "loss": tot_loss / tot_n, "train_acc": tot_correct / tot_n,
+               "valid_acc": v_acc, "sparsity": sparsity, "lr": lr,
+               "synapses": int(qnet.n_synapses),
+               "seconds": round(time.perf_counter() - t0, 2)}
+        state["metrics"].append(rec)
+        state["epoch"] = epoch + 1
+        eligible = sparsity >= fc.prune - 1e-12
+        if eligible and v_acc > state["best_valid"]:
+            state["best_valid"], state["best_epoch"] = v_acc, epoch + 1
+            save_network(qnet, out / "qnet.h5")
+            _save(out / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1})
+        _save(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(),
+                     "sched": sched.state_dict(), "state": state,
+                     "rng": torch.get_rng_state()})
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        log(f"epoch {epoch + 1:3d}/{fc.epochs}  loss {rec['loss']:.4f}  train "
+            f"{rec['train_acc']:.3f}  valid(bit-accurate) {v_acc:.3f}"
+            + (f"  sparsity {sparsity:.2f}" if fc.prune else "")
+            + f"  {rec['seconds']:.1f}s")
+
+    from neurodelay.runs import open_run
+
+    run = open_run(out, kinds=("finetuned",))
+    qbest = run.qnetwork()
+    test = run.test_data()
+    res = resource_report(qbest, tgt)
+    result = {"finished": True, "test_accuracy": _bit_accuracy(qbest, test),
+              "n_test": len(test), "best_epoch": state["best_epoch"],
+              "best_valid_accuracy": state["best_valid"],
+              "post_training_valid_accuracy": chosen["valid_accuracy"],
+              "weight_bits": bits, "delay_bits": chosen["delay_bits"],
+              "delay_mode": chosen["mode"], "delay_step": chosen["delay_step"],
+              "synapses": int(qbest.n_synapses),
+              "synaptic_memory_bytes": int(res.totals["synaptic_memory_bytes"]),
+              "memory_note": res.memory_formula,
+              "seconds": round(time.perf_counter() - t_start, 1)}
+    atomic_write(out / "result.json", json.dumps(result, indent=2))
+    return result
+
+
+def _save(path: Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_finetuned(run) -> "torch.nn.Module":
+    """The hardware-exact model of a fine-tuned run (its best integers), in eval mode."""
+    from neurodelay.train.hwmodel import HwSNN
+
+    if run.kind != "finetuned":
+        raise RunError(f"{run.path}: not a fine-tuned run")
+    qnet = run.qnetwork()
+    model = HwSNN(qnet, int(qnet.meta.get("weight_bits", 8)))
+    model.eval()
+    return model
