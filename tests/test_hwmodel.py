@@ -169,3 +169,28 @@ def test_gradients_reach_every_latent_weight():
         g = layer.weight.grad
         assert g is not None and torch.isfinite(g).all() and (g != 0).any(), layer.name
         assert layer.bias.grad is not None and torch.isfinite(layer.bias.grad).all()
+
+
+def test_fused_voltage_loop_has_the_unfused_gradients():
+    """The one-node voltage loop (_HwVoltage) equals plain autograd through the same
+    straight-through steps, values and gradients."""
+    net = random_net(8, max_delay=8)
+    x = torch.from_numpy(counts(8, B=5))
+    qnet = quantized(net, 8, 6, counts(8, B=5))
+    model = HwSNN(qnet, 8)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    from neurodelay.train.model import loss_fn
+
+    def grads(unfused: bool):
+        model.zero_grad()
+        for layer in model.layers:
+            layer.neurons_unfused = unfused
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        return float(loss.detach()), [layer.weight.grad.clone() for layer in model.layers]
+
+    l1, g1 = grads(False)
+    l2, g2 = grads(True)
+    assert l1 == l2
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12) and (a != 0).any()

@@ -69,6 +69,51 @@ class _Spike(torch.autograd.Function):
         return g * (ctx.alpha / 2 * ctx.scale) / (1 + (c * x) ** 2), None, None, None
 
 
+_SPIKE_EXACT = _Spike
+
+
+class _HwVoltage(torch.autograd.Function):
+    """The voltage loop of Lava's CUBA LIF in one autograd node (exact forward values,
+    STE + surrogate backward), row by row on (B, n) slices:
+
+        h[r] = clip(trunc(v[r-1] * keep / 2**dv_bits) + U[r] + bias) ; s[r] = h[r] > th
+        v[r] = h[r] * (1 - s[r])                                    (reset, detached)
+
+    Backward: dh[r] = dS[r] * sg(h[r]) + (dV[r] + f * dh[r+1]) * (1 - s[r]) with
+    f = keep / 2**dv_bits (the decay's straight-through slope); dU = dh, dbias = sum dh.
+    """
+
+    @staticmethod
+    def forward(ctx, U, bias, a, keep, th, scale, alpha):
+        R = U.shape[0]
+        H = torch.empty_like(U)
+        S = torch.empty_like(U)
+        V = torch.empty_like(U)
+        v = torch.zeros_like(U[0])
+        for r in range(R):
+            h = fp.clip_voltage(fp.decay(v, keep, a.dv_bits) + U[r] + bias, a)
+            s = (h > th).to(U.dtype)
+            v = h * (1.0 - s)
+            H[r], S[r], V[r] = h, s, v
+        ctx.save_for_backward(H, S)
+        ctx.f, ctx.th, ctx.scale, ctx.alpha = keep / float(1 << a.dv_bits), th, scale, alpha
+        return S, V
+
+    @staticmethod
+    def backward(ctx, gS, gV):
+        H, S = ctx.saved_tensors
+        c = math.pi / 2 * ctx.alpha
+        k = ctx.alpha / 2 * ctx.scale
+        gH = torch.empty_like(H)
+        carry = torch.zeros_like(H[0])
+        for r in range(H.shape[0] - 1, -1, -1):
+            x = (H[r] - (ctx.th + 0.5)) * ctx.scale
+            g = gS[r] * (k / (1.0 + (c * x) ** 2)) + (gV[r] + carry) * (1.0 - S[r])
+            gH[r] = g
+            carry = g * ctx.f
+        return gH, gH.sum(dim=(0, 1)), None, None, None, None, None
+
+
 class HwLayer(nn.Module):
     """One layer: fixed integer fields + latent float weights and biases."""
 
@@ -98,6 +143,7 @@ class HwLayer(nn.Module):
         self.bias = nn.Parameter(torch.tensor(b0, dtype=DTYPE))
         self.register_buffer("delay", torch.as_tensor(ql.delay, dtype=torch.int64).clone())
         self.register_buffer("mask", torch.ones(ql.weight.shape, dtype=DTYPE))
+        self.neurons_unfused = False        # True: plain autograd loop (tests compare both)
 
     # -------------------------------------------------------------- integers
     def mantissas(self) -> torch.Tensor:
@@ -151,8 +197,14 @@ class HwLayer(nn.Module):
             U = torch.stack(rows)
         bias = self.bias_mant() * float(2 ** self.bias_exp)
         keep_v = fp.voltage_keep(self.dv, a)
-        f = keep_v / float(1 << a.dv_bits)
         th = float(fp.threshold(self.vth, a))
+        if self.neurons_unfused or _Spike is not _SPIKE_EXACT:   # tests: plain autograd
+            return self._neurons_unfused(U, bias, keep_v, th, alpha)
+        return _HwVoltage.apply(U, bias, a, keep_v, th, self.scale, alpha)
+
+    def _neurons_unfused(self, U, bias, keep_v, th, alpha):
+        a = self.a
+        f = keep_v / float(1 << a.dv_bits)
         v = torch.zeros_like(U[0])
         spikes, vs = [], []
         for r in range(U.shape[0]):
@@ -207,7 +259,7 @@ class HwSNN(nn.Module):
                         target=self.target, dt=self.dt, input_scale=self.input_scale,
                         class_names=list(self.class_names),
                         meta={**self.meta, "weight_bits": self.bits,
-                              "hardware_exact": True},
+                              "hardware_exact": True},  # keeps delay_bits if the start had
                         target_spec=self.target_spec)
 
     def latent_state(self) -> list:
