@@ -91,7 +91,11 @@ def netx_layer(layer: QLayer, a: fp.Arith, check: bool = True) -> tuple[dict, li
         issues.append(f"weight_exp={e} shifts the summed input right, dropping bits "
                       f"(a floor of the SUM) that netx cannot express; quantize with "
                       f"weight_exp >= 0 (or weights that are multiples of 2**{-e})")
-    if check and not issues and np.any(w_file) and netx_effective(w_file, a) is None:
+    if not np.any(w_file):
+        issues.append("every weight of the layer is zero (after quantization): lava-dl netx "
+                      "divides by the largest weight and cannot load it; use more weight "
+                      "bits, or a target whose state holds a finer threshold")
+    elif check and not issues and netx_effective(w_file, a) is None:
         issues.append(f"netx cannot carry these weights exactly (range "
                       f"{int(w_file.min())}..{int(w_file.max())}, sign mode "
                       f"{fp.sign_mode(w_file)}); keep them within the mixed-sign range "

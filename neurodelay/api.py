@@ -3,20 +3,56 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from neurodelay import data as D
+from neurodelay import options as O
+from neurodelay.errors import OptionError
 from neurodelay.train.model import ModelConfig, widen_for_parameter_parity
-from neurodelay.train.presets import preset as get_preset
-from neurodelay.train.trainer import DataConfig, TrainConfig, accuracy, run_config, train
+from neurodelay.train.presets import PRESETS, preset as get_preset
+from neurodelay.train.trainer import (DataConfig, TrainConfig, accuracy, check_training_memory,
+                                      load_splits, run_config, train)
 
 
-def _steps(ms: float, dt_ms: float) -> int:
-    return max(1, int(round(ms / dt_ms)))
+N_CHANNELS = 700            # cochlea channels of SHD/SSC (DataConfig.n_channels)
+DATA_KEYS = ("dataset", "data_dir", "train_file", "valid_file", "test_file", "valid_speakers",
+             "test_speakers", "dt_ms", "channel_bin", "max_time", "cache_dir")
+MODEL_KEYS = ("preset", "hidden", "max_delay_ms", "tau_ms", "dropout", "threshold", "epochs",
+              "batch_size", "delays", "sigma", "learn", "connections", "seed", "lr", "max_lr",
+              "position_lr_factor", "reference_kernels")
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def check_data_options(*, dt_ms=10.0, channel_bin=5, max_time=None, valid_speakers=None,
+                       test_speakers=None, n_channels=N_CHANNELS) -> None:
+    """Validate the binning and split options (OptionError naming the option); no I/O."""
+    O.check_float(dt_ms, "--dt", "the time bin", lo=0.0, lo_open=True, unit="ms")
+    cb = O.check_int(channel_bin, "--channel-bin",
+                     f"the number of cochlea channels summed into one input (of "
+                     f"{n_channels})", lo=1, hi=n_channels)
+    if n_channels % cb:
+        raise OptionError(f"--channel-bin {cb}: out of range; it must divide the {n_channels} "
+                          f"channels evenly (one of {', '.join(map(str, _divisors(n_channels)))})")
+    if max_time is not None:
+        O.check_float(max_time, "--max-time", "the time kept after each sample's first spike",
+                      lo=0.0, lo_open=True, unit="s")
+    for option, spk in (("--valid-speakers", valid_speakers), ("--test-speakers", test_speakers)):
+        if spk is not None:
+            O.check_int_list(spk, option, "every speaker id", lo=0, allow_empty=True)
 
 
 def resolve_data(*, dataset=None, data_dir=None, train_file=None, valid_file=None,
                  test_file=None, valid_speakers=None, test_speakers=None, dt_ms=10.0,
                  channel_bin=5, max_time=None, cache_dir=None) -> DataConfig:
-    """A DataConfig from CLI-style options; no data options -> the embedded task."""
+    """A DataConfig from CLI-style options; no data options -> the embedded task.
+
+    Every value is checked first (:func:`check_data_options`): OptionError naming the option.
+    """
+    check_data_options(dt_ms=dt_ms, channel_bin=channel_bin, max_time=max_time,
+                       valid_speakers=valid_speakers, test_speakers=test_speakers)
     embedded = not (dataset or data_dir or train_file)
     if embedded:
         files = D.make_synthetic(D.synthetic_dir(cache_dir))
@@ -27,16 +63,99 @@ def resolve_data(*, dataset=None, data_dir=None, train_file=None, valid_file=Non
     return DataConfig(train=files["train"], valid=files.get("valid"), test=files.get("test"),
                       valid_speakers=list(valid_speakers) if valid_speakers else None,
                       test_speakers=list(test_speakers) if test_speakers else None,
-                      dt=dt_ms / 1000.0, channel_bin=channel_bin, max_time=max_time,
+                      dt=float(dt_ms) / 1000.0, channel_bin=int(channel_bin),
+                      max_time=None if max_time is None else float(max_time),
                       cache_dir=cache_dir, embedded=embedded)
 
 
 def resolve_preset_name(preset: str | None, dataset: str | None, embedded: bool) -> str:
-    if preset:
-        return preset
+    if preset is not None:
+        return O.check_choice(preset, "--preset", tuple(PRESETS))
     if embedded:
         return "tiny"
     return "ssc" if dataset == "ssc" else "shd"
+
+
+def _model_values(dt_ms: float, name: str, *, hidden=None, max_delay_ms=None, tau_ms=None,
+                  dropout=None, threshold=None, delays="learned", connections=None) -> dict:
+    """The model options resolved against preset ``name`` and validated in ms (OptionError
+    naming the option, the value, the range and where a preset value came from)."""
+    p = get_preset(name)
+    O.check_choice(delays, "--delays", ("learned", "fixed-random", "none"))
+
+    def pick(value, key, option):
+        if value is not None:
+            return value, None
+        return p[key], f"This is the value of preset {name!r}; pass {option} to set another"
+
+    hid, src = pick(hidden, "hidden", "--hidden")
+    hid = O.check_int_list(list(hid) if not isinstance(hid, (int, float)) else [hid],
+                           "--hidden", "every hidden layer size", lo=1,
+                           hint=src or "Give sizes like --hidden 64,64")
+    md, src = pick(max_delay_ms, "max_delay_ms", "--max-delay")
+    md = O.check_float(md, "--max-delay", "the delay window", lo=0.0, lo_open=True, unit="ms",
+                       hint=src or "It must hold at least 2 time steps of --dt (use --delays "
+                                   "none for a model without delays)")
+    window = int(round(md / dt_ms))
+    if delays != "none" and window < 2:
+        raise OptionError(
+            f"--max-delay {md:g} ms: out of range; with --dt {dt_ms:g} ms it gives a window of "
+            f"{window} step{'s' if window != 1 else ''} (delays 0..{max(window - 1, 0)}), so "
+            f"the model would have no delays. Use --max-delay {2 * dt_ms:g} ms or more (2+ "
+            f"steps), or --delays none for a model without delays"
+            + (f". {src}" if src else ""))
+    tau, src = pick(tau_ms, "tau_ms", "--tau")
+    tau = O.check_float(tau, "--tau", "the membrane time constant", lo=dt_ms, lo_open=True,
+                        unit="ms", hint=(f"A LIF neuron needs tau longer than one time step "
+                                         f"(--dt {dt_ms:g} ms)") + (f". {src}" if src else ""))
+    thr, src = pick(threshold, "threshold", "--threshold")
+    thr = O.check_float(thr, "--threshold", "the LIF firing threshold", lo=0.0, lo_open=True,
+                        hint=src)
+    drop, src = pick(dropout, "dropout", "--dropout")
+    drop = O.check_float(drop, "--dropout", "the dropout probability", lo=0.0, hi=1.0,
+                         hi_open=True, hint=src or "0 means no dropout")
+    if connections is not None:
+        connections = O.check_int(connections, "--connections",
+                                  "the synapses per neuron of a sparse model", lo=1,
+                                  hint="Omit it for a fully connected model")
+    return {"hidden": hid, "max_delay_ms": md, "window": max(1, window), "tau_ms": tau,
+            "threshold": thr, "dropout": drop, "connections": connections}
+
+
+def _train_config(name: str, *, epochs=None, batch_size=None, sigma="decreasing",
+                  learn="weights+delays", seed=0, lr=1e-3, max_lr=5e-3,
+                  position_lr_factor=100.0, reference_kernels=False) -> TrainConfig:
+    p = get_preset(name)
+    return TrainConfig(epochs=p["epochs"] if epochs is None else epochs,
+                       batch_size=p["batch_size"] if batch_size is None else batch_size,
+                       lr=lr, max_lr=max_lr, position_lr_factor=position_lr_factor,
+                       sigma=sigma, learn=learn, seed=seed, reference_kernels=reference_kernels)
+
+
+def check_options(**options) -> None:
+    """Validate every option of :func:`train_run` without touching a file (OptionError
+    naming the option, the value and the allowed range). ``train_run`` calls it first;
+    ``run_ablation`` before it writes anything."""
+    unknown = sorted(set(options) - set(DATA_KEYS) - set(MODEL_KEYS) - {"dataset"})
+    if unknown:
+        raise OptionError(f"unknown option{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)}; see `neurodelay train --help` (keyword "
+                          f"names are the options with '-' -> '_', times in *_ms)")
+    data = {k: options[k] for k in ("dt_ms", "channel_bin", "max_time", "valid_speakers",
+                                    "test_speakers") if k in options}
+    check_data_options(**data)
+    dataset = options.get("dataset")
+    if dataset is not None:
+        O.check_choice(dataset, "--dataset", ("shd", "ssc", "synthetic"))
+    embedded = not (dataset or options.get("data_dir") or options.get("train_file"))
+    name = resolve_preset_name(options.get("preset"), dataset, embedded)
+    dt_ms = float(options.get("dt_ms", 10.0))
+    _model_values(dt_ms, name, **{k: options[k] for k in
+                                  ("hidden", "max_delay_ms", "tau_ms", "dropout", "threshold",
+                                   "delays", "connections") if k in options})
+    _train_config(name, **{k: options[k] for k in
+                           ("epochs", "batch_size", "sigma", "learn", "seed", "lr", "max_lr",
+                            "position_lr_factor", "reference_kernels") if k in options})
 
 
 def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, hidden=None,
@@ -44,22 +163,27 @@ def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, h
                  batch_size=None, delays="learned", sigma="decreasing",
                  learn="weights+delays", connections=None, seed=0, lr=1e-3, max_lr=5e-3,
                  position_lr_factor=100.0, reference_kernels=False, log=print):
-    """(ModelConfig, TrainConfig) from a preset overridden by explicit options."""
+    """(ModelConfig, TrainConfig) from a preset overridden by explicit options.
+
+    ``None`` means "the preset's value"; every value (explicit or the preset's) is
+    validated: OptionError naming the option, the value and the allowed range.
+    """
     name = resolve_preset_name(preset, dataset, dc.embedded)
     p = get_preset(name)
     dt_ms = dc.dt * 1000.0
+    v = _model_values(dt_ms, name, hidden=hidden, max_delay_ms=max_delay_ms, tau_ms=tau_ms,
+                      dropout=dropout, threshold=threshold, delays=delays,
+                      connections=connections)
+    tc = _train_config(name, epochs=epochs, batch_size=batch_size, sigma=sigma, learn=learn,
+                       seed=seed, lr=lr, max_lr=max_lr, position_lr_factor=position_lr_factor,
+                       reference_kernels=reference_kernels)
     if abs(dt_ms - p["dt_ms"]) > 1e-9:
         log(f"note: dt {dt_ms} ms differs from preset {name}'s {p['dt_ms']} ms; "
             f"times in ms are converted with dt {dt_ms} ms")
     mc = ModelConfig(
-        n_inputs=dc.n_channels // dc.channel_bin, n_outputs=n_classes,
-        hidden=list(hidden) if hidden else p["hidden"],
-        max_delay_steps=_steps(max_delay_ms if max_delay_ms is not None else p["max_delay_ms"],
-                               dt_ms),
-        tau=(tau_ms if tau_ms is not None else p["tau_ms"]) / dt_ms,
-        threshold=threshold if threshold is not None else p["threshold"],
-        dropout=dropout if dropout is not None else p["dropout"],
-        delays=delays, connections=connections)
+        n_inputs=dc.n_channels // dc.channel_bin, n_outputs=n_classes, hidden=v["hidden"],
+        max_delay_steps=v["window"], tau=v["tau_ms"] / dt_ms, threshold=v["threshold"],
+        dropout=v["dropout"], delays=delays, connections=v["connections"])
     if delays == "none":
         ref = ModelConfig(**{**mc.to_dict(), "delays": "learned"})
         wide = widen_for_parameter_parity(mc, ref)
@@ -68,25 +192,23 @@ def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, h
             f"count matches ({count_parameters(ref):,} with learned delays vs "
             f"{count_parameters(ModelConfig(**{**mc.to_dict(), 'hidden': wide})):,})")
         mc = ModelConfig(**{**mc.to_dict(), "hidden": wide})
-    tc = TrainConfig(epochs=epochs or p["epochs"], batch_size=batch_size or p["batch_size"],
-                     lr=lr, max_lr=max_lr, position_lr_factor=position_lr_factor, sigma=sigma,
-                     learn=learn, seed=seed, reference_kernels=reference_kernels)
     return mc, tc
 
 
 class torch_threads:
     """Context manager: torch uses ``n`` CPU threads inside, the previous count after
-    (None: leave it alone). Library calls must leave global state as they found it."""
+    (None: leave it alone). Library calls must leave global state as they found it.
+    ``n`` is validated at construction (OptionError for anything but an int >= 1)."""
 
     def __init__(self, n: int | None):
-        self.n, self.before = n, None
+        self.n, self.before = O.check_threads(n), None
 
     def __enter__(self):
         if self.n is not None:
             import torch
 
             self.before = torch.get_num_threads()
-            torch.set_num_threads(int(self.n))
+            torch.set_num_threads(self.n)
         return self
 
     def __exit__(self, *exc):
@@ -100,6 +222,10 @@ def train_run(out, *, resume=False, overwrite=False, progress=True, threads=None
               **options) -> dict:
     """Train a run into ``out`` (see ``neurodelay train --help`` for the options).
 
+    Every option is validated before any file is read or written (:func:`check_options`:
+    OptionError naming the option, value and range); the data is loaded and the memory
+    the model will need is estimated before the run folder is touched
+    (ResourceLimitError above ``NEURODELAY_MAX_GIB``, default 8 GiB).
     ``threads`` sets torch's CPU thread count for this call only (restored after).
     """
     with torch_threads(threads):
@@ -110,36 +236,74 @@ def train_run(out, *, resume=False, overwrite=False, progress=True, threads=None
 def _train_run(out, *, resume, overwrite, progress, log, **options) -> dict:
     if resume:
         return train(out, None, None, None, resume=True, progress=progress, log=log)
-    data_keys = ("dataset", "data_dir", "train_file", "valid_file", "test_file",
-                 "valid_speakers", "test_speakers", "dt_ms", "channel_bin", "max_time",
-                 "cache_dir")
-    dc = resolve_data(**{k: options.pop(k) for k in data_keys if k in options})
-    mc, tc = make_configs(dc, n_classes=_class_count(dc), log=log, **options)
+    check_options(**options)
+    data_opts = {k: options.pop(k) for k in DATA_KEYS if k in options}
+    dc = resolve_data(**data_opts)
+    splits = load_splits(dc, progress=progress)
+    n_classes = splits.train.n_classes
+    if n_classes < 2:
+        raise D.DataError(f"{dc.train}: the training data has {n_classes} class"
+                          f"{'es' if n_classes != 1 else ''}; a classifier needs at least 2")
+    # the dataset picks the default preset (--dataset ssc -> the SSC recipe)
+    mc, tc = make_configs(dc, dataset=data_opts.get("dataset"), n_classes=n_classes, log=log,
+                          **options)
+    check_training_memory(mc, tc, splits)
     if dc.embedded:
         log(f"data: embedded synthetic timing task ({Path(dc.train).parent})")
     return train(out, mc, tc, dc, overwrite=overwrite, progress=progress, log=log)
 
 
-def _class_count(dc: DataConfig) -> int:
-    """Number of classes of the training file, read through the validating (cached) loader."""
-    return D.load_binned(dc.train, channel_bin=dc.channel_bin, dt=dc.dt, max_time=dc.max_time,
-                         n_channels=dc.n_channels, cache_dir=dc.cache_dir,
-                         progress=False).n_classes
-
-
 def evaluate_run(run, test_file=None, batch_size=256) -> dict:
     """Discrete-model test accuracy of a run (``finished`` False for an interrupted run:
-    then best.pt is the best epoch so far, and ``status`` says how far it got)."""
+    then best.pt is the best epoch so far, and ``status`` says how far it got).
+
+    A test file of other classes than the model's is a DataError; data or a model that
+    would need more memory than ``NEURODELAY_MAX_GIB`` is a ResourceLimitError.
+    """
     from neurodelay.runs import open_run
 
-    r = open_run(run, kinds=("trained",))
+    batch_size = O.check_int(batch_size, "--batch-size", "the evaluation batch size", lo=1)
+    r = open_run(run)
     status = r.status()
+    if r.kind != "trained":
+        return _evaluate_deployable(r, status, test_file, batch_size)
     model = r.load_model()
     ds = r.test_data(test_file)
+    mc = model.cfg
+    O.check_model_memory(mc.n_inputs, mc.hidden, mc.n_outputs, mc.window,
+                         min(batch_size, len(ds)), ds.max_steps, training=False,
+                         learned=mc.delays == "learned",
+                         what=f"evaluating {run} on {len(ds):,} samples (padded to the "
+                              f"longest one)",
+                         how="Use a smaller --batch-size, or evaluate on a file whose samples "
+                             "are shorter")
     acc = accuracy(model, ds, batch_size)
     return {"accuracy": acc, "n": len(ds), "run": str(run),
             "test": test_file or "run's own test split", "finished": status.finished,
             "status": status.describe()}
 
 
-__all__ = ["train_run", "evaluate_run", "resolve_data", "make_configs", "run_config"]
+def _evaluate_deployable(r, status, test_file, batch_size) -> dict:
+    """Accuracy of a fine-tuned run (its integers on the bit-accurate simulator: what the
+    chip computes) or of an imported run (its float network)."""
+    from neurodelay.data import pad_batch
+
+    ds = r.test_data(test_file)
+    x = pad_batch(ds.samples, pad_to=ds.max_steps)
+    if r.kind == "finetuned":
+        from neurodelay.sim import bitsim
+
+        pred, _ = bitsim.predict(r.qnetwork(), x, batch_size=batch_size)
+        what = "hardware-exact (bit-accurate integers)"
+    else:
+        from neurodelay.sim import floatsim
+
+        _, pred = floatsim.predict(r.float_network(), x, batch_size=batch_size)
+        what = "float network (imported)"
+    return {"accuracy": float(np.mean(pred == ds.labels)), "n": len(ds), "run": str(r.path),
+            "test": test_file or "run's own test split", "finished": status.finished,
+            "status": status.describe(), "model": what}
+
+
+__all__ = ["train_run", "evaluate_run", "resolve_data", "make_configs", "check_options",
+           "check_data_options", "run_config"]

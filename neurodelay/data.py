@@ -257,10 +257,11 @@ def _first_bad(mask: np.ndarray) -> int | None:
 
 
 def _bin_chunk(times, units, start: int, path: Path, *, channel_bin, dt, max_time,
-               n_channels) -> tuple[np.ndarray, np.ndarray]:
+               n_channels, entries_before: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Validate and bin samples ``start .. start+len(times)-1``.
 
-    Returns (counts (sum T_i, C) int64, lengths (n,) int64).
+    Returns (counts (sum T_i, C) float32, lengths (n,) int64). ``entries_before``: time
+    steps binned by earlier chunks of the same file (for the memory guard).
     """
     n = len(times)
     n_t = np.fromiter((len(a) for a in times), np.int64, n)
@@ -306,10 +307,34 @@ def _bin_chunk(times, units, start: int, path: Path, *, channel_bin, dt, max_tim
         first = np.concatenate([[0], np.cumsum(np.bincount(sid, minlength=n))[:-1]])
     c = n_channels // channel_bin
     lengths = np.maximum.reduceat(b, first) + 1
+    _check_binned_size(path, start, lengths, entries_before, c=c, dt=dt, max_time=max_time)
     row0 = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     flat = (row0[sid] + b) * c + u // channel_bin
     counts = np.bincount(flat, minlength=int(lengths.sum()) * c).reshape(-1, c)
-    return counts, lengths
+    return counts.astype(np.float32), lengths
+
+
+def _check_binned_size(path: Path, start: int, lengths: np.ndarray, entries_before: int, *,
+                       c: int, dt: float, max_time) -> None:
+    """Refuse (ResourceLimitError) before binning would allocate more than the limit
+    (:mod:`neurodelay.options`): the binned data set (float32) plus this chunk's integer
+    counts (int64), estimated from the sample lengths in steps."""
+    from neurodelay.options import binned_bytes, check_memory
+
+    chunk = int(lengths.sum())
+    total = int(entries_before) + chunk
+    need = binned_bytes(total, c) + 2 * binned_bytes(chunk, c)
+    i = int(np.argmax(lengths))
+    longest = int(lengths[i])
+    cut = "" if max_time is None else f", already cut at max_time {max_time:g} s"
+    check_memory(
+        need,
+        f"{str(path)!r}: binning samples 0..{start + len(lengths) - 1} at dt "
+        f"{dt * 1000:g} ms x {c} channels ({total:,} time steps in all; the longest, sample "
+        f"{start + i}, spans {(longest - 1) * dt:,.6g} s = {longest:,} steps{cut})",
+        "Drop the spikes late in each sample with --max-time SECONDS (library: max_time=; "
+        "SHD/SSC samples last under 1.5 s), use a coarser --dt, or fix that sample's "
+        "spike times")
 
 
 def _read_labels(f: h5py.File, path: Path, n: int):
@@ -362,6 +387,10 @@ def _bin_file(path: Path, *, channel_bin, dt, max_time, n_channels, progress):
                                 f"dataset (one array per sample), got "
                                 f"{getattr(ds, 'shape', 'a group')} {getattr(ds, 'dtype', '')}")
         n = ds_t.shape[0]
+        if n == 0:
+            raise DataError(f"{str(path)!r}: the file holds no samples (spikes/times is "
+                            f"empty); nothing to train or evaluate on. Use a file with "
+                            f"samples (was its creation or download interrupted?)")
         if ds_u.shape[0] != n:
             raise DataError(f"{str(path)!r}: spikes/times has {n} samples but spikes/units "
                             f"has {ds_u.shape[0]}; the file is damaged")
@@ -375,7 +404,8 @@ def _bin_file(path: Path, *, channel_bin, dt, max_time, n_channels, progress):
                     z = min(n, a + _CHUNK)
                     counts, lengths = _bin_chunk(
                         ds_t[a:z], ds_u[a:z], a, path, channel_bin=channel_bin, dt=dt,
-                        max_time=max_time, n_channels=n_channels)
+                        max_time=max_time, n_channels=n_channels,
+                        entries_before=sum(len(k) for k in chunks))
                     chunks.append(counts)
                     lens.append(lengths)
                     bar.update(z - a)
@@ -383,7 +413,10 @@ def _bin_file(path: Path, *, channel_bin, dt, max_time, n_channels, progress):
             raise DataError(f"{str(path)!r}: reading failed ({e}); the file is truncated or "
                             f"damaged. Download / copy it again.") from None
     c = n_channels // channel_bin
-    counts = np.concatenate(chunks) if chunks else np.zeros((0, c), np.int64)
+    if not chunks:
+        counts = np.zeros((0, c), np.float32)
+    else:
+        counts = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
     lengths = np.concatenate(lens) if lens else np.zeros(0, np.int64)
     return counts, lengths, labels, names, speakers
 
@@ -473,7 +506,10 @@ def load_binned(path: str | os.PathLike, *, channel_bin: int = 5, dt: float = 0.
     The result is cached under ``<cache_dir>/binned`` (default :func:`default_cache_dir`),
     keyed by the sha256 of the file content and the preprocessing parameters; a corrupt
     cache file is ignored and rebuilt. ``cache=False`` skips the cache. The input file is
-    only read. Raises :class:`DataError` for missing or malformed files.
+    only read. Raises :class:`DataError` for missing or malformed files and for a file
+    without samples, and :class:`~neurodelay.errors.ResourceLimitError` (before binning)
+    when the binned data would exceed the memory limit of :mod:`neurodelay.options`
+    (``NEURODELAY_MAX_GIB``, default 8 GiB; e.g. a sample whose spikes span hours).
     """
     path = Path(path).expanduser()
     _check_params(channel_bin, dt, max_time, n_channels)
@@ -495,7 +531,18 @@ def load_binned(path: str | os.PathLike, *, channel_bin: int = 5, dt: float = 0.
         if cache:
             _save_cache(cpath, key, *got)
     counts, lengths, labels, names, speakers = got
-    flat = counts.astype(np.float32)
+    if len(lengths) == 0:
+        raise DataError(f"{str(path)!r}: the file holds no samples (spikes/times is empty); "
+                        f"nothing to train or evaluate on. Use a file with samples (was its "
+                        f"creation or download interrupted?)")
+    if counts.dtype != np.float32:  # from the cache (small unsigned integers)
+        from neurodelay.options import binned_bytes, check_memory
+
+        check_memory(binned_bytes(int(lengths.sum()), c),
+                     f"{str(path)!r}: the binned data ({int(lengths.sum()):,} time steps x "
+                     f"{c} channels, from the cache {str(cpath)!r})",
+                     "Load it with --max-time SECONDS (library: max_time=) or a coarser --dt")
+    flat = counts.astype(np.float32, copy=False)
     samples = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
     return BinnedDataset(samples=samples, labels=labels, class_names=names, speakers=speakers,
                          source=str(path), **params)
@@ -537,7 +584,8 @@ def split_random(ds: BinnedDataset, fraction: float, seed: int = 0
 def pad_batch(samples: Sequence[np.ndarray], pad_to: int | None = None) -> np.ndarray:
     """Stack (T_i, C) arrays into a float32 (B, T, C) array, zero right padding.
 
-    T is the longest sample, or ``pad_to`` (then a longer sample is a DataError).
+    T is the longest sample, or ``pad_to`` (then a longer sample is a DataError). An array
+    above the memory limit (:mod:`neurodelay.options`) is a ResourceLimitError.
     """
     if len(samples) == 0:
         raise DataError("pad_batch got no samples")
@@ -556,6 +604,12 @@ def pad_batch(samples: Sequence[np.ndarray], pad_to: int | None = None) -> np.nd
             i = int(np.argmax([a.shape[0] for a in arrs]))
             raise DataError(f"pad_batch: sample {i} has {longest} steps > pad_to={t}; raise "
                             f"pad_to or load with max_time to cut samples")
+    from neurodelay.options import binned_bytes, check_memory
+
+    check_memory(len(arrs) * binned_bytes(t, c),
+                 f"padding {len(arrs):,} samples to {t:,} time steps x {c} channels",
+                 "Cut long samples when loading with --max-time SECONDS (library: max_time=), "
+                 "or use fewer samples per batch")
     out = np.zeros((len(arrs), t, c), dtype=np.float32)
     for i, a in enumerate(arrs):
         out[i, :a.shape[0]] = a

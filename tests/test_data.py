@@ -303,6 +303,59 @@ def test_bad_parameters(tmp_path):
         load(p, tmp_path, max_time=-1)
 
 
+def test_file_without_samples_is_a_data_error(tmp_path):
+    p = raw_h5(tmp_path / "none.h5", [], [], np.zeros(0, np.int64), keys=["a", "b"])
+    with pytest.raises(DataError, match="holds no samples") as err:
+        load(p, tmp_path)
+    assert str(p) in str(err.value)
+    assert not list((tmp_path / "cache").rglob("*.npz"))
+
+
+def test_memory_guard_refuses_a_runaway_sample_before_binning(tmp_path, monkeypatch):
+    """One spike 10^5 s after the first: 10^7 steps x 140 channels. Refused with the
+    estimate, the sample and how to cap it; --max-time makes the same file load."""
+    from neurodelay.errors import ResourceLimitError
+
+    rng = np.random.default_rng(1)
+    times, units = random_spikes(rng, n_samples=6, max_spikes=50)
+    times = [np.asarray(t, np.float64) for t in times]
+    times[4] = np.append(times[4], 1e5)
+    units[4] = np.append(units[4], 5)
+    with h5py.File(tmp_path / "late.h5", "w") as f:
+        t = np.empty(6, object)
+        u = np.empty(6, object)
+        for i in range(6):
+            t[i], u[i] = times[i], np.asarray(units[i], np.uint16)
+        f.create_dataset("spikes/times", data=t, dtype=h5py.vlen_dtype(np.float64))
+        f.create_dataset("spikes/units", data=u, dtype=h5py.vlen_dtype(np.uint16))
+        f.create_dataset("labels", data=np.arange(6) % 2)
+    p = tmp_path / "late.h5"
+    monkeypatch.delenv("NEURODELAY_MAX_GIB", raising=False)
+    with pytest.raises(ResourceLimitError) as err:
+        load(p, tmp_path)
+    msg = str(err.value)
+    for fragment in (str(p), "sample 4, spans 99,99", "GiB", "--max-time",
+                     "NEURODELAY_MAX_GIB"):
+        assert fragment in msg, msg
+    assert not list((tmp_path / "cache").rglob("*.npz"))
+    ds = load(p, tmp_path, max_time=2.0)
+    assert ds.max_steps <= 200
+    # the limit is the environment's: a tiny one refuses even this small file
+    monkeypatch.setenv("NEURODELAY_MAX_GIB", "1e-6")
+    with pytest.raises(ResourceLimitError, match="limit of 1e-06 GiB"):
+        load(p, tmp_path, max_time=2.0, cache=False)
+
+
+def test_pad_batch_memory_guard(monkeypatch):
+    from neurodelay.errors import ResourceLimitError
+
+    monkeypatch.setenv("NEURODELAY_MAX_GIB", "0.001")       # ~1 MB
+    small = [np.ones((10, 140), np.float32)] * 4
+    assert data.pad_batch(small).shape == (4, 10, 140)
+    with pytest.raises(ResourceLimitError, match=r"padding 4 samples to 1,000 time steps"):
+        data.pad_batch(small, pad_to=1000)
+
+
 # ------------------------------------------------------------------------------ resolve_files
 def test_resolve_files(tmp_path):
     for name in ("shd_train.h5", "shd_test.h5", "ssc_train.h5", "ssc_test.h5"):

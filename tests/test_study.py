@@ -135,8 +135,14 @@ def test_changed_options_are_refused(ablation):
         study.run_ablation(out, 2, connections=4, progress=False, log=lambda m: None, **opts)
     with pytest.raises(study.AblationError, match="delays"):
         study.run_ablation(out, 2, progress=False, delays="none", **opts)
-    with pytest.raises(study.AblationError, match="seeds"):
+    from neurodelay.errors import OptionError
+
+    with pytest.raises(OptionError, match="--seeds 0: out of range"):
         study.run_ablation(out, 0, progress=False, **opts)
+    before = (out / "ablation.json").read_bytes()
+    with pytest.raises(OptionError, match="--dropout 1.5: out of range"):
+        study.run_ablation(out, 2, progress=False, **{**opts, "dropout": 1.5})
+    assert (out / "ablation.json").read_bytes() == before   # refused before writing
 
 
 def test_report_on_ablation(ablation):

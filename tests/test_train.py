@@ -141,3 +141,48 @@ def test_cli_train_shd_preset_on_sshd_with_speaker_split(tmp_path):
     assert cfg["model"]["n_outputs"] == 20
     assert any("TEST set stands in for validation" in n for n in cfg["splits"]["notes"])
     assert "discrete test accuracy" in r.output
+
+
+def test_dataset_ssc_selects_the_ssc_preset(tmp_path, tiny_task):
+    """`--dataset ssc` without --preset trains with the SSC recipe (it used to fall back to
+    SHD's: the dataset was dropped before the preset was chosen)."""
+    import shutil
+
+    files = tiny_task(tmp_path / "src")
+    d = tmp_path / "ssc"
+    d.mkdir()
+    for split, name in (("train", "ssc_train.h5"), ("train", "ssc_valid.h5"),
+                        ("test", "ssc_test.h5")):
+        shutil.copy(files[split], d / name)
+    r = CliRunner().invoke(main, ["train", "--dataset", "ssc", "--data-dir", str(d),
+                                  "--hidden", "8", "--epochs", "1", "--no-progress",
+                                  "--cache-dir", str(tmp_path / "c"), "--out",
+                                  str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["model"]["max_delay_steps"] == 31 and cfg["model"]["dropout"] == 0.25
+    assert cfg["train"]["batch_size"] == 128
+
+
+def test_option_errors_name_the_option_in_library_and_cli(tmp_path, files):
+    """One validation for notebook and CLI: the same OptionError text, nothing written."""
+    from neurodelay.errors import OptionError
+
+    for kw, args, text in [
+            (dict(dropout=1.5), ["--dropout", "1.5"], "--dropout 1.5: out of range"),
+            (dict(tau_ms=5.0), ["--tau", "5"], "--tau 5 ms: out of range"),
+            (dict(channel_bin=3), ["--channel-bin", "3"], "--channel-bin 3: out of range"),
+            (dict(max_delay_ms=10.0), ["--max-delay", "10"], "window of 1 step")]:
+        with pytest.raises(OptionError, match=text) as e:
+            api.train_run(str(tmp_path / "lib"), progress=False, log=lambda m: None,
+                          hidden=[8], epochs=1, **kw, **files)
+        r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "cli"),
+                                      "--train-file", files["train_file"], "--test-file",
+                                      files["test_file"], "--cache-dir", files["cache_dir"],
+                                      *args])
+        assert r.exit_code == 1 and f"Error: {e.value}" in r.output, r.output
+        assert not (tmp_path / "lib").exists() and not (tmp_path / "cli").exists()
+    with pytest.raises(OptionError, match="--threads 0"):
+        api.train_run(str(tmp_path / "lib"), threads=0, **files)
+    with pytest.raises(OptionError, match="unknown option epoch;"):
+        api.check_options(epoch=3)

@@ -14,10 +14,11 @@ _ABLATE_SETS = {"out", "resume", "overwrite", "delays", "sigma", "learn", "seed"
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Ablation folder: runs go to OUT/<model>/seed<k>/, the report to OUT/report.*")
 @click.option("--seeds", type=int, default=3, show_default=True,
-              help="Seeds 0..N-1 per model (same seed = same initialisation across models, "
-                   "except the widened no-delay model whose shapes differ).")
+              help="Seeds 0..N-1 per model, N >= 1 (same seed = same initialisation across "
+                   "models, except the widened no-delay model whose shapes differ).")
 @click.option("--connections", type=int,
-              help="Sparse models: K synapses per neuron (fixed random mask). Default: dense.")
+              help="Sparse models: K >= 1 synapses per neuron (fixed random mask). Default: "
+                   "dense.")
 @click.option("--no-progress", is_flag=True, help="No progress bar over the runs.")
 def ablate(out, seeds, connections, no_progress, **options):
     """Train the paper's five ablation models for N seeds each, then report.
@@ -31,7 +32,8 @@ def ablate(out, seeds, connections, no_progress, **options):
       no-delays       no delays, layers widened to equal params   (--delays none)
 
     Resumable: finished runs (result.json) are skipped, interrupted ones resumed. The other
-    options are those of `neurodelay train` and apply to every run.
+    options are those of `neurodelay train` and apply to every run; all of them are checked
+    (for every model) before anything is written.
     """
     from neurodelay.research import study
 
@@ -57,10 +59,15 @@ def report(folder):
 
     Any folder with result.json + config.json counts as a run; runs are grouped by model
     (delays, sigma, learn) and connectivity. Writes FOLDER/report.md, report.csv, report.png.
+    A run whose result.json or config.json is unreadable (corrupted, not JSON) is skipped
+    with a note naming the file and why (under "Notes" and on stderr).
     """
     from neurodelay.research import study
 
     rep = study.report(folder)
+    for note in rep["notes"]:
+        if note.startswith("skipped "):
+            click.echo(f"note: {note}", err=True)
     click.echo(rep["markdown"])
     click.echo("wrote " + ", ".join(str(f) for f in rep["files"]))
 
@@ -68,9 +75,9 @@ def report(folder):
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--sample", type=int, default=0, show_default=True,
-              help="Test sample for the spike raster.")
+              help="Test sample for the spike raster (0 .. test samples - 1).")
 @click.option("--synapses", type=int, default=4, show_default=True,
-              help="Synapses per layer in the kernel figure.")
+              help="Synapses per layer in the kernel figure (1..16).")
 def plot(run, sample, synapses):
     """Figures of a run into RUN/plots/: kernels, delay histograms, curves, spike raster."""
     from neurodelay.research import plots
@@ -101,7 +108,7 @@ def plot(run, sample, synapses):
 @click.option("--test-file", type=click.Path(dir_okay=False),
               help="Evaluate on this SHD-layout file instead of the run's own test split.")
 @click.option("--calib-samples", type=int,
-              help="Quantize calibrates its exponents on the first N test samples "
+              help="Quantize calibrates its exponents on the first N >= 1 test samples "
                    "(default: all, as `neurodelay verify` does).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Output folder (default RUN/sweep).")

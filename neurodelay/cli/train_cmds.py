@@ -30,19 +30,25 @@ from neurodelay.cli.common import int_list as _int_list, main
 @click.option("--valid-speakers", callback=_int_list,
               help="Hold these speaker ids out of the training file as the validation set. Without "
                    "any validation split the test set stands in (as the paper does for SHD).")
-@click.option("--dt", "dt_ms", type=float, default=10.0, show_default=True, help="Time bin in ms.")
+@click.option("--dt", "dt_ms", type=float, default=10.0, show_default=True,
+              help="Time bin in ms (> 0).")
 @click.option("--channel-bin", type=int, default=5, show_default=True,
-              help="Sum groups of this many of the 700 cochlea channels (700 -> 140).")
-@click.option("--max-time", type=float, help="Drop spikes later than this many seconds after the "
-                                             "first spike (default: keep all).")
-@click.option("--hidden", callback=_int_list, help="Hidden layer sizes, e.g. '256,256'.")
+              help="Sum groups of this many of the 700 cochlea channels (700 -> 140); must "
+                   "divide 700.")
+@click.option("--max-time", type=float, help="Drop spikes later than this many seconds (> 0) "
+                                             "after the first spike (default: keep all). "
+                                             "Caps the memory long samples need.")
+@click.option("--hidden", callback=_int_list, help="Hidden layer sizes (each >= 1), e.g. "
+                                                   "'256,256'.")
 @click.option("--max-delay", "max_delay_ms", type=float,
-              help="Delay window in ms (window = max-delay/dt steps; delays 0..window-1).")
-@click.option("--tau", "tau_ms", type=float, help="LIF membrane time constant in ms.")
-@click.option("--dropout", type=float, help="Dropout after each hidden layer (mask shared over time).")
-@click.option("--threshold", type=float, help="LIF firing threshold.")
-@click.option("--epochs", type=int, help="Training epochs.")
-@click.option("--batch-size", type=int, help="Training batch size.")
+              help="Delay window in ms (window = max-delay/dt steps, at least 2; delays "
+                   "0..window-1).")
+@click.option("--tau", "tau_ms", type=float, help="LIF membrane time constant in ms (> --dt).")
+@click.option("--dropout", type=float, help="Dropout after each hidden layer, in [0, 1) (mask "
+                                            "shared over time).")
+@click.option("--threshold", type=float, help="LIF firing threshold (> 0).")
+@click.option("--epochs", type=int, help="Training epochs (>= 1).")
+@click.option("--batch-size", type=int, help="Training batch size (>= 1).")
 @click.option("--delays", type=click.Choice(["learned", "fixed-random", "none"]), default="learned",
               show_default=True,
               help="Ablation: learned DCLS delays, fixed random integer delays, or no delays (hidden "
@@ -54,15 +60,18 @@ from neurodelay.cli.common import int_list as _int_list, main
 @click.option("--learn", type=click.Choice(["weights+delays", "weights", "delays"]),
               default="weights+delays", show_default=True, help="Which synaptic parameters train.")
 @click.option("--connections", type=int,
-              help="Sparse model: a fixed random mask of K synapses per neuron (re-applied after "
-                   "every batch). Default: fully connected.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Fixes initialisation, data "
-                                                                     "order and dropout.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Initial weight learning rate.")
-@click.option("--max-lr", type=float, default=5e-3, show_default=True, help="OneCycle peak (weights).")
+              help="Sparse model: a fixed random mask of K >= 1 synapses per neuron (re-applied "
+                   "after every batch). Default: fully connected.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Fixes initialisation, data order and dropout (0 .. 2**32-1).")
+@click.option("--lr", type=float, default=1e-3, show_default=True,
+              help="Initial weight learning rate (> 0).")
+@click.option("--max-lr", type=float, default=5e-3, show_default=True,
+              help="OneCycle peak (weights, > 0).")
 @click.option("--position-lr-factor", type=float, default=100.0, show_default=True,
-              help="Delay-position learning rate = lr x this (cosine annealed).")
-@click.option("--threads", type=int, help="torch CPU threads (default: torch's choice).")
+              help="Delay-position learning rate = lr x this (> 0; cosine annealed).")
+@click.option("--threads", type=int,
+              help="torch CPU threads for this command (>= 1; default: torch's choice).")
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Cache for binned data and the embedded task (default $NEURODELAY_CACHE or "
                    "~/.cache/neurodelay).")
@@ -79,6 +88,11 @@ def train(out, resume, overwrite, no_progress, threads, **options):
 
     Prints one line per epoch (loss, train accuracy, discrete validation accuracy, sigma) and
     ends with the discrete test accuracy of the best-on-validation model.
+
+    Every option is checked before anything is written. Memory guard: data or a model whose
+    estimated memory exceeds 8 GiB is refused with the estimate and how to cap it (e.g.
+    --max-time, a smaller --max-delay or --batch-size); the environment variable
+    NEURODELAY_MAX_GIB sets another limit in GiB.
     """
     from neurodelay import api
 
@@ -95,9 +109,15 @@ def train(out, resume, overwrite, no_progress, threads, **options):
               help="Evaluate on this SHD-layout file instead of the run's own test split.")
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"accuracy": ..., "n": ..., "finished": ...}.')
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True,
+              help="Samples evaluated at once (>= 1).")
 def eval_cmd(run, test_file, as_json, batch_size):
-    """Accuracy of a run's discrete model (delays rounded, one tap per synapse)."""
+    """Accuracy of a run's discrete model (delays rounded, one tap per synapse).
+
+    A test file whose classes differ from the model's is refused. Memory guard: data whose
+    estimated memory exceeds 8 GiB (e.g. a sample spanning hours) is refused before it is
+    binned; NEURODELAY_MAX_GIB sets another limit in GiB.
+    """
     from neurodelay import api
 
     res = api.evaluate_run(run, test_file=test_file, batch_size=batch_size)
@@ -120,15 +140,19 @@ def eval_cmd(run, test_file, as_json, batch_size):
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
               help="Run directory (reused: a finished run is not retrained).")
 @click.option("--lava", type=int, default=3, show_default=True,
-              help="Samples cross-checked against Lava fixed_pt.")
-@click.option("--threads", type=int, default=2, show_default=True)
+              help="Samples cross-checked against Lava fixed_pt (>= 0).")
+@click.option("--threads", type=int, default=2, show_default=True,
+              help="torch CPU threads (>= 1).")
 @click.option("--cache-dir", type=click.Path(file_okay=False))
 def demo(out, lava, threads, cache_dir):
     """The main job on the embedded task: train -> export (loihi2 + NIR) -> verify with Lava."""
     from pathlib import Path
 
     from neurodelay import api
+    from neurodelay.options import check_int, check_threads
 
+    check_int(lava, "--lava", "the number of samples cross-checked with Lava", lo=0)
+    check_threads(threads)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     if not (Path(out) / "result.json").exists():
         resume = (Path(out) / "checkpoint.pt").exists()
@@ -141,11 +165,12 @@ def demo(out, lava, threads, cache_dir):
     from neurodelay.cli.deploy_cmds import export, verify
 
     ctx = click.get_current_context()
-    click.echo("[2/3] export")
-    ctx.invoke(export, run=out, target="loihi2", out_path=str(Path(out) / "loihi2" / "net.h5"),
-               variant=None, clip_delays=False, weight_bits=8)
-    ctx.invoke(export, run=out, target="nir", out_path=str(Path(out) / "model.nir"),
-               variant="float", clip_delays=False, weight_bits=8)
-    click.echo("[3/3] verify")
-    ctx.invoke(verify, run=out, target="loihi2", test_file=None, tolerance=0.5, lava=lava,
-               weight_bits=8, clip_delays=False, as_json=False, no_progress=False)
+    click.echo("[2/3] export: one deployment artifact (quantized once, calibrated on training "
+               "data): netx file, quantized network, NIR graphs, deploy report")
+    common = dict(weight_bits=None, clip_delays=False, calib_samples=256, calib_seed=0,
+                  calib_file=None)
+    ctx.invoke(export, run=out, target="loihi2", out_path=None, variant="float",
+               hw_target="loihi2", nir_schema="1.0.8", as_json=False, **common)
+    click.echo("[3/3] verify the exported artifact (its netx file through Lava)")
+    ctx.invoke(verify, run=out, target="loihi2", artifact_dir=None, test_file=None,
+               tolerance=0.5, lava=lava, as_json=False, no_progress=False, **common)

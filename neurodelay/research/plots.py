@@ -54,7 +54,23 @@ def read_metrics(run) -> list[dict]:
     path = Path(run) / "metrics.jsonl"
     if not path.exists():
         raise PlotError(f"{path}: missing; is {run} a `neurodelay train` run?")
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    recs = []
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise PlotError(f"{path}: not a text (UTF-8) file (byte {e.start}); the file is "
+                        f"corrupted") from None
+    for k, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise PlotError(f"{path}: line {k} is not valid JSON ({e.msg}); the file is "
+                            f"corrupted (an interrupted write?)") from None
+        if not isinstance(rec, dict):
+            raise PlotError(f"{path}: line {k} is not a JSON object")
+        recs.append(rec)
     if not recs:
         raise PlotError(f"{path}: no finished epoch yet; train at least one epoch")
     return recs
@@ -213,14 +229,14 @@ def plot_training_curves(run, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------ raster
-def plot_raster(run, path: Path, sample: int = 0, net=None) -> Path:
+def plot_raster(run, path: Path, sample: int = 0, net=None, ds=None) -> Path:
     from neurodelay.sim.floatsim import simulate
     from neurodelay.deploy.freeze import freeze_run
     from neurodelay.train.trainer import run_test_data
 
     run = Path(run)
     net = net if net is not None else freeze_run(run)
-    ds = run_test_data(run)
+    ds = ds if ds is not None else run_test_data(run)
     if not 0 <= sample < len(ds):
         raise PlotError(f"--sample {sample}: the run's test set has {len(ds)} samples "
                         f"(0..{len(ds) - 1})")
@@ -261,18 +277,35 @@ def plot_raster(run, path: Path, sample: int = 0, net=None) -> Path:
 
 
 # ------------------------------------------------------------------------------ all
-def plot_run(run, *, sample: int = 0, synapses: int = 4, out_dir=None) -> list[Path]:
-    """Write all figures of ``run`` into ``run/plots/`` (or ``out_dir``); returns the paths."""
-    from neurodelay.deploy.freeze import freeze_run
+MAX_SYNAPSES = 16     # panels per row of kernels.png
 
+
+def plot_run(run, *, sample: int = 0, synapses: int = 4, out_dir=None) -> list[Path]:
+    """Write all figures of ``run`` into ``run/plots/`` (or ``out_dir``); returns the paths.
+
+    ``sample`` (0 .. test samples - 1) and ``synapses`` (1 .. 16) are checked, and the
+    run's files read, before any figure is written.
+    """
+    from neurodelay.deploy.freeze import freeze_run
+    from neurodelay.options import check_int
+    from neurodelay.train.trainer import run_test_data
+
+    sample = check_int(sample, "--sample", "the test sample of the spike raster", lo=0)
+    synapses = check_int(synapses, "--synapses", "the synapses per layer in the kernel "
+                         "figure", lo=1, hi=MAX_SYNAPSES)
     run = Path(run)
     _require_model(run)
     out = Path(out_dir) if out_dir is not None else run / "plots"
     net = freeze_run(run)
+    ds = run_test_data(run)
+    if sample >= len(ds):
+        raise PlotError(f"--sample {sample}: out of range; the run's test set has {len(ds)} "
+                        f"samples (0..{len(ds) - 1})")
+    read_metrics(run)
     return [plot_kernels(run, out / PLOT_FILES[0], synapses=synapses),
             plot_delay_histograms(run, out / PLOT_FILES[1], net=net),
             plot_training_curves(run, out / PLOT_FILES[2]),
-            plot_raster(run, out / PLOT_FILES[3], sample=sample, net=net)]
+            plot_raster(run, out / PLOT_FILES[3], sample=sample, net=net, ds=ds)]
 
 
 __all__ = ["plot_run", "plot_kernels", "plot_delay_histograms", "plot_training_curves",

@@ -113,13 +113,14 @@ def _jsonable(options: dict) -> dict:
 
 
 def _seed_list(seeds) -> list[int]:
-    if isinstance(seeds, (int, np.integer)):
-        if seeds < 1:
-            raise AblationError(f"seeds must be >= 1 (the number of seeds per model), got {seeds}")
-        return list(range(int(seeds)))
-    out = sorted({int(s) for s in seeds})
-    if not out:
-        raise AblationError("seeds: give a count >= 1 or a non-empty list of seeds")
+    from neurodelay.options import SEED_MAX, check_int, check_int_list
+
+    if isinstance(seeds, (int, np.integer, float)) and not isinstance(seeds, bool):
+        return list(range(check_int(seeds, "--seeds", "the number of seeds per model "
+                                    "(seeds 0..N-1)", lo=1)))
+    out = sorted(set(check_int_list(seeds, "--seeds", "every seed", lo=0, hi=SEED_MAX,
+                                    hint="Give a count N >= 1 (seeds 0..N-1) or a list of "
+                                         "seeds")))
     return out
 
 
@@ -139,11 +140,14 @@ def _check_ablation_file(out: Path, record: dict) -> list[int]:
     started = any(out.glob("*/seed*/config.json"))
     if not path.exists() or not started:  # nothing trained yet: options may still change
         return []
+    from neurodelay.runs import read_json
+    from neurodelay.errors import RunError
+
     try:
-        old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AblationError(f"{path}: unreadable ({exc}); remove it if the runs below it are "
-                            f"from this ablation")
+        old = read_json(path, "the ablation's options")
+    except RunError as exc:
+        raise AblationError(f"{exc}; remove it if the runs below it are from this ablation "
+                            f"(the next call records the options again)") from None
     for key in ("connections", "options"):
         if old.get(key) != record[key]:
             raise AblationError(
@@ -181,15 +185,26 @@ def run_ablation(out, seeds, connections: int | None = None, *, models=None,
 
     from neurodelay import api
 
+    from neurodelay.options import check_int, check_threads
+
     bad = sorted(set(train_options) & set(RESERVED_OPTIONS))
     if bad:
         raise AblationError(f"run_ablation sets {', '.join(bad)} itself (per model/seed); "
                             f"remove {'it' if len(bad) == 1 else 'them'} from the options")
-    if connections is not None and int(connections) < 1:
-        raise AblationError(f"connections must be >= 1 (synapses per neuron), got {connections}")
+    if connections is not None:
+        connections = check_int(connections, "--connections",
+                                "the synapses per neuron of the sparse models", lo=1,
+                                hint="Omit it for fully connected models")
     out = Path(out)
     todo = ablation_runs(out, seeds, models)
-    threads = train_options.pop("threads", None)
+    train_options = dict(train_options)
+    threads = check_threads(train_options.pop("threads", None))
+    # every option of every model checked before anything is written
+    seeds_used = sorted({s for _, s, _ in todo})
+    for name in dict.fromkeys(m for m, _, _ in todo):
+        for seed in (seeds_used[0], seeds_used[-1]):
+            api.check_options(**{**train_options, **MODELS[name][0], "seed": seed,
+                                 "connections": connections})
     record = {"connections": connections, "options": _jsonable(train_options),
               "models": list(models) if models else list(MODELS)}
     old_seeds = _check_ablation_file(out, record)
@@ -245,10 +260,18 @@ def initial_model(run):
 
 # ------------------------------------------------------------------------------- report
 def _read_json(path: Path):
+    """The JSON object in ``path``, or None when it is missing or unreadable."""
     try:
         return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):      # ValueError: bad JSON, bad UTF-8
         return None
+
+
+def _accuracy_value(res: dict):
+    v = res.get("test_accuracy")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= v <= 1.0):
+        return None
+    return float(v)
 
 
 def model_key(cfg: dict) -> str:
@@ -300,25 +323,41 @@ def find_runs(root) -> list[Path]:
 
 def collect_runs(root) -> tuple[list[dict], list[str]]:
     """One record per finished run under ``root``; plus notes on skipped folders."""
+    from neurodelay.errors import RunError
+    from neurodelay.runs import read_json
+
     recs, notes = [], []
     for run in find_runs(root):
-        cfg, res = _read_json(run / "config.json"), _read_json(run / "result.json")
-        if cfg is None or res is None or "test_accuracy" not in res:
-            notes.append(f"skipped {run}: config.json/result.json unreadable or without "
-                         f"test_accuracy")
+        try:
+            cfg = read_json(run / "config.json", "the run's settings")
+            res = read_json(run / "result.json", "the run's final result")
+        except RunError as exc:          # one broken run does not hide the others
+            notes.append(f"skipped {run}: {exc}")
+            continue
+        acc = _accuracy_value(res)
+        if acc is None:
+            notes.append(f"skipped {run}: {run / 'result.json'} holds no test_accuracy in "
+                         f"[0, 1] (got {res.get('test_accuracy')!r})")
             continue
         mc, tc = cfg.get("model", {}), cfg.get("train", {})
+        if not isinstance(mc, dict) or not isinstance(tc, dict):
+            notes.append(f"skipped {run}: {run / 'config.json'}: 'model' and 'train' must be "
+                         f"objects")
+            continue
         params = cfg.get("parameters") or res.get("parameters") or {}
+        params = params if isinstance(params, dict) else {}
+        data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+        hidden = mc.get("hidden") if isinstance(mc.get("hidden"), list) else None
         key = model_key(cfg)
         recs.append({
             "run": str(run), "model": key, "connections": mc.get("connections"),
-            "seed": tc.get("seed"), "test_accuracy": float(res["test_accuracy"]),
+            "seed": tc.get("seed"), "test_accuracy": acc,
             "parameters": params.get("total"), "weights": params.get("weights"),
             "delays": params.get("delays"), "batchnorm": params.get("batchnorm"),
             "setting": json.dumps({"hidden": mc.get("hidden"), "epochs": tc.get("epochs"),
                                    "window": mc.get("max_delay_steps"),
-                                   "train": cfg.get("data", {}).get("train")}),
-            "hidden": mc.get("hidden"),
+                                   "train": data.get("train")}),
+            "hidden": hidden,
         })
     return recs, notes
 
@@ -493,7 +532,8 @@ def report(root, *, write: bool = True) -> dict:
     if not recs:
         raise ReportError(f"{root}: no finished runs below it (a finished run is a folder "
                           f"with result.json and config.json); train with `neurodelay train` "
-                          f"or `neurodelay ablate` first")
+                          f"or `neurodelay ablate` first"
+                          + "".join(f"\n  {n}" for n in notes))
     rows, more = summarise(recs)
     notes = notes + more
     md = markdown_table(rows, notes, root)

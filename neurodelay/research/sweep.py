@@ -263,8 +263,12 @@ def sweep_network(net: Network, x, labels, target="loihi2", *,
     if not tgt.has_delays and top > 0:
         raise SweepError(f"target {tgt.name!r} has no synaptic delays but the network uses "
                          f"delays up to {top} steps; sweep a target with delays (e.g. loihi2)")
-    if calib_samples is not None and int(calib_samples) < 1:
-        raise SweepError(f"calib_samples must be >= 1, got {calib_samples}")
+    if calib_samples is not None:
+        from neurodelay.options import check_int
+
+        calib_samples = check_int(calib_samples, "--calib-samples",
+                                  "the number of test samples quantization calibrates on", lo=1,
+                                  hint="Omit it to calibrate on all test samples")
     n_cal = len(x) if calib_samples is None else min(int(calib_samples), len(x))
     calib = (x[:n_cal], labels[:n_cal])
 
@@ -497,6 +501,12 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
     dbits = parse_bits(delay_bits, "delay bits")
     _check_delay_bits(dbits)
     modes = parse_modes(delay_mode)
+    if calib_samples is not None:
+        from neurodelay.options import check_int
+
+        calib_samples = check_int(calib_samples, "--calib-samples",
+                                  "the number of test samples quantization calibrates on", lo=1,
+                                  hint="Omit it to calibrate on all test samples")
     net = freeze_run(run)
     ds = run_test_data(run, test_file)
     x = pad_batch(ds.samples, pad_to=ds.max_steps)

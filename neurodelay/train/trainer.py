@@ -47,12 +47,28 @@ class TrainConfig:
     reference_kernels: bool = False    # train through dcls + spikingjelly (slow; comparisons)
 
     def __post_init__(self):
-        if self.learn not in ("weights+delays", "weights", "delays"):
-            raise ValueError(f"learn must be weights+delays|weights|delays, got {self.learn!r}")
-        if self.sigma not in ("decreasing", "constant"):
-            raise ValueError(f"sigma must be decreasing|constant, got {self.sigma!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
+        """Every field checked (OptionError naming the CLI option, the value, the range)."""
+        from neurodelay import options as O
+
+        O.check_choice(self.learn, "--learn", ("weights+delays", "weights", "delays"))
+        O.check_choice(self.sigma, "--sigma", ("decreasing", "constant"))
+        self.epochs = O.check_int(self.epochs, "--epochs", "the number of training epochs",
+                                  lo=1)
+        self.batch_size = O.check_int(self.batch_size, "--batch-size",
+                                      "the training batch size (samples per step)", lo=1)
+        self.eval_batch_size = O.check_int(self.eval_batch_size, "eval_batch_size",
+                                           "the evaluation batch size", lo=1)
+        # 0 is allowed: it freezes what it drives (tests use it; --learn says it better)
+        self.lr = O.check_float(self.lr, "--lr", "the initial weight learning rate", lo=0)
+        self.max_lr = O.check_float(self.max_lr, "--max-lr",
+                                    "the OneCycle peak learning rate (weights)", lo=0)
+        self.weight_decay = O.check_float(self.weight_decay, "weight_decay",
+                                          "the weight decay", lo=0)
+        self.position_lr_factor = O.check_float(
+            self.position_lr_factor, "--position-lr-factor",
+            "the delay-position learning rate factor (position lr = lr x this)", lo=0)
+        self.seed = O.check_int(self.seed, "--seed", "the random seed", lo=0, hi=O.SEED_MAX)
+        self.reference_kernels = bool(self.reference_kernels)
 
 
 @dataclass
@@ -112,6 +128,11 @@ def load_splits(dc: DataConfig, progress: bool = True) -> Splits:
         if len(held) == 0:
             raise D.DataError(f"{dc.train}: none of the speakers {spk} occur in the file "
                               f"(speakers present: {sorted(set(train.speakers.tolist()))})")
+        if len(train) == 0:
+            raise D.DataError(f"{dc.train}: holding out speakers {spk} as the {name} set "
+                              f"leaves no training samples (every sample of the file is by "
+                              f"those speakers); hold out fewer speakers or pass "
+                              f"--{name}-file")
         if name == "test":
             if test is not None:
                 raise D.DataError("give either --test-file or --test-speakers, not both")
@@ -131,6 +152,27 @@ def load_splits(dc: DataConfig, progress: bool = True) -> Splits:
     return Splits(train, valid, test, notes)
 
 
+def check_training_memory(mc: ModelConfig, tc: TrainConfig, splits: Splits) -> None:
+    """ResourceLimitError (before anything is allocated or written) when training ``mc``
+    on ``splits`` would exceed the memory limit of :mod:`neurodelay.options`: a training
+    batch as long as the longest training sample, and an evaluation batch of the
+    validation/test sets padded to their longest sample."""
+    from neurodelay.options import check_model_memory
+
+    learned = mc.delays == "learned"
+    check_model_memory(mc.n_inputs, mc.hidden, mc.n_outputs, mc.window,
+                       min(tc.batch_size, len(splits.train)), splits.train.max_steps,
+                       training=True, learned=learned, what="training the model")
+    evals = [d for d in (splits.valid, splits.test) if d is not None]
+    check_model_memory(mc.n_inputs, mc.hidden, mc.n_outputs, mc.window,
+                       min(tc.eval_batch_size, max(len(d) for d in evals)),
+                       max(d.max_steps for d in evals), training=False, learned=learned,
+                       what="evaluating the model on the validation/test samples (padded "
+                            "to the longest one)",
+                       how="Cut long samples with --max-time SECONDS, or use a smaller "
+                           "--max-delay or --hidden")
+
+
 # --------------------------------------------------------------------------- eval
 @torch.no_grad()
 def predict(model: DelaySNN, ds, batch_size: int = 256, pad_to: int | None = None):
@@ -138,9 +180,12 @@ def predict(model: DelaySNN, ds, batch_size: int = 256, pad_to: int | None = Non
 
     Returns (predictions int64 (N,), scores float (N, C)).
     """
+    if len(ds) == 0:
+        raise D.DataError(f"{getattr(ds, 'source', '') or 'the data set'}: no samples to "
+                          f"evaluate")
     was = model.training
     model.eval()
-    pad_to = pad_to or ds.max_steps
+    pad_to = ds.max_steps if pad_to is None else pad_to
     preds, scores = [], []
     for x, _ in D.iterate_batches(ds, batch_size, shuffle=False, pad_to=pad_to):
         sc = scores_from_membrane(model(x, discrete=True))
@@ -294,6 +339,7 @@ def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progre
         # CPUs ~2x more; flushing them to zero changes nothing above 1e-38
         torch.set_flush_denormal(True)
     splits = load_splits(dc, progress=progress)
+    check_training_memory(mc, tc, splits)
     for note in splits.notes:
         log(f"note: {note}")
     model = DelaySNN(mc, seed=tc.seed)
@@ -305,8 +351,10 @@ def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progre
 
         net = DistributedDataParallel(model)
         if tc.batch_size % world:
-            raise ValueError(f"batch size {tc.batch_size} is not divisible by the "
-                             f"{world} processes")
+            from neurodelay.errors import OptionError
+            raise OptionError(f"--batch-size {tc.batch_size}: not divisible by the "
+                              f"{world} processes; every process takes an equal share of "
+                              f"a batch")
         log(f"distributed: {world} processes, {tc.batch_size // world} samples each per "
             f"global batch of {tc.batch_size}; BatchNorm statistics are per process")
 
