@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""neurodelay benchmarks: training step, Lava verification, discrete inference.
+"""neurodelay benchmarks: training steps, Lava verification, discrete inference, epochs.
 
     ./.venv/bin/python benchmarks/run.py [--json] [--quick] [--threads N] [--only ...]
 
@@ -27,12 +27,27 @@ variants alternate A B B A ...; medians are reported), because the machine may b
    seconds per sample for both, and the time bitsim takes for an SHD-size test set
    (2,264 samples of 100 steps; measured in full mode, extrapolated with --quick).
 3. Discrete inference of the frozen network (float): floatsim (numpy) vs the PyTorch
-   discrete model: reference (conv1d + spikingjelly), neurodelay (conv1d + fast LIF) and
-   dft (fastconv.causal_conv + fast LIF; not bit-compatible with floatsim's sums).
+   discrete model: reference (conv1d + spikingjelly), neurodelay (the model's discrete
+   forward: intdelay, float64 sums) and dft (fastconv.causal_conv + fast LIF, float32).
+4. Fixed delays (section ``fixed``): one ``--delays fixed-random`` training step at the SHD
+   shape (batch 64 and 256): intdelay (model.py now) vs conv1d over the whole window with
+   the one-tap kernel (model.py before neurodelay.train.intdelay, ``conv1d_forward``),
+   and the learned-delay step of the same architecture (fastconv, sigma_min); loss and
+   gradients of intdelay vs conv1d compared first; peak RSS of each.
+5. Discrete forward (section ``discrete``): discrete-model inference (no grad) at the SHD
+   shape, batch 256: conv1d vs intdelay in float64 (the default) and in float32, with
+   hidden spike flips and readout error against a float64 run; peak RSS of each.
+6. Epochs (section ``epoch``): a whole shd-preset schedule (default 4 epochs: sigma
+   Td/2 -> 0.5 in the first quarter, discrete validation after every epoch) on a subset
+   of ../shared/data/sshd_train.h5 (synthetic counts of the same shape when absent),
+   neurodelay (fastconv training + intdelay validation) vs the paper's formulation
+   (dcls + spikingjelly under flush-to-zero + conv1d validation, the model's
+   reference=True path), epochs alternating; per-epoch times; peak RSS of each.
 
 ``--json`` prints one JSON object on stdout (log lines go to stderr) with at least
 ``train_speedup`` (per configuration: the smaller of the two sigma regimes' speed-ups),
-``sim_speedup_vs_lava`` and ``shd_testset_verify_s``.
+``sim_speedup_vs_lava``, ``shd_testset_verify_s``, ``fixed_delay_train_speedup``,
+``fixed_vs_learned_step``, ``discrete_forward_speedup`` and ``epoch_speedup``.
 """
 from __future__ import annotations
 
@@ -124,6 +139,8 @@ TRAIN_QUICK = {
                     reps=(3, 3)),
 }
 
+SECTIONS = ("train", "verify", "infer", "fixed", "discrete", "epoch")
+
 _LOG_STREAM = sys.stdout
 
 
@@ -136,11 +153,12 @@ class BenchmarkError(RuntimeError):
 
 
 # ============================================================================ models
-def build_model(spec: dict, seed: int = 0):
+def build_model(spec: dict, seed: int = 0, delays: str = "learned"):
     from neurodelay.train.model import DelaySNN, ModelConfig
 
     cfg = ModelConfig(n_inputs=spec["n_inputs"], n_outputs=spec["n_outputs"],
-                      hidden=list(spec["hidden"]), max_delay_steps=spec["window"])
+                      hidden=list(spec["hidden"]), max_delay_steps=spec["window"],
+                      delays=delays)
     torch.manual_seed(seed)
     return DelaySNN(cfg, seed=seed)
 
@@ -206,27 +224,32 @@ def _ref_syn(syn, h, discrete):
     return syn.conv(xp)
 
 
-def fast_forward(model, x, discrete: bool = False, record: list | None = None,
-                 discrete_dft: bool = False):
-    """DelaySNN.forward with the proposed model.py patch (neurodelay.train.fastconv).
+def model_forward(model, x, discrete: bool = False, record: list | None = None):
+    """DelaySNN.forward as model.py has it now (hidden spikes recorded time-major)."""
+    if record is None:
+        return model(x, discrete=discrete)
+    u, spikes = model(x, discrete=discrete, record=True)
+    record.extend(sp.permute(1, 0, 2) for sp in spikes)           # back to (T, B, C)
+    return u
 
-    The discrete (evaluation) model keeps conv1d, whose sums match floatsim's;
-    ``discrete_dft`` runs it through causal_conv instead (inference benchmark only).
-    """
-    if model_uses_fastconv() and not discrete_dft:
-        if record is None:
-            return model(x, discrete=discrete)
-        u, spikes = model(x, discrete=discrete, record=True)
-        record.extend(sp.permute(1, 0, 2) for sp in spikes)       # back to (T, B, C)
-        return u
-    from neurodelay.train.fastconv import causal_conv, delay_conv, lif_multistep
+
+def conv1d_forward(model, x, discrete: bool = False, record: list | None = None):
+    """DelaySNN.forward as it was before neurodelay.train.intdelay: every synapse with one
+    integer delay (fixed-random / none, and the discrete model) through F.conv1d over the
+    whole window with the one-tap kernel, learned delays through fastconv.delay_conv,
+    fastconv.lif_multistep for the neurons. The baseline of the fixed-delay benchmarks."""
+    from neurodelay.train.fastconv import delay_conv, lif_multistep
 
     def syn_fwd(syn, h):
-        if discrete_dft:
-            return causal_conv(h, syn.discrete_kernel())
         if discrete or syn.mode != "learned":
             return F.conv1d(F.pad(h, (syn.window - 1, 0)), syn.discrete_kernel())
         return delay_conv(h, syn.conv.weight, syn.conv.P, syn.conv.SIG, syn.window)
+
+    return _manual_forward(model, x, syn_fwd, record)
+
+
+def _manual_forward(model, x, syn_fwd, record):
+    from neurodelay.train.fastconv import lif_multistep
 
     alpha = model.cfg.surrogate_alpha
     b, t, _ = x.shape
@@ -243,6 +266,28 @@ def fast_forward(model, x, discrete: bool = False, record: list | None = None,
     _, v = lif_multistep(cur, model.readout.tau, model.readout.v_threshold, alpha,
                          return_v=True)
     return v.permute(1, 0, 2)
+
+
+def fast_forward(model, x, discrete: bool = False, record: list | None = None,
+                 discrete_dft: bool = False):
+    """DelaySNN.forward with the proposed model.py patch (neurodelay.train.fastconv).
+
+    Without the patch, this file's wrapper: the discrete (evaluation) model through
+    conv1d. ``discrete_dft`` runs the discrete model's one-tap kernels through
+    fastconv.causal_conv instead (inference benchmark only).
+    """
+    if model_uses_fastconv() and not discrete_dft:
+        return model_forward(model, x, discrete=discrete, record=record)
+    from neurodelay.train.fastconv import causal_conv, delay_conv
+
+    def syn_fwd(syn, h):
+        if discrete_dft:
+            return causal_conv(h, syn.discrete_kernel())
+        if discrete or syn.mode != "learned":
+            return F.conv1d(F.pad(h, (syn.window - 1, 0)), syn.discrete_kernel())
+        return delay_conv(h, syn.conv.weight, syn.conv.P, syn.conv.SIG, syn.window)
+
+    return _manual_forward(model, x, syn_fwd, record)
 
 
 # ============================================================================ training
@@ -357,6 +402,27 @@ def check_equal(base, x, y, fp64: bool) -> dict:
     return out
 
 
+def check_pair(base, fwd_new, fwd_old, x, y) -> dict:
+    """check_equal for any two forwards (new vs old) of one model: loss and gradients of
+    one step from identical parameters, input and dropout masks; when float32 differs
+    beyond LOSS_RTOL / GRAD_RTOL, float64 decides (as in check_equal)."""
+    old = Trainer("old", base, fwd_old).loss_and_grads(x, y, seed=123)
+    new = Trainer("new", base, fwd_new).loss_and_grads(x, y, seed=123)
+    c = compare(new, old)
+    f32_ok = c["loss_rel_diff"] <= LOSS_RTOL and c["grad_max_rel_diff"] <= GRAD_RTOL
+    c["passed"] = f32_ok
+    if not f32_ok:
+        b64 = copy.deepcopy(base).double()
+        o64 = Trainer("old64", b64, fwd_old).loss_and_grads(x.double(), y, seed=123)
+        n64 = Trainer("new64", b64, fwd_new).loss_and_grads(x.double(), y, seed=123)
+        c64 = compare(n64, o64)
+        ok64 = c64["loss_rel_diff"] <= LOSS_RTOL64 and c64["grad_max_rel_diff"] <= GRAD_RTOL64
+        c["float64"] = c64
+        c["passed"] = ok64 and c["loss_rel_diff"] <= LOSS_RTOL and (
+            sum(c["hidden_spike_flips"]) > 0)
+    return c
+
+
 def time_variants(trainers: list, x, y, reps: int) -> dict:
     """Alternate the variants (A B C, C B A, ...); no separate warm-up: the equality
     check just ran every variant's forward and backward at these shapes."""
@@ -452,18 +518,57 @@ def memory_probe(spec: dict, variant: str, threads: int) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+PROBE_VARIANTS = ("reference", "neurodelay", "learned", "fixed_conv1d", "fixed_intdelay",
+                  "discrete_conv1d", "discrete_intdelay_f64", "discrete_intdelay_f32",
+                  "epoch_reference", "epoch_neurodelay")
+
+
 def _probe_main(arg: str) -> None:
+    """What one variant needs at its peak, in a fresh process:
+    training variants: 2 steps (reference / neurodelay at SIG = Td/2, learned at SIG_MIN,
+    fixed_* with fixed random delays); discrete_*: 2 no-grad discrete forwards;
+    epoch_*: 2 training steps + 1 discrete validation forward of the same batch, through
+    the model's own paths (reference=True: dcls + spikingjelly + conv1d)."""
     d = json.loads(arg)
     spec, variant = d["spec"], d["variant"]
-    base = build_model(spec)
-    base.set_sigma(spec["window"] / 2.0)
+    if variant not in PROBE_VARIANTS:
+        raise BenchmarkError(f"unknown probe variant {variant!r}")
     x, y = make_batch(spec)
-    fwd = ReferenceForward(base) if variant == "reference" else fast_forward
-    tr = Trainer(variant, base, fwd)
-    del base
-    baseline = _status_mb("VmRSS")
-    for _ in range(2):
-        tr.step(x, y)
+    if variant.startswith("discrete_"):
+        model = build_model(spec)
+        model.eval()
+        if variant == "discrete_intdelay_f32":
+            for syn in model.all_synapses():
+                syn.discrete_dtype = torch.float32
+        fwd = conv1d_forward if variant == "discrete_conv1d" else model_forward
+        baseline = _status_mb("VmRSS")
+        with torch.no_grad():
+            for _ in range(2):
+                fwd(model, x, discrete=True)
+    elif variant.startswith("epoch_"):
+        ref = variant == "epoch_reference"
+        base = build_model(spec)
+        base.set_sigma(SIG_MIN)
+        tr = Trainer(variant, base, lambda m, xb, record=None: m(xb, reference=ref), ftz=ref)
+        del base
+        baseline = _status_mb("VmRSS")
+        for _ in range(2):
+            tr.step(x, y)
+        tr.model.eval()
+        with torch.no_grad(), _ftz(ref):
+            tr.model(x, discrete=True, reference=ref)
+    else:
+        base = build_model(spec, delays="fixed-random" if variant.startswith("fixed_")
+                           else "learned")
+        base.set_sigma(SIG_MIN if variant == "learned" else spec["window"] / 2.0)
+        fwd = {"reference": ReferenceForward(base), "neurodelay": fast_forward,
+               "learned": model_forward, "fixed_conv1d": conv1d_forward,
+               "fixed_intdelay": model_forward}[variant]
+        tr = Trainer(variant, base, fwd)
+        del base
+        baseline = _status_mb("VmRSS")
+        for _ in range(2):
+            tr.step(x, y)
     peak = _status_mb("VmHWM")
     print(json.dumps({"peak_mb": peak, "baseline_mb": baseline, "peak_minus_baseline_mb":
                       peak - baseline}))
@@ -599,9 +704,280 @@ def inference_benchmark(args) -> dict:
             extra = (f"  readout max |diff| {res[k]['readout_max_abs_diff_vs_torch_reference']:.1e}"
                      f", same prediction {res[k]['prediction_agreement_vs_torch_reference']:.2%}")
         log(f"  {k:16s} {res[k]['s_per_sample'] * 1e3:8.3f} ms/sample{extra}")
-    log("  (torch_dft = fastconv.causal_conv for the one-tap kernels: it sums in another order "
-        "than conv1d/floatsim, so a membrane within float32 rounding of the threshold can flip "
-        "a spike; evaluation keeps conv1d: torch_neurodelay = conv1d + lif_multistep)")
+    log("  (torch_neurodelay = the model's discrete forward: intdelay with float64 sums cast "
+        "to float32 + lif_multistep; torch_dft = fastconv.causal_conv on the one-tap kernels "
+        "in float32, whose rounding can flip a spike within ~1e-6 of the threshold)")
+    return res
+
+
+# ============================================================================ fixed delays
+FIXED_FULL = ("shd_b64", "shd_b256")
+FIXED_QUICK = ("shd_b16",)
+
+
+def _spec_shape(spec: dict) -> str:
+    return f"{spec['n_inputs']}-{'-'.join(map(str, spec['hidden']))}-{spec['n_outputs']}"
+
+
+def fixed_delay_benchmarks(args) -> dict:
+    """One training step with fixed random integer delays (``--delays fixed-random``):
+    intdelay (model.py now) vs conv1d over the whole window (model.py before), and the
+    learned-delay step (fastconv, SIG_MIN) of the same architecture for comparison."""
+    res = {}
+    allc = {**TRAIN_FULL, **TRAIN_QUICK}
+    for name in (FIXED_QUICK if args.quick else FIXED_FULL):
+        spec = allc[name]
+        log(f"\n[fixed] {name}: {_spec_shape(spec)}, T={spec['T']}, Td={spec['window']}, "
+            f"batch {spec['batch']}, fixed random delays")
+        t0 = time.perf_counter()
+        fixed = build_model(spec, delays="fixed-random")
+        learned = build_model(spec)
+        learned.set_sigma(SIG_MIN)
+        x, y = make_batch(spec)
+        chk = check_pair(fixed, model_forward, conv1d_forward, x, y)
+        trainers = [Trainer("conv1d", fixed, conv1d_forward),
+                    Trainer("intdelay", fixed, model_forward),
+                    Trainer("learned", learned, model_forward)]
+        trainers[2].step(x, y)                      # warm-up (the check ran the other two)
+        reps = args.reps or (5 if spec["batch"] <= 64 else 3)
+        tm = time_variants(trainers, x, y, reps)
+        entry = {"shape": _spec_shape(spec), "T": spec["T"], "window": spec["window"],
+                 "batch": spec["batch"], "check_intdelay_vs_conv1d": chk, **tm,
+                 "speedup": tm["conv1d"]["median_s"] / tm["intdelay"]["median_s"],
+                 "fixed_vs_learned": tm["learned"]["median_s"] / tm["intdelay"]["median_s"]}
+        log(f"  same loss/grads as conv1d: {'yes' if chk['passed'] else 'NO'} (loss rel diff "
+            f"{chk['loss_rel_diff']:.1e}, grad max rel diff {chk['grad_max_rel_diff']:.1e}, "
+            f"hidden spike flips {chk['hidden_spike_flips']})")
+        for n, v in tm.items():
+            log(f"    {n:10s} {v['median_s']:8.3f} s/step  {v['samples_per_s']:8.1f} samples/s")
+        log(f"    speed-up vs conv1d {entry['speedup']:.2f}x; learned step / fixed step "
+            f"{entry['fixed_vs_learned']:.2f}  ({time.perf_counter() - t0:.0f} s)")
+        if not args.no_memory:
+            entry["peak_rss_mb"] = {v: memory_probe(spec, v, args.threads)
+                                    for v in ("fixed_conv1d", "fixed_intdelay", "learned")}
+            log("  peak RSS (2 steps, own process): " + ", ".join(
+                f"{k} {m['peak_mb']:.0f} MB" for k, m in entry["peak_rss_mb"].items()))
+        res[name] = entry
+    return res
+
+
+# ============================================================================ discrete forward
+def discrete_benchmark(args) -> dict:
+    """Discrete-model inference (no grad), what per-epoch validation, `eval` and `verify`
+    run: conv1d over the whole window (before) vs intdelay in float64 (model.py's
+    default) and in float32 (DelaySynapses.discrete_dtype = float32). Precision against
+    a float64 run of the conv1d formulation: hidden spike flips and readout error."""
+    spec = dict(TRAIN_FULL["shd_b64"])
+    spec["batch"] = 64 if args.quick else 256
+    reps = args.reps or (3 if args.quick else 5)
+    log(f"\n[discrete] {_spec_shape(spec)}, T={spec['T']}, Td={spec['window']}, batch "
+        f"{spec['batch']}, random integer delays, no grad")
+    model = build_model(spec)
+    model.eval()
+    m32 = copy.deepcopy(model)
+    for syn in m32.all_synapses():
+        syn.discrete_dtype = torch.float32
+    x, _ = make_batch(spec, seed=3)
+    runs = {"conv1d": lambda rec=None: conv1d_forward(model, x, discrete=True, record=rec),
+            "intdelay_f64": lambda rec=None: model_forward(model, x, discrete=True, record=rec),
+            "intdelay_f32": lambda rec=None: model_forward(m32, x, discrete=True, record=rec)}
+    outs = {}
+    with torch.no_grad():
+        for k, fn in runs.items():                 # warm-up + the outputs compared below
+            rec = []
+            outs[k] = (fn(rec).double(), rec)
+        m64 = copy.deepcopy(model).double()
+        rec64 = []
+        u64 = conv1d_forward(m64, x.double(), discrete=True, record=rec64)
+        times = {k: [] for k in runs}
+        for r in range(reps):
+            for k in (runs if r % 2 == 0 else list(runs)[::-1]):
+                t0 = time.perf_counter()
+                runs[k]()
+                times[k].append(time.perf_counter() - t0)
+    from neurodelay.train.model import scores_from_membrane
+
+    pred = lambda u: scores_from_membrane(u).argmax(1)          # noqa: E731
+    res = {"shape": _spec_shape(spec), "T": spec["T"], "window": spec["window"],
+           "batch": spec["batch"], "float64_hidden_spikes": [int(s.sum()) for s in rec64]}
+    for k, ts in times.items():
+        u, rec = outs[k]
+        res[k] = {"median_s": statistics.median(ts), "ms_per_sample":
+                  1e3 * statistics.median(ts) / spec["batch"], "times_s": [round(t, 4) for t in ts],
+                  "hidden_spike_flips_vs_float64": [int((a != b).sum())
+                                                    for a, b in zip(rec, rec64)],
+                  "readout_max_abs_err_vs_float64": float((u - u64).abs().max()),
+                  "same_predictions_as_conv1d": float(
+                      (pred(u) == pred(outs["conv1d"][0])).double().mean())}
+    res["speedup"] = res["conv1d"]["median_s"] / res["intdelay_f64"]["median_s"]
+    res["speedup_float32"] = res["conv1d"]["median_s"] / res["intdelay_f32"]["median_s"]
+    for k in runs:
+        v = res[k]
+        log(f"    {k:13s} {v['median_s']:8.3f} s/batch ({v['ms_per_sample']:.2f} ms/sample)  "
+            f"vs float64: spike flips {v['hidden_spike_flips_vs_float64']}, readout max|err| "
+            f"{v['readout_max_abs_err_vs_float64']:.1e}")
+    log(f"    speed-up vs conv1d: float64 (default) {res['speedup']:.2f}x, float32 "
+        f"{res['speedup_float32']:.2f}x")
+    if not args.no_memory:
+        res["peak_rss_mb"] = {v: memory_probe(spec, "discrete_" + v, args.threads)
+                              for v in ("conv1d", "intdelay_f64", "intdelay_f32")}
+        log("  peak RSS (2 forwards, own process): " + ", ".join(
+            f"{k} {m['peak_mb']:.0f} MB" for k, m in res["peak_rss_mb"].items()))
+    return res
+
+
+# ============================================================================ epochs
+SSHD_TRAIN = ROOT.parent / "shared" / "data" / "sshd_train.h5"
+EPOCH_VALID_SPEAKERS = (20, 21, 22, 23)
+
+
+def _epoch_data(n_train: int, n_valid: int, path: Path):
+    """(train batches(epoch) -> iterator, validation batches list, description).
+
+    SSHD (sshd_train.h5, binned like the shd preset: 140 channels, 10 ms) when present:
+    a fixed random subset of the training speakers and of speakers 20-23 for validation;
+    batches padded like the trainer (training: to the batch's longest sample,
+    validation: to the set's longest). Otherwise synthetic Poisson counts (mean 0.3)
+    of the same shape, T = 100, 20 classes."""
+    from neurodelay import data as D
+
+    g = np.random.default_rng(0)
+    if path.exists():
+        ds = D.load_binned(str(path), channel_bin=5, dt=0.01, progress=False)
+        held = np.isin(ds.speakers, EPOCH_VALID_SPEAKERS)
+        tr_idx = g.permutation(np.flatnonzero(~held))[:n_train]
+        va_idx = g.permutation(np.flatnonzero(held))[:n_valid]
+        train, valid = ds.subset(np.sort(tr_idx)), ds.subset(np.sort(va_idx))
+        desc = (f"{path.name}: {len(train)} training samples (speakers other than "
+                f"{list(EPOCH_VALID_SPEAKERS)}), {len(valid)} validation samples (those "
+                f"speakers)")
+
+        def batches(epoch, batch):
+            return D.iterate_batches(train, batch, shuffle=True, seed=0, epoch=epoch)
+
+        vb = list(D.iterate_batches(valid, 256, shuffle=False, pad_to=valid.max_steps))
+        return batches, vb, desc, len(train), len(valid)
+    T = 100
+    xs = torch.poisson(torch.full((n_train + n_valid, T, 140), 0.3),
+                       generator=torch.Generator().manual_seed(0))
+    ys = torch.from_numpy(g.integers(0, 20, n_train + n_valid))
+
+    def batches(epoch, batch):
+        order = torch.from_numpy(np.random.default_rng(epoch).permutation(n_train))
+        for a in range(0, n_train, batch):
+            idx = order[a:a + batch]
+            yield xs[idx], ys[idx]
+
+    vb = [(xs[n_train + a:n_train + a + 256], ys[n_train + a:n_train + a + 256])
+          for a in range(0, n_valid, 256)]
+    return batches, vb, (f"synthetic Poisson counts ({path} absent): {n_train} training, "
+                         f"{n_valid} validation samples of {T} steps"), n_train, n_valid
+
+
+def epoch_benchmark(args) -> dict:
+    """A whole shd-preset schedule (sigma Td/2 -> 0.5 over the first quarter, OneCycle /
+    cosine per epoch, discrete validation after every epoch), mirroring
+    neurodelay.train.trainer: neurodelay (fastconv training, intdelay validation) vs the
+    paper's formulation (dcls + spikingjelly training under flush-to-zero as the trainer's
+    --reference-kernels does, conv1d validation: the model's reference=True path).
+    Epochs alternate between the variants (A B, B A, ...)."""
+    from neurodelay.train.model import loss_fn, scores_from_membrane, sigma_schedule
+    from neurodelay.train.presets import preset
+    from neurodelay.train.trainer import TrainConfig, build_optim
+
+    p = preset("shd")
+    epochs = args.epoch_epochs or (2 if args.quick else 4)
+    n_train, n_valid = (128, 64) if args.quick else (1024, 256)
+    if args.epoch_samples:
+        n_train = args.epoch_samples
+    batch = 64 if args.quick else p["batch_size"]
+    batches, vbatches, desc, n_train, n_valid = _epoch_data(n_train, n_valid, SSHD_TRAIN)
+    spec = dict(TRAIN_FULL["shd_b256"])
+    from neurodelay.train.model import DelaySNN, ModelConfig
+
+    mc = ModelConfig(n_inputs=140, n_outputs=20, hidden=list(p["hidden"]),
+                     max_delay_steps=int(round(p["max_delay_ms"] / p["dt_ms"])),
+                     tau=p["tau_ms"] / p["dt_ms"], dropout=p["dropout"])
+    torch.manual_seed(0)
+    base = DelaySNN(mc, seed=0)
+    tc = TrainConfig(epochs=epochs, batch_size=batch)
+    log(f"\n[epoch] shd preset {_spec_shape({'n_inputs': 140, 'hidden': p['hidden'], 'n_outputs': 20})}"
+        f", Td={mc.window}, batch {batch}, {epochs} epochs; data: {desc}")
+
+    class V:
+        def __init__(self, name, ref):
+            self.name, self.ref = name, ref
+            self.model = copy.deepcopy(base)
+            self.opt_w, self.sched_w, self.opt_p, self.sched_p = build_optim(self.model, tc)
+            self.epochs = []
+
+    variants = [V("reference", True), V("neurodelay", False)]
+    torch.set_flush_denormal(False)
+    for e in range(epochs):
+        sig = sigma_schedule(e, epochs, mc.sigma0)
+        for v in (variants if e % 2 == 0 else variants[::-1]):
+            m = v.model
+            m.set_sigma(sig)
+            m.train()
+            torch.manual_seed(1000 + e)                   # same dropout masks in both
+            steps, t_steps = 0, []
+            with _ftz(v.ref):
+                t0 = time.perf_counter()
+                for x, y in batches(e, batch):
+                    loss = loss_fn(m(x, discrete=False, reference=v.ref), y)
+                    v.opt_w.zero_grad(set_to_none=True)
+                    if v.opt_p is not None:
+                        v.opt_p.zero_grad(set_to_none=True)
+                    loss.backward()
+                    v.opt_w.step()
+                    if v.opt_p is not None:
+                        v.opt_p.step()
+                    m.after_step()
+                    steps += 1
+                    t_steps.append(int(x.shape[1]))
+                t_train = time.perf_counter() - t0
+                v.sched_w.step()
+                if v.sched_p is not None:
+                    v.sched_p.step()
+                m.eval()
+                t0 = time.perf_counter()
+                correct = 0
+                with torch.no_grad():
+                    for x, y in vbatches:
+                        u = m(x, discrete=True, reference=v.ref)
+                        correct += int((scores_from_membrane(u).argmax(1) == y).sum())
+                t_valid = time.perf_counter() - t0
+            v.epochs.append({"epoch": e + 1, "sigma": sig + 0.27, "train_s": t_train,
+                             "valid_s": t_valid, "total_s": t_train + t_valid,
+                             "steps": steps, "mean_padded_T": float(np.mean(t_steps)),
+                             "valid_acc": correct / n_valid, "last_loss": loss.item()})
+            log(f"  epoch {e + 1}/{epochs} {v.name:10s} sigma {sig + 0.27:5.2f}: train "
+                f"{t_train:7.2f} s ({steps} steps), validation {t_valid:6.2f} s, valid acc "
+                f"{correct / n_valid:.3f}")
+    torch.set_flush_denormal(False)
+    res = {"data": desc, "n_train": n_train, "n_valid": n_valid, "epochs": epochs,
+           "batch": batch, "valid_T": int(vbatches[0][0].shape[1]) if vbatches else None}
+    for v in variants:
+        ep = v.epochs
+        res[v.name] = {"per_epoch": ep, "total_s": sum(r["total_s"] for r in ep),
+                       "mean_epoch_s": statistics.mean(r["total_s"] for r in ep),
+                       "mean_train_s": statistics.mean(r["train_s"] for r in ep),
+                       "mean_valid_s": statistics.mean(r["valid_s"] for r in ep),
+                       "mean_padded_T": statistics.mean(r["mean_padded_T"] for r in ep)}
+    res["speedup"] = res["reference"]["total_s"] / res["neurodelay"]["total_s"]
+    res["train_speedup"] = (res["reference"]["mean_train_s"]
+                            / res["neurodelay"]["mean_train_s"])
+    res["valid_speedup"] = (res["reference"]["mean_valid_s"]
+                            / max(res["neurodelay"]["mean_valid_s"], 1e-9))
+    log(f"  whole schedule: reference {res['reference']['total_s']:.1f} s, neurodelay "
+        f"{res['neurodelay']['total_s']:.1f} s -> {res['speedup']:.2f}x (training "
+        f"{res['train_speedup']:.2f}x, validation {res['valid_speedup']:.2f}x)")
+    if not args.no_memory:
+        mspec = {**spec, "batch": batch}
+        res["peak_rss_mb"] = {v: memory_probe(mspec, "epoch_" + v, args.threads)
+                              for v in ("reference", "neurodelay")}
+        log("  peak RSS (2 steps + 1 validation batch, own process): " + ", ".join(
+            f"{k} {m['peak_mb']:.0f} MB" for k, m in res["peak_rss_mb"].items()))
     return res
 
 
@@ -613,14 +989,18 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ap.add_argument("--quick", action="store_true", help="small sizes (about 2 minutes)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    ap.add_argument("--only", default="train,verify,infer",
-                    help="comma list of sections: train, verify, infer")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help="comma list of sections: " + ", ".join(SECTIONS))
     ap.add_argument("--configs", default=None,
                     help="comma list of training configurations (default: all of the mode)")
     ap.add_argument("--reps", type=int, default=None, help="timed steps per variant")
     ap.add_argument("--lava-samples", type=int, default=None,
                     help="samples run through Lava (default 3, --quick 1; 0 skips Lava)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
+    ap.add_argument("--epoch-epochs", type=int, default=None,
+                    help="epochs of the epoch section's schedule (default 4, --quick 2)")
+    ap.add_argument("--epoch-samples", type=int, default=None,
+                    help="training samples of the epoch section (default 1024, --quick 128)")
     ap.add_argument("--omp-wait-policy", default=None,
                     help="passive (default), active or default: OMP_WAIT_POLICY for torch's "
                          "OpenMP threads (read before torch is imported)")
@@ -637,9 +1017,12 @@ def main(argv=None) -> int:
     if args.json:
         _LOG_STREAM = sys.stderr
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
-    bad = sections - {"train", "verify", "infer"}
+    bad = sections - set(SECTIONS)
     if bad:
-        ap.error(f"--only: unknown section(s) {sorted(bad)}; use train, verify, infer")
+        ap.error(f"--only: unknown section(s) {sorted(bad)}; use {', '.join(SECTIONS)}")
+    for opt in ("epoch_epochs", "epoch_samples"):
+        if getattr(args, opt) is not None and getattr(args, opt) < 1:
+            ap.error(f"--{opt.replace('_', '-')} must be >= 1")
     configs = TRAIN_QUICK if args.quick else TRAIN_FULL
     if args.configs:
         allc = {**TRAIN_FULL, **TRAIN_QUICK}
@@ -677,11 +1060,38 @@ def main(argv=None) -> int:
         out["shd_testset_verify_s"] = vb["shd_testset_verify_s"]
     if "infer" in sections:
         out["inference"] = inference_benchmark(args)
+    if "fixed" in sections:
+        fx = fixed_delay_benchmarks(args)
+        out["fixed_delay"] = fx
+        out["fixed_delay_train_speedup"] = {k: v["speedup"] for k, v in fx.items()}
+        out["fixed_vs_learned_step"] = {k: v["fixed_vs_learned"] for k, v in fx.items()}
+        out["fixed_delay_equal_loss_and_grads"] = all(
+            v["check_intdelay_vs_conv1d"]["passed"] for v in fx.values())
+    if "discrete" in sections:
+        ds = discrete_benchmark(args)
+        out["discrete_forward"] = ds
+        out["discrete_forward_speedup"] = ds["speedup"]
+        out["discrete_forward_speedup_float32"] = ds["speedup_float32"]
+    if "epoch" in sections:
+        ep = epoch_benchmark(args)
+        out["epoch"] = ep
+        out["epoch_speedup"] = ep["speedup"]
+    out["load_average_at_end"] = list(os.getloadavg())
     out["total_s"] = time.perf_counter() - t_start
     log(f"\ntotal {out['total_s']:.0f} s")
     if "train_speedup" in out:
         log("train_speedup (min over sigma regimes): "
             + ", ".join(f"{k} {v:.2f}x" for k, v in out["train_speedup"].items()))
+    if "fixed_delay_train_speedup" in out:
+        log("fixed_delay_train_speedup (intdelay vs conv1d): "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in out["fixed_delay_train_speedup"].items())
+            + "; learned step / fixed step: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in out["fixed_vs_learned_step"].items()))
+    if "discrete_forward_speedup" in out:
+        log(f"discrete_forward_speedup: {out['discrete_forward_speedup']:.2f}x (float64 sums, "
+            f"the default), {out['discrete_forward_speedup_float32']:.2f}x (float32)")
+    if "epoch_speedup" in out:
+        log(f"epoch_speedup (whole schedule incl. validation): {out['epoch_speedup']:.2f}x")
     if args.json:
         print(json.dumps(out, indent=1, default=_json_default))
     return 0

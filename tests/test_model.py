@@ -198,3 +198,124 @@ def test_fast_training_path_equals_dcls_spikingjelly_reference(sig):
     assert len(g_ref) == len(g_fast) == 2 * 3 + 2 * 2  # weights+positions x3, BN x2
     for a, b in zip(g_ref, g_fast):
         assert torch.allclose(a, b, atol=1e-5 + 1e-3 * float(a.abs().max())), (a - b).abs().max()
+
+
+# --------------------------------------------------------------------------- integer delays
+@pytest.mark.parametrize("delays", ["fixed-random", "none"])
+def test_fixed_delay_training_path_equals_conv1d_reference(delays):
+    """Fixed delays train through intdelay (float32): same loss and gradients as the
+    paper's conv1d formulation (reference=True)."""
+    torch.manual_seed(1)
+    cfg = ModelConfig(n_inputs=30, n_outputs=5, hidden=[24, 24], max_delay_steps=9,
+                      dropout=0.0, delays=delays, connections=12)
+    m = DelaySNN(cfg, seed=2)
+    m.train()
+    x = (torch.rand(6, 40, 30) < 0.2).float() * 2
+    y = torch.randint(0, 5, (6,))
+    out = []
+    for ref in (True, False):
+        m.zero_grad()
+        loss = loss_fn(m(x, discrete=False, reference=ref), y)
+        loss.backward()
+        out.append((loss.item(), [p.grad.clone() for p in m.parameters() if p.grad is not None]))
+    (l_ref, g_ref), (l_new, g_new) = out
+    assert l_new == pytest.approx(l_ref, rel=1e-5)
+    assert len(g_ref) == len(g_new) == 3 + 2 * 2          # weights x3, BN x2 (no positions)
+    for a, b in zip(g_ref, g_new):
+        assert torch.allclose(a, b, atol=1e-6 + 1e-4 * float(a.abs().max()))
+
+
+def test_discrete_path_precision_setting():
+    """Discrete synapses: float64 sums cast back (default) or float32 (opt-in), both Eq. 6;
+    a float64 model keeps float64 whatever discrete_dtype says."""
+    g = torch.Generator().manual_seed(3)
+    syn = DelaySynapses(40, 16, 25, "learned")
+    d = torch.randint(0, 25, (16, 40), generator=g)
+    set_delays(syn, d)
+    x = (torch.rand(3, 40, 60, generator=g) < 0.3).float()
+    ref = eq6_loop(x.double().numpy(), syn.weight_matrix().double().numpy(), d.numpy())
+    with torch.no_grad():
+        y64 = syn(x, discrete=True)
+        syn.discrete_dtype = torch.float32
+        y32 = syn(x, discrete=True)
+        y_old = syn(x, discrete=True, reference=True)
+        syn_d = DelaySynapses(40, 16, 25, "learned").double()
+        syn_d.load_state_dict(syn.state_dict())
+        syn_d.discrete_dtype = torch.float32
+        y_d = syn_d(x.double(), discrete=True)
+    assert y64.dtype == y32.dtype == torch.float32 and y_d.dtype == torch.float64
+    err = {k: float(np.abs(v.double().numpy() - ref).max())
+           for k, v in (("64", y64), ("32", y32), ("old", y_old), ("d", y_d))}
+    assert err["64"] <= err["old"] + 1e-12       # float64 then cast: never worse than conv1d
+    assert err["64"] < 5e-7 and err["32"] < 5e-6 and err["d"] < 1e-12
+
+
+def _discrete_runs(model, x):
+    """(u, spikes) of the new discrete path, the old conv1d path and a float64 model."""
+    import copy
+
+    with torch.no_grad():
+        new = model(x, discrete=True, record=True)
+        old = model(x, discrete=True, record=True, reference=True)
+        m64 = copy.deepcopy(model).double()
+        truth = m64(x.double(), discrete=True, record=True, reference=True)
+    return new, old, truth
+
+
+def _check_same_discrete_model(model, x):
+    from neurodelay.train.model import scores_from_membrane
+
+    (u_new, s_new), (u_old, s_old), (u_64, s_64) = _discrete_runs(model, x)
+    pred = lambda u: scores_from_membrane(u.double()).argmax(1)  # noqa: E731
+    assert torch.equal(pred(u_new), pred(u_old))
+    assert sum(int(s.sum()) for s in s_old) > 0                 # hidden layers do spike
+    for a, b, t in zip(s_new, s_old, s_64):
+        # the new path agrees with the float64 model wherever the old one does: any
+        # difference between them is the old path's own float32 rounding
+        assert not bool(((a != b) & (b == t)).any())
+        assert int((a != t).sum()) <= int((b != t).sum())
+    assert float((u_new.double() - u_64).abs().max()) <= \
+        float((u_old.double() - u_64).abs().max()) + 1e-6
+    assert float((u_new - u_old).abs().max()) < 1e-4
+
+
+def test_trained_model_discrete_predictions_and_spikes_unchanged(trained):
+    """Evaluation of a trained model: the intdelay path gives the old conv1d path's
+    predictions, and its hidden spikes as far as float32 rounding lets conv1d be right."""
+    from neurodelay.data import pad_batch
+    from neurodelay.train.trainer import load_model, predict, run_test_data
+
+    out, res = trained
+    model = load_model(out)
+    ds = run_test_data(out)
+    x = torch.from_numpy(pad_batch(ds.samples, pad_to=ds.max_steps))
+    _check_same_discrete_model(model, x)
+    # what `neurodelay eval` reports is unchanged
+    pred, _ = predict(model, ds)
+    assert float((pred == ds.labels).mean()) == pytest.approx(res["test_accuracy"])
+
+
+SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.slow
+def test_sshd_tiny_discrete_predictions_unchanged(tmp_path):
+    """shd preset on sshd_tiny.h5 (2 epochs, small hidden layers): the new discrete path
+    and the old conv1d path predict the same on the test speakers."""
+    path = SHARED_DATA / "sshd_tiny.h5"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the SSHD stand-in data of ../shared/data)")
+    from neurodelay import api
+    from neurodelay.data import pad_batch
+    from neurodelay.train.trainer import load_model, run_test_data
+
+    out = tmp_path / "run"
+    api.train_run(str(out), preset="shd", train_file=str(path), test_speakers=[20, 21, 22, 23],
+                  hidden=[48, 48], epochs=2, batch_size=32, seed=0, progress=False,
+                  log=lambda m: None, cache_dir=str(tmp_path / "cache"))
+    model = load_model(out)
+    assert model.cfg.max_delay_steps == 25
+    ds = run_test_data(out)
+    assert len(ds) >= 20
+    _check_same_discrete_model(model, torch.from_numpy(pad_batch(ds.samples,
+                                                                 pad_to=ds.max_steps)))

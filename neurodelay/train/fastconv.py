@@ -22,8 +22,8 @@
    Results equal the dcls path to float32 rounding (the sums run in another order;
    in float64 the two agree to ~1e-14). Because of that order, a membrane within
    rounding of the threshold can occasionally spike in one and not the other: fine
-   for training, but evaluation/verification should keep conv1d for the discrete
-   (one tap per synapse) model, whose sums match floatsim's.
+   for training; the discrete (one tap per synapse) model is evaluated through
+   :mod:`neurodelay.train.intdelay` with float64 sums instead (see its docstring).
 
 2. :func:`lif_multistep` -- spikingjelly's multi-step LIFNode (decay_input=False,
    hard reset to 0, ATan surrogate, detach_reset=True): the same forward arithmetic
@@ -227,11 +227,26 @@ def causal_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         return F.conv1d(F.pad(x, (window - 1, 0)), kernel)
     ax, ak, g = _dft_matrices(T, window, kernel.dtype, str(kernel.device))
     n_bins = ax.shape[0] // 2
+    # kernel spectrum: (2F, window) @ (window, out*in) -> (F, [re; im] x out, in)
+    hs = (ak @ kernel.reshape(n_out * n_in, window).t()).view(n_bins, 2 * n_out, n_in)
+    return spectral_conv(x, hs, ax, g)
+
+
+def spectral_conv(x: torch.Tensor, hs: torch.Tensor, ax: torch.Tensor,
+                  g: torch.Tensor) -> torch.Tensor:
+    """Linear convolution of x (B, in, T) with a kernel given by its spectrum.
+
+    hs (F, 2 out, in): rows [:out] / [out:] of bin f are the real / imaginary parts of
+    the kernel's DFT at bin f; ax, g: the first and last matrices of
+    :func:`_dft_matrices` for these T and N. Returns (B, out, T), a view of a
+    (T, B, out) tensor. Shared by :func:`causal_conv` (dense kernels) and
+    :mod:`neurodelay.train.intdelay` (kernel spectra straight from integer delays).
+    """
+    n_b, n_in, T = x.shape
+    n_bins, n_out = ax.shape[0] // 2, hs.shape[1] // 2
     # input spectrum: (2F, T) @ (T, B*in) -> (F, [re; im] x B, in)
     xt = x.permute(2, 0, 1).reshape(T, n_b * n_in)
     xs = (ax @ xt).view(n_bins, 2 * n_b, n_in)
-    # kernel spectrum: (2F, window) @ (window, out*in) -> (F, [re; im] x out, in)
-    hs = (ak @ kernel.reshape(n_out * n_in, window).t()).view(n_bins, 2 * n_out, n_in)
     ys = _BinProduct.apply(xs, hs).view(2 * n_bins, n_b * n_out)
     y = (g @ ys).view(T, n_b, n_out)
     return y.permute(1, 2, 0)

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from neurodelay.train.fastconv import delay_conv, lif_multistep
+from neurodelay.train.intdelay import integer_delay_conv
 
 SIG_MIN = 0.23  # dcls adds 0.27 internally: effective minimum sigma 0.5 (the paper's)
 DCLS_SIG_OFFSET = 0.27
@@ -49,14 +50,40 @@ class ModelConfig:
     sigma_init: float | None = None    # dcls SIG at epoch 0 (default Td/2, the paper's)
 
     def __post_init__(self):
-        if self.delays not in ("learned", "fixed-random", "none"):
-            raise ValueError(f"delays must be learned|fixed-random|none, got {self.delays!r}")
-        if self.max_delay_steps < 1:
-            raise ValueError("max_delay_steps must be >= 1")
-        if not self.hidden:
-            raise ValueError("need at least one hidden layer")
-        if self.connections is not None and self.connections < 1:
-            raise ValueError("connections must be >= 1")
+        """Every field checked: OptionError (a ValueError) naming the field (and the CLI
+        option it comes from), the value and the allowed range. Times are in steps here;
+        ``api.make_configs`` checks the millisecond options first."""
+        from neurodelay import options as O
+
+        O.check_choice(self.delays, "--delays", ("learned", "fixed-random", "none"))
+        self.n_inputs = O.check_int(self.n_inputs, "n_inputs",
+                                    "the number of input channels (700 / --channel-bin)", lo=1)
+        self.n_outputs = O.check_int(self.n_outputs, "n_outputs",
+                                     "the number of classes (outputs)", lo=1)
+        self.hidden = O.check_int_list(self.hidden, "--hidden",
+                                       "every hidden layer size", lo=1,
+                                       hint="Give sizes like --hidden 64,64")
+        self.max_delay_steps = O.check_int(
+            self.max_delay_steps, "max_delay_steps",
+            "the delay window in steps (--max-delay / --dt)", lo=1)
+        self.tau = O.check_float(self.tau, "tau", "the membrane time constant in steps "
+                                 "(--tau / --dt)", lo=1.0, lo_open=True,
+                                 hint="A LIF neuron needs tau longer than one time step")
+        self.threshold = O.check_float(self.threshold, "--threshold",
+                                       "the LIF firing threshold", lo=0.0, lo_open=True)
+        self.dropout = O.check_float(self.dropout, "--dropout", "the dropout probability",
+                                     lo=0.0, hi=1.0, hi_open=True)
+        self.surrogate_alpha = O.check_float(self.surrogate_alpha, "surrogate_alpha",
+                                             "the surrogate gradient sharpness", lo=0.0,
+                                             lo_open=True)
+        if self.connections is not None:
+            self.connections = O.check_int(self.connections, "--connections",
+                                           "the synapses per neuron of a sparse model", lo=1,
+                                           hint="Omit it for a fully connected model")
+        if self.sigma_init is not None:
+            self.sigma_init = O.check_float(self.sigma_init, "sigma_init",
+                                            "the initial Gaussian width (dcls SIG)", lo=0.0,
+                                            lo_open=True)
 
     @property
     def window(self) -> int:
@@ -72,7 +99,16 @@ class ModelConfig:
 
 
 class DelaySynapses(nn.Module):
-    """All synapses of one projection: weight + Gaussian delay kernel per synapse (dcls)."""
+    """All synapses of one projection: weight + Gaussian delay kernel per synapse (dcls).
+
+    ``discrete_dtype``: the dtype the discrete (evaluation) model's synaptic sums are
+    computed in (or the input's, if wider) before the cast back to the input's dtype.
+    float64 (the class default) makes them at least as accurate as a float32 direct sum
+    (see neurodelay.train.intdelay); set torch.float32 on an instance for a faster
+    discrete forward where only predictions matter.
+    """
+
+    discrete_dtype: torch.dtype = torch.float64
 
     def __init__(self, n_in: int, n_out: int, window: int, mode: str,
                  mask: torch.Tensor | None = None):
@@ -150,15 +186,29 @@ class DelaySynapses(nn.Module):
                 reference: bool = False) -> torch.Tensor:
         """x (B, n_in, T) -> (B, n_out, T), causal.
 
-        Training uses :func:`neurodelay.train.fastconv.delay_conv`: the same Gaussian kernel as
-        dcls' Dcls1d (version 'gauss') and the same linear convolution, computed in the
-        frequency domain with hand-written backward passes (benchmarks/run.py checks loss
-        and gradients against the dcls formulation). ``reference=True`` runs dcls itself.
+        Learned delays train through :func:`neurodelay.train.fastconv.delay_conv`: the same
+        Gaussian kernel as dcls' Dcls1d (version 'gauss') and the same linear convolution,
+        computed in the frequency domain with hand-written backward passes
+        (benchmarks/run.py checks loss and gradients against the dcls formulation).
+        One integer delay per synapse (the discrete model, fixed-random and no delays)
+        goes through :func:`neurodelay.train.intdelay.integer_delay_conv`; the discrete
+        model computes in ``discrete_dtype`` (float64) and casts back to x's dtype.
+        ``reference=True`` runs the paper's formulation: dcls itself, and F.conv1d over the
+        whole window with the one-tap kernel for the discrete / fixed-delay model.
         """
-        if discrete or self.mode != "learned":
-            return F.conv1d(F.pad(x, (self.window - 1, 0)), self.discrete_kernel())
         if reference:
+            if discrete or self.mode != "learned":
+                return F.conv1d(F.pad(x, (self.window - 1, 0)), self.discrete_kernel())
             return self.conv(F.pad(x, (self.window - 1, 0)))
+        if discrete or self.mode != "learned":
+            w = self.conv.weight.reshape(self.n_out, self.n_in)
+            if self.mask is not None:
+                w = w * self.mask.reshape(self.n_out, self.n_in)
+            d = self.integer_delays()
+            dt = torch.promote_types(self.discrete_dtype, x.dtype) if discrete else x.dtype
+            if dt != x.dtype:
+                return integer_delay_conv(x.to(dt), w.to(dt), d).to(x.dtype)
+            return integer_delay_conv(x, w.to(dt), d)
         return delay_conv(x, self.conv.weight, self.conv.P, self.conv.SIG, self.window)
 
 
