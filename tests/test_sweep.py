@@ -191,3 +191,31 @@ def test_cli_sweep_bits(tiny_run, tmp_path):
     bad = CliRunner().invoke(main, ["sweep-bits", str(tiny_run), "--delay-bits", "0",
                                     "--out", str(tmp_path / "x"), "--no-progress"])
     assert bad.exit_code == 1 and "delay bits" in bad.output
+
+
+def test_sweep_calibrates_on_training_data_and_fine_tunes_cells(tiny_run, tmp_path,
+                                                                 monkeypatch):
+    from neurodelay.research.sweep import sweep_bits
+    from neurodelay.runs import Run
+
+    seen = []
+    real = Run.test_data
+    monkeypatch.setattr(Run, "test_data", lambda self, *a, **k: seen.append(1) or
+                        real(self, *a, **k))
+    r = sweep_bits(tiny_run, weight_bits="8,2", delay_bits="3", out_dir=tmp_path / "o",
+                   progress=False, finetune=True, finetune_epochs=1, threads=1)
+    assert "training split" in r["calibration"] and r["calib_samples"] == 256
+    ft = {(c["weight_bits"], c["delay_bits"]): c for c in r["finetuned"]}
+    assert set(ft) == {(8, 3), (2, 3)} and not any(c["error"] for c in ft.values())
+    for (w, b), c in ft.items():
+        assert c["delay_mode"] in ("clip", "coarse") and c["memory_bytes"] > 0
+        assert (tmp_path / "o" / "finetuned" / f"w{w}_d{b}" / "qnet.h5").exists()
+    # a fine-tuned cell is never worse on validation than its post-training start
+    assert all(c["valid_accuracy"] >= c["post_training_valid_accuracy"] for c in ft.values())
+    assert "hardware-exact fine-tuned" in r["markdown"]
+    # the test set is read once for the table and once per fine-tuned run's final report
+    assert len(seen) == 1 + len(ft)
+    # a second call reuses the finished fine-tuned runs
+    r2 = sweep_bits(tiny_run, weight_bits="8,2", delay_bits="3", out_dir=tmp_path / "o",
+                    progress=False, finetune=True, finetune_epochs=1, threads=1)
+    assert [c["accuracy"] for c in r2["finetuned"]] == [c["accuracy"] for c in r["finetuned"]]

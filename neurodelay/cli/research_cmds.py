@@ -108,13 +108,21 @@ def plot(run, sample, synapses):
 @click.option("--test-file", type=click.Path(dir_okay=False),
               help="Evaluate on this SHD-layout file instead of the run's own test split.")
 @click.option("--calib-samples", type=int,
-              help="Quantize calibrates its exponents on the first N >= 1 test samples "
-                   "(default: all, as `neurodelay verify` does).")
+              help="Quantization calibrates its exponents on N >= 1 samples of the run's "
+                   "TRAINING split (seeded; default 256, as `neurodelay export` does). Test "
+                   "data is never used for calibration.")
+@click.option("--finetune", is_flag=True,
+              help="Also fine-tune every cell hardware-exactly (`neurodelay finetune`, one "
+                   "run per cell in OUT/finetuned/, resumable) and report those cells next "
+                   "to the post-training ones (table and heatmap).")
+@click.option("--finetune-epochs", type=int, default=10, show_default=True,
+              help="Fine-tuning epochs per cell (>= 1).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (fine-tuning).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Output folder (default RUN/sweep).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def sweep_bits_cmd(run, target, weight_bits, delay_bits, delay_mode, test_file, calib_samples,
-                   out_dir, no_progress):
+                   finetune, finetune_epochs, threads, out_dir, no_progress):
     """Accuracy and synaptic memory for every (weight bits, delay bits) combination.
 
     Each cell: delays reduced to b bits (--delay-mode), quantized with w-bit weights,
@@ -129,7 +137,8 @@ def sweep_bits_cmd(run, target, weight_bits, delay_bits, delay_mode, test_file, 
     from neurodelay.research.sweep import sweep_bits
 
     r = sweep_bits(run, target, weight_bits, delay_bits, delay_mode, test_file,
-                   out_dir=out_dir, calib_samples=calib_samples,
-                   progress=not no_progress)
+                   out_dir=out_dir, calib_samples=calib_samples, progress=not no_progress,
+                   finetune=finetune, finetune_epochs=finetune_epochs, threads=threads,
+                   log=lambda m: click.echo(m, err=True))
     click.echo(r["markdown"])
     click.echo("wrote " + ", ".join(r["files"]))

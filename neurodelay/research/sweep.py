@@ -4,8 +4,9 @@
 and delay bits ``b``
 
 1. shortens the delays to what ``b`` bits hold (see *delay modes* below),
-2. quantizes with :func:`neurodelay.deploy.passes.quantize` (``weight_bits=w``, the test data
-   as calibration, exactly as ``neurodelay verify`` does),
+2. quantizes with :func:`neurodelay.deploy.passes.quantize` (``weight_bits=w``), calibrated
+   like a deployment artifact on a seeded subset of the run's TRAINING split (never test
+   data),
 3. classifies the test set with the bit-accurate simulator (:func:`neurodelay.sim.bitsim.predict`),
 4. computes the synaptic memory ``sum over layers ceil(synapses * (w + b) / 8)`` bytes,
    where ``synapses`` counts the nonzero weight mantissas of the quantized layer (weights
@@ -42,7 +43,6 @@ import json
 import math
 import re
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -147,33 +147,16 @@ def _changed(before: Network, after: Network) -> int:
 
 def reduce_delays(net: Network, delay_bits: int, mode: str, target_max: int
                   ) -> tuple[Network, dict]:
-    """The network with delays that fit ``delay_bits`` bits (module docstring), and a dict:
-    mode, delay_bits, max_delay (largest allowed delay), delay_step (k; 1 for clip),
-    delays_changed (used synapses whose delay changed), largest_delay (after)."""
+    """:func:`neurodelay.deploy.passes.reduce_delays` with the sweep's errors: the network
+    with delays that fit ``delay_bits`` bits, and a dict (mode, delay_bits, max_delay,
+    delay_step, delays_changed, largest_delay)."""
     from neurodelay.deploy import passes
 
     if mode not in DELAY_MODES:
         raise SweepError(f"delay mode must be one of {DELAY_MODES}, got {mode!r}")
-    b = int(delay_bits)
-    _check_delay_bits((b,))
-    step = 1
-    if mode == "clip":
-        limit = delay_limit(b, target_max)
-        out, _ = passes.check_delays(net, limit, clip=True)
-    else:
-        top = used_delay_max(net)
-        step = max(1, math.ceil(top / (2 ** b - 1)))
-        layers = []
-        for lay in net.layers:
-            d = lay.delay.astype(np.int64)
-            d = (2 * d + step) // (2 * step) * step          # k * floor(d / k + 1/2)
-            layers.append(replace(lay, delay=d.astype(np.int32)))
-        limit = min(step * (2 ** b - 1), int(target_max))
-        out, _ = passes.check_delays(replace(net, layers=layers, meta=dict(net.meta)),
-                                     int(target_max), clip=True)
-    info = {"mode": mode, "delay_bits": b, "max_delay": int(limit), "delay_step": int(step),
-            "delays_changed": _changed(net, out), "largest_delay": used_delay_max(out)}
-    return out, info
+    _check_delay_bits((int(delay_bits),))
+    out, rep = passes.reduce_delays(net, delay_bits, mode, target_max)
+    return out, dict(rep.changes)
 
 
 def _delay_key(net: Network) -> str:
@@ -229,7 +212,7 @@ def _quant_cell(net_b: Network, target, w: int, b: int, x, labels, calib, f_pred
 
 def sweep_network(net: Network, x, labels, target="loihi2", *,
                   weight_bits=DEFAULT_WEIGHT_BITS, delay_bits=DEFAULT_DELAY_BITS,
-                  delay_mode="clip", calib_samples: int | None = None,
+                  delay_mode="clip", calib=None, calib_note: str = "",
                   progress: bool = True) -> dict:
     """Sweep a float network over weight x delay bit widths on padded data x (N, T, n_in).
 
@@ -238,7 +221,9 @@ def sweep_network(net: Network, x, labels, target="loihi2", *,
     bits: the delay info of :func:`reduce_delays` + float_accuracy), cells (one per mode,
     weight bits, delay bits: accuracy, agreement_with_float, synapses, memory_bytes,
     n_warnings, warnings, error; error is a string when quantize refused that width),
-    notes. calib_samples: quantize calibrates on the first N samples (default: all).
+    notes. calib: padded calibration inputs (N, T', n_in) the quantizer chooses its
+    exponents from (training data; None: from the weights alone), described by
+    ``calib_note``.
     """
     from tqdm.auto import tqdm
 
@@ -263,18 +248,18 @@ def sweep_network(net: Network, x, labels, target="loihi2", *,
     if not tgt.has_delays and top > 0:
         raise SweepError(f"target {tgt.name!r} has no synaptic delays but the network uses "
                          f"delays up to {top} steps; sweep a target with delays (e.g. loihi2)")
-    if calib_samples is not None:
-        from neurodelay.options import check_int
-
-        calib_samples = check_int(calib_samples, "--calib-samples",
-                                  "the number of test samples quantization calibrates on", lo=1,
-                                  hint="Omit it to calibrate on all test samples")
-    n_cal = len(x) if calib_samples is None else min(int(calib_samples), len(x))
-    calib = (x[:n_cal], labels[:n_cal])
+    if calib is not None:
+        calib = np.asarray(calib)
+        if calib.ndim != 3 or calib.shape[2] != net.n_in:
+            raise SweepError(f"calib must be padded samples (N, T, {net.n_in}), got shape "
+                             f"{calib.shape}")
 
     _, f_pred0 = floatsim.predict(net, x)
     result = {"target": tgt.name, "n": int(len(x)), "steps": int(x.shape[1]),
-              "calib_samples": n_cal, "weight_bits": list(wbits), "delay_bits": list(dbits),
+              "calib_samples": 0 if calib is None else int(len(calib)),
+              "calibration": calib_note or ("training data" if calib is not None
+                                            else "none (weights only)"),
+              "weight_bits": list(wbits), "delay_bits": list(dbits),
               "modes": list(modes), "target_max_delay": int(tgt.max_delay),
               "network_max_delay": top, "synapses_float": int(net.n_synapses),
               "float_accuracy": float(np.mean(f_pred0 == labels)),
@@ -368,14 +353,33 @@ def format_markdown(result: dict) -> str:
         lines.append("| delays changed (synapses) | "
                      + " | ".join(str(c["delays_changed"]) for c in cols) + " |")
         lines.append("")
-    errors = [c for c in r["cells"] if c["error"]]
+    ft = r.get("finetuned")
+    if ft:
+        lines += [f"## hardware-exact fine-tuned ({r['finetune_epochs']} epochs per cell)", "",
+                  "Each cell is a `neurodelay finetune` run (its forward pass is the chip's "
+                  "integer arithmetic; delays reduced by the mode that was better on "
+                  "validation after post-training quantization). Cells: test accuracy / "
+                  "synaptic memory (delay mode).", "",
+                  "| weight bits \\ delay bits | "
+                  + " | ".join(str(b) for b in r["delay_bits"]) + " |",
+                  "|---|" + "---:|" * len(r["delay_bits"])]
+        for w in r["weight_bits"]:
+            row = []
+            for b in r["delay_bits"]:
+                c = _ft_cell(r, w, b)
+                row.append("error" if c["error"] else
+                           f"{_pct(c['accuracy'])} / {_kb(c['memory_bytes'])} "
+                           f"({c['delay_mode']})")
+            lines.append(f"| {w} | " + " | ".join(row) + " |")
+        lines.append("")
+    errors = [c for c in r["cells"] + (ft or []) if c["error"]]
     if errors:
-        lines += ["Errors:", ""] + [f"- {c['mode']}, {c['weight_bits']}-bit weights, "
+        lines += ["Errors:", ""] + [f"- {c.get('mode', 'fine-tuned')}, {c['weight_bits']}-bit weights, "
                                     f"{c['delay_bits']}-bit delays: {c['error']}"
                                     for c in errors] + [""]
     lines += ["Notes:", ""] + [f"- {n}" for n in r["notes"]]
-    lines.append(f"- kB = 1000 bytes; quantization calibrated on {r['calib_samples']} "
-                 f"sample(s); the target's max delay is {r['target_max_delay']} steps")
+    lines.append(f"- kB = 1000 bytes; quantization calibrated on {r['calibration']}; the "
+                 f"target's max delay is {r['target_max_delay']} steps")
     return "\n".join(lines) + "\n"
 
 
@@ -404,15 +408,25 @@ def format_csv(result: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _ft_cell(result: dict, w: int, b: int) -> dict:
+    for c in result["finetuned"]:
+        if c["weight_bits"] == w and c["delay_bits"] == b:
+            return c
+    raise KeyError((w, b))
+
+
 def _grid(result: dict, mode: str, key: str) -> np.ndarray:
-    """(1 + len(weight bits), len(delay bits)) values; row 0 is the float reference."""
+    """(1 + len(weight bits), len(delay bits)) values; row 0 is the float reference
+    (mode "finetuned": the fine-tuned cells, row 0 the float network's own accuracy)."""
     wb, db = result["weight_bits"], result["delay_bits"]
     g = np.full((1 + len(wb), len(db)), np.nan)
     for j, b in enumerate(db):
         if key == "accuracy":
-            g[0, j] = 100 * _column(result, mode, b)["float_accuracy"]
+            g[0, j] = 100 * (result["float_accuracy"] if mode == "finetuned"
+                             else _column(result, mode, b)["float_accuracy"])
         for i, w in enumerate(wb):
-            v = _cell(result, mode, w, b)[key]
+            c = _ft_cell(result, w, b) if mode == "finetuned" else _cell(result, mode, w, b)
+            v = c[key]
             if v is not None:
                 g[1 + i, j] = 100 * v if key == "accuracy" else v / 1000
     return g
@@ -448,16 +462,19 @@ def plot_sweep(result: dict, path) -> Path:
     """Heatmaps of accuracy (%) and synaptic memory (kB), one row of two per delay mode."""
     from matplotlib.figure import Figure
 
-    modes = result["modes"]
+    modes = list(result["modes"]) + (["finetuned"] if result.get("finetuned") else [])
     rows = ["float"] + [str(w) for w in result["weight_bits"]]
     fig = Figure(figsize=(11.0, (0.42 * len(rows) + 1.6) * len(modes) + 0.4), dpi=110)
     axes = fig.subplots(len(modes), 2, squeeze=False)
     for k, mode in enumerate(modes):
-        cols = [_col_title(_column(result, mode, b), "\n") for b in result["delay_bits"]]
+        cols = ([str(b) for b in result["delay_bits"]] if mode == "finetuned" else
+                [_col_title(_column(result, mode, b), "\n") for b in result["delay_bits"]])
+        what = ("hardware-exact fine-tuned" if mode == "finetuned"
+                else f"post-training, delay mode '{mode}'")
         _heatmap(axes[k, 0], _grid(result, mode, "accuracy"), rows, cols, "viridis",
-                 "{:.1f}", f"accuracy (%), delay mode '{mode}'", vmin=0.0, vmax=100.0)
+                 "{:.1f}", f"accuracy (%), {what}", vmin=0.0, vmax=100.0)
         _heatmap(axes[k, 1], _grid(result, mode, "memory_bytes"), rows, cols, "cividis",
-                 "{:.2f}", f"synaptic memory (kB), delay mode '{mode}'")
+                 "{:.2f}", f"synaptic memory (kB), {what}")
     fig.suptitle(f"bit-width sweep on {result['target']}: {result['n']} test samples; float "
                  f"accuracy {100 * result['float_accuracy']:.1f} %", fontsize=11)
     fig.tight_layout()
@@ -484,39 +501,101 @@ def write_outputs(result: dict, out_dir) -> list[Path]:
     return files
 
 
+def finetune_cells(run, out_dir, target, wbits, dbits, *, epochs: int = 10,
+                   threads: int | None = None, progress: bool = True, log=None) -> list:
+    """One hardware-exact fine-tuning run per (weight bits, delay bits) cell, in
+    ``out_dir/finetuned/w<w>_d<b>`` (finished runs are reused, interrupted ones resumed).
+    Returns one dict per cell: weight_bits, delay_bits, accuracy (test, bit-accurate),
+    post-training and fine-tuned validation accuracy, delay mode chosen, synapses,
+    memory_bytes, seconds, run, error."""
+    from neurodelay.errors import NeurodelayError
+    from neurodelay.runs import open_run
+    from neurodelay.train.finetune import FinetuneConfig, finetune
+
+    say = log or (lambda m: None)
+    cells = []
+    for w in wbits:
+        for b in dbits:
+            folder = Path(out_dir) / "finetuned" / f"w{w}_d{b}"
+            cell = {"weight_bits": w, "delay_bits": b, "run": str(folder), "error": None,
+                    "accuracy": None, "memory_bytes": None}
+            try:
+                if (folder / "result.json").exists():
+                    res = open_run(folder).result()
+                else:
+                    say(f"fine-tuning {w}-bit weights, {b}-bit delays -> {folder}")
+                    resume = (folder / "checkpoint.pt").exists()
+                    res = finetune(None if resume else run, folder,
+                                   None if resume else FinetuneConfig(
+                                       target=str(target), weight_bits=w, delay_bits=b,
+                                       epochs=epochs), resume=resume,
+                                   overwrite=not resume, progress=progress, threads=threads,
+                                   log=say)
+            except NeurodelayError as exc:
+                cell["error"] = f"{type(exc).__name__}: {exc}"
+                cells.append(cell)
+                continue
+            cell.update({"accuracy": res["test_accuracy"],
+                         "post_training_valid_accuracy": res["post_training_valid_accuracy"],
+                         "valid_accuracy": res["best_valid_accuracy"],
+                         "delay_mode": res["delay_mode"], "delay_step": res["delay_step"],
+                         "synapses": res["synapses"],
+                         "memory_bytes": memory_from_counts(
+                             layer_synapses(open_run(folder).qnetwork()), w, b),
+                         "seconds": res["seconds"]})
+            cells.append(cell)
+    return cells
+
+
 def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
                delay_bits=DEFAULT_DELAY_BITS, delay_mode="clip", test_file=None, *,
-               out_dir=None, calib_samples: int | None = None, progress: bool = True) -> dict:
+               out_dir=None, calib_samples: int | None = None, progress: bool = True,
+               finetune: bool = False, finetune_epochs: int = 10,
+               threads: int | None = None, log=None) -> dict:
     """Sweep a trained run (see the module docstring) and write the outputs to out_dir
-    (default RUN/sweep). Returns :func:`sweep_network`'s dict plus run, test, markdown
-    (the table) and files (paths written)."""
+    (default RUN/sweep). Quantization is calibrated like a deployment artifact: on a
+    seeded subset of the run's training split (``calib_samples``, default 256), never on
+    test data. With ``finetune`` every cell is also fine-tuned hardware-exactly
+    (:func:`finetune_cells`; result key ``finetuned``). Returns :func:`sweep_network`'s
+    dict plus run, test, markdown (the tables) and files (paths written)."""
     from neurodelay.data import pad_batch
-    from neurodelay.deploy.freeze import freeze_run
-    from neurodelay.train.trainer import run_test_data
+    from neurodelay.deploy.artifact import (DEFAULT_CALIB_SAMPLES, DeployOptions,
+                                            calibration_data)
+    from neurodelay.runs import open_run
 
-    run = Path(run)
-    if not (run / "config.json").is_file():
-        raise SweepError(f"{run}: no config.json; give a `neurodelay train` run folder")
+    r = open_run(run, kinds=("trained", "imported"))
     wbits = parse_bits(weight_bits, "weight bits")      # fail before the slow loading
     dbits = parse_bits(delay_bits, "delay bits")
     _check_delay_bits(dbits)
     modes = parse_modes(delay_mode)
+    n_cal = DEFAULT_CALIB_SAMPLES
     if calib_samples is not None:
         from neurodelay.options import check_int
 
-        calib_samples = check_int(calib_samples, "--calib-samples",
-                                  "the number of test samples quantization calibrates on", lo=1,
-                                  hint="Omit it to calibrate on all test samples")
-    net = freeze_run(run)
-    ds = run_test_data(run, test_file)
+        n_cal = check_int(calib_samples, "--calib-samples",
+                          "the number of training samples quantization calibrates on", lo=1)
+    if finetune:
+        from neurodelay.options import check_int
+
+        finetune_epochs = check_int(finetune_epochs, "--finetune-epochs",
+                                    "the fine-tuning epochs per cell", lo=1)
+    net = r.float_network()
+    ds = r.test_data(test_file)
     x = pad_batch(ds.samples, pad_to=ds.max_steps)
-    result = {"run": str(run),
+    calib, cal = calibration_data(r, DeployOptions(target=target, calib_samples=n_cal))
+    result = {"run": str(r.path),
               "test": str(test_file) if test_file else "run's own test split"}
     result.update(sweep_network(net, x, np.asarray(ds.labels), target, weight_bits=wbits,
-                                delay_bits=dbits, delay_mode=modes,
-                                calib_samples=calib_samples, progress=progress))
+                                delay_bits=dbits, delay_mode=modes, calib=calib,
+                                calib_note=cal.description or cal.source,
+                                progress=progress))
+    out = Path(out_dir) if out_dir is not None else r.path / "sweep"
+    if finetune:
+        result["finetuned"] = finetune_cells(r.path, out, target, wbits, dbits,
+                                             epochs=finetune_epochs, threads=threads,
+                                             progress=progress, log=log)
+        result["finetune_epochs"] = finetune_epochs
     result["markdown"] = format_markdown(result)
-    out = Path(out_dir) if out_dir is not None else run / "sweep"
     result["files"] = [str(p) for p in [out / n for n in SWEEP_FILES]]
     write_outputs(result, out)
     return result
