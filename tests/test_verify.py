@@ -109,3 +109,10 @@ def test_export_cli_writes_one_artifact_and_nir(trained, tmp_path):
                                   "--json", "--tolerance", "100"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output[r.output.index("{"):])["artifact_hash"] == rep["artifact_hash"]
+
+
+def test_tolerance_is_counted_in_whole_samples():
+    from neurodelay.deploy.verify import drop_exceeds
+    assert not drop_exceeds(2, 400, 0.5)           # 0.875 -> 0.870: exactly 0.5 pp
+    assert drop_exceeds(3, 400, 0.5)
+    assert not drop_exceeds(-5, 400, 0.0) and drop_exceeds(1, 150, 0.0)
