@@ -194,3 +194,23 @@ def test_fused_voltage_loop_has_the_unfused_gradients():
     assert l1 == l2
     for a, b in zip(g1, g2):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12) and (a != 0).any()
+
+
+def test_float_latents_start_at_the_given_integers():
+    """Latents initialised from the float weights keep sub-step detail, yet the model
+    starts exactly at the quantized network it was given (ties and clips fall back)."""
+    net = random_net(9)
+    x = counts(9)
+    reduced, _ = reduce_delays(net, 6, "clip", 62)
+    for rng_mode in ("max", "mse"):
+        qnet, _ = passes.quantize(reduced, "loihi2", data=x, weight_bits=3,
+                                  weight_range=rng_mode)
+        latent = [(L.weight.astype(np.float64), L.bias.astype(np.float64))
+                  for L in reduced.layers]
+        model = HwSNN(qnet, 3, latent=latent)
+        for a, b in zip(model.to_qnetwork().layers, qnet.layers):
+            assert np.array_equal(a.weight, b.weight)
+            assert np.array_equal(a.bias_mant, b.bias_mant)
+        assert not np.array_equal(model.layers[0].weight.detach().numpy(),
+                                  HwSNN(qnet, 3).layers[0].weight.detach().numpy())
+        assert_exact(model, qnet, x)

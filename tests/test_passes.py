@@ -295,3 +295,24 @@ def test_run_passes_collects_reports_in_order():
     assert isinstance(reps[2], passes.QuantReport)
     assert max(int(l.delay.max()) for l in qnet.layers) <= 62
     assert all(np.count_nonzero(l.weight, axis=1).max() <= 4 for l in qnet.layers)
+
+
+def test_mse_weight_range_clips_outliers_for_fewer_errors():
+    rng = np.random.default_rng(12)
+    w = rng.normal(0, 1, 5000)
+    for qmax in (1, 3, 7):
+        c = passes.mse_range(w, qmax)
+        assert 0 < c < np.abs(w).max()
+        err = lambda cc: np.sum((np.minimum(np.rint(np.abs(w) / (cc / qmax)), qmax)
+                                 * (cc / qmax) - np.abs(w)) ** 2)
+        assert err(c) < err(np.abs(w).max())
+    net = random_net(rng, (20, 16, 4))
+    q_max, _ = passes.quantize(net, weight_bits=2)
+    q_mse, rep = passes.quantize(net, weight_bits=2, weight_range="mse")
+    assert q_mse.meta["weight_range"] == "mse"
+    # ternary with the max range zeroes most weights; the mse range keeps far more
+    nz = lambda q: sum(int(np.count_nonzero(L.weight)) for L in q.layers)
+    assert nz(q_mse) > 2 * nz(q_max)
+    assert sum(r["weights_clipped"] for r in rep.layers) > 0
+    with pytest.raises(passes.PassError, match="weight_range"):
+        passes.quantize(net, weight_range="p99")

@@ -139,17 +139,25 @@ def starting_point(parent, fc: FinetuneConfig, train, valid, log):
     candidates = []
     for mode in modes:
         reduced, rep = passes.reduce_delays(net, bits, mode, tgt.max_delay)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            qnet, qrep = passes.quantize(reduced, tgt, data=calib, weight_bits=fc.weight_bits)
-        acc = _bit_accuracy(qnet, valid)
-        candidates.append({"mode": mode, "valid_accuracy": acc, **rep.changes,
-                           "warnings": list(qrep.warnings), "qnet": qnet})
-        log(f"post-training {qrep.weight_bits}-bit weights, {bits}-bit delays ({mode}): "
-            f"bit-accurate validation accuracy {acc:.4f} ({rep.changes['delays_changed']} "
-            f"delays changed)")
+        if rep.changes["delays_changed"] == 0 and candidates and \
+                candidates[-1]["delays_changed"] == 0:
+            continue                              # same delays: same candidates
+        for weight_range in passes.WEIGHT_RANGES:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                qnet, qrep = passes.quantize(reduced, tgt, data=calib,
+                                             weight_bits=fc.weight_bits,
+                                             weight_range=weight_range)
+            acc = _bit_accuracy(qnet, valid)
+            candidates.append({"mode": mode, "weight_range": weight_range,
+                               "valid_accuracy": acc, **rep.changes,
+                               "warnings": list(qrep.warnings), "qnet": qnet,
+                               "float": reduced})
+            log(f"post-training {qrep.weight_bits}-bit weights ({weight_range} range), "
+                f"{bits}-bit delays ({mode}): bit-accurate validation accuracy {acc:.4f} "
+                f"({rep.changes['delays_changed']} delays changed)")
     best = max(candidates, key=lambda c: c["valid_accuracy"])
-    return best["qnet"], best, [{k: v for k, v in c.items() if k != "qnet"}
+    return best["qnet"], best, [{k: v for k, v in c.items() if k not in ("qnet", "float")}
                                 for c in candidates], n
 
 
@@ -232,7 +240,10 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
     qnet0, chosen, candidates, n_calib = starting_point(parent, fc, train, valid, log)
     bits = int(qnet0.meta["weight_bits"])
     qnet0.meta["delay_bits"] = int(chosen["delay_bits"])
-    model = HwSNN(qnet0, bits, alpha=fc.alpha)            # meta (delay_bits) carried along
+    # latents start at the float weights the integers were rounded from
+    latent = [(L.weight.astype(np.float64), L.bias.astype(np.float64))
+              for L in chosen["float"].layers]
+    model = HwSNN(qnet0, bits, alpha=fc.alpha, latent=latent)  # meta (delay_bits) kept
     params = [p for layer in model.layers for p in (layer.weight, layer.bias)]
     opt = torch.optim.Adam(params, lr=fc.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=fc.epochs)
@@ -255,7 +266,8 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
                "target": tgt.to_dict(), "finetune": asdict(fc),
                "data": parent.config.get("data"), "class_names": parent.class_names,
                "n_outputs": qnet0.layers[-1].n_out,
-               "start": {"delay_mode": chosen["mode"], "candidates": candidates,
+               "start": {"delay_mode": chosen["mode"],
+                         "weight_range": chosen["weight_range"], "candidates": candidates,
                          "calibration": f"{n_calib} samples of the training split, seed "
                                         f"{fc.seed}", "validation": valid_note}}
         atomic_write(out / "config.json", json.dumps(cfg, indent=2, default=str))
@@ -328,6 +340,7 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
               "post_training_valid_accuracy": chosen["valid_accuracy"],
               "weight_bits": bits, "delay_bits": chosen["delay_bits"],
               "delay_mode": chosen["mode"], "delay_step": chosen["delay_step"],
+              "weight_range": chosen["weight_range"],
               "synapses": int(qbest.n_synapses),
               "synaptic_memory_bytes": int(res.totals["synaptic_memory_bytes"]),
               "memory_note": res.memory_formula,

@@ -136,9 +136,20 @@ class HwLayer(nn.Module):
         if not np.array_equal(q, np.round(q)) or np.abs(q).max(initial=0) > self.qmax:
             raise fp.FixedPointError(f"layer {ql.name!r}: weights are not {self.bits}-bit "
                                      f"mantissas times {self.mult}")
-        w0 = q * self.step if weight_init is None else np.asarray(weight_init, np.float64)
-        b0 = ql.bias_mant * self.bias_step if bias_init is None else \
-            np.asarray(bias_init, np.float64)
+        # latents: the float values the integers were rounded from, when given (they keep
+        # what rounding dropped); where they would not round back to the given integers
+        # (a tie, a clip), the integer value itself, so the start IS the given network
+        w0 = q * self.step
+        if weight_init is not None:
+            w1 = np.asarray(weight_init, np.float64)
+            back = np.clip(np.rint(w1 / self.step), -self.qmax, self.qmax)
+            w0 = np.where(back == q, w1, w0)
+        b0 = ql.bias_mant * self.bias_step
+        if bias_init is not None:
+            b1 = np.asarray(bias_init, np.float64)
+            lo, hi = a.bias_mant_range
+            b0 = np.where(np.clip(np.rint(b1 / self.bias_step), lo, hi) == ql.bias_mant,
+                          b1, b0)
         self.weight = nn.Parameter(torch.tensor(w0, dtype=DTYPE))
         self.bias = nn.Parameter(torch.tensor(b0, dtype=DTYPE))
         self.register_buffer("delay", torch.as_tensor(ql.delay, dtype=torch.int64).clone())
