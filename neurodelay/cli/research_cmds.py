@@ -91,7 +91,7 @@ def plot(run, sample, synapses):
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--target", default="loihi2", show_default=True,
               help="Hardware target: a name from hw_configs/ or a .toml path. Its max delay "
-                   "caps every column (loihi2: 62 steps).")
+                   "caps every column (see hw_configs/).")
 @click.option("--weight-bits", default="8,6,4,3,2", show_default=True,
               help="Weight mantissa bits to try (comma list or range like 2-8). A width the "
                    "quantizer refuses shows as an error cell.")

@@ -243,7 +243,8 @@ class QLayer:
     delay         int (n_out, n_in) >= 0 per-synapse delays in steps
     bias_mant, bias_exp   per-neuron bias: v += bias_mant << bias_exp every step
     du, dv        current / voltage decays (du = 2**du_bits - 1 clears the current)
-    vth           threshold mantissa; spike when v > vth << 6 (None: never spikes)
+    vth           threshold mantissa; spike when v > vth << (the target's threshold
+                  shift) (None: never spikes)
 
     Field widths are the target's and are checked by neurodelay.hw.fixedpoint, not here.
     scale         float value of one unit of v (v_float ~= v_int * scale), used to

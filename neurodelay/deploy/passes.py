@@ -265,7 +265,7 @@ def check_delays(net, max_delay: int | None = None, *, clip: bool = False,
                  data=None, target=None) -> tuple[Any, PassReport]:
     """Check that every synapse's integer delay is in 0..max_delay.
 
-    max_delay defaults to the target's (Loihi 2: 62, what NetX accepts). Synapses with
+    max_delay defaults to the target's ``max_delay`` (hw_configs/). Synapses with
     a zero weight do not count; their delays are set to 0 in the returned network (no
     effect on its behaviour; reported as ``unused_delays_zeroed``).
     Too-long delays raise :class:`DelayRangeError` naming each layer, the number of

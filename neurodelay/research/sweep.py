@@ -17,7 +17,7 @@ A reference row gives the float (unquantized) network's accuracy with each colum
 delays, so the delay cost and the weight cost can be told apart.
 
 Delay modes (``b`` bits hold the values 0 .. 2**b - 1; never more than the target's
-``max_delay``, 62 on Loihi 2 because lava-dl NetX clips there):
+``max_delay`` from its hw_configs/ file):
 
 * ``clip``   delays above ``m = min(2**b - 1, target max)`` become ``m`` (what
              :func:`neurodelay.deploy.passes.check_delays` with ``clip=True`` does). Short delays
