@@ -97,3 +97,27 @@ def test_finetune_cli_refuses_bad_options(trained, tmp_path):
     r = CliRunner().invoke(main, ["finetune", str(trained[0]), "--out", str(tmp_path / "y"),
                                   "--weight-bits", "10"])
     assert r.exit_code == 1 and "weight bits 10 is outside" in r.output
+
+
+def test_an_imported_graph_fine_tunes_with_a_training_file(trained, files, tmp_path):
+    """A run without data of its own (import-nir) needs --train-file; then it fine-tunes
+    like a trained run and its hardware-exact model equals the chip."""
+    run = CliRunner()
+    assert run.invoke(main, ["export", str(trained[0]), "--target", "nir", "--out",
+                             str(tmp_path / "m.nir")]).exit_code == 0
+    assert run.invoke(main, ["import-nir", str(tmp_path / "m.nir"), "--out",
+                             str(tmp_path / "imp")]).exit_code == 0
+    r = run.invoke(main, ["finetune", str(tmp_path / "imp"), "--out", str(tmp_path / "ft"),
+                          "--epochs", "1", "--no-progress"])
+    assert r.exit_code == 1 and "--train-file" in r.output
+    r = run.invoke(main, ["finetune", str(tmp_path / "imp"), "--out", str(tmp_path / "ft2"),
+                          "--epochs", "1", "--weight-bits", "4", "--train-file",
+                          files["train_file"], "--no-progress", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "no test split of its own" in r.output
+    v = run.invoke(main, ["verify", str(tmp_path / "ft2"), "--test-file", files["test_file"],
+                          "--json", "--no-progress", "--tolerance", "100"])
+    assert v.exit_code == 0, v.output
+    got = json.loads(v.stdout)
+    assert got["agreement"] == 1.0
+    assert got["reference_exact"] == {"readout_equal": True, "spikes_equal": True}

@@ -35,13 +35,17 @@ from neurodelay.cli.common import main
                    "for synaptic memory and cores.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=256, show_default=True,
               help="Training samples that calibrate the starting quantization.")
+@click.option("--train-file", type=click.Path(dir_okay=False),
+              help="Training data for a run without data of its own (an imported NIR "
+                   "graph): an SHD-layout file of its task; 10 % of it (seeded) validates.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace the run files already in --out.")
 @click.option("--no-progress", is_flag=True)
 def finetune(run, out, target, weight_bits, delay_bits, delay_mode, epochs, batch_size, lr,
-             prune, calib_samples, seed, threads, resume, overwrite, no_progress):
+             prune, calib_samples, train_file, seed, threads, resume, overwrite,
+             no_progress):
     """Train the network the chip runs: PyTorch computes the target's integer arithmetic.
 
     Starts from a trained RUN, reduces its delays to --delay-bits, quantizes it once
@@ -57,12 +61,15 @@ def finetune(run, out, target, weight_bits, delay_bits, delay_mode, epochs, batc
 
     fc = FinetuneConfig(target=target, weight_bits=weight_bits, delay_bits=delay_bits,
                         delay_mode=delay_mode, epochs=epochs, batch_size=batch_size, lr=lr,
-                        prune=prune, calib_samples=calib_samples, seed=seed)
+                        prune=prune, calib_samples=calib_samples, seed=seed,
+                        train_file=train_file)
     res = run_finetune(run, out, fc, resume=resume, overwrite=overwrite,
                        progress=not no_progress, threads=threads,
                        log=lambda m: click.echo(m, err=True))
-    click.echo(f"hardware-exact test accuracy {res['test_accuracy']:.4f} (n={res['n_test']}, "
-               f"best epoch {res['best_epoch']}; post-training validation "
+    test = (f"hardware-exact test accuracy {res['test_accuracy']:.4f} (n={res['n_test']}, "
+            if res["test_accuracy"] is not None else "no test split of its own (use "
+            f"`neurodelay eval {out} --test-file F`) (")
+    click.echo(f"{test}best epoch {res['best_epoch']}; post-training validation "
                f"{res['post_training_valid_accuracy']:.4f} -> {res['best_valid_accuracy']:.4f})"
                f"; {res['synaptic_memory_bytes']:,} bytes of synaptic memory  -> "
                f"{out}/result.json")

@@ -57,6 +57,7 @@ class FinetuneConfig:
     seed: int = 0
     calib_samples: int = 256
     alpha: float = 5.0
+    train_file: str | None = None       # for runs without data of their own (imported)
 
     def __post_init__(self):
         def bad(opt, v, what):
@@ -80,12 +81,23 @@ class FinetuneConfig:
 
 # ----------------------------------------------------------------------------- data
 
-def _splits(parent, seed: int):
-    """(train, valid, note): the parent's training split and a validation split that is
-    never test data."""
-    train = parent.train_data()
+def _splits(parent, seed: int, train_file: str | None = None):
+    """(train, valid, note): the parent's training split (or ``train_file``, binned with
+    the run's settings) and a validation split that is never test data."""
     dc = parent.data_config()
-    if dc.valid or dc.valid_speakers:
+    if train_file:
+        from neurodelay.data import load_binned
+
+        train = load_binned(train_file, channel_bin=dc.channel_bin, dt=dc.dt,
+                            max_time=dc.max_time, n_channels=dc.n_channels,
+                            cache_dir=dc.cache_dir, progress=False)
+        parent.check_classes(train)
+    elif not parent.has_own_data():
+        raise OptionError(f"{parent.path} has no training data of its own (an imported "
+                          f"graph?): pass --train-file F, an SHD-layout file of its task")
+    else:
+        train = parent.train_data()
+    if not train_file and (dc.valid or dc.valid_speakers):
         from neurodelay.train.trainer import load_splits
 
         valid = load_splits(dc).valid
@@ -234,7 +246,7 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
     t_start = time.perf_counter()
     torch.manual_seed(fc.seed)
     tgt = load_target(fc.target)
-    train, valid, valid_note = _splits(parent, fc.seed)
+    train, valid, valid_note = _splits(parent, fc.seed, fc.train_file)
     log(f"fine-tuning {parent.path} for {tgt.name}: {len(train)} training samples, "
         f"validation = {valid_note}")
     qnet0, chosen, candidates, n_calib = starting_point(parent, fc, train, valid, log)
@@ -332,10 +344,12 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
 
     run = open_run(out, kinds=("finetuned",))
     qbest = run.qnetwork()
-    test = run.test_data()
+    test = run.test_data() if run.has_own_data() else None
     res = resource_report(qbest, tgt)
-    result = {"finished": True, "test_accuracy": _bit_accuracy(qbest, test),
-              "n_test": len(test), "best_epoch": state["best_epoch"],
+    result = {"finished": True,
+              "test_accuracy": _bit_accuracy(qbest, test) if test is not None else None,
+              "n_test": len(test) if test is not None else 0,
+              "best_epoch": state["best_epoch"],
               "best_valid_accuracy": state["best_valid"],
               "post_training_valid_accuracy": chosen["valid_accuracy"],
               "weight_bits": bits, "delay_bits": chosen["delay_bits"],
