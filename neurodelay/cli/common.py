@@ -78,8 +78,12 @@ def main():
 
     \b
     Typical flow:
-      neurodelay train --out runs/a            # embedded task, ~3 min on 2 CPU cores
-      neurodelay eval runs/a                   # discrete-model test accuracy
-      neurodelay verify runs/a --target loihi2 # PyTorch vs bit-accurate chip simulation
-      neurodelay export runs/a --target loihi2 --out runs/a/loihi2
+      neurodelay train --out runs/a              # embedded task, ~1 min on 2 CPU cores
+      neurodelay eval runs/a                     # discrete-model test accuracy
+      neurodelay export runs/a --target loihi2   # one artifact: netx + qnet + NIR + report
+      neurodelay verify runs/a --target loihi2 --lava 5   # verifies exactly that artifact
+      neurodelay finetune runs/a --weight-bits 4 --delay-bits 5 --out runs/a4
+      neurodelay import-nir model.nir --dt 0.001 --out runs/imp   # NIR from any trainer
+    Errors are one-paragraph messages with exit status 1; NEURODELAY_DEBUG=1 shows the
+    traceback of an internal error (exit status 70).
     """
