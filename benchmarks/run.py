@@ -28,14 +28,16 @@ variants alternate A B B A ...; medians are reported), because the machine may b
    (2,264 samples of 100 steps; measured in full mode, extrapolated with --quick).
 3. Discrete inference of the frozen network (float): floatsim (numpy) vs the PyTorch
    discrete model: reference (conv1d + spikingjelly), neurodelay (the model's discrete
-   forward: intdelay, float64 sums) and dft (fastconv.causal_conv + fast LIF, float32).
+   forward on its default fast path: intdelay in float32) and dft (fastconv.causal_conv
+   + fast LIF, float32).
 4. Fixed delays (section ``fixed``): one ``--delays fixed-random`` training step at the SHD
    shape (batch 64 and 256): intdelay (model.py now) vs conv1d over the whole window with
    the one-tap kernel (model.py before neurodelay.train.intdelay, ``conv1d_forward``),
    and the learned-delay step of the same architecture (fastconv, sigma_min); loss and
    gradients of intdelay vs conv1d compared first; peak RSS of each.
 5. Discrete forward (section ``discrete``): discrete-model inference (no grad) at the SHD
-   shape, batch 256: conv1d vs intdelay in float64 (the default) and in float32, with
+   shape, batch 256: conv1d vs intdelay in float32 (the fast path: the default, what
+   validation and eval run) and with float64 sums (the exact path verify runs), with
    hidden spike flips and readout error against a float64 run; peak RSS of each.
 6. Epochs (section ``epoch``): a whole shd-preset schedule (default 4 epochs: sigma
    Td/2 -> 0.5 in the first quarter, discrete validation after every epoch) on a subset
@@ -43,11 +45,17 @@ variants alternate A B B A ...; medians are reported), because the machine may b
    neurodelay (fastconv training + intdelay validation) vs the paper's formulation
    (dcls + spikingjelly under flush-to-zero + conv1d validation, the model's
    reference=True path), epochs alternating; per-epoch times; peak RSS of each.
+7. Verify end to end (section ``verify_e2e``): ``verify_run(run, "loihi2")`` without Lava
+   on an SHD-size test set (2,264 samples x 100 steps, written from sshd_train.h5) with a
+   140-256-256-20 model trained here (shd preset, 5 epochs on sshd_train.h5): the whole
+   call and its stages (artifact, PyTorch, float sim, bit-accurate sim). Skipped, with
+   the reason in the JSON, when ../shared/data is absent; --quick runs a tiny version.
 
 ``--json`` prints one JSON object on stdout (log lines go to stderr) with at least
 ``train_speedup`` (per configuration: the smaller of the two sigma regimes' speed-ups),
 ``sim_speedup_vs_lava``, ``shd_testset_verify_s``, ``fixed_delay_train_speedup``,
-``fixed_vs_learned_step``, ``discrete_forward_speedup`` and ``epoch_speedup``.
+``fixed_vs_learned_step``, ``discrete_forward_speedup`` (fast path; ``_float64``: exact
+path), ``epoch_speedup`` and ``verify_end_to_end_s``.
 """
 from __future__ import annotations
 
@@ -139,7 +147,7 @@ TRAIN_QUICK = {
                     reps=(3, 3)),
 }
 
-SECTIONS = ("train", "verify", "infer", "fixed", "discrete", "epoch")
+SECTIONS = ("train", "verify", "infer", "fixed", "discrete", "epoch", "verify_e2e")
 
 _LOG_STREAM = sys.stdout
 
@@ -376,7 +384,10 @@ def check_equal(base, x, y, fp64: bool) -> dict:
     GRAD_RTOL. So when float32 gradients differ, or ``fp64``, both variants are also run
     in float64, where rounding is ~1e-16 and the gradients must agree to GRAD_RTOL64:
     that decides "same model". The float64 reference is also the truth against which
-    the float32 rounding noise of both variants is reported.
+    the float32 rounding noise of both variants is reported, and when the two float32
+    losses differ by more than LOSS_RTOL (spike flips), the new variant still passes if
+    its float32 loss is no further from that truth than the reference's (the flips are
+    then the reference's own rounding).
     """
     ref = Trainer("reference", base, ReferenceForward(base)).loss_and_grads(x, y, seed=123)
     fast = Trainer("neurodelay", base, fast_forward).loss_and_grads(x, y, seed=123)
@@ -394,12 +405,21 @@ def check_equal(base, x, y, fp64: bool) -> dict:
         out["neurodelay_fp32_vs_fp64"] = compare(fast, r64)
         ok64 = c64["loss_rel_diff"] <= LOSS_RTOL64 and c64["grad_max_rel_diff"] <= GRAD_RTOL64
         # float32 may differ only through spike flips, and only by a little in the loss
-        c["passed"] = ok64 and c["loss_rel_diff"] <= LOSS_RTOL and (
+        # (or by no more than the reference's own distance from the float64 truth)
+        c["passed"] = ok64 and _f32_loss_ok(c, out["neurodelay_fp32_vs_fp64"],
+                                            out["reference_fp32_vs_fp64"]) and (
             f32_ok or sum(c["hidden_spike_flips"]) > 0)
         c["float64_passed"] = ok64
     else:
         c["passed"] = True
     return out
+
+
+def _f32_loss_ok(c: dict, new_vs_64: dict, old_vs_64: dict) -> bool:
+    """The float32 losses agree (LOSS_RTOL), or the new one is no further from the
+    float64 truth than the old one."""
+    return (c["loss_rel_diff"] <= LOSS_RTOL
+            or new_vs_64["loss_rel_diff"] <= old_vs_64["loss_rel_diff"])
 
 
 def check_pair(base, fwd_new, fwd_old, x, y) -> dict:
@@ -418,7 +438,10 @@ def check_pair(base, fwd_new, fwd_old, x, y) -> dict:
         c64 = compare(n64, o64)
         ok64 = c64["loss_rel_diff"] <= LOSS_RTOL64 and c64["grad_max_rel_diff"] <= GRAD_RTOL64
         c["float64"] = c64
-        c["passed"] = ok64 and c["loss_rel_diff"] <= LOSS_RTOL and (
+        c["new_fp32_vs_fp64"] = compare(new, o64)
+        c["old_fp32_vs_fp64"] = compare(old, o64)
+        c["passed"] = ok64 and _f32_loss_ok(c, c["new_fp32_vs_fp64"],
+                                            c["old_fp32_vs_fp64"]) and (
             sum(c["hidden_spike_flips"]) > 0)
     return c
 
@@ -475,7 +498,9 @@ def train_benchmarks(configs: dict, args) -> dict:
                     f"{c64['grad_max_rel_diff']:.1e}, spike flips {c64['hidden_spike_flips']}; "
                     f"float32 vs float64 grads: reference "
                     f"{chk['reference_fp32_vs_fp64']['grad_max_rel_diff']:.1e}, neurodelay "
-                    f"{chk['neurodelay_fp32_vs_fp64']['grad_max_rel_diff']:.1e}")
+                    f"{chk['neurodelay_fp32_vs_fp64']['grad_max_rel_diff']:.1e}; losses: "
+                    f"reference {chk['reference_fp32_vs_fp64']['loss_rel_diff']:.1e}, "
+                    f"neurodelay {chk['neurodelay_fp32_vs_fp64']['loss_rel_diff']:.1e}")
             for n, v in tm.items():
                 log(f"    {n:14s} {v['median_s']:8.3f} s/step  {v['samples_per_s']:8.1f} "
                     f"samples/s")
@@ -537,9 +562,8 @@ def _probe_main(arg: str) -> None:
     if variant.startswith("discrete_"):
         model = build_model(spec)
         model.eval()
-        if variant == "discrete_intdelay_f32":
-            for syn in model.all_synapses():
-                syn.discrete_dtype = torch.float32
+        model.set_discrete_dtype(torch.float64 if variant == "discrete_intdelay_f64"
+                                 else torch.float32)
         fwd = conv1d_forward if variant == "discrete_conv1d" else model_forward
         baseline = _status_mb("VmRSS")
         with torch.no_grad():
@@ -704,9 +728,10 @@ def inference_benchmark(args) -> dict:
             extra = (f"  readout max |diff| {res[k]['readout_max_abs_diff_vs_torch_reference']:.1e}"
                      f", same prediction {res[k]['prediction_agreement_vs_torch_reference']:.2%}")
         log(f"  {k:16s} {res[k]['s_per_sample'] * 1e3:8.3f} ms/sample{extra}")
-    log("  (torch_neurodelay = the model's discrete forward: intdelay with float64 sums cast "
-        "to float32 + lif_multistep; torch_dft = fastconv.causal_conv on the one-tap kernels "
-        "in float32, whose rounding can flip a spike within ~1e-6 of the threshold)")
+    log("  (torch_neurodelay = the model's discrete forward on its default fast path: intdelay "
+        "in float32 + lif_multistep; torch_dft = fastconv.causal_conv on the one-tap kernels "
+        "in float32; float32 frequency-domain rounding can flip a spike within ~1e-6 of the "
+        "threshold)")
     return res
 
 
@@ -763,10 +788,11 @@ def fixed_delay_benchmarks(args) -> dict:
 
 # ============================================================================ discrete forward
 def discrete_benchmark(args) -> dict:
-    """Discrete-model inference (no grad), what per-epoch validation, `eval` and `verify`
-    run: conv1d over the whole window (before) vs intdelay in float64 (model.py's
-    default) and in float32 (DelaySynapses.discrete_dtype = float32). Precision against
-    a float64 run of the conv1d formulation: hidden spike flips and readout error."""
+    """Discrete-model inference (no grad): conv1d over the whole window (before) vs
+    intdelay in float32 (the FAST path, model.py's default: per-epoch validation and
+    `eval`) and with float64 sums (the EXACT path `verify` runs,
+    DelaySNN.set_discrete_dtype(torch.float64)). Precision against a float64 run of the
+    conv1d formulation: hidden spike flips and readout error."""
     spec = dict(TRAIN_FULL["shd_b64"])
     spec["batch"] = 64 if args.quick else 256
     reps = args.reps or (3 if args.quick else 5)
@@ -774,21 +800,20 @@ def discrete_benchmark(args) -> dict:
         f"{spec['batch']}, random integer delays, no grad")
     model = build_model(spec)
     model.eval()
-    m32 = copy.deepcopy(model)
-    for syn in m32.all_synapses():
-        syn.discrete_dtype = torch.float32
+    m32 = copy.deepcopy(model).set_discrete_dtype(torch.float32)
+    m64 = copy.deepcopy(model).set_discrete_dtype(torch.float64)
     x, _ = make_batch(spec, seed=3)
     runs = {"conv1d": lambda rec=None: conv1d_forward(model, x, discrete=True, record=rec),
-            "intdelay_f64": lambda rec=None: model_forward(model, x, discrete=True, record=rec),
-            "intdelay_f32": lambda rec=None: model_forward(m32, x, discrete=True, record=rec)}
+            "intdelay_f32": lambda rec=None: model_forward(m32, x, discrete=True, record=rec),
+            "intdelay_f64": lambda rec=None: model_forward(m64, x, discrete=True, record=rec)}
     outs = {}
     with torch.no_grad():
         for k, fn in runs.items():                 # warm-up + the outputs compared below
             rec = []
             outs[k] = (fn(rec).double(), rec)
-        m64 = copy.deepcopy(model).double()
+        mtruth = copy.deepcopy(model).double()
         rec64 = []
-        u64 = conv1d_forward(m64, x.double(), discrete=True, record=rec64)
+        u64 = conv1d_forward(mtruth, x.double(), discrete=True, record=rec64)
         times = {k: [] for k in runs}
         for r in range(reps):
             for k in (runs if r % 2 == 0 else list(runs)[::-1]):
@@ -809,18 +834,21 @@ def discrete_benchmark(args) -> dict:
                   "readout_max_abs_err_vs_float64": float((u - u64).abs().max()),
                   "same_predictions_as_conv1d": float(
                       (pred(u) == pred(outs["conv1d"][0])).double().mean())}
-    res["speedup"] = res["conv1d"]["median_s"] / res["intdelay_f64"]["median_s"]
-    res["speedup_float32"] = res["conv1d"]["median_s"] / res["intdelay_f32"]["median_s"]
+    res["speedup"] = res["conv1d"]["median_s"] / res["intdelay_f32"]["median_s"]
+    res["speedup_float32"] = res["speedup"]
+    res["speedup_float64"] = res["conv1d"]["median_s"] / res["intdelay_f64"]["median_s"]
+    res["paths"] = {"intdelay_f32": "fast: float32 (default; training, validation, eval)",
+                    "intdelay_f64": "exact: float64 sums cast to float32 (verify)"}
     for k in runs:
         v = res[k]
         log(f"    {k:13s} {v['median_s']:8.3f} s/batch ({v['ms_per_sample']:.2f} ms/sample)  "
             f"vs float64: spike flips {v['hidden_spike_flips_vs_float64']}, readout max|err| "
             f"{v['readout_max_abs_err_vs_float64']:.1e}")
-    log(f"    speed-up vs conv1d: float64 (default) {res['speedup']:.2f}x, float32 "
-        f"{res['speedup_float32']:.2f}x")
+    log(f"    speed-up vs conv1d: fast path (float32, eval) {res['speedup']:.2f}x, exact path "
+        f"(float64 sums, verify) {res['speedup_float64']:.2f}x")
     if not args.no_memory:
         res["peak_rss_mb"] = {v: memory_probe(spec, "discrete_" + v, args.threads)
-                              for v in ("conv1d", "intdelay_f64", "intdelay_f32")}
+                              for v in ("conv1d", "intdelay_f32", "intdelay_f64")}
         log("  peak RSS (2 forwards, own process): " + ", ".join(
             f"{k} {m['peak_mb']:.0f} MB" for k, m in res["peak_rss_mb"].items()))
     return res
@@ -981,6 +1009,110 @@ def epoch_benchmark(args) -> dict:
     return res
 
 
+# ============================================================================ verify end to end
+SSHD_TINY = ROOT.parent / "shared" / "data" / "sshd_tiny.h5"
+E2E_GOAL_S = 60.0
+E2E_TEST_SPEAKERS = [20, 21, 22, 23]
+E2E_VALID_SPEAKERS = [18, 19]
+E2E_MAX_TIME = 1.0                 # s: <= 100 steps at the shd preset's dt of 10 ms
+
+
+def _write_e2e_test_file(src: Path, dst: Path, n: int, seed: int = 0) -> dict:
+    """An SHD-layout test file of ``n`` samples: the samples of ``src`` in a seeded random
+    order, cycled when ``n`` exceeds them, every spike at or after E2E_MAX_TIME cut."""
+    import h5py
+
+    from neurodelay.data import write_shd_file
+
+    with h5py.File(src, "r") as f:
+        times, units = f["spikes/times"][:], f["spikes/units"][:]
+        labels = np.asarray(f["labels"][:])
+        keys = [k.decode() if isinstance(k, bytes) else str(k) for k in f["extra/keys"][:]]
+        speakers = np.asarray(f["extra/speaker"][:]) if "extra/speaker" in f else None
+    idx = np.resize(np.random.default_rng(seed).permutation(len(labels)), n)
+    t_out, u_out, cut = [], [], 0
+    for i in idx:
+        t = np.asarray(times[i], np.float64)
+        keep = t < E2E_MAX_TIME
+        cut += int(not keep.all())
+        t_out.append(t[keep])
+        u_out.append(np.asarray(units[i])[keep])
+    write_shd_file(dst, t_out, u_out, labels[idx], keys,
+                   speakers[idx] if speakers is not None else None)
+    held = (int(np.isin(speakers[idx], E2E_TEST_SPEAKERS).sum())
+            if speakers is not None else None)
+    return {"samples": int(n), "source": src.name, "distinct_source_samples":
+            int(len(np.unique(idx))), "samples_cut_at_max_time": cut,
+            "samples_of_held_out_speakers": held}
+
+
+def verify_end_to_end_benchmark(args) -> dict:
+    """Issue #9's figure: `verify_run(run, "loihi2")` (no Lava) end to end on an SHD-size
+    test set (2,264 samples x 100 steps) with a TRAINED 140-256-256-20 model: the shd
+    preset trained here for a few epochs on ../shared/data/sshd_train.h5 (speakers 20-23
+    test, 18-19 validation, max_time 1 s, batch 64). The test file cycles through the
+    samples of sshd_train.h5 (seeded order) cut at 1 s, so the run's training speakers are
+    part of it: its accuracies time the path, they do not measure the model. Reports the
+    whole call and the stages VerifyResult.seconds holds. --quick: a tiny version (1
+    epoch on sshd_tiny.h5, 128 test samples), not the goal figure."""
+    import tempfile
+
+    from neurodelay import api
+    from neurodelay.deploy.verify import verify_run
+
+    src = SSHD_TINY if args.quick else SSHD_TRAIN
+    epochs = args.e2e_epochs or (1 if args.quick else 5)
+    n_test = 128 if args.quick else SHD_TEST_SAMPLES
+    log(f"\n[verify_e2e] verify_run(run, 'loihi2') without Lava: shd preset "
+        f"140-256-256-20 trained {epochs} epoch(s) on {src.name}, {n_test} test samples"
+        + (" (--quick: tiny version, not the goal figure)" if args.quick else ""))
+    if not src.exists():
+        reason = (f"{src} is absent (the SSHD stand-in data of ../shared/data): no data to "
+                  f"train the model on, section skipped")
+        log(f"  SKIPPED: {reason}")
+        return {"skipped": True, "reason": reason, "verify_end_to_end_s": None}
+    quiet = lambda m: None                                   # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="neurodelay_e2e_") as tmp:
+        tmp = Path(tmp)
+        run_dir = tmp / "run"
+        t0 = time.perf_counter()
+        res = api.train_run(str(run_dir), preset="shd", train_file=str(src),
+                            test_speakers=E2E_TEST_SPEAKERS, valid_speakers=E2E_VALID_SPEAKERS,
+                            max_time=E2E_MAX_TIME, epochs=epochs, batch_size=64, seed=0,
+                            progress=False, log=quiet, cache_dir=str(tmp / "cache"))
+        t_train = time.perf_counter() - t0
+        test_file = tmp / "test_2264.h5"
+        data = _write_e2e_test_file(src, test_file, n_test)
+        log(f"  trained in {t_train:.0f} s (test accuracy of its own split "
+            f"{res.get('test_accuracy', float('nan')):.3f}); test file: {data}")
+        t0 = time.perf_counter()
+        r = verify_run(str(run_dir), "loihi2", test_file=str(test_file), lava=0,
+                       progress=False, log=quiet)
+        whole = time.perf_counter() - t0
+    sec = {k: float(v) for k, v in r.seconds.items()}
+    out = {"quick": args.quick, "data": data, "train_epochs": epochs, "train_s": t_train,
+           "run_test_accuracy": res.get("test_accuracy"), "model": "140-256-256-20",
+           "n": r.n, "steps": r.steps, "verify_end_to_end_s": whole, "stages_s": sec,
+           "other_s": whole - sum(sec.values()), "pytorch_path": r.pytorch_path,
+           "pytorch_accuracy": r.pytorch_accuracy, "float_accuracy": r.float_accuracy,
+           "quantized_accuracy": r.quantized_accuracy, "agreement": r.agreement,
+           "float_hidden_spike_flips": r.float_hidden_spike_flips,
+           "float_hidden_spikes": r.float_hidden_spikes, "passed": r.passed,
+           "torch_threads": torch.get_num_threads(), "goal_s": E2E_GOAL_S}
+    if not args.quick:
+        out["meets_goal"] = whole < E2E_GOAL_S
+    log(f"  verify_run: {whole:.1f} s end to end for {r.n} samples x {r.steps} steps "
+        f"(artifact {sec['artifact']:.1f} s, PyTorch {sec['pytorch']:.1f} s [{r.pytorch_path}]"
+        f", float sim {sec['float_sim']:.1f} s, bit-accurate sim {sec['bit_sim']:.1f} s, "
+        f"other (data, comparisons) {out['other_s']:.1f} s); goal < {E2E_GOAL_S:.0f} s")
+    log(f"  accuracies (the file holds training samples): PyTorch {r.pytorch_accuracy:.3f}, "
+        f"float {r.float_accuracy:.3f}, quantized {r.quantized_accuracy:.3f}; hidden spike "
+        f"flips PyTorch vs float sim {r.float_hidden_spike_flips} of {r.float_hidden_spikes:,}")
+    if not args.quick and r.steps != 100:
+        log(f"  note: the test set has {r.steps} steps, not 100")
+    return out
+
+
 # ============================================================================ main
 def main(argv=None) -> int:
     global _LOG_STREAM
@@ -1001,6 +1133,8 @@ def main(argv=None) -> int:
                     help="epochs of the epoch section's schedule (default 4, --quick 2)")
     ap.add_argument("--epoch-samples", type=int, default=None,
                     help="training samples of the epoch section (default 1024, --quick 128)")
+    ap.add_argument("--e2e-epochs", type=int, default=None,
+                    help="training epochs of the verify_e2e model (default 5, --quick 1)")
     ap.add_argument("--omp-wait-policy", default=None,
                     help="passive (default), active or default: OMP_WAIT_POLICY for torch's "
                          "OpenMP threads (read before torch is imported)")
@@ -1020,7 +1154,7 @@ def main(argv=None) -> int:
     bad = sections - set(SECTIONS)
     if bad:
         ap.error(f"--only: unknown section(s) {sorted(bad)}; use {', '.join(SECTIONS)}")
-    for opt in ("epoch_epochs", "epoch_samples"):
+    for opt in ("epoch_epochs", "epoch_samples", "e2e_epochs"):
         if getattr(args, opt) is not None and getattr(args, opt) < 1:
             ap.error(f"--{opt.replace('_', '-')} must be >= 1")
     configs = TRAIN_QUICK if args.quick else TRAIN_FULL
@@ -1072,10 +1206,17 @@ def main(argv=None) -> int:
         out["discrete_forward"] = ds
         out["discrete_forward_speedup"] = ds["speedup"]
         out["discrete_forward_speedup_float32"] = ds["speedup_float32"]
+        out["discrete_forward_speedup_float64"] = ds["speedup_float64"]
     if "epoch" in sections:
         ep = epoch_benchmark(args)
         out["epoch"] = ep
         out["epoch_speedup"] = ep["speedup"]
+    if "verify_e2e" in sections:
+        ve = verify_end_to_end_benchmark(args)
+        out["verify_end_to_end"] = ve
+        out["verify_end_to_end_s"] = ve["verify_end_to_end_s"]
+        if ve.get("skipped"):
+            out["verify_end_to_end_skipped"] = ve["reason"]
     out["load_average_at_end"] = list(os.getloadavg())
     out["total_s"] = time.perf_counter() - t_start
     log(f"\ntotal {out['total_s']:.0f} s")
@@ -1088,10 +1229,18 @@ def main(argv=None) -> int:
             + "; learned step / fixed step: "
             + ", ".join(f"{k} {v:.2f}" for k, v in out["fixed_vs_learned_step"].items()))
     if "discrete_forward_speedup" in out:
-        log(f"discrete_forward_speedup: {out['discrete_forward_speedup']:.2f}x (float64 sums, "
-            f"the default), {out['discrete_forward_speedup_float32']:.2f}x (float32)")
+        log(f"discrete_forward_speedup: {out['discrete_forward_speedup']:.2f}x (fast path: "
+            f"float32, the default, what eval runs), "
+            f"{out['discrete_forward_speedup_float64']:.2f}x (exact path: float64 sums, "
+            f"what verify runs)")
     if "epoch_speedup" in out:
         log(f"epoch_speedup (whole schedule incl. validation): {out['epoch_speedup']:.2f}x")
+    if "verify_e2e" in sections:
+        ve = out["verify_end_to_end"]
+        log("verify_end_to_end_s: " + (f"skipped ({ve['reason']})" if ve.get("skipped") else
+                                       f"{ve['verify_end_to_end_s']:.1f} s for {ve['n']} "
+                                       f"samples x {ve['steps']} steps"
+                                       + (" (--quick tiny version)" if args.quick else "")))
     if args.json:
         print(json.dumps(out, indent=1, default=_json_default))
     return 0

@@ -88,8 +88,31 @@ CASES = [  # (batch, n_in, n_out, T, window, SIG, input kind)
 ]
 
 
+@pytest.fixture(params=["gauss", "pairs"])
+def scheme(request, monkeypatch):
+    """Both bin-product schemes of dense kernel spectra: Gauss's three real products
+    (forced by GAUSS_MIN_BATCH = 1) and the four-product pairs (forced by a huge one)."""
+    monkeypatch.setattr(fc, "GAUSS_MIN_BATCH", 1 if request.param == "gauss" else 10**9)
+    return request.param
+
+
+def test_schemes_pick_their_spectrum_layout(monkeypatch):
+    """The batch size selects the scheme: a (3F, ...) Gauss spectrum from GAUSS_MIN_BATCH
+    on, a (2F, ...) pairs spectrum below (both tested for equality everywhere here)."""
+    seen = []
+    real = fc.spectral_conv
+    monkeypatch.setattr(fc, "spectral_conv", lambda x, spec, mats, **kw: (
+        seen.append(spec.shape[0]), real(x, spec, mats, **kw))[1])
+    k = torch.randn(4, 3, 25, dtype=torch.float64)
+    n_bins = (30 + 25 - 1) // 2 + 1
+    for b in (fc.GAUSS_MIN_BATCH - 1, fc.GAUSS_MIN_BATCH):
+        x = torch.randn(b, 3, 30, dtype=torch.float64)
+        assert rel(causal_conv(x, k), F.conv1d(F.pad(x, (24, 0)), k)) < 1e-11
+    assert seen == [2 * n_bins, 3 * n_bins]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[f"w{c[4]}-sig{c[5]}-{c[6]}" for c in CASES])
-def test_delay_conv_equals_dcls_in_float64(case):
+def test_delay_conv_equals_dcls_in_float64(case, scheme):
     b, n_in, n_out, t, window, sig, kind = case
     conv = make_dcls(n_in, n_out, window, sig, seed=t, dtype=torch.float64)
     x = make_input(b, n_in, t, kind, seed=window, dtype=torch.float64)
@@ -100,7 +123,7 @@ def test_delay_conv_equals_dcls_in_float64(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"w{c[4]}-sig{c[5]}-{c[6]}" for c in CASES])
-def test_delay_conv_equals_dcls_in_float32(case):
+def test_delay_conv_equals_dcls_in_float32(case, scheme):
     """float32: within rounding of dcls and no further from float64 truth than dcls is."""
     b, n_in, n_out, t, window, sig, kind = case
     conv = make_dcls(n_in, n_out, window, sig, seed=t)
@@ -178,7 +201,7 @@ def test_tap_floor_removes_only_negligible_taps_and_no_subnormals():
 
 
 @pytest.mark.parametrize("window,t", [(25, 40), (6, 30), (31, 8), (3, 10)])
-def test_causal_conv_equals_conv1d_for_any_kernel(window, t):
+def test_causal_conv_equals_conv1d_for_any_kernel(window, t, scheme):
     g = torch.Generator().manual_seed(window)
     x = torch.randn(3, 5, t, generator=g, dtype=torch.float64, requires_grad=True)
     k = torch.randn(4, 5, window, generator=g, dtype=torch.float64, requires_grad=True)

@@ -207,6 +207,50 @@ def test_first_layer_without_input_gradient():
     assert rel(gw, gw_ref) < 1e-10
 
 
+@pytest.mark.parametrize("weights_grad", [True, False])
+def test_two_layers_in_sequence_keep_their_saved_spectra(weights_grad):
+    """A network's pattern: layer 1, layer 2 on its output, one backward. The spectral
+    node reuses scratch buffers from call to call; what layer 1 saved for its backward
+    must survive layer 2's forward and backward (and frozen weights save nothing)."""
+    x, w1, d1 = make(3, 6, 8, 40, 25, seed=21)
+    _, w2, d2 = make(3, 8, 5, 40, 25, seed=22)
+    w2 = w2 * 0.3
+
+    def net(conv, x, w1, w2):
+        h = torch.tanh(conv(x, w1, d1))
+        return conv(h, w2, d2)
+
+    def run(conv):
+        xi = x.clone().requires_grad_(True)
+        a = w1.clone().requires_grad_(weights_grad)
+        b = w2.clone().requires_grad_(weights_grad)
+        y = net(conv, xi, a, b)
+        r = torch.randn(y.shape, generator=torch.Generator().manual_seed(2), dtype=y.dtype)
+        (y * r).sum().backward()
+        return [y.detach(), xi.grad] + ([a.grad, b.grad] if weights_grad else [])
+
+    got = run(lambda a, c, e: integer_delay_conv(a, c, e, method="fft"))
+    ref = run(conv1d_ref)
+    for a, b in zip(got, ref):
+        assert rel(a, b) < 1e-10
+
+
+def test_outputs_of_successive_calls_are_independent():
+    """Without grad, scratch buffers are shared by every call: an earlier output must not
+    change when later calls (other shapes, other dtype) run."""
+    x, w, d = make(2, 7, 5, 30, 25, seed=23)
+    with torch.no_grad():
+        y1 = integer_delay_conv(x, w, d, method="fft")
+        keep = y1.clone()
+        for b, n_in, n_out in ((4, 9, 6), (1, 3, 2)):
+            xa, wa, da = make(b, n_in, n_out, 30, 25, seed=b)
+            ya = integer_delay_conv(xa, wa, da, method="fft")
+            assert rel(ya, conv1d_ref(xa, wa, da)) < 1e-10
+            integer_delay_conv(xa.float(), wa.float(), da, method="fft")
+    assert torch.equal(y1, keep)
+    assert rel(y1, conv1d_ref(x, w, d)) < 1e-10
+
+
 # ----------------------------------------------------------------------------- exactness
 @pytest.mark.parametrize("method", ["fft", "direct"])
 def test_float64_integer_sums_round_exactly(method):

@@ -226,8 +226,10 @@ def test_fixed_delay_training_path_equals_conv1d_reference(delays):
 
 
 def test_discrete_path_precision_setting():
-    """Discrete synapses: float64 sums cast back (default) or float32 (opt-in), both Eq. 6;
-    a float64 model keeps float64 whatever discrete_dtype says."""
+    """Discrete synapses: float32 sums (the fast path, default) or float64 sums cast back
+    (the exact path), both Eq. 6; a float64 model keeps float64 whatever discrete_dtype
+    says."""
+    assert DelaySynapses.discrete_dtype == torch.float32
     g = torch.Generator().manual_seed(3)
     syn = DelaySynapses(40, 16, 25, "learned")
     d = torch.randint(0, 25, (16, 40), generator=g)
@@ -235,9 +237,9 @@ def test_discrete_path_precision_setting():
     x = (torch.rand(3, 40, 60, generator=g) < 0.3).float()
     ref = eq6_loop(x.double().numpy(), syn.weight_matrix().double().numpy(), d.numpy())
     with torch.no_grad():
-        y64 = syn(x, discrete=True)
-        syn.discrete_dtype = torch.float32
         y32 = syn(x, discrete=True)
+        syn.discrete_dtype = torch.float64
+        y64 = syn(x, discrete=True)
         y_old = syn(x, discrete=True, reference=True)
         syn_d = DelaySynapses(40, 16, 25, "learned").double()
         syn_d.load_state_dict(syn.state_dict())
@@ -248,40 +250,86 @@ def test_discrete_path_precision_setting():
            for k, v in (("64", y64), ("32", y32), ("old", y_old), ("d", y_d))}
     assert err["64"] <= err["old"] + 1e-12       # float64 then cast: never worse than conv1d
     assert err["64"] < 5e-7 and err["32"] < 5e-6 and err["d"] < 1e-12
+    assert err["32"] > err["64"]                 # the two paths really differ
+
+
+def test_set_discrete_dtype_reaches_every_synapse():
+    m = DelaySNN(ModelConfig(n_inputs=6, n_outputs=3, hidden=[5, 4], max_delay_steps=5))
+    assert {s.discrete_dtype for s in m.all_synapses()} == {torch.float32}
+    assert m.set_discrete_dtype(torch.float64) is m
+    assert len(m.all_synapses()) == 3
+    assert {s.discrete_dtype for s in m.all_synapses()} == {torch.float64}
+    assert DelaySynapses.discrete_dtype == torch.float32     # instances only
+    with pytest.raises(ValueError, match="float32 or torch.float64"):
+        m.set_discrete_dtype(torch.float16)
 
 
 def _discrete_runs(model, x):
-    """(u, spikes) of the new discrete path, the old conv1d path and a float64 model."""
+    """(u, hidden spikes) of the fast path (float32: training, eval), the exact path
+    (float64 sums: verify), the old conv1d path and a float64 model (the truth)."""
     import copy
 
     with torch.no_grad():
-        new = model(x, discrete=True, record=True)
+        model.set_discrete_dtype(torch.float32)
+        fast = model(x, discrete=True, record=True)
+        model.set_discrete_dtype(torch.float64)
+        exact = model(x, discrete=True, record=True)
+        model.set_discrete_dtype(torch.float32)
         old = model(x, discrete=True, record=True, reference=True)
         m64 = copy.deepcopy(model).double()
         truth = m64(x.double(), discrete=True, record=True, reference=True)
-    return new, old, truth
+    return fast, exact, old, truth
 
 
-def _check_same_discrete_model(model, x):
+def _check_same_discrete_model(model, x) -> dict:
+    """Exact path: the old conv1d path's predictions, and its hidden spikes as far as
+    float32 rounding lets conv1d be right. Fast path: the same predictions as both, and at
+    most a rounding-level share of hidden spikes flipped. Returns the flip counts."""
     from neurodelay.train.model import scores_from_membrane
 
-    (u_new, s_new), (u_old, s_old), (u_64, s_64) = _discrete_runs(model, x)
+    runs = _discrete_runs(model, x)
+    (u_fast, s_fast), (u_ex, s_ex), (u_old, s_old), (u_64, s_64) = runs
     pred = lambda u: scores_from_membrane(u.double()).argmax(1)  # noqa: E731
-    assert torch.equal(pred(u_new), pred(u_old))
-    assert sum(int(s.sum()) for s in s_old) > 0                 # hidden layers do spike
-    for a, b, t in zip(s_new, s_old, s_64):
-        # the new path agrees with the float64 model wherever the old one does: any
+    assert torch.equal(pred(u_ex), pred(u_old))
+    n_spikes = sum(int(s.sum()) for s in s_64)
+    assert n_spikes > 0                                         # hidden layers do spike
+    for a, b, t in zip(s_ex, s_old, s_64):
+        # the exact path agrees with the float64 model wherever the old one does: any
         # difference between them is the old path's own float32 rounding
         assert not bool(((a != b) & (b == t)).any())
         assert int((a != t).sum()) <= int((b != t).sum())
-    assert float((u_new.double() - u_64).abs().max()) <= \
+    assert float((u_ex.double() - u_64).abs().max()) <= \
         float((u_old.double() - u_64).abs().max()) + 1e-6
-    assert float((u_new - u_old).abs().max()) < 1e-4
+    assert float((u_ex - u_old).abs().max()) < 1e-4
+    # the fast path: what per-epoch validation and `eval` report
+    assert torch.equal(pred(u_fast), pred(u_ex))
+    assert torch.equal(pred(u_fast), pred(u_old))
+    flips = [int((a != t).sum()) for a, t in zip(s_fast, s_64)]
+    assert sum(flips) <= max(2, 1e-5 * n_spikes), flips
+    if sum(flips) == 0:
+        assert float((u_fast.double() - u_64).abs().max()) < 1e-4
+    return {"fast_flips": flips, "hidden_spikes": n_spikes}
 
 
-def test_trained_model_discrete_predictions_and_spikes_unchanged(trained):
-    """Evaluation of a trained model: the intdelay path gives the old conv1d path's
-    predictions, and its hidden spikes as far as float32 rounding lets conv1d be right."""
+def _dtypes_seen(monkeypatch):
+    """Record the dtype of every integer_delay_conv call DelaySynapses makes."""
+    import neurodelay.train.model as M
+
+    seen = []
+    real = M.integer_delay_conv
+
+    def spy(x, w, d, **kw):
+        seen.append(x.dtype)
+        return real(x, w, d, **kw)
+
+    monkeypatch.setattr(M, "integer_delay_conv", spy)
+    return seen
+
+
+def test_trained_model_discrete_predictions_and_spikes_unchanged(trained, monkeypatch):
+    """Evaluation of a trained model: the exact and the fast path give the old conv1d
+    path's predictions; `eval` (trainer.predict) runs the fast float32 path and predicts
+    exactly what the exact float64 path predicts."""
     from neurodelay.data import pad_batch
     from neurodelay.train.trainer import load_model, predict, run_test_data
 
@@ -290,9 +338,34 @@ def test_trained_model_discrete_predictions_and_spikes_unchanged(trained):
     ds = run_test_data(out)
     x = torch.from_numpy(pad_batch(ds.samples, pad_to=ds.max_steps))
     _check_same_discrete_model(model, x)
-    # what `neurodelay eval` reports is unchanged
-    pred, _ = predict(model, ds)
+    # what `neurodelay eval` reports: the fast path, same predictions as the exact one
+    model = load_model(out)
+    seen = _dtypes_seen(monkeypatch)
+    pred, scores = predict(model, ds)
+    assert seen and set(seen) == {torch.float32}
     assert float((pred == ds.labels).mean()) == pytest.approx(res["test_accuracy"])
+    seen.clear()
+    pred64, scores64 = predict(model.set_discrete_dtype(torch.float64), ds)
+    assert seen and set(seen) == {torch.float64}
+    assert np.array_equal(pred, pred64)
+    assert np.abs(scores - scores64).max() < 1e-3
+
+
+def test_verify_reference_runs_the_exact_path(trained, monkeypatch):
+    """verify's PyTorch reference is the model on its float64 discrete path."""
+    from neurodelay.data import pad_batch
+    from neurodelay.deploy import verify
+    from neurodelay.runs import open_run
+    from neurodelay.train.trainer import run_test_data
+
+    out, _ = trained
+    name, model, path = verify._reference_model(open_run(out))
+    assert {s.discrete_dtype for s in model.all_synapses()} == {torch.float64}
+    assert path == verify.PYTORCH_PATH_EXACT
+    seen = _dtypes_seen(monkeypatch)
+    ds = run_test_data(out)
+    verify._forward(model, pad_batch(ds.samples[:4], pad_to=ds.max_steps))
+    assert seen and set(seen) == {torch.float64}
 
 
 SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -300,14 +373,16 @@ SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "share
 
 @pytest.mark.slow
 def test_sshd_tiny_discrete_predictions_unchanged(tmp_path):
-    """shd preset on sshd_tiny.h5 (2 epochs, small hidden layers): the new discrete path
-    and the old conv1d path predict the same on the test speakers."""
+    """shd preset on sshd_tiny.h5 (2 epochs, small hidden layers): on the test speakers
+    the exact path, the fast path (what `eval` runs) and the old conv1d path predict the
+    same."""
     path = SHARED_DATA / "sshd_tiny.h5"
     if not path.exists():
         pytest.skip(f"{path} is absent (the SSHD stand-in data of ../shared/data)")
     from neurodelay import api
     from neurodelay.data import pad_batch
-    from neurodelay.train.trainer import load_model, run_test_data
+    from neurodelay.train.model import scores_from_membrane
+    from neurodelay.train.trainer import load_model, predict, run_test_data
 
     out = tmp_path / "run"
     api.train_run(str(out), preset="shd", train_file=str(path), test_speakers=[20, 21, 22, 23],
@@ -319,3 +394,11 @@ def test_sshd_tiny_discrete_predictions_unchanged(tmp_path):
     assert len(ds) >= 20
     _check_same_discrete_model(model, torch.from_numpy(pad_batch(ds.samples,
                                                                  pad_to=ds.max_steps)))
+    # eval's fast path (trainer.predict) predicts what the exact path and conv1d predict
+    pred, _ = predict(model.set_discrete_dtype(torch.float32), ds)
+    pred64, _ = predict(model.set_discrete_dtype(torch.float64), ds)
+    with torch.no_grad():
+        u_old = model(torch.from_numpy(pad_batch(ds.samples, pad_to=ds.max_steps)),
+                      discrete=True, reference=True)
+    pred_old = scores_from_membrane(u_old.double()).argmax(1).numpy()
+    assert np.array_equal(pred, pred64) and np.array_equal(pred, pred_old)

@@ -7,7 +7,10 @@ once:
 
 1. the reference: the PyTorch discrete model (delays rounded, one tap per synapse; for a
    fine-tuned run its hardware-exact model; an imported NIR run has none, and the float
-   network is the reference);
+   network is the reference). A trained model runs its EXACT path here
+   (``DelaySNN.set_discrete_dtype(torch.float64)``: the integer-delay operator summing in
+   float64, cast to float32), not the float32 fast path of training and ``eval``; the
+   result's ``pytorch_path`` says which path ran;
 2. the frozen float network (:mod:`neurodelay.sim.floatsim`): same predictions, readout
    difference, hidden spike flips (float32 summation order);
 3. the artifact's quantized network on the bit-accurate simulator
@@ -72,6 +75,7 @@ class VerifyResult:
     lava: dict | None = None
     sim_s_per_sample: float = 0.0
     reference_exact: dict | None = None        # fine-tuned runs: readout/spike equality
+    pytorch_path: str | None = None            # how the PyTorch reference was computed
 
     @property
     def reference_accuracy(self) -> float:
@@ -92,13 +96,22 @@ class VerifyResult:
         return d
 
 
+PYTORCH_PATH_EXACT = "integer-delay operator, float64 (exact to float32 rounding)"
+PYTORCH_PATH_HW = "hardware-exact model (the chip's integer arithmetic in float64)"
+
+
 def _reference_model(run):
-    """(name, model or None): the PyTorch model verify compares against."""
+    """(name, model or None, path): the PyTorch model verify compares against and how it
+    computes. A trained DelaySNN is switched to its exact float64 discrete path."""
+    import torch
+
     if run.kind == "trained":
-        return "PyTorch discrete model", run.load_model()
+        model = run.load_model()
+        model.set_discrete_dtype(torch.float64)
+        return "PyTorch discrete model", model, PYTORCH_PATH_EXACT
     if run.kind == "finetuned":
-        return "PyTorch hardware-exact model", run.load_model()
-    return "float network (imported NIR graph: no PyTorch model)", None
+        return "PyTorch hardware-exact model", run.load_model(), PYTORCH_PATH_HW
+    return "float network (imported NIR graph: no PyTorch model)", None, None
 
 
 def verify_run(run=None, target: str = "loihi2", *, artifact=None, test_file=None,
@@ -139,7 +152,7 @@ def verify_run(run=None, target: str = "loihi2", *, artifact=None, test_file=Non
     ds = r.test_data(test_file)
     n, T = len(ds), ds.max_steps
     labels = np.asarray(ds.labels)
-    ref_name, model = _reference_model(r)
+    ref_name, model, pytorch_path = _reference_model(r)
     net = r.float_network() if r.kind != "finetuned" else None
     x_all = pad_batch(ds.samples, pad_to=T)
 
@@ -231,7 +244,7 @@ def verify_run(run=None, target: str = "loihi2", *, artifact=None, test_file=Non
                  "artifact": t_artifact},
         weight_bits=art.report.weight_bits, tolerance_pp=float(tolerance),
         accuracy_drop_pp=drop, passed=not problems, problems=problems, lava=cc,
-        sim_s_per_sample=t_bit / max(n, 1), reference_exact=exact)
+        sim_s_per_sample=t_bit / max(n, 1), reference_exact=exact, pytorch_path=pytorch_path)
 
 
 def drop_exceeds(lost: int, n: int, tolerance_pp: float) -> bool:
@@ -281,6 +294,8 @@ def format_verify(r: VerifyResult) -> str:
              f"  artifact_hash {r.artifact_hash}",
              f"  calibration: {r.calibration.get('description') or r.calibration['source']}",
              ""]
+    if r.pytorch_path:
+        lines.insert(-1, f"  PyTorch reference path: {r.pytorch_path}")
     rows = []
     if r.pytorch_accuracy is not None:
         rows.append((r.reference, f"{r.pytorch_accuracy:.4f}", "reference"))

@@ -8,10 +8,15 @@
    i.e. a linear (not circular) convolution in the frequency domain, with
    N = T + window - 1 points so nothing wraps around. Every transform is a plain
    real matrix product with a cached DFT matrix (faster than torch.fft at these
-   sizes), and the per-bin complex products of all bins are one batched real matmul
-   that computes the four real products at once. A direct convolution does
+   sizes: rfft / irfft measured 1.7-2.4x slower in float32), and the per-bin complex
+   products of all bins are batched real matmuls (:class:`_SpectralConv`, forward and
+   backward in one autograd node): four real products per complex one, or from
+   ``GAUSS_MIN_BATCH`` samples on Gauss's three. A direct convolution does
    2 * T * window multiply-adds per (batch, in, out) triple; this does about
-   8 * (N // 2 + 1) plus the transforms: ~6x fewer at T = 100, window = 25.
+   8 * (N // 2 + 1) (Gauss: 6 *) plus the transforms: ~6x (~8x) fewer at T = 100,
+   window = 25. Scratch buffers of that node are reused from call to call
+   (``_scratch``): buffers above glibc's 32 MB mmap threshold would otherwise be mapped
+   afresh, and page-faulted, on every call.
    The Gaussian kernel itself is built by :func:`gauss_kernel`, the same math as
    dcls' ``ConstructKernel1d.forward_vgauss`` with a hand-written backward (a few
    passes over the (out, in, window) kernel instead of ~15 autograd nodes). Taps of
@@ -23,7 +28,8 @@
    in float64 the two agree to ~1e-14). Because of that order, a membrane within
    rounding of the threshold can occasionally spike in one and not the other: fine
    for training; the discrete (one tap per synapse) model is evaluated through
-   :mod:`neurodelay.train.intdelay` with float64 sums instead (see its docstring).
+   :mod:`neurodelay.train.intdelay` (float32 for training and eval, float64 sums for
+   verify: see its docstring for the precision policy).
 
 2. :func:`lif_multistep` -- spikingjelly's multi-step LIFNode (decay_input=False,
    hard reset to 0, ATan surrogate, detach_reset=True): the same forward arithmetic
@@ -40,7 +46,9 @@ from __future__ import annotations
 from neurodelay.errors import NeurodelayError
 
 import math
+import threading
 from functools import lru_cache
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -139,68 +147,271 @@ def gauss_kernel(weight, P, SIG, window: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- DFT conv
-@lru_cache(maxsize=64)
-def _dft_matrices(T: int, window: int, dtype: torch.dtype, device: str):
-    """Real DFT matrices for a linear convolution of T steps with a `window`-tap kernel.
+BIN_CHUNK = 8   # frequency bins per step when the kernel spectrum is built from phases
+# Dense kernel spectra (learned delays) use Gauss's three products from this batch size
+# on; below it the four-product scheme, whose kernel side (spectrum, its gradient, the
+# kernel transform) is 2/3 the size. Measured on the SHD-shape layers (forward +
+# backward): four products 15 % faster at batch 64, 1-6 % at 128; Gauss 5-7 % faster at
+# 256. (Spectra from phases, integer delays, always use Gauss: faster at every batch.)
+GAUSS_MIN_BATCH = 192
+# Scratch buffers of _SpectralConv that never leave it are reused from call to call (per
+# thread, two slots, up to this many bytes each; larger requests are allocated fresh).
+# Buffers over glibc's mmap threshold (32 MB) are otherwise mapped afresh on every call,
+# and the page faults of a fresh 50 MB buffer cost ~4x the pass that fills it.
+WORKSPACE_MAX_BYTES = 256 * 2**20
+_WORKSPACE = threading.local()
 
-    Returns (AX (2F, T), AK (2F, window), G (T, 2F)) with F = N//2 + 1, N = T + window - 1;
-    rows 2f / 2f+1 of AX, AK are the real / imaginary parts of bin f; G is the inverse
-    (real part) for the first T output steps, columns matching that interleaving.
+
+def _scratch(slot: int, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor of ``shape`` (like's dtype and device) from slot 0 or 1 of
+    this thread's workspace: valid until the next request for the same slot."""
+    n_bytes = math.prod(shape) * like.element_size()
+    if n_bytes > WORKSPACE_MAX_BYTES:
+        return like.new_empty(shape)
+    bufs = getattr(_WORKSPACE, "bufs", None)
+    if bufs is None:
+        bufs = _WORKSPACE.bufs = {}
+    key = (slot, like.device)
+    buf = bufs.get(key)
+    if buf is None or buf.numel() < n_bytes:
+        buf = bufs[key] = torch.empty(n_bytes, dtype=torch.uint8, device=like.device)
+    return buf[:n_bytes].view(like.dtype).view(shape)
+
+
+def clear_workspace() -> None:
+    """Free this thread's scratch buffers (they are allocated again when needed)."""
+    _WORKSPACE.bufs = {}
+
+
+class DFTMatrices(NamedTuple):
+    """Real DFT matrices of one (T, window) linear convolution, F = N//2 + 1 bins,
+    N = T + window - 1, for both bin-product schemes of :class:`_SpectralConv`.
+
+    Gauss (three products), bins in blocks: ``ax`` (2F, T) = [Re; Im] of the input's bins,
+    ``ak3`` (3F, window) = [Re; Im; Re + Im] of the kernel's bins, ``g`` (T, 2F) the
+    inverse (real part) for the first T output steps, its first F columns taking the real
+    parts of the output bins, the last F the imaginary parts.
+    Pairs (four products), re / im interleaved per bin (row 2f real, 2f + 1 imaginary):
+    ``axp`` (2F, T), ``akp`` (2F, window), ``gp`` (T, 2F).
     """
+
+    ax: torch.Tensor
+    ak3: torch.Tensor
+    g: torch.Tensor
+    axp: torch.Tensor
+    akp: torch.Tensor
+    gp: torch.Tensor
+
+
+@lru_cache(maxsize=64)
+def _dft_matrices(T: int, window: int, dtype: torch.dtype, device: str) -> DFTMatrices:
+    """The cached :class:`DFTMatrices` of a T-step convolution with a `window`-tap kernel."""
     n_fft = T + window - 1
     n_bins = n_fft // 2 + 1
     f = torch.arange(n_bins, dtype=torch.float64)
     t = torch.arange(T, dtype=torch.float64)
     lag = (window - 1) - torch.arange(window, dtype=torch.float64)  # tap n is delay window-1-n
     theta = 2.0 * math.pi / n_fft
-
-    def interleave(re, im, dim):
-        return torch.stack([re, im], dim=dim + 1).flatten(dim, dim + 1)
-
-    ax = interleave(torch.cos(theta * torch.outer(f, t)), -torch.sin(theta * torch.outer(f, t)), 0)
-    ak = interleave(torch.cos(theta * torch.outer(f, lag)),
-                    -torch.sin(theta * torch.outer(f, lag)), 0)
-    c = torch.full((n_bins,), 2.0, dtype=torch.float64)
+    c = torch.full((n_bins, 1), 2.0, dtype=torch.float64)
     c[0] = 1.0
     if n_fft % 2 == 0:
         c[-1] = 1.0
-    ang = theta * torch.outer(t, f)
-    g = interleave(torch.cos(ang) * c / n_fft, -torch.sin(ang) * c / n_fft, 1)
-    return tuple(m.to(dtype=dtype, device=device).contiguous() for m in (ax, ak, g))
+    ang_x = theta * torch.outer(f, t)
+    ang_k = theta * torch.outer(f, lag)
+    xr, xi = torch.cos(ang_x), -torch.sin(ang_x)
+    kr, ki = torch.cos(ang_k), -torch.sin(ang_k)
+
+    def pairs(re, im):                       # (F, n) x 2 -> (2F, n), rows interleaved
+        return torch.stack([re, im], dim=1).flatten(0, 1)
+
+    mats = DFTMatrices(ax=torch.cat([xr, xi]), ak3=torch.cat([kr, ki, kr + ki]),
+                       g=(torch.cat([xr, xi]) * c.repeat(2, 1)).t() / n_fft,
+                       axp=pairs(xr, xi), akp=pairs(kr, ki),
+                       gp=(pairs(xr, xi) * c.repeat_interleave(2, 0)).t() / n_fft)
+    return DFTMatrices(*(m.to(dtype=dtype, device=device).contiguous() for m in mats))
 
 
-class _BinProduct(torch.autograd.Function):
-    """Complex products of all frequency bins as one real batched matmul.
+# Gauss's products P1 (Xr Hr), P2 (Xi Hi), P3 ((Xr + Xi)(Hr + Hi)) are stored in the
+# order P1, P3, P2 (slot of factor block r, i, s), so that Yr = P1 - P2 and
+# Yi = P3 - P1 - P2 land in two adjacent blocks and the inverse transform is one matmul.
+_P_SLOT = (0, 2, 1)
 
-    xs (F, 2B, in) = [X_re; X_im], hs (F, 2out, in) = [H_re; H_im] ->
-    (F, 2, B, out) = [Y_re, Y_im] with Y = X H^T (complex). The four real products come
-    from P = xs @ hs^T (F, 2B, 2out); the backward builds dL/dP in one allocation
-    (autograd through slices would zero-fill and copy P-sized buffers four times).
+
+def _kernel_chunks(spec, weight, blk, n_bins, buf):
+    """(bin range, kernel factor block) pieces of factor block ``blk``: the spectrum's own
+    rows, or spec * weight formed BIN_CHUNK bins at a time into ``buf``."""
+    base = blk * n_bins
+    if weight is None:
+        yield 0, n_bins, spec[base:base + n_bins]
+        return
+    for k0 in range(0, n_bins, BIN_CHUNK):
+        k1 = min(k0 + BIN_CHUNK, n_bins)
+        yield k0, k1, torch.mul(spec[base + k0:base + k1], weight, out=buf[:k1 - k0])
+
+
+def _bin_products(a, spec, weight, out, slot, transpose_kernel, out_by_slot=True):
+    """out[...] = a[...] @ H (^T) per factor block and bin, H the kernel factor block.
+
+    Forward (transpose_kernel): a = xs in block order r, i, s, out[slot[blk]] = X_blk H^T.
+    Backward: a = dL/dP in slot order, out[blk] = dL/dP_slot[blk] @ H_blk.
+    """
+    n_bins = a.shape[1]
+    buf = None
+    if weight is not None:
+        buf = a.new_empty(min(BIN_CHUNK, n_bins), *spec.shape[1:])
+    for blk in range(3):
+        src = a[blk] if out_by_slot else a[slot[blk]]
+        dst = out[slot[blk]] if out_by_slot else out[blk]
+        for k0, k1, h in _kernel_chunks(spec, weight, blk, n_bins, buf):
+            torch.bmm(src[k0:k1], h.transpose(1, 2) if transpose_kernel else h,
+                      out=dst[k0:k1])
+
+
+def _weight_grad(dp, xs, spec, weight):
+    """dL/dweight = sum over factor blocks and bins of spec * (dL/dP^T @ X), reduced
+    BIN_CHUNK bins at a time (the (3F, out, in) product is never whole)."""
+    n_bins = xs.shape[1]
+    g_w = torch.zeros_like(weight)
+    buf = xs.new_empty(min(BIN_CHUNK, n_bins), *spec.shape[1:])
+    for blk in range(3):
+        base = blk * n_bins
+        for k0 in range(0, n_bins, BIN_CHUNK):
+            k1 = min(k0 + BIN_CHUNK, n_bins)
+            gk = torch.bmm(dp[_P_SLOT[blk], k0:k1].transpose(1, 2), xs[blk, k0:k1],
+                           out=buf[:k1 - k0])
+            g_w.add_(gk.mul_(spec[base + k0:base + k1]).sum(0))
+    return g_w
+
+
+class _SpectralConv(torch.autograd.Function):
+    """Linear convolution through the frequency domain, its per-bin complex products as
+    batched real matmuls, with a hand-written backward; one autograd node.
+
+    Per bin f, Y = X H^T with X (B, in), H (out, in) complex, X = Xr + i Xi, H = Hr + i Hi.
+
+    Gauss (``spec`` (3F, out, in) = [Hr; Hi; Hr + Hi] in blocks of F bins): three real
+    products P1 = Xr Hr^T, P2 = Xi Hi^T, P3 = (Xr + Xi)(Hr + Hi)^T; Yr = P1 - P2,
+    Yi = P3 - P1 - P2; batched over the 3F factor pairs with xs (3F, B, in) =
+    [Xr; Xi; Xr + Xi]. Backward (gRe, gIm = dL/dYr, dL/dYi from G^T): dL/dP1 = gRe - gIm,
+    dL/dP2 = -(gRe + gIm), dL/dP3 = gIm; with Q_k = dL/dP_k @ H_k: dL/dXr = Q1 + Q3,
+    dL/dXi = Q2 + Q3; the kernel factors get dL/dP_k^T @ X_k. Three products per bin
+    for each of the two.
+
+    Pairs (``spec`` (2F, out, in), rows [Hr_f; Hi_f] interleaved per bin): the four real
+    products at once, P = [Xr; Xi] @ [Hr; Hi]^T (F, 2B, 2out) per bin; Yr = XrHr - XiHi,
+    Yi = XrHi + XiHr. Fewer kernel-side values (2F instead of 3F): faster where the kernel
+    spectrum and its gradient dominate, i.e. learned delays at small batches
+    (:data:`GAUSS_MIN_BATCH`).
+
+    ``weight`` None: ``spec`` is the kernel spectrum and gets the gradient.
+    ``weight`` (out, in) (Gauss only): ``spec`` holds phase factors (no gradient) and the
+    kernel spectrum is spec * weight; it is formed BIN_CHUNK bins at a time next to the
+    matmuls that use it (never whole), and dL/dweight = sum_k spec_k * (dL/dP_k^T @ X_k)
+    is reduced chunk by chunk, so neither the spectrum nor its gradient, 3F times the
+    size of the weights, goes through memory.
     """
 
     @staticmethod
-    def forward(ctx, xs, hs):
-        n_b, n_out = xs.shape[1] // 2, hs.shape[1] // 2
-        p = torch.bmm(xs, hs.transpose(1, 2))
-        ys = torch.empty(p.shape[0], 2, n_b, n_out, dtype=p.dtype, device=p.device)
-        torch.sub(p[:, :n_b, :n_out], p[:, n_b:, n_out:], out=ys[:, 0])
-        torch.add(p[:, :n_b, n_out:], p[:, n_b:, :n_out], out=ys[:, 1])
-        ctx.save_for_backward(xs, hs)
-        return ys
+    def forward(ctx, x, spec, weight, mats, keep):
+        n_b, n_in, T = x.shape
+        n_bins = mats.ax.shape[0] // 2
+        n_out = spec.shape[1]
+        gauss = spec.shape[0] == 3 * n_bins
+        # xs: saved for the kernel's gradient if one is needed (keep), else scratch
+        xt = x.permute(2, 0, 1).reshape(T, n_b * n_in)
+        xs_shape = ((3 if gauss else 2) * n_bins, n_b * n_in)
+        xs = x.new_empty(xs_shape) if keep else _scratch(1, xs_shape, x)
+        ctx.gauss = gauss
+        ctx.save_for_backward(xs if keep else None, spec, weight)
+        ctx.mats = mats
+        if not gauss:
+            torch.mm(mats.axp, xt, out=xs)
+            xs = xs.view(n_bins, 2 * n_b, n_in)                            # [Xr; Xi] per bin
+            p = _scratch(0, (n_bins, 2 * n_b, 2 * n_out), x)
+            torch.bmm(xs, spec.view(n_bins, 2 * n_out, n_in).transpose(1, 2), out=p)
+            ys = _scratch(2, (n_bins, 2, n_b, n_out), x)
+            torch.sub(p[:, :n_b, :n_out], p[:, n_b:, n_out:], out=ys[:, 0])
+            torch.add(p[:, :n_b, n_out:], p[:, n_b:, :n_out], out=ys[:, 1])
+            y = torch.mm(mats.gp, ys.view(2 * n_bins, n_b * n_out))
+            return y.view(T, n_b, n_out).permute(1, 2, 0)
+        xs = xs.view(3, n_bins, n_b * n_in)
+        torch.mm(mats.ax, xt, out=xs[:2].view(2 * n_bins, n_b * n_in))
+        torch.add(xs[0], xs[1], out=xs[2])
+        xs = xs.view(3, n_bins, n_b, n_in)
+        # products stored in the order P1, P3, P2, so that Yr, Yi end up adjacent
+        p = _scratch(0, (3, n_bins, n_b, n_out), x)
+        _bin_products(xs, spec, weight, p, _P_SLOT, transpose_kernel=True)
+        p = p.view(3, n_bins, n_b * n_out)
+        p[1].sub_(p[0]).sub_(p[2])                                          # Yi
+        p[0].sub_(p[2])                                                     # Yr
+        y = torch.mm(mats.g, p[:2].view(2 * n_bins, n_b * n_out))
+        return y.view(T, n_b, n_out).permute(1, 2, 0)
 
     @staticmethod
     def backward(ctx, gy):
-        xs, hs = ctx.saved_tensors
-        n_b, n_out = xs.shape[1] // 2, hs.shape[1] // 2
-        g_re, g_im = gy[:, 0], gy[:, 1]
-        gp = torch.empty(gy.shape[0], 2 * n_b, 2 * n_out, dtype=gy.dtype, device=gy.device)
-        gp[:, :n_b, :n_out] = g_re
-        gp[:, :n_b, n_out:] = g_im
-        gp[:, n_b:, :n_out] = g_im
-        torch.neg(g_re, out=gp[:, n_b:, n_out:])
-        gx = torch.bmm(gp, hs) if ctx.needs_input_grad[0] else None
-        gh = torch.bmm(gp.transpose(1, 2), xs) if ctx.needs_input_grad[1] else None
-        return gx, gh
+        xs, spec, weight = ctx.saved_tensors
+        mats = ctx.mats
+        need_x, need_spec, need_w = ctx.needs_input_grad[:3]
+        n_b, n_out, T = gy.shape
+        n_bins = mats.ax.shape[0] // 2
+        n_in = spec.shape[2]
+        gyt = gy.permute(2, 0, 1).reshape(T, n_b * n_out)
+        if not ctx.gauss:
+            return _SpectralConv._backward_pairs(ctx, gyt, xs, spec, n_b, n_in, n_out, T)
+        dp = _scratch(0, (3, n_bins, n_b * n_out), gy)
+        torch.mm(mats.g.t(), gyt, out=dp[:2].view(2 * n_bins, n_b * n_out))  # gRe, gIm
+        torch.add(dp[0], dp[1], out=dp[2]).neg_()                          # dL/dP2
+        dp[0].sub_(dp[1])                                                   # dL/dP1
+        dp = dp.view(3, n_bins, n_b, n_out)                                 # P1, P3, P2
+        gx = g_spec = g_w = None
+        if xs is not None:
+            xs = xs.view(3, n_bins, n_b, n_in)
+        if need_x:
+            q = _scratch(1, (3, n_bins, n_b, n_in), gy)                     # Q1, Q2, Q3
+            _bin_products(dp, spec, weight, q, _P_SLOT, transpose_kernel=False,
+                          out_by_slot=False)
+            q = q.view(3, n_bins, n_b * n_in)
+            q[0].add_(q[2])                                                 # dL/dXr
+            q[1].add_(q[2])                                                 # dL/dXi
+            gxt = torch.mm(mats.ax.t(), q[:2].view(2 * n_bins, n_b * n_in))
+            gx = gxt.view(T, n_b, n_in).permute(1, 2, 0)
+        if need_spec:
+            g_spec = torch.empty_like(spec)
+            for blk in range(3):
+                torch.bmm(dp[_P_SLOT[blk]].transpose(1, 2), xs[blk],
+                          out=g_spec[blk * n_bins:(blk + 1) * n_bins])
+        if need_w:
+            g_w = _weight_grad(dp, xs, spec, weight)
+        return gx, g_spec, g_w, None, None
+
+    @staticmethod
+    def _backward_pairs(ctx, gyt, xs, spec, n_b, n_in, n_out, T):
+        """Backward of the four-product scheme: dL/dP per bin (F, 2B, 2out) =
+        [[gRe, gIm], [gIm, -gRe]] built in one buffer, then [Xr; Xi] and [Hr; Hi] get
+        dL/dP @ H and dL/dP^T @ X."""
+        mats = ctx.mats
+        need_x, need_spec = ctx.needs_input_grad[:2]
+        n_bins = mats.ax.shape[0] // 2
+        gys = _scratch(2, (2 * n_bins, n_b * n_out), gyt)
+        torch.mm(mats.gp.t(), gyt, out=gys)
+        gys = gys.view(n_bins, 2, n_b, n_out)
+        g_re, g_im = gys[:, 0], gys[:, 1]
+        dp = _scratch(0, (n_bins, 2 * n_b, 2 * n_out), gyt)
+        dp[:, :n_b, :n_out] = g_re
+        dp[:, :n_b, n_out:] = g_im
+        dp[:, n_b:, :n_out] = g_im
+        torch.neg(g_re, out=dp[:, n_b:, n_out:])
+        spec_p = spec.view(n_bins, 2 * n_out, n_in)
+        gx = g_spec = None
+        if need_x:
+            q = _scratch(1, (n_bins, 2 * n_b, n_in), gyt)
+            torch.bmm(dp, spec_p, out=q)
+            gxt = torch.mm(mats.axp.t(), q.view(2 * n_bins, n_b * n_in))
+            gx = gxt.view(T, n_b, n_in).permute(1, 2, 0)
+        if need_spec:
+            g_spec = torch.bmm(dp.transpose(1, 2), xs.view(n_bins, 2 * n_b, n_in))
+            g_spec = g_spec.view(spec.shape)
+        return gx, g_spec, None, None, None
 
 
 def _check_conv_args(x: torch.Tensor, kernel: torch.Tensor):
@@ -225,31 +436,35 @@ def causal_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     n_out, _, window = kernel.shape
     if window <= DIRECT_MAX_WINDOW or T == 0:
         return F.conv1d(F.pad(x, (window - 1, 0)), kernel)
-    ax, ak, g = _dft_matrices(T, window, kernel.dtype, str(kernel.device))
-    n_bins = ax.shape[0] // 2
-    # kernel spectrum: (2F, window) @ (window, out*in) -> (F, [re; im] x out, in)
-    hs = (ak @ kernel.reshape(n_out * n_in, window).t()).view(n_bins, 2 * n_out, n_in)
-    return spectral_conv(x, hs, ax, g)
+    mats = _dft_matrices(T, window, kernel.dtype, str(kernel.device))
+    # kernel spectrum: (3F or 2F, window) @ (window, out*in) -> Gauss's [Hr; Hi; Hr + Hi]
+    # blocks, or the four-product scheme's [Hr_f; Hi_f] pairs at small batches
+    ak = mats.ak3 if n_b >= GAUSS_MIN_BATCH else mats.akp
+    spec = (ak @ kernel.reshape(n_out * n_in, window).t()).view(ak.shape[0], n_out, n_in)
+    return spectral_conv(x, spec, mats)
 
 
-def spectral_conv(x: torch.Tensor, hs: torch.Tensor, ax: torch.Tensor,
-                  g: torch.Tensor) -> torch.Tensor:
+def spectral_conv(x: torch.Tensor, spec: torch.Tensor, mats: DFTMatrices,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
     """Linear convolution of x (B, in, T) with a kernel given by its spectrum.
 
-    hs (F, 2 out, in): rows [:out] / [out:] of bin f are the real / imaginary parts of
-    the kernel's DFT at bin f; ax, g: the first and last matrices of
-    :func:`_dft_matrices` for these T and N. Returns (B, out, T), a view of a
-    (T, B, out) tensor. Shared by :func:`causal_conv` (dense kernels) and
-    :mod:`neurodelay.train.intdelay` (kernel spectra straight from integer delays).
+    ``spec``: (3F, out, in), blocks of F bins holding the real parts, the imaginary parts
+    and their sums of the kernel's DFT ([Hr; Hi; Hr + Hi], Gauss's three products); or
+    (2F, out, in), [Hr_f; Hi_f] interleaved per bin (four products); or, with ``weight``
+    (out, in), phase factors in the Gauss layout whose product with ``weight`` is the
+    spectrum (gradient to ``weight``, none to ``spec``). ``mats``: :func:`_dft_matrices`
+    for these T and N. Returns (B, out, T), a view of a (T, B, out) tensor. Shared by
+    :func:`causal_conv` (dense kernels) and :mod:`neurodelay.train.intdelay` (phase
+    factors straight from integer delays).
     """
-    n_b, n_in, T = x.shape
-    n_bins, n_out = ax.shape[0] // 2, hs.shape[1] // 2
-    # input spectrum: (2F, T) @ (T, B*in) -> (F, [re; im] x B, in)
-    xt = x.permute(2, 0, 1).reshape(T, n_b * n_in)
-    xs = (ax @ xt).view(n_bins, 2 * n_b, n_in)
-    ys = _BinProduct.apply(xs, hs).view(2 * n_bins, n_b * n_out)
-    y = (g @ ys).view(T, n_b, n_out)
-    return y.permute(1, 2, 0)
+    n_bins = mats.ax.shape[0] // 2
+    if spec.dim() != 3 or spec.shape[0] not in (2 * n_bins, 3 * n_bins) or (
+            weight is not None and spec.shape[0] != 3 * n_bins):
+        raise FastConvError(f"spec: expected (3F, out, in) or, without weight, (2F, out, "
+                            f"in) with F = {n_bins}, got {tuple(spec.shape)}")
+    keep = torch.is_grad_enabled() and (spec.requires_grad or (
+        weight is not None and weight.requires_grad))
+    return _SpectralConv.apply(x, spec, weight, mats, keep)
 
 
 def delay_conv(x: torch.Tensor, weight, P, SIG, window: int) -> torch.Tensor:
@@ -300,7 +515,8 @@ class _LIFFn(torch.autograd.Function):
             torch.addcdiv(n, n, tau_t, value=-1.0, out=nh[t])            # n - n / tau
             nh[t].sub_(x[t])
             n = F.threshold(nh[t], -threshold, 0.0)
-        spikes = (nh <= -threshold).to(x.dtype)
+        # spikes written straight as floats (a bool tensor + .to() costs ~3x this pass)
+        spikes = torch.le(nh, -threshold, out=torch.empty_like(nh))
         ctx.save_for_backward(nh, spikes)
         ctx.tau, ctx.threshold, ctx.alpha, ctx.want_v = tau, threshold, alpha, want_v
         if not want_v:

@@ -15,16 +15,42 @@ How :func:`integer_delay_conv` computes it
   (out, in, window) kernel is built and no kernel DFT is taken. The phase factors depend
   only on (delays, T): they are computed once per dtype, in float64 from the exact
   integer angle (f * d) mod N, and cached (LRU keyed by the delays' bytes, at most
-  ``PHASE_CACHE_BYTES``). A call then costs one elementwise product W * phase plus
-  fastconv's cached real DFT matrices and its batched bin product
-  (:func:`~neurodelay.train.fastconv.spectral_conv`, ``_BinProduct``): about
-  4 * (N // 2 + 1) multiply-adds per (batch, in, out) triple against conv1d's T * window
-  over the whole delay window (~10x fewer at T = 100, window 25), plus the transforms.
+  ``PHASE_CACHE_BYTES``) in the layout of Gauss's product, [cos; -sin; cos - sin]. A call
+  then runs fastconv's :class:`~neurodelay.train.fastconv._SpectralConv`: cached real
+  DFT matrices for the transforms, and per frequency bin three real matrix products
+  instead of four (Gauss: Yr = P1 - P2, Yi = P3 - P1 - P2), forward and backward, with
+  W * phase formed a few bins at a time next to the matmuls that use it and dL/dW
+  reduced the same way. About 3 * (N // 2 + 1) multiply-adds per (batch, in, out)
+  triple against conv1d's T * window over the whole delay window (~13x fewer at
+  T = 100, window 25), plus the transforms.
 * **Direct** when at most ``DIRECT_MAX_DELAYS`` distinct delays reach the output
   (``--delays none`` has one): one matmul per delay, shifted and summed.
 
-Gradients flow to x and weight through plain autograd and ``_BinProduct``'s hand-written
-backward; delays are integers and get none. Everything runs in x's dtype.
+Gradients flow to x and weight through _SpectralConv's hand-written backward (or plain
+autograd on the direct path); delays are integers and get none. Everything runs in x's
+dtype.
+
+Measured at the SHD shape (the three layers of 140-256-256-20, T = 100, window 25, sums
+of their times, 1 thread, one process, variants alternating; benchmarks/run.py has the
+end-to-end figures), each change on top of the previous one, against the previous
+version of this operator (four real products per bin from one batched matmul, the whole
+W * phase spectrum and its gradient materialised):
+
+==========================================  ===============  ===============  ==============
+change                                      train B=64 f32   no grad B=256    no grad B=256
+                                            fwd + bwd        float32          float64
+==========================================  ===============  ===============  ==============
+W * phase formed / dL/dW reduced in chunks  1.26x            1.00x            1.03x
+Gauss: 3 real products instead of 4         1.12x            1.11x            1.16x
+scratch buffers reused (fastconv._scratch)  1.00x            1.12x            1.39x
+all together                                1.39x            1.24x            1.67x
+==========================================  ===============  ===============  ==============
+
+(238 -> 172 ms, 352 -> 283 ms, 842 -> 504 ms.) The Gauss layout also puts Yr, Yi next to
+each other, so the inverse transform is one matmul (was two). Measured and not used:
+torch.fft.rfft / irfft instead of the DFT matmuls (1.7-2.4x slower per transform in
+float32, about equal in float64); sparse (CSR) input transforms for the spike inputs of
+hidden layers (no faster at 3-10 % density once the conversion is counted).
 
 Precision (measured; tests/test_intdelay.py and tests/test_model.py check it)
 -----------------------------------------------------------------------------
@@ -33,30 +59,30 @@ magnitudes of the whole transform, not with its own terms as in a direct sum. Wi
 S = max over outputs of sum_i |w_oi| |x_i(t - d_oi)|, measured over six shapes (T 100-200,
 in 64-512, inputs spikes / counts up to 2**12, weights up to 16 bits):
 
-* float32: |y - exact| <= ~2 * eps32 * S (eps32 = 1.2e-7). At the SHD shape (140-256-256-20
-  layers, T = 100, Td = 25, counts / 10 % spikes, kaiming weights) that is a max error of
-  1-3e-6 and an rms of 1.2-2.6e-7 against float64 truth: 3-4x conv1d's own float32
-  rounding (max 3-7e-7, rms 3-6e-8). Used for training with fixed delays. Not used for
-  evaluation by default: on a trained SHD-shape model (SSHD, 400 test samples, 1.9 M
-  hidden spikes) it flipped 1 hidden spike (readout moved by 0.14) where conv1d, this
-  operator in float64 and floatsim all agreed with a float64 model.
+* float32: |y - exact| <= ~2.2 * eps32 * S (eps32 = 1.2e-7; Gauss's product measured no
+  worse than the four-product one, 2.5). At the SHD shape (counts / 10 % spikes, kaiming
+  weights) that is a max error of 0.7-2e-6 and an rms of 1.3-2.7e-7 against float64 truth:
+  2-4x conv1d's own float32 rounding (max 4-7e-7, rms 3-6e-8).
 * float64: |y - exact| <= ~30 * eps64 * S (eps64 = 2.2e-16; worst measured at T = 200),
   i.e. < 2e-5 at S = 2**31. With integer-valued x and weights and S < 2**31 (so also
   |y| < 2**31), ``torch.round(y)`` is the exact integer sum, with a margin of more than
   four orders of magnitude: what hardware-exact fine-tuning relies on.
 
-Decision for the discrete (evaluation) model: ``DelaySynapses.forward(discrete=True)``
-computes the sums in float64 and casts them to float32 (``DelaySynapses.discrete_dtype``,
-default float64). The cast result is the float32 rounding of a sum exact to ~1e-15, so it
-is never further from the true sum than conv1d's float32 sum (readout error against a
-float64 model on the SSHD model above: 2.5e-7, conv1d 4.7e-7, floatsim 4.4e-7; 0 hidden
-spike flips). ``neurodelay verify`` calls the model's discrete forward, so it uses this
-path, and the hidden spike flips it counts against floatsim keep measuring floatsim's
-own float32 rounding (BN folded into W, sums grouped by delay). Float64 costs ~2.5x
-float32, so the discrete forward is ~1.5x faster than conv1d where float32 would be
-~3x (benchmarks/run.py, ``discrete_forward_speedup`` / ``_float32``); set
-``discrete_dtype = torch.float32`` on the synapses of a model whose caller only needs
-predictions. ``reference=True`` keeps the old float32 conv1d over the whole window.
+Precision policy of the discrete (evaluation) model (``DelaySynapses.discrete_dtype``):
+
+* FAST path, float32 (the default): training with fixed delays, and the discrete
+  evaluation of ``trainer.predict`` (per-epoch validation, ``neurodelay eval``). On a
+  trained SHD-shape model (shd preset, 5 epochs on sshd_train.h5, the 400 samples of
+  speakers 20-23, 1.8 M hidden spikes) it flipped 1 hidden spike against a float64 model
+  (conv1d in float32 flipped 4) and no prediction; tests/test_model.py checks that eval's
+  predictions equal the exact path's and conv1d's on a trained tiny model and on SSHD.
+* EXACT path, float64 sums cast to float32 (``DelaySNN.set_discrete_dtype(torch.float64)``):
+  the float32 rounding of a sum exact to ~1e-15, never further from the true sum than
+  conv1d's float32 sum (on the model above: readout error 2.8e-7, 0 hidden spike flips).
+  ``neurodelay verify`` evaluates its PyTorch reference this way and says so
+  (``pytorch_path``), so the hidden spike flips it counts against floatsim keep measuring
+  floatsim's own float32 rounding (BN folded into W, sums grouped by delay). It costs
+  ~1.7x the fast path (SHD shape, batch 256). ``reference=True`` keeps the old float32 conv1d over the whole window.
 """
 from __future__ import annotations
 
@@ -129,7 +155,8 @@ def _plan(delay: torch.Tensor, T: int, key: tuple) -> tuple[int, list[int]]:
 
 def _phase(delay: torch.Tensor, T: int, span: int, dtype: torch.dtype,
            key: tuple) -> torch.Tensor:
-    """(F, 2, out, in): [cos; -sin](2 pi f d / N), N = T + span; 0 where d >= T. Cached."""
+    """(3F, out, in): blocks [cos; -sin; cos - sin](2 pi f d / N) over the F bins,
+    N = T + span; 0 where d >= T. Cached."""
     pkey = (*key, span, dtype)
     hit = _PHASES.get(pkey)
     if hit is not None:
@@ -143,13 +170,14 @@ def _phase(delay: torch.Tensor, T: int, span: int, dtype: torch.dtype,
     f = torch.arange(n_bins, dtype=torch.int64, device=dev).unsqueeze(1)
     k = torch.arange(span + 1, dtype=torch.int64, device=dev).unsqueeze(0)
     ang = ((f * k) % n_fft).to(torch.float64) * (2.0 * math.pi / n_fft)
-    small = torch.zeros(n_bins, 2, span + 2, dtype=torch.float64, device=dev)
-    small[:, 0, :-1] = torch.cos(ang)
-    small[:, 1, :-1] = -torch.sin(ang)
+    small = torch.zeros(3, n_bins, span + 2, dtype=torch.float64, device=dev)
+    small[0, :, :-1] = torch.cos(ang)
+    small[1, :, :-1] = -torch.sin(ang)
+    small[2] = small[0] + small[1]
     d = delay.detach().to(torch.int64)
     col = torch.where(d < T, d, span + 1).reshape(-1)
-    ph = torch.index_select(small.to(dtype).view(2 * n_bins, span + 2), 1, col)
-    ph = ph.view(n_bins, 2, *d.shape)
+    ph = torch.index_select(small.to(dtype).view(3 * n_bins, span + 2), 1, col)
+    ph = ph.view(3 * n_bins, *d.shape)
     _PHASES[pkey] = ph
     total = sum(p.numel() * p.element_size() for p in _PHASES.values())
     while len(_PHASES) > 1 and total > PHASE_CACHE_BYTES:
@@ -213,7 +241,6 @@ def integer_delay_conv(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tenso
         if not used:                       # no delay reaches the output: y = 0
             return _direct(x, weight * 0.0, delay, [0], True)
         return _direct(x, weight, delay, used, bool((delay < T).all()))
-    ph = _phase(delay, T, span, x.dtype, key)                   # (F, 2, out, in)
-    ax, _, g = _dft_matrices(T, span + 1, x.dtype, str(x.device))
-    hs = (ph * weight).view(ph.shape[0], 2 * n_out, n_in)       # kernel spectrum
-    return spectral_conv(x, hs, ax, g)
+    ph = _phase(delay, T, span, x.dtype, key)                   # (3F, out, in)
+    mats = _dft_matrices(T, span + 1, x.dtype, str(x.device))
+    return spectral_conv(x, ph, mats, weight=weight)            # spectrum = ph * weight

@@ -103,12 +103,21 @@ class DelaySynapses(nn.Module):
 
     ``discrete_dtype``: the dtype the discrete (evaluation) model's synaptic sums are
     computed in (or the input's, if wider) before the cast back to the input's dtype.
-    float64 (the class default) makes them at least as accurate as a float32 direct sum
-    (see neurodelay.train.intdelay); set torch.float32 on an instance for a faster
-    discrete forward where only predictions matter.
+    Precision policy (measurements in neurodelay.train.intdelay):
+
+    * float32, the class default, is the FAST path: what training with fixed delays runs
+      and what ``trainer.predict`` (per-epoch validation, ``neurodelay eval``) evaluates.
+      Its frequency-domain rounding is a few times a float32 direct sum's (~1e-6 of the
+      largest input to a membrane), so a membrane within that of the threshold may
+      spike differently; predictions are unchanged on the models tests/test_model.py
+      checks (a trained tiny model, the SSHD model).
+    * float64 is the EXACT path (sums exact to ~1e-15, cast to float32: never further from
+      the true sum than a float32 direct sum). ``neurodelay verify`` evaluates its PyTorch
+      reference this way (``DelaySNN.set_discrete_dtype(torch.float64)``), so the hidden
+      spike flips it counts against floatsim measure floatsim's own float32 rounding.
     """
 
-    discrete_dtype: torch.dtype = torch.float64
+    discrete_dtype: torch.dtype = torch.float32
 
     def __init__(self, n_in: int, n_out: int, window: int, mode: str,
                  mask: torch.Tensor | None = None):
@@ -192,7 +201,8 @@ class DelaySynapses(nn.Module):
         (benchmarks/run.py checks loss and gradients against the dcls formulation).
         One integer delay per synapse (the discrete model, fixed-random and no delays)
         goes through :func:`neurodelay.train.intdelay.integer_delay_conv`; the discrete
-        model computes in ``discrete_dtype`` (float64) and casts back to x's dtype.
+        model computes in ``discrete_dtype`` (float32, the fast path; float64, the exact
+        one, for ``verify``) and casts back to x's dtype.
         ``reference=True`` runs the paper's formulation: dcls itself, and F.conv1d over the
         whole window with the one-tap kernel for the discrete / fixed-delay model.
         """
@@ -269,6 +279,16 @@ class DelaySNN(nn.Module):
         for s in self.all_synapses():
             if s.mode == "learned":
                 s.set_sigma(sig)
+
+    def set_discrete_dtype(self, dtype: torch.dtype) -> "DelaySNN":
+        """Set ``discrete_dtype`` on every synapse: torch.float32 (the fast path, the
+        default) or torch.float64 (the exact path ``verify`` uses); returns the model."""
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"discrete dtype must be torch.float32 or torch.float64, "
+                             f"got {dtype}")
+        for s in self.all_synapses():
+            s.discrete_dtype = dtype
+        return self
 
     def after_step(self) -> None:
         """Clamp positions to the window and re-apply masks (after every optimizer step)."""
