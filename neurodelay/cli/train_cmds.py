@@ -129,8 +129,9 @@ def eval_cmd(run, test_file, as_json, batch_size):
         click.echo(json.dumps({"accuracy": res["accuracy"], "n": res["n"],
                                "finished": res["finished"]}))
     else:
-        click.echo(f"discrete accuracy {res['accuracy']:.4f} on {res['n']} samples "
-                   f"({res['test']})" + ("" if res["finished"] else f" [{res['status']}]"))
+        what = res.get("model", "discrete model")
+        click.echo(f"accuracy {res['accuracy']:.4f} on {res['n']} samples ({res['test']}; "
+                   f"{what})" + ("" if res["finished"] else f" [{res['status']}]"))
 
 
 # ------------------------------------------------------------------ research workflow

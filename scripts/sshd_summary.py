@@ -1,0 +1,106 @@
+"""Summarise the SSHD experiments of scripts/sshd_experiments.sh into one JSON file.
+
+    ./.venv/bin/python scripts/sshd_summary.py runs/sshd > runs/sshd/summary.json
+
+Reads the run folders; recomputes the post-training quantized test accuracy of every
+fine-tuning start (same delay mode, weight range and training calibration as the
+fine-tuning run chose, so it is the network fine-tuning started from) and the NIR round
+trip (weights, delays, thresholds, predictions of the re-imported networks).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def _json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def main(root: str) -> dict:
+    from neurodelay.data import pad_batch
+    from neurodelay.deploy import passes
+    from neurodelay.research.sweep import layer_synapses, memory_from_counts
+    from neurodelay.runs import open_run
+    from neurodelay.sim import bitsim, floatsim
+    from neurodelay.train.finetune import _splits
+
+    root = Path(root)
+    parent = open_run(root / "learned")
+    net = parent.float_network()
+    ds = parent.test_data()
+    x = pad_batch(ds.samples, pad_to=ds.max_steps)
+    out = {"test_samples": len(ds),
+           "float_discrete_accuracy": parent.result()["test_accuracy"],
+           "float_30_epochs_accuracy": (open_run(root / "learned30").result()["test_accuracy"]
+                                        if (root / "learned30").exists() else None),
+           "verify": {k: v for k, v in (_json(root / "verify.json") or {}).items()
+                      if k in ("pytorch_accuracy", "float_accuracy", "quantized_accuracy",
+                               "float_agreement", "agreement", "float_hidden_spike_flips",
+                               "float_hidden_spikes", "synaptic_memory_bytes",
+                               "lava_samples", "lava_mismatches", "lava_s_per_sample",
+                               "sim_s_per_sample", "artifact_hash", "passed")},
+           "finetune": {}}
+    train, _, _ = _splits(parent, 0)
+    rng = np.random.default_rng(0)
+    calib = pad_batch([train.samples[i] for i in
+                       np.sort(rng.permutation(len(train))[:min(256, len(train))])])
+    for folder in sorted(root.glob("ft_*")):
+        if not folder.is_dir() or not (folder / "result.json").exists():
+            continue
+        r = open_run(folder).result()
+        ft = open_run(folder).config["finetune"]
+        reduced, _ = passes.reduce_delays(net, r["delay_bits"], r["delay_mode"], 62)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            q, _ = passes.quantize(reduced, "loihi2", data=calib, weight_bits=r["weight_bits"],
+                                   weight_range=r["weight_range"])
+        pred, _ = bitsim.predict(q, x)
+        v = _json(root / f"{folder.name}.verify.json") or {}
+        out["finetune"][folder.name] = {
+            "weight_bits": r["weight_bits"], "delay_bits": r["delay_bits"],
+            "prune": ft["prune"], "delay_mode": r["delay_mode"],
+            "weight_range": r["weight_range"], "epochs": ft["epochs"],
+            "post_training_test_accuracy": float(np.mean(pred == ds.labels)),
+            "post_training_memory_bytes": memory_from_counts(layer_synapses(q),
+                                                             r["weight_bits"],
+                                                             r["delay_bits"]),
+            "finetuned_test_accuracy": r["test_accuracy"],
+            "finetuned_memory_bytes": r["synaptic_memory_bytes"],
+            "synapses": r["synapses"], "seconds": r["seconds"],
+            "best_epoch": r["best_epoch"],
+            "verify_agreement": v.get("agreement"),
+            "verify_exact": v.get("reference_exact"),
+            "lava_samples": v.get("lava_samples"), "lava_mismatches": v.get("lava_mismatches")}
+    _, p0 = floatsim.predict(net, x)
+    out["nir_round_trip"] = {}
+    for name in ("imported", "imported104"):
+        if not (root / name).exists():
+            continue
+        imp = open_run(root / name).float_network()
+        _, p1 = floatsim.predict(imp, x)
+        out["nir_round_trip"][name] = {
+            "weights_equal": all(np.array_equal(a.weight, b.weight)
+                                 for a, b in zip(net.layers, imp.layers)),
+            "delays_equal": all(np.array_equal(a.delay[a.weight != 0], b.delay[a.weight != 0])
+                                for a, b in zip(net.layers, imp.layers)),
+            "biases_equal": all(np.array_equal(a.bias, b.bias)
+                                for a, b in zip(net.layers, imp.layers)),
+            "thresholds_equal_float32": all(np.float32(a.threshold) == np.float32(b.threshold)
+                                            for a, b in zip(net.layers, imp.layers)),
+            "decays_equal": all(a.decay == b.decay for a, b in zip(net.layers, imp.layers)),
+            "predictions_equal": int(np.sum(p0 == p1)), "n": len(p0)}
+    report = root / "ablation" / "report.csv"
+    if report.exists():
+        out["ablation_report_csv"] = report.read_text()
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: sshd_summary.py RESULTS_FOLDER")
+    print(json.dumps(main(sys.argv[1]), indent=2, default=str))
