@@ -307,10 +307,24 @@ class Run:
             from neurodelay.deploy.network import load_network
 
             return load_network(self.file(self.config["network"]), kind="float")
-        parent = self.config.get("parent")
-        if parent:
-            return open_run(parent).float_network()
-        raise RunError(f"{self.path}: this finetuned run records no parent run")
+        return open_run(self.parent_path()).float_network()
+
+    def parent_path(self) -> Path:
+        """The run a fine-tuned run started from: found next to this folder by its
+        recorded relative path (folders moved together), else by its absolute path;
+        RunError naming both when neither exists."""
+        rel, recorded = self.config.get("parent_relative"), self.config.get("parent")
+        if not recorded and not rel:
+            raise RunError(f"{self.path / 'config.json'}: this finetuned run records no "
+                           f"parent run")
+        tried = []
+        for cand in ([self.path / rel] if rel else []) + ([Path(recorded)] if recorded else []):
+            if (cand / "config.json").exists():
+                return cand
+            tried.append(str(cand))
+        raise RunError(f"{self.path}: the run it was fine-tuned from is missing (looked in "
+                       f"{' and '.join(tried)}); put the parent run back there, or set "
+                       f"'parent' in {self.path / 'config.json'} to where it is now")
 
 
 def open_run(path, kinds=KINDS) -> Run:

@@ -45,16 +45,28 @@ def main(root: str) -> dict:
                                "lava_samples", "lava_mismatches", "lava_s_per_sample",
                                "sim_s_per_sample", "artifact_hash", "passed")},
            "finetune": {}}
-    train, _, _ = _splits(parent, 0)
-    rng = np.random.default_rng(0)
-    calib = pad_batch([train.samples[i] for i in
-                       np.sort(rng.permutation(len(train))[:min(256, len(train))])])
-    for folder in sorted(root.glob("ft_*")):
+    parents = {}
+
+    def parent_of(run):
+        # the float run a fine-tuning run started from, its network and calibration batch
+        key = str(run.parent_path().resolve())
+        if key not in parents:
+            src = open_run(key)
+            train, _, _ = _splits(src, 0)
+            rng = np.random.default_rng(0)
+            calib = pad_batch([train.samples[i] for i in
+                               np.sort(rng.permutation(len(train))[:min(256, len(train))])])
+            parents[key] = (src, src.float_network(), calib)
+        return parents[key]
+
+    for folder in sorted(root.glob("ft*_*")):
         if not folder.is_dir() or not (folder / "result.json").exists():
             continue
-        r = open_run(folder).result()
-        ft = open_run(folder).config["finetune"]
-        reduced, _ = passes.reduce_delays(net, r["delay_bits"], r["delay_mode"], 62)
+        run = open_run(folder)
+        r = run.result()
+        ft = run.config["finetune"]
+        src, start_net, calib = parent_of(run)
+        reduced, _ = passes.reduce_delays(start_net, r["delay_bits"], r["delay_mode"], 62)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             q, _ = passes.quantize(reduced, "loihi2", data=calib, weight_bits=r["weight_bits"],
@@ -62,6 +74,8 @@ def main(root: str) -> dict:
         pred, _ = bitsim.predict(q, x)
         v = _json(root / f"{folder.name}.verify.json") or {}
         out["finetune"][folder.name] = {
+            "parent": src.path.name,
+            "parent_float_accuracy": src.result()["test_accuracy"],
             "weight_bits": r["weight_bits"], "delay_bits": r["delay_bits"],
             "prune": ft["prune"], "delay_mode": r["delay_mode"],
             "weight_range": r["weight_range"], "epochs": ft["epochs"],
@@ -94,9 +108,17 @@ def main(root: str) -> dict:
                                             for a, b in zip(net.layers, imp.layers)),
             "decays_equal": all(a.decay == b.decay for a, b in zip(net.layers, imp.layers)),
             "predictions_equal": int(np.sum(p0 == p1)), "n": len(p0)}
+    sweep = _json(root / "sweep" / "sweep.json")
+    if sweep is not None:
+        out["sweep_bits"] = sweep
     report = root / "ablation" / "report.csv"
     if report.exists():
         out["ablation_report_csv"] = report.read_text()
+        out["ablation_training_seconds"] = {
+            f.parent.parent.name + "/" + f.parent.name:
+                round(sum(json.loads(line)["seconds"] for line in f.read_text().splitlines()
+                          if line.strip()), 1)
+            for f in sorted((root / "ablation").glob("*/seed*/metrics.jsonl"))}
     return out
 
 

@@ -121,3 +121,32 @@ def test_an_imported_graph_fine_tunes_with_a_training_file(trained, files, tmp_p
     got = json.loads(v.stdout)
     assert got["agreement"] == 1.0
     assert got["reference_exact"] == {"readout_equal": True, "spikes_equal": True}
+
+
+def test_parent_is_found_from_any_directory_and_after_moving_both(trained, tmp_path,
+                                                                  monkeypatch):
+    """A fine-tuned run records where its parent is (absolute and relative to itself):
+    commands run from another directory, or on both folders moved together, still find it;
+    a missing parent is a RunError naming where it looked."""
+    import shutil
+
+    from neurodelay.errors import RunError
+    work = tmp_path / "work"
+    shutil.copytree(trained[0], work / "float")
+    monkeypatch.chdir(work)
+    finetune("float", "ft", FinetuneConfig(weight_bits=8, delay_bits=6, epochs=1,
+                                           batch_size=64), progress=False, threads=1,
+             log=lambda m: None)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    net = open_run(work / "ft").float_network()
+    assert net.layers[0].weight.shape == open_run(work / "float").float_network() \
+        .layers[0].weight.shape
+    moved = tmp_path / "moved"
+    shutil.move(str(work), str(moved))
+    assert open_run(moved / "ft").parent_path().resolve() == (moved / "float").resolve()
+    open_run(moved / "ft").float_network()
+    shutil.rmtree(moved / "float")
+    with pytest.raises(RunError, match="fine-tuned from is missing"):
+        open_run(moved / "ft").float_network()

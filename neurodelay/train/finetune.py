@@ -28,6 +28,7 @@ PyTorch (hardware-exact) model equal to the bit-accurate simulator.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -217,7 +218,7 @@ def finetune(parent, out, fc: FinetuneConfig | None = None, *, resume: bool = Fa
         if resume:
             r = open_run(out, kinds=("finetuned",))
             fc = FinetuneConfig(**r.config["finetune"])
-            parent = r.config["parent"]
+            parent = r.parent_path()
         else:
             removed = prepare_new_run(out, overwrite=overwrite)
             if removed:
@@ -274,7 +275,8 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
         state = ck["state"]
         log(f"resuming {out} after epoch {state['epoch']}/{fc.epochs}")
     else:
-        cfg = {"kind": "finetuned", "parent": str(parent.path),
+        cfg = {"kind": "finetuned", "parent": str(parent.path.resolve()),
+               "parent_relative": os.path.relpath(parent.path.resolve(), out.resolve()),
                "target": tgt.to_dict(), "finetune": asdict(fc),
                "data": parent.config.get("data"), "class_names": parent.class_names,
                "n_outputs": qnet0.layers[-1].n_out,
