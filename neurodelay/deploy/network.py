@@ -101,8 +101,20 @@ def _as(arr, dtype, name: str, ndim: int) -> np.ndarray:
     return a
 
 
+class _WeightShape:
+    """n_in / n_out of a layer with a (n_out, n_in) weight matrix."""
+
+    @property
+    def n_in(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.weight.shape[0])
+
+
 @dataclass
-class Layer:
+class Layer(_WeightShape):
     """One synaptic projection + its postsynaptic neurons (float)."""
 
     weight: np.ndarray            # (n_out, n_in) float32, mask applied, BN folded
@@ -143,14 +155,6 @@ class Layer:
             raise NetworkError(f"{tag}: a spiking layer needs a finite positive threshold, "
                                f"got {self.threshold}")
         self.reset = float(self.reset)
-
-    @property
-    def n_in(self) -> int:
-        return int(self.weight.shape[1])
-
-    @property
-    def n_out(self) -> int:
-        return int(self.weight.shape[0])
 
     @property
     def n_synapses(self) -> int:
@@ -234,7 +238,7 @@ def _layer_line(k: int, layer, extra: str) -> str:
 
 
 @dataclass
-class QLayer:
+class QLayer(_WeightShape):
     """One layer in Loihi-2-style integer fields (see neurodelay.sim.bitsim for semantics).
 
     weight        int (n_out, n_in): the weight mantissas handed to Lava's Dense
@@ -293,14 +297,6 @@ class QLayer:
         self.num_weight_bits = int(self.num_weight_bits)
         self.bias_exp = int(self.bias_exp)
         self.scale = float(self.scale)
-
-    @property
-    def n_in(self) -> int:
-        return int(self.weight.shape[1])
-
-    @property
-    def n_out(self) -> int:
-        return int(self.weight.shape[0])
 
 
 @dataclass
