@@ -335,7 +335,9 @@ def format_verify(r: VerifyResult) -> str:
                  f"float sim {s['float_sim']:.1f}, bit-accurate sim {s['bit_sim']:.1f}")
     lines += ["", format_resource_report(r.resources)]
     verdict = "PASS" if r.passed else "FAIL"
-    lines.append(f"{verdict}: quantized accuracy is {r.accuracy_drop_pp:+.2f} pp below the "
+    d = r.accuracy_drop_pp
+    side = (f"{d:.2f} pp below" if d > 0 else f"{-d:.2f} pp above" if d < 0 else "equal to")
+    lines.append(f"{verdict}: quantized accuracy is {side} the "
                  f"reference (tolerance {r.tolerance_pp} pp)"
                  + (f", Lava mismatches {r.lava['lava_mismatches']}" if r.lava else ""))
     lines += [f"  - {p}" for p in r.problems]
