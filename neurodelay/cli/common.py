@@ -78,7 +78,7 @@ def main():
 
     \b
     Typical flow:
-      neurodelay train --out runs/a              # embedded task, ~1 min on 2 CPU cores
+      neurodelay train --out runs/a              # embedded task, under a minute on 2 CPU cores
       neurodelay eval runs/a                     # discrete-model test accuracy
       neurodelay export runs/a --target loihi2   # one artifact: netx + qnet + NIR + report
       neurodelay verify runs/a --target loihi2 --lava 5   # verifies exactly that artifact
