@@ -32,6 +32,13 @@ for cell in "8 6" "4 5" "4 4" "2 3"; do
       --epochs 10 --threads 2 --no-progress
   $N verify "$OUT/ft_w$1d$2" --lava 2 --json --no-progress > "$OUT/ft_w$1d$2.verify.json"
 done
+# the same two headline cells from the 30-epoch control (is the gain only more epochs?)
+for cell in "8 6" "4 5"; do
+  set -- $cell
+  $N finetune "$OUT/learned30" --out "$OUT/ft30_w$1d$2" --weight-bits "$1" --delay-bits "$2" \
+      --epochs 10 --threads 2 --no-progress
+  $N verify "$OUT/ft30_w$1d$2" --lava 2 --json --no-progress > "$OUT/ft30_w$1d$2.verify.json"
+done
 $N finetune "$OUT/learned" --out "$OUT/ft_w8d6_prune50" --weight-bits 8 --delay-bits 6 \
     --prune 0.5 --epochs 10 --threads 2 --no-progress
 $N verify "$OUT/ft_w8d6_prune50" --lava 2 --json --no-progress > "$OUT/ft_w8d6_prune50.verify.json"
