@@ -119,3 +119,15 @@ def test_tolerance_is_counted_in_whole_samples():
     assert not drop_exceeds(2, 400, 0.5)           # 0.875 -> 0.870: exactly 0.5 pp
     assert drop_exceeds(3, 400, 0.5)
     assert not drop_exceeds(-5, 400, 0.0) and drop_exceeds(1, 150, 0.0)
+
+
+@pytest.mark.parametrize("drop, words", [(0.2, "0.20 pp below the reference"),
+                                         (-0.2, "0.20 pp above the reference"),
+                                         (0.0, "is equal to the reference")])
+def test_verdict_line_says_above_or_below(verified, drop, words):
+    import dataclasses
+
+    from neurodelay.deploy.verify import format_verify
+    text = format_verify(dataclasses.replace(verified, accuracy_drop_pp=drop))
+    verdict = [line for line in text.splitlines() if line.startswith(("PASS", "FAIL"))][0]
+    assert words in verdict and "-0.20" not in verdict, verdict
