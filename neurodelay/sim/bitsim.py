@@ -65,6 +65,7 @@ import numpy as np
 from neurodelay.deploy.network import QLayer, QNetwork
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.fixedpoint import Arith
+from neurodelay.sim.floatsim import readout_scores  # noqa: F401  (the one readout rule)
 
 # Every Loihi 2 rule (weight clip/truncation, shifts, decays, widths, thresholds) comes
 # from neurodelay.hw.fixedpoint, parameterised by the network's target; the constants
@@ -577,16 +578,6 @@ def quantize_input(qnet: QNetwork, counts) -> np.ndarray:
     if not np.all(np.isfinite(c)):
         raise BitSimError("input counts contain NaN or infinite values")
     return np.rint(c * float(qnet.input_scale)).astype(np.int64)
-
-
-def readout_scores(u: np.ndarray) -> np.ndarray:
-    """sum_t softmax(u[:, t]) in float64 (the rule of floatsim / the PyTorch model)."""
-    z = np.asarray(u, np.float64)
-    if z.shape[1] == 0:
-        return np.zeros((z.shape[0], z.shape[2]))
-    z = z - z.max(axis=2, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=2, keepdims=True)).sum(axis=1)
 
 
 def readout_membrane(qnet: QNetwork, counts, *, batch_size: int = 256,

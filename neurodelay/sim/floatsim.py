@@ -123,8 +123,11 @@ def neuron_dynamics(layer: Layer, I: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def readout_scores(u: np.ndarray) -> np.ndarray:
-    """sum_t softmax(u[:, t]) in float64, shape (B, n_classes)."""
-    z = u.astype(np.float64)
+    """sum_t softmax(u[:, t]) in float64, shape (B, n_classes): the readout rule of the
+    PyTorch model, shared by every simulator (zeros when there is no time step)."""
+    z = np.asarray(u, np.float64)
+    if z.shape[1] == 0:
+        return np.zeros((z.shape[0], z.shape[2]))
     z = z - z.max(axis=2, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=2, keepdims=True)).sum(axis=1)
