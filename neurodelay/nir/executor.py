@@ -28,6 +28,7 @@ import numpy as np
 from neurodelay.nir._common import (
     DEFAULT_MAX_DELAY_STEPS, NEURONS, NirImportError, check_discretization, check_dt,
     delay_steps, metadata_dt, neuron_factors, read_graph, view)
+from neurodelay.sim.floatsim import readout_scores
 
 
 @dataclass
@@ -80,11 +81,7 @@ class Program:
         dtype = np.dtype(dtype)
         x = _check_input(x, self.n_in, dtype)
         B, T, _ = x.shape
-        cast = {}
-        for op in self.ops:                       # parameters in the run's precision
-            cast[op.name] = {k: (v.astype(dtype) if isinstance(v, np.ndarray)
-                                 and v.dtype.kind == "f" else v)
-                             for k, v in getattr(op, "f", {}).items()}
+        cast = {op.name: self._params(op, dtype) for op in self.ops}   # once per run
         state: dict[str, dict] = {}
         for op in self.ops:
             n = self.view.dims[op.name][1]
@@ -114,21 +111,36 @@ class Program:
         return NirRunResult(out, scores, scores.argmax(axis=1), spikes)
 
     @staticmethod
+    def _params(op: _Op, dtype) -> dict:
+        """The node's parameters in the run's precision, converted once per run."""
+        if op.kind in ("Affine", "Linear"):
+            return {"WT": np.ascontiguousarray(op.W.T, dtype),
+                    "b": op.b.astype(dtype) if op.b is not None else None}
+        if op.kind == "Scale":
+            return {"s": op.s.astype(dtype)}
+        if op.kind == "Threshold":
+            return {"thr": op.thr.astype(dtype)}
+        if op.kind == "Delay":
+            return {"channels": np.arange(op.k.size)}
+        return {k: (v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+                    else v) for k, v in getattr(op, "f", {}).items()}
+
+    @staticmethod
     def _step(op: _Op, inp, t: int, st, f, dtype):
         k = op.kind
         if k == "Output":
             return inp
         if k in ("Affine", "Linear"):
-            y = inp @ op.W.T.astype(dtype, copy=False)
-            return y + op.b.astype(dtype) if op.b is not None else y
+            y = inp @ f["WT"]
+            return y + f["b"] if f["b"] is not None else y
         if k == "Scale":
-            return inp * op.s.astype(dtype)
+            return inp * f["s"]
         if k == "Threshold":
-            return (inp > op.thr.astype(dtype)).astype(dtype)
+            return (inp > f["thr"]).astype(dtype)
         if k == "Delay":
             buf = st["buf"]
             buf[t % op.L] = inp
-            return buf[(t - op.k) % op.L, :, np.arange(op.k.size)].T
+            return buf[(t - op.k) % op.L, :, f["channels"]].T
         # neuron
         if f["current_decay"] is not None:
             st["c"] = f["current_decay"] * st["c"] + f["current_gain"] * inp
@@ -157,14 +169,6 @@ def _check_input(x, n_in: int, dtype) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise NirImportError("input contains NaN or infinite values")
     return x
-
-
-def readout_scores(output: np.ndarray) -> np.ndarray:
-    """sum_t softmax(output[:, t]) in float64, (B, n_out)."""
-    z = np.asarray(output, np.float64)
-    z = z - z.max(axis=2, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=2, keepdims=True)).sum(axis=1)
 
 
 def _program(graph_or_path, dt, discretization, max_delay_steps) -> Program:
