@@ -82,9 +82,20 @@ def test_coarse_mode_keeps_range_at_coarser_resolution():
         assert np.all(b.delay % k == 0) and np.all(b.delay // k <= 7)   # fits 3 bits
     assert abs(info["largest_delay"] - 20) <= k // 2 + 1 and info["largest_delay"] > 7
     assert info["delays_changed"] > 0
-    # the target's maximum still caps it
-    _, capped = reduce_delays(_net(max_d=60), 2, "coarse", 30)
-    assert capped["largest_delay"] == 30 and capped["max_delay"] == 30
+    # the target's maximum still caps it, at a whole number of k-step units: k = 20 here,
+    # so 30 is not reachable (it would be stored as 1.5 units) and the cap is 20
+    capped_net, capped = reduce_delays(_net(max_d=60), 2, "coarse", 30)
+    assert capped["delay_step"] == 20
+    assert capped["largest_delay"] == 20 and capped["max_delay"] == 20
+    for lay in capped_net.layers:
+        assert np.all(lay.delay[lay.weight != 0] % 20 == 0)
+    # the case that exposed it: D = 62 at 3 bits (k = 9) rounds 62 up to 63 > 62
+    big = _net(max_d=62)
+    big.layers[0].delay[0, 0], big.layers[0].weight[0, 0] = 62, 1.0
+    out62, info62 = reduce_delays(big, 3, "coarse", 62)
+    assert info62["delay_step"] == 9 and info62["largest_delay"] == 54
+    for lay in out62.layers:
+        assert np.all(lay.delay[lay.weight != 0] % 9 == 0)
     # enough bits: nothing changes
     _, same = reduce_delays(net, 5, "coarse", 62)
     assert same["delay_step"] == 1 and same["delays_changed"] == 0

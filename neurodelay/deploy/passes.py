@@ -335,7 +335,8 @@ def reduce_delays(net, delay_bits: int, mode: str, target_max: int
     exact. ``coarse``: the range is kept at a coarser resolution: with D the largest used
     delay and ``k = ceil(D / (2**b - 1))`` steps per unit, every delay d becomes
     ``k * floor(d / k + 1/2)`` (its stored value fits b bits; the hardware needs a k-step
-    delay unit), then is clipped to target_max. The report's ``changes`` give mode,
+    delay unit), then is clipped to the largest multiple of k within target_max (so every
+    delay stays a whole number of units). The report's ``changes`` give mode,
     delay_bits, max_delay (largest allowed), delay_step (k; 1 for clip), delays_changed
     (used synapses whose delay changed) and largest_delay (after).
     """
@@ -356,9 +357,9 @@ def reduce_delays(net, delay_bits: int, mode: str, target_max: int
             d = lay.delay.astype(np.int64)
             d = (2 * d + step) // (2 * step) * step          # k * floor(d / k + 1/2)
             layers.append(replace(lay, delay=d.astype(lay.delay.dtype)))
-        limit = min(step * (2 ** b - 1), int(target_max))
+        limit = min(step * (2 ** b - 1), int(target_max) // step * step)
         out, _ = check_delays(replace(net, layers=layers, meta=dict(net.meta)),
-                              int(target_max), clip=True)
+                              limit, clip=True)
     changed = sum(int(np.count_nonzero((a.delay != c.delay) & (a.weight != 0)))
                   for a, c in zip(net.layers, out.layers))
     return out, PassReport("reduce_delays", {
