@@ -150,3 +150,15 @@ def test_parent_is_found_from_any_directory_and_after_moving_both(trained, tmp_p
     shutil.rmtree(moved / "float")
     with pytest.raises(RunError, match="fine-tuned from is missing"):
         open_run(moved / "ft").float_network()
+
+
+@pytest.mark.parametrize("kw, fragment", [({"epochs": 2.5}, "--epochs 2.5"),
+                                          ({"alpha": -1.0}, "--alpha"),
+                                          ({"weight_bits": 0}, "--weight-bits 0"),
+                                          ({"prune": 1.0}, "--prune"),
+                                          ({"seed": -1}, "--seed"),
+                                          ({"delay_mode": "round"}, "--delay-mode")])
+def test_library_config_validates_like_the_cli(kw, fragment):
+    from neurodelay.errors import OptionError
+    with pytest.raises(OptionError, match=fragment):
+        FinetuneConfig(**kw)

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from neurodelay._io import atomic_path, atomic_write
+from neurodelay import options as O
 from neurodelay.errors import OptionError, RunError
 
 DELAY_MODES = ("auto", "clip", "coarse")
@@ -61,23 +62,25 @@ class FinetuneConfig:
     train_file: str | None = None       # for runs without data of their own (imported)
 
     def __post_init__(self):
-        def bad(opt, v, what):
-            return OptionError(f"--{opt} {v}: {what}")
-        if self.delay_mode not in DELAY_MODES:
-            raise bad("delay-mode", self.delay_mode, f"must be one of {', '.join(DELAY_MODES)}")
-        if int(self.epochs) < 1:
-            raise bad("epochs", self.epochs, "must be >= 1 (fine-tuning epochs)")
-        if int(self.batch_size) < 1:
-            raise bad("batch-size", self.batch_size, "must be >= 1")
-        if not (self.lr > 0 and np.isfinite(self.lr)):
-            raise bad("lr", self.lr, "must be a finite number > 0")
-        if not 0.0 <= float(self.prune) < 1.0:
-            raise bad("prune", self.prune, "must be in [0, 1): the fraction of synapses "
-                                           "removed by magnitude")
-        if self.delay_bits is not None and not 1 <= int(self.delay_bits) <= 16:
-            raise bad("delay-bits", self.delay_bits, "must be in 1..16")
-        if int(self.calib_samples) < 1:
-            raise bad("calib-samples", self.calib_samples, "must be >= 1")
+        # the library validates like the CLI (neurodelay.options): integers are integers
+        O.check_choice(self.delay_mode, "--delay-mode", DELAY_MODES)
+        self.epochs = O.check_int(self.epochs, "--epochs", "the number of fine-tuning epochs",
+                                  lo=1)
+        self.batch_size = O.check_int(self.batch_size, "--batch-size", "the batch size", lo=1)
+        self.lr = O.check_float(self.lr, "--lr", "the learning rate", lo=0, lo_open=True)
+        self.prune = O.check_float(self.prune, "--prune", "the fraction of synapses removed "
+                                   "by magnitude", lo=0, hi=1, hi_open=True)
+        if self.weight_bits is not None:      # the target decides the upper bound
+            self.weight_bits = O.check_int(self.weight_bits, "--weight-bits",
+                                           "weight mantissa bits", lo=1)
+        if self.delay_bits is not None:
+            self.delay_bits = O.check_int(self.delay_bits, "--delay-bits", "delay bits",
+                                          lo=1, hi=16)
+        self.seed = O.check_int(self.seed, "--seed", "the random seed", lo=0)
+        self.calib_samples = O.check_int(self.calib_samples, "--calib-samples",
+                                         "the number of calibration samples", lo=1)
+        self.alpha = O.check_float(self.alpha, "--alpha", "the surrogate gradient's "
+                                   "sharpness", lo=0, lo_open=True)
 
 
 # ----------------------------------------------------------------------------- data
