@@ -148,7 +148,7 @@ def _quantized_specs(qnet: QNetwork) -> list[_LayerSpec]:
         if not (np.isfinite(ql.scale) and ql.scale > 0):
             raise NirExportError(f"{tag}: scale must be finite and positive, got {ql.scale}")
         # one weight unit -> v float units (the shifted sum enters u << current_shift)
-        gain = 2.0 ** (ql.weight_exp + a.current_shift) * ql.scale
+        gain = fp.weight_unit(ql.weight_exp, a) * ql.scale
         if k == 0:
             gain *= qnet.input_scale                       # graded input = count * input_scale
         weight = fp.effective_weights(ql.weight, ql.num_weight_bits, a) * gain

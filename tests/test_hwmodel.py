@@ -214,3 +214,25 @@ def test_float_latents_start_at_the_given_integers():
         assert not np.array_equal(model.layers[0].weight.detach().numpy(),
                                   HwSNN(qnet, 3).layers[0].weight.detach().numpy())
         assert_exact(model, qnet, x)
+
+
+def test_an_excitatory_layer_that_turns_mixed_exports_with_its_full_width():
+    """9-bit weights (W + 1) on an all-positive layer give num_weight_bits 8; if
+    fine-tuning makes that layer mixed, the export needs 9, or Lava truncates one bit and
+    the chip no longer computes the fine-tuned model."""
+    net = random_net(5)
+    net.layers[0].weight = np.abs(net.layers[0].weight)
+    x = counts(5)
+    qnet = quantized(net, 9, 6, x)
+    assert fp.sign_mode(qnet.layers[0].weight) == "excitatory"
+    assert qnet.layers[0].num_weight_bits == 8
+    model = HwSNN(qnet, 9)
+    with torch.no_grad():                           # one synapse turns negative
+        lay = model.layers[0]
+        i = torch.nonzero(lay.weight > 0)[0]
+        lay.weight[tuple(i)] = -3 * lay.step
+    out = model.to_qnetwork()
+    ql = out.layers[0]
+    assert fp.sign_mode(ql.weight) == "mixed" and ql.num_weight_bits == 9
+    assert np.array_equal(fp.effective_weights(ql.weight, ql.num_weight_bits), ql.weight)
+    assert_exact(model, out, x)

@@ -455,12 +455,12 @@ def _quantize_layer(k: int, layer: Layer, a: fp.Arith, b: int, bias_exp_min: int
         raise QuantizationError(f"{tag}: reset={layer.reset}, but Lava's LIF resets v to 0; "
                                 f"retrain with reset 0")
     qmax = 2 ** (b - 1) - 1
-    mult = 2 ** (a.weight_register_bits + 1 - b)
-    e_lo = max(a.weight_exp_min, -(a.weight_register_bits + 1 - b))
+    mult = fp.mantissa_multiplier(b, a)
+    e_lo = max(a.weight_exp_min, -(a.weight_register_bits + 1 - b))   # keeps the shift exact
     e_hi = max(a.weight_exp_max, 0)
     vth_max = min(a.vth_max, a.v_limit >> a.threshold_shift)
     th_unit = float(1 << a.threshold_shift)
-    th_in = float(1 << a.current_shift)           # v units per unit of a_in
+    th_in = fp.weight_unit(0, a)                  # v units per unit of a_in
     readout_v_target = READOUT_HEADROOM * a.state_max
     w_eff = layer.weight.astype(np.float64) / gain
     # the range the mantissas span: the largest weight ("max": nothing clipped) or the
@@ -469,7 +469,7 @@ def _quantize_layer(k: int, layer: Layer, a: fp.Arith, b: int, bias_exp_min: int
         mse_range(w_eff, qmax)
 
     def per_unit(e):                       # v units per mantissa step
-        return float(1 << a.current_shift) * 2.0 ** e * mult
+        return fp.weight_unit(e, a) * mult
 
     def choose(e):
         """(scale, vth, ok) for exponent e."""
@@ -545,9 +545,7 @@ def _quantize_layer(k: int, layer: Layer, a: fp.Arith, b: int, bias_exp_min: int
                     f"mantissa with exponent {a.bias_exp_max} and were clipped")
     dv = fp.decay_to_dv(layer.decay, a)
     du = fp.current_decay_to_du(layer.current_decay, a)
-    # W bits (+1 for mixed signs): an all-positive or all-negative layer with b = W + 1
-    # gets num_weight_bits W, which truncates nothing from these mantissas
-    nwb = min(b, fp.max_num_weight_bits(fp.sign_mode(q), a))
+    nwb = fp.num_weight_bits_for(q, b, a)
     ql = QLayer(weight=q * mult, weight_exp=e, num_weight_bits=nwb, delay=layer.delay.copy(),
                 bias_mant=bias_mant, bias_exp=bias_exp, du=du, dv=dv,
                 vth=vth if layer.kind == "lif" else a.readout_vth, scale=scale,

@@ -197,6 +197,25 @@ def max_num_weight_bits(mode: str, a: Arith) -> int:
     return a.weight_bits + (1 if mode == "mixed" else 0)
 
 
+def num_weight_bits_for(weight, bits: int, a: Arith) -> int:
+    """``num_weight_bits`` of a layer whose mantissas have ``bits`` bits: ``bits``, capped
+    by what the target allows for the weights' sign mode (an all-positive or all-negative
+    layer with bits = W + 1 gets W, which truncates nothing from those mantissas)."""
+    return min(int(bits), max_num_weight_bits(sign_mode(weight), a))
+
+
+def mantissa_multiplier(bits: int, a: Arith) -> int:
+    """Stored weight = mantissa * this: ``bits``-bit mantissas fill the top of the
+    weight register (2**(R + 1 - bits)), so Lava's truncation keeps them whole."""
+    return 1 << (a.weight_register_bits + 1 - int(bits))
+
+
+def weight_unit(weight_exp: int, a: Arith) -> float:
+    """v units (the membrane's integer unit) per unit of stored weight: the synaptic sum
+    is shifted by ``weight_exp`` and enters u << ``current_shift``."""
+    return 2.0 ** (int(weight_exp) + a.current_shift)
+
+
 def lava_num_weight_bits_limit(mode: str, a: Arith) -> int:
     """Largest ``num_weight_bits`` Lava computes with (R, +1 if mixed); above it Lava
     shifts by a negative count."""

@@ -122,15 +122,17 @@ class HwLayer(nn.Module):
         super().__init__()
         self.a, self.bits, self.kind, self.name = a, int(bits), ql.kind, ql.name
         self.qmax = 2 ** (self.bits - 1) - 1
-        self.mult = 2 ** (a.weight_register_bits + 1 - self.bits)
+        self.mult = fp.mantissa_multiplier(self.bits, a)
         self.weight_exp, self.bias_exp = int(ql.weight_exp), int(ql.bias_exp)
         self.du, self.dv, self.scale = int(ql.du), int(ql.dv), float(ql.scale)
         self.vth = fp.layer_vth(ql, a)
-        self.num_weight_bits = int(ql.num_weight_bits)
         self.gain = float(gain)
+        if not fp.shift_is_exact(np.array([self.mult]), self.weight_exp):
+            raise fp.FixedPointError(f"layer {ql.name!r}: weight_exp {self.weight_exp} would "
+                                     f"floor the {self.bits}-bit mantissa sums (Lava shifts "
+                                     f"them); this model computes exact multiples only")
         # one mantissa step and one bias step, in float units (what the latents are in)
-        self.step = float(1 << a.current_shift) * 2.0 ** self.weight_exp * self.mult \
-            * self.scale * self.gain
+        self.step = fp.weight_unit(self.weight_exp, a) * self.mult * self.scale * self.gain
         self.bias_step = 2.0 ** self.bias_exp * self.scale
         q = ql.weight.astype(np.float64) / self.mult
         if not np.array_equal(q, np.round(q)) or np.abs(q).max(initial=0) > self.qmax:
@@ -171,9 +173,12 @@ class HwLayer(nn.Module):
         with torch.no_grad():
             q = self.mantissas().numpy().astype(np.int64)
             b = self.bias_mant().numpy().astype(np.int64)
-        return QLayer(weight=q * self.mult, weight_exp=self.weight_exp,
-                      num_weight_bits=min(self.num_weight_bits,
-                                          fp.max_num_weight_bits(fp.sign_mode(q), self.a)),
+        w = q * self.mult
+        nwb = fp.num_weight_bits_for(q, self.bits, self.a)
+        if not np.array_equal(fp.effective_weights(w, nwb, self.a), w):
+            raise fp.FixedPointError(f"internal: layer {self.name!r}: Lava's truncation "
+                                     f"would change the fine-tuned weights")
+        return QLayer(weight=w, weight_exp=self.weight_exp, num_weight_bits=nwb,
                       delay=self.delay.numpy().copy(), bias_mant=b, bias_exp=self.bias_exp,
                       du=self.du, dv=self.dv,
                       vth=None if self.kind == "li" else self.vth, scale=self.scale,
