@@ -32,11 +32,13 @@ one step of latency, so a delay d arrives 1 + d steps later.
 
 CUBA LIF (``proc/lif/models.py``, every step, all layers from the first step)::
 
-    u = wrap_S( trunc(u * (2**D - (du + 1)) / 2**D) + wrap_A(a_in << sh_a) )
+    u = wrap_S( wrap_A( trunc(u * (2**D - (du + 1)) / 2**D) + wrap_A(a_in << sh_a) ) )
     v = clip_S( trunc(v * (2**D - dv) / 2**D) + u + (bias_mant << bias_exp) )
     spike = v > (vth << sh_v) ;  v = 0 where spike
 
-``trunc`` rounds toward zero; ``wrap_S`` is Lava's S-bit wrap of u (values above
+``trunc`` rounds toward zero; ``wrap_A`` is the A-bit two's-complement wrap of Lava's
+integer arithmetic (the shifted input, and the int32 ``+=`` of u); ``wrap_S`` is Lava's
+S-bit wrap of u (values above
 2**(S-1) lose 2**S, values at or below -2**(S-1) gain it); ``clip_S`` clips v to
 +-(2**(S-1) - 1). A non-spiking readout is a LIF with the largest threshold
 2**vth_bits - 1.
@@ -309,11 +311,23 @@ def decay_inplace(v: np.ndarray, keep: int, bits: int) -> None:
 
 
 def current_input(a_in, a: Arith):
-    """What enters u for synaptic input a_in: ``a_in << current_shift`` (accumulator wrap
-    for integer arrays)."""
+    """What enters u for synaptic input a_in: ``wrap_A(a_in << current_shift)`` (int64
+    arrays; or float64 arrays / torch tensors holding integers)."""
     if _is_int_array(a_in):
         return wrap_bits(a_in << a.current_shift, a.accumulator_bits)
-    return a_in * float(1 << a.current_shift)
+    return wrap_bits(a_in * float(1 << a.current_shift), a.accumulator_bits)
+
+
+def current_sum(u, act, keep: int, a: Arith):
+    """``wrap_A(trunc(u * keep / 2**D) + act)``: the current before its state wrap, with
+    act = :func:`current_input` and keep = :func:`current_keep`."""
+    return wrap_bits(decay(u, keep, a.du_bits) + act, a.accumulator_bits)
+
+
+def current_step(u, act, keep: int, a: Arith):
+    """One step of the current, ``wrap_S(current_sum(...))``: the one home of the rule
+    for the simulator and the hardware-exact model."""
+    return wrap_current(current_sum(u, act, keep, a), a)
 
 
 def wrap_current(c, a: Arith):

@@ -322,7 +322,7 @@ def _current(layer: QLayer, a_in: np.ndarray, want_stats: bool, st: dict,
     U = np.empty_like(a_in)
     u = np.zeros((B, n), np.int64)
     for r in range(R):
-        u = wrap(fp.wrap_bits(fp.decay(u, keep, a.du_bits) + act[r], a.accumulator_bits))
+        u = wrap(fp.current_sum(u, act[r], keep, a))       # = fp.current_step, counted
         U[r] = u
     return U
 

@@ -197,18 +197,17 @@ class HwLayer(nn.Module):
     def neurons(self, a_in: torch.Tensor, alpha: float):
         """(spikes (R, B, n), v (R, B, n)) of the CUBA LIF driven by a_in."""
         a = self.a
-        act = a_in * float(1 << a.current_shift)
-        act = ste(act, fp.wrap_bits(act, a.accumulator_bits))
+        # the integers are fixedpoint's; the gradient passes straight through every
+        # rounding and wrap: d act / d a_in = 2**current_shift, d u / d u_prev = keep / 2**D
+        act = ste(a_in * float(1 << a.current_shift), fp.current_input(a_in, a))
         keep_u = fp.current_keep(self.du, a)
         if keep_u == 0:
             U = ste(act, fp.wrap_current(act, a))
         else:
+            f = keep_u / float(1 << a.du_bits)
             rows, u = [], torch.zeros_like(act[0])
             for r in range(act.shape[0]):
-                d = u * (keep_u / float(1 << a.du_bits))
-                c = ste(d, fp.decay(u, keep_u, a.du_bits)) + act[r]
-                c = ste(c, fp.wrap_bits(c, a.accumulator_bits))
-                u = ste(c, fp.wrap_current(c, a))
+                u = ste(u * f + act[r], fp.current_step(u, act[r], keep_u, a))
                 rows.append(u)
             U = torch.stack(rows)
         bias = self.bias_mant() * float(2 ** self.bias_exp)
