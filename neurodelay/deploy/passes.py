@@ -387,7 +387,7 @@ def weight_precision(target, weight_bits: int | None = None) -> int:
     ``weight_bits`` by default; a request may narrow it (down to 2, ternary) but never
     exceed what the target's weight format holds (weight_bits + 1 for mixed signs)."""
     t = _target(target)
-    top = t.weight_bits + (1 if t.sign_mode == "mixed" else 0)
+    top = fp.max_num_weight_bits(t.sign_mode, fp.arith(t))
     if weight_bits is None:
         return int(t.weight_bits)
     b = int(weight_bits)
