@@ -316,3 +316,17 @@ def test_mse_weight_range_clips_outliers_for_fewer_errors():
     assert sum(r["weights_clipped"] for r in rep.layers) > 0
     with pytest.raises(passes.PassError, match="weight_range"):
         passes.quantize(net, weight_range="p99")
+
+
+def test_calibration_measures_a_in_before_the_current_filter():
+    """a_in (what the accumulator and the input width hold) is W x each step; a CUBA
+    layer's filtered current J grows to W x / (1 - current_decay) and must not be taken
+    for it (that would lower the exponent for nothing)."""
+    from neurodelay.deploy.network import Layer, Network
+    lay = Layer(weight=np.ones((1, 1)), delay=np.zeros((1, 1), int), bias=np.zeros(1),
+                decay=1.0, threshold=1e9, kind="lif", name="cuba", current_decay=0.9)
+    ro = Layer(weight=np.ones((1, 1)), delay=np.zeros((1, 1), int), bias=np.zeros(1),
+               decay=0.5, threshold=1.0, kind="li", name="ro")
+    act = passes._float_activity(Network([lay, ro]), np.ones((1, 60, 1)))
+    assert act.max_syn[0] == 1.0
+    assert act.max_u[0] > 5.0           # the filtered current did integrate

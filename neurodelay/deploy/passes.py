@@ -403,7 +403,7 @@ def weight_precision(target, weight_bits: int | None = None) -> int:
 class _Activity:
     """Float activity statistics per layer from data (for choosing exponents)."""
 
-    max_syn: list          # max |W x| (without bias) per layer
+    max_syn: list          # max |W x| per layer (before the current filter, without bias)
     max_u: list            # max |u| per layer (membrane)
 
 
@@ -416,10 +416,9 @@ def _float_activity(net: Network, x: np.ndarray, batch_size: int = 128) -> _Acti
     for b0 in range(0, len(x), batch_size):
         h = np.asarray(x[b0:b0 + batch_size], np.float64)
         for k, layer in enumerate(net.layers):
-            I = floatsim.synaptic_current(layer, h, np.float64)
-            syn = np.abs(I - layer.bias.astype(np.float64)).max(initial=0)
-            max_syn[k] = max(max_syn[k], float(syn))
-            u, s = floatsim.neuron_dynamics(layer, I)
+            S = floatsim.synaptic_sum(layer, h, np.float64)       # what a_in carries
+            max_syn[k] = max(max_syn[k], float(np.abs(S).max(initial=0)))
+            u, s = floatsim.neuron_dynamics(layer, floatsim.filter_current(layer, S))
             max_u[k] = max(max_u[k], float(np.abs(u).max(initial=0)))
             if s is not None:
                 h = s.astype(np.float64)

@@ -72,9 +72,25 @@ def _check_input(net: Network, x, dtype) -> np.ndarray:
 
 
 def synaptic_current(layer: Layer, x: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """I = J + b (B, T, n_out) for input x (B, T, n_in): one matmul per distinct used
-    delay, then the synaptic current filter J[t] = current_decay * J[t-1] + W x (when
-    current_decay > 0), then the bias."""
+    """I = J + b (B, T, n_out) for input x (B, T, n_in): the delayed sum W x
+    (:func:`synaptic_sum`), then the synaptic current filter J[t] = current_decay * J[t-1]
+    + (W x)[t] (when current_decay > 0), then the bias."""
+    return filter_current(layer, synaptic_sum(layer, x, dtype))
+
+
+def filter_current(layer: Layer, S: np.ndarray) -> np.ndarray:
+    """J + b from the delayed sums S = W x (B, T, n_out), in place (S is returned)."""
+    if layer.current_decay:
+        c = S.dtype.type(layer.current_decay)
+        for t in range(1, S.shape[1]):
+            S[:, t] += c * S[:, t - 1]
+    S += layer.bias.astype(S.dtype)
+    return S
+
+
+def synaptic_sum(layer: Layer, x: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """(W x)[t] = sum_i w_i x_i[t - d_i] (B, T, n_out): one matmul per distinct used
+    delay (no current filter, no bias: what enters the neuron each step)."""
     B, T, n_in = x.shape
     W = layer.weight.astype(dtype)
     I = np.zeros((B, T, layer.n_out), dtype=dtype)
@@ -87,11 +103,6 @@ def synaptic_current(layer: Layer, x: np.ndarray, dtype=np.float32) -> np.ndarra
         W_d = np.where(used & (layer.delay == d), W, 0).astype(dtype, copy=False)
         Y = (flat @ W_d.T).reshape(B, T, layer.n_out)
         I[:, d:] += Y[:, :T - d]
-    if layer.current_decay:
-        c = I.dtype.type(layer.current_decay)
-        for t in range(1, T):
-            I[:, t] += c * I[:, t - 1]
-    I += layer.bias.astype(dtype)
     return I
 
 
