@@ -322,7 +322,8 @@ def check_delays(net, max_delay: int | None = None, *, clip: bool = False,
 DELAY_MODES = ("clip", "coarse")
 
 
-def _used_delay_max(net) -> int:
+def used_delay_max(net) -> int:
+    """Largest delay over synapses with a nonzero weight (0 if none)."""
     return max((int(lay.delay[lay.weight != 0].max(initial=0)) for lay in net.layers),
                default=0)
 
@@ -351,7 +352,7 @@ def reduce_delays(net, delay_bits: int, mode: str, target_max: int
         limit = min(2 ** b - 1, int(target_max))
         out, _ = check_delays(net, limit, clip=True)
     else:
-        step = max(1, math.ceil(_used_delay_max(net) / (2 ** b - 1)))
+        step = max(1, math.ceil(used_delay_max(net) / (2 ** b - 1)))
         layers = []
         for lay in net.layers:
             d = lay.delay.astype(np.int64)
@@ -364,7 +365,7 @@ def reduce_delays(net, delay_bits: int, mode: str, target_max: int
                   for a, c in zip(net.layers, out.layers))
     return out, PassReport("reduce_delays", {
         "mode": mode, "delay_bits": b, "max_delay": int(limit), "delay_step": int(step),
-        "delays_changed": changed, "largest_delay": _used_delay_max(out)})
+        "delays_changed": changed, "largest_delay": used_delay_max(out)})
 
 
 # ----------------------------------------------------------------------------- quantize

@@ -51,7 +51,7 @@ from neurodelay._io import atomic_write
 
 from neurodelay.deploy.network import Network, QNetwork
 
-DELAY_MODES = ("clip", "coarse")
+from neurodelay.deploy.passes import DELAY_MODES, used_delay_max  # noqa: E402,F401
 DEFAULT_WEIGHT_BITS = (8, 6, 4, 3, 2)
 DEFAULT_DELAY_BITS = (6, 5, 4, 3)
 SWEEP_FILES = ("sweep.csv", "sweep.md", "sweep.json", "sweep.png")
@@ -128,23 +128,6 @@ def _check_delay_bits(bits: tuple[int, ...]) -> None:
 
 # ----------------------------------------------------------------------------- delays
 
-def used_delay_max(net: Network) -> int:
-    """Largest delay over synapses with a nonzero weight (0 if none)."""
-    return max((int(lay.delay[lay.weight != 0].max(initial=0)) for lay in net.layers),
-               default=0)
-
-
-def delay_limit(delay_bits: int, target_max: int) -> int:
-    """Largest delay ``delay_bits`` bits hold on a target: min(2**b - 1, target max)."""
-    return min(2 ** int(delay_bits) - 1, int(target_max))
-
-
-def _changed(before: Network, after: Network) -> int:
-    """Synapses (nonzero weight) whose delay differs between two versions of a network."""
-    return sum(int(np.count_nonzero((a.delay != b.delay) & (a.weight != 0)))
-               for a, b in zip(before.layers, after.layers))
-
-
 def reduce_delays(net: Network, delay_bits: int, mode: str, target_max: int
                   ) -> tuple[Network, dict]:
     """:func:`neurodelay.deploy.passes.reduce_delays` with the sweep's errors: the network
@@ -152,10 +135,10 @@ def reduce_delays(net: Network, delay_bits: int, mode: str, target_max: int
     delay_step, delays_changed, largest_delay)."""
     from neurodelay.deploy import passes
 
-    if mode not in DELAY_MODES:
-        raise SweepError(f"delay mode must be one of {DELAY_MODES}, got {mode!r}")
-    _check_delay_bits((int(delay_bits),))
-    out, rep = passes.reduce_delays(net, delay_bits, mode, target_max)
+    try:
+        out, rep = passes.reduce_delays(net, delay_bits, mode, target_max)
+    except passes.PassError as e:
+        raise SweepError(str(e)) from None
     return out, dict(rep.changes)
 
 
