@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,9 @@ def main(root: str) -> dict:
     from neurodelay.research.sweep import layer_synapses, memory_from_counts
     from neurodelay.runs import open_run
     from neurodelay.sim import bitsim, floatsim
-    from neurodelay.train.finetune import _splits
+    from neurodelay.hw.config import load_target
+    from neurodelay.train.finetune import (FinetuneConfig, calibration_batch, start_network,
+                                           training_splits)
 
     root = Path(root)
     parent = open_run(root / "learned")
@@ -45,36 +46,26 @@ def main(root: str) -> dict:
                                "lava_samples", "lava_mismatches", "lava_s_per_sample",
                                "sim_s_per_sample", "artifact_hash", "passed")},
            "finetune": {}}
-    parents = {}
-
-    def parent_of(run):
-        # the float run a fine-tuning run started from, its network and calibration batch
-        key = str(run.parent_path().resolve())
-        if key not in parents:
-            src = open_run(key)
-            train, _, _ = _splits(src, 0)
-            rng = np.random.default_rng(0)
-            calib = pad_batch([train.samples[i] for i in
-                               np.sort(rng.permutation(len(train))[:min(256, len(train))])])
-            parents[key] = (src, src.float_network(), calib)
-        return parents[key]
-
     for folder in sorted(root.glob("ft*_*")):
         if not folder.is_dir() or not (folder / "result.json").exists():
             continue
         run = open_run(folder)
         r = run.result()
         ft = run.config["finetune"]
-        src, start_net, calib = parent_of(run)
-        reduced, _ = passes.reduce_delays(start_net, r["delay_bits"], r["delay_mode"], 62)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            q, _ = passes.quantize(reduced, "loihi2", data=calib, weight_bits=r["weight_bits"],
-                                   weight_range=r["weight_range"])
+        # the start it chose, rebuilt with the run's own settings (target, seed, calibration
+        # size, training file) and the delay mode / weight range it picked on validation
+        fc = FinetuneConfig(**ft)
+        src = open_run(run.parent_path())
+        tgt = load_target(fc.target)
+        train, _, _ = training_splits(src, fc.seed, fc.train_file)
+        calib, _ = calibration_batch(train, fc)
+        reduced, _ = passes.reduce_delays(src.float_network(), r["delay_bits"],
+                                          r["delay_mode"], tgt.max_delay)
+        q, _ = start_network(reduced, tgt, fc, r["weight_range"], calib)
         pred, _ = bitsim.predict(q, x)
         v = _json(root / f"{folder.name}.verify.json") or {}
         out["finetune"][folder.name] = {
-            "parent": src.path.name,
+            "parent": Path(src.path).name,
             "parent_float_accuracy": src.result()["test_accuracy"],
             "weight_bits": r["weight_bits"], "delay_bits": r["delay_bits"],
             "prune": ft["prune"], "delay_mode": r["delay_mode"],

@@ -85,7 +85,7 @@ class FinetuneConfig:
 
 # ----------------------------------------------------------------------------- data
 
-def _splits(parent, seed: int, train_file: str | None = None):
+def training_splits(parent, seed: int, train_file: str | None = None):
     """(train, valid, note): the parent's training split (or ``train_file``, binned with
     the run's settings) and a validation split that is never test data."""
     dc = parent.data_config()
@@ -133,11 +133,30 @@ def _bit_accuracy(qnet, ds, batch_size: int = 256) -> float:
 
 # ----------------------------------------------------------------------------- start
 
+def calibration_batch(train, fc: FinetuneConfig):
+    """(padded batch, n): the seeded ``fc.calib_samples`` training samples the start is
+    calibrated on (never validation or test data)."""
+    rng = np.random.default_rng(fc.seed)
+    n = min(int(fc.calib_samples), len(train))
+    return _padded(train, np.sort(rng.permutation(len(train))[:n])), n
+
+
+def start_network(reduced, tgt, fc: FinetuneConfig, weight_range: str, calib):
+    """(qnet, QuantReport): ``reduced`` (delays already within the delay bits) quantized
+    for ``tgt`` at ``fc.weight_bits`` with ``weight_range``: one start candidate."""
+    import warnings
+
+    from neurodelay.deploy import passes
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return passes.quantize(reduced, tgt, data=calib, weight_bits=fc.weight_bits,
+                               weight_range=weight_range)
+
+
 def starting_point(parent, fc: FinetuneConfig, train, valid, log):
     """(qnet, delay report, candidates): the post-training quantized network to start from,
     with the delay mode chosen on validation accuracy for ``auto``."""
-    import warnings
-
     from neurodelay.deploy import passes
     from neurodelay.hw.config import load_target
 
@@ -148,9 +167,7 @@ def starting_point(parent, fc: FinetuneConfig, train, valid, log):
         raise OptionError(f"--delay-bits {bits}: target {tgt.name!r} holds {tgt.delay_bits} "
                           f"delay bits; the target file is the truth, an option may only "
                           f"narrow it")
-    rng = np.random.default_rng(fc.seed)
-    n = min(int(fc.calib_samples), len(train))
-    calib = _padded(train, np.sort(rng.permutation(len(train))[:n]))
+    calib, n = calibration_batch(train, fc)
     modes = ["clip", "coarse"] if fc.delay_mode == "auto" else [fc.delay_mode]
     candidates = []
     for mode in modes:
@@ -159,11 +176,7 @@ def starting_point(parent, fc: FinetuneConfig, train, valid, log):
                 candidates[-1]["delays_changed"] == 0:
             continue                              # same delays: same candidates
         for weight_range in passes.WEIGHT_RANGES:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                qnet, qrep = passes.quantize(reduced, tgt, data=calib,
-                                             weight_bits=fc.weight_bits,
-                                             weight_range=weight_range)
+            qnet, qrep = start_network(reduced, tgt, fc, weight_range, calib)
             acc = _bit_accuracy(qnet, valid)
             candidates.append({"mode": mode, "weight_range": weight_range,
                                "valid_accuracy": acc, **rep.changes,
@@ -250,7 +263,7 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
     t_start = time.perf_counter()
     torch.manual_seed(fc.seed)
     tgt = load_target(fc.target)
-    train, valid, valid_note = _splits(parent, fc.seed, fc.train_file)
+    train, valid, valid_note = training_splits(parent, fc.seed, fc.train_file)
     log(f"fine-tuning {parent.path} for {tgt.name}: {len(train)} training samples, "
         f"validation = {valid_note}")
     qnet0, chosen, candidates, n_calib = starting_point(parent, fc, train, valid, log)
