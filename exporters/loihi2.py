@@ -84,10 +84,8 @@ def netx_layer(layer: QLayer, a: fp.Arith, check: bool = True) -> tuple[dict, li
     issues = []
     w_used = fp.effective_weights(layer.weight, layer.num_weight_bits, a)
     e = layer.weight_exp
-    if fp.shift_is_exact(w_used, e):
-        w_file = fp.shift_sum(w_used, e)
-    else:
-        w_file = fp.shift_sum(w_used, e)
+    w_file = fp.shift_sum(w_used, e)
+    if not fp.shift_is_exact(w_used, e):
         issues.append(f"weight_exp={e} shifts the summed input right, dropping bits "
                       f"(a floor of the SUM) that netx cannot express; quantize with "
                       f"weight_exp >= 0 (or weights that are multiples of 2**{-e})")
@@ -216,9 +214,7 @@ def write_netx(qnet: QNetwork, path, input_message_bits: int = 8,
             n.create_dataset("gradedSpike", data=np.bool_(False))
             gk.attrs["name"] = layer.name
 
-    import h5py
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        write(f)
+    _atomic_h5(path, write)
     return NetxFile(str(path), not issues, issues, int(input_message_bits),
                     [{"weight_min": int(arr["weight"].min(initial=0)),
                       "weight_max": int(arr["weight"].max(initial=0)),

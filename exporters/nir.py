@@ -385,8 +385,7 @@ def export(net: Network | QNetwork, out_path, *, variant: str | None = None,
             "NIR export: a float Network is not quantized here; use the quantized network of "
             "a deployment artifact (`neurodelay export RUN --target nir --variant quantized`"
             " or neurodelay.deploy.artifact.build_artifact)")
-    qnet = net if kind == "quantized" else None
-    graph = to_nir(qnet if qnet is not None else net, nir_schema=nir_schema)
+    graph = to_nir(net, nir_schema=nir_schema)
 
     path = Path(out_path)
     with atomic_path(path) as tmp:

@@ -209,7 +209,7 @@ class DeployOptions:
             raise OptionError(f"--calib-samples {self.calib_samples}: must be >= 1 (training "
                               f"samples the quantizer calibrates on; default "
                               f"{DEFAULT_CALIB_SAMPLES})")
-        if self.weight_bits is not None and int(self.weight_bits) < 1:
+        if self.weight_bits is not None and int(self.weight_bits) < 2:
             raise OptionError(f"--weight-bits {self.weight_bits}: must be >= 2")
 
     def describe(self) -> dict:
