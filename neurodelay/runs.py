@@ -47,18 +47,41 @@ REQUIRED_KEYS = {"trained": ("model", "train", "data"),
 
 # ----------------------------------------------------------------------------- reading
 
-def read_json(path, what: str = "file") -> dict:
-    """A JSON object from ``path``; RunError naming the file for every problem."""
-    path = Path(path)
+def _read_text(path: Path, what: str) -> str:
     if not path.is_file():
         raise RunError(f"{path}: missing ({what})")
     try:
-        text = path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise RunError(f"{path}: not a text (UTF-8) file ({what}): byte {e.start} cannot "
                        f"be decoded; the file is corrupted or is not what its name says")
     except OSError as e:
         raise RunError(f"{path}: cannot be read ({e.strerror})") from None
+
+
+def read_jsonl(path, what: str = "file") -> list[dict]:
+    """The JSON objects of a JSON-lines file (blank lines skipped); RunError naming the
+    file and line for every problem."""
+    path = Path(path)
+    recs = []
+    for k, line in enumerate(_read_text(path, what).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RunError(f"{path}: line {k} is not valid JSON ({what}): {e.msg}; the file "
+                           f"is corrupted (an interrupted write?)") from None
+        if not isinstance(rec, dict):
+            raise RunError(f"{path}: line {k} is not a JSON object ({what})")
+        recs.append(rec)
+    return recs
+
+
+def read_json(path, what: str = "file") -> dict:
+    """A JSON object from ``path``; RunError naming the file for every problem."""
+    path = Path(path)
+    text = _read_text(path, what)
     if not text.strip():
         raise RunError(f"{path}: empty ({what}); the write that created it was interrupted")
     try:

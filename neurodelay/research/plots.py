@@ -51,26 +51,15 @@ def _figure(w: float, h: float):
 
 def read_metrics(run) -> list[dict]:
     """The per-epoch records of ``run/metrics.jsonl`` (a PlotError if missing or empty)."""
+    from neurodelay.runs import RunError, read_jsonl
+
     path = Path(run) / "metrics.jsonl"
     if not path.exists():
         raise PlotError(f"{path}: missing; is {run} a `neurodelay train` run?")
-    recs = []
     try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise PlotError(f"{path}: not a text (UTF-8) file (byte {e.start}); the file is "
-                        f"corrupted") from None
-    for k, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise PlotError(f"{path}: line {k} is not valid JSON ({e.msg}); the file is "
-                            f"corrupted (an interrupted write?)") from None
-        if not isinstance(rec, dict):
-            raise PlotError(f"{path}: line {k} is not a JSON object")
-        recs.append(rec)
+        recs = read_jsonl(path, "per-epoch metrics")
+    except RunError as e:
+        raise PlotError(str(e)) from None
     if not recs:
         raise PlotError(f"{path}: no finished epoch yet; train at least one epoch")
     return recs
