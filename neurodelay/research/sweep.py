@@ -65,7 +65,7 @@ MODE_TEXT = {
             "max delay) are clipped to it; shorter delays stay exact",
     "coarse": "delays keep their range at a coarser time resolution: d -> k*floor(d/k + "
               "1/2) with k = ceil(largest delay / (2**b - 1)) steps, then clipped to the "
-              "target's max delay",
+              "largest multiple of k within the target's max delay",
 }
 CSV_COLUMNS = ("delay_mode", "weight_bits", "delay_bits", "max_delay", "delay_step",
                "delays_changed", "largest_delay", "accuracy", "float_accuracy",
