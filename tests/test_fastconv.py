@@ -292,6 +292,59 @@ def test_lif_equals_spikingjelly(dtype, threshold, tau):
     assert rel(x_f.grad, x_ref.grad) < tol
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("threshold,tau", [(1.0, 1.005), (0.7, 2.0), (1e9, 1.005)])
+def test_lif_inference_path_equals_the_training_path(dtype, threshold, tau):
+    """Without a gradient (evaluation) lif_multistep takes its no-backward path: spikes and
+    membranes must be bit-equal to the autograd node's (and so to spikingjelly's)."""
+    g = torch.Generator().manual_seed(int(tau * 100))
+    x = (torch.randn(80, 5, 2, 7, generator=g) * 0.8 + 0.35).to(dtype)
+    s_grad, v_grad = lif_multistep(x.clone().requires_grad_(), tau, threshold, 5.0,
+                                   return_v=True)
+    with torch.no_grad():
+        s_inf, v_inf = lif_multistep(x, tau, threshold, 5.0, return_v=True)
+        s_only = lif_multistep(x, tau, threshold)
+    s_nograd_input = lif_multistep(x, tau, threshold)        # grad on, x needs none
+    assert s_inf.grad_fn is None and s_grad.grad_fn is not None
+    assert torch.equal(s_inf, s_grad.detach()) and torch.equal(v_inf, v_grad.detach())
+    assert torch.equal(s_only, s_inf) and torch.equal(s_nograd_input, s_inf)
+    # +0.0, never -0.0, where it fired (as the training path and spikingjelly give)
+    assert not torch.signbit(v_inf[s_inf > 0]).any()
+    if threshold < 1e6:
+        assert 0 < int(s_inf.sum()) < s_inf.numel()
+    with torch.no_grad():
+        s0, v0 = lif_multistep(x[:0], tau, threshold, return_v=True)
+    assert s0.shape == v0.shape == x[:0].shape
+
+
+def test_lif_loops_run_serially_and_restore_the_thread_count():
+    """The per-time-step loops run in one thread for small slices (thread wake-ups cost
+    more than such ops) and leave torch's thread count as they found it, also when the
+    loop raises; large slices keep the threads."""
+    from neurodelay.train import fastconv
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with fastconv._serial_steps(256 * 256):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with fastconv._serial_steps(fastconv.SERIAL_STEP_MAX_NUMEL + 1):
+            assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError, match="boom"):
+            with fastconv._serial_steps(10):
+                raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
+        x = (torch.randn(30, 4, 9) + 0.4).requires_grad_()
+        s = lif_multistep(x, 1.3, 1.0)
+        s.sum().backward()
+        with torch.no_grad():
+            lif_multistep(x, 1.3, 1.0, return_v=True)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_lif_spikes_only_gradient_and_shapes():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(25, 4, 2, 3, generator=g) + 0.4          # (T, B, ...) any trailing shape

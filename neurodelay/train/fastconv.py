@@ -36,6 +36,8 @@
    (bit-equal spikes and membranes), the same surrogate gradient, in one autograd
    node whose forward and backward loops touch one (B, C) slice per step with a few
    fused ops and no boolean-mask ops (slow on CPU). ~2x faster than spikingjelly's.
+   Without a gradient to compute (evaluation) the same operations run without keeping
+   the (T, B, ...) state for a backward pass.
 
 Shapes follow model.py: the convolution takes and returns (B, C, T); the result is a
 permuted view of a (T, B, C) tensor, so ``y.permute(2, 0, 1)`` (what DelaySNN does
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 from neurodelay.errors import NeurodelayError
 
+import contextlib
 import math
 import threading
 from functools import lru_cache
@@ -477,6 +480,32 @@ def delay_conv(x: torch.Tensor, weight, P, SIG, window: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- LIF
+# The LIF loops run one small op per time step on a (B, ...) slice. Split over threads,
+# each op wakes the other threads and waits for them: with OMP_WAIT_POLICY=PASSIVE (what
+# benchmarks/run.py sets, advised on shared machines) or a busy machine that costs more
+# than the op itself. Measured, 2 threads, PASSIVE, T = 100, slices of 256 x 256: the
+# inference loop 31 -> 5.9 ms in one thread, training forward + backward 71 -> 31 ms;
+# with libgomp's default spinning one thread is ~10 % slower at that size. From slices
+# of 256 x 1024 on, threads win: such loops keep them.
+SERIAL_STEP_MAX_NUMEL = 1 << 17
+
+
+@contextlib.contextmanager
+def _serial_steps(step_numel: int):
+    """Run the enclosed per-time-step loop in this thread alone when its slices have at
+    most SERIAL_STEP_MAX_NUMEL elements; torch's thread count is restored afterwards.
+    (OpenMP's thread count is per calling thread, so other threads are not affected.)"""
+    n = torch.get_num_threads()
+    if n == 1 or step_numel > SERIAL_STEP_MAX_NUMEL:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def lif_multistep(x: torch.Tensor, tau: float, threshold: float, alpha: float = 5.0,
                   return_v: bool = False):
     """spikingjelly LIFNode(decay_input=False, v_reset=0, ATan(alpha), detach_reset=True).
@@ -492,8 +521,34 @@ def lif_multistep(x: torch.Tensor, tau: float, threshold: float, alpha: float = 
         raise FastConvError(f"x: expected a floating tensor, got {x.dtype}")
     if not (math.isfinite(tau) and tau > 1.0):
         raise FastConvError(f"tau must be finite and > 1 (spikingjelly's rule), got {tau}")
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return _lif_inference(x, float(tau), float(threshold), bool(return_v))
     out = _LIFFn.apply(x, float(tau), float(threshold), float(alpha), bool(return_v))
     return out
+
+
+def _lif_inference(x: torch.Tensor, tau: float, threshold: float, want_v: bool):
+    """The forward of :class:`_LIFFn` when no gradient is needed (evaluation), with the
+    same elementwise operations in the same order (spikes and membranes bit-equal), but
+    nothing kept for a backward pass: the pre-reset state lives in two (B, ...) buffers
+    that stay in cache, and spikes (and membranes) are written step by step, instead of
+    a whole (T, B, ...) state tensor written and then read again for the spikes."""
+    spikes = torch.empty_like(x, memory_format=torch.contiguous_format)
+    v = torch.empty_like(spikes) if want_v else None
+    tau_t = torch.tensor(tau, dtype=x.dtype, device=x.device)
+    step = dict(dtype=x.dtype, device=x.device)
+    bufs = (torch.empty(x.shape[1:], **step), torch.empty(x.shape[1:], **step))
+    n = torch.zeros_like(bufs[0])                                      # -v
+    with _serial_steps(n.numel()):
+        for t in range(x.shape[0]):
+            nh = bufs[t % 2]                                           # not n's buffer
+            torch.addcdiv(n, n, tau_t, value=-1.0, out=nh)             # n - n / tau
+            nh.sub_(x[t])                                              # -h
+            torch.le(nh, -threshold, out=spikes[t])
+            n = F.threshold_(nh, -threshold, 0.0)                      # reset, in place
+            if want_v:
+                torch.neg(n, out=v[t]).add_(0.0)
+    return (spikes, v) if want_v else spikes
 
 
 class _LIFFn(torch.autograd.Function):
@@ -511,10 +566,11 @@ class _LIFFn(torch.autograd.Function):
         nh = torch.empty_like(x, memory_format=torch.contiguous_format)   # -h
         n = torch.zeros_like(nh[0])                                       # -v
         tau_t = torch.tensor(tau, dtype=x.dtype, device=x.device)
-        for t in range(x.shape[0]):
-            torch.addcdiv(n, n, tau_t, value=-1.0, out=nh[t])            # n - n / tau
-            nh[t].sub_(x[t])
-            n = F.threshold(nh[t], -threshold, 0.0)
+        with _serial_steps(n.numel()):
+            for t in range(x.shape[0]):
+                torch.addcdiv(n, n, tau_t, value=-1.0, out=nh[t])        # n - n / tau
+                nh[t].sub_(x[t])
+                n = F.threshold(nh[t], -threshold, 0.0)
         # spikes written straight as floats (a bool tensor + .to() costs ~3x this pass)
         spikes = torch.le(nh, -threshold, out=torch.empty_like(nh))
         ctx.save_for_backward(nh, spikes)
@@ -535,22 +591,23 @@ class _LIFFn(torch.autograd.Function):
         z = torch.empty_like(nh[0])
         den = torch.empty_like(nh[0])
         carry = None
-        for t in range(nh.shape[0] - 1, -1, -1):
-            cin = carry
-            if g_v is not None:
-                cin = g_v[t] if cin is None else cin + g_v[t]
-            gt = gx[t]
-            masked = None if cin is None else torch.addcmul(cin, cin, spikes[t], value=-1.0)
-            if g_s is not None:
-                torch.add(nh[t], th, out=z).mul_(c)                      # -(h - th) * c
-                torch.addcmul(one, z, z, out=den)                         # 1 + z^2
-                if masked is None:
-                    torch.div(g_s[t], den, out=gt).mul_(half_alpha)
+        with _serial_steps(z.numel()):
+            for t in range(nh.shape[0] - 1, -1, -1):
+                cin = carry
+                if g_v is not None:
+                    cin = g_v[t] if cin is None else cin + g_v[t]
+                gt = gx[t]
+                masked = None if cin is None else torch.addcmul(cin, cin, spikes[t], value=-1.0)
+                if g_s is not None:
+                    torch.add(nh[t], th, out=z).mul_(c)                      # -(h - th) * c
+                    torch.addcmul(one, z, z, out=den)                         # 1 + z^2
+                    if masked is None:
+                        torch.div(g_s[t], den, out=gt).mul_(half_alpha)
+                    else:
+                        torch.addcdiv(masked, g_s[t], den, value=half_alpha, out=gt)
+                elif masked is None:
+                    gt.zero_()
                 else:
-                    torch.addcdiv(masked, g_s[t], den, value=half_alpha, out=gt)
-            elif masked is None:
-                gt.zero_()
-            else:
-                gt.copy_(masked)
-            carry = torch.addcdiv(gt, gt, tau_t, value=-1.0)              # dh - dh / tau
+                    gt.copy_(masked)
+                carry = torch.addcdiv(gt, gt, tau_t, value=-1.0)              # dh - dh / tau
         return gx, None, None, None, None
