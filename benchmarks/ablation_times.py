@@ -1,0 +1,95 @@
+"""Compare the time two ablation studies spent training: the former code's and this code's.
+
+    ./.venv/bin/python benchmarks/ablation_times.py FORMER_DIR NEW_DIR \
+        [--wall FORMER_S NEW_S] [--command "..."] [--note "..."] [--out FILE.json]
+
+Each DIR is an `neurodelay ablate --out DIR` folder. For every run (DIR/<model>/seed<k>/)
+the per-epoch ``seconds`` of its metrics.jsonl (training + validation of that epoch, what
+the trainer measures) are summed; a run missing from either study, or with a different
+number of epochs, is an error (the two studies must be the same work). Prints a table
+and writes a JSON record: per-run seconds, totals and the ratio new / former.
+
+The issue that asked for this (#12) wants the study to take less than half its former
+time; measure both studies side by side (one process each, started together), so that
+load from other jobs falls on both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from neurodelay.runs import read_jsonl  # noqa: E402
+
+
+def run_seconds(study: Path) -> dict[str, dict]:
+    """{"<model>/seed<k>": {"seconds": total, "epochs": n}} for every run of a study."""
+    out = {}
+    for metrics in sorted(study.glob("*/seed*/metrics.jsonl")):
+        rows = read_jsonl(metrics, "metrics file")
+        name = f"{metrics.parent.parent.name}/{metrics.parent.name}"
+        out[name] = {"seconds": round(sum(float(r["seconds"]) for r in rows), 2),
+                     "epochs": len(rows)}
+    if not out:
+        raise SystemExit(f"error: no */seed*/metrics.jsonl under {study}: is it an "
+                         f"`neurodelay ablate --out` folder?")
+    return out
+
+
+def compare(former: Path, new: Path) -> dict:
+    a, b = run_seconds(former), run_seconds(new)
+    if set(a) != set(b):
+        raise SystemExit(f"error: the studies have different runs: only in {former}: "
+                         f"{sorted(set(a) - set(b))}, only in {new}: {sorted(set(b) - set(a))}")
+    diff = [k for k in a if a[k]["epochs"] != b[k]["epochs"]]
+    if diff:
+        raise SystemExit(f"error: runs with different epoch counts (unfinished?): {diff}")
+    fa = sum(v["seconds"] for v in a.values())
+    fb = sum(v["seconds"] for v in b.values())
+    return {"former_s": {k: v["seconds"] for k, v in a.items()},
+            "new_s": {k: v["seconds"] for k, v in b.items()},
+            "epochs": {k: v["epochs"] for k, v in a.items()},
+            "former_total_s": round(fa, 1), "new_total_s": round(fb, 1),
+            "ratio_new_over_former": round(fb / fa, 3)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("former", type=Path, help="ablation folder of the former code")
+    ap.add_argument("new", type=Path, help="ablation folder of this code")
+    ap.add_argument("--wall", nargs=2, type=float, metavar=("FORMER_S", "NEW_S"),
+                    help="wall-clock seconds of each whole `ablate` command, if timed")
+    ap.add_argument("--command", help="the ablate command both ran (recorded)")
+    ap.add_argument("--note", action="append", default=[], help="a note to record")
+    ap.add_argument("--out", type=Path, help="write the JSON record here")
+    args = ap.parse_args(argv)
+    res = {"what": "sum of per-epoch training + validation seconds (metrics.jsonl "
+                   "'seconds') of every ablation run",
+           "command": args.command, "former_dir": str(args.former),
+           "new_dir": str(args.new), "notes": args.note, **compare(args.former, args.new)}
+    if args.wall:
+        res["wall_s"] = {"former": args.wall[0], "new": args.wall[1],
+                         "ratio_new_over_former": round(args.wall[1] / args.wall[0], 3)}
+    print(f"{'run':28s} {'former s':>10s} {'new s':>10s} {'new/former':>11s}")
+    for k in res["former_s"]:
+        f, n = res["former_s"][k], res["new_s"][k]
+        print(f"{k:28s} {f:10.1f} {n:10.1f} {n / f:11.2f}")
+    print(f"{'total':28s} {res['former_total_s']:10.1f} {res['new_total_s']:10.1f} "
+          f"{res['ratio_new_over_former']:11.3f}")
+    if args.wall:
+        print(f"wall clock: former {args.wall[0]:.0f} s, new {args.wall[1]:.0f} s, ratio "
+              f"{res['wall_s']['ratio_new_over_former']:.3f}")
+    if args.out:
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(json.dumps(res, indent=2) + "\n")
+        tmp.replace(args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
