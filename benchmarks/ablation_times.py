@@ -1,17 +1,18 @@
 """Compare the time two ablation studies spent training: the former code's and this code's.
 
-    ./.venv/bin/python benchmarks/ablation_times.py FORMER_DIR NEW_DIR \
-        [--wall FORMER_S NEW_S] [--command "..."] [--note "..."] [--out FILE.json]
+    ./.venv/bin/python benchmarks/ablation_times.py FORMER_DIR NEW_DIR [NEW_DIR ...] \
+        [--wall FORMER_S NEW_S [NEW_S ...]] [--command "..."] [--note "..."] [--out FILE.json]
 
-Each DIR is an `neurodelay ablate --out DIR` folder. For every run (DIR/<model>/seed<k>/)
+Each DIR is an `neurodelay ablate --out DIR` folder (several NEW_DIRs: repetitions of
+this code's study, each compared with the former one). For every run (DIR/<model>/seed<k>/)
 the per-epoch ``seconds`` of its metrics.jsonl (training + validation of that epoch, what
 the trainer measures) are summed; a run missing from either study, or with a different
-number of epochs, is an error (the two studies must be the same work). Prints a table
-and writes a JSON record: per-run seconds, totals and the ratio new / former.
+number of epochs, is an error (the studies must be the same work). Prints a table and
+writes a JSON record: per-run seconds, totals and the ratio new / former.
 
 The issue that asked for this (#12) wants the study to take less than half its former
-time; measure both studies side by side (one process each, started together), so that
-load from other jobs falls on both.
+time; benchmarks/ablation_side_by_side.sh runs the studies side by side (one process
+each, started together), so that load from other jobs falls on all of them.
 """
 from __future__ import annotations
 
@@ -60,29 +61,44 @@ def compare(former: Path, new: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("former", type=Path, help="ablation folder of the former code")
-    ap.add_argument("new", type=Path, help="ablation folder of this code")
-    ap.add_argument("--wall", nargs=2, type=float, metavar=("FORMER_S", "NEW_S"),
-                    help="wall-clock seconds of each whole `ablate` command, if timed")
-    ap.add_argument("--command", help="the ablate command both ran (recorded)")
+    ap.add_argument("new", type=Path, nargs="+",
+                    help="ablation folder(s) of this code (repetitions)")
+    ap.add_argument("--wall", nargs="+", type=float, metavar="S",
+                    help="wall-clock seconds of each whole `ablate` command (former first, "
+                         "then one per NEW_DIR), if timed")
+    ap.add_argument("--command", help="the ablate command all of them ran (recorded)")
     ap.add_argument("--note", action="append", default=[], help="a note to record")
     ap.add_argument("--out", type=Path, help="write the JSON record here")
     args = ap.parse_args(argv)
+    if args.wall and len(args.wall) != 1 + len(args.new):
+        ap.error(f"--wall: expected {1 + len(args.new)} values (former, then one per "
+                 f"NEW_DIR), got {len(args.wall)}")
+    reps = [compare(args.former, d) for d in args.new]
     res = {"what": "sum of per-epoch training + validation seconds (metrics.jsonl "
                    "'seconds') of every ablation run",
            "command": args.command, "former_dir": str(args.former),
-           "new_dir": str(args.new), "notes": args.note, **compare(args.former, args.new)}
+           "new_dirs": [str(d) for d in args.new], "notes": args.note,
+           "former_s": reps[0]["former_s"], "epochs": reps[0]["epochs"],
+           "former_total_s": reps[0]["former_total_s"],
+           "new_s": [r["new_s"] for r in reps],
+           "new_total_s": [r["new_total_s"] for r in reps],
+           "ratio_new_over_former": [r["ratio_new_over_former"] for r in reps]}
     if args.wall:
-        res["wall_s"] = {"former": args.wall[0], "new": args.wall[1],
-                         "ratio_new_over_former": round(args.wall[1] / args.wall[0], 3)}
-    print(f"{'run':28s} {'former s':>10s} {'new s':>10s} {'new/former':>11s}")
-    for k in res["former_s"]:
-        f, n = res["former_s"][k], res["new_s"][k]
-        print(f"{k:28s} {f:10.1f} {n:10.1f} {n / f:11.2f}")
-    print(f"{'total':28s} {res['former_total_s']:10.1f} {res['new_total_s']:10.1f} "
-          f"{res['ratio_new_over_former']:11.3f}")
+        res["wall_s"] = {"former": args.wall[0], "new": args.wall[1:],
+                         "ratio_new_over_former": [round(w / args.wall[0], 3)
+                                                   for w in args.wall[1:]]}
+    head = "".join(f" {'new' + str(i + 1) + ' s':>9s}" for i in range(len(reps)))
+    print(f"{'run':28s} {'former s':>9s}{head}")
+    for k, f in res["former_s"].items():
+        print(f"{k:28s} {f:9.1f}" + "".join(f" {r['new_s'][k]:9.1f}" for r in reps))
+    print(f"{'total':28s} {res['former_total_s']:9.1f}"
+          + "".join(f" {t:9.1f}" for t in res["new_total_s"]))
+    print("ratio new / former (epoch seconds): "
+          + ", ".join(f"{r:.3f}" for r in res["ratio_new_over_former"]))
     if args.wall:
-        print(f"wall clock: former {args.wall[0]:.0f} s, new {args.wall[1]:.0f} s, ratio "
-              f"{res['wall_s']['ratio_new_over_former']:.3f}")
+        print(f"wall clock: former {args.wall[0]:.0f} s, new "
+              + ", ".join(f"{w:.0f}" for w in args.wall[1:]) + " s; ratio "
+              + ", ".join(f"{r:.3f}" for r in res["wall_s"]["ratio_new_over_former"]))
     if args.out:
         tmp = args.out.with_name(args.out.name + ".tmp")
         tmp.write_text(json.dumps(res, indent=2) + "\n")

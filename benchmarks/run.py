@@ -854,6 +854,35 @@ def discrete_benchmark(args) -> dict:
     return res
 
 
+# A full paper-faithful SHD run: 150 epochs, SHD's 8,156 training samples, its 2,264-sample
+# test set as validation after every epoch, ~100 steps per sample (dt 10 ms, 1 s).
+SHD_FULL_RUN = {"epochs": 150, "train_samples": 8156, "valid_samples": 2264, "steps": 100}
+
+
+def shd_extrapolation(ep: dict) -> dict:
+    """The wall time of a full SHD run (SHD_FULL_RUN) for both variants of the epoch
+    section's result ``ep``, scaled linearly in samples and steps from the measured mean
+    epoch: training x (8,156 / n_train) x (100 / mean padded T), validation x
+    (2,264 / n_valid) x (100 / validation T). An extrapolation, labelled as such."""
+    f = SHD_FULL_RUN
+    out = {"what": (f"extrapolated, not measured: {f['epochs']} epochs of {f['train_samples']:,} "
+                    f"training samples and {f['valid_samples']:,} validation samples of "
+                    f"{f['steps']} steps, scaled linearly in samples and steps from the "
+                    f"measured mean epoch of the epoch section")}
+    hours = {}
+    for v in ("reference", "neurodelay"):
+        r = ep[v]
+        train = (r["mean_train_s"] * f["train_samples"] / ep["n_train"]
+                 * f["steps"] / r["mean_padded_T"])
+        valid = (r["mean_valid_s"] * f["valid_samples"] / ep["n_valid"]
+                 * f["steps"] / ep["valid_T"])
+        hours[v] = f["epochs"] * (train + valid) / 3600
+        out[v] = {"train_s_per_epoch": round(train, 1), "valid_s_per_epoch": round(valid, 1),
+                  "epoch_s": round(train + valid, 1), "run_h": round(hours[v], 2)}
+    out["ratio"] = round(hours["reference"] / hours["neurodelay"], 2)
+    return out
+
+
 # ============================================================================ epochs
 SSHD_TRAIN = ROOT.parent / "shared" / "data" / "sshd_train.h5"
 EPOCH_VALID_SPEAKERS = (20, 21, 22, 23)
@@ -1000,6 +1029,10 @@ def epoch_benchmark(args) -> dict:
     log(f"  whole schedule: reference {res['reference']['total_s']:.1f} s, neurodelay "
         f"{res['neurodelay']['total_s']:.1f} s -> {res['speedup']:.2f}x (training "
         f"{res['train_speedup']:.2f}x, validation {res['valid_speedup']:.2f}x)")
+    if res["valid_T"]:
+        res["full_shd_run_extrapolated"] = x = shd_extrapolation(res)
+        log(f"  full SHD run ({x['what']}): neurodelay {x['neurodelay']['run_h']:.1f} h, "
+            f"paper {x['reference']['run_h']:.1f} h")
     if not args.no_memory:
         mspec = {**spec, "batch": batch}
         res["peak_rss_mb"] = {v: memory_probe(mspec, "epoch_" + v, args.threads)
@@ -1140,8 +1173,20 @@ def main(argv=None) -> int:
                          "OpenMP threads (read before torch is imported)")
     ap.add_argument("--blas-threads", default=None,
                     help="OPENBLAS_NUM_THREADS for numpy (bitsim, floatsim, Lava); default 1")
+    ap.add_argument("--extrapolate", metavar="FILE.json", default=None,
+                    help="measure nothing: print the full-SHD-run extrapolation from the "
+                         "epoch section of a saved --json result")
     ap.add_argument("--_probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.extrapolate:
+        try:
+            saved = json.loads(Path(args.extrapolate).read_text())
+            ep = saved["epoch"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ap.error(f"--extrapolate: {args.extrapolate} is not a saved result with an "
+                     f"epoch section ({type(e).__name__}: {e})")
+        print(json.dumps(shd_extrapolation(ep), indent=2))
+        return 0
     if args.threads < 1:
         ap.error("--threads must be >= 1")
     torch.set_num_threads(args.threads)
