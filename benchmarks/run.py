@@ -1190,6 +1190,11 @@ def main(argv=None) -> int:
     if args.threads < 1:
         ap.error("--threads must be >= 1")
     torch.set_num_threads(args.threads)
+    # as the CLI does (NEURODELAY_MALLOC=default measures with glibc's own settings);
+    # before the probes too, so their peak memory is what the CLI's would be
+    from neurodelay.alloc import allocator_status, tune_allocator
+
+    tune_allocator()
     if args._probe is not None:
         _probe_main(args._probe)
         return 0
@@ -1216,11 +1221,13 @@ def main(argv=None) -> int:
            "python": platform.python_version(), "cpu_count": os.cpu_count(),
            "load_average_at_start": list(os.getloadavg()), "quick": args.quick,
            "omp_wait_policy": OMP_WAIT_POLICY, "openblas_threads": BLAS_THREADS,
+           "allocator": allocator_status(),
            "neurodelay_variant": ("model.py (uses fastconv)" if model_uses_fastconv()
                                   else "benchmarks wrapper (model.py not patched yet)")}
     log(f"neurodelay benchmarks: torch {torch.__version__}, {out['torch_threads']} torch "
         f"threads (OMP_WAIT_POLICY {OMP_WAIT_POLICY}), {BLAS_THREADS} OpenBLAS thread(s), "
         f"{os.cpu_count()} CPUs, load average {out['load_average_at_start'][0]:.1f}; "
+        f"allocator {out['allocator']}; "
         f"neurodelay variant = {out['neurodelay_variant']}")
     if "train" in sections:
         tr = train_benchmarks(configs, args)

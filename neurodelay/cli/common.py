@@ -85,5 +85,9 @@ def main():
       neurodelay finetune runs/a --weight-bits 4 --delay-bits 5 --out runs/a4
       neurodelay import-nir model.nir --dt 0.001 --out runs/imp   # NIR from any trainer
     Errors are one-paragraph messages with exit status 1; NEURODELAY_DEBUG=1 shows the
-    traceback of an internal error (exit status 70).
+    traceback of an internal error (exit status 70). Large tensor buffers are kept in the
+    heap for reuse (glibc; NEURODELAY_MALLOC=default keeps the C library's settings).
     """
+    from neurodelay.alloc import tune_allocator
+
+    tune_allocator()
