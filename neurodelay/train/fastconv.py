@@ -527,27 +527,40 @@ def lif_multistep(x: torch.Tensor, tau: float, threshold: float, alpha: float = 
     return out
 
 
-def _lif_inference(x: torch.Tensor, tau: float, threshold: float, want_v: bool):
-    """The forward of :class:`_LIFFn` when no gradient is needed (evaluation), with the
-    same elementwise operations in the same order (spikes and membranes bit-equal), but
-    nothing kept for a backward pass: the pre-reset state lives in two (B, ...) buffers
-    that stay in cache, and spikes (and membranes) are written step by step, instead of
-    a whole (T, B, ...) state tensor written and then read again for the spikes."""
+def _lif_steps(x: torch.Tensor, tau: float, threshold: float, want_v: bool, keep: bool):
+    """The LIF forward, one (B, ...) slice per step: (spikes, membranes or None, pre-reset
+    state -h or None). The one home of the forward arithmetic, for training and evaluation.
+
+    ``keep`` (training): the pre-reset state of every step is kept, (T, B, ...), for the
+    backward pass. Without it (evaluation) it lives in two slice-sized buffers that stay
+    in cache and the reset runs in place; the same operations on the same values, so
+    spikes and membranes are bit-equal either way. Spikes are written straight as floats
+    (a bool tensor + ``.to()`` costs ~3x such a pass); v = h where it did not fire, +0
+    where it did (-0 + 0 = +0)."""
     spikes = torch.empty_like(x, memory_format=torch.contiguous_format)
     v = torch.empty_like(spikes) if want_v else None
     tau_t = torch.tensor(tau, dtype=x.dtype, device=x.device)
     step = dict(dtype=x.dtype, device=x.device)
-    bufs = (torch.empty(x.shape[1:], **step), torch.empty(x.shape[1:], **step))
-    n = torch.zeros_like(bufs[0])                                      # -v
+    states = torch.empty_like(spikes) if keep else None
+    bufs = None if keep else (torch.empty(x.shape[1:], **step), torch.empty(x.shape[1:], **step))
+    n = torch.zeros(x.shape[1:], **step)                               # -v
     with _serial_steps(n.numel()):
         for t in range(x.shape[0]):
-            nh = bufs[t % 2]                                           # not n's buffer
+            nh = states[t] if keep else bufs[t % 2]                    # never n's buffer
             torch.addcdiv(n, n, tau_t, value=-1.0, out=nh)             # n - n / tau
             nh.sub_(x[t])                                              # -h
             torch.le(nh, -threshold, out=spikes[t])
-            n = F.threshold_(nh, -threshold, 0.0)                      # reset, in place
+            # reset: a new tensor where the state is kept, else in place
+            n = F.threshold(nh, -threshold, 0.0) if keep else F.threshold_(nh, -threshold, 0.0)
             if want_v:
                 torch.neg(n, out=v[t]).add_(0.0)
+    return spikes, v, states
+
+
+def _lif_inference(x: torch.Tensor, tau: float, threshold: float, want_v: bool):
+    """The forward of :class:`_LIFFn` when no gradient is needed (evaluation): nothing kept
+    for a backward pass (see :func:`_lif_steps`)."""
+    spikes, v, _ = _lif_steps(x, tau, threshold, want_v, keep=False)
     return (spikes, v) if want_v else spikes
 
 
@@ -563,22 +576,10 @@ class _LIFFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, tau, threshold, alpha, want_v):
-        nh = torch.empty_like(x, memory_format=torch.contiguous_format)   # -h
-        n = torch.zeros_like(nh[0])                                       # -v
-        tau_t = torch.tensor(tau, dtype=x.dtype, device=x.device)
-        with _serial_steps(n.numel()):
-            for t in range(x.shape[0]):
-                torch.addcdiv(n, n, tau_t, value=-1.0, out=nh[t])        # n - n / tau
-                nh[t].sub_(x[t])
-                n = F.threshold(nh[t], -threshold, 0.0)
-        # spikes written straight as floats (a bool tensor + .to() costs ~3x this pass)
-        spikes = torch.le(nh, -threshold, out=torch.empty_like(nh))
+        spikes, v, nh = _lif_steps(x, tau, threshold, want_v, keep=True)
         ctx.save_for_backward(nh, spikes)
         ctx.tau, ctx.threshold, ctx.alpha, ctx.want_v = tau, threshold, alpha, want_v
-        if not want_v:
-            return spikes
-        # v = h where it did not fire, +0 where it did (-0 + 0 = +0)
-        return spikes, torch.neg(F.threshold(nh, -threshold, 0.0)).add_(0.0)
+        return (spikes, v) if want_v else spikes
 
     @staticmethod
     def backward(ctx, g_s, g_v=None):
