@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from neurodelay._io import atomic_write  # noqa: E402
 from neurodelay.runs import read_jsonl  # noqa: E402
 
 
@@ -41,8 +42,9 @@ def run_seconds(study: Path) -> dict[str, dict]:
     return out
 
 
-def compare(former: Path, new: Path) -> dict:
-    a, b = run_seconds(former), run_seconds(new)
+def compare(former: Path, new: Path, a: dict | None = None) -> dict:
+    """Former vs new study; ``a``: the former's run_seconds if already read."""
+    a, b = a if a is not None else run_seconds(former), run_seconds(new)
     if set(a) != set(b):
         raise SystemExit(f"error: the studies have different runs: only in {former}: "
                          f"{sorted(set(a) - set(b))}, only in {new}: {sorted(set(b) - set(a))}")
@@ -73,7 +75,8 @@ def main(argv=None) -> int:
     if args.wall and len(args.wall) != 1 + len(args.new):
         ap.error(f"--wall: expected {1 + len(args.new)} values (former, then one per "
                  f"NEW_DIR), got {len(args.wall)}")
-    reps = [compare(args.former, d) for d in args.new]
+    former_runs = run_seconds(args.former)
+    reps = [compare(args.former, d, former_runs) for d in args.new]
     res = {"what": "sum of per-epoch training + validation seconds (metrics.jsonl "
                    "'seconds') of every ablation run",
            "command": args.command, "former_dir": str(args.former),
@@ -100,9 +103,7 @@ def main(argv=None) -> int:
               + ", ".join(f"{w:.0f}" for w in args.wall[1:]) + " s; ratio "
               + ", ".join(f"{r:.3f}" for r in res["wall_s"]["ratio_new_over_former"]))
     if args.out:
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(res, indent=2) + "\n")
-        tmp.replace(args.out)
+        atomic_write(args.out, json.dumps(res, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
 
