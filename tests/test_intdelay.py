@@ -1,7 +1,8 @@
 """neurodelay.train.intdelay.integer_delay_conv: y[b,o,t] = sum_i w[o,i] x[b,i,t-d[o,i]].
 
 Forward against a plain loop and against F.conv1d with the one-tap kernel (the old
-formulation), for both methods (frequency domain and direct), several shapes, every
+formulation), for every method (compiled direct kernels, frequency domain, one matmul
+per delay; tests/test_native.py has the kernels' own tests), several shapes, every
 delay of the window, T shorter than the largest delay, zero and empty weights;
 gradients w.r.t. x and weight against autograd through conv1d, and gradcheck; float64
 integer exactness (what hardware-exact fine-tuning relies on); the phase cache; errors.
@@ -20,7 +21,7 @@ from neurodelay.train.intdelay import integer_delay_conv
 
 torch.set_num_threads(1)
 
-METHODS = ["auto", "fft", "direct"]
+METHODS = ["auto", "native", "fft", "direct"]
 
 
 def loop_ref(x: np.ndarray, w: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -188,7 +189,7 @@ def test_gradients_equal_autograd_through_conv1d(shape, method):
     assert rel(gx32.double(), gx_ref) < 1e-5 and rel(gw32.double(), gw_ref) < 1e-5
 
 
-@pytest.mark.parametrize("method", ["fft", "direct"])
+@pytest.mark.parametrize("method", ["native", "fft", "direct"])
 def test_gradcheck(method):
     x, w, d = make(2, 3, 4, 9, 6, seed=4)
     x.requires_grad_(True)
@@ -252,7 +253,7 @@ def test_outputs_of_successive_calls_are_independent():
 
 
 # ----------------------------------------------------------------------------- exactness
-@pytest.mark.parametrize("method", ["fft", "direct"])
+@pytest.mark.parametrize("method", ["native", "fft", "direct"])
 def test_float64_integer_sums_round_exactly(method):
     """Integer weights and inputs: torch.round(y) is the exact int64 sum while
     S = sum_i |w| |x| stays below 2**31 (here up to ~2**31)."""

@@ -8,9 +8,23 @@ one tap per synapse), and what hardware-exact fine-tuning needs, with gradients.
 
 How :func:`integer_delay_conv` computes it
 ------------------------------------------
-* **Frequency domain** (the general case). A linear convolution over N = T + D points,
-  D = the largest delay that still reaches the output (delays >= T contribute nothing),
-  exactly like :func:`neurodelay.train.fastconv.causal_conv`, except that the kernel
+``method="auto"`` picks, in this order:
+
+* **Direct, one matmul per delay** when at most ``DIRECT_MAX_DELAYS`` distinct delays
+  reach the output (``--delays none`` has one): shifted and summed.
+* **Native** (CPU, the general case wherever a C compiler is found): the compiled direct
+  kernels of :mod:`neurodelay.train.native`. Each output is the ordered sum over its
+  synapses, one fused multiply-add per synapse and step: the flops of one dense layer
+  without delays, against conv1d's window times as many and the frequency domain's ~3x
+  plus the transforms. Forward, dL/dx and dL/dweight; silent inputs and zero weights are
+  skipped; results do not depend on the thread count or the machine. At the SHD shape
+  (140-256-256-20, T = 100, window 25, 2 threads, benchmarks/run.py, one run): a
+  fixed-delay training step 5.7x (batch 64) / 7.5x (batch 256) the conv1d path's speed,
+  discrete inference 7.0x (the frequency domain below gave 3.5x / 4.9x and 3.5x).
+* **Frequency domain** (``method="fft"``; also the fallback on other devices and where
+  the kernels cannot be built: :func:`neurodelay.train.native.status` says why).
+  A linear convolution over N = T + D points, D = the largest delay that still reaches
+  the output (delays >= T contribute nothing), exactly like :func:`neurodelay.train.fastconv.causal_conv`, except that the kernel
   spectrum comes straight from the delays: H[f] = W * exp(-2 pi i f d / N). No dense
   (out, in, window) kernel is built and no kernel DFT is taken. The phase factors depend
   only on (delays, T): they are computed once per dtype, in float64 from the exact
@@ -23,14 +37,12 @@ How :func:`integer_delay_conv` computes it
   reduced the same way. About 3 * (N // 2 + 1) multiply-adds per (batch, in, out)
   triple against conv1d's T * window over the whole delay window (~13x fewer at
   T = 100, window 25), plus the transforms.
-* **Direct** when at most ``DIRECT_MAX_DELAYS`` distinct delays reach the output
-  (``--delays none`` has one): one matmul per delay, shifted and summed.
 
-Gradients flow to x and weight through _SpectralConv's hand-written backward (or plain
-autograd on the direct path); delays are integers and get none. Everything runs in x's
-dtype.
+Gradients flow to x and weight through the native kernels' or _SpectralConv's
+hand-written backward (plain autograd on the one-matmul-per-delay path); delays are
+integers and get none. Everything runs in x's dtype.
 
-Measured at the SHD shape (the three layers of 140-256-256-20, T = 100, window 25, sums
+The frequency-domain path, measured at the SHD shape (the three layers of 140-256-256-20, T = 100, window 25, sums
 of their times, 1 thread, one process, variants alternating; benchmarks/run.py has the
 end-to-end figures), each change on top of the previous one, against the previous
 version of this operator (four real products per bin from one batched matmul, the whole
@@ -52,10 +64,18 @@ torch.fft.rfft / irfft instead of the DFT matmuls (1.7-2.4x slower per transform
 float32, about equal in float64); sparse (CSR) input transforms for the spike inputs of
 hidden layers (no faster at 3-10 % density once the conversion is counted).
 
-Precision (measured; tests/test_intdelay.py and tests/test_model.py check it)
------------------------------------------------------------------------------
-The transforms spread rounding over all outputs: an output's error scales with the
-magnitudes of the whole transform, not with its own terms as in a direct sum. With
+Precision (measured; tests/test_native.py, test_intdelay.py and test_model.py check it)
+-----------------------------------------------------------------------------------
+Native path: each output is an ordered sum of fused multiply-adds. float32: the error of
+a plain float32 sum; at the SHD shape (16 x 256 inputs, spikes / counts, T = 100, window
+25, kaiming weights) a max error of 0.5-1.6e-6 and an rms of 0.4-1.2e-7 against float64
+truth, 1.5-2.1x (rms 1.2-1.7x) conv1d's float32 error (which sums in blocks), half the
+frequency domain's. float64: exact for integer-valued x and weights while the sums stay
+below 2**53 (tests compare bit for bit).
+
+Frequency-domain path: the transforms spread rounding over all outputs: an output's
+error scales with the magnitudes of the whole transform, not with its own terms as in a
+direct sum. With
 S = max over outputs of sum_i |w_oi| |x_i(t - d_oi)|, measured over six shapes (T 100-200,
 in 64-512, inputs spikes / counts up to 2**12, weights up to 16 bits):
 
@@ -72,17 +92,20 @@ Precision policy of the discrete (evaluation) model (``DelaySynapses.discrete_dt
 
 * FAST path, float32 (the default): training with fixed delays, and the discrete
   evaluation of ``trainer.predict`` (per-epoch validation, ``neurodelay eval``). On a
-  trained SHD-shape model (shd preset, 5 epochs on sshd_train.h5, the 400 samples of
-  speakers 20-23, 1.8 M hidden spikes) it flipped 1 hidden spike against a float64 model
-  (conv1d in float32 flipped 4) and no prediction; tests/test_model.py checks that eval's
+  trained SHD-shape model (140-256-256-20, learned delays, 20 epochs on sshd_train.h5;
+  the 400 test samples of speakers 20-23, 1.69 M hidden spikes) the native path flipped 2
+  hidden spikes against an all-float64 model (conv1d in float32: 0; the frequency-domain
+  path: the same 2) and no prediction; tests/test_model.py checks that eval's
   predictions equal the exact path's and conv1d's on a trained tiny model and on SSHD.
 * EXACT path, float64 sums cast to float32 (``DelaySNN.set_discrete_dtype(torch.float64)``):
   the float32 rounding of a sum exact to ~1e-15, never further from the true sum than
-  conv1d's float32 sum (on the model above: readout error 2.8e-7, 0 hidden spike flips).
+  conv1d's float32 sum (on the model above: 0 hidden spike flips against floatsim, the
+  1 flip against the all-float64 model that floatsim has too).
   ``neurodelay verify`` evaluates its PyTorch reference this way and says so
   (``pytorch_path``), so the hidden spike flips it counts against floatsim keep measuring
   floatsim's own float32 rounding (BN folded into W, sums grouped by delay). It costs
-  ~1.7x the fast path (SHD shape, batch 256). ``reference=True`` keeps the old float32 conv1d over the whole window.
+  ~2x the fast path (SHD shape, batch 256). ``reference=True`` keeps the old float32
+  conv1d over the whole window.
 """
 from __future__ import annotations
 
@@ -93,8 +116,10 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 
+from neurodelay.train import native
 from neurodelay.train.fastconv import FastConvError, _dft_matrices, spectral_conv
 
+METHODS = ("auto", "native", "fft", "direct")
 DIRECT_MAX_DELAYS = 2             # at most this many distinct delays: one matmul per delay
 PHASE_CACHE_BYTES = 512 * 2**20   # phase tables kept (least recently used dropped first)
 
@@ -210,6 +235,26 @@ def _direct(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor, used: li
     return y.permute(1, 2, 0)
 
 
+class _NativeConv(torch.autograd.Function):
+    """The direct sum through the compiled kernels (:mod:`neurodelay.train.native`):
+    forward, dL/dx and dL/dweight; one autograd node, delays get no gradient."""
+
+    @staticmethod
+    def forward(ctx, x, weight, delay):
+        ctx.save_for_backward(x, weight, delay)
+        return native.forward(x, weight, delay).permute(1, 2, 0)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, weight, delay = ctx.saved_tensors
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = native.input_grad(gy, weight, delay).permute(1, 2, 0)
+        if ctx.needs_input_grad[1]:
+            gw = native.weight_grad(gy, x, delay)
+        return gx, gw, None
+
+
 def integer_delay_conv(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor, *,
                        method: str = "auto") -> torch.Tensor:
     """y[b, o, t] = sum_i weight[o, i] * x[b, i, t - delay[o, i]]  (x = 0 before t = 0).
@@ -227,8 +272,9 @@ def integer_delay_conv(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tenso
     NeurodelayError and ValueError) saying which argument and what was expected.
     """
     _check_args(x, weight, delay)
-    if method not in ("auto", "fft", "direct"):
-        raise FastConvError(f"method must be 'auto', 'fft' or 'direct', got {method!r}")
+    if method not in METHODS:
+        raise FastConvError(f"method must be one of {', '.join(map(repr, METHODS))}, "
+                            f"got {method!r}")
     n_b, n_in, T = x.shape
     n_out = weight.shape[0]
     if 0 in (n_b, n_in, n_out, T):
@@ -241,6 +287,15 @@ def integer_delay_conv(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tenso
         if not used:                       # no delay reaches the output: y = 0
             return _direct(x, weight * 0.0, delay, [0], True)
         return _direct(x, weight, delay, used, bool((delay < T).all()))
+    if method == "native" or (method == "auto" and x.device.type == "cpu"
+                              and native.available()):
+        if x.device.type != "cpu":
+            raise FastConvError(f"method 'native' runs on the CPU; x is on {x.device}")
+        st = native.status()
+        if not st.available:
+            raise FastConvError(f"method 'native': the compiled kernels are unavailable "
+                                f"({st.reason}); use method 'auto' or 'fft'")
+        return _NativeConv.apply(x, weight, delay)
     ph = _phase(delay, T, span, x.dtype, key)                   # (3F, out, in)
     mats = _dft_matrices(T, span + 1, x.dtype, str(x.device))
     return spectral_conv(x, ph, mats, weight=weight)            # spectrum = ph * weight

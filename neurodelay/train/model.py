@@ -107,10 +107,10 @@ class DelaySynapses(nn.Module):
 
     * float32, the class default, is the FAST path: what training with fixed delays runs
       and what ``trainer.predict`` (per-epoch validation, ``neurodelay eval``) evaluates.
-      Its frequency-domain rounding is a few times a float32 direct sum's (~1e-6 of the
-      largest input to a membrane), so a membrane within that of the threshold may
-      spike differently; predictions are unchanged on the models tests/test_model.py
-      checks (a trained tiny model, the SSHD model).
+      Its rounding is that of a float32 ordered sum (native kernels; a few times that on
+      the frequency-domain fallback), ~1e-6 of the largest input to a membrane, so a
+      membrane within that of the threshold may spike differently; predictions are
+      unchanged on the models tests/test_model.py checks (a trained tiny model, SSHD).
     * float64 is the EXACT path (sums exact to ~1e-15, cast to float32: never further from
       the true sum than a float32 direct sum). ``neurodelay verify`` evaluates its PyTorch
       reference this way (``DelaySNN.set_discrete_dtype(torch.float64)``), so the hidden

@@ -1,0 +1,308 @@
+"""Compiled direct kernels of the integer-delay operator (``intdelay_kernels.c``).
+
+    y[b, o, t] = sum_i w[o, i] * x[b, i, t - d[o, i]]        (x = 0 before t = 0)
+
+Summed directly, one multiply-add per synapse and step (the flops of one dense layer
+without delays), with the delayed windows read from zero-padded rows that stay in cache.
+Forward, input gradient and weight gradient, float32 and float64. Why C: the sum is a
+gather (every synapse reads its own delayed window), which no torch op computes without
+materialising the window (conv1d: window x the flops) or going through the frequency
+domain (:mod:`neurodelay.train.intdelay`'s FFT path, ~3x the flops plus the transforms).
+
+Build: on first use the C file is compiled with the system C compiler (``$CC``, else
+``cc``/``gcc``/``clang``; ``-O3 -march=native``, falling back to plain ``-O3``) into
+``<cache>/native/`` (``$NEURODELAY_CACHE``, else ``~/.cache/neurodelay``), named by a
+hash of the source, compiler, flags and CPU, written atomically; later processes load it
+(~1 s to build, nothing after). It is plain C (no Python or torch headers) loaded with
+ctypes, which releases the GIL during a call: the batch (the output channels, for the
+weight gradient) is split over ``torch.get_num_threads()`` threads.
+
+Exactness and determinism: each output is summed over its inputs in ascending order by
+one thread with fused multiply-adds (``fma``, one rounding each; built with
+``-ffp-contract=off``), so results do not depend on the thread count, the vector width
+or the machine. float32: the rounding of a plain ordered sum (like conv1d's); float64:
+exact for integer-valued inputs and weights whose sums stay below 2**53.
+
+Where there is no C compiler, or ``NEURODELAY_NATIVE=0`` is set, :func:`status` says
+why and :func:`neurodelay.train.intdelay.integer_delay_conv` uses its frequency-domain
+path instead (same results to float rounding, slower); nothing else changes.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("intdelay_kernels.c")
+ABI_VERSION = 1
+ENV_SWITCH = "NEURODELAY_NATIVE"          # "0" / "off" / "no": do not build or use
+FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
+COMMON_FLAGS = ("-std=gnu11", "-ffp-contract=off", "-fPIC", "-shared")
+TILE_WIDTHS = tuple(range(16, 129, 16))   # the tile widths the C kernels are built for
+
+
+@dataclass(frozen=True)
+class NativeStatus:
+    """Whether the compiled kernels are in use, and why (not)."""
+
+    available: bool
+    reason: str
+    library: str | None = None
+    compiler: str | None = None
+    flags: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.available:
+            return f"compiled direct kernels ({self.compiler} {' '.join(self.flags)})"
+        return f"frequency-domain fallback: {self.reason}"
+
+
+_LOCK = threading.Lock()
+_STATE: dict = {}
+
+
+def _disabled() -> bool:
+    return os.environ.get(ENV_SWITCH, "").strip().lower() in ("0", "off", "no", "false")
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC")
+    if cc:
+        return shutil.which(cc) or cc
+    for name in ("cc", "gcc", "clang"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _cpu_signature() -> str:
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = line
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()}|{platform.processor()}|{flags}"
+
+
+def _cache_dir() -> Path:
+    from neurodelay.data import default_cache_dir
+
+    return default_cache_dir() / "native"
+
+
+def _compile(cc: str, flags: tuple[str, ...], dest: Path) -> str | None:
+    """Compile SOURCE to dest (atomically); the compiler's complaint, or None."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=dest.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *flags, *COMMON_FLAGS, "-o", tmp, str(SOURCE), "-lm"],
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            return (proc.stderr or proc.stdout).strip()[-2000:] or f"exit {proc.returncode}"
+        os.replace(tmp, dest)
+        return None
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _declare(lib) -> None:
+    P, I64, I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for sfx in ("f32", "f64"):
+        g = getattr(lib, f"nd_gather_{sfx}")
+        g.argtypes = [P, I64, I64, I64, I64, I64, P, P, I64, P, I64, I64, I64, I32, I64, I64]
+        g.restype = I32
+        w = getattr(lib, f"nd_wgrad_{sfx}")
+        w.argtypes = [P, I64, I64, I64, P, I64, I64, I64, I64, P, I64, P, I64, I64, I64, I32,
+                      I64, I64]
+        w.restype = I32
+
+
+def _build() -> tuple[NativeStatus, object]:
+    if _disabled():
+        return NativeStatus(False, f"{ENV_SWITCH}={os.environ[ENV_SWITCH]} is set"), None
+    cc = _compiler()
+    if cc is None:
+        return NativeStatus(False, "no C compiler found (set CC, or install gcc or clang)"), None
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True,
+                                 timeout=60).stdout.splitlines()[:1]
+    except (OSError, subprocess.SubprocessError) as exc:
+        return NativeStatus(False, f"the C compiler {cc} does not run: {exc}"), None
+    source = SOURCE.read_bytes()
+    errors = []
+    for flags in FLAG_SETS:
+        key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(version).encode(),
+                                         " ".join(flags + COMMON_FLAGS).encode(),
+                                         _cpu_signature().encode()])).hexdigest()[:20]
+        dest = _cache_dir() / f"intdelay_{key}.so"
+        if not dest.exists():
+            err = _compile(cc, flags, dest)
+            if err is not None:
+                errors.append(f"{' '.join(flags)}: {err}")
+                continue
+        try:
+            lib = ctypes.CDLL(str(dest))
+            lib.nd_abi_version.restype = ctypes.c_int
+            if lib.nd_abi_version() != ABI_VERSION:
+                raise OSError(f"interface version {lib.nd_abi_version()}, need {ABI_VERSION}")
+            _declare(lib)
+        except (OSError, AttributeError) as exc:
+            errors.append(f"{' '.join(flags)}: loading {dest} failed: {exc}")
+            continue
+        return NativeStatus(True, "built", str(dest), cc, flags), lib
+    return NativeStatus(False, "compiling the kernels failed: " + " | ".join(errors), None,
+                        cc), None
+
+
+def status() -> NativeStatus:
+    """Build (once per process) or load the kernels; what is in use and why."""
+    with _LOCK:
+        if "status" not in _STATE:
+            _STATE["status"], _STATE["lib"] = _build()
+        return _STATE["status"]
+
+
+def available() -> bool:
+    """True when the compiled kernels are in use (see :func:`status`)."""
+    return status().available
+
+
+def _lib():
+    st = status()
+    if not st.available:
+        raise RuntimeError(f"native kernels unavailable: {st.reason}")
+    return _STATE["lib"]
+
+
+def tile_width(T: int) -> int:
+    """The tile width for T steps: the smallest multiple of 16 covering T up to 128;
+    beyond, the width in TILE_WIDTHS >= 64 that pads T least (the widest on ties)."""
+    if T <= TILE_WIDTHS[-1]:
+        return -(-T // 16) * 16
+    return min((w for w in TILE_WIDTHS if w >= 64), key=lambda w: (-(-T // w) * w, -w))
+
+
+_POOL: dict = {}
+
+
+def _run(fn, n_items: int, args_of) -> None:
+    """Call fn(*args_of(lo, hi)) over [0, n_items) split into one range per thread."""
+    n = max(1, min(torch.get_num_threads(), n_items))
+    ranges = [(n_items * k // n, n_items * (k + 1) // n) for k in range(n)]
+    if n == 1:
+        rcs = [fn(*args_of(0, n_items))]
+    else:
+        with _LOCK:
+            pool = _POOL.get("pool")
+            # a forked child inherits the pool object but not its threads: make its own
+            if pool is None or _POOL["size"] < n or _POOL["pid"] != os.getpid():
+                pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="nd-native")
+                _POOL.update(pool=pool, size=n, pid=os.getpid())
+        futures = [pool.submit(fn, *args_of(lo, hi)) for lo, hi in ranges]
+        rcs = [f.result() for f in futures]
+    if any(rc != 0 for rc in rcs):
+        raise MemoryError("native integer-delay kernel: out of memory for its row buffers")
+
+
+def _sfx(t: torch.Tensor) -> str:
+    return {torch.float32: "f32", torch.float64: "f64"}[t.dtype]
+
+
+def _span(delay: torch.Tensor, T: int) -> int:
+    d = delay[delay < T]
+    return int(d.max()) if d.numel() else 0
+
+
+def gather(src: torch.Tensor, weight: torch.Tensor, off: torch.Tensor, shift: int,
+           span: int) -> torch.Tensor:
+    """(T, B, n_dst) contiguous: y[t, b, o] = sum_c weight[o, c] * row_c[off[o, c] + t],
+    row_c = src[b, c, :] placed at ``shift`` in a zero row of tile_width-padded length."""
+    lib = _lib()
+    B, C, T = src.shape
+    n_dst = weight.shape[0]
+    w = weight.contiguous()
+    y = torch.empty(T, B, n_dst, dtype=src.dtype)
+    sb, sc, st = src.stride()
+    fn = getattr(lib, f"nd_gather_{_sfx(src)}")
+    tc = tile_width(T)
+    _run(fn, B, lambda lo, hi: (src.data_ptr(), sb, sc, st, C, shift, w.data_ptr(),
+                                off.data_ptr(), n_dst, y.data_ptr(), B, T, span, tc, lo, hi))
+    return y
+
+
+def _row_len(T: int, span: int) -> int:
+    """Length of a zero-padded row: T rounded up to whole tiles, plus the span."""
+    tc = tile_width(T)
+    return tc * -(-T // tc) + span
+
+
+def _offsets(valid: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """int32 read offsets into the rows, -1 where a pair contributes nothing."""
+    if start.numel() and int(start.max()) >= 2**31:
+        raise MemoryError(f"native integer-delay kernel: rows of {int(start.max())} values "
+                          f"exceed its 32-bit offsets; use fewer channels or steps")
+    return torch.where(valid, start, -1).to(torch.int32).contiguous()
+
+
+def forward(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
+    """y (T, B, n_out) contiguous for x (B, n_in, T), weight (n_out, n_in) of x's dtype,
+    delay (n_out, n_in) integers >= 0 (delays >= T contribute nothing; zero weights are
+    skipped)."""
+    T = x.shape[2]
+    span = _span(delay, T)
+    L = _row_len(T, span)
+    d = delay.to(torch.int64)
+    cols = torch.arange(d.shape[1], dtype=torch.int64).unsqueeze(0)
+    off = _offsets((d < T) & (weight != 0), cols * L + span - d)
+    return gather(x, weight, off, span, span)
+
+
+def input_grad(gy: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
+    """dL/dx (T, B, n_in) contiguous for dL/dy gy (B, n_out, T):
+    gx[b, i, s] = sum_o weight[o, i] * gy[b, o, s + delay[o, i]]."""
+    T = gy.shape[2]
+    span = _span(delay, T)
+    L = _row_len(T, span)
+    d = delay.to(torch.int64).t()                                    # (n_in, n_out)
+    rows = torch.arange(d.shape[1], dtype=torch.int64).unsqueeze(0)
+    off = _offsets((d < T) & (weight.t() != 0), rows * L + d)
+    return gather(gy, weight.t(), off, 0, span)
+
+
+def weight_grad(gy: torch.Tensor, x: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
+    """dL/dweight (n_out, n_in): sum over b, t of gy[b, o, t] * x[b, i, t - delay[o, i]]."""
+    lib = _lib()
+    B, n_in, T = x.shape
+    n_out = gy.shape[1]
+    span = _span(delay, T)
+    tc = tile_width(T)
+    L = _row_len(T, span)
+    d = delay.to(torch.int64)
+    cols = torch.arange(n_in, dtype=torch.int64).unsqueeze(0)
+    off = _offsets(d < T, cols * L + span - d)
+    g = torch.empty(n_out, n_in, dtype=x.dtype)
+    fn = getattr(lib, f"nd_wgrad_{_sfx(x)}")
+    gsb, gso, gst = gy.stride()
+    xsb, xsi, xst = x.stride()
+    _run(fn, n_out, lambda lo, hi: (gy.data_ptr(), gsb, gso, gst, x.data_ptr(), xsb, xsi, xst,
+                                    n_in, off.data_ptr(), n_out, g.data_ptr(), B, T, span, tc,
+                                    lo, hi))
+    return g
