@@ -786,6 +786,16 @@ def fixed_delay_benchmarks(args) -> dict:
     return res
 
 
+def _native_status() -> str:
+    """Which integer-delay path `auto` takes here: the compiled kernels, or the
+    frequency-domain fallback and why (neurodelay.train.native)."""
+    try:
+        from neurodelay.train import native
+    except ImportError:                       # a checkout from before the kernels
+        return "frequency domain (no neurodelay.train.native in this checkout)"
+    return native.status().describe()
+
+
 # ============================================================================ discrete forward
 def discrete_benchmark(args) -> dict:
     """Discrete-model inference (no grad): conv1d over the whole window (before) vs
@@ -1222,12 +1232,14 @@ def main(argv=None) -> int:
            "load_average_at_start": list(os.getloadavg()), "quick": args.quick,
            "omp_wait_policy": OMP_WAIT_POLICY, "openblas_threads": BLAS_THREADS,
            "allocator": allocator_status(),
+           "integer_delay_operator": _native_status(),
            "neurodelay_variant": ("model.py (uses fastconv)" if model_uses_fastconv()
                                   else "benchmarks wrapper (model.py not patched yet)")}
     log(f"neurodelay benchmarks: torch {torch.__version__}, {out['torch_threads']} torch "
         f"threads (OMP_WAIT_POLICY {OMP_WAIT_POLICY}), {BLAS_THREADS} OpenBLAS thread(s), "
         f"{os.cpu_count()} CPUs, load average {out['load_average_at_start'][0]:.1f}; "
         f"allocator {out['allocator']}; "
+        f"integer-delay operator: {out['integer_delay_operator']}; "
         f"neurodelay variant = {out['neurodelay_variant']}")
     if "train" in sections:
         tr = train_benchmarks(configs, args)
