@@ -144,6 +144,13 @@ def test_float32_error_is_that_of_a_direct_sum():
     assert err_nat < 0.75 * err_fft
 
 
+def test_rows_beyond_32_bit_offsets_are_refused_with_the_fix():
+    with pytest.raises(FastConvError, match="method='fft'"):
+        native._offsets(torch.tensor([True, True]), torch.tensor([5, 2**31]))
+    off = native._offsets(torch.tensor([True, False]), torch.tensor([5, 2**31 - 1]))
+    assert off.dtype == torch.int32 and off.tolist() == [5, -1]
+
+
 def test_tile_width_choice():
     assert [native.tile_width(t) for t in (1, 16, 17, 100, 128)] == [16, 16, 32, 112, 128]
     assert native.tile_width(129) == 80          # 2 x 80 = 160 pads least (2 x 128 = 256)

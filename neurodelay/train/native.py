@@ -214,6 +214,8 @@ def _run(fn, n_items: int, args_of) -> None:
             pool = _POOL.get("pool")
             # a forked child inherits the pool object but not its threads: make its own
             if pool is None or _POOL["size"] < n or _POOL["pid"] != os.getpid():
+                if pool is not None and _POOL["pid"] == os.getpid():
+                    pool.shutdown(wait=False)                    # replaced by a wider one
                 pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="nd-native")
                 _POOL.update(pool=pool, size=n, pid=os.getpid())
         futures = [pool.submit(fn, *args_of(lo, hi)) for lo, hi in ranges]
@@ -236,6 +238,9 @@ def gather(src: torch.Tensor, weight: torch.Tensor, off: torch.Tensor, shift: in
     """(T, B, n_dst) contiguous: y[t, b, o] = sum_c weight[o, c] * row_c[off[o, c] + t],
     row_c = src[b, c, :] placed at ``shift`` in a zero row of tile_width-padded length."""
     lib = _lib()
+    if src.device.type != "cpu":
+        raise ValueError(f"native integer-delay kernel: tensors must be on the CPU, "
+                         f"got {src.device}")
     B, C, T = src.shape
     n_dst = weight.shape[0]
     w = weight.contiguous()
@@ -257,8 +262,11 @@ def _row_len(T: int, span: int) -> int:
 def _offsets(valid: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     """int32 read offsets into the rows, -1 where a pair contributes nothing."""
     if start.numel() and int(start.max()) >= 2**31:
-        raise MemoryError(f"native integer-delay kernel: rows of {int(start.max())} values "
-                          f"exceed its 32-bit offsets; use fewer channels or steps")
+        from neurodelay.train.fastconv import FastConvError
+
+        raise FastConvError(f"native integer-delay kernel: {int(start.max())} padded values "
+                            f"per batch item exceed its 32-bit offsets; use method='fft', "
+                            f"or fewer channels or steps")
     return torch.where(valid, start, -1).to(torch.int32).contiguous()
 
 
