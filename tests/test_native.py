@@ -248,3 +248,16 @@ def test_a_forked_child_gets_its_own_threads(tmp_path):
     proc = _python(code, {}, tmp_path, timeout=90)     # a child stuck on the parent's pool
     assert proc.returncode == 0, proc.stderr[-3000:]     # hangs: the timeout fails the test
     assert "CHILD 0" in proc.stdout
+
+
+def test_training_says_when_it_runs_on_the_fallback(files, tmp_path, monkeypatch):
+    from neurodelay import api
+
+    monkeypatch.setattr(native, "status",
+                        lambda: native.NativeStatus(False, "no C compiler found (test)"))
+    lines = []
+    api.train_run(str(tmp_path / "run"), preset="tiny", hidden=[8, 8], epochs=1,
+                  batch_size=64, seed=0, progress=False, log=lines.append, **files)
+    notes = [ln for ln in lines if "integer-delay operator" in ln]
+    assert notes == ["note: integer-delay operator on its frequency-domain fallback: "
+                     "no C compiler found (test)"]

@@ -384,6 +384,12 @@ def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progre
             f"parameters {counts['total']:,} (weights {counts['weights']:,}, "
             f"delays {counts['delays']:,})")
     if main_rank:
+        from neurodelay.train import native
+
+        st = native.status()
+        if not st.available:        # integer delays (validation, fixed delays) run slower
+            log(f"note: integer-delay operator on its {st.describe()}")
+    if main_rank:
         atomic_write_text(run / "metrics.jsonl",
                           "".join(json.dumps(m) + "\n" for m in state["metrics"]))
     _barrier(world)
