@@ -229,6 +229,21 @@ def test_library_is_built_once_and_reused(tmp_path):
         [Path(lib1[0].split()[1]).name]               # no temporary files left behind
 
 
+def test_an_unwritable_cache_builds_in_a_temporary_folder(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    code = """
+        from neurodelay.train import native
+        st = native.status()
+        assert st.available, st
+        print("LIB", st.library)
+    """
+    proc = _python(code, {}, tmp_path)              # NEURODELAY_CACHE = tmp_path / "cache"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lib = proc.stdout.split("LIB ", 1)[1].strip()
+    assert "neurodelay-native-" in lib and not lib.startswith(str(blocker))
+
+
 def test_a_forked_child_gets_its_own_threads(tmp_path):
     code = """
         import os, torch

@@ -240,19 +240,20 @@ class _NativeConv(torch.autograd.Function):
     forward, dL/dx and dL/dweight; one autograd node, delays get no gradient."""
 
     @staticmethod
-    def forward(ctx, x, weight, delay):
+    def forward(ctx, x, weight, delay, span):
         ctx.save_for_backward(x, weight, delay)
-        return native.forward(x, weight, delay).permute(1, 2, 0)
+        ctx.span = span
+        return native.forward(x, weight, delay, span).permute(1, 2, 0)
 
     @staticmethod
     def backward(ctx, gy):
         x, weight, delay = ctx.saved_tensors
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = native.input_grad(gy, weight, delay).permute(1, 2, 0)
+            gx = native.input_grad(gy, weight, delay, ctx.span).permute(1, 2, 0)
         if ctx.needs_input_grad[1]:
-            gw = native.weight_grad(gy, x, delay)
-        return gx, gw, None
+            gw = native.weight_grad(gy, x, delay, ctx.span)
+        return gx, gw, None, None
 
 
 def integer_delay_conv(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor, *,
@@ -295,7 +296,7 @@ def integer_delay_conv(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tenso
         if not st.available:
             raise FastConvError(f"method 'native': the compiled kernels are unavailable "
                                 f"({st.reason}); use method 'auto' or 'fft'")
-        return _NativeConv.apply(x, weight, delay)
+        return _NativeConv.apply(x, weight, delay, span)
     ph = _phase(delay, T, span, x.dtype, key)                   # (3F, out, in)
     mats = _dft_matrices(T, span + 1, x.dtype, str(x.device))
     return spectral_conv(x, ph, mats, weight=weight)            # spectrum = ph * weight

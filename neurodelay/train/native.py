@@ -104,10 +104,25 @@ def _cache_dir() -> Path:
     return default_cache_dir() / "native"
 
 
+def _writable_cache() -> Path:
+    """The cache folder for the library, or a fresh temporary folder where the cache
+    cannot be created or written (the library is then built once per process)."""
+    cache = _cache_dir()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        if os.access(cache, os.W_OK):
+            return cache
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="neurodelay-native-"))
+
+
 def _compile(cc: str, flags: tuple[str, ...], dest: Path) -> str | None:
     """Compile SOURCE to dest (atomically); the compiler's complaint, or None."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=dest.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=dest.parent)
+    except OSError as exc:
+        return f"cannot write {dest.parent}: {exc}"
     os.close(fd)
     try:
         proc = subprocess.run([cc, *flags, *COMMON_FLAGS, "-o", tmp, str(SOURCE), "-lm"],
@@ -147,12 +162,13 @@ def _build() -> tuple[NativeStatus, object]:
     except (OSError, subprocess.SubprocessError) as exc:
         return NativeStatus(False, f"the C compiler {cc} does not run: {exc}"), None
     source = SOURCE.read_bytes()
+    cache = _writable_cache()
     errors = []
     for flags in FLAG_SETS:
         key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(version).encode(),
                                          " ".join(flags + COMMON_FLAGS).encode(),
                                          _cpu_signature().encode()])).hexdigest()[:20]
-        dest = _cache_dir() / f"intdelay_{key}.so"
+        dest = cache / f"intdelay_{key}.so"
         if not dest.exists():
             err = _compile(cc, flags, dest)
             if err is not None:
@@ -270,12 +286,13 @@ def _offsets(valid: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, start, -1).to(torch.int32).contiguous()
 
 
-def forward(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
+def forward(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor,
+            span: int | None = None) -> torch.Tensor:
     """y (T, B, n_out) contiguous for x (B, n_in, T), weight (n_out, n_in) of x's dtype,
     delay (n_out, n_in) integers >= 0 (delays >= T contribute nothing; zero weights are
-    skipped)."""
+    skipped). ``span``: the largest delay < T if the caller knows it (else computed)."""
     T = x.shape[2]
-    span = _span(delay, T)
+    span = _span(delay, T) if span is None else span
     L = _row_len(T, span)
     d = delay.to(torch.int64)
     cols = torch.arange(d.shape[1], dtype=torch.int64).unsqueeze(0)
@@ -283,11 +300,12 @@ def forward(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor) -> torch
     return gather(x, weight, off, span, span)
 
 
-def input_grad(gy: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
+def input_grad(gy: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor,
+               span: int | None = None) -> torch.Tensor:
     """dL/dx (T, B, n_in) contiguous for dL/dy gy (B, n_out, T):
     gx[b, i, s] = sum_o weight[o, i] * gy[b, o, s + delay[o, i]]."""
     T = gy.shape[2]
-    span = _span(delay, T)
+    span = _span(delay, T) if span is None else span
     L = _row_len(T, span)
     d = delay.to(torch.int64).t()                                    # (n_in, n_out)
     rows = torch.arange(d.shape[1], dtype=torch.int64).unsqueeze(0)
@@ -295,12 +313,13 @@ def input_grad(gy: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor) -> t
     return gather(gy, weight.t(), off, 0, span)
 
 
-def weight_grad(gy: torch.Tensor, x: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
+def weight_grad(gy: torch.Tensor, x: torch.Tensor, delay: torch.Tensor,
+                span: int | None = None) -> torch.Tensor:
     """dL/dweight (n_out, n_in): sum over b, t of gy[b, o, t] * x[b, i, t - delay[o, i]]."""
     lib = _lib()
     B, n_in, T = x.shape
     n_out = gy.shape[1]
-    span = _span(delay, T)
+    span = _span(delay, T) if span is None else span
     tc = tile_width(T)
     L = _row_len(T, span)
     d = delay.to(torch.int64)
