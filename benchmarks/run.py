@@ -786,6 +786,21 @@ def fixed_delay_benchmarks(args) -> dict:
     return res
 
 
+def _git_commit() -> str | None:
+    """The checkout's commit, with " (modified)" when tracked files differ from it; None
+    outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=30)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + (" (modified)" if dirty.stdout.strip() else "")
+
+
 def _native_status() -> str:
     """Which integer-delay path `auto` takes here: the compiled kernels, or the
     frequency-domain fallback and why (neurodelay.train.native)."""
@@ -1233,9 +1248,11 @@ def main(argv=None) -> int:
            "omp_wait_policy": OMP_WAIT_POLICY, "openblas_threads": BLAS_THREADS,
            "allocator": allocator_status(),
            "integer_delay_operator": _native_status(),
+           "git_commit": _git_commit(),
            "neurodelay_variant": ("model.py (uses fastconv)" if model_uses_fastconv()
                                   else "benchmarks wrapper (model.py not patched yet)")}
-    log(f"neurodelay benchmarks: torch {torch.__version__}, {out['torch_threads']} torch "
+    log(f"neurodelay benchmarks at commit {out['git_commit']}: torch {torch.__version__}, "
+        f"{out['torch_threads']} torch "
         f"threads (OMP_WAIT_POLICY {OMP_WAIT_POLICY}), {BLAS_THREADS} OpenBLAS thread(s), "
         f"{os.cpu_count()} CPUs, load average {out['load_average_at_start'][0]:.1f}; "
         f"allocator {out['allocator']}; "

@@ -229,6 +229,38 @@ def test_library_is_built_once_and_reused(tmp_path):
         [Path(lib1[0].split()[1]).name]               # no temporary files left behind
 
 
+def test_a_build_without_march_native_gives_the_same_bits(tmp_path):
+    """The kernels' arithmetic (fma, fixed order, -ffp-contract=off) does not depend on
+    the instruction set: a plain -O3 build (SSE2 on x86-64) and this process's build
+    give bit-equal outputs and gradients."""
+    code = """
+        import torch
+        from neurodelay.train import native
+        native.FLAG_SETS = (("-O3",),)
+        assert native.status().flags == ("-O3",), native.status()
+        torch.set_num_threads(2)
+        g = torch.Generator().manual_seed(9)
+        x = (torch.rand(5, 30, 100, generator=g) < 0.2).float().requires_grad_(True)
+        w = torch.randn(20, 30, generator=g).requires_grad_(True)
+        d = torch.randint(0, 25, (20, 30), generator=g)
+        gy = torch.randn(5, 20, 100, generator=g)
+        from neurodelay.train.intdelay import integer_delay_conv
+        y = integer_delay_conv(x, w, d, method="native")
+        gx, gw = torch.autograd.grad(y, (x, w), gy)
+        torch.save([y.detach(), gx, gw, x.detach(), w.detach(), d, gy], "%s")
+    """ % (tmp_path / "plain.pt")
+    proc = _python(code, {}, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    y0, gx0, gw0, x, w, d, gy = torch.load(tmp_path / "plain.pt")
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    y = integer_delay_conv(x, w, d, method="native")
+    gx, gw = torch.autograd.grad(y, (x, w), gy)
+    assert native.status().flags != ("-O3",)          # this process: the -march build
+    for a, b in zip((y.detach(), gx, gw), (y0, gx0, gw0)):
+        assert torch.equal(a, b)
+
+
 def test_an_unwritable_cache_builds_in_a_temporary_folder(tmp_path):
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the cache folder should be")

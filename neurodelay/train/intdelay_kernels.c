@@ -120,12 +120,14 @@ done:                                                                           
    chunks of WB items (their rows filled once); within a chunk, four inputs at a time,     \
    each (o, i) is a dot product over the chunk's items (ascending) and Tp steps in 16      \
    lanes, the lanes added in a fixed order and the chunk's sum added to g[o, i] (chunks    \
-   ascending). g (n_out, n_in) contiguous, overwritten. */                                 \
+   ascending). g (n_out, n_in) contiguous, overwritten. Returns 0, -1 when out of
+   memory, -2 for an output range outside [0, n_out). */                                 \
 int nd_wgrad_##sfx(const real *gy, int64_t gsb, int64_t gso, int64_t gst,                  \
                    const real *x, int64_t xsb, int64_t xsi, int64_t xst, int64_t n_in,     \
                    const int32_t *off, int64_t n_out, real *g, int64_t B, int64_t T,       \
                    int64_t Dm, int TC, int64_t o0, int64_t o1)                             \
 {                                                                                          \
+    if (o0 < 0 || o0 > o1 || o1 > n_out) return -2;                                       \
     int64_t Tp = (T + TC - 1) / TC * TC, L = Tp + Dm, no = o1 - o0;                        \
     real *rows = calloc((size_t)(WB * n_in * L), sizeof(real));                            \
     real *grs = calloc((size_t)(WB * no * Tp), sizeof(real));                              \

@@ -236,8 +236,10 @@ def _run(fn, n_items: int, args_of) -> None:
                 _POOL.update(pool=pool, size=n, pid=os.getpid())
         futures = [pool.submit(fn, *args_of(lo, hi)) for lo, hi in ranges]
         rcs = [f.result() for f in futures]
-    if any(rc != 0 for rc in rcs):
+    if any(rc == -1 for rc in rcs):
         raise MemoryError("native integer-delay kernel: out of memory for its row buffers")
+    if any(rc != 0 for rc in rcs):
+        raise RuntimeError(f"native integer-delay kernel: refused its arguments (codes {rcs})")
 
 
 def _sfx(t: torch.Tensor) -> str:
