@@ -19,8 +19,8 @@ How :func:`integer_delay_conv` computes it
   plus the transforms. Forward, dL/dx and dL/dweight; silent inputs and zero weights are
   skipped; results do not depend on the thread count or the machine. At the SHD shape
   (140-256-256-20, T = 100, window 25, 2 threads; benchmarks/results/benchmark.json): a
-  fixed-delay training step 5.5x (batch 64) / 8.1x (batch 256) the conv1d path's speed,
-  discrete inference 6.3x (the frequency domain below: 3.5x / 4.9x and 3.5x).
+  fixed-delay training step 6.9x (batch 64) / 8.1x (batch 256) the conv1d path's speed,
+  discrete inference 6.8x (the frequency domain below: 3.5x / 4.9x and 3.5x).
 * **Frequency domain** (``method="fft"``; also the fallback on other devices and where
   the kernels cannot be built: :func:`neurodelay.train.native.status` says why).
   A linear convolution over N = T + D points, D = the largest delay that still reaches
