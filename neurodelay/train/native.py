@@ -117,25 +117,27 @@ def _writable_cache() -> Path:
     return Path(tempfile.mkdtemp(prefix="neurodelay-native-"))
 
 
+class _CompileFailed(Exception):
+    """The compiler's complaint (caught in :func:`_compile`)."""
+
+
 def _compile(cc: str, flags: tuple[str, ...], dest: Path) -> str | None:
-    """Compile SOURCE to dest (atomically); the compiler's complaint, or None."""
+    """Compile SOURCE to dest (atomically, through the project's atomic_path); the
+    compiler's complaint, or None."""
+    from neurodelay._io import atomic_path
+
     try:
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=dest.parent)
-    except OSError as exc:
-        return f"cannot write {dest.parent}: {exc}"
-    os.close(fd)
-    try:
-        proc = subprocess.run([cc, *flags, *COMMON_FLAGS, "-o", tmp, str(SOURCE), "-lm"],
-                              capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            return (proc.stderr or proc.stdout).strip()[-2000:] or f"exit {proc.returncode}"
-        os.replace(tmp, dest)
-        return None
-    except (OSError, subprocess.SubprocessError) as exc:
+        with atomic_path(dest) as tmp:
+            proc = subprocess.run([cc, *flags, *COMMON_FLAGS, "-o", str(tmp), str(SOURCE),
+                                   "-lm"], capture_output=True, text=True, timeout=300)
+            if proc.returncode != 0:
+                raise _CompileFailed((proc.stderr or proc.stdout).strip()[-2000:]
+                                     or f"exit {proc.returncode}")
+    except _CompileFailed as exc:
         return str(exc)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _declare(lib) -> None:
