@@ -218,6 +218,186 @@ class torch_threads:
             torch.set_num_threads(self.before)
 
 
+def _cli_name(key: str) -> str:
+    return {"dt_ms": "--dt", "tau_ms": "--tau",
+            "max_delay_ms": "--max-delay"}.get(key, "--" + key.replace("_", "-"))
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_shown(v) for v in value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _same_float(a, b) -> bool:
+    import math
+
+    try:
+        a, b = float(a), float(b)
+    except (TypeError, ValueError):
+        return False
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _same_path(a, b) -> bool:
+    import os
+
+    if a is None or b is None:
+        return a is None and b is None
+    pa, pb = (os.path.abspath(os.path.expanduser(os.fspath(p))) for p in (a, b))
+    if pa == pb:
+        return True
+    try:
+        return os.path.samefile(pa, pb)
+    except OSError:
+        return False
+
+
+def _int_items(value):
+    """A list of ints from an int or a sequence, or None when it is not one."""
+    try:
+        items = [value] if isinstance(value, (int, float, np.integer)) else list(value)
+        out = [int(v) for v in items]
+        return out if all(o == v for o, v in zip(out, items)) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def check_resume_options(out, **options) -> None:
+    """Refuse options given with ``resume`` that differ from the run's config.json.
+
+    ``--resume`` continues a run exactly as it was configured (the same result as an
+    uninterrupted run); an option that would change it was silently ignored before. Every
+    option given (not ``None``; the CLI passes only those on its command line) is compared
+    with the recorded setting in the option's own units; a value equal to the recorded one
+    is accepted, a different one is an OptionError naming each option with the run's value
+    and the given one. ``--preset`` stands for its values of the options not given. No
+    config.json in ``out``: nothing to compare (the trainer says there is nothing to
+    resume)."""
+    from dataclasses import asdict
+
+    from neurodelay.runs import open_run
+
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - set(DATA_KEYS) - set(MODEL_KEYS))
+    if unknown:
+        raise OptionError(f"unknown option{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)}; see `neurodelay train --help` (keyword "
+                          f"names are the options with '-' -> '_', times in *_ms)")
+    if not given or not (Path(out) / "config.json").exists():
+        return
+    r = open_run(out, kinds=("trained",))
+    try:
+        mc = ModelConfig(**r.config["model"])
+        tc = asdict(TrainConfig(**r.config["train"]))
+        dc = DataConfig(**r.config["data"])
+    except TypeError as e:
+        from neurodelay.errors import RunError
+
+        raise RunError(f"{Path(out) / 'config.json'}: not a config.json neurodelay wrote "
+                       f"({e}); start a new run instead of --resume") from None
+    dt_ms = dc.dt * 1000.0
+    wanted = dict(given)              # option -> (value, where it came from)
+    origin = {k: "" for k in given}
+    if "preset" in given:
+        name = O.check_choice(given.pop("preset"), "--preset", tuple(PRESETS))
+        wanted.pop("preset")
+        for key, value in get_preset(name).items():
+            if key in MODEL_KEYS and key not in wanted:
+                wanted[key], origin[key] = value, f" (from --preset {name})"
+    diffs = []
+
+    def differ(key, value, recorded, same: bool):
+        if not same:
+            diffs.append(f"{_cli_name(key)} {_shown(value)}{origin.get(key, '')} (the run "
+                         f"has {_shown(recorded)})")
+
+    for key, value in wanted.items():
+        if key in ("epochs", "batch_size", "seed", "lr", "max_lr", "position_lr_factor"):
+            differ(key, value, tc[key], _same_float(value, tc[key]))
+        elif key in ("sigma", "learn"):
+            differ(key, value, tc[key], value == tc[key])
+        elif key == "reference_kernels":
+            differ(key, bool(value), tc[key], bool(value) == tc[key])
+        elif key == "delays":
+            differ(key, value, mc.delays, value == mc.delays)
+        elif key in ("threshold", "dropout"):
+            rec = getattr(mc, key)
+            differ(key, value, rec, _same_float(value, rec))
+        elif key == "connections":
+            differ(key, value, mc.connections,
+                   mc.connections is not None and _same_float(value, mc.connections))
+        elif key == "tau_ms":
+            rec = mc.tau * dt_ms
+            differ(key, value, f"{rec:g} ms", _same_float(value, rec))
+        elif key == "max_delay_ms":
+            try:
+                window = max(1, int(round(float(value) / dt_ms)))
+            except (TypeError, ValueError, OverflowError):
+                window = None
+            differ(key, value, f"{mc.max_delay_steps * dt_ms:g} ms (a window of "
+                               f"{mc.max_delay_steps} steps of {dt_ms:g} ms)",
+                   window == mc.max_delay_steps)
+        elif key == "hidden":
+            hid = _int_items(value)
+            if hid and mc.delays == "none" and min(hid) >= 1:   # recorded: widened sizes
+                base = ModelConfig(**{**mc.to_dict(), "hidden": hid})
+                ref = ModelConfig(**{**base.to_dict(), "delays": "learned"})
+                hid = widen_for_parameter_parity(base, ref)
+            differ(key, value, mc.hidden if mc.delays != "none" else
+                   f"{_shown(mc.hidden)} (widened for --delays none)", hid == mc.hidden)
+        elif key == "dt_ms":
+            differ(key, value, f"{dt_ms:g} ms", _same_float(value, dt_ms))
+        elif key == "channel_bin":
+            differ(key, value, dc.channel_bin, _same_float(value, dc.channel_bin))
+        elif key == "max_time":
+            differ(key, value, "no --max-time (all spikes kept)" if dc.max_time is None
+                   else f"{dc.max_time:g} s",
+                   dc.max_time is not None and _same_float(value, dc.max_time))
+        elif key in ("valid_speakers", "test_speakers"):
+            spk = _int_items(value)
+            rec = getattr(dc, key)
+            differ(key, value, rec,
+                   spk is not None and sorted(set(spk)) == sorted(set(rec or [])))
+        elif key == "cache_dir":
+            differ(key, value, dc.cache_dir, _same_path(value, dc.cache_dir))
+    files = {s: given.get(f"{s}_file") for s in ("train", "valid", "test")}
+    recorded = {"train": dc.train, "valid": dc.valid, "test": dc.test}
+    if given.get("dataset") is not None or given.get("data_dir") is not None:
+        names = " ".join(f"{_cli_name(k)} {given[k]}" for k in
+                         ("dataset", "data_dir", "train_file", "valid_file", "test_file")
+                         if k in given)
+        try:
+            found = D.resolve_files(given.get("dataset"), given.get("data_dir"),
+                                    files["train"], files["valid"], files["test"])
+        except D.DataError as e:
+            diffs.append(f"{names} ({e}; the run's train file is {dc.train})")
+        else:
+            bad = [f"{s} file {found[s] or 'none'} (the run has {recorded[s] or 'none'})"
+                   for s in ("train", "valid", "test")
+                   if not _same_path(found[s], recorded[s])]
+            if bad:
+                diffs.append(f"{names}: " + ", ".join(bad))
+    else:
+        for s, path in files.items():
+            if path is not None and not _same_path(path, recorded[s]):
+                diffs.append(f"--{s}-file {path} (the run has {recorded[s] or 'none'})")
+    if diffs:
+        raise OptionError(
+            f"--resume continues the run in {out} exactly as configured in its config.json "
+            f"(the same result as an uninterrupted run), so options that would change it "
+            f"are refused; {'these differ' if len(diffs) > 1 else 'this one differs'} from "
+            f"the run's: {'; '.join(diffs)}. Omit {'them' if len(diffs) > 1 else 'it'} to "
+            f"resume the run, or train a new run (another --out, or --overwrite to replace "
+            f"this one) to use {'them' if len(diffs) > 1 else 'it'}")
+
+
 def train_run(out, *, resume=False, overwrite=False, progress=True, threads=None, log=print,
               **options) -> dict:
     """Train a run into ``out`` (see ``neurodelay train --help`` for the options).
@@ -227,6 +407,8 @@ def train_run(out, *, resume=False, overwrite=False, progress=True, threads=None
     the model will need is estimated before the run folder is touched
     (ResourceLimitError above ``NEURODELAY_MAX_GIB``, default 8 GiB).
     ``threads`` sets torch's CPU thread count for this call only (restored after).
+    ``resume=True`` continues the run as its config.json says: an option given (not
+    ``None``) that differs from it is an OptionError (:func:`check_resume_options`).
     """
     with torch_threads(threads):
         return _train_run(out, resume=resume, overwrite=overwrite, progress=progress,
@@ -235,6 +417,10 @@ def train_run(out, *, resume=False, overwrite=False, progress=True, threads=None
 
 def _train_run(out, *, resume, overwrite, progress, log, **options) -> dict:
     if resume:
+        if overwrite:
+            raise OptionError(f"--resume with --overwrite: --resume continues the run in "
+                              f"{out}, --overwrite replaces it; give one of them")
+        check_resume_options(out, **options)
         return train(out, None, None, None, resume=True, progress=progress, log=log)
     check_options(**options)
     data_opts = {k: options.pop(k) for k in DATA_KEYS if k in options}
@@ -280,7 +466,7 @@ def evaluate_run(run, test_file=None, batch_size=256) -> dict:
     acc = accuracy(model, ds, batch_size)
     return {"accuracy": acc, "n": len(ds), "run": str(run),
             "test": test_file or "run's own test split", "finished": status.finished,
-            "status": status.describe()}
+            "status": status.describe(), "notes": list(ds.notes)}
 
 
 def _evaluate_deployable(r, status, test_file, batch_size) -> dict:
@@ -302,8 +488,9 @@ def _evaluate_deployable(r, status, test_file, batch_size) -> dict:
         what = "float network (imported)"
     return {"accuracy": float(np.mean(pred == ds.labels)), "n": len(ds), "run": str(r.path),
             "test": test_file or "run's own test split", "finished": status.finished,
-            "status": status.describe(), "model": what}
+            "status": status.describe(), "model": what, "notes": list(ds.notes)}
 
 
 __all__ = ["train_run", "evaluate_run", "resolve_data", "make_configs", "check_options",
+           "check_resume_options",
            "check_data_options", "run_config"]

@@ -30,7 +30,7 @@ import math
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -45,7 +45,7 @@ __all__ = [
     "synthetic_dir", "default_cache_dir", "synthetic_patterns",
 ]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: files with links or external storage are refused, never cached
 REQUIRED_KEYS = ("spikes/times", "spikes/units", "labels")
 OFFICIAL_FILES = {
     "shd": {"train": "shd_train.h5", "valid": None, "test": "shd_test.h5"},
@@ -61,6 +61,7 @@ WHERE_TO_GET = (
 _GZIP_MAGIC = b"\x1f\x8b"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _CHUNK = 512  # samples read and binned at once
+MAX_CLASSES = 100_000  # SSC has 35; a file claiming more is refused before allocating
 
 
 class DataError(NeurodelayError, ValueError):
@@ -156,6 +157,8 @@ class BinnedDataset:
     channel_bin: int = 5
     n_channels: int = 700
     max_time: float | None = None
+    named_classes: bool = True           # class_names came from the file (extra/keys)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.samples = [np.asarray(s, dtype=np.float32) for s in self.samples]
@@ -213,7 +216,22 @@ class BinnedDataset:
             class_names=list(self.class_names),
             speakers=None if self.speakers is None else self.speakers[idx],
             source=self.source, dt=self.dt, channel_bin=self.channel_bin,
-            n_channels=self.n_channels, max_time=self.max_time)
+            n_channels=self.n_channels, max_time=self.max_time,
+            named_classes=self.named_classes, notes=list(self.notes))
+
+
+def remap_classes(ds: BinnedDataset, names: Sequence[str]) -> BinnedDataset:
+    """``ds`` with its labels renumbered so that class k is ``names[k]`` (the same class
+    names in another order, e.g. a test file written with another class order)."""
+    where = {n: k for k, n in enumerate(names)}
+    if sorted(where) != sorted(ds.class_names) or len(where) != len(ds.class_names):
+        raise DataError(f"{ds.source}: class names {ds.class_names[:5]}... cannot be mapped "
+                        f"onto {list(names)[:5]}...")
+    perm = np.array([where[n] for n in ds.class_names], dtype=np.int64)
+    note = (f"{ds.source}: the file lists the classes in another order than the model; its "
+            f"labels were renumbered by class name")
+    return replace(ds, labels=perm[ds.labels], class_names=list(names),
+                   notes=[*ds.notes, note])
 
 
 # ----------------------------------------------------------------------------------------
@@ -234,7 +252,11 @@ def _check_params(channel_bin, dt, max_time, n_channels):
 
 
 def _open_h5(path: Path) -> h5py.File:
-    """Open read-only, turning every failure into a DataError that says how to fix it."""
+    """Open read-only, turning every failure into a DataError that says how to fix it;
+    links, external storage and oversized declarations are refused before anything is
+    read (:func:`neurodelay.untrusted.open_h5`)."""
+    from neurodelay.untrusted import check_h5
+
     if not path.is_file():
         raise DataError(f"{str(path)!r}: file not found. {WHERE_TO_GET}")
     with open(path, "rb") as fh:
@@ -243,12 +265,18 @@ def _open_h5(path: Path) -> h5py.File:
         raise DataError(f"{str(path)!r} is gzip-compressed, not HDF5: run `gunzip` on it "
                         f"(the .h5.gz files must be unpacked) and load the .h5 file")
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as e:
         what = ("a truncated or damaged HDF5 file (an interrupted download or copy?)"
                 if head == _HDF5_MAGIC else "not an HDF5 file, or a truncated one")
         raise DataError(f"{str(path)!r}: {what} ({e}). Download / copy it again; the "
                         f"original files are SHD-layout .h5 files. {WHERE_TO_GET}") from None
+    try:
+        check_h5(f, path, DataError, what="data file")
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def _first_bad(mask: np.ndarray) -> int | None:
@@ -337,38 +365,78 @@ def _check_binned_size(path: Path, start: int, lengths: np.ndarray, entries_befo
         "spike times")
 
 
+def _small_dataset(f: h5py.File, key: str, path: Path, n: int | None, limit: int,
+                   what: str) -> np.ndarray:
+    """``f[key]`` read whole after checking, from its declared shape, that it is 1-D
+    with ``n`` entries (or at most ``limit`` when ``n`` is None)."""
+    ds = f[key]
+    if not isinstance(ds, h5py.Dataset):
+        raise DataError(f"{str(path)!r}: '{key}' is a group, expected a dataset ({what})")
+    shape = ds.shape
+    if shape is None or len(shape) != 1 or (n is not None and shape[0] != n):
+        raise DataError(f"{str(path)!r}: '{key}' has shape {shape} but there are {n} samples "
+                        f"in spikes/times; it must be one entry per sample ({what})"
+                        if n is not None else
+                        f"{str(path)!r}: '{key}' has shape {shape}; expected a 1-D list "
+                        f"({what})")
+    if n is None and shape[0] > limit:
+        raise DataError(f"{str(path)!r}: '{key}' declares {shape[0]:,} entries ({what}); "
+                        f"neurodelay reads at most {limit:,}")
+    return np.asarray(ds[()])
+
+
+def _as_index(values: np.ndarray, path: Path, key: str, what: str) -> np.ndarray:
+    """Integer-valued entries as int64, refusing non-integers and values beyond int64
+    (which a cast would wrap or saturate), naming the first bad entry."""
+    a = np.asarray(values)
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.number):
+        raise DataError(f"{str(path)!r}: '{key}' must hold integers ({what}), got dtype "
+                        f"{a.dtype}")
+    if np.issubdtype(a.dtype, np.integer):
+        if a.dtype == np.uint64 and (i := _first_bad(a > np.iinfo(np.int64).max)) is not None:
+            raise DataError(f"{str(path)!r}: entry {i} of '{key}' is {int(a[i])}, too large "
+                            f"({what})")
+        return a.astype(np.int64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(a) | (a != np.round(a)) | (np.abs(a) >= 2.0 ** 62)
+    if (i := _first_bad(bad)) is not None:
+        raise DataError(f"{str(path)!r}: entry {i} of '{key}' is {a[i]!r}; it must hold "
+                        f"integers ({what})")
+    return a.astype(np.int64)
+
+
 def _read_labels(f: h5py.File, path: Path, n: int):
-    """labels (int64), class names, speakers (or None), validated."""
-    labels = np.asarray(f["labels"][()])
-    if labels.ndim != 1 or len(labels) != n:
-        raise DataError(f"{str(path)!r}: 'labels' has shape {labels.shape} but there are {n} "
-                        f"samples in spikes/times; it must be one label per sample")
-    if not np.issubdtype(labels.dtype, np.integer):
-        if not (np.issubdtype(labels.dtype, np.number) and np.all(np.isfinite(labels))
-                and np.all(labels == np.round(labels))):
-            raise DataError(f"{str(path)!r}: 'labels' must hold integer class indices, got "
-                            f"dtype {labels.dtype}")
-    labels = labels.astype(np.int64)
+    """labels (int64), class names, speakers (or None), validated; shapes are checked
+    before anything is read, and no more than :data:`MAX_CLASSES` classes are accepted."""
+    from neurodelay.untrusted import printable
+
+    labels = _as_index(_small_dataset(f, "labels", path, n, 0, "class indices"), path,
+                       "labels", "class indices")
     if (i := _first_bad(labels < 0)) is not None:
         raise DataError(f"{str(path)!r}: label of sample {i} is {labels[i]}, negative; labels "
                         f"must be class indices 0..n_classes-1")
     if "extra/keys" in f:
-        keys = np.asarray(f["extra/keys"][()]).reshape(-1)
-        names = [k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k) for k in keys]
+        keys = _small_dataset(f, "extra/keys", path, None, MAX_CLASSES, "class names")
+        names = [printable(k.decode("utf-8", "replace") if isinstance(k, bytes) else k)
+                 for k in keys.reshape(-1)]
         n_classes = len(names)
         if (i := _first_bad(labels >= n_classes)) is not None:
             raise DataError(f"{str(path)!r}: label of sample {i} is {labels[i]}, out of range "
                             f"[0, {n_classes}) given the {n_classes} class names in "
                             f"extra/keys; fix the label or add the missing class names")
     else:
-        n_classes = int(labels.max()) + 1 if n else 0
+        top = int(labels.max()) if n else -1
+        if top >= MAX_CLASSES:
+            i = int(np.argmax(labels))
+            raise DataError(f"{str(path)!r}: label of sample {i} is {top}, so the file would "
+                            f"have {top + 1:,} classes (it has no extra/keys naming them); "
+                            f"neurodelay accepts at most {MAX_CLASSES:,}. Fix the label")
+        n_classes = top + 1
         names = [str(k) for k in range(n_classes)]
     speakers = None
     if "extra/speaker" in f:
-        speakers = np.asarray(f["extra/speaker"][()]).astype(np.int64).reshape(-1)
-        if len(speakers) != n:
-            raise DataError(f"{str(path)!r}: extra/speaker has {len(speakers)} entries for "
-                            f"{n} samples; it must be one speaker id per sample")
+        speakers = _as_index(_small_dataset(f, "extra/speaker", path, n, 0, "speaker ids"),
+                             path, "extra/speaker", "speaker ids")
     return labels, names, speakers
 
 
@@ -544,8 +612,10 @@ def load_binned(path: str | os.PathLike, *, channel_bin: int = 5, dt: float = 0.
                      "Load it with --max-time SECONDS (library: max_time=) or a coarser --dt")
     flat = counts.astype(np.float32, copy=False)
     samples = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    # a file without extra/keys gets the names '0', '1', ...: nothing to compare by name
+    named = list(names) != [str(k) for k in range(len(names))]
     return BinnedDataset(samples=samples, labels=labels, class_names=names, speakers=speakers,
-                         source=str(path), **params)
+                         source=str(path), named_classes=named, **params)
 
 
 # ----------------------------------------------------------------------------------------

@@ -22,6 +22,15 @@ class RunError(NeurodelayError, ValueError):
     """A run folder is missing, incomplete, corrupted, locked or would be overwritten."""
 
 
+class DiskFullError(NeurodelayError, OSError):
+    """A write failed because the file system is full; what existed before is kept."""
+
+
+class UnsafeInputError(NeurodelayError, ValueError):
+    """A file or folder from another source would make neurodelay run code, read or write
+    outside the folder the user named, or follow a link (see the README's threat model)."""
+
+
 class ResourceLimitError(NeurodelayError, ValueError):
     """An input would make the program allocate more memory than allowed (with an
     estimate and how to cap it)."""

@@ -114,6 +114,17 @@ def check_choice(value, option: str, choices) -> str:
     return value
 
 
+TOLERANCE = dict(what="the accuracy drop (percentage points) verify allows below the "
+                      "reference model", lo=0.0,
+                 hint="0 allows no lost sample; 100 never fails on accuracy alone")
+
+
+def check_tolerance(value, option: str = "--tolerance") -> float:
+    """verify's tolerance: a finite number of percentage points >= 0 (NaN would make every
+    comparison False, i.e. always PASS)."""
+    return check_float(value, option, **TOLERANCE)
+
+
 def check_threads(threads) -> int | None:
     """torch CPU thread count: None (torch's choice) or an int >= 1."""
     if threads is None:
@@ -221,5 +232,6 @@ def check_model_memory(n_inputs: int, hidden, n_outputs: int, window: int, batch
 
 
 __all__ = ["check_int", "check_float", "check_int_list", "check_choice", "check_threads",
+           "check_tolerance", "TOLERANCE",
            "memory_limit_gib", "check_memory", "binned_bytes", "model_memory_bytes",
            "check_model_memory", "MAX_GIB_ENV", "DEFAULT_MAX_GIB", "LIMIT_HELP"]

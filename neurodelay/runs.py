@@ -17,9 +17,11 @@ not JSON, missing keys, a checkpoint that is not one) instead of a library trace
 
 Writers hold :class:`RunLock` (``.lock`` in the folder, an ``fcntl`` lock the kernel
 releases when the process dies, even by ``kill -9``) for as long as they write; a
-second writer fails at once, naming the holder. :func:`prepare_new_run` refuses a
-folder that already holds files unless asked to resume or overwrite, and removes the
-temporary files an interrupted atomic write left behind.
+second writer fails at once, naming the holder. :func:`new_run` refuses a folder that
+already holds files unless asked to resume or overwrite (and then replaces the old run
+only once the new one has a checkpoint), and :func:`remove_stale_temp_files` removes the
+temporary files an interrupted atomic write left behind. No writer writes or deletes
+through a symbolic link in a run folder (:func:`neurodelay._io.refuse_links`).
 """
 from __future__ import annotations
 
@@ -28,11 +30,13 @@ import os
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from neurodelay._io import inside, refuse_links
 from neurodelay.errors import RunError
 
 KINDS = ("trained", "finetuned", "imported")
@@ -96,12 +100,11 @@ def read_json(path, what: str = "file") -> dict:
 
 
 def load_checkpoint(path, what: str = "checkpoint") -> dict:
-    """``torch.load`` of a file this project wrote, with a RunError for every bad file
-    (zero bytes, truncated, garbage, not a dict)."""
-    import pickle
-    import zipfile
-
-    import torch
+    """A checkpoint this project wrote, loaded with the safe loader
+    (:func:`neurodelay.untrusted.load_torch_file`: tensors and plain data only, never
+    code), with a RunError for every bad file (zero bytes, truncated, garbage, a pickled
+    object, not a dict)."""
+    from neurodelay.untrusted import load_torch_file
 
     path = Path(path)
     if not path.is_file():
@@ -109,14 +112,7 @@ def load_checkpoint(path, what: str = "checkpoint") -> dict:
     if path.stat().st_size == 0:
         raise RunError(f"{path}: empty (0 bytes) {what}; its write was interrupted before "
                        f"the atomic rename, or the file was truncated")
-    try:
-        ck = torch.load(path, weights_only=False, map_location="cpu")
-    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile,
-            ValueError, TypeError, AttributeError, ImportError, IndexError,
-            UnicodeDecodeError, OSError) as e:
-        raise RunError(f"{path}: not a readable {what} (truncated or corrupted: "
-                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                       ) from None
+    ck = load_torch_file(path, RunError, what=what)
     if not isinstance(ck, dict):
         raise RunError(f"{path}: not a neurodelay {what} (holds a {type(ck).__name__})")
     return ck
@@ -168,7 +164,9 @@ class Run:
 
     # ------------------------------------------------------------- status / files
     def file(self, name: str) -> Path:
-        return self.path / name
+        """``name`` in the run folder; refused when the name (e.g. from config.json)
+        leads outside the folder, directly or through a symbolic link."""
+        return inside(self.path, name, "run folder")
 
     def status(self) -> RunStatus:
         """finished when result.json is present and valid; else epochs from metrics."""
@@ -199,15 +197,28 @@ class Run:
         """The run's DataConfig (how its data is found and binned)."""
         from neurodelay.train.trainer import DataConfig
 
+        from neurodelay.data import SYNTHETIC_FILES, synthetic_dir
+
         d = self.config.get("data")
         if not isinstance(d, dict):
             raise RunError(f"{self.file('config.json')}: this {self.kind} run has no data "
                            f"settings; pass --test-file (and --train-file where asked)")
         try:
-            return DataConfig(**d)
+            dc = DataConfig(**d)
         except TypeError as e:
             raise RunError(f"{self.file('config.json')}: 'data' does not match this "
                            f"neurodelay ({e})") from None
+        # Where to write is this machine's business, not the run folder's: the binned-data
+        # cache is this machine's ($NEURODELAY_CACHE or ~/.cache/neurodelay), and the
+        # embedded task is (re)generated into this machine's synthetic folder, never into
+        # a folder named by a config.json from elsewhere.
+        dc.cache_dir = None
+        if dc.embedded:
+            here = synthetic_dir()
+            dc.train = str(here / SYNTHETIC_FILES["train"])
+            dc.valid = str(here / SYNTHETIC_FILES["valid"]) if dc.valid else None
+            dc.test = str(here / SYNTHETIC_FILES["test"]) if dc.test else None
+        return dc
 
     def has_own_data(self) -> bool:
         d = self.config.get("data")
@@ -230,8 +241,7 @@ class Run:
             if dc.embedded:
                 D.make_synthetic(Path(dc.train).parent)
             ds = load_splits(dc, progress=progress).test
-        self.check_classes(ds)
-        return ds
+        return self.check_classes(ds)
 
     def train_data(self, progress: bool = False):
         """The run's training split (valid/test speakers removed): calibration and
@@ -255,22 +265,38 @@ class Run:
                 raise RunError(f"{dc.train}: has no speaker ids but the run holds speakers "
                                f"{held} out of it")
             ds = ds.subset(np.flatnonzero(~np.isin(ds.speakers, np.asarray(held))))
-        self.check_classes(ds)
-        return ds
+        return self.check_classes(ds)
 
-    def check_classes(self, ds) -> None:
-        """Refuse data whose classes do not match the model's outputs."""
-        from neurodelay.data import DataError
+    def check_classes(self, ds):
+        """``ds`` with labels in the model's class order: refused when the classes do not
+        match the model's outputs (count, or names when both sides name them); when the
+        names are the same in another order, the labels are renumbered to the model's
+        order (``ds.notes`` says so)."""
+        from neurodelay.data import DataError, remap_classes
 
         n_out = self.n_outputs()
         if n_out is None:
-            return
+            return ds
         hi = int(ds.labels.max()) + 1 if len(ds.labels) else 0
         if ds.n_classes != n_out or hi > n_out:
             raise DataError(
                 f"{ds.source}: the data has {ds.n_classes} classes (labels up to {hi - 1}) "
                 f"but the model of {self.path} has {n_out} outputs; use a file of the task "
                 f"the model was trained on")
+        names = self.class_names
+        placeholders = ([str(k) for k in range(len(names))],
+                        [f"class{k}" for k in range(len(names))])   # import-nir's default
+        if not names or names in placeholders or not ds.named_classes \
+                or list(ds.class_names) == names:
+            return ds
+        if sorted(ds.class_names) != sorted(names):
+            theirs = sorted(set(ds.class_names) - set(names))[:5]
+            ours = sorted(set(names) - set(ds.class_names))[:5]
+            raise DataError(
+                f"{ds.source}: its class names (extra/keys) differ from the model's: the file "
+                f"has {theirs} that the model of {self.path} lacks, the model has {ours} "
+                f"that the file lacks; use a file of the task the model was trained on")
+        return remap_classes(ds, names)
 
     def n_outputs(self) -> int | None:
         if self.kind == "trained":
@@ -354,7 +380,7 @@ def open_run(path, kinds=KINDS) -> Run:
     """Open and validate a run folder; RunError naming the file and fix otherwise."""
     path = Path(path)
     _require_run_dir(path)
-    cfg = read_json(path / "config.json", "the run's settings")
+    cfg = read_json(inside(path, "config.json", "run folder"), "the run's settings")
     kind = cfg.get("kind", "trained")
     if kind not in KINDS:
         raise RunError(f"{path / 'config.json'}: unknown run kind {kind!r} (known: "
@@ -392,7 +418,13 @@ class RunLock:
         self.path = Path(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         lock = self.path / LOCK_FILE
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # O_NOFOLLOW: a .lock that is a symbolic link is never opened (or truncated)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if lock.is_symlink():
+                raise RunError(f"{lock}: refused, a symbolic link (to {os.readlink(lock)}); "
+                               f"neurodelay never writes through a link. Delete it") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -406,6 +438,11 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd
+        try:
+            refuse_links(self.path, [*RUN_FILES, "deploy"], "run folder")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -449,19 +486,52 @@ def remove_stale_temp_files(folder) -> list[Path]:
     return removed
 
 
-def prepare_new_run(out, *, overwrite: bool = False) -> list[Path]:
-    """Check that ``out`` may receive a new run; with ``overwrite`` remove the run files
-    an earlier run left there. Returns what was removed. Call while holding the lock."""
-    import shutil
+@contextmanager
+def new_run(out, *, overwrite: bool = False):
+    """Check that ``out`` may receive a new run; yields the run files an earlier run left
+    there that ``overwrite`` replaces. Call while holding the lock.
 
+    Nothing is deleted up front: the old files are moved aside into ``out/.replaced.tmp``
+    (a rename: no space needed) and removed only once the ``with`` block has ended
+    normally, or has failed after the new run wrote its first checkpoint (a resumable
+    run). A failure before that (a full disk, a refused option, Ctrl-C) removes what the
+    new run wrote and moves the old files back, so ``--overwrite`` never leaves half a
+    run. Symbolic links among the files to replace are refused before anything moves.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunError(f"{out}: exists and is a file; choose a folder for --out")
+    ours = _old_run_files(out, overwrite)
+    refuse_links(out, [p.name for p in ours], "run folder")
+    aside = out / REPLACED
+    if ours:
+        aside.mkdir()
+        for p in ours:
+            os.replace(p, aside / p.name)
+    try:
+        yield ours
+    except BaseException:
+        if ours and not (out / "checkpoint.pt").exists():
+            _restore(out, aside)
+        else:
+            _remove_aside(aside)
+        raise
+    _remove_aside(aside)
+
+
+REPLACED = ".replaced.tmp"
+
+
+def _old_run_files(out: Path, overwrite: bool) -> list[Path]:
     if not out.exists():
         return []
     present = [p for p in out.iterdir() if p.name != LOCK_FILE]
     if not present:
         return []
+    if (out / REPLACED).exists():
+        raise RunError(f"{out / REPLACED}: the files of a run that an interrupted "
+                       f"--overwrite was replacing are still here; move them back into "
+                       f"{out} (or delete {out / REPLACED}) and run the command again")
     ours = [p for p in present if p.name in RUN_FILES or p.name == "deploy"
             or (p.name.startswith(".") and p.name.endswith(".tmp"))]
     if (out / "checkpoint.pt").exists() and not overwrite:
@@ -478,9 +548,30 @@ def prepare_new_run(out, *, overwrite: bool = False) -> list[Path]:
         names = ", ".join(sorted(p.name for p in others)[:6])
         raise RunError(f"{out} holds files that are not run files ({names}); --overwrite "
                        f"removes only a run's own files: choose another --out")
-    for p in ours:
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
     return ours
+
+
+def _restore(out: Path, aside: Path) -> None:
+    """Remove what a failed new run wrote and put the old run's files back."""
+    for p in out.iterdir():
+        if p.name in (LOCK_FILE, REPLACED):
+            continue
+        if p.name in RUN_FILES or p.name == "deploy" or p.name.endswith(".tmp"):
+            _remove(p)
+    for p in aside.iterdir():
+        os.replace(p, out / p.name)
+    aside.rmdir()
+
+
+def _remove(p: Path) -> None:
+    import shutil
+
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)          # rmtree removes links inside, never their targets
+    else:
+        p.unlink()
+
+
+def _remove_aside(aside: Path) -> None:
+    if aside.exists() and not aside.is_symlink():
+        _remove(aside)

@@ -33,6 +33,7 @@ from click.testing import CliRunner
 import neurodelay
 from neurodelay import api
 from neurodelay.cli import main
+from cli_checks import cli, refused
 
 PY = sys.executable
 HW_CONFIGS = Path(neurodelay.__file__).resolve().parents[1] / "hw_configs"
@@ -42,23 +43,6 @@ LIMIT_AS = 4 << 30          # address-space cap of the memory-test processes (by
 
 
 # ------------------------------------------------------------------------------ helpers
-def cli(*args, env=None):
-    return CliRunner().invoke(main, [str(a) for a in args], env=env)
-
-
-def refused(r, *fragments, code=1):
-    """A clean refusal: exit ``code``, 'Error:', every fragment, no traceback/escape."""
-    out = r.output
-    assert r.exception is None or isinstance(r.exception, SystemExit), \
-        f"exception escaped the command: {r.exception!r}\n{out}"
-    assert r.exit_code == code, out
-    assert "Traceback" not in out, out
-    assert "Error:" in out, out
-    for f in fragments:
-        assert f in out, f"{f!r} not in:\n{out}"
-    return out
-
-
 def clean_exit(r):
     assert r.exception is None or isinstance(r.exception, SystemExit), \
         f"exception escaped the command: {r.exception!r}\n{r.output}"

@@ -11,7 +11,7 @@ import os
 
 import click
 
-from neurodelay.errors import NeurodelayError
+from neurodelay.errors import NeurodelayError, OptionError
 
 EXIT_INTERNAL = 70                     # sysexits EX_SOFTWARE: a bug, not bad input
 
@@ -52,22 +52,59 @@ def fail(exc: Exception):
     raise click.ClickException(error_message(exc))
 
 
+def _option_name(param) -> str:
+    return param.opts[0] if param is not None and param.opts else "the option"
+
+
 def int_list(ctx, param, value):
-    """click callback: '20,21' or '20-23' -> [20, 21, 22, 23]."""
+    """click callback: '20,21' or '20-23' -> [20, 21, 22, 23].
+
+    An empty item ('16,,16', a leading or trailing comma) and a reversed range ('5-2')
+    are refused (OptionError naming the option and the item): they are typos, and
+    dropping them silently would train or test on something else than was asked.
+    """
     if value is None or value == "":
         return None
+    option = _option_name(param)
     out = []
-    try:
-        for part in str(value).split(","):
-            part = part.strip()
+    items = str(value).split(",")
+    for i, part in enumerate(items, 1):
+        part = part.strip()
+        if not part:
+            raise OptionError(
+                f"{option} {value!r}: item {i} of {len(items)} is empty (a doubled, leading "
+                f"or trailing comma); give integers separated by single commas, like "
+                f"'20,21', or ranges like '20-23'")
+        try:
             if "-" in part:
                 a, b = part.split("-", 1)
-                out.extend(range(int(a), int(b) + 1))
-            elif part:
-                out.append(int(part))
-    except ValueError:
-        raise click.BadParameter(f"expected integers like '20,21' or '20-23', got {value!r}")
+                lo, hi = int(a), int(b)
+            else:
+                lo = hi = int(part)
+        except ValueError:
+            raise click.BadParameter(f"expected integers like '20,21' or '20-23', got {value!r}")
+        if hi < lo:
+            raise OptionError(
+                f"{option} {value!r}: the range {part!r} is empty ({lo} > {hi}); ranges go "
+                f"from low to high: write '{hi}-{lo}'")
+        out.extend(range(lo, hi + 1))
     return out
+
+
+def checked_float(what: str, **bounds):
+    """click callback (for ``type=float`` options): the value through
+    :func:`neurodelay.options.check_float` -- a finite number within ``bounds`` (``lo``,
+    ``hi``, ``lo_open``, ``hi_open``, ``unit``, ``hint``) -- else an OptionError naming the
+    option (exit status 1). ``click.FloatRange`` lets ``nan`` (and ``inf`` where there is
+    no upper bound) through; this does not. ``None`` (option not given) passes."""
+    from neurodelay.options import check_float
+
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        return check_float(value, _option_name(param), what, **bounds)
+
+    return callback
 
 
 @click.group(cls=NeurodelayGroup,
@@ -91,3 +128,20 @@ def main():
     from neurodelay.alloc import tune_allocator
 
     tune_allocator()
+    _terminate_cleanly()
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _terminate_cleanly() -> None:
+    """SIGTERM (``kill``, a batch system's time limit) ends the command the way Ctrl-C
+    does: by an exception, so every atomic write and artifact build removes its temporary
+    files and a run being replaced with --overwrite is put back. Python's default would
+    end the process at once and leave them behind."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from neurodelay.cli.common import main
+from neurodelay.cli.common import checked_float, main
+from neurodelay.options import TOLERANCE
 
 TARGET_HELP = ("Hardware target: a name from hw_configs/ (loihi2, loihi1, nodelay) or a path "
                "to a target .toml file. The target file is the truth: its weight bits, state "
@@ -144,9 +145,10 @@ def export(run, target, out_path, variant, hw_target, nir_schema, weight_bits, c
                    "the run's own; RUN defaults to the artifact's source run.")
 @click.option("--test-file", type=click.Path(dir_okay=False),
               help="Verify on this SHD-layout file instead of the run's own test split.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=0.5, show_default=True,
+@click.option("--tolerance", type=float, default=0.5, show_default=True,
+              callback=checked_float(**TOLERANCE),
               help="Fail (exit 1) when the quantized accuracy is more than this many percentage "
-                   "points below the reference model's.")
+                   "points below the reference model's (a finite number >= 0).")
 @click.option("--lava", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also run the first N samples of the exported netx FILE through Lava's "
                    "fixed-point simulation (lava-dl netx.hdf5.Network under Loihi2SimCfg "

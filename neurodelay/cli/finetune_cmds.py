@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from neurodelay.cli.common import main
+from neurodelay.cli.common import checked_float, main
 
 
 @main.command()
@@ -25,14 +25,15 @@ from neurodelay.cli.common import main
                    "after post-training quantization (reported).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
-              show_default=True, help="Adam learning rate of the latent float weights "
-                                       "(cosine annealed).")
-@click.option("--prune", type=click.FloatRange(0, 1, max_open=True), default=0.0,
-              show_default=True,
+@click.option("--lr", type=float, default=1e-3, show_default=True,
+              callback=checked_float("the learning rate", lo=0.0, lo_open=True),
+              help="Adam learning rate of the latent float weights (cosine annealed; > 0).")
+@click.option("--prune", type=float, default=0.0, show_default=True,
+              callback=checked_float("the fraction of synapses removed by magnitude",
+                                     lo=0.0, hi=1.0, hi_open=True),
               help="Fraction of each layer's synapses removed by magnitude during "
                    "fine-tuning (ramped over the first half of the epochs); trades accuracy "
-                   "for synaptic memory and cores.")
+                   "for synaptic memory and cores (in [0, 1)).")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=256, show_default=True,
               help="Training samples that calibrate the starting quantization.")
 @click.option("--train-file", type=click.Path(dir_okay=False),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
@@ -15,8 +16,8 @@ _DT_HELP = ("Time step in seconds that one graph evaluation stands for (e.g. 0.0
 
 
 def _positive_float(ctx, param, value):
-    if value is not None and not value > 0:
-        raise click.BadParameter(f"must be a positive number, got {value}")
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a positive number (finite), got {value}")
     return value
 
 
@@ -120,7 +121,7 @@ def nir_run(model, dt, discretization, input_file, test_file, n_channels, channe
 
         try:
             x = np.load(input_file, allow_pickle=False)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, EOFError) as e:     # EOFError: an empty file
             raise OptionError(f"{input_file}: not a readable .npy array ({e}); save the input "
                               f"with numpy.save") from None
         graph = read_graph(model)

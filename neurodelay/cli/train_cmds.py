@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import click
+from click.core import ParameterSource
 
 from neurodelay.cli.common import int_list as _int_list, main
 
@@ -13,7 +14,9 @@ from neurodelay.cli.common import int_list as _int_list, main
               help="Run directory to create (config.json, metrics.jsonl, checkpoints, result.json).")
 @click.option("--resume", is_flag=True,
               help="Continue the interrupted run in --out from its last checkpoint (same result as "
-                   "an uninterrupted run); all other options are taken from its config.json.")
+                   "an uninterrupted run), exactly as configured in its config.json: an option "
+                   "given with it that differs from the run's setting is refused (--threads, "
+                   "--no-progress are free).")
 @click.option("--preset", type=click.Choice(["shd", "ssc", "tiny"]),
               help="Paper settings for SHD (2x256, 250 ms delays, 150 epochs), SSC (2x512, 310 ms, "
                    "60 epochs) or the tiny embedded task. Default: tiny without data options, "
@@ -96,6 +99,12 @@ def train(out, resume, overwrite, no_progress, threads, **options):
     """
     from neurodelay import api
 
+    if resume:
+        # only what this command line sets: defaults must not read as changed options
+        # (api.check_resume_options refuses a given option that differs from the run's)
+        ctx = click.get_current_context()
+        options = {k: v for k, v in options.items()
+                   if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)}
     res = api.train_run(out, resume=resume, overwrite=overwrite, progress=not no_progress,
                         threads=threads, log=lambda m: click.echo(m, err=True), **options)
     if res.get("finished") and res.get("rank", 0) == 0:
@@ -121,6 +130,8 @@ def eval_cmd(run, test_file, as_json, batch_size):
     from neurodelay import api
 
     res = api.evaluate_run(run, test_file=test_file, batch_size=batch_size)
+    for note in res.get("notes", []):
+        click.echo(f"note: {note}", err=True)
     if not res["finished"]:
         click.echo(f"warning: {run} is {res['status']}; this is the accuracy of its best "
                    f"epoch so far, not of a finished run (continue it with "

@@ -42,9 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-from neurodelay._io import make_dirs, remove_empty_dirs
+from neurodelay._io import disk_full_error, inside, make_dirs, refuse_links, remove_empty_dirs
 from neurodelay.deploy.network import QNetwork, load_network, save_network
 from neurodelay.errors import NeurodelayError
+from neurodelay.untrusted import open_h5
 
 DEFAULT_CALIB_SAMPLES = 256
 DEFAULT_CALIB_SEED = 0
@@ -178,7 +179,9 @@ class Artifact:
         return self.report.artifact_hash
 
     def path(self, kind: str) -> Path:
-        return self.folder / self.report.files[kind]
+        """The artifact's file of ``kind``, by the name deploy.json gives: refused when
+        that name leads outside the artifact folder (directly or by a symbolic link)."""
+        return inside(self.folder, self.report.files[kind], "artifact folder")
 
     @property
     def netx_path(self) -> Path:
@@ -369,8 +372,21 @@ def build_artifact(run, options: DeployOptions | None = None, out=None, *,
     options = options or DeployOptions()
     run = run if isinstance(run, Run) else open_run(run)
     tgt = load_target(options.target)
-    out = Path(out) if out is not None else default_folder(run.path, options)
+    if out is None:
+        out = default_folder(run.path, options)
+        # never write or delete through a link planted in a run folder from elsewhere
+        refuse_links(run.path, ["deploy"], "run folder")
+        refuse_links(out.parent, [out.name], "run's deploy folder")
+    out = Path(out)
     _check_destination(out)
+    refuse_links(out, None, "artifact folder")
+    status = run.status()
+    unfinished = [] if status.finished else [
+        f"{run.path} is {status.describe()}: this artifact holds the best epoch so far, not "
+        f"a finished run (continue it with `neurodelay train --resume --out {run.path}`, "
+        f"then export again)"]
+    for w in unfinished:
+        say(f"warning: {w}")
     qnet, net, qrep, drep, cal = quantize_run(run, options, say)
     resources = check_fits(qnet, tgt)                       # FitError: nothing written
     h = qnet_hash(qnet)
@@ -400,14 +416,18 @@ def build_artifact(run, options: DeployOptions | None = None, out=None, *,
             netx={"input_message_bits": netx.input_message_bits, "exact": netx.exact,
                   "layers": netx.layers},
             source=_source(run), files=files, options=options.describe(),
-            warnings=list(qrep.warnings) if qrep is not None else [],
+            warnings=unfinished + (list(qrep.warnings) if qrep is not None else []),
             neurodelay_version=__version__, created=time.strftime("%Y-%m-%d %H:%M:%S"))
         (tmp / FILES["report"]).write_text(json.dumps(rep.to_dict(), indent=2) + "\n")
         (tmp / FILES["readme"]).write_text(_readme(rep, netx_readme(netx, qnet)))
         _replace_folder(tmp, out)
-    except BaseException:
+    except BaseException as exc:
+        full = disk_full_error(exc, tmp, f"{out} is as it was before"
+                               if out.exists() else f"{out} was not created")
         shutil.rmtree(tmp, ignore_errors=True)
         remove_empty_dirs(created)
+        if full is not None and full is not exc:
+            raise full from None
         raise
     say(f"artifact {out}: {h}")
     return Artifact(out, qnet, rep)
@@ -485,11 +505,15 @@ def load_artifact(folder) -> Artifact:
     if not rpath.exists():
         raise ArtifactError(f"{folder}: not a neurodelay artifact (no {FILES['report']})")
     rep = DeployReport.from_dict(read_json(rpath, "the deploy report"), str(rpath))
+    if not isinstance(rep.files, dict) or not all(isinstance(v, str)
+                                                  for v in rep.files.values()):
+        raise ArtifactError(f"{rpath}: 'files' must map kinds to file names")
     for kind in ("qnet", "netx"):
-        if not (folder / rep.files.get(kind, FILES[kind])).exists():
+        if not inside(folder, rep.files.get(kind, FILES[kind]), "artifact folder").exists():
             raise ArtifactError(f"{folder}: {rep.files.get(kind, FILES[kind])} is missing; "
                                 f"the artifact is incomplete: export it again")
-    qnet = load_network(folder / rep.files["qnet"], kind="quantized")
+    qnet = load_network(inside(folder, rep.files["qnet"], "artifact folder"),
+                        kind="quantized")
     h = qnet_hash(qnet)
     if h != rep.artifact_hash:
         raise ArtifactError(f"{folder / rep.files['qnet']}: its content hash {h} differs from "
@@ -503,15 +527,13 @@ def load_artifact(folder) -> Artifact:
 def _check_netx_matches(art: Artifact) -> None:
     """The netx file must hold the arrays the exporter derives from the quantized
     network (so the file Lava runs is the network that was hashed)."""
-    import h5py
-
     from neurodelay.exporters.loihi2 import netx_layer
     from neurodelay.hw import fixedpoint as fp
 
     a = fp.arith(art.qnet)
     path = art.netx_path
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path, ArtifactError, what="netx file") as f:
             n = len(f["layer"]) - 1
             if n != len(art.qnet.layers):
                 raise ArtifactError(f"{path}: {n} layers, the quantized network has "

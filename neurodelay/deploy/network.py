@@ -71,6 +71,7 @@ from typing import Any
 import numpy as np
 
 from neurodelay._io import atomic_path
+from neurodelay.untrusted import check_h5
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)         # format versions load_network reads
@@ -527,6 +528,7 @@ def load_network(path, kind: str | None = None) -> "Network | QNetwork":
         raise NetworkError(f"{path}: not a neurodelay network file (not readable as HDF5: "
                            f"{e})") from None
     with f:
+        check_h5(f, path, NetworkError, what="network file")
         r = _Reader(path, f, "file")
         fmt = _str_attr(f.attrs["format"]) if "format" in f.attrs else None
         if fmt != FILE_FORMAT:

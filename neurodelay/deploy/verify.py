@@ -131,8 +131,10 @@ def verify_run(run=None, target: str = "loihi2", *, artifact=None, test_file=Non
                                             artifact_for, load_artifact)
     from neurodelay.errors import OptionError
     from neurodelay.runs import open_run
+    from neurodelay.options import check_tolerance
     from neurodelay.sim import bitsim, floatsim
 
+    tolerance = check_tolerance(tolerance)      # before any file is read or written
     if artifact is not None:
         art = load_artifact(artifact)
         run = run if run is not None else art.report.source["run"]
@@ -255,8 +257,11 @@ def verify_run(run=None, target: str = "loihi2", *, artifact=None, test_file=Non
 def drop_exceeds(lost: int, n: int, tolerance_pp: float) -> bool:
     """True when ``lost`` correct predictions out of ``n`` exceed ``tolerance_pp``
     percentage points, counted in whole samples (0.5 pp of 400 samples is 2 samples;
-    floating point must not turn 2 lost samples into 0.500000001 pp)."""
-    return 100 * int(lost) > float(tolerance_pp) * int(n) + 1e-9
+    floating point must not turn 2 lost samples into 0.500000001 pp). A tolerance that
+    is not a finite number >= 0 is an OptionError (NaN would never exceed: always PASS)."""
+    from neurodelay.options import check_tolerance
+
+    return 100 * int(lost) > check_tolerance(tolerance_pp) * int(n) + 1e-9
 
 
 def _forward(model, x: np.ndarray):

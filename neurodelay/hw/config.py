@@ -40,6 +40,7 @@ from __future__ import annotations
 from neurodelay.errors import NeurodelayError
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -47,6 +48,7 @@ from pathlib import Path
 
 
 from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
+from neurodelay.untrusted import printable
 
 
 class TargetError(NeurodelayError, ValueError):
@@ -157,6 +159,10 @@ def _type_ok(value, typ: type) -> bool:
     return isinstance(value, typ)
 
 
+# a target's name becomes a folder name: one plain path component, nothing else
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def _parse(data: dict, src: str) -> Target:
     def fail(where: str, msg: str) -> TargetError:
         return TargetError(f"{src}: {where}: {msg}")
@@ -168,6 +174,12 @@ def _parse(data: dict, src: str) -> Target:
         if not isinstance(data[key], str) or not data[key].strip():
             raise fail(key, f"must be a non-empty string, got {data[key]!r}")
         values[key] = data[key]
+    if not _NAME_RE.fullmatch(values["name"]) or ".." in values["name"]:
+        raise fail("name", f"{printable(values['name'], 80)!r} is not a plain target name: "
+                   f"it names the artifact folder (RUN/deploy/<name>), so it must be 1-64 "
+                   f"letters, digits, '.', '_' or '-', start with a letter or digit, and "
+                   f"hold no '/' or '..' (e.g. \"loihi2-mychip\")")
+    values["description"] = printable(values["description"], 500)
     unknown = sorted(set(data) - set(_SCHEMA) - {"name", "description"})
     if unknown:
         raise fail(", ".join(unknown), f"unknown top-level entries; expected name, "

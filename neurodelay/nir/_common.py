@@ -13,6 +13,7 @@ import nir
 import numpy as np
 
 from neurodelay.errors import NeurodelayError
+from neurodelay.untrusted import check_h5, open_h5
 
 DISCRETIZATIONS = ("euler", "exp")
 DEFAULT_MAX_DELAY_STEPS = 10_000     # a Delay longer than this many steps is refused
@@ -74,13 +75,24 @@ def read_graph(path) -> nir.NIRGraph:
     if not path.is_file():
         raise NirImportError(f"{path}: no such file" + (" (it is a folder)" if path.exists()
                                                          else ""))
+    import h5py
+
+    def unreadable(e: BaseException) -> NirImportError:
+        msg = str(e).splitlines()[0] if str(e) else ""
+        return NirImportError(f"{path}: cannot be read as a NIR graph by nir "
+                              f"{getattr(nir, 'version', '?')} ({type(e).__name__}: {msg}); "
+                              f"is it a NIR HDF5 file (nir.write)?")
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise unreadable(e) from None
+    with f:  # links, external data and oversized declarations: refused before nir reads
+        check_h5(f, path, NirImportError, what="NIR file")
     try:
         graph = nir.read(str(path))
     except Exception as e:  # noqa: BLE001 - nir raises AssertionError, KeyError, OSError...
-        msg = str(e).splitlines()[0] if str(e) else ""
-        raise NirImportError(f"{path}: cannot be read as a NIR graph by nir "
-                             f"{getattr(nir, 'version', '?')} ({type(e).__name__}: {msg}); "
-                             f"is it a NIR HDF5 file (nir.write)?") from None
+        raise unreadable(e) from None
     if not isinstance(graph, nir.NIRGraph):
         raise NirImportError(f"{path}: holds a single {type_name(graph)} node, not a "
                              f"NIRGraph; wrap it with nir.NIRGraph.from_list(...)")
@@ -89,12 +101,10 @@ def read_graph(path) -> nir.NIRGraph:
 
 def file_version(path) -> str:
     """The NIR version string a file was written with ('unknown' if absent)."""
-    import h5py
-
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path, NirImportError, what="NIR file") as f:
             v = f["version"][()]
-    except (OSError, KeyError):
+    except (OSError, KeyError, NirImportError):
         return "unknown"
     v = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
     return str(v.item() if isinstance(v, np.ndarray) else v)
@@ -112,6 +122,10 @@ def metadata_value(graph: nir.NIRGraph, key: str):
         v = v.decode("utf-8", "replace")
     if isinstance(v, np.generic):
         v = v.item()
+    if isinstance(v, str):  # text from the file: no terminal escapes, bounded length
+        from neurodelay.untrusted import printable
+
+        v = printable(v)
     return v
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from neurodelay.nir._common import (
     DEFAULT_MAX_DELAY_STEPS, NEURONS, NirImportError, check_discretization, check_dt,
     delay_steps, metadata_dt, neuron_factors, read_graph, view)
+from neurodelay.nir.importer import check_time_constants
 from neurodelay.sim.floatsim import readout_scores
 
 
@@ -73,6 +74,7 @@ class Program:
                 op.k = delay_steps(node, name, self.dt, max_delay_steps)
                 op.L = int(op.k.max()) + 1 if op.k.size else 1
             elif t in NEURONS:
+                check_time_constants(node, name)
                 op.f = neuron_factors(node, name, self.dt, self.discretization)
             self.ops.append(op)
 
@@ -165,9 +167,26 @@ def _check_input(x, n_in: int, dtype) -> np.ndarray:
                              f"graph ({n_in} inputs), got shape {x.shape}")
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise NirImportError(f"input must be numeric, got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise NirImportError(f"input has no samples (shape {x.shape}); give at least one "
+                             f"sample of shape (time, {n_in})")
+    if x.shape[1] == 0:
+        raise NirImportError(f"input has no time steps (shape {x.shape}): there is nothing "
+                             f"to run, and a prediction from no input would be made up; "
+                             f"give at least one step (batch, time >= 1, {n_in})")
     x = x.astype(dtype)
-    if not np.all(np.isfinite(x)):
-        raise NirImportError("input contains NaN or infinite values")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        b, t, i = (int(k) for k in np.argwhere(bad)[0])
+        raise NirImportError(f"input contains NaN or infinite values ({x[b, t, i]} at sample "
+                             f"{b}, step {t}, input {i}; {int(bad.sum())} in all); inputs are "
+                             f"spike counts per step: finite and >= 0")
+    neg = x < 0
+    if neg.any():
+        b, t, i = (int(k) for k in np.argwhere(neg)[0])
+        raise NirImportError(f"input contains negative values ({x[b, t, i]:g} at sample {b}, "
+                             f"step {t}, input {i}; {int(neg.sum())} in all); inputs are "
+                             f"spike counts per step: finite and >= 0")
     return x
 
 

@@ -159,8 +159,46 @@ def _uniform(values: np.ndarray, what: str, name: str, t: str) -> float:
     return float(v[0]) if v.size else 0.0
 
 
+TIME_CONSTANTS = {"LIF": ("tau",), "LI": ("tau",), "CubaLIF": ("tau_syn", "tau_mem"),
+                  "CubaLI": ("tau_syn", "tau_mem")}
+
+
+def check_time_constants(node, name: str, where: str = "") -> None:
+    """NirImportError naming the node, the parameter, the neuron and the offending value
+    when a time constant of a neuron node is not finite and positive (seconds).
+
+    Checked before :func:`neuron_factors` so the message quotes the bad value itself (an
+    infinite tau among finite ones is not the layer's smallest tau)."""
+    pre = f"{where}: " if where else ""
+    t = type_name(node)
+    for attr in TIME_CONSTANTS.get(t, ()):
+        try:
+            tau = np.asarray(getattr(node, attr), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise NirImportError(f"{pre}node {name!r} ({t}): {attr} is not numeric") from None
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.isfinite(tau) & (tau > 0))
+        if not bad.any():
+            continue
+        flat = tau.reshape(-1)
+        k = int(np.flatnonzero(bad.reshape(-1))[0])
+        where_k = (f"neuron {k}" if tau.ndim == 1 else
+                   f"index {tuple(int(i) for i in np.unravel_index(k, tau.shape))}"
+                   if tau.ndim else "the value")
+        value = flat[k]
+        kind = ("infinite" if np.isinf(value) else "NaN" if np.isnan(value) else
+                "zero" if value == 0 else "negative")
+        raise NirImportError(
+            f"{pre}node {name!r} ({t}): {attr} = {value} s at {where_k} is {kind} "
+            f"({int(bad.sum())} of {tau.size} value{'s' if tau.size != 1 else ''} bad); "
+            f"{attr} must be a finite, positive number of seconds"
+            + ("; a neuron without leak (infinite tau) is an IF / I node"
+               if np.isinf(value) and value > 0 else ""))
+
+
 def _layer(name: str, node, s: _Signal, dt: float, disc: str, max_delay: int) -> Layer:
     t = type_name(node)
+    check_time_constants(node, name)
     f = neuron_factors(node, name, dt, disc)
     decay = _uniform(f["decay"], "membrane decay (tau)", name, t)
     gain = f["gain"]
@@ -442,7 +480,7 @@ def import_to_run(path, out, dt: float | None = None, discretization: str = "eul
     """
     from neurodelay._io import atomic_write
     from neurodelay.deploy.network import save_network
-    from neurodelay.runs import RunLock, prepare_new_run
+    from neurodelay.runs import RunLock, new_run
 
     log = log or (lambda m: print(m, file=sys.stderr))
     if max_time is not None and not (float(max_time) > 0):
@@ -469,10 +507,10 @@ def import_to_run(path, out, dt: float | None = None, discretization: str = "eul
                  "cache_dir": None, "embedded": False},
         "notes": res.notes,
     }
-    with RunLock(out, "import-nir"):
-        removed = prepare_new_run(out, overwrite=overwrite)
+    with RunLock(out, "import-nir"), new_run(out, overwrite=overwrite) as removed:
         if removed:
-            log(f"--overwrite: removed {', '.join(sorted(p.name for p in removed))} from {out}")
+            log(f"--overwrite: replacing {', '.join(sorted(p.name for p in removed))} in "
+                f"{out}")
         save_network(net, out / "network.h5")
         atomic_write(out / "config.json", json.dumps(config, indent=2))
     for note in res.notes:

@@ -118,7 +118,11 @@ def node_map(dt: float, discretization: str = "euler", *,
     disc = check_discretization(discretization)
 
     def neuron(node):
-        return NirNeuron(neuron_factors(node, f"<{type(node).__name__}>", dt, disc))
+        from neurodelay.nir.importer import check_time_constants
+
+        name = f"<{type(node).__name__}>"
+        check_time_constants(node, name)
+        return NirNeuron(neuron_factors(node, name, dt, disc))
 
     return {
         nir.Input: lambda node: torch.nn.Identity(),

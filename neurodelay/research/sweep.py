@@ -85,15 +85,22 @@ def parse_bits(value, what: str = "bits") -> tuple[int, ...]:
         items = [int(value)]
     elif isinstance(value, str):
         items = []
-        for part in value.replace(" ", "").split(","):
-            if not part:
-                continue
+        parts = value.replace(" ", "").split(",")
+        for i, part in enumerate(parts, 1):
+            if not part:                # '8,,4', '8,6,': a typo, not "skip this one"
+                raise SweepError(f"{what} {value!r}: item {i} of {len(parts)} is empty (a "
+                                 f"doubled, leading or trailing comma); give integers like "
+                                 f"'8,6,4' or a range like '2-8'")
             rng = re.fullmatch(r"(-?\d+)-(-?\d+)", part)
             try:
                 items.extend(range(int(rng[1]), int(rng[2]) + 1) if rng else [int(part)])
             except ValueError:
                 raise SweepError(f"{what}: expected integers like '8,6,4' or '2-8', got "
                                  f"{value!r}") from None
+            if rng and int(rng[2]) < int(rng[1]):
+                raise SweepError(f"{what} {value!r}: the range {part!r} is empty "
+                                 f"({rng[1]} > {rng[2]}); ranges go from low to high: "
+                                 f"write '{rng[2]}-{rng[1]}'")
     else:
         try:
             items = [int(v) for v in value]

@@ -282,8 +282,9 @@ def run_netx(path, s_in, n_steps: int | None = None, *, message_bits: int | None
     ``message_bits`` is what the file's first layer is loaded with (default: the
     bits the input needs). Same return dict as :func:`run_lava`.
     """
-    import h5py
-    with h5py.File(path, "r") as f:
+    from neurodelay.untrusted import open_h5
+
+    with open_h5(path, LavaRunError, what="netx file") as f:
         n_layers = len(f["layer"])
         sizes = [int(np.prod(f[f"layer/{k}/shape"][()])) for k in range(n_layers)]
     x = np.asarray(s_in)

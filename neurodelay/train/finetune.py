@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurodelay._io import atomic_path, atomic_write
+from neurodelay._io import append_line, atomic_path, atomic_write
 from neurodelay import options as O
 from neurodelay.errors import OptionError, RunError
 
@@ -95,7 +95,7 @@ def training_splits(parent, seed: int, train_file: str | None = None):
         train = load_binned(train_file, channel_bin=dc.channel_bin, dt=dc.dt,
                             max_time=dc.max_time, n_channels=dc.n_channels,
                             cache_dir=dc.cache_dir, progress=False)
-        parent.check_classes(train)
+        train = parent.check_classes(train)
     elif not parent.has_own_data():
         raise OptionError(f"{parent.path} has no training data of its own (an imported "
                           f"graph?): pass --train-file F, an SHD-layout file of its task")
@@ -224,8 +224,7 @@ def finetune(parent, out, fc: FinetuneConfig | None = None, *, resume: bool = Fa
     from contextlib import ExitStack
 
     from neurodelay.api import torch_threads
-    from neurodelay.runs import (RunLock, open_run, prepare_new_run,
-                                 remove_stale_temp_files)
+    from neurodelay.runs import RunLock, new_run, open_run, remove_stale_temp_files
 
     out = Path(out)
     with ExitStack() as stack:
@@ -236,9 +235,11 @@ def finetune(parent, out, fc: FinetuneConfig | None = None, *, resume: bool = Fa
             fc = FinetuneConfig(**r.config["finetune"])
             parent = r.parent_path()
         else:
-            removed = prepare_new_run(out, overwrite=overwrite)
+            removed = stack.enter_context(new_run(out, overwrite=overwrite))
             if removed:
-                log(f"--overwrite: removed {', '.join(sorted(p.name for p in removed))}")
+                log(f"--overwrite: replacing {', '.join(sorted(p.name for p in removed))} "
+                    f"(the old files are removed once the new run has its first "
+                    f"checkpoint)")
         remove_stale_temp_files(out)
         torch_rng, np_rng = torch.get_rng_state(), np.random.get_state()
         try:
@@ -351,8 +352,7 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
         _save(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(),
                      "sched": sched.state_dict(), "state": state,
                      "rng": torch.get_rng_state()})
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_line(out / "metrics.jsonl", json.dumps(rec))
         log(f"epoch {epoch + 1:3d}/{fc.epochs}  loss {rec['loss']:.4f}  train "
             f"{rec['train_acc']:.3f}  valid(bit-accurate) {v_acc:.3f}"
             + (f"  sparsity {sparsity:.2f}" if fc.prune else "")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from neurodelay import data as D
-from neurodelay._io import atomic_path, atomic_write
+from neurodelay._io import append_line, atomic_path, atomic_write
 from neurodelay.errors import RunError
 from neurodelay.runs import load_checkpoint, require_keys
 from neurodelay.train.model import DelaySNN, ModelConfig, loss_fn, scores_from_membrane, sigma_schedule
@@ -224,12 +224,28 @@ def build_optim(model: DelaySNN, tc: TrainConfig):
 
 
 def _rng_state():
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    """The RNG states as tensors and plain numbers (what the safe checkpoint loader
+    reads; no numpy objects in the file)."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": str(name), "key": torch.from_numpy(key.astype(np.int64)),
+                      "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(gauss)}}
 
 
 def _set_rng_state(st):
+    """Restore :func:`_rng_state` (also the numpy tuple that checkpoints written before
+    it hold)."""
     torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
+    s = st["numpy"]
+    if isinstance(s, dict):
+        key = np.asarray(s["key"].numpy() if torch.is_tensor(s["key"]) else s["key"])
+        s = (s["name"], key.astype(np.uint32), int(s["pos"]), int(s["has_gauss"]),
+             float(s["cached_gaussian"]))
+    try:
+        np.random.set_state(s)
+    except (TypeError, ValueError) as e:
+        raise RunError(f"the checkpoint's numpy random state is not one ({e})") from None
 
 
 def _log(msg: str) -> None:
@@ -290,7 +306,7 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
     """
     from contextlib import ExitStack
 
-    from neurodelay.runs import RunLock, prepare_new_run, remove_stale_temp_files
+    from neurodelay.runs import RunLock, new_run, remove_stale_temp_files
 
     run = Path(run_dir)
     rank, world = distributed_context()
@@ -300,10 +316,11 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
         if rank == 0:
             stack.enter_context(RunLock(run, "train"))
             if not resume:
-                removed = prepare_new_run(run, overwrite=overwrite)
+                removed = stack.enter_context(new_run(run, overwrite=overwrite))
                 if removed:
-                    log(f"--overwrite: removed {', '.join(sorted(p.name for p in removed))} "
-                        f"from {run}")
+                    log(f"--overwrite: replacing {', '.join(sorted(p.name for p in removed))} "
+                        f"in {run} (the old files are removed once the new run has its "
+                        f"first checkpoint)")
             remove_stale_temp_files(run)
         try:
             return _train(run, mc, tc, dc, rank=rank, world=world, resume=resume,
@@ -458,8 +475,7 @@ def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progre
             ck["opt_p"], ck["sched_p"] = opt_p.state_dict(), sched_p.state_dict()
         if main_rank:
             atomic_torch_save(ck, ckpt_path)
-            with open(run / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            append_line(run / "metrics.jsonl", json.dumps(rec))
         _barrier(world)
         log(f"epoch {epoch + 1:3d}/{tc.epochs}  loss {rec['loss']:.4f}  train {rec['train_acc']:.3f}"
             f"  valid(discrete) {valid_acc:.3f}"
