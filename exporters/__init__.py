@@ -4,13 +4,15 @@ This folder is installed as ``neurodelay.exporters`` (see pyproject.toml): the b
 name ``exporters`` belongs to an unrelated PyPI project.
 
 Each exporter module defines ``export(net, out_path, **options) -> dict`` where ``net``
-is a :class:`neurodelay.deploy.network.Network` (float) -- exporters that need integers quantize
+is a :class:`neurodelay.core.network.Network` (float) -- exporters that need integers quantize
 it themselves through :mod:`neurodelay.deploy.passes` -- and the returned dict is a short report
 (paths written, node/process counts). Writes are atomic.
 """
 from __future__ import annotations
 
 import importlib
+
+from neurodelay.errors import OptionError
 
 # name -> (module, one-line description). Modules are imported lazily: lava is heavy.
 REGISTRY: dict[str, tuple[str, str]] = {
@@ -23,5 +25,6 @@ REGISTRY: dict[str, tuple[str, str]] = {
 def get_exporter(name: str):
     """Return the ``export`` function of target ``name``."""
     if name not in REGISTRY:
-        raise KeyError(f"unknown export target {name!r}; available: {', '.join(sorted(REGISTRY))}")
+        raise OptionError(f"unknown export target {name!r}; available: "
+                          f"{', '.join(sorted(REGISTRY))}")
     return importlib.import_module(REGISTRY[name][0]).export

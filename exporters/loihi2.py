@@ -3,7 +3,7 @@
 ``write_netx(qnet, path)`` writes the file (atomically) that
 ``lava.lib.dl.netx.hdf5.Network(net_config=path, input_message_bits=B)`` loads;
 ``export(qnet, out_path)`` also writes ``<out_path stem>.qnet.h5``, the QNetwork
-(:func:`neurodelay.deploy.network.save_network`) that :mod:`neurodelay.sim.lavarun` and
+(:func:`neurodelay.core.network_io.save_network`) that :mod:`neurodelay.sim.lavarun` and
 :mod:`neurodelay.sim.bitsim` run. A float network is quantized once, by the deployment
 step (:func:`neurodelay.deploy.artifact.build_artifact`), never here: what is verified is
 what is exported.
@@ -44,13 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from neurodelay._io import atomic_path
-from neurodelay.deploy.network import QLayer, QNetwork
-from neurodelay.errors import NeurodelayError
+from neurodelay.core.network import QLayer, QNetwork
+from neurodelay.errors import ExportError
 from neurodelay.hw import fixedpoint as fp
-
-
-class ExportError(NeurodelayError, ValueError):
-    """The network cannot be exported to Loihi 2 as asked (message says what to do)."""
+from neurodelay.hw.target import arith, target_of
 
 
 # ------------------------------------------------------------------ netx arithmetic
@@ -124,10 +121,10 @@ def _tag(k: int, name: str) -> str:
 def check_limits(qnet: QNetwork, target=None) -> list[str]:
     """Every limit ``qnet`` violates on ``target`` (default: its own): the resource report's
     violations, which include every integer field (neurodelay.hw.fixedpoint)."""
-    from neurodelay.hw.config import resource_report
+    from neurodelay.hw.resources import resource_report
 
     if target is None:
-        target = fp.target_of(qnet)
+        target = target_of(qnet)
     return list(resource_report(qnet, target).violations)
 
 
@@ -174,7 +171,7 @@ def write_netx(qnet: QNetwork, path, input_message_bits: int = 8,
     problems = check_limits(qnet)
     if problems:
         raise ExportError(_limits_msg(problems, qnet.target))
-    a = fp.arith(qnet)
+    a = arith(qnet)
     layers, issues = [], []
     for k, layer in enumerate(qnet.layers):
         arrays, why = netx_layer(layer, a)
@@ -280,11 +277,11 @@ def export(net, out_path, *, clip_delays: bool = False, strict_netx: bool = True
     qnet, n_clipped = net, 0
     if clip_delays:
         from neurodelay.deploy import passes
-        qnet, rep = passes.check_delays(net, fp.arith(net).max_delay, clip=True)
+        qnet, rep = passes.check_delays(net, arith(net).max_delay, clip=True)
         n_clipped = int(rep.changes["clipped"])
     netx = write_netx(qnet, out_path, input_message_bits=input_message_bits,
                       strict=strict_netx)
-    from neurodelay.deploy.network import save_network
+    from neurodelay.core.network_io import save_network
     qpath = out_path.with_name(out_path.stem + ".qnet.h5")
     save_network(qnet, qpath)
     n = load_check(out_path, input_message_bits, len(qnet.layers)) if verify else None

@@ -14,7 +14,7 @@ one branch per distinct delay ``d`` used by its non-zero synapses::
   has exactly one Affine, ``k - 1`` Linear nodes and ``k - [0 is used]`` Delay nodes for
   ``k`` distinct delays. A layer without any non-zero weight keeps one Affine (d = 0).
 
-Neurons. The discrete model (neurodelay.deploy.network)::
+Neurons. The discrete model (neurodelay.core.network)::
 
     J[t] = current_decay*J[t-1] + W x[t - D]      u[t] = decay*u[t-1] + J[t] + b
 
@@ -40,7 +40,7 @@ below ``float32(threshold)``, so the strict rule equals neurodelay's in float32 
 The quantized variant stores the chip's own strict threshold (the target's
 ``vth << threshold_shift``) times the layer's scale.
 
-Variants: ``float`` exports a float :class:`~neurodelay.deploy.network.Network`;
+Variants: ``float`` exports a float :class:`~neurodelay.core.network.Network`;
 ``quantized`` exports the float equivalent of a QNetwork -- the one a deployment artifact
 holds (this module never quantizes) -- with integer weights, biases, decays, current decays
 and thresholds converted back to float units with each layer's ``scale`` by the target's
@@ -68,8 +68,9 @@ import numpy as np
 from neurodelay._io import atomic_path
 
 from neurodelay import __version__ as _ND_VERSION
-from neurodelay.deploy.network import Network, QNetwork
-from neurodelay.errors import NeurodelayError
+from neurodelay.core.network import Network, QNetwork
+from neurodelay.errors import NirExportError
+from neurodelay.hw.target import arith
 
 __all__ = ["NirExportError", "export", "to_nir", "nir_node_counts", "VARIANTS", "SCHEMAS"]
 
@@ -97,10 +98,6 @@ DECOMPOSITION = (
     "edges into one node sum")
 READOUT = ("membrane of the readout layer each step; "
            "score_c = sum_t softmax_c(v[t]), prediction = argmax_c score_c")
-
-
-class NirExportError(NeurodelayError, ValueError):
-    """The network cannot be exported to NIR as asked (bad option, unsupported field)."""
 
 
 @dataclass
@@ -141,7 +138,7 @@ def _quantized_specs(qnet: QNetwork) -> list[_LayerSpec]:
     (:mod:`neurodelay.hw.fixedpoint`: Lava's effective weights, decay fractions, shifts)."""
     from neurodelay.hw import fixedpoint as fp
 
-    a = fp.arith(qnet)
+    a = arith(qnet)
     specs = []
     for k, ql in enumerate(qnet.layers):
         tag = f"quantized layer {k} ({ql.name!r})"

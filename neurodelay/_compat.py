@@ -111,8 +111,3 @@ def check_install() -> None:
     if problems:
         raise SystemExit("neurodelay install check failed:\n  " + "\n  ".join(problems))
     print("neurodelay install check: torch, dcls, spikingjelly, lava-nc, lava-dl, nir OK")
-    # build the integer-delay kernels now (cached), so the first run does not wait for it;
-    # without a C compiler everything works on the slower frequency-domain path
-    from neurodelay.train import native
-
-    print(f"integer-delay operator: {native.status().describe()}")

@@ -180,3 +180,9 @@ def atomic_write(path, data: str | bytes) -> Path:
         else:
             tmp.write_text(data)
     return Path(path)
+
+
+def default_cache_dir() -> Path:
+    """``$NEURODELAY_CACHE`` if set, else ``~/.cache/neurodelay``."""
+    env = os.environ.get("NEURODELAY_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "neurodelay"

@@ -8,10 +8,13 @@ import numpy as np
 from neurodelay import data as D
 from neurodelay import options as O
 from neurodelay.errors import OptionError
+from neurodelay.threads import torch_threads
 from neurodelay.train.model import ModelConfig, widen_for_parameter_parity
 from neurodelay.train.presets import PRESETS, preset as get_preset
-from neurodelay.train.trainer import (DataConfig, TrainConfig, accuracy, check_training_memory,
-                                      load_splits, run_config, train)
+from neurodelay.data import DataConfig, load_splits
+from neurodelay.train.trainer import TrainConfig, accuracy, check_training_memory, train
+from neurodelay.train.loaders import float_network, load_model
+from neurodelay.data.rundata import run_test_data
 
 
 N_CHANNELS = 700            # cochlea channels of SHD/SSC (DataConfig.n_channels)
@@ -193,29 +196,6 @@ def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, h
             f"{count_parameters(ModelConfig(**{**mc.to_dict(), 'hidden': wide})):,})")
         mc = ModelConfig(**{**mc.to_dict(), "hidden": wide})
     return mc, tc
-
-
-class torch_threads:
-    """Context manager: torch uses ``n`` CPU threads inside, the previous count after
-    (None: leave it alone). Library calls must leave global state as they found it.
-    ``n`` is validated at construction (OptionError for anything but an int >= 1)."""
-
-    def __init__(self, n: int | None):
-        self.n, self.before = O.check_threads(n), None
-
-    def __enter__(self):
-        if self.n is not None:
-            import torch
-
-            self.before = torch.get_num_threads()
-            torch.set_num_threads(self.n)
-        return self
-
-    def __exit__(self, *exc):
-        if self.before is not None:
-            import torch
-
-            torch.set_num_threads(self.before)
 
 
 def _cli_name(key: str) -> str:
@@ -453,8 +433,8 @@ def evaluate_run(run, test_file=None, batch_size=256) -> dict:
     status = r.status()
     if r.kind != "trained":
         return _evaluate_deployable(r, status, test_file, batch_size)
-    model = r.load_model()
-    ds = r.test_data(test_file)
+    model = load_model(r)
+    ds = run_test_data(r, test_file)
     mc = model.cfg
     O.check_model_memory(mc.n_inputs, mc.hidden, mc.n_outputs, mc.window,
                          min(batch_size, len(ds)), ds.max_steps, training=False,
@@ -474,7 +454,7 @@ def _evaluate_deployable(r, status, test_file, batch_size) -> dict:
     chip computes) or of an imported run (its float network)."""
     from neurodelay.data import pad_batch
 
-    ds = r.test_data(test_file)
+    ds = run_test_data(r, test_file)
     x = pad_batch(ds.samples, pad_to=ds.max_steps)
     if r.kind == "finetuned":
         from neurodelay.sim import bitsim
@@ -484,7 +464,7 @@ def _evaluate_deployable(r, status, test_file, batch_size) -> dict:
     else:
         from neurodelay.sim import floatsim
 
-        _, pred = floatsim.predict(r.float_network(), x, batch_size=batch_size)
+        _, pred = floatsim.predict(float_network(r), x, batch_size=batch_size)
         what = "float network (imported)"
     return {"accuracy": float(np.mean(pred == ds.labels)), "n": len(ds), "run": str(r.path),
             "test": test_file or "run's own test split", "finished": status.finished,
@@ -493,4 +473,4 @@ def _evaluate_deployable(r, status, test_file, batch_size) -> dict:
 
 __all__ = ["train_run", "evaluate_run", "resolve_data", "make_configs", "check_options",
            "check_resume_options",
-           "check_data_options", "run_config"]
+           "check_data_options"]

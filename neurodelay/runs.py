@@ -34,9 +34,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from neurodelay._io import inside, refuse_links
+from neurodelay.core.network_io import load_network
 from neurodelay.errors import RunError
 
 KINDS = ("trained", "finetuned", "imported")
@@ -193,110 +193,9 @@ class Run:
         return [str(c) for c in self.config.get("class_names") or []]
 
     # ------------------------------------------------------------- data
-    def data_config(self):
-        """The run's DataConfig (how its data is found and binned)."""
-        from neurodelay.train.trainer import DataConfig
-
-        from neurodelay.data import SYNTHETIC_FILES, synthetic_dir
-
-        d = self.config.get("data")
-        if not isinstance(d, dict):
-            raise RunError(f"{self.file('config.json')}: this {self.kind} run has no data "
-                           f"settings; pass --test-file (and --train-file where asked)")
-        try:
-            dc = DataConfig(**d)
-        except TypeError as e:
-            raise RunError(f"{self.file('config.json')}: 'data' does not match this "
-                           f"neurodelay ({e})") from None
-        # Where to write is this machine's business, not the run folder's: the binned-data
-        # cache is this machine's ($NEURODELAY_CACHE or ~/.cache/neurodelay), and the
-        # embedded task is (re)generated into this machine's synthetic folder, never into
-        # a folder named by a config.json from elsewhere.
-        dc.cache_dir = None
-        if dc.embedded:
-            here = synthetic_dir()
-            dc.train = str(here / SYNTHETIC_FILES["train"])
-            dc.valid = str(here / SYNTHETIC_FILES["valid"]) if dc.valid else None
-            dc.test = str(here / SYNTHETIC_FILES["test"]) if dc.test else None
-        return dc
-
     def has_own_data(self) -> bool:
         d = self.config.get("data")
         return isinstance(d, dict) and bool(d.get("train"))
-
-    def test_data(self, test_file=None, progress: bool = False):
-        """The run's own test split, or ``test_file`` binned with the run's settings."""
-        from neurodelay import data as D
-        from neurodelay.train.trainer import load_splits
-
-        dc = self.data_config()
-        if test_file:
-            ds = D.load_binned(test_file, channel_bin=dc.channel_bin, dt=dc.dt,
-                               max_time=dc.max_time, n_channels=dc.n_channels,
-                               cache_dir=dc.cache_dir, progress=progress)
-        else:
-            if not dc.train:
-                raise RunError(f"{self.path}: this {self.kind} run has no test split of its "
-                               f"own; pass --test-file F (an SHD-layout HDF5 file)")
-            if dc.embedded:
-                D.make_synthetic(Path(dc.train).parent)
-            ds = load_splits(dc, progress=progress).test
-        return self.check_classes(ds)
-
-    def train_data(self, progress: bool = False):
-        """The run's training split (valid/test speakers removed): calibration and
-        fine-tuning read only this."""
-        from neurodelay import data as D
-
-        dc = self.data_config()
-        if not dc.train:
-            raise RunError(f"{self.path}: this {self.kind} run has no training data; pass "
-                           f"--train-file F (an SHD-layout HDF5 file)")
-        if dc.embedded:
-            D.make_synthetic(Path(dc.train).parent)
-        # only the training file is read; speakers held out for validation/test are
-        # removed from it exactly as training did
-        ds = D.load_binned(dc.train, channel_bin=dc.channel_bin, dt=dc.dt,
-                           max_time=dc.max_time, n_channels=dc.n_channels,
-                           cache_dir=dc.cache_dir, progress=progress)
-        held = [s for s in (dc.valid_speakers or []) + (dc.test_speakers or [])]
-        if held:
-            if ds.speakers is None:
-                raise RunError(f"{dc.train}: has no speaker ids but the run holds speakers "
-                               f"{held} out of it")
-            ds = ds.subset(np.flatnonzero(~np.isin(ds.speakers, np.asarray(held))))
-        return self.check_classes(ds)
-
-    def check_classes(self, ds):
-        """``ds`` with labels in the model's class order: refused when the classes do not
-        match the model's outputs (count, or names when both sides name them); when the
-        names are the same in another order, the labels are renumbered to the model's
-        order (``ds.notes`` says so)."""
-        from neurodelay.data import DataError, remap_classes
-
-        n_out = self.n_outputs()
-        if n_out is None:
-            return ds
-        hi = int(ds.labels.max()) + 1 if len(ds.labels) else 0
-        if ds.n_classes != n_out or hi > n_out:
-            raise DataError(
-                f"{ds.source}: the data has {ds.n_classes} classes (labels up to {hi - 1}) "
-                f"but the model of {self.path} has {n_out} outputs; use a file of the task "
-                f"the model was trained on")
-        names = self.class_names
-        placeholders = ([str(k) for k in range(len(names))],
-                        [f"class{k}" for k in range(len(names))])   # import-nir's default
-        if not names or names in placeholders or not ds.named_classes \
-                or list(ds.class_names) == names:
-            return ds
-        if sorted(ds.class_names) != sorted(names):
-            theirs = sorted(set(ds.class_names) - set(names))[:5]
-            ours = sorted(set(names) - set(ds.class_names))[:5]
-            raise DataError(
-                f"{ds.source}: its class names (extra/keys) differ from the model's: the file "
-                f"has {theirs} that the model of {self.path} lacks, the model has {ours} "
-                f"that the file lacks; use a file of the task the model was trained on")
-        return remap_classes(ds, names)
 
     def n_outputs(self) -> int | None:
         if self.kind == "trained":
@@ -304,59 +203,19 @@ class Run:
         names = self.class_names
         return len(names) if names else self.config.get("n_outputs")
 
-    # ------------------------------------------------------------- models / networks
-    def load_model(self, which: str = "best"):
-        """The run's PyTorch model in eval mode: the trained DelaySNN (``best.pt`` by
-        default), or a fine-tuned run's hardware-exact model."""
-        from neurodelay.train.model import DelaySNN, ModelConfig
-
-        if self.kind == "finetuned":
-            from neurodelay.train.finetune import load_finetuned
-
-            return load_finetuned(self)
-        if self.kind != "trained":
-            raise RunError(f"{self.path}: a {self.kind} run has no PyTorch model")
-        path = self.file(f"{which}.pt")
-        if not path.exists():
-            st = self.status()
-            raise RunError(f"{path}: no such checkpoint ({st.describe()}; is {self.path} a "
-                           f"`neurodelay train` run that finished at least one epoch?)")
-        ck = load_checkpoint(path, f"{which} model")
-        require_keys(ck, ("model",), str(path))
-        try:
-            mc = ModelConfig(**(ck.get("model_config") or self.config["model"]))
-            model = DelaySNN(mc, seed=int(self.config["train"]["seed"]))
-            model.load_state_dict(ck["model"])
-        except (TypeError, KeyError, RuntimeError, ValueError) as e:
-            raise RunError(f"{path}: does not fit the model of {self.file('config.json')} "
-                           f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
-        model.eval()
-        return model
-
+    # ------------------------------------------------------------- stored networks
     def qnetwork(self):
         """The quantized network a fine-tuned run stores (its integers are the chip's)."""
-        from neurodelay.deploy.network import load_network
-
         if self.kind != "finetuned":
             raise RunError(f"{self.path}: a {self.kind} run stores no quantized network; "
                            f"export it (`neurodelay export {self.path} --target loihi2`)")
         return load_network(self.file("qnet.h5"), kind="quantized")
 
-    def float_network(self):
-        """The float :class:`~neurodelay.deploy.network.Network` of the run (trained:
-        frozen best.pt; imported: network.h5)."""
-        if self.kind == "trained":
-            from neurodelay.deploy.freeze import freeze
-
-            d = self.config["data"]
-            return freeze(self.load_model(), dt=d["dt"], class_names=self.class_names,
-                          n_channels=d["n_channels"], channel_bin=d["channel_bin"],
-                          meta={"run": str(self.path)})
-        if self.kind == "imported":
-            from neurodelay.deploy.network import load_network
-
-            return load_network(self.file(self.config["network"]), kind="float")
-        return open_run(self.parent_path()).float_network()
+    def imported_network(self):
+        """The float network an imported run stores (network.h5)."""
+        if self.kind != "imported":
+            raise RunError(f"{self.path}: a {self.kind} run stores no imported network")
+        return load_network(self.file(self.config["network"]), kind="float")
 
     def parent_path(self) -> Path:
         """The run a fine-tuned run started from: found next to this folder by its
@@ -420,7 +279,7 @@ class RunLock:
         lock = self.path / LOCK_FILE
         try:  # O_NOFOLLOW: a .lock that is a symbolic link is never opened (or truncated)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as e:
+        except OSError:
             if lock.is_symlink():
                 raise RunError(f"{lock}: refused, a symbolic link (to {os.readlink(lock)}); "
                                f"neurodelay never writes through a link. Delete it") from None

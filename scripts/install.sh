@@ -12,3 +12,6 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --no-deps --ignore-requires-python -r requirements/nodeps.txt
 "${PIP[@]}" install --no-deps --no-build-isolation -e .
 .venv/bin/python -c "import neurodelay._compat as c; c.check_install()"
+# build the integer-delay kernels now (cached), so the first run does not wait for them;
+# without a C compiler everything works on the slower frequency-domain path
+.venv/bin/python -c "from neurodelay.train import native; print('integer-delay operator:', native.status().describe())"

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from neurodelay.train.loaders import float_network
+from neurodelay.data.rundata import run_test_data
 
 
 def _json(path: Path):
@@ -26,14 +28,14 @@ def main(root: str) -> dict:
     from neurodelay.research.sweep import layer_synapses, memory_from_counts
     from neurodelay.runs import open_run
     from neurodelay.sim import bitsim, floatsim
-    from neurodelay.hw.config import load_target
+    from neurodelay.hw.target import load_target
     from neurodelay.train.finetune import (FinetuneConfig, calibration_batch, start_network,
                                            training_splits)
 
     root = Path(root)
     parent = open_run(root / "learned")
-    net = parent.float_network()
-    ds = parent.test_data()
+    net = float_network(parent)
+    ds = run_test_data(parent)
     x = pad_batch(ds.samples, pad_to=ds.max_steps)
     out = {"test_samples": len(ds),
            "float_discrete_accuracy": parent.result()["test_accuracy"],
@@ -59,7 +61,7 @@ def main(root: str) -> dict:
         tgt = load_target(fc.target)
         train, _, _ = training_splits(src, fc.seed, fc.train_file)
         calib, _ = calibration_batch(train, fc)
-        reduced, _ = passes.reduce_delays(src.float_network(), r["delay_bits"],
+        reduced, _ = passes.reduce_delays(float_network(src), r["delay_bits"],
                                           r["delay_mode"], tgt.max_delay)
         q, _ = start_network(reduced, tgt, fc, r["weight_range"], calib)
         pred, _ = bitsim.predict(q, x)
@@ -86,7 +88,7 @@ def main(root: str) -> dict:
     for name in ("imported", "imported104"):
         if not (root / name).exists():
             continue
-        imp = open_run(root / name).float_network()
+        imp = float_network(open_run(root / name))
         _, p1 = floatsim.predict(imp, x)
         out["nir_round_trip"][name] = {
             "weights_equal": all(np.array_equal(a.weight, b.weight)

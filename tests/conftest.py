@@ -3,7 +3,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from neurodelay import api
 from neurodelay.data import write_shd_file

@@ -9,11 +9,13 @@ import pytest
 from click.testing import CliRunner
 
 from neurodelay import data as D
+from neurodelay.data import splits
 from neurodelay.cli import main
 from neurodelay.deploy.artifact import (ArtifactError, DeployOptions, build_artifact,
                                         default_folder, load_artifact, qnet_hash)
-from neurodelay.hw.config import FitError
+from neurodelay.errors import FitError
 from neurodelay.runs import open_run
+from neurodelay.data.rundata import run_train_data
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ def test_calibration_never_reads_test_or_validation_data(run_copy, tmp_path, mon
     # and those files are not even opened
     seen = []
     real = D.load_binned
-    monkeypatch.setattr(D, "load_binned", lambda p, **kw: seen.append(str(p)) or real(p, **kw))
+    monkeypatch.setattr(splits, "load_binned", lambda p, **kw: seen.append(str(p)) or real(p, **kw))
     build_artifact(run_copy, out=tmp_path / "again")
     assert seen and cfg["data"]["test"] not in seen and cfg["data"]["valid"] not in seen
     rep = json.loads((tmp_path / "again" / "deploy.json").read_text())
@@ -100,7 +102,7 @@ def test_artifact_speaker_split_calibrates_on_training_speakers_only(tmp_path):
                   train_file=str(f), test_speakers=[3], valid_speakers=[2],
                   cache_dir=str(tmp_path / "c"), progress=False, log=lambda m: None)
     r = open_run(tmp_path / "run")
-    tr = r.train_data()
+    tr = run_train_data(r)
     assert len(tr) == 40 and set(tr.speakers.tolist()) == {0, 1}
     art = build_artifact(r, DeployOptions(calib_samples=1000))
     assert art.report.calibration["n"] == 40
@@ -128,7 +130,7 @@ def test_tampered_artifacts_are_refused(run_copy, tmp_path):
 
 
 def test_a_network_that_does_not_fit_is_refused_and_nothing_is_written(run_copy, tmp_path):
-    from neurodelay.hw.config import config_dir
+    from neurodelay.hw.target import config_dir
     text = (config_dir() / "loihi2.toml").read_text()
     small = tmp_path / "small.toml"
     small.write_text(text.replace("neurons_per_core = 8192", "neurons_per_core = 4")
@@ -148,7 +150,7 @@ def test_a_network_that_does_not_fit_is_refused_and_nothing_is_written(run_copy,
 
 
 def test_a_modified_target_file_gets_its_own_folder_and_its_bits(run_copy, tmp_path):
-    from neurodelay.hw.config import config_dir
+    from neurodelay.hw.target import config_dir
     text = (config_dir() / "loihi2.toml").read_text()
     four = tmp_path / "four.toml"
     four.write_text(text.replace("weight_bits = 8 ", "weight_bits = 4 "))

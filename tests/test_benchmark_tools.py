@@ -1,4 +1,4 @@
-"""The small tools around benchmarks/run.py whose outputs the README cites: the full-SHD-run
+"""The small tools around benchmarks/bench.py whose outputs the README cites: the full-SHD-run
 extrapolation and the ablation-time comparison (benchmarks/ablation_times.py)."""
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _epoch_result(train_s, valid_s, padded_t):
 
 
 def test_shd_extrapolation_scales_samples_and_steps():
-    run = _load("run")
+    run = _load("bench")
     ep = {"n_train": 1024, "n_valid": 256, "valid_T": 96,
           "reference": _epoch_result(20.0, 2.0, 125.0),
           "neurodelay": _epoch_result(4.0, 0.5, 125.0)}
@@ -47,7 +47,7 @@ def test_extrapolate_option_reads_a_saved_result_and_refuses_others(tmp_path):
         "n_train": 512, "n_valid": 128, "valid_T": 100,
         "reference": _epoch_result(10.0, 1.0, 100.0),
         "neurodelay": _epoch_result(2.0, 0.25, 100.0)}}))
-    cmd = [sys.executable, str(BENCH / "run.py"), "--extrapolate"]
+    cmd = [sys.executable, str(BENCH / "bench.py"), "--extrapolate"]
     ok = subprocess.run(cmd + [str(saved)], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     ref, new = 10.0 * 8156 / 512 + 2264 / 128, 2.0 * 8156 / 512 + 0.25 * 2264 / 128

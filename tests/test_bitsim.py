@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from neurodelay.sim import bitsim
-from neurodelay.deploy.network import QLayer, QNetwork
+from neurodelay.core.network import QLayer, QNetwork
+from neurodelay.hw.target import arith
 
 BIG_VTH = 2 ** 17 - 1
 
@@ -283,7 +284,7 @@ def test_fast_synaptic_paths_are_exact(n_delays, density, R):
             contrib = np.einsum("rbj,ij->rbi", s, np.where(d == k, w, 0))
             ref[1 + k:] += contrib[:R - 1 - k]
     assert (d + 1 >= R).any() or R == 50
-    a = bitsim.fp.arith("loihi2")
+    a = arith("loihi2")
     syn = bitsim._prepare(layer, a)
     for precision in ("auto", "float64"):
         got, bound = bitsim._synaptic_input(syn, s, int(s.max()), n_out, precision, a)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from neurodelay import data
+from neurodelay.data import binned
 from neurodelay.data import DataError
 
 # ../shared/data next to the repository (CI lays shared/ beside its clone)
@@ -168,7 +169,7 @@ def test_cache_hit_returns_identical_arrays_without_rereading(tmp_path, monkeypa
     files = list((tmp_path / "cache" / "binned").glob("*.npz"))
     assert len(files) == 1
     mtime = files[0].stat().st_mtime_ns
-    monkeypatch.setattr(data, "_bin_file", _boom)
+    monkeypatch.setattr(binned, "_bin_file", _boom)
     ds2 = load(p, tmp_path)
     assert files[0].stat().st_mtime_ns == mtime
     assert len(ds2) == len(ds1)
@@ -185,7 +186,7 @@ def test_cache_hit_returns_identical_arrays_without_rereading(tmp_path, monkeypa
         load(p, tmp_path, max_time=0.5)
     monkeypatch.undo()
     small_file(tmp_path, seed=5)  # same path, new content
-    monkeypatch.setattr(data, "_bin_file", _boom)
+    monkeypatch.setattr(binned, "_bin_file", _boom)
     with pytest.raises(AssertionError, match="re-read"):
         load(p, tmp_path)
 
@@ -201,7 +202,7 @@ def test_corrupt_cache_is_ignored_and_rebuilt(tmp_path, monkeypatch, damage):
         ds = load(p, tmp_path)
     for a, b in zip(ref.samples, ds.samples):
         np.testing.assert_array_equal(a, b)
-    monkeypatch.setattr(data, "_bin_file", _boom)  # the rebuilt cache is valid again
+    monkeypatch.setattr(binned, "_bin_file", _boom)  # the rebuilt cache is valid again
     ds3 = load(p, tmp_path)
     np.testing.assert_array_equal(np.concatenate(ds3.samples), np.concatenate(ref.samples))
 

@@ -361,7 +361,7 @@ def test_lif_spikes_only_gradient_and_shapes():
 
 # ----------------------------------------------------------------------------- model
 def _load_bench():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
     spec = importlib.util.spec_from_file_location("neurodelay_bench_run", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

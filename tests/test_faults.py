@@ -28,11 +28,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import neurodelay
 from neurodelay import api
-from neurodelay.cli import main
 from cli_checks import cli, refused
 
 PY = sys.executable

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from neurodelay.cli import main
 from neurodelay.runs import open_run
 from neurodelay.train.finetune import FinetuneConfig, finetune
+from neurodelay.train.loaders import float_network
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +55,11 @@ def test_finetuned_run_is_a_normal_run_and_equals_the_chip(tuned):
 def test_selection_never_sees_test_data(trained, tmp_path, monkeypatch):
     """The fine-tuned integers do not depend on the test set (only the final report
     evaluates it): training reads no test samples."""
-    from neurodelay.runs import Run
+    from neurodelay.data import rundata
     calls = []
-    real = Run.test_data
-    monkeypatch.setattr(Run, "test_data", lambda self, *a, **k: calls.append(1) or
-                        real(self, *a, **k))
+    real = rundata.run_test_data
+    monkeypatch.setattr(rundata, "run_test_data", lambda run, *a, **k: calls.append(1) or
+                        real(run, *a, **k))
     finetune(trained[0], tmp_path / "a", FinetuneConfig(weight_bits=8, delay_bits=6,
                                                         epochs=1), progress=False,
              threads=1, log=lambda m: None)
@@ -140,16 +141,16 @@ def test_parent_is_found_from_any_directory_and_after_moving_both(trained, tmp_p
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    net = open_run(work / "ft").float_network()
-    assert net.layers[0].weight.shape == open_run(work / "float").float_network() \
+    net = float_network(open_run(work / "ft"))
+    assert net.layers[0].weight.shape == float_network(open_run(work / "float")) \
         .layers[0].weight.shape
     moved = tmp_path / "moved"
     shutil.move(str(work), str(moved))
     assert open_run(moved / "ft").parent_path().resolve() == (moved / "float").resolve()
-    open_run(moved / "ft").float_network()
+    float_network(open_run(moved / "ft"))
     shutil.rmtree(moved / "float")
     with pytest.raises(RunError, match="fine-tuned from is missing"):
-        open_run(moved / "ft").float_network()
+        float_network(open_run(moved / "ft"))
 
 
 @pytest.mark.parametrize("kw, fragment", [({"epochs": 2.5}, "--epochs 2.5"),

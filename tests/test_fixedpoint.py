@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from neurodelay.hw import fixedpoint as fp
-from neurodelay.hw.config import load_target
+from neurodelay.hw.target import arith, load_target
 
-A = fp.arith("loihi2")
+A = arith("loihi2")
 
 
 def ew(w, nwb):
@@ -93,23 +93,23 @@ def test_encodings_round_trip():
 
 
 def test_target_values_come_from_the_toml(tmp_path):
-    from neurodelay.hw.config import config_dir
+    from neurodelay.hw.target import config_dir
     text = (config_dir() / "loihi2.toml").read_text()
     text = text.replace("state_bits = 24", "state_bits = 16").replace(
         "weight_bits = 8 ", "weight_bits = 6 ")
     p = tmp_path / "small.toml"
     p.write_text(text)
-    a = fp.arith(load_target(p))
+    a = arith(load_target(p))
     assert a.state_max == 2 ** 15 and a.weight_bits == 6 and a.weight_register_bits == 8
     # Lava's register still clips at 8 bits; the target's precision caps num_weight_bits
     assert fp.mantissa_range("mixed", a) == (-256, 255)
     assert fp.max_num_weight_bits("mixed", a) == 7
     assert fp.effective_weights(np.array([[101, -3]]), 7, a).tolist() == [[100, -4]]
-    from neurodelay.deploy.network import QLayer
+    from neurodelay.core.network import QLayer
     q = QLayer(weight=[[101, -3]], weight_exp=0, num_weight_bits=8, delay=[[0, 0]],
                bias_mant=[0], bias_exp=0, du=0, dv=0, vth=10, scale=1.0)
     assert any("num_weight_bits" in s for s in fp.check_qlayer(q, a))
-    assert not fp.check_qlayer(q, fp.arith("loihi2"))
+    assert not fp.check_qlayer(q, arith("loihi2"))
 
 
 # ----------------------------------------------------------------------------- consumers
@@ -119,7 +119,7 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 @st.composite
 def qnets(draw):
-    from neurodelay.deploy.network import QLayer, QNetwork
+    from neurodelay.core.network import QLayer, QNetwork
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 31)))
     sizes = (3, 4, 2)
     layers = []
@@ -148,10 +148,10 @@ def test_every_consumer_accepts_and_refuses_the_same_networks(q, tmp_path_factor
     """bitsim, the Lava runner, the resource report and the netx exporter apply the one
     set of rules: each refuses exactly the networks fixedpoint.check_qnet refuses."""
     from neurodelay.exporters.loihi2 import ExportError, write_netx
-    from neurodelay.hw.config import resource_report
+    from neurodelay.hw.resources import resource_report
     from neurodelay.sim import bitsim, lavarun
 
-    problems = fp.check_qnet(q)
+    problems = fp.check_qnet(q, arith(q))
     refused = {}
     try:
         bitsim.run(q, np.ones((1, 3, 3), np.int64))

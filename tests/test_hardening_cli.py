@@ -23,10 +23,8 @@ import shutil
 import nir
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from neurodelay import api
-from neurodelay.cli import main
 from cli_checks import cli, refused
 from neurodelay.data import write_shd_file
 from neurodelay.errors import NeurodelayError, OptionError

@@ -4,10 +4,10 @@ import tomllib
 import numpy as np
 import pytest
 
-from neurodelay.hw.config import (FitError, Target, TargetError, available_targets,
-                                 check_fits, config_dir, format_resource_report,
-                                 load_target, resource_report)
-from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
+from neurodelay.errors import FitError, TargetError
+from neurodelay.hw.target import Target, arith, available_targets, config_dir, load_target
+from neurodelay.hw.resources import check_fits, format_resource_report, resource_report
+from neurodelay.core.network import Layer, Network, QLayer, QNetwork
 
 
 def make_net(delays=((0, 3), (5, 0)), n_hidden=2):
@@ -89,7 +89,7 @@ def test_loihi2_facts():
     assert (t.cores_per_chip, t.neurons_per_core) == (128, 8192)
     assert t.weight_exp_min < 0 < t.weight_exp_max
     from neurodelay.hw import fixedpoint as fp
-    assert fp.mantissa_range("mixed", fp.arith(t)) == (-256, 255)   # Lava Dense's clip
+    assert fp.mantissa_range("mixed", arith(t)) == (-256, 255)   # Lava Dense's clip
 
 
 def test_other_targets_differ():

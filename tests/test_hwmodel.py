@@ -8,11 +8,14 @@ import pytest
 import torch
 
 from neurodelay.deploy import passes
-from neurodelay.deploy.network import Layer, Network
+from neurodelay.core.network import Layer, Network
 from neurodelay.hw import fixedpoint as fp
+from neurodelay.hw.target import arith
 from neurodelay.research.sweep import reduce_delays
 from neurodelay.sim import bitsim
 from neurodelay.train.hwmodel import HwSNN
+from neurodelay.train.loaders import float_network
+from neurodelay.data.rundata import run_test_data
 
 torch.set_num_threads(1)
 
@@ -95,8 +98,8 @@ def test_forward_equals_bitsim_on_a_trained_model(trained):
     from neurodelay.data import pad_batch
 
     r = open_run(trained[0])
-    net = r.float_network()
-    ds = r.test_data()
+    net = float_network(r)
+    ds = run_test_data(r)
     x = pad_batch(ds.samples[:40], pad_to=ds.max_steps)
     for bits, dbits in ((8, 6), (4, 3), (2, 3)):
         qnet = quantized(net, bits, dbits, x[:20], mode="coarse")
@@ -235,5 +238,6 @@ def test_an_excitatory_layer_that_turns_mixed_exports_with_its_full_width():
     out = model.to_qnetwork()
     ql = out.layers[0]
     assert fp.sign_mode(ql.weight) == "mixed" and ql.num_weight_bits == 9
-    assert np.array_equal(fp.effective_weights(ql.weight, ql.num_weight_bits), ql.weight)
+    assert np.array_equal(fp.effective_weights(ql.weight, ql.num_weight_bits, arith(qnet)),
+                          ql.weight)
     assert_exact(model, out, x)

@@ -9,10 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
-from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
+from neurodelay.core.network import Layer, Network, QLayer, QNetwork
 from neurodelay.exporters.loihi2 import ExportError, export, netx_layer
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.sim.lavarun import LavaRunError, run_lava, run_netx
+from neurodelay.hw.target import arith
 
 
 
@@ -123,7 +124,7 @@ def test_netx_export_loads_and_matches_process_network(tmp_path):
         assert f["layer/0/type"][()] == b"input"
         assert f["layer/3/neuron/vThMant"][()] == 2 ** 17 - 1
         assert f["layer/1/neuron/iDecay"][()] == q.layers[0].du + 1
-    from neurodelay.deploy.network import load_network
+    from neurodelay.core.network_io import load_network
     q2 = load_network(rep["qnet_path"])
     assert np.array_equal(q2.layers[1].weight, q.layers[1].weight)
     a = run_lava(q, x, 28)
@@ -132,7 +133,7 @@ def test_netx_export_loads_and_matches_process_network(tmp_path):
 
 
 def test_netx_weight_mapping_replays_lava_rules():
-    a = fp.arith("loihi2")
+    a = arith("loihi2")
     q = random_qnet(7, weight_exp=1, num_weight_bits=8)
     arrays, issues = netx_layer(q.layers[0], a)
     assert issues == []
@@ -149,7 +150,7 @@ def test_export_refuses_what_netx_cannot_express(tmp_path):
     assert not rep["netx_exact"] and rep["netx"]["issues"]
     # all-inhibitory weights whose minimum is a power of two: netx/Lava clip -256 -> -255
     inh = chain(0, w0=-4)
-    _, issues = netx_layer(inh.layers[0], fp.arith("loihi2"))
+    _, issues = netx_layer(inh.layers[0], arith("loihi2"))
     assert issues and "netx cannot carry" in issues[0]
 
 

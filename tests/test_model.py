@@ -331,7 +331,9 @@ def test_trained_model_discrete_predictions_and_spikes_unchanged(trained, monkey
     path's predictions; `eval` (trainer.predict) runs the fast float32 path and predicts
     exactly what the exact float64 path predicts."""
     from neurodelay.data import pad_batch
-    from neurodelay.train.trainer import load_model, predict, run_test_data
+    from neurodelay.train.loaders import load_model
+    from neurodelay.train.trainer import predict
+    from neurodelay.data.rundata import run_test_data
 
     out, res = trained
     model = load_model(out)
@@ -356,7 +358,7 @@ def test_verify_reference_runs_the_exact_path(trained, monkeypatch):
     from neurodelay.data import pad_batch
     from neurodelay.deploy import verify
     from neurodelay.runs import open_run
-    from neurodelay.train.trainer import run_test_data
+    from neurodelay.data.rundata import run_test_data
 
     out, _ = trained
     name, model, path = verify._reference_model(open_run(out))
@@ -382,7 +384,9 @@ def test_sshd_tiny_discrete_predictions_unchanged(tmp_path):
     from neurodelay import api
     from neurodelay.data import pad_batch
     from neurodelay.train.model import scores_from_membrane
-    from neurodelay.train.trainer import load_model, predict, run_test_data
+    from neurodelay.train.loaders import load_model
+    from neurodelay.train.trainer import predict
+    from neurodelay.data.rundata import run_test_data
 
     out = tmp_path / "run"
     api.train_run(str(out), preset="shd", train_file=str(path), test_speakers=[20, 21, 22, 23],

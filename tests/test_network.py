@@ -5,11 +5,11 @@ import h5py
 import numpy as np
 import pytest
 
-from neurodelay.deploy import network as nw
+from neurodelay.core import network_io as nw
 from neurodelay.sim.floatsim import (SimulationError, accuracy, predict, simulate,
                                  synaptic_current)
-from neurodelay.deploy.network import (FORMAT_VERSION, Layer, Network, NetworkError, QLayer,
-                                QNetwork, load_network, save_network)
+from neurodelay.core.network_io import FORMAT_VERSION, load_network, save_network
+from neurodelay.core.network import Layer, Network, NetworkError, QLayer, QNetwork
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -230,7 +230,7 @@ def test_summary():
     assert "6 -> 5 -> 4 -> 3" in s and f"{net.n_synapses} synapses" in s
     lo = int(net.layers[0].delay[net.layers[0].weight != 0].min())
     hi = int(net.layers[0].delay[net.layers[0].weight != 0].max())
-    assert f"layer 0 'l0' [lif]: 6 -> 5 neurons" in s and f"delays {lo}..{hi}" in s
+    assert "layer 0 'l0' [lif]: 6 -> 5 neurons" in s and f"delays {lo}..{hi}" in s
     assert net.n_neurons == 12
     qs = random_qnetwork().summary()
     assert "target 'loihi2'" in qs and "vth None" in qs and len(qs.splitlines()) == 3

@@ -4,7 +4,7 @@ The written NIR file is run by nirtorch's ``nir_to_torch`` with neurodelay's nod
 (:func:`neurodelay.nir.node_map`: forward-Euler step of each ODE with the graph's ``dt``,
 strict ``v > v_threshold``, a ring buffer per Delay channel; itself checked against a
 direct loop of the NIR equations in tests/test_nir_import.py) and compared with a direct
-per-synapse loop of neurodelay's discrete semantics (neurodelay.deploy.network docstring).
+per-synapse loop of neurodelay's discrete semantics (neurodelay.core.network docstring).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from neurodelay.exporters.nir import NirExportError, export, nir_node_counts, to_nir
-from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
+from neurodelay.core.network import Layer, Network, QLayer, QNetwork
 from neurodelay.nir import node_map
 
 torch.set_num_threads(1)

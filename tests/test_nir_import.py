@@ -16,6 +16,7 @@ import torch
 from neurodelay.exporters.nir import export
 from neurodelay.nir import NirImportError, execute, import_nir, node_map, to_network
 from neurodelay.sim.floatsim import readout_scores, simulate
+from neurodelay.train.loaders import float_network
 
 torch.set_num_threads(1)
 
@@ -205,7 +206,7 @@ def test_round_trip_of_trained_model_is_exact(trained, files, tmp_path, schema):
     from neurodelay.runs import open_run
 
     run, _ = trained
-    net = open_run(run).float_network()
+    net = float_network(open_run(run))
     export(net, tmp_path / "m.nir", nir_schema=schema)
     res, source = import_nir(tmp_path / "m.nir")                 # dt from the metadata
     back = res.network
@@ -234,7 +235,7 @@ def test_round_trip_of_trained_model_is_exact(trained, files, tmp_path, schema):
 
 def test_round_trip_cuba_network(tmp_path):
     """A network with synaptic currents exports as CubaLIF/CubaLI and comes back equal."""
-    from neurodelay.deploy.network import Layer, Network
+    from neurodelay.core.network import Layer, Network
 
     rng = np.random.default_rng(9)
     layers = [Layer(rng.normal(0, 0.6, (7, 5)), rng.integers(0, 4, (7, 5)),

@@ -1,4 +1,4 @@
-"""CLI: `neurodelay import-nir` writes an imported run that `open_run(...).float_network()`
+"""CLI: `neurodelay import-nir` writes an imported run that `float_network(open_run(...))`
 reads back; `neurodelay nir-run --json` on --input X.npy and on --test-file; bad options
 give one-line messages, never tracebacks."""
 from __future__ import annotations
@@ -15,6 +15,8 @@ from neurodelay.exporters.nir import export
 from neurodelay.nir import describe_imported, execute, to_network
 from neurodelay.runs import open_run
 from neurodelay.sim.floatsim import simulate
+from neurodelay.train.loaders import float_network
+from neurodelay.data.rundata import run_data_config, run_test_data
 
 
 def _invoke(args, ok=True):
@@ -63,10 +65,10 @@ def test_import_nir_writes_an_imported_run(tmp_path):
     assert (src["dt"], src["discretization"]) == (0.002, "exp")
     assert len(src["sha256"]) == 64 and src["file"].endswith("g.nir")
     assert src["nir_version"] == nir.version
-    dc = r.data_config()                                     # a valid DataConfig
+    dc = run_data_config(r)                                     # a valid DataConfig
     assert (dc.train, dc.dt, dc.n_channels, dc.channel_bin) == ("", 0.002, 700, 100)
     assert not r.has_own_data()
-    net = r.float_network()
+    net = float_network(r)
     direct = to_network(_small_graph(), 0.002, "exp").network
     for a, b in zip(net.layers, direct.layers, strict=True):
         np.testing.assert_array_equal(a.weight, b.weight)
@@ -136,12 +138,12 @@ def test_nir_run_test_file_json(trained, files, tmp_path):
 
     run, _ = trained
     r = open_run(run)
-    net = r.float_network()
+    net = float_network(r)
     export(net, tmp_path / "m.nir")
     _, out = _invoke(["nir-run", tmp_path / "m.nir", "--test-file", files["test_file"],
                       "--cache-dir", files["cache_dir"], "--json"])
     got = json.loads(out)
-    ds = r.test_data(files["test_file"])
+    ds = run_test_data(r, files["test_file"])
     want = accuracy(net, pad_batch(ds.samples), ds.labels)
     assert got["n"] == len(ds) and got["accuracy"] == pytest.approx(want, abs=1e-12)
     assert (got["n_channels"], got["channel_bin"]) == (net.n_channels, net.channel_bin)

@@ -9,9 +9,10 @@ from neurodelay.sim import bitsim, floatsim
 
 from neurodelay.deploy import passes
 from neurodelay.hw import fixedpoint as fp
-from neurodelay.deploy.network import Layer, Network
+from neurodelay.core.network import Layer, Network
+from neurodelay.hw.target import arith
 
-A = fp.arith("loihi2")
+A = arith("loihi2")
 
 
 def random_net(rng, sizes, *, decay=0.9, max_delay=10, bias=0.05, threshold=1.0) -> Network:
@@ -190,7 +191,8 @@ def test_8bit_quantization_keeps_the_readout_membrane_close():
 
 
 def test_quantize_with_data_fits_every_field_and_reports_headroom():
-    from neurodelay.hw.config import load_target, resource_report
+    from neurodelay.hw.target import load_target
+    from neurodelay.hw.resources import resource_report
     rng = np.random.default_rng(6)
     net = random_net(rng, (30, 40, 40, 6), decay=0.8, bias=0.1)
     x, y = counts(rng, 30, 40, 30), rng.integers(0, 6, 30)
@@ -322,7 +324,7 @@ def test_calibration_measures_a_in_before_the_current_filter():
     """a_in (what the accumulator and the input width hold) is W x each step; a CUBA
     layer's filtered current J grows to W x / (1 - current_decay) and must not be taken
     for it (that would lower the exponent for nothing)."""
-    from neurodelay.deploy.network import Layer, Network
+    from neurodelay.core.network import Layer, Network
     lay = Layer(weight=np.ones((1, 1)), delay=np.zeros((1, 1), int), bias=np.zeros(1),
                 decay=1.0, threshold=1e9, kind="lif", name="cuba", current_decay=0.9)
     ro = Layer(weight=np.ones((1, 1)), delay=np.zeros((1, 1), int), bias=np.zeros(1),

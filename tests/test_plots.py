@@ -9,7 +9,6 @@ import torch
 from click.testing import CliRunner
 
 from neurodelay.research import plots
-from neurodelay.data import write_shd_file
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -25,10 +25,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import neurodelay
-from neurodelay.cli import main
 from cli_checks import cli, refused
 from neurodelay.data import write_shd_file
 
@@ -79,7 +77,8 @@ def run(work, data):
 def partial_run(full: Path, out: Path, epochs_done: int) -> Path:
     """The run of ``full``'s config.json, interrupted after ``epochs_done`` epochs."""
     from neurodelay.train.model import ModelConfig
-    from neurodelay.train.trainer import DataConfig, TrainConfig, train
+    from neurodelay.data import DataConfig
+    from neurodelay.train.trainer import TrainConfig, train
 
     cfg = json.loads((full / "config.json").read_text())
     train(out, ModelConfig(**cfg["model"]), TrainConfig(**cfg["train"]),

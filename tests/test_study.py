@@ -7,13 +7,11 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from neurodelay.research import study
-from neurodelay.data import write_shd_file
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N_CLASSES = 3

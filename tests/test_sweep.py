@@ -9,8 +9,8 @@ import torch
 from neurodelay.sim import floatsim
 
 from neurodelay.deploy import passes
-from neurodelay.hw.config import resource_report
-from neurodelay.deploy.network import Layer, Network
+from neurodelay.hw.resources import resource_report
+from neurodelay.core.network import Layer, Network
 from neurodelay.research.sweep import (SWEEP_FILES, SweepError, format_csv, memory_from_counts,
                               parse_bits, parse_modes, reduce_delays, sweep_network)
 
@@ -207,12 +207,12 @@ def test_cli_sweep_bits(tiny_run, tmp_path):
 def test_sweep_calibrates_on_training_data_and_fine_tunes_cells(tiny_run, tmp_path,
                                                                  monkeypatch):
     from neurodelay.research.sweep import sweep_bits
-    from neurodelay.runs import Run
+    from neurodelay.data import rundata
 
     seen = []
-    real = Run.test_data
-    monkeypatch.setattr(Run, "test_data", lambda self, *a, **k: seen.append(1) or
-                        real(self, *a, **k))
+    real = rundata.run_test_data
+    monkeypatch.setattr(rundata, "run_test_data", lambda run, *a, **k: seen.append(1) or
+                        real(run, *a, **k))
     r = sweep_bits(tiny_run, weight_bits="8,2", delay_bits="3", out_dir=tmp_path / "o",
                    progress=False, finetune=True, finetune_epochs=1, threads=1)
     assert "training split" in r["calibration"] and r["calib_samples"] == 256

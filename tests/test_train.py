@@ -10,10 +10,11 @@ from neurodelay import api
 from neurodelay.cli import main
 from neurodelay.data import pad_batch
 from neurodelay.sim.floatsim import simulate
-from neurodelay.deploy.freeze import freeze, freeze_run
 from neurodelay.train.model import scores_from_membrane
-from neurodelay.deploy.network import load_network, save_network
-from neurodelay.train.trainer import load_model, run_test_data
+from neurodelay.core.network_io import load_network, save_network
+from neurodelay.train.loaders import load_model
+from neurodelay.data.rundata import run_test_data
+from neurodelay.train.loaders import float_network
 
 torch.set_num_threads(1)
 
@@ -35,7 +36,7 @@ def test_training_learns_the_embedded_task(trained):
 def test_freeze_matches_pytorch_discrete_model(trained):
     out, _ = trained
     model = load_model(out)
-    net = freeze_run(out)
+    net = float_network(out)
     ds = run_test_data(out)
     x = pad_batch(ds.samples, pad_to=ds.max_steps)
     with torch.no_grad():
@@ -52,7 +53,7 @@ def test_freeze_matches_pytorch_discrete_model(trained):
 
 def test_frozen_network_file_round_trip(trained, tmp_path):
     out, _ = trained
-    net = freeze_run(out)
+    net = float_network(out)
     path = save_network(net, tmp_path / "net.h5")
     back = load_network(path)
     for a, b in zip(net.layers, back.layers):
@@ -64,7 +65,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, files):
               log=lambda m: None)
     full = api.train_run(str(tmp_path / "full"), **kw, **files)
     # interrupted after epoch 1 (as if killed), then resumed
-    from neurodelay.train.trainer import train, DataConfig, TrainConfig
+    from neurodelay.train.trainer import train, TrainConfig
+    from neurodelay.data import DataConfig
     from neurodelay.train.model import ModelConfig
     cfg = json.loads((tmp_path / "full" / "config.json").read_text())
     mc, tc, dc = (ModelConfig(**cfg["model"]), TrainConfig(**cfg["train"]),
@@ -92,7 +94,7 @@ def test_same_seed_same_numbers_other_seed_differs(tmp_path, files):
               log=lambda m: None, **files)
     r1 = api.train_run(str(tmp_path / "a"), seed=3, **kw)
     r2 = api.train_run(str(tmp_path / "b"), seed=3, **kw)
-    r3 = api.train_run(str(tmp_path / "c"), seed=4, **kw)
+    api.train_run(str(tmp_path / "c"), seed=4, **kw)
     l = lambda p: json.loads((tmp_path / p / "metrics.jsonl").read_text().splitlines()[0])["loss"]
     assert l("a") == l("b") and r1["test_accuracy"] == r2["test_accuracy"]
     assert l("a") != l("c")

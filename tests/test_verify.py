@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from neurodelay.cli import main
 from neurodelay.deploy.artifact import load_artifact
 from neurodelay.deploy.verify import PYTORCH_PATH_EXACT, verify_run
+from neurodelay.data.rundata import run_test_data
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_verify_float_and_quantized_agree_with_pytorch(verified, trained):
     assert r["float_max_readout_diff"] <= 1e-4
     # exact: the quantized accuracy is the artifact's network on the bit-accurate simulator
     art = load_artifact(r["artifact"])
-    ds = open_run(trained[0]).test_data()
+    ds = run_test_data(open_run(trained[0]))
     pred, _ = bitsim.predict(art.qnet, pad_batch(ds.samples, pad_to=ds.max_steps))
     assert r["quantized_accuracy"] == float(np.mean(pred == ds.labels))
     assert r["artifact_hash"] == art.hash == json.loads(

@@ -10,6 +10,7 @@ import click
 
 from neurodelay.cli.common import checked_float, main
 from neurodelay.options import TOLERANCE
+from neurodelay.train.loaders import float_network
 
 TARGET_HELP = ("Hardware target: a name from hw_configs/ (loihi2, loihi1, nodelay) or a path "
                "to a target .toml file. The target file is the truth: its weight bits, state "
@@ -91,7 +92,7 @@ def export(run, target, out_path, variant, hw_target, nir_schema, weight_bits, c
         if variant == "float":
             from neurodelay.exporters import get_exporter
 
-            rep = get_exporter("nir")(r.float_network(), out_path,      # atomic write
+            rep = get_exporter("nir")(float_network(r), out_path,      # atomic write
                                       nir_schema=nir_schema)
             click.echo(json.dumps({k: v for k, v in rep.items()
                                    if k not in ("delays_per_layer",)}, indent=2, default=str))
@@ -200,7 +201,7 @@ def inspect(run, target, as_json):
     RUN may be a run folder (its exported artifact for the target if there is one, else
     its float network), an artifact folder, or a saved network file.
     """
-    from neurodelay.hw.config import format_resource_report, resource_report
+    from neurodelay.hw.resources import format_resource_report, resource_report
 
     path = Path(run)
     head = []
@@ -224,11 +225,11 @@ def inspect(run, target, as_json):
         elif r.kind == "finetuned":
             net = r.qnetwork()
         else:
-            net = r.float_network()
+            net = float_network(r)
             head.append(f"float network (not exported for {target} yet: `neurodelay export "
                         f"{path} --target {target}`)")
     else:
-        from neurodelay.deploy.network import load_network
+        from neurodelay.core.network_io import load_network
 
         net = load_network(path)
     rep = resource_report(net, target)

@@ -4,7 +4,7 @@ exactly it (same file, same hash).
 
 Folder (default ``RUN/deploy/<target>``; see :func:`default_folder`)::
 
-    network.qnet.h5        the quantized network (neurodelay.deploy.network format), the
+    network.qnet.h5        the quantized network (neurodelay.core.network format), the
                            object every check below is about
     network.netx.h5        lava-dl netx file of that network (what goes to a Loihi 2)
     model.nir              NIR graph of the float network (absent for finetuned runs,
@@ -43,9 +43,13 @@ from pathlib import Path
 import numpy as np
 
 from neurodelay._io import disk_full_error, inside, make_dirs, refuse_links, remove_empty_dirs
-from neurodelay.deploy.network import QNetwork, load_network, save_network
-from neurodelay.errors import NeurodelayError
+from neurodelay.core.network import QNetwork
+from neurodelay.core.network_io import load_network, save_network
+from neurodelay.errors import ArtifactError
 from neurodelay.untrusted import open_h5
+from neurodelay.hw.target import arith
+from neurodelay.train.loaders import float_network
+from neurodelay.data.rundata import run_data_config, run_train_data
 
 DEFAULT_CALIB_SAMPLES = 256
 DEFAULT_CALIB_SEED = 0
@@ -55,10 +59,6 @@ FORMAT_VERSION = 1
 FILES = {"qnet": "network.qnet.h5", "netx": "network.netx.h5", "nir_float": "model.nir",
          "nir_quantized": "model.quantized.nir", "report": "deploy.json",
          "readme": "README.txt"}
-
-
-class ArtifactError(NeurodelayError, ValueError):
-    """A deployment artifact cannot be built, is incomplete, or was modified."""
 
 
 # ----------------------------------------------------------------------------- hashing
@@ -225,7 +225,8 @@ class DeployOptions:
 def _target_folder_name(tgt) -> str:
     """The target's name, plus a short digest when the description differs from the
     built-in target of that name (a modified copy must not share its folder)."""
-    from neurodelay.hw.config import TargetError, load_target
+    from neurodelay.errors import TargetError
+    from neurodelay.hw.target import load_target
 
     try:
         builtin = load_target(tgt.name)
@@ -242,7 +243,7 @@ def _target_folder_name(tgt) -> str:
 def default_folder(run, options: DeployOptions) -> Path:
     """``RUN/deploy/<target>[-w<bits>][-clip][-calib<n>s<seed>]``: one folder per target
     and set of non-default options, so verify finds what export wrote."""
-    from neurodelay.hw.config import load_target
+    from neurodelay.hw.target import load_target
 
     tgt = load_target(options.target)
     name = _target_folder_name(tgt)
@@ -266,13 +267,13 @@ def calibration_data(run, options: DeployOptions, log=None):
     from neurodelay.data import load_binned, pad_batch
 
     if options.calib_file:
-        dc = run.data_config()
+        dc = run_data_config(run)
         ds = load_binned(options.calib_file, channel_bin=dc.channel_bin, dt=dc.dt,
                          max_time=dc.max_time, n_channels=dc.n_channels,
                          cache_dir=dc.cache_dir, progress=False)
         source, what = "file", f"file {options.calib_file}"
     elif run.has_own_data():
-        ds = run.train_data()
+        ds = run_train_data(run)
         source, what = "training split", (f"the training split of {run.path} (validation "
                                           f"and test samples excluded)")
     else:
@@ -308,7 +309,7 @@ def quantize_run(run, options: DeployOptions, log=None):
     """(qnet, float network or None, quant report or None, delay report, Calibration):
     the quantized network of a run on a target, computed as :func:`build_artifact` does."""
     from neurodelay.deploy import passes
-    from neurodelay.hw.config import load_target
+    from neurodelay.hw.target import load_target
 
     tgt = load_target(options.target)
     if run.kind == "finetuned":
@@ -328,11 +329,11 @@ def quantize_run(run, options: DeployOptions, log=None):
         return net_d, None, None, drep, Calibration(
             "none (fine-tuned integers)", description="the run's integers are the chip's "
             "(hardware-exact fine-tuning); nothing was re-quantized")
-    net = run.float_network()
+    net = float_network(run)
     if not tgt.has_delays and not options.clip_delays:
         from neurodelay.hw import fixedpoint as fp
 
-        a = fp.arith(tgt)
+        a = arith(tgt)
         problems = [v for k, L in enumerate(net.layers)
                     for v in fp.delay_violations(f"layer {k} {L.name!r}", L.weight, L.delay, a)]
         if problems:
@@ -365,7 +366,8 @@ def build_artifact(run, options: DeployOptions | None = None, out=None, *,
     artifact folder at ``out`` is replaced; any other non-empty folder is refused."""
     from neurodelay import __version__
     from neurodelay.exporters.loihi2 import load_check, netx_readme, write_netx
-    from neurodelay.hw.config import check_fits, load_target
+    from neurodelay.hw.resources import check_fits
+    from neurodelay.hw.target import load_target
     from neurodelay.runs import Run, open_run
 
     say = log or (lambda m: None)
@@ -459,7 +461,7 @@ def _readme(rep: DeployReport, netx_text: str) -> str:
             f"weights: {rep.weight_bits} bits; delays up to {rep.max_delay} steps\n"
             f"calibration: {cal['description']}\n\n"
             f"{netx_text}\n\n"
-            f"{FILES['qnet']}: the quantized network (neurodelay.deploy.network.load_network "
+            f"{FILES['qnet']}: the quantized network (neurodelay.core.network_io.load_network "
             f"or h5py); `neurodelay verify --artifact THIS_FOLDER` re-checks it against the "
             f"trained model, the bit-accurate simulator and Lava.\n"
             f"{FILES['nir_quantized']}: NIR graph of the quantized network in float units"
@@ -528,9 +530,8 @@ def _check_netx_matches(art: Artifact) -> None:
     """The netx file must hold the arrays the exporter derives from the quantized
     network (so the file Lava runs is the network that was hashed)."""
     from neurodelay.exporters.loihi2 import netx_layer
-    from neurodelay.hw import fixedpoint as fp
 
-    a = fp.arith(art.qnet)
+    a = arith(art.qnet)
     path = art.netx_path
     try:
         with open_h5(path, ArtifactError, what="netx file") as f:

@@ -59,7 +59,7 @@ this adds a small, documented difference at the start of every sample.
 """
 from __future__ import annotations
 
-from neurodelay.errors import NeurodelayError
+from neurodelay.errors import DelayRangeError, PassError, QuantizationError
 
 import math
 import warnings
@@ -68,23 +68,12 @@ from typing import Any
 
 import numpy as np
 
-from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
+from neurodelay.core.network import Layer, Network, QLayer, QNetwork
 from neurodelay.hw import fixedpoint as fp
+from neurodelay.hw.target import arith
 
 VTH_MIN_PREFERRED = 16          # quantization policy: raise the exponent while vth < this
 READOUT_HEADROOM = 0.5          # ... and keep the readout membrane within this share of v
-
-
-class PassError(NeurodelayError, ValueError):
-    """A pass cannot be applied as asked (bad arguments or network)."""
-
-
-class DelayRangeError(PassError):
-    """Synaptic delays exceed what the target supports."""
-
-
-class QuantizationError(PassError):
-    """The network cannot be represented in the target's integer format."""
 
 
 # ----------------------------------------------------------------------------- reports
@@ -372,13 +361,13 @@ def reduce_delays(net, delay_bits: int, mode: str, target_max: int
 
 def _target(target):
     """A hardware Target from None (Loihi 2), a Target, a name or a TOML path."""
-    from neurodelay.hw.config import load_target
+    from neurodelay.hw.target import load_target
 
     if target is None:
         target = "loihi2"
     if isinstance(target, dict):
         raise PassError("target must be a hardware target (a name from hw_configs/, a .toml "
-                        "path or a neurodelay.hw.config.Target), not a dict of parameters; "
+                        "path or a neurodelay.hw.target.Target), not a dict of parameters; "
                         "write the parameters into a target file")
     return load_target(target)
 
@@ -388,7 +377,7 @@ def weight_precision(target, weight_bits: int | None = None) -> int:
     ``weight_bits`` by default; a request may narrow it (down to 2, ternary) but never
     exceed what the target's weight format holds (weight_bits + 1 for mixed signs)."""
     t = _target(target)
-    top = fp.max_num_weight_bits(t.sign_mode, fp.arith(t))
+    top = fp.max_num_weight_bits(t.sign_mode, arith(t))
     if weight_bits is None:
         return int(t.weight_bits)
     b = int(weight_bits)
@@ -588,7 +577,7 @@ def quantize(net: Network, target=None, *, data=None, weight_bits: int | None = 
     if weight_range not in WEIGHT_RANGES:
         raise PassError(f"weight_range must be one of {WEIGHT_RANGES}, got {weight_range!r}")
     tgt = _target(target)
-    a = fp.arith(tgt)
+    a = arith(tgt)
     b = weight_precision(tgt, weight_bits)
     bias_exp_min = a.netx_bias_exp if bias_exp_min is None else int(bias_exp_min)
     input_scale = float(input_scale)

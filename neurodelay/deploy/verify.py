@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neurodelay.data import pad_batch
+from neurodelay.train.loaders import float_network, load_model
+from neurodelay.data.rundata import run_test_data
 
 
 def _chunks(n: int, size: int):
@@ -106,11 +108,11 @@ def _reference_model(run):
     import torch
 
     if run.kind == "trained":
-        model = run.load_model()
+        model = load_model(run)
         model.set_discrete_dtype(torch.float64)
         return "PyTorch discrete model", model, PYTORCH_PATH_EXACT
     if run.kind == "finetuned":
-        return "PyTorch hardware-exact model", run.load_model(), PYTORCH_PATH_HW
+        return "PyTorch hardware-exact model", load_model(run), PYTORCH_PATH_HW
     return "float network (imported NIR graph: no PyTorch model)", None, None
 
 
@@ -151,11 +153,11 @@ def verify_run(run=None, target: str = "loihi2", *, artifact=None, test_file=Non
     else:
         t_artifact = 0.0
     qnet = art.qnet
-    ds = r.test_data(test_file)
+    ds = run_test_data(r, test_file)
     n, T = len(ds), ds.max_steps
     labels = np.asarray(ds.labels)
     ref_name, model, pytorch_path = _reference_model(r)
-    net = r.float_network() if r.kind != "finetuned" else None
+    net = float_network(r) if r.kind != "finetuned" else None
     x_all = pad_batch(ds.samples, pad_to=T)
 
     t_torch = t_float = 0.0
@@ -298,7 +300,7 @@ def _message_bits_needed(qnet, x: np.ndarray) -> int:
 
 def format_verify(r: VerifyResult) -> str:
     """The table `neurodelay verify` prints."""
-    from neurodelay.hw.config import format_resource_report
+    from neurodelay.hw.resources import format_resource_report
 
     lines = [f"verify {r.run} on target {r.target}: {r.n} samples x {r.steps} steps "
              f"({r.test})",

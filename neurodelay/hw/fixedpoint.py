@@ -1,10 +1,10 @@
 """The one home of Loihi 2's integer arithmetic, as Lava's ``fixed_pt`` models compute it.
 
 Every rule below is written once, here, and parameterised by a hardware target
-(:class:`neurodelay.hw.config.Target`, read from ``hw_configs/*.toml``). The
+(:class:`neurodelay.hw.target.Target`, read from ``hw_configs/*.toml``). The
 bit-accurate simulator (:mod:`neurodelay.sim.bitsim`), the Lava runner
 (:mod:`neurodelay.sim.lavarun`), the quantization pass (:mod:`neurodelay.deploy.passes`),
-the resource report (:mod:`neurodelay.hw.config`), the exporters and the hardware-exact
+the resource report (:mod:`neurodelay.hw.target`), the exporters and the hardware-exact
 fine-tuning all call these functions, so they accept and refuse the same networks and
 compute the same integers. Sources in lava-nc 0.10 (paths under ``site-packages/lava``)
 are named per rule; the facts were measured (../shared/notes/loihi2-lava.md).
@@ -61,37 +61,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from neurodelay.errors import NeurodelayError
-
-
-class FixedPointError(NeurodelayError, ValueError):
-    """A value cannot be represented in, or computed by, the target's integer format."""
-
-
-# ----------------------------------------------------------------------------- target
-
-def default_target():
-    """The built-in Loihi 2 target (hw_configs/loihi2.toml)."""
-    from neurodelay.hw.config import load_target
-
-    return load_target("loihi2")
-
-
-def target_of(qnet):
-    """The target a QNetwork was quantized for: the description stored in it
-    (``qnet.target_spec``), else the built-in target of that name."""
-    from neurodelay.hw.config import TargetError, load_target, target_from_dict
-
-    spec = getattr(qnet, "target_spec", None)
-    if spec:
-        return target_from_dict(spec)
-    try:
-        return load_target(qnet.target)
-    except TargetError:
-        raise FixedPointError(
-            f"the quantized network was made for target {qnet.target!r}, which is not a "
-            f"built-in target and carries no target description; pass the target "
-            f"explicitly (a name from hw_configs/ or a .toml path)") from None
+from neurodelay.errors import FixedPointError
 
 
 @dataclass(frozen=True)
@@ -143,7 +113,10 @@ class Arith:
 
 
 @lru_cache(maxsize=32)
-def _arith_cached(target) -> Arith:
+def arith_from_target(target) -> Arith:
+    """The :class:`Arith` of a target description (any object with the fields of
+    :class:`neurodelay.hw.target.Target`); looking a target up by name, path or
+    QNetwork is :func:`neurodelay.hw.target.arith`."""
     return Arith(
         name=target.name, weight_bits=target.weight_bits,
         weight_register_bits=target.weight_register_bits,
@@ -156,20 +129,6 @@ def _arith_cached(target) -> Arith:
         bias_mant_bits=target.bias_mant_bits, bias_exp_max=(1 << target.bias_exp_bits) - 1,
         netx_bias_exp=target.netx_bias_exp, max_delay=target.max_delay,
         max_delay_hardware=target.max_delay_hardware)
-
-
-def arith(target=None) -> Arith:
-    """The :class:`Arith` of a Target, target name/path, or QNetwork (None: Loihi 2)."""
-    from neurodelay.deploy.network import QNetwork
-    from neurodelay.hw.config import load_target
-
-    if target is None:
-        target = default_target()
-    elif isinstance(target, QNetwork):
-        target = target_of(target)
-    elif not hasattr(target, "weight_bits"):
-        target = load_target(target)
-    return _arith_cached(target)
 
 
 # ----------------------------------------------------------------------------- weights
@@ -224,10 +183,9 @@ def lava_num_weight_bits_limit(mode: str, a: Arith) -> int:
     return a.weight_register_bits + (1 if mode == "mixed" else 0)
 
 
-def effective_weights(weight, num_weight_bits: int, a: Arith | None = None) -> np.ndarray:
+def effective_weights(weight, num_weight_bits: int, a: Arith) -> np.ndarray:
     """The weights Lava's fixed_pt Dense/DelayDense actually multiply with (int64):
     ``clip_weights`` then ``truncate_weights`` for the sign mode of ``weight``."""
-    a = a or arith()
     w = np.asarray(weight).astype(np.int64)
     mode = sign_mode(w)
     nwb = int(num_weight_bits)
@@ -458,9 +416,8 @@ def check_qlayer(layer, a: Arith, tag: str = "layer", hidden: bool = False) -> l
     return out
 
 
-def check_qnet(qnet, a: Arith | None = None) -> list[str]:
-    """:func:`check_qlayer` for every layer of a QNetwork (target: its own)."""
-    a = a or arith(qnet)
+def check_qnet(qnet, a: Arith) -> list[str]:
+    """:func:`check_qlayer` for every layer of a QNetwork."""
     out = []
     L = len(qnet.layers)
     for k, layer in enumerate(qnet.layers):
@@ -469,7 +426,7 @@ def check_qnet(qnet, a: Arith | None = None) -> list[str]:
     return out
 
 
-def ensure_fits(qnet, a: Arith | None = None, error=FixedPointError, what: str = "") -> None:
+def ensure_fits(qnet, a: Arith, error=FixedPointError, what: str = "") -> None:
     """Raise ``error`` listing every :func:`check_qnet` problem (nothing if it fits)."""
     problems = check_qnet(qnet, a)
     if problems:

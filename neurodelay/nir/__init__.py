@@ -3,7 +3,7 @@
 * :func:`import_nir` / :func:`import_to_run` / :func:`to_network` -- a feed-forward NIR
   graph (delays before or after Linear nodes, neurodelay's own per-delay branches, LIF /
   IF / CubaLIF hidden nodes, LI / I / CubaLI readout) becomes a float
-  :class:`~neurodelay.deploy.network.Network` (``neurodelay import-nir``).
+  :class:`~neurodelay.core.network.Network` (``neurodelay import-nir``).
 * :func:`execute` / :func:`run_test_file` -- the reference executor, stepping the NIR nodes
   themselves (``neurodelay nir-run``).
 * :func:`node_map` -- a nirtorch node map with a Delay ring buffer, an Affine that keeps its

@@ -12,7 +12,7 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from neurodelay.errors import NeurodelayError
+from neurodelay.errors import NirImportError
 from neurodelay.untrusted import check_h5, open_h5
 
 DISCRETIZATIONS = ("euler", "exp")
@@ -40,11 +40,6 @@ CONVENTIONS = (
     "step; spiking nodes emit z = v > v_threshold (strict), then v = v_reset where z; "
     "Threshold: z = x > threshold; readout: score_c = sum_t softmax_c(output[t]), "
     "prediction = argmax_c score_c")
-
-
-class NirImportError(NeurodelayError, ValueError):
-    """A NIR graph (or an option for it) that neurodelay cannot import or execute
-    exactly; the message names the node and the fix."""
 
 
 def type_name(node) -> str:

@@ -1,4 +1,4 @@
-"""NIR graph -> neurodelay float :class:`~neurodelay.deploy.network.Network` (exact).
+"""NIR graph -> neurodelay float :class:`~neurodelay.core.network.Network` (exact).
 
 What is imported
 ----------------
@@ -49,7 +49,7 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from neurodelay.deploy.network import Layer, Network, NetworkError
+from neurodelay.core.network import Layer, Network, NetworkError
 from neurodelay.nir._common import (
     CONVENTIONS, DEFAULT_MAX_DELAY_STEPS, DISCRETIZATION_TEXT, NON_SPIKING, SPIKING,
     NirImportError, check_discretization, check_dt, delay_steps, file_version, metadata_dt,
@@ -479,7 +479,7 @@ def import_to_run(path, out, dt: float | None = None, discretization: str = "eul
     Returns {"out", "config", "summary", "notes"}.
     """
     from neurodelay._io import atomic_write
-    from neurodelay.deploy.network import save_network
+    from neurodelay.core.network_io import save_network
     from neurodelay.runs import RunLock, new_run
 
     log = log or (lambda m: print(m, file=sys.stderr))

@@ -8,7 +8,7 @@
                            Positions of intermediate epochs are not stored in a run, and the
                            figure says so.
 * ``delay_histograms.png`` integer delays of all used synapses, one panel per layer
-                           (from ``freeze_run``).
+                           (from ``neurodelay.train.loaders.float_network``).
 * ``training_curves.png``  loss, train / validation accuracy and sigma per epoch
                            (``metrics.jsonl``).
 * ``raster.png``           one test sample through the frozen network
@@ -20,7 +20,7 @@ display or global backend is touched. Files are written atomically.
 """
 from __future__ import annotations
 
-from neurodelay.errors import NeurodelayError
+from neurodelay.errors import PlotError
 
 import io
 import json
@@ -29,12 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from neurodelay._io import atomic_write
+from neurodelay.train.loaders import float_network
 
 PLOT_FILES = ("kernels.png", "delay_histograms.png", "training_curves.png", "raster.png")
-
-
-class PlotError(NeurodelayError, ValueError):
-    """The run folder lacks what a figure needs."""
 
 
 def _save(fig, path: Path) -> Path:
@@ -95,11 +92,12 @@ def _sample_synapses(weight: np.ndarray, count: int) -> list[tuple[int, int]]:
 
 def plot_kernels(run, path: Path, synapses: int = 4) -> Path:
     from neurodelay.research.study import initial_model
-    from neurodelay.train.trainer import load_model, run_config
+    from neurodelay.train.loaders import load_model
+    from neurodelay.runs import open_run
 
     run = Path(run)
     metrics = read_metrics(run)
-    cfg = run_config(run)
+    cfg = open_run(run).config
     final, start = load_model(run), initial_model(run)
     layers = list(range(len(final.all_synapses())))
     shown = layers[:3]
@@ -157,9 +155,8 @@ def plot_kernels(run, path: Path, synapses: int = 4) -> Path:
 
 # ------------------------------------------------------------------------------ delays
 def plot_delay_histograms(run, path: Path, net=None) -> Path:
-    from neurodelay.deploy.freeze import freeze_run
 
-    net = net if net is not None else freeze_run(run)
+    net = net if net is not None else float_network(run)
     window = int(net.meta.get("model_config", {}).get("max_delay_steps", 0)) or None
     n = len(net.layers)
     fig = _figure(3.2 * n, 3.0)
@@ -220,11 +217,10 @@ def plot_training_curves(run, path: Path) -> Path:
 # ------------------------------------------------------------------------------ raster
 def plot_raster(run, path: Path, sample: int = 0, net=None, ds=None) -> Path:
     from neurodelay.sim.floatsim import simulate
-    from neurodelay.deploy.freeze import freeze_run
-    from neurodelay.train.trainer import run_test_data
+    from neurodelay.data.rundata import run_test_data
 
     run = Path(run)
-    net = net if net is not None else freeze_run(run)
+    net = net if net is not None else float_network(run)
     ds = ds if ds is not None else run_test_data(run)
     if not 0 <= sample < len(ds):
         raise PlotError(f"--sample {sample}: the run's test set has {len(ds)} samples "
@@ -275,9 +271,8 @@ def plot_run(run, *, sample: int = 0, synapses: int = 4, out_dir=None) -> list[P
     ``sample`` (0 .. test samples - 1) and ``synapses`` (1 .. 16) are checked, and the
     run's files read, before any figure is written.
     """
-    from neurodelay.deploy.freeze import freeze_run
     from neurodelay.options import check_int
-    from neurodelay.train.trainer import run_test_data
+    from neurodelay.data.rundata import run_test_data
 
     sample = check_int(sample, "--sample", "the test sample of the spike raster", lo=0)
     synapses = check_int(synapses, "--synapses", "the synapses per layer in the kernel "
@@ -285,7 +280,7 @@ def plot_run(run, *, sample: int = 0, synapses: int = 4, out_dir=None) -> list[P
     run = Path(run)
     _require_model(run)
     out = Path(out_dir) if out_dir is not None else run / "plots"
-    net = freeze_run(run)
+    net = float_network(run)
     ds = run_test_data(run)
     if sample >= len(ds):
         raise PlotError(f"--sample {sample}: out of range; the run's test set has {len(ds)} "

@@ -31,7 +31,7 @@ parameter counts, and writes ``report.md``, ``report.csv`` and ``report.png`` in
 """
 from __future__ import annotations
 
-from neurodelay.errors import NeurodelayError
+from neurodelay.errors import AblationError, ReportError
 
 import csv
 import io
@@ -62,14 +62,6 @@ RESERVED_OPTIONS = ("delays", "sigma", "learn", "seed", "connections", "out", "r
                     "overwrite")
 ABLATION_FILE = "ablation.json"
 REPORT_FILES = ("report.md", "report.csv", "report.png")
-
-
-class AblationError(NeurodelayError, ValueError):
-    """The ablation cannot run as asked (bad options, or options differing from DIR's)."""
-
-
-class ReportError(NeurodelayError, ValueError):
-    """Nothing (valid) to report on."""
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -248,9 +240,9 @@ def initial_model(run):
     import torch
 
     from neurodelay.train.model import DelaySNN, ModelConfig
-    from neurodelay.train.trainer import run_config
+    from neurodelay.runs import open_run
 
-    cfg = run_config(run)
+    cfg = open_run(run).config
     seed = int(cfg["train"]["seed"])
     torch.manual_seed(seed)
     model = DelaySNN(ModelConfig(**cfg["model"]), seed=seed)

@@ -35,7 +35,7 @@ accuracy and synaptic memory), written atomically.
 """
 from __future__ import annotations
 
-from neurodelay.errors import NeurodelayError
+from neurodelay.errors import NeurodelayError, SweepError
 
 import hashlib
 import io
@@ -49,9 +49,11 @@ import numpy as np
 
 from neurodelay._io import atomic_write
 
-from neurodelay.deploy.network import Network, QNetwork
+from neurodelay.core.network import Network, QNetwork
 
 from neurodelay.deploy.passes import DELAY_MODES, used_delay_max  # noqa: E402,F401
+from neurodelay.train.loaders import float_network
+from neurodelay.data import rundata
 DEFAULT_WEIGHT_BITS = (8, 6, 4, 3, 2)
 DEFAULT_DELAY_BITS = (6, 5, 4, 3)
 SWEEP_FILES = ("sweep.csv", "sweep.md", "sweep.json", "sweep.png")
@@ -70,10 +72,6 @@ MODE_TEXT = {
 CSV_COLUMNS = ("delay_mode", "weight_bits", "delay_bits", "max_delay", "delay_step",
                "delays_changed", "largest_delay", "accuracy", "float_accuracy",
                "agreement_with_float", "synapses", "memory_bytes", "n_warnings", "error")
-
-
-class SweepError(NeurodelayError, ValueError):
-    """The sweep cannot run as asked (bad bit lists, mode, target or data)."""
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -218,7 +216,7 @@ def sweep_network(net: Network, x, labels, target="loihi2", *,
     from tqdm.auto import tqdm
 
     from neurodelay.sim import floatsim
-    from neurodelay.hw.config import load_target
+    from neurodelay.hw.target import load_target
 
     tgt = load_target(target)
     wbits = parse_bits(weight_bits, "weight bits")
@@ -498,7 +496,6 @@ def finetune_cells(run, out_dir, target, wbits, dbits, *, epochs: int = 10,
     Returns one dict per cell: weight_bits, delay_bits, accuracy (test, bit-accurate),
     post-training and fine-tuned validation accuracy, delay mode chosen, synapses,
     memory_bytes, seconds, run, error."""
-    from neurodelay.errors import NeurodelayError
     from neurodelay.runs import open_run
     from neurodelay.train.finetune import FinetuneConfig, finetune
 
@@ -569,8 +566,8 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
 
         finetune_epochs = check_int(finetune_epochs, "--finetune-epochs",
                                     "the fine-tuning epochs per cell", lo=1)
-    net = r.float_network()
-    ds = r.test_data(test_file)
+    net = float_network(r)
+    ds = rundata.run_test_data(r, test_file)
     x = pad_batch(ds.samples, pad_to=ds.max_steps)
     calib, cal = calibration_data(r, DeployOptions(target=target, calib_samples=n_cal))
     result = {"run": str(r.path),

@@ -1,4 +1,4 @@
-"""Bit-accurate integer simulation of a :class:`~neurodelay.deploy.network.QNetwork`, exactly as
+"""Bit-accurate integer simulation of a :class:`~neurodelay.core.network.QNetwork`, exactly as
 Lava 0.10 computes it with ``Loihi2SimCfg(select_tag='fixed_pt')`` -- batched and fast.
 
 Process network simulated (the one :mod:`neurodelay.sim.lavarun` builds)::
@@ -20,7 +20,7 @@ payloads); group k of row r arrives at the LIF at row ``r + 1 + k`` (latency 1 +
 layer, measured against Lava). A network that does not fit its target's integer format
 is refused (:func:`check_qnet`), as the Lava runner and the exporters refuse it.
 
-Alignment with the float semantics (:mod:`neurodelay.deploy.network`): layer l's float step t
+Alignment with the float semantics (:mod:`neurodelay.core.network`): layer l's float step t
 is Lava row ``t + l + 1`` (one step of latency per synapse process; the delays are the
 same in both). Before that, layer l runs ``l + 1`` rows with no synaptic input
 (only its bias; the float model has no such rows): with zero biases the two time axes
@@ -55,17 +55,18 @@ by tests/test_lava.py and tests/test_bitsim.py.
 """
 from __future__ import annotations
 
-from neurodelay.errors import NeurodelayError
+from neurodelay.errors import BitSimError
 
 import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from neurodelay.deploy.network import QLayer, QNetwork
+from neurodelay.core.network import QLayer, QNetwork
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.fixedpoint import Arith
 from neurodelay.sim.floatsim import readout_scores  # noqa: F401  (the one readout rule)
+from neurodelay.hw.target import arith
 
 # Every Loihi 2 rule (weight clip/truncation, shifts, decays, widths, thresholds) comes
 # from neurodelay.hw.fixedpoint, parameterised by the network's target; the constants
@@ -78,15 +79,11 @@ _SPARSE_DFT = 0.05                   # input density below which the DFT goes sp
 _LIF_CHUNK = 16384                   # neurons x samples per LIF block (cache-sized)
 
 
-class BitSimError(NeurodelayError, ValueError):
-    """A QNetwork or an input the bit-accurate simulator (and Lava) cannot take."""
-
-
 # ----------------------------------------------------------------------------- helpers
 
 def layer_vth(layer: QLayer, a: Arith | None = None) -> int:
     """Threshold mantissa Lava gets (a readout: the largest), as lavarun builds it."""
-    return fp.layer_vth(layer, a or fp.arith())
+    return fp.layer_vth(layer, a or arith())
 
 
 def _used_delay_max(layer: QLayer) -> int:
@@ -112,7 +109,7 @@ def check_qnet(qnet: QNetwork) -> Arith:
     if not isinstance(qnet, QNetwork):
         raise BitSimError(f"expected a QNetwork, got {type(qnet).__name__} (quantize a "
                           f"float Network first with neurodelay.deploy.passes.quantize)")
-    a = fp.arith(qnet)
+    a = arith(qnet)
     fp.ensure_fits(qnet, a, BitSimError,
                    f"the quantized network does not fit target {a.name!r}; the "
                    f"bit-accurate simulator (like Lava) refuses it")

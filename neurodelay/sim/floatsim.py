@@ -1,6 +1,6 @@
-"""Batched numpy reference simulator of a float :class:`~neurodelay.deploy.network.Network`.
+"""Batched numpy reference simulator of a float :class:`~neurodelay.core.network.Network`.
 
-Implements exactly the float semantics in :mod:`neurodelay.deploy.network` (no torch)::
+Implements exactly the float semantics in :mod:`neurodelay.core.network` (no torch)::
 
     J_i[t] = current_decay * J_i[t-1] + sum_j W_ij * x_j[t - D_ij]   (x[t] = 0 for t < 0)
     u_i[t] = decay * u_i[t-1] + J_i[t] + b_i            (u[-1] = J[-1] = 0)
@@ -26,17 +26,13 @@ simulate a large set in chunks (``predict``/``accuracy`` do).
 """
 from __future__ import annotations
 
-from neurodelay.errors import NeurodelayError
+from neurodelay.errors import SimulationError
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from neurodelay.deploy.network import Layer, Network
-
-
-class SimulationError(NeurodelayError, ValueError):
-    """Bad simulator input (wrong shape, dtype or values)."""
+from neurodelay.core.network import Layer, Network
 
 
 @dataclass

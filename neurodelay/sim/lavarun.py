@@ -1,4 +1,4 @@
-"""Run a :class:`~neurodelay.deploy.network.QNetwork` as a Lava process network (``fixed_pt``).
+"""Run a :class:`~neurodelay.core.network.QNetwork` as a Lava process network (``fixed_pt``).
 
 This is the reference the bit-accurate simulator (:mod:`neurodelay.sim.bitsim`) is checked
 against: Lava's own Loihi 2 ``fixed_pt`` process models on the CPU.
@@ -27,19 +27,16 @@ of recompiling; ``tests/test_lava.py`` checks this equals a fresh network.
 """
 from __future__ import annotations
 
-from neurodelay.errors import NeurodelayError
+from neurodelay.errors import LavaRunError
 
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from neurodelay.deploy.network import QLayer, QNetwork
+from neurodelay.core.network import QLayer, QNetwork
 from neurodelay.hw import fixedpoint as fp
-
-
-class LavaRunError(NeurodelayError, RuntimeError):
-    """The QNetwork or the input cannot be run in Lava as given."""
+from neurodelay.hw.target import arith
 
 
 def _lava():
@@ -58,7 +55,7 @@ def _lava():
 
 def layer_vth(layer: QLayer, qnet: QNetwork | None = None) -> int:
     """The threshold mantissa Lava gets for ``layer`` (a readout: the largest)."""
-    return fp.layer_vth(layer, fp.arith(qnet))
+    return fp.layer_vth(layer, arith(qnet))
 
 
 def input_message_bits(s_in: np.ndarray) -> int:
@@ -71,7 +68,7 @@ def check_qnet(qnet: QNetwork) -> None:
     """Raise :class:`LavaRunError` for a network that does not fit its target's integer
     format (the rules of :mod:`neurodelay.hw.fixedpoint`, which the bit-accurate
     simulator and the exporters apply too)."""
-    a = fp.arith(qnet)
+    a = arith(qnet)
     fp.ensure_fits(qnet, a, LavaRunError,
                    f"the quantized network does not fit target {a.name!r}; Lava would run "
                    f"it differently from the chip's format (wrapping or zeroing values)")

@@ -45,7 +45,7 @@ next) is free. ``lif_multistep`` is time-major (T, B, ...) like spikingjelly.
 """
 from __future__ import annotations
 
-from neurodelay.errors import NeurodelayError
+from neurodelay.errors import KernelError as FastConvError
 
 import contextlib
 import math
@@ -64,10 +64,6 @@ DIRECT_MAX_WINDOW = 4       # windows up to this size use F.conv1d (cheaper than
 # subnormal numbers (< 1.2e-38; they appear at sigma 0.5 seven taps from the centre)
 # out of the matrix products, where they make the CPU 10-50x slower.
 TAP_FLOOR = 1e-20
-
-
-class FastConvError(NeurodelayError, ValueError):
-    """Bad argument to a fastconv function (shape, window or dtype)."""
 
 
 # ----------------------------------------------------------------------------- kernel
@@ -482,7 +478,7 @@ def delay_conv(x: torch.Tensor, weight, P, SIG, window: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- LIF
 # The LIF loops run one small op per time step on a (B, ...) slice. Split over threads,
 # each op wakes the other threads and waits for them: with OMP_WAIT_POLICY=PASSIVE (what
-# benchmarks/run.py sets, advised on shared machines) or a busy machine that costs more
+# benchmarks/bench.py sets, advised on shared machines) or a busy machine that costs more
 # than the op itself. Measured, 2 threads, PASSIVE, T = 100, slices of 256 x 256: the
 # inference loop 31 -> 5.9 ms in one thread, training forward + backward 71 -> 31 ms;
 # with libgomp's default spinning one thread is ~10 % slower at that size. From slices

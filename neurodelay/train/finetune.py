@@ -38,7 +38,11 @@ import torch
 
 from neurodelay._io import append_line, atomic_path, atomic_write
 from neurodelay import options as O
-from neurodelay.errors import OptionError, RunError
+from neurodelay.errors import OptionError
+from neurodelay.threads import torch_threads
+from neurodelay.train.loaders import float_network
+from neurodelay.data import rundata
+from neurodelay.data.rundata import check_classes, run_data_config, run_train_data
 
 DELAY_MODES = ("auto", "clip", "coarse")
 VALID_FRACTION = 0.1                    # carved from training when a run has no valid split
@@ -88,21 +92,21 @@ class FinetuneConfig:
 def training_splits(parent, seed: int, train_file: str | None = None):
     """(train, valid, note): the parent's training split (or ``train_file``, binned with
     the run's settings) and a validation split that is never test data."""
-    dc = parent.data_config()
+    dc = run_data_config(parent)
     if train_file:
         from neurodelay.data import load_binned
 
         train = load_binned(train_file, channel_bin=dc.channel_bin, dt=dc.dt,
                             max_time=dc.max_time, n_channels=dc.n_channels,
                             cache_dir=dc.cache_dir, progress=False)
-        train = parent.check_classes(train)
+        train = check_classes(parent, train)
     elif not parent.has_own_data():
         raise OptionError(f"{parent.path} has no training data of its own (an imported "
                           f"graph?): pass --train-file F, an SHD-layout file of its task")
     else:
-        train = parent.train_data()
+        train = run_train_data(parent)
     if not train_file and (dc.valid or dc.valid_speakers):
-        from neurodelay.train.trainer import load_splits
+        from neurodelay.data import load_splits
 
         valid = load_splits(dc).valid
         return train, valid, "the run's own validation split"
@@ -158,10 +162,10 @@ def starting_point(parent, fc: FinetuneConfig, train, valid, log):
     """(qnet, delay report, candidates): the post-training quantized network to start from,
     with the delay mode chosen on validation accuracy for ``auto``."""
     from neurodelay.deploy import passes
-    from neurodelay.hw.config import load_target
+    from neurodelay.hw.target import load_target
 
     tgt = load_target(fc.target)
-    net = parent.float_network()
+    net = float_network(parent)
     bits = tgt.delay_bits if fc.delay_bits is None else int(fc.delay_bits)
     if bits > tgt.delay_bits:
         raise OptionError(f"--delay-bits {bits}: target {tgt.name!r} holds {tgt.delay_bits} "
@@ -223,7 +227,6 @@ def finetune(parent, out, fc: FinetuneConfig | None = None, *, resume: bool = Fa
     (tests of ``resume``), returning {"finished": False, "epoch": n}."""
     from contextlib import ExitStack
 
-    from neurodelay.api import torch_threads
     from neurodelay.runs import RunLock, new_run, open_run, remove_stale_temp_files
 
     out = Path(out)
@@ -255,8 +258,9 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
     from tqdm.auto import tqdm
 
     from neurodelay import data as D
-    from neurodelay.deploy.network import save_network
-    from neurodelay.hw.config import load_target, resource_report
+    from neurodelay.core.network_io import save_network
+    from neurodelay.hw.target import load_target
+    from neurodelay.hw.resources import resource_report
     from neurodelay.runs import load_checkpoint, require_keys
     from neurodelay.train.hwmodel import HwSNN
     from neurodelay.train.model import loss_fn, scores_from_membrane
@@ -362,7 +366,7 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
 
     run = open_run(out, kinds=("finetuned",))
     qbest = run.qnetwork()
-    test = run.test_data() if run.has_own_data() else None
+    test = rundata.run_test_data(run) if run.has_own_data() else None
     res = resource_report(qbest, tgt)
     result = {"finished": True,
               "test_accuracy": _bit_accuracy(qbest, test) if test is not None else None,
@@ -384,15 +388,3 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
 def _save(path: Path, obj) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-
-
-def load_finetuned(run) -> "torch.nn.Module":
-    """The hardware-exact model of a fine-tuned run (its best integers), in eval mode."""
-    from neurodelay.train.hwmodel import HwSNN
-
-    if run.kind != "finetuned":
-        raise RunError(f"{run.path}: not a fine-tuned run")
-    qnet = run.qnetwork()
-    model = HwSNN(qnet, int(qnet.meta.get("weight_bits", 8)))
-    model.eval()
-    return model

@@ -2,7 +2,7 @@
 arithmetic, so training it trains the network the chip runs.
 
 :class:`HwSNN` holds, per layer, the fixed integer fields of a
-:class:`~neurodelay.deploy.network.QLayer` (delays, weight exponent, decays, threshold,
+:class:`~neurodelay.core.network.QLayer` (delays, weight exponent, decays, threshold,
 bias exponent, scale) and LATENT float weights and biases. Its forward pass computes,
 in float64 (every value an exact integer; sums stay far below 2**53), exactly what
 :mod:`neurodelay.sim.bitsim` computes -- and so what Lava's ``fixed_pt`` models compute --
@@ -40,9 +40,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from neurodelay.deploy.network import QLayer, QNetwork
+from neurodelay.core.network import QLayer, QNetwork
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.train.intdelay import integer_delay_conv
+from neurodelay.hw.target import arith
 
 DTYPE = torch.float64
 
@@ -239,7 +240,7 @@ class HwSNN(nn.Module):
     def __init__(self, qnet: QNetwork, bits: int, alpha: float = 5.0,
                  latent: list | None = None):
         super().__init__()
-        self.a = fp.arith(qnet)
+        self.a = arith(qnet)
         fp.ensure_fits(qnet, self.a)
         self.target, self.target_spec = qnet.target, qnet.target_spec
         self.dt, self.input_scale = float(qnet.dt), float(qnet.input_scale)

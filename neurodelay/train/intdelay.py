@@ -43,7 +43,7 @@ hand-written backward (plain autograd on the one-matmul-per-delay path); delays 
 integers and get none. Everything runs in x's dtype.
 
 The frequency-domain path, measured at the SHD shape (the three layers of 140-256-256-20, T = 100, window 25, sums
-of their times, 1 thread, one process, variants alternating; benchmarks/run.py has the
+of their times, 1 thread, one process, variants alternating; benchmarks/bench.py has the
 end-to-end figures), each change on top of the previous one, against the previous
 version of this operator (four real products per bin from one batched matmul, the whole
 W * phase spectrum and its gradient materialised):

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from neurodelay.errors import OptionError
 from neurodelay.train.fastconv import delay_conv, lif_multistep
 from neurodelay.train.intdelay import integer_delay_conv
 
@@ -198,7 +199,7 @@ class DelaySynapses(nn.Module):
         Learned delays train through :func:`neurodelay.train.fastconv.delay_conv`: the same
         Gaussian kernel as dcls' Dcls1d (version 'gauss') and the same linear convolution,
         computed in the frequency domain with hand-written backward passes
-        (benchmarks/run.py checks loss and gradients against the dcls formulation).
+        (benchmarks/bench.py checks loss and gradients against the dcls formulation).
         One integer delay per synapse (the discrete model, fixed-random and no delays)
         goes through :func:`neurodelay.train.intdelay.integer_delay_conv`; the discrete
         model computes in ``discrete_dtype`` (float32, the fast path; float64, the exact
@@ -284,7 +285,7 @@ class DelaySNN(nn.Module):
         """Set ``discrete_dtype`` on every synapse: torch.float32 (the fast path, the
         default) or torch.float64 (the exact path ``verify`` uses); returns the model."""
         if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"discrete dtype must be torch.float32 or torch.float64, "
+            raise OptionError(f"discrete dtype must be torch.float32 or torch.float64, "
                              f"got {dtype}")
         for s in self.all_synapses():
             s.discrete_dtype = dtype
@@ -368,7 +369,8 @@ def sigma_schedule(epoch: int, epochs: int, sigma0: float, kind: str = "decreasi
     if kind == "constant":
         return SIG_MIN
     if kind != "decreasing":
-        raise ValueError(f"sigma schedule must be decreasing|constant, got {kind!r}")
+        raise OptionError(f"--sigma {kind!r}: the sigma schedule must be decreasing or "
+                          f"constant")
     final = max(1, epochs // 4)
     if sigma0 <= SIG_MIN or epoch >= final:
         return SIG_MIN

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import torch
 
+from neurodelay.errors import KernelError
+
 SOURCE = Path(__file__).with_name("intdelay_kernels.c")
 ABI_VERSION = 1
 ENV_SWITCH = "NEURODELAY_NATIVE"          # "0" / "off" / "no": do not build or use
@@ -206,7 +208,7 @@ def available() -> bool:
 def _lib():
     st = status()
     if not st.available:
-        raise RuntimeError(f"native kernels unavailable: {st.reason}")
+        raise KernelError(f"native kernels unavailable: {st.reason}; use method='fft'")
     return _STATE["lib"]
 
 
@@ -241,7 +243,7 @@ def _run(fn, n_items: int, args_of) -> None:
     if any(rc == -1 for rc in rcs):
         raise MemoryError("native integer-delay kernel: out of memory for its row buffers")
     if any(rc != 0 for rc in rcs):
-        raise RuntimeError(f"native integer-delay kernel: refused its arguments (codes {rcs})")
+        raise KernelError(f"native integer-delay kernel: refused its arguments (codes {rcs})")
 
 
 def _sfx(t: torch.Tensor) -> str:
@@ -259,7 +261,7 @@ def gather(src: torch.Tensor, weight: torch.Tensor, off: torch.Tensor, shift: in
     row_c = src[b, c, :] placed at ``shift`` in a zero row of tile_width-padded length."""
     lib = _lib()
     if src.device.type != "cpu":
-        raise ValueError(f"native integer-delay kernel: tensors must be on the CPU, "
+        raise KernelError(f"native integer-delay kernel: tensors must be on the CPU, "
                          f"got {src.device}")
     B, C, T = src.shape
     n_dst = weight.shape[0]

@@ -5,6 +5,8 @@ steps of ``dt`` when a ModelConfig is built.
 """
 from __future__ import annotations
 
+from neurodelay.errors import OptionError
+
 PRESETS: dict[str, dict] = {
     # Hammouamri et al. 2023, SHD: 2 x 256, Td = 250 ms, tau = 10.05 ms, dropout 0.4,
     # 150 epochs, batch 256.
@@ -24,5 +26,6 @@ PRESETS: dict[str, dict] = {
 
 def preset(name: str) -> dict:
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise OptionError(f"--preset {name!r}: unknown preset; choose one of "
+                          f"{', '.join(PRESETS)}")
     return dict(PRESETS[name])

@@ -18,9 +18,8 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +27,9 @@ import torch
 from neurodelay import data as D
 from neurodelay._io import append_line, atomic_path, atomic_write
 from neurodelay.errors import RunError
+from neurodelay.data import DataConfig, Splits, load_splits
 from neurodelay.runs import load_checkpoint, require_keys
+from neurodelay.train.loaders import load_model
 from neurodelay.train.model import DelaySNN, ModelConfig, loss_fn, scores_from_membrane, sigma_schedule
 
 
@@ -71,31 +72,6 @@ class TrainConfig:
         self.reference_kernels = bool(self.reference_kernels)
 
 
-@dataclass
-class DataConfig:
-    """Where the data comes from and how it is binned."""
-
-    train: str = ""
-    valid: str | None = None
-    test: str | None = None
-    valid_speakers: list[int] | None = None   # carved out of the train file
-    test_speakers: list[int] | None = None    # carved out of the train file
-    dt: float = 0.01
-    channel_bin: int = 5
-    n_channels: int = 700
-    max_time: float | None = None
-    cache_dir: str | None = None
-    embedded: bool = False
-
-
-@dataclass
-class Splits:
-    train: Any
-    valid: Any
-    test: Any
-    notes: list[str] = field(default_factory=list)
-
-
 # --------------------------------------------------------------------------- utils
 def atomic_torch_save(obj, path: Path) -> None:
     with atomic_path(path) as tmp:
@@ -103,53 +79,6 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 atomic_write_text = atomic_write
-
-
-def _speakers_subset(ds, speakers):
-    keep = np.isin(ds.speakers, np.asarray(speakers))
-    return ds.subset(np.flatnonzero(~keep)), ds.subset(np.flatnonzero(keep))
-
-
-def load_splits(dc: DataConfig, progress: bool = True) -> Splits:
-    """Load (and cache) train/valid/test as BinnedDatasets following ``dc``."""
-    kw = dict(channel_bin=dc.channel_bin, dt=dc.dt, max_time=dc.max_time,
-              n_channels=dc.n_channels, cache_dir=dc.cache_dir, progress=progress)
-    train = D.load_binned(dc.train, **kw)
-    valid = D.load_binned(dc.valid, **kw) if dc.valid else None
-    test = D.load_binned(dc.test, **kw) if dc.test else None
-    notes = []
-    for name, spk in (("test", dc.test_speakers), ("valid", dc.valid_speakers)):
-        if not spk:
-            continue
-        if train.speakers is None:
-            raise D.DataError(f"{dc.train}: has no extra/speaker dataset, so "
-                              f"--{name}-speakers cannot split it; pass --{name}-file instead")
-        train, held = _speakers_subset(train, spk)
-        if len(held) == 0:
-            raise D.DataError(f"{dc.train}: none of the speakers {spk} occur in the file "
-                              f"(speakers present: {sorted(set(train.speakers.tolist()))})")
-        if len(train) == 0:
-            raise D.DataError(f"{dc.train}: holding out speakers {spk} as the {name} set "
-                              f"leaves no training samples (every sample of the file is by "
-                              f"those speakers); hold out fewer speakers or pass "
-                              f"--{name}-file")
-        if name == "test":
-            if test is not None:
-                raise D.DataError("give either --test-file or --test-speakers, not both")
-            test = held
-        else:
-            if valid is not None:
-                raise D.DataError("give either --valid-file or --valid-speakers, not both")
-            valid = held
-        notes.append(f"{name} set = speakers {spk} held out of {Path(dc.train).name} "
-                     f"({len(held)} samples)")
-    if test is None:
-        raise D.DataError("no test data: pass --test-file, --test-speakers, or --dataset/--data-dir")
-    if valid is None:
-        valid = test
-        notes.append("no validation split: the TEST set stands in for validation "
-                     "(as in the paper for SHD); best-epoch selection then sees test data")
-    return Splits(train, valid, test, notes)
 
 
 def check_training_memory(mc: ModelConfig, tc: TrainConfig, splits: Splits) -> None:
@@ -493,24 +422,3 @@ def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progre
         atomic_write_text(run / "result.json", json.dumps(result, indent=2))
     _barrier(world)
     return {**result, "rank": rank}
-
-
-def load_model(run_dir: str | Path, which: str = "best") -> DelaySNN:
-    """The trained model of a run (``best.pt`` by default) in eval mode."""
-    from neurodelay.runs import open_run
-
-    return open_run(run_dir, kinds=("trained",)).load_model(which)
-
-
-def run_config(run_dir: str | Path) -> dict:
-    """The validated config.json of a run folder."""
-    from neurodelay.runs import open_run
-
-    return open_run(run_dir).config
-
-
-def run_test_data(run_dir: str | Path, test_file: str | None = None, progress: bool = False):
-    """The run's own test split (or ``test_file`` binned with the run's settings)."""
-    from neurodelay.runs import open_run
-
-    return open_run(run_dir).test_data(test_file, progress=progress)

@@ -1,4 +1,6 @@
-"""Hardware targets as data (``hw_configs/*.toml``) and resource reports against them.
+"""Hardware targets as data (``hw_configs/*.toml``): the schema, the loader, and the
+target lookup (name, path, or the description a QNetwork carries) that yields the
+integer constants of :class:`neurodelay.hw.fixedpoint.Arith`.
 
 A target file has a top-level ``name`` and ``description`` and five tables; every field
 below is required unless marked optional, and unknown fields are rejected (typos)::
@@ -24,39 +26,21 @@ below is required unless marked optional, and unknown fields are rejected (typos
     [resources] cores_per_chip, chips, neurons_per_core, synaptic_memory_per_core (bytes)
                 max_fan_in, max_fan_out, max_neurons_per_layer  (optional; 0 = no limit)
 
-Resource estimate (``resource_report``), per synaptic layer (inputs arrive from the
-host and are not counted as neurons):
-
-    synapses                = nonzero weights
-    synaptic_memory_bytes   = ceil(synapses * (weight_bits + delay_bits) / 8)
-    cores                   = max(ceil(neurons / neurons_per_core),
-                                  ceil(synaptic_memory_bytes / synaptic_memory_per_core))
-
-This is an ESTIMATE of the dominant terms only: real compilers add routing tables,
-synapse-list headers and neuron state, and pack synapses differently.
+Resource reports against a target are in :mod:`neurodelay.hw.resources`.
 """
 from __future__ import annotations
 
-from neurodelay.errors import NeurodelayError
-
-import math
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 
-from neurodelay.deploy.network import Layer, Network, QLayer, QNetwork
+from neurodelay.core.network import QNetwork
+from neurodelay.errors import FixedPointError, TargetError
+from neurodelay.hw.fixedpoint import Arith, arith_from_target
 from neurodelay.untrusted import printable
-
-
-class TargetError(NeurodelayError, ValueError):
-    """A target description is missing, unreadable or invalid."""
-
-
-class FitError(NeurodelayError, ValueError):
-    """A network violates a target's limits (the message lists every violation)."""
 
 
 SIGN_MODES = ("mixed", "excitatory", "inhibitory")
@@ -138,8 +122,6 @@ class Target:
 
     def to_dict(self) -> dict:
         """Every field (JSON-ready); :func:`target_from_dict` reads it back."""
-        from dataclasses import asdict
-
         return asdict(self)
 
 
@@ -303,169 +285,35 @@ def load_target(name_or_path) -> Target:
     return _parse(data, src)
 
 
-# ----------------------------------------------------------------------------- reports
+# ----------------------------------------------------------------------------- lookup
 
-def _layer_stats(layer: Layer | QLayer, target: Target, bits_per_synapse: int) -> dict:
-    used = layer.weight != 0
-    n_syn = int(used.sum())
-    delays = layer.delay[used]
-    mem = math.ceil(n_syn * bits_per_synapse / 8)
-    cores = max(math.ceil(layer.n_out / target.neurons_per_core),
-                math.ceil(mem / target.synaptic_memory_per_core)) if layer.n_out else 0
-    return {
-        "name": layer.name,
-        "kind": layer.kind,
-        "inputs": layer.n_in,
-        "neurons": layer.n_out,
-        "synapses": n_syn,
-        "synaptic_memory_bytes": mem,
-        "cores": cores,
-        "delay_min": int(delays.min()) if n_syn else 0,
-        "delay_max": int(delays.max()) if n_syn else 0,
-        "max_fan_in": int(used.sum(axis=1).max()) if used.size else 0,
-        "max_fan_out": int(used.sum(axis=0).max()) if used.size else 0,
-    }
+def default_target() -> Target:
+    """The built-in Loihi 2 target (hw_configs/loihi2.toml)."""
+    return load_target("loihi2")
 
 
-@dataclass
-class ResourceReport:
-    """What a network needs on a target and every limit it violates (see
-    :func:`resource_report`). ``to_dict()`` gives the JSON form."""
-
-    target: str
-    memory_formula: str
-    layers: list            # per layer: name, kind, inputs, neurons, synapses, ...
-    totals: dict            # neurons, synapses, synaptic_memory_bytes, cores, chips_needed
-    limits: dict
-    violations: list
-    notes: list
-    fits: bool
-
-    def to_dict(self) -> dict:
-        from dataclasses import asdict
-
-        return asdict(self)
+def target_of(qnet) -> Target:
+    """The target a QNetwork was quantized for: the description stored in it
+    (``qnet.target_spec``), else the built-in target of that name."""
+    spec = getattr(qnet, "target_spec", None)
+    if spec:
+        return target_from_dict(spec)
+    try:
+        return load_target(qnet.target)
+    except TargetError:
+        raise FixedPointError(
+            f"the quantized network was made for target {qnet.target!r}, which is not a "
+            f"built-in target and carries no target description; pass the target "
+            f"explicitly (a name from hw_configs/ or a .toml path)") from None
 
 
-def resource_report(net: Network | QNetwork, target) -> ResourceReport:
-    """Estimate what ``net`` needs on ``target`` (a Target, name or path) and list limits it
-    violates.
-
-    Returns a dict: target (name), memory_formula (str), layers (list of dicts with
-    name, kind, inputs, neurons, synapses, synaptic_memory_bytes, cores, delay_min,
-    delay_max, max_fan_in, max_fan_out), totals (neurons, synapses,
-    synaptic_memory_bytes, cores, chips_needed), limits (the target values compared),
-    violations (list of str, each naming layer, limit, value and allowed value), notes
-    (list of str) and fits (bool: no violations).
-    """
-    from neurodelay.hw import fixedpoint as fp
-
-    t = load_target(target)
-    if not isinstance(net, (Network, QNetwork)):
-        raise TargetError(f"resource_report expects a Network or QNetwork, got "
-                          f"{type(net).__name__}")
-    a = fp.arith(t)
-    # a quantized network narrowed below the target's widths (fewer weight or delay bits)
-    # stores only those bits per synapse
-    meta = net.meta if isinstance(net, QNetwork) else {}
-    w_bits = min(int(meta.get("weight_bits", t.weight_bits)), t.weight_bits)
-    d_bits = min(int(meta.get("delay_bits", t.delay_bits)), t.delay_bits)
-    layers, violations, notes = [], [], []
-    for k, layer in enumerate(net.layers):
-        st = _layer_stats(layer, t, w_bits + d_bits)
-        layers.append(st)
-        tag = f"layer {k}" + (f" {layer.name!r}" if layer.name else "")
-        if isinstance(layer, QLayer):     # every integer field, delays included
-            violations += fp.check_qlayer(layer, a, tag, hidden=k < len(net.layers) - 1)
-        else:
-            violations += fp.delay_violations(tag, layer.weight, layer.delay, a)
-        if t.max_neurons_per_layer and st["neurons"] > t.max_neurons_per_layer:
-            violations.append(f"{tag}: max_neurons_per_layer: {st['neurons']} > allowed "
-                              f"{t.max_neurons_per_layer}")
-        if t.max_fan_in and st["max_fan_in"] > t.max_fan_in:
-            violations.append(f"{tag}: max_fan_in: {st['max_fan_in']} > allowed "
-                              f"{t.max_fan_in}")
-        if t.max_fan_out and st["max_fan_out"] > t.max_fan_out:
-            violations.append(f"{tag}: max_fan_out: {st['max_fan_out']} > allowed "
-                              f"{t.max_fan_out}")
-    totals = {key: sum(st[key] for st in layers)
-              for key in ("neurons", "synapses", "synaptic_memory_bytes", "cores")}
-    totals["chips_needed"] = math.ceil(totals["cores"] / t.cores_per_chip)
-    if totals["cores"] > t.max_cores:
-        violations.append(f"network: total cores: {totals['cores']} > allowed {t.max_cores} "
-                          f"({t.chips} chip(s) x {t.cores_per_chip} cores)")
-    if isinstance(net, QNetwork) and net.target != t.name:
-        notes.append(f"the quantized network was made for target {net.target!r}, "
-                     f"checked here against {t.name!r}")
-    if not t.graded:
-        notes.append(f"target {t.name!r} has binary spikes only: inputs must be 0/1 "
-                     f"(binned spike counts above 1 need splitting over input neurons)")
-    notes.append(f"latency: {t.latency_per_layer * len(net.layers)} step(s) from "
-                 f"{len(net.layers)} layer(s) plus the synaptic delays")
-    return ResourceReport(
-        target=t.name,
-        memory_formula=(f"ceil(synapses * ({w_bits} weight + {d_bits} "
-                        f"delay bits) / 8) bytes; cores = max(ceil(neurons / "
-                        f"{t.neurons_per_core}), ceil(bytes / "
-                        f"{t.synaptic_memory_per_core})); an estimate"),
-        layers=layers, totals=totals,
-        limits={"max_delay": t.max_delay, "neurons_per_core": t.neurons_per_core,
-                "synaptic_memory_per_core": t.synaptic_memory_per_core,
-                "max_cores": t.max_cores, "max_fan_in": t.max_fan_in,
-                "max_fan_out": t.max_fan_out,
-                "max_neurons_per_layer": t.max_neurons_per_layer},
-        violations=violations, notes=notes, fits=not violations)
-
-
-def check_fits(net: Network | QNetwork, target) -> ResourceReport:
-    """resource_report, raising FitError listing every violation if there is any."""
-    report = resource_report(net, target)
-    if report.violations:
-        lines = "\n  - ".join(report.violations)
-        raise FitError(f"the network does not fit target {report.target!r} "
-                       f"({len(report.violations)} violation(s)):\n  - {lines}")
-    return report
-
-
-def format_resource_report(report) -> str:
-    """A plain-text table of a resource report (a ResourceReport or its dict form), with
-    totals, violations and notes."""
-    if isinstance(report, ResourceReport):
-        report = report.to_dict()
-    cols = [("layer", None), ("kind", "kind"), ("in", "inputs"), ("neurons", "neurons"),
-            ("synapses", "synapses"), ("syn.mem B", "synaptic_memory_bytes"),
-            ("cores", "cores"), ("delays", None), ("fan-in", "max_fan_in"),
-            ("fan-out", "max_fan_out")]
-    rows = []
-    for k, st in enumerate(report["layers"]):
-        row = []
-        for head, key in cols:
-            if head == "layer":
-                row.append(f"{k} {st['name']}".strip())
-            elif head == "delays":
-                row.append(f"{st['delay_min']}..{st['delay_max']}")
-            else:
-                row.append(str(st[key]))
-        rows.append(row)
-    tot = report["totals"]
-    rows.append(["total", "", "", str(tot["neurons"]), str(tot["synapses"]),
-                 str(tot["synaptic_memory_bytes"]), str(tot["cores"]), "", "", ""])
-    heads = [h for h, _ in cols]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
-
-    def fmt(r):
-        return "  ".join(c.rjust(w) if i >= 2 else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-
-    lines = [f"Resource estimate for target {report['target']!r}",
-             fmt(heads), fmt(["-" * w for w in widths])]
-    lines += [fmt(r) for r in rows[:-1]] + [fmt(["-" * w for w in widths]), fmt(rows[-1])]
-    lines.append(f"chips needed: {tot['chips_needed']}")
-    lines.append(f"memory estimate: {report['memory_formula']}")
-    if report["violations"]:
-        lines.append(f"VIOLATIONS ({len(report['violations'])}):")
-        lines += [f"  - {v}" for v in report["violations"]]
-    else:
-        lines.append("fits: no limit violated")
-    lines += [f"note: {n}" for n in report["notes"]]
-    return "\n".join(lines)
+def arith(target=None) -> Arith:
+    """The :class:`~neurodelay.hw.fixedpoint.Arith` of a Target, a target name or path,
+    or a QNetwork (its own target); None: Loihi 2."""
+    if target is None:
+        target = default_target()
+    elif isinstance(target, QNetwork):
+        target = target_of(target)
+    elif not isinstance(target, Target):
+        target = load_target(target)
+    return arith_from_target(target)

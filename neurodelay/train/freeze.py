@@ -16,7 +16,11 @@ import numpy as np
 import torch
 
 from neurodelay.train.model import DelaySNN
-from neurodelay.deploy.network import Layer, Network
+from neurodelay.core.network import Layer, Network
+
+# provenance tag in every frozen network's meta (the module's name when it was written;
+# kept stable so that networks and NIR files of different versions compare equal)
+SOURCE_TAG = "neurodelay.deploy.freeze"
 
 
 @torch.no_grad()
@@ -38,18 +42,7 @@ def freeze(model: DelaySNN, *, dt: float = 0.01, class_names=None, n_channels: i
                         delay=ro.integer_delays().numpy().astype(np.int32),
                         bias=np.zeros(ro.n_out, np.float32), decay=decay, kind="li",
                         name="readout"))
-    info = {"source": "neurodelay.deploy.freeze", "model_config": cfg.to_dict()}
+    info = {"source": SOURCE_TAG, "model_config": cfg.to_dict()}
     info.update(meta or {})
     return Network(layers=layers, dt=float(dt), n_channels=int(n_channels),
                    channel_bin=int(channel_bin), class_names=list(class_names or []), meta=info)
-
-
-def freeze_run(run_dir) -> Network:
-    """Freeze the best model of a run directory, with the run's dt, binning and classes."""
-    from neurodelay.train.trainer import load_model, run_config
-
-    cfg = run_config(run_dir)
-    d = cfg["data"]
-    return freeze(load_model(run_dir), dt=d["dt"], class_names=cfg.get("class_names"),
-                  n_channels=d["n_channels"], channel_bin=d["channel_bin"],
-                  meta={"run": str(run_dir)})
