@@ -18,7 +18,7 @@ the same-model check), bench_probe (the probe subprocess) and one module per sec
                     model.py)
      reference_ftz  the same with torch.set_flush_denormal(True) (sigma_min only; FTZ
                     acts on the calling thread only)
-     neurodelay     DelaySNN.forward (neurodelay.train.fastconv)
+     neurodelay     DelaySNN.forward (neurodelay.train.dcls_conv)
    in two sigma regimes, sigma_max (SIG = Td/2) and sigma_min (SIG = 0.23 -> sigma 0.5),
    after a check that loss and every gradient agree; peak RSS of each in a subprocess.
 2. ``verify`` (bench_verify): bitsim vs Lava fixed_pt on the same random quantized
@@ -26,7 +26,7 @@ the same-model check), bench_probe (the probe subprocess) and one module per sec
    SHD-size test set (2,264 samples of 100 steps; extrapolated with --quick).
 3. ``infer`` (bench_infer): discrete inference of the frozen network: floatsim vs the
    PyTorch discrete model (reference conv1d + spikingjelly, the model's fast path, and
-   fastconv.causal_conv).
+   dcls_conv.causal_conv).
 4. ``fixed`` (bench_fixed): a ``--delays fixed-random`` training step, intdelay (model.py)
    vs conv1d over the whole window (the path before intdelay), and the learned step.
 5. ``discrete`` (bench_discrete): the discrete model (no grad), conv1d vs intdelay in
@@ -60,8 +60,6 @@ if __name__ == "__main__":
 else:  # imported (tests): leave the environment alone
     OMP_WAIT_POLICY, BLAS_THREADS = H.current_env()
 
-import torch  # noqa: E402
-
 import bench_discrete  # noqa: E402
 import bench_epoch  # noqa: E402
 import bench_fixed  # noqa: E402
@@ -69,13 +67,21 @@ import bench_infer  # noqa: E402
 import bench_train  # noqa: E402
 import bench_verify  # noqa: E402
 import bench_verify_e2e  # noqa: E402
-from bench_common import TRAIN_FULL, TRAIN_QUICK  # noqa: E402
+import torch  # noqa: E402
+
+# ReferenceForward .. make_batch: re-exported for the tests that load this file
+# (tests/test_dcls_conv_lif.py's model check)
+from bench_common import (  # noqa: E402,F401
+    TRAIN_FULL,
+    TRAIN_QUICK,
+    ReferenceForward,
+    build_model,
+    check_equal,
+    fast_forward,
+    make_batch,
+)
 from bench_epoch import shd_extrapolation  # noqa: E402
 from bench_probe import probe_main  # noqa: E402
-
-# re-exported for the tests that load this file (tests/test_fastconv.py's model check)
-from bench_common import (ReferenceForward, build_model, check_equal,  # noqa: E402,F401
-                          fast_forward, make_batch)
 
 MODULES = (bench_train, bench_verify, bench_infer, bench_fixed, bench_discrete,
            bench_epoch, bench_verify_e2e)

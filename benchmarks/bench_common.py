@@ -7,7 +7,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from bench_harness import BenchmarkError
 from bench_reference import ReferenceForward
 
@@ -59,7 +58,7 @@ def make_batch(spec: dict, seed: int = 1, batch: int | None = None):
 # Every forward: (model, x, discrete=False, record=None) -> readout membrane (B, T, out);
 # ``record`` (a list) receives the hidden spikes, time-major (T, B, C).
 def model_forward(model, x, discrete: bool = False, record: list | None = None):
-    """DelaySNN.forward as model.py has it now (fastconv for learned delays, intdelay for
+    """DelaySNN.forward as model.py has it now (dcls_conv for learned delays, intdelay for
     one delay per synapse, lif_multistep): the ``neurodelay`` variant."""
     if record is None:
         return model(x, discrete=discrete)
@@ -68,15 +67,15 @@ def model_forward(model, x, discrete: bool = False, record: list | None = None):
     return u
 
 
-fast_forward = model_forward      # the name tests/test_fastconv.py uses for it
+fast_forward = model_forward      # the name tests/test_dcls_conv_lif.py uses for it
 
 
 def conv1d_forward(model, x, discrete: bool = False, record: list | None = None):
     """DelaySNN.forward as it was before neurodelay.train.intdelay: every synapse with one
     integer delay (fixed-random / none, and the discrete model) through F.conv1d over the
-    whole window with the one-tap kernel, learned delays through fastconv.delay_conv,
-    fastconv.lif_multistep for the neurons. The baseline of the fixed-delay benchmarks."""
-    from neurodelay.train.fastconv import delay_conv
+    whole window with the one-tap kernel, learned delays through dcls_conv.delay_conv,
+    lif.lif_multistep for the neurons. The baseline of the fixed-delay benchmarks."""
+    from neurodelay.train.dcls_conv import delay_conv
 
     def syn_fwd(syn, h):
         if discrete or syn.mode != "learned":
@@ -87,16 +86,16 @@ def conv1d_forward(model, x, discrete: bool = False, record: list | None = None)
 
 
 def dft_forward(model, x, discrete: bool = True, record: list | None = None):
-    """The discrete model with its one-tap kernels through fastconv.causal_conv (the
+    """The discrete model with its one-tap kernels through dcls_conv.causal_conv (the
     frequency domain, float32) and lif_multistep: the inference section's torch_dft."""
-    from neurodelay.train.fastconv import causal_conv
+    from neurodelay.train.dcls_conv import causal_conv
 
     return _manual_forward(model, x, lambda syn, h: causal_conv(h, syn.discrete_kernel()),
                            record)
 
 
 def _manual_forward(model, x, syn_fwd, record):
-    from neurodelay.train.fastconv import lif_multistep
+    from neurodelay.train.lif import lif_multistep
 
     alpha = model.cfg.surrogate_alpha
     b, t, _ = x.shape

@@ -9,9 +9,14 @@ import copy
 import statistics
 
 import torch
-
-from bench_common import (TRAIN_FULL, build_model, conv1d_forward, make_batch, model_forward,
-                          spec_shape)
+from bench_common import (
+    TRAIN_FULL,
+    build_model,
+    conv1d_forward,
+    make_batch,
+    model_forward,
+    spec_shape,
+)
 from bench_harness import alternate, log, memory_probe
 
 NAME = "discrete"

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from bench_common import TRAIN_FULL, ftz, spec_shape
 from bench_harness import ROOT, log, memory_probe
 

@@ -1,14 +1,24 @@
 """Section ``fixed``: one ``--delays fixed-random`` training step: DelaySNN.forward
 (``intdelay``: integer_delay_conv) vs conv1d over the whole window with the one-tap kernel
 (``conv1d``: the path before neurodelay.train.intdelay), and the learned-delay step
-(fastconv, SIG_MIN) of the same architecture for comparison; loss and gradients of
+(dcls_conv, SIG_MIN) of the same architecture for comparison; loss and gradients of
 intdelay vs conv1d checked first; peak RSS of 2 steps of each in its own process."""
 from __future__ import annotations
 
 import time
 
-from bench_common import (SIG_MIN, TRAIN_FULL, TRAIN_QUICK, Trainer, build_model,
-                          check_pair, conv1d_forward, make_batch, model_forward, spec_shape)
+from bench_common import (
+    SIG_MIN,
+    TRAIN_FULL,
+    TRAIN_QUICK,
+    Trainer,
+    build_model,
+    check_pair,
+    conv1d_forward,
+    make_batch,
+    model_forward,
+    spec_shape,
+)
 from bench_harness import log, memory_probe, time_variants
 
 NAME = "fixed"

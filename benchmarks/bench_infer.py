@@ -1,6 +1,6 @@
 """Section ``infer``: discrete inference of the frozen network (float): floatsim (numpy)
 and the PyTorch discrete model (torch_reference: conv1d + spikingjelly; torch_neurodelay:
-the model's default fast path; torch_dft: fastconv.causal_conv), ms per sample, readout
+the model's default fast path; torch_dft: dcls_conv.causal_conv), ms per sample, readout
 difference and prediction agreement against torch_reference."""
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import statistics
 
 import numpy as np
 import torch
-
 from bench_common import TRAIN_FULL, build_model, dft_forward, make_batch, model_forward
 from bench_harness import alternate, log
 from bench_reference import ReferenceForward
@@ -71,7 +70,7 @@ def _log(res: dict, runs: dict) -> None:
                      f", same prediction {res[k]['prediction_agreement_vs_torch_reference']:.2%}")
         log(f"  {k:16s} {res[k]['s_per_sample'] * 1e3:8.3f} ms/sample{extra}")
     log("  (torch_neurodelay = the model's discrete forward on its default fast path: intdelay "
-        "in float32 + lif_multistep; torch_dft = fastconv.causal_conv on the one-tap kernels "
+        "in float32 + lif_multistep; torch_dft = dcls_conv.causal_conv on the one-tap kernels "
         "in float32; float32 frequency-domain rounding can flip a spike within ~1e-6 of the "
         "threshold)")
 

@@ -6,9 +6,15 @@ from __future__ import annotations
 import json
 
 import torch
-
-from bench_common import (SIG_MIN, Trainer, build_model, conv1d_forward, ftz, make_batch,
-                          model_forward)
+from bench_common import (
+    SIG_MIN,
+    Trainer,
+    build_model,
+    conv1d_forward,
+    ftz,
+    make_batch,
+    model_forward,
+)
 from bench_harness import BenchmarkError, status_mb
 from bench_reference import ReferenceForward
 

@@ -6,8 +6,15 @@ from __future__ import annotations
 
 import time
 
-from bench_common import (SIG_MIN, Trainer, build_model, check_equal, make_batch,
-                          model_forward, spec_shape)
+from bench_common import (
+    SIG_MIN,
+    Trainer,
+    build_model,
+    check_equal,
+    make_batch,
+    model_forward,
+    spec_shape,
+)
 from bench_harness import log, memory_probe, time_variants
 from bench_reference import ReferenceForward
 

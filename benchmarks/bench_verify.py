@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from bench_common import SHD_TEST_SAMPLES
 from bench_harness import log
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from bench_common import SHD_TEST_SAMPLES
 from bench_epoch import SSHD_TRAIN
 from bench_harness import ROOT, log

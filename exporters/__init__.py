@@ -5,7 +5,7 @@ name ``exporters`` belongs to an unrelated PyPI project.
 
 Each exporter module defines ``export(net, out_path, **options) -> dict`` where ``net``
 is a :class:`neurodelay.core.network.Network` (float) -- exporters that need integers quantize
-it themselves through :mod:`neurodelay.deploy.passes` -- and the returned dict is a short report
+it themselves through :mod:`neurodelay.passes` -- and the returned dict is a short report
 (paths written, node/process counts). Writes are atomic.
 """
 from __future__ import annotations

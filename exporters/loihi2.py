@@ -49,7 +49,6 @@ from neurodelay.errors import ExportError
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.target import arith, target_of
 
-
 # ------------------------------------------------------------------ netx arithmetic
 
 def netx_effective(w_file: np.ndarray, a: fp.Arith) -> np.ndarray | None:
@@ -276,7 +275,7 @@ def export(net, out_path, *, clip_delays: bool = False, strict_netx: bool = True
         out_path = out_path.with_name(out_path.name + ".h5")
     qnet, n_clipped = net, 0
     if clip_delays:
-        from neurodelay.deploy import passes
+        from neurodelay import passes
         qnet, rep = passes.check_delays(net, arith(net).max_delay, clip=True)
         n_clipped = int(rep.changes["clipped"])
     netx = write_netx(qnet, out_path, input_message_bits=input_message_bits,

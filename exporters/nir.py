@@ -65,9 +65,8 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from neurodelay._io import atomic_path
-
 from neurodelay import __version__ as _ND_VERSION
+from neurodelay._io import atomic_path
 from neurodelay.core.network import Network, QNetwork
 from neurodelay.errors import NirExportError
 from neurodelay.hw.target import arith

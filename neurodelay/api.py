@@ -7,15 +7,15 @@ import numpy as np
 
 from neurodelay import data as D
 from neurodelay import options as O
+from neurodelay.data import DataConfig, load_splits
+from neurodelay.data.rundata import run_test_data
 from neurodelay.errors import OptionError
 from neurodelay.threads import torch_threads
-from neurodelay.train.model import ModelConfig, widen_for_parameter_parity
-from neurodelay.train.presets import PRESETS, preset as get_preset
-from neurodelay.data import DataConfig, load_splits
-from neurodelay.train.trainer import TrainConfig, accuracy, check_training_memory, train
 from neurodelay.train.loaders import float_network, load_model
-from neurodelay.data.rundata import run_test_data
-
+from neurodelay.train.model import ModelConfig, widen_for_parameter_parity
+from neurodelay.train.presets import PRESETS
+from neurodelay.train.presets import preset as get_preset
+from neurodelay.train.trainer import TrainConfig, accuracy, check_training_memory, train
 
 N_CHANNELS = 700            # cochlea channels of SHD/SSC (DataConfig.n_channels)
 DATA_KEYS = ("dataset", "data_dir", "train_file", "valid_file", "test_file", "valid_speakers",

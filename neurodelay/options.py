@@ -167,7 +167,7 @@ def binned_bytes(steps: int, n_inputs: int) -> int:
     return 4 * int(steps) * int(n_inputs)
 
 
-DIRECT_MAX_WINDOW = 4          # as train/fastconv.py: larger windows use the DFT path
+DIRECT_MAX_WINDOW = 4          # as train/dcls_conv.py: larger windows use the DFT path
 
 
 def model_memory_bytes(n_inputs: int, hidden, n_outputs: int, window: int, batch: int,

@@ -34,7 +34,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from neurodelay._io import inside, refuse_links
 from neurodelay.core.network_io import load_network
 from neurodelay.errors import RunError

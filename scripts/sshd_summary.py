@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from neurodelay.train.loaders import float_network
+
 from neurodelay.data.rundata import run_test_data
+from neurodelay.train.loaders import float_network
 
 
 def _json(path: Path):
@@ -23,14 +24,18 @@ def _json(path: Path):
 
 
 def main(root: str) -> dict:
+    from neurodelay import passes
     from neurodelay.data import pad_batch
-    from neurodelay.deploy import passes
+    from neurodelay.hw.target import load_target
     from neurodelay.research.sweep import layer_synapses, memory_from_counts
     from neurodelay.runs import open_run
     from neurodelay.sim import bitsim, floatsim
-    from neurodelay.hw.target import load_target
-    from neurodelay.train.finetune import (FinetuneConfig, calibration_batch, start_network,
-                                           training_splits)
+    from neurodelay.train.finetune import (
+        FinetuneConfig,
+        calibration_batch,
+        start_network,
+        training_splits,
+    )
 
     root = Path(root)
     parent = open_run(root / "learned")

@@ -7,6 +7,7 @@ import pytest
 from neurodelay import api
 from neurodelay.data import write_shd_file
 
+
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("cache"))

@@ -9,13 +9,19 @@ import pytest
 from click.testing import CliRunner
 
 from neurodelay import data as D
-from neurodelay.data import splits
 from neurodelay.cli import main
-from neurodelay.deploy.artifact import (ArtifactError, DeployOptions, build_artifact,
-                                        default_folder, load_artifact, qnet_hash)
+from neurodelay.data import splits
+from neurodelay.data.rundata import run_train_data
+from neurodelay.deploy.artifact import (
+    ArtifactError,
+    DeployOptions,
+    build_artifact,
+    default_folder,
+    load_artifact,
+    qnet_hash,
+)
 from neurodelay.errors import FitError
 from neurodelay.runs import open_run
-from neurodelay.data.rundata import run_train_data
 
 
 @pytest.fixture

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from neurodelay.sim import bitsim
 from neurodelay.core.network import QLayer, QNetwork
 from neurodelay.hw.target import arith
+from neurodelay.sim import bitsim
 
 BIG_VTH = 2 ** 17 - 1
 

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from neurodelay import data
-from neurodelay.data import binned
-from neurodelay.data import DataError
+from neurodelay.data import DataError, binned
 
 # ../shared/data next to the repository (CI lays shared/ beside its clone)
 SSHD_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "sshd_tiny.h5"

@@ -28,10 +28,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_checks import cli, refused
 
 import neurodelay
 from neurodelay import api
-from cli_checks import cli, refused
 
 PY = sys.executable
 HW_CONFIGS = Path(neurodelay.__file__).resolve().parents[1] / "hw_configs"
@@ -523,8 +523,7 @@ def test_item11_limit_is_set_by_neurodelay_max_gib(run):
 
 def test_item11_normal_shd_and_ssc_use_is_within_the_limit():
     """The guard must not refuse the paper's settings on full SHD / SSC / SSHD."""
-    from neurodelay.options import (DEFAULT_MAX_GIB, GIB, binned_bytes,
-                                    model_memory_bytes)
+    from neurodelay.options import DEFAULT_MAX_GIB, GIB, binned_bytes, model_memory_bytes
 
     limit = DEFAULT_MAX_GIB * GIB
     # SHD train: 8156 samples of <= 1.4 s (140 steps at 10 ms), about 100 steps on average

@@ -114,7 +114,8 @@ def test_target_values_come_from_the_toml(tmp_path):
 
 # ----------------------------------------------------------------------------- consumers
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st
 
 
 @st.composite

@@ -23,9 +23,9 @@ import shutil
 import nir
 import numpy as np
 import pytest
+from cli_checks import cli, refused
 
 from neurodelay import api
-from cli_checks import cli, refused
 from neurodelay.data import write_shd_file
 from neurodelay.errors import NeurodelayError, OptionError
 

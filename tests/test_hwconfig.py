@@ -4,10 +4,10 @@ import tomllib
 import numpy as np
 import pytest
 
-from neurodelay.errors import FitError, TargetError
-from neurodelay.hw.target import Target, arith, available_targets, config_dir, load_target
-from neurodelay.hw.resources import check_fits, format_resource_report, resource_report
 from neurodelay.core.network import Layer, Network, QLayer, QNetwork
+from neurodelay.errors import FitError, TargetError
+from neurodelay.hw.resources import check_fits, format_resource_report, resource_report
+from neurodelay.hw.target import Target, arith, available_targets, config_dir, load_target
 
 
 def make_net(delays=((0, 3), (5, 0)), n_hidden=2):

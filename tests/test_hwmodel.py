@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from neurodelay.deploy import passes
+from neurodelay import passes
 from neurodelay.core.network import Layer, Network
+from neurodelay.data.rundata import run_test_data
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.target import arith
 from neurodelay.research.sweep import reduce_delays
 from neurodelay.sim import bitsim
 from neurodelay.train.hwmodel import HwSNN
 from neurodelay.train.loaders import float_network
-from neurodelay.data.rundata import run_test_data
 
 torch.set_num_threads(1)
 
@@ -94,8 +94,8 @@ def test_forward_equals_bitsim_with_current_decay_and_extremes():
 
 
 def test_forward_equals_bitsim_on_a_trained_model(trained):
-    from neurodelay.runs import open_run
     from neurodelay.data import pad_batch
+    from neurodelay.runs import open_run
 
     r = open_run(trained[0])
     net = float_network(r)

@@ -14,9 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neurodelay.errors import NeurodelayError
+from neurodelay.errors import KernelError, NeurodelayError
 from neurodelay.train import intdelay
-from neurodelay.train.fastconv import FastConvError
 from neurodelay.train.intdelay import integer_delay_conv
 
 torch.set_num_threads(1)
@@ -306,7 +305,7 @@ def test_phase_tables_are_cached_per_delays_T_and_dtype():
     assert not intdelay._PHASES
 
 
-def test_bad_arguments_raise_fastconv_error():
+def test_bad_arguments_raise_kernel_error():
     x = torch.zeros(2, 3, 10)
     w = torch.zeros(4, 3)
     d = torch.zeros(4, 3, dtype=torch.int64)
@@ -320,8 +319,8 @@ def test_bad_arguments_raise_fastconv_error():
         ((x, w, d - 1), ">= 0"),
     ]
     for args, match in cases:
-        with pytest.raises(FastConvError, match=match):
+        with pytest.raises(KernelError, match=match):
             integer_delay_conv(*args)
-    with pytest.raises(FastConvError, match="method"):
+    with pytest.raises(KernelError, match="method"):
         integer_delay_conv(x, w, d, method="loop")
-    assert issubclass(FastConvError, NeurodelayError)
+    assert issubclass(KernelError, NeurodelayError)

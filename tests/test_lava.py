@@ -4,7 +4,6 @@ Lava runs take ~1 s to compile plus ~5-10 ms per step, so the networks are tiny.
 """
 from __future__ import annotations
 
-
 import h5py
 import numpy as np
 import pytest
@@ -12,9 +11,8 @@ import pytest
 from neurodelay.core.network import Layer, Network, QLayer, QNetwork
 from neurodelay.exporters.loihi2 import ExportError, export, netx_layer
 from neurodelay.hw import fixedpoint as fp
-from neurodelay.sim.lavarun import LavaRunError, run_lava, run_netx
 from neurodelay.hw.target import arith
-
+from neurodelay.sim.lavarun import LavaRunError, run_lava, run_netx
 
 
 def chain(d0: int, d1: int = 0, w0: int = 10, w1: int = 10, vth: int = 1) -> QNetwork:

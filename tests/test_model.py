@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from neurodelay.train.model import (SIG_MIN, DelaySNN, DelaySynapses, ModelConfig, count_parameters,
-                              loss_fn, sigma_schedule, widen_for_parameter_parity)
+from neurodelay.train.model import (
+    SIG_MIN,
+    DelaySNN,
+    DelaySynapses,
+    ModelConfig,
+    count_parameters,
+    loss_fn,
+    sigma_schedule,
+    widen_for_parameter_parity,
+)
 from neurodelay.train.trainer import TrainConfig, build_optim
 
 torch.set_num_threads(1)
@@ -331,9 +339,9 @@ def test_trained_model_discrete_predictions_and_spikes_unchanged(trained, monkey
     path's predictions; `eval` (trainer.predict) runs the fast float32 path and predicts
     exactly what the exact float64 path predicts."""
     from neurodelay.data import pad_batch
+    from neurodelay.data.rundata import run_test_data
     from neurodelay.train.loaders import load_model
     from neurodelay.train.trainer import predict
-    from neurodelay.data.rundata import run_test_data
 
     out, res = trained
     model = load_model(out)
@@ -356,9 +364,9 @@ def test_trained_model_discrete_predictions_and_spikes_unchanged(trained, monkey
 def test_verify_reference_runs_the_exact_path(trained, monkeypatch):
     """verify's PyTorch reference is the model on its float64 discrete path."""
     from neurodelay.data import pad_batch
+    from neurodelay.data.rundata import run_test_data
     from neurodelay.deploy import verify
     from neurodelay.runs import open_run
-    from neurodelay.data.rundata import run_test_data
 
     out, _ = trained
     name, model, path = verify._reference_model(open_run(out))
@@ -383,10 +391,10 @@ def test_sshd_tiny_discrete_predictions_unchanged(tmp_path):
         pytest.skip(f"{path} is absent (the SSHD stand-in data of ../shared/data)")
     from neurodelay import api
     from neurodelay.data import pad_batch
-    from neurodelay.train.model import scores_from_membrane
-    from neurodelay.train.loaders import load_model
-    from neurodelay.train.trainer import predict
     from neurodelay.data.rundata import run_test_data
+    from neurodelay.train.loaders import load_model
+    from neurodelay.train.model import scores_from_membrane
+    from neurodelay.train.trainer import predict
 
     out = tmp_path / "run"
     api.train_run(str(out), preset="shd", train_file=str(path), test_speakers=[20, 21, 22, 23],

@@ -19,8 +19,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from neurodelay.errors import KernelError
 from neurodelay.train import native
-from neurodelay.train.fastconv import FastConvError
 from neurodelay.train.intdelay import integer_delay_conv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ def test_float32_error_is_that_of_a_direct_sum():
 
 
 def test_rows_beyond_32_bit_offsets_are_refused_with_the_fix():
-    with pytest.raises(FastConvError, match="method='fft'"):
+    with pytest.raises(KernelError, match="method='fft'"):
         native._offsets(torch.tensor([True, True]), torch.tensor([5, 2**31]))
     off = native._offsets(torch.tensor([True, False]), torch.tensor([5, 2**31 - 1]))
     assert off.dtype == torch.int32 and off.tolist() == [5, -1]
@@ -173,7 +173,7 @@ def _python(code: str, env_extra: dict, tmp_path: Path,
 FALLBACK = """
     import torch
     from neurodelay.train import native
-    from neurodelay.train.fastconv import FastConvError
+    from neurodelay.errors import KernelError
     from neurodelay.train.intdelay import integer_delay_conv
     st = native.status()
     assert not st.available, st
@@ -191,7 +191,7 @@ FALLBACK = """
         assert float((y[:, o] - acc).abs().max()) < 1e-10
     try:
         integer_delay_conv(x, w, d, method="native")
-    except FastConvError as e:
+    except KernelError as e:
         print("ERROR", e)
     else:
         raise SystemExit("method='native' did not refuse")

@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 
 from neurodelay.core import network_io as nw
-from neurodelay.sim.floatsim import (SimulationError, accuracy, predict, simulate,
-                                 synaptic_current)
-from neurodelay.core.network_io import FORMAT_VERSION, load_network, save_network
 from neurodelay.core.network import Layer, Network, NetworkError, QLayer, QNetwork
-
+from neurodelay.core.network_io import FORMAT_VERSION, load_network, save_network
+from neurodelay.sim.floatsim import SimulationError, accuracy, predict, simulate, synaptic_current
 
 # ----------------------------------------------------------------------------- helpers
 

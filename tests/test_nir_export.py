@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from neurodelay.exporters.nir import NirExportError, export, nir_node_counts, to_nir
 from neurodelay.core.network import Layer, Network, QLayer, QNetwork
+from neurodelay.exporters.nir import NirExportError, export, nir_node_counts, to_nir
 from neurodelay.nir import node_map
 
 torch.set_num_threads(1)
@@ -300,7 +300,7 @@ def test_quantized_float_equivalent_executes(tmp_path):
 
 def test_export_quantized_variant(tmp_path):
     net = _random_net(seed=2, **CASES["sparse"])
-    from neurodelay.deploy.passes import quantize
+    from neurodelay.passes import quantize
     # a float network is never quantized by the exporter (one artifact flows)
     with pytest.raises(NirExportError, match="not quantized here"):
         export(net, tmp_path / "q.nir", variant="quantized")

@@ -182,7 +182,7 @@ def test_discretizations_differ_and_delays_matter():
 def test_quantized_loihi2_agrees_with_nir_execution():
     """The imported CubaLIF network quantizes for Loihi 2 (the synaptic current becomes du)
     and the bit-accurate simulator predicts what the NIR graph predicts."""
-    from neurodelay.deploy.passes import quantize
+    from neurodelay.passes import quantize
     from neurodelay.sim.bitsim import predict
 
     p = _params(9)

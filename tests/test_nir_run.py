@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from neurodelay.cli import main
+from neurodelay.data.rundata import run_data_config, run_test_data
 from neurodelay.exporters.nir import export
 from neurodelay.nir import describe_imported, execute, to_network
 from neurodelay.runs import open_run
 from neurodelay.sim.floatsim import simulate
 from neurodelay.train.loaders import float_network
-from neurodelay.data.rundata import run_data_config, run_test_data
 
 
 def _invoke(args, ok=True):
@@ -132,9 +132,8 @@ def test_nir_run_input_json(tmp_path):
 
 
 def test_nir_run_test_file_json(trained, files, tmp_path):
-    from neurodelay.sim.floatsim import accuracy
-
     from neurodelay.data import pad_batch
+    from neurodelay.sim.floatsim import accuracy
 
     run, _ = trained
     r = open_run(run)

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from neurodelay.sim import bitsim, floatsim
-
-from neurodelay.deploy import passes
-from neurodelay.hw import fixedpoint as fp
+from neurodelay import passes
 from neurodelay.core.network import Layer, Network
+from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.target import arith
+from neurodelay.sim import bitsim, floatsim
 
 A = arith("loihi2")
 
@@ -191,8 +191,8 @@ def test_8bit_quantization_keeps_the_readout_membrane_close():
 
 
 def test_quantize_with_data_fits_every_field_and_reports_headroom():
-    from neurodelay.hw.target import load_target
     from neurodelay.hw.resources import resource_report
+    from neurodelay.hw.target import load_target
     rng = np.random.default_rng(6)
     net = random_net(rng, (30, 40, 40, 6), decay=0.8, bias=0.1)
     x, y = counts(rng, 30, 40, 30), rng.integers(0, 6, 30)

@@ -25,9 +25,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_checks import cli, refused
 
 import neurodelay
-from cli_checks import cli, refused
 from neurodelay.data import write_shd_file
 
 PY = sys.executable
@@ -76,8 +76,8 @@ def run(work, data):
 
 def partial_run(full: Path, out: Path, epochs_done: int) -> Path:
     """The run of ``full``'s config.json, interrupted after ``epochs_done`` epochs."""
-    from neurodelay.train.model import ModelConfig
     from neurodelay.data import DataConfig
+    from neurodelay.train.model import ModelConfig
     from neurodelay.train.trainer import TrainConfig, train
 
     cfg = json.loads((full / "config.json").read_text())

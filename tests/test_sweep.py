@@ -6,13 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from neurodelay.sim import floatsim
-
-from neurodelay.deploy import passes
-from neurodelay.hw.resources import resource_report
+from neurodelay import passes
 from neurodelay.core.network import Layer, Network
-from neurodelay.research.sweep import (SWEEP_FILES, SweepError, format_csv, memory_from_counts,
-                              parse_bits, parse_modes, reduce_delays, sweep_network)
+from neurodelay.hw.resources import resource_report
+from neurodelay.research.sweep import (
+    SWEEP_FILES,
+    SweepError,
+    format_csv,
+    memory_from_counts,
+    parse_bits,
+    parse_modes,
+    reduce_delays,
+    sweep_network,
+)
+from neurodelay.sim import floatsim
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -206,8 +213,8 @@ def test_cli_sweep_bits(tiny_run, tmp_path):
 
 def test_sweep_calibrates_on_training_data_and_fine_tunes_cells(tiny_run, tmp_path,
                                                                  monkeypatch):
-    from neurodelay.research.sweep import sweep_bits
     from neurodelay.data import rundata
+    from neurodelay.research.sweep import sweep_bits
 
     seen = []
     real = rundata.run_test_data

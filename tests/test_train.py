@@ -8,13 +8,12 @@ from click.testing import CliRunner
 
 from neurodelay import api
 from neurodelay.cli import main
-from neurodelay.data import pad_batch
-from neurodelay.sim.floatsim import simulate
-from neurodelay.train.model import scores_from_membrane
 from neurodelay.core.network_io import load_network, save_network
-from neurodelay.train.loaders import load_model
+from neurodelay.data import pad_batch
 from neurodelay.data.rundata import run_test_data
-from neurodelay.train.loaders import float_network
+from neurodelay.sim.floatsim import simulate
+from neurodelay.train.loaders import float_network, load_model
+from neurodelay.train.model import scores_from_membrane
 
 torch.set_num_threads(1)
 
@@ -65,9 +64,9 @@ def test_resume_equals_uninterrupted_run(tmp_path, files):
               log=lambda m: None)
     full = api.train_run(str(tmp_path / "full"), **kw, **files)
     # interrupted after epoch 1 (as if killed), then resumed
-    from neurodelay.train.trainer import train, TrainConfig
     from neurodelay.data import DataConfig
     from neurodelay.train.model import ModelConfig
+    from neurodelay.train.trainer import TrainConfig, train
     cfg = json.loads((tmp_path / "full" / "config.json").read_text())
     mc, tc, dc = (ModelConfig(**cfg["model"]), TrainConfig(**cfg["train"]),
                   DataConfig(**cfg["data"]))

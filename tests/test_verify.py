@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from neurodelay.cli import main
+from neurodelay.data.rundata import run_test_data
 from neurodelay.deploy.artifact import load_artifact
 from neurodelay.deploy.verify import PYTORCH_PATH_EXACT, verify_run
-from neurodelay.data.rundata import run_test_data
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +22,9 @@ def verified(trained, tmp_path_factory):
 
 
 def test_verify_float_and_quantized_agree_with_pytorch(verified, trained):
+    from neurodelay.data import pad_batch
     from neurodelay.runs import open_run
     from neurodelay.sim import bitsim
-    from neurodelay.data import pad_batch
 
     r = verified.to_dict()
     assert r["n"] == 150 and r["passed"] and r["problems"] == []

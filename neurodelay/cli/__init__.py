@@ -3,8 +3,8 @@
 One module per stage registers its commands on :data:`main` (defined in
 :mod:`neurodelay.cli.common`, with the error handling every command shares).
 """
+# importing a command module registers its commands on main
+from neurodelay.cli import deploy_cmds, finetune_cmds, nir_cmds, research_cmds, train_cmds  # noqa: F401
 from neurodelay.cli.common import main
-from neurodelay.cli import train_cmds, deploy_cmds, research_cmds  # noqa: F401,E402
-from neurodelay.cli import nir_cmds, finetune_cmds  # noqa: F401,E402
 
 __all__ = ["main"]

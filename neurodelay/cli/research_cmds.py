@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
+from neurodelay.cli import train_cmds  # noqa: F401 - registers "train", whose options ablate shares
 from neurodelay.cli.common import main
-
 
 _ABLATE_SETS = {"out", "resume", "overwrite", "delays", "sigma", "learn", "seed", "connections",
                 "no_progress"}

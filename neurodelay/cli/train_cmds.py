@@ -6,7 +6,8 @@ import json
 import click
 from click.core import ParameterSource
 
-from neurodelay.cli.common import int_list as _int_list, main
+from neurodelay.cli.common import int_list as _int_list
+from neurodelay.cli.common import main
 
 
 @main.command()

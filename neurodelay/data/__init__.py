@@ -14,16 +14,26 @@ task. One module per concept:
 The names below are the package's public API (``from neurodelay import data as D``).
 Everything here is numpy/h5py; torch is imported only by :func:`iterate_batches`.
 """
+from neurodelay._io import default_cache_dir
 from neurodelay.data.batches import batch_order, iterate_batches, pad_batch
 from neurodelay.data.binned import load_binned
 from neurodelay.data.dataset import BinnedDataset, remap_classes
-from neurodelay._io import default_cache_dir
 from neurodelay.data.files import OFFICIAL_FILES, resolve_files
 from neurodelay.data.shd import MAX_CLASSES, WHERE_TO_GET, write_shd_file
-from neurodelay.data.splits import (DataConfig, Splits, load_splits, split_by_speaker,
-                                    split_random, training_split)
-from neurodelay.data.synthetic import (SYNTHETIC_FILES, make_synthetic, synthetic_dir,
-                                       synthetic_patterns)
+from neurodelay.data.splits import (
+                                    DataConfig,
+                                    Splits,
+                                    load_splits,
+                                    split_by_speaker,
+                                    split_random,
+                                    training_split,
+)
+from neurodelay.data.synthetic import (
+                                    SYNTHETIC_FILES,
+                                    make_synthetic,
+                                    synthetic_dir,
+                                    synthetic_patterns,
+)
 from neurodelay.errors import DataError
 
 __all__ = [

@@ -5,11 +5,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from neurodelay.errors import DataError
-
-
-
 from neurodelay.data.dataset import BinnedDataset
+from neurodelay.errors import DataError
 
 
 def pad_batch(samples: Sequence[np.ndarray], pad_to: int | None = None) -> np.ndarray:

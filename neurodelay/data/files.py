@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 from neurodelay.data.shd import WHERE_TO_GET
 from neurodelay.data.synthetic import make_synthetic, synthetic_dir
 from neurodelay.errors import DataError

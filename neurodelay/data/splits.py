@@ -13,12 +13,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from neurodelay.errors import DataError
-
-
-
 from neurodelay.data.binned import load_binned
 from neurodelay.data.dataset import BinnedDataset
+from neurodelay.errors import DataError
 
 
 @dataclass

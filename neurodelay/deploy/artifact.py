@@ -45,11 +45,11 @@ import numpy as np
 from neurodelay._io import disk_full_error, inside, make_dirs, refuse_links, remove_empty_dirs
 from neurodelay.core.network import QNetwork
 from neurodelay.core.network_io import load_network, save_network
+from neurodelay.data.rundata import run_data_config, run_train_data
 from neurodelay.errors import ArtifactError
-from neurodelay.untrusted import open_h5
 from neurodelay.hw.target import arith
 from neurodelay.train.loaders import float_network
-from neurodelay.data.rundata import run_data_config, run_train_data
+from neurodelay.untrusted import open_h5
 
 DEFAULT_CALIB_SAMPLES = 256
 DEFAULT_CALIB_SEED = 0
@@ -308,7 +308,7 @@ def _source(run) -> dict:
 def quantize_run(run, options: DeployOptions, log=None):
     """(qnet, float network or None, quant report or None, delay report, Calibration):
     the quantized network of a run on a target, computed as :func:`build_artifact` does."""
-    from neurodelay.deploy import passes
+    from neurodelay import passes
     from neurodelay.hw.target import load_target
 
     tgt = load_target(options.target)

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neurodelay.data import pad_batch
-from neurodelay.train.loaders import float_network, load_model
 from neurodelay.data.rundata import run_test_data
+from neurodelay.train.loaders import float_network, load_model
 
 
 def _chunks(n: int, size: int):
@@ -129,11 +129,15 @@ def verify_run(run=None, target: str = "loihi2", *, artifact=None, test_file=Non
     """
     from tqdm.auto import tqdm
 
-    from neurodelay.deploy.artifact import (DEFAULT_CALIB_SAMPLES, DeployOptions,
-                                            artifact_for, load_artifact)
+    from neurodelay.deploy.artifact import (
+        DEFAULT_CALIB_SAMPLES,
+        DeployOptions,
+        artifact_for,
+        load_artifact,
+    )
     from neurodelay.errors import OptionError
-    from neurodelay.runs import open_run
     from neurodelay.options import check_tolerance
+    from neurodelay.runs import open_run
     from neurodelay.sim import bitsim, floatsim
 
     tolerance = check_tolerance(tolerance)      # before any file is read or written

@@ -3,7 +3,7 @@
 Every rule below is written once, here, and parameterised by a hardware target
 (:class:`neurodelay.hw.target.Target`, read from ``hw_configs/*.toml``). The
 bit-accurate simulator (:mod:`neurodelay.sim.bitsim`), the Lava runner
-(:mod:`neurodelay.sim.lavarun`), the quantization pass (:mod:`neurodelay.deploy.passes`),
+(:mod:`neurodelay.sim.lavarun`), the quantization pass (:mod:`neurodelay.passes`),
 the resource report (:mod:`neurodelay.hw.target`), the exporters and the hardware-exact
 fine-tuning all call these functions, so they accept and refuse the same networks and
 compute the same integers. Sources in lava-nc 0.10 (paths under ``site-packages/lava``)

@@ -16,12 +16,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-
 from neurodelay.core.network import Layer, Network, QLayer, QNetwork
 from neurodelay.errors import FitError, TargetError
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.target import Target, arith, load_target
-
 
 
 def _layer_stats(layer: Layer | QLayer, target: Target, bits_per_synapse: int) -> dict:

@@ -36,12 +36,10 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-
 from neurodelay.core.network import QNetwork
 from neurodelay.errors import FixedPointError, TargetError
 from neurodelay.hw.fixedpoint import Arith, arith_from_target
 from neurodelay.untrusted import printable
-
 
 SIGN_MODES = ("mixed", "excitatory", "inhibitory")
 

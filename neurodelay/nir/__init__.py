@@ -17,12 +17,23 @@ Inside this package ``import nir`` is the nir library (absolute imports).
 """
 from __future__ import annotations
 
-from neurodelay.nir._common import (
-    CONVENTIONS, DEFAULT_MAX_DELAY_STEPS, DISCRETIZATION_TEXT, DISCRETIZATIONS,
-    NirImportError, read_graph)
+from neurodelay.errors import NirImportError
 from neurodelay.nir.executor import NirRunResult, execute, readout_scores, run_test_file
+from neurodelay.nir.graph import (
+    CONVENTIONS,
+    DEFAULT_MAX_DELAY_STEPS,
+    DISCRETIZATION_TEXT,
+    DISCRETIZATIONS,
+    read_graph,
+)
 from neurodelay.nir.importer import (
-    ImportResult, describe_imported, import_nir, import_to_run, input_layout, to_network)
+    ImportResult,
+    describe_imported,
+    import_nir,
+    import_to_run,
+    input_layout,
+    to_network,
+)
 
 __all__ = [
     "CONVENTIONS", "DEFAULT_MAX_DELAY_STEPS", "DISCRETIZATIONS", "DISCRETIZATION_TEXT",

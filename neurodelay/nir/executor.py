@@ -2,8 +2,8 @@
 
 It does not go through the importer's Network: every node is stepped on its own, in
 topological order, with the summed values of its incoming edges (conventions in
-:data:`neurodelay.nir._common.CONVENTIONS`, discretization in
-:data:`~neurodelay.nir._common.DISCRETIZATION_TEXT`), so it runs graphs the importer
+:data:`neurodelay.nir.graph.CONVENTIONS`, discretization in
+:data:`~neurodelay.nir.graph.DISCRETIZATION_TEXT`), so it runs graphs the importer
 refuses too (a Threshold on a membrane, a spiking output, skip connections), as long as
 they are feed-forward and made of supported nodes.
 
@@ -25,9 +25,18 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from neurodelay.nir._common import (
-    DEFAULT_MAX_DELAY_STEPS, NEURONS, NirImportError, check_discretization, check_dt,
-    delay_steps, metadata_dt, neuron_factors, read_graph, view)
+from neurodelay.errors import NirImportError
+from neurodelay.nir.graph import (
+    DEFAULT_MAX_DELAY_STEPS,
+    NEURONS,
+    check_discretization,
+    check_dt,
+    delay_steps,
+    metadata_dt,
+    neuron_factors,
+    read_graph,
+    view,
+)
 from neurodelay.nir.importer import check_time_constants
 from neurodelay.sim.floatsim import readout_scores
 

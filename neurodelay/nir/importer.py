@@ -18,7 +18,7 @@ A feed-forward chain ``Input -> [synapses] -> neuron -> [synapses] -> neuron ...
   the readout feeding the Output is non-spiking: ``LI``, ``I`` or ``CubaLI``.
 
 Discretization with step ``dt`` (``a = dt/tau`` for ``euler``, ``a = 1 - exp(-dt/tau)`` for
-``exp``; see :data:`neurodelay.nir._common.DISCRETIZATION_TEXT`), per neuron node::
+``exp``; see :data:`neurodelay.nir.graph.DISCRETIZATION_TEXT`), per neuron node::
 
     LIF / LI       decay = 1 - a,   W = a*r*W_graph,   bias = a*v_leak + a*r*b_graph
     IF / I         decay = 1,       W = dt*r*W_graph,  bias = dt*r*b_graph
@@ -50,10 +50,25 @@ import nir
 import numpy as np
 
 from neurodelay.core.network import Layer, Network, NetworkError
-from neurodelay.nir._common import (
-    CONVENTIONS, DEFAULT_MAX_DELAY_STEPS, DISCRETIZATION_TEXT, NON_SPIKING, SPIKING,
-    NirImportError, check_discretization, check_dt, delay_steps, file_version, metadata_dt,
-    metadata_value, neuron_factors, read_graph, strict_to_inclusive, type_name, view)
+from neurodelay.errors import NirImportError
+from neurodelay.nir.graph import (
+    CONVENTIONS,
+    DEFAULT_MAX_DELAY_STEPS,
+    DISCRETIZATION_TEXT,
+    NON_SPIKING,
+    SPIKING,
+    check_discretization,
+    check_dt,
+    delay_steps,
+    file_version,
+    metadata_dt,
+    metadata_value,
+    neuron_factors,
+    read_graph,
+    strict_to_inclusive,
+    type_name,
+    view,
+)
 
 SHD_CHANNELS = 700   # raw channels of an SHD-layout file (the default input layout)
 

@@ -22,8 +22,13 @@ import nir
 import numpy as np
 import torch
 
-from neurodelay.nir._common import (
-    DEFAULT_MAX_DELAY_STEPS, check_discretization, check_dt, delay_steps, neuron_factors)
+from neurodelay.nir.graph import (
+    DEFAULT_MAX_DELAY_STEPS,
+    check_discretization,
+    check_dt,
+    delay_steps,
+    neuron_factors,
+)
 
 
 def _t(a) -> torch.Tensor:

@@ -31,8 +31,6 @@ parameter counts, and writes ``report.md``, ``report.csv`` and ``report.png`` in
 """
 from __future__ import annotations
 
-from neurodelay.errors import AblationError, ReportError
-
 import csv
 import io
 import json
@@ -43,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from neurodelay._io import atomic_write
+from neurodelay.errors import AblationError, ReportError
 
 # name -> (train options, label); in the paper's order (Fig. 5)
 MODELS: dict[str, tuple[dict, str]] = {
@@ -132,8 +131,8 @@ def _check_ablation_file(out: Path, record: dict) -> list[int]:
     started = any(out.glob("*/seed*/config.json"))
     if not path.exists() or not started:  # nothing trained yet: options may still change
         return []
-    from neurodelay.runs import read_json
     from neurodelay.errors import RunError
+    from neurodelay.runs import read_json
 
     try:
         old = read_json(path, "the ablation's options")
@@ -176,7 +175,6 @@ def run_ablation(out, seeds, connections: int | None = None, *, models=None,
     from tqdm.auto import tqdm
 
     from neurodelay import api
-
     from neurodelay.options import check_int, check_threads
 
     bad = sorted(set(train_options) & set(RESERVED_OPTIONS))
@@ -239,8 +237,8 @@ def initial_model(run):
     """
     import torch
 
-    from neurodelay.train.model import DelaySNN, ModelConfig
     from neurodelay.runs import open_run
+    from neurodelay.train.model import DelaySNN, ModelConfig
 
     cfg = open_run(run).config
     seed = int(cfg["train"]["seed"])

@@ -4,7 +4,7 @@
 and delay bits ``b``
 
 1. shortens the delays to what ``b`` bits hold (see *delay modes* below),
-2. quantizes with :func:`neurodelay.deploy.passes.quantize` (``weight_bits=w``), calibrated
+2. quantizes with :func:`neurodelay.passes.quantize` (``weight_bits=w``), calibrated
    like a deployment artifact on a seeded subset of the run's TRAINING split (never test
    data),
 3. classifies the test set with the bit-accurate simulator (:func:`neurodelay.sim.bitsim.predict`),
@@ -20,7 +20,7 @@ Delay modes (``b`` bits hold the values 0 .. 2**b - 1; never more than the targe
 ``max_delay`` from its hw_configs/ file):
 
 * ``clip``   delays above ``m = min(2**b - 1, target max)`` become ``m`` (what
-             :func:`neurodelay.deploy.passes.check_delays` with ``clip=True`` does). Short delays
+             :func:`neurodelay.passes.check_delays` with ``clip=True`` does). Short delays
              keep their exact value; only the long ones are lost. The default: it needs
              nothing but the delay field the hardware already has.
 * ``coarse`` the time resolution of the delays is coarsened so the range is kept: with
@@ -35,8 +35,6 @@ accuracy and synaptic memory), written atomically.
 """
 from __future__ import annotations
 
-from neurodelay.errors import NeurodelayError, SweepError
-
 import hashlib
 import io
 import json
@@ -48,12 +46,12 @@ from pathlib import Path
 import numpy as np
 
 from neurodelay._io import atomic_write
-
 from neurodelay.core.network import Network, QNetwork
-
-from neurodelay.deploy.passes import DELAY_MODES, used_delay_max  # noqa: E402,F401
-from neurodelay.train.loaders import float_network
 from neurodelay.data import rundata
+from neurodelay.errors import NeurodelayError, SweepError
+from neurodelay.passes import DELAY_MODES, used_delay_max  # noqa: E402,F401
+from neurodelay.train.loaders import float_network
+
 DEFAULT_WEIGHT_BITS = (8, 6, 4, 3, 2)
 DEFAULT_DELAY_BITS = (6, 5, 4, 3)
 SWEEP_FILES = ("sweep.csv", "sweep.md", "sweep.json", "sweep.png")
@@ -135,10 +133,10 @@ def _check_delay_bits(bits: tuple[int, ...]) -> None:
 
 def reduce_delays(net: Network, delay_bits: int, mode: str, target_max: int
                   ) -> tuple[Network, dict]:
-    """:func:`neurodelay.deploy.passes.reduce_delays` with the sweep's errors: the network
+    """:func:`neurodelay.passes.reduce_delays` with the sweep's errors: the network
     with delays that fit ``delay_bits`` bits, and a dict (mode, delay_bits, max_delay,
     delay_step, delays_changed, largest_delay)."""
-    from neurodelay.deploy import passes
+    from neurodelay import passes
 
     try:
         out, rep = passes.reduce_delays(net, delay_bits, mode, target_max)
@@ -177,8 +175,8 @@ def memory_bytes(net: Network | QNetwork, weight_bits: int, delay_bits: int) -> 
 
 def _quant_cell(net_b: Network, target, w: int, b: int, x, labels, calib, f_pred) -> dict:
     """Quantize net_b with w-bit weights and classify x bit-accurately; errors in the cell."""
+    from neurodelay import passes
     from neurodelay.sim import bitsim
-    from neurodelay.deploy import passes
 
     cell = {"accuracy": None, "agreement_with_float": None, "synapses": None,
             "layer_synapses": None, "memory_bytes": None, "n_warnings": 0, "warnings": [], "error": None}
@@ -215,8 +213,8 @@ def sweep_network(net: Network, x, labels, target="loihi2", *,
     """
     from tqdm.auto import tqdm
 
-    from neurodelay.sim import floatsim
     from neurodelay.hw.target import load_target
+    from neurodelay.sim import floatsim
 
     tgt = load_target(target)
     wbits = parse_bits(weight_bits, "weight bits")
@@ -546,8 +544,7 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
     (:func:`finetune_cells`; result key ``finetuned``). Returns :func:`sweep_network`'s
     dict plus run, test, markdown (the tables) and files (paths written)."""
     from neurodelay.data import pad_batch
-    from neurodelay.deploy.artifact import (DEFAULT_CALIB_SAMPLES, DeployOptions,
-                                            calibration_data)
+    from neurodelay.deploy.artifact import DEFAULT_CALIB_SAMPLES, DeployOptions, calibration_data
     from neurodelay.runs import open_run
 
     r = open_run(run, kinds=("trained", "imported"))

@@ -55,18 +55,17 @@ by tests/test_lava.py and tests/test_bitsim.py.
 """
 from __future__ import annotations
 
-from neurodelay.errors import BitSimError
-
 import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from neurodelay.core.network import QLayer, QNetwork
+from neurodelay.errors import BitSimError
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.fixedpoint import Arith
-from neurodelay.sim.floatsim import readout_scores  # noqa: F401  (the one readout rule)
 from neurodelay.hw.target import arith
+from neurodelay.sim.floatsim import readout_scores  # noqa: F401  (the one readout rule)
 
 # Every Loihi 2 rule (weight clip/truncation, shifts, decays, widths, thresholds) comes
 # from neurodelay.hw.fixedpoint, parameterised by the network's target; the constants
@@ -108,7 +107,7 @@ def check_qnet(qnet: QNetwork) -> Arith:
     Lava runner, the exporters and the resource report apply)."""
     if not isinstance(qnet, QNetwork):
         raise BitSimError(f"expected a QNetwork, got {type(qnet).__name__} (quantize a "
-                          f"float Network first with neurodelay.deploy.passes.quantize)")
+                          f"float Network first with neurodelay.passes.quantize)")
     a = arith(qnet)
     fp.ensure_fits(qnet, a, BitSimError,
                    f"the quantized network does not fit target {a.name!r}; the "

@@ -26,13 +26,12 @@ simulate a large set in chunks (``predict``/``accuracy`` do).
 """
 from __future__ import annotations
 
-from neurodelay.errors import SimulationError
-
 from dataclasses import dataclass
 
 import numpy as np
 
 from neurodelay.core.network import Layer, Network
+from neurodelay.errors import SimulationError
 
 
 @dataclass

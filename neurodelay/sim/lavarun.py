@@ -27,14 +27,13 @@ of recompiling; ``tests/test_lava.py`` checks this equals a fresh network.
 """
 from __future__ import annotations
 
-from neurodelay.errors import LavaRunError
-
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from neurodelay.core.network import QLayer, QNetwork
+from neurodelay.errors import LavaRunError
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.target import arith
 

@@ -6,7 +6,7 @@ chip agree by construction and low-bit deployments keep their accuracy.
 1. its float network's delays are reduced to the delay bits (``clip``: long delays
    clipped; ``coarse``: the range kept on a k-step grid; ``auto``: whichever gives the
    better bit-accurate validation accuracy after post-training quantization -- reported);
-2. it is quantized once (:func:`neurodelay.deploy.passes.quantize`), calibrated on a
+2. it is quantized once (:func:`neurodelay.passes.quantize`), calibrated on a
    seeded subset of the TRAINING split, with the requested weight bits (the target may
    only be narrowed);
 3. :class:`neurodelay.train.hwmodel.HwSNN` -- whose forward pass is the target's integer
@@ -36,13 +36,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurodelay._io import append_line, atomic_path, atomic_write
 from neurodelay import options as O
+from neurodelay._io import append_line, atomic_path, atomic_write
+from neurodelay.data import rundata
+from neurodelay.data.rundata import check_classes, run_data_config, run_train_data
 from neurodelay.errors import OptionError
 from neurodelay.threads import torch_threads
 from neurodelay.train.loaders import float_network
-from neurodelay.data import rundata
-from neurodelay.data.rundata import check_classes, run_data_config, run_train_data
 
 DELAY_MODES = ("auto", "clip", "coarse")
 VALID_FRACTION = 0.1                    # carved from training when a run has no valid split
@@ -150,7 +150,7 @@ def start_network(reduced, tgt, fc: FinetuneConfig, weight_range: str, calib):
     for ``tgt`` at ``fc.weight_bits`` with ``weight_range``: one start candidate."""
     import warnings
 
-    from neurodelay.deploy import passes
+    from neurodelay import passes
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -161,7 +161,7 @@ def start_network(reduced, tgt, fc: FinetuneConfig, weight_range: str, calib):
 def starting_point(parent, fc: FinetuneConfig, train, valid, log):
     """(qnet, delay report, candidates): the post-training quantized network to start from,
     with the delay mode chosen on validation accuracy for ``auto``."""
-    from neurodelay.deploy import passes
+    from neurodelay import passes
     from neurodelay.hw.target import load_target
 
     tgt = load_target(fc.target)
@@ -259,8 +259,8 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
 
     from neurodelay import data as D
     from neurodelay.core.network_io import save_network
-    from neurodelay.hw.target import load_target
     from neurodelay.hw.resources import resource_report
+    from neurodelay.hw.target import load_target
     from neurodelay.runs import load_checkpoint, require_keys
     from neurodelay.train.hwmodel import HwSNN
     from neurodelay.train.model import loss_fn, scores_from_membrane

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from neurodelay.train.model import DelaySNN
 from neurodelay.core.network import Layer, Network
+from neurodelay.train.model import DelaySNN
 
 # provenance tag in every frozen network's meta (the module's name when it was written;
 # kept stable so that networks and NIR files of different versions compare equal)

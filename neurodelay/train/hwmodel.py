@@ -42,8 +42,8 @@ import torch.nn as nn
 
 from neurodelay.core.network import QLayer, QNetwork
 from neurodelay.hw import fixedpoint as fp
-from neurodelay.train.intdelay import integer_delay_conv
 from neurodelay.hw.target import arith
+from neurodelay.train.intdelay import integer_delay_conv
 
 DTYPE = torch.float64
 

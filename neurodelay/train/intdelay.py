@@ -24,13 +24,13 @@ How :func:`integer_delay_conv` computes it
 * **Frequency domain** (``method="fft"``; also the fallback on other devices and where
   the kernels cannot be built: :func:`neurodelay.train.native.status` says why).
   A linear convolution over N = T + D points, D = the largest delay that still reaches
-  the output (delays >= T contribute nothing), exactly like :func:`neurodelay.train.fastconv.causal_conv`, except that the kernel
+  the output (delays >= T contribute nothing), exactly like :func:`neurodelay.train.dcls_conv.causal_conv`, except that the kernel
   spectrum comes straight from the delays: H[f] = W * exp(-2 pi i f d / N). No dense
   (out, in, window) kernel is built and no kernel DFT is taken. The phase factors depend
   only on (delays, T): they are computed once per dtype, in float64 from the exact
   integer angle (f * d) mod N, and cached (LRU keyed by the delays' bytes, at most
   ``PHASE_CACHE_BYTES``) in the layout of Gauss's product, [cos; -sin; cos - sin]. A call
-  then runs fastconv's :class:`~neurodelay.train.fastconv._SpectralConv`: cached real
+  then runs dcls_conv's :class:`~neurodelay.train.dcls_conv._SpectralConv`: cached real
   DFT matrices for the transforms, and per frequency bin three real matrix products
   instead of four (Gauss: Yr = P1 - P2, Yi = P3 - P1 - P2), forward and backward, with
   W * phase formed a few bins at a time next to the matmuls that use it and dL/dW
@@ -54,7 +54,7 @@ change                                      train B=64 f32   no grad B=256    no
 ==========================================  ===============  ===============  ==============
 W * phase formed / dL/dW reduced in chunks  1.26x            1.00x            1.03x
 Gauss: 3 real products instead of 4         1.12x            1.11x            1.16x
-scratch buffers reused (fastconv._scratch)  1.00x            1.12x            1.39x
+scratch buffers reused (dcls_conv._scratch)  1.00x            1.12x            1.39x
 all together                                1.39x            1.24x            1.67x
 ==========================================  ===============  ===============  ==============
 
@@ -116,8 +116,9 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 
+from neurodelay.errors import KernelError
 from neurodelay.train import native
-from neurodelay.train.fastconv import FastConvError, _dft_matrices, spectral_conv
+from neurodelay.train.dcls_conv import _dft_matrices, spectral_conv
 
 METHODS = ("auto", "native", "fft", "direct")
 DIRECT_MAX_DELAYS = 2             # at most this many distinct delays: one matmul per delay
@@ -133,26 +134,26 @@ def _shape(t) -> str:
 
 def _check_args(x, weight, delay) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
-        raise FastConvError(f"x: expected a (batch, in, time) tensor, got {_shape(x)}")
+        raise KernelError(f"x: expected a (batch, in, time) tensor, got {_shape(x)}")
     if x.dtype not in (torch.float32, torch.float64):
-        raise FastConvError(f"x: expected float32 or float64, got {x.dtype}")
+        raise KernelError(f"x: expected float32 or float64, got {x.dtype}")
     n_in = x.shape[1]
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[1] != n_in:
-        raise FastConvError(f"weight: expected (out, {n_in}) for x of shape "
+        raise KernelError(f"weight: expected (out, {n_in}) for x of shape "
                             f"{tuple(x.shape)}, got {_shape(weight)}")
     if weight.dtype != x.dtype:
-        raise FastConvError(f"weight ({weight.dtype}) must have x's dtype ({x.dtype}); "
+        raise KernelError(f"weight ({weight.dtype}) must have x's dtype ({x.dtype}); "
                             f"convert one of them with .to()")
     if not isinstance(delay, torch.Tensor) or tuple(delay.shape) != tuple(weight.shape):
-        raise FastConvError(f"delay: expected one per synapse, shape {tuple(weight.shape)}, "
+        raise KernelError(f"delay: expected one per synapse, shape {tuple(weight.shape)}, "
                             f"got {_shape(delay)}")
     if delay.is_floating_point() or delay.is_complex() or delay.dtype == torch.bool:
-        raise FastConvError(f"delay: expected an integer tensor, got {delay.dtype}; round "
+        raise KernelError(f"delay: expected an integer tensor, got {delay.dtype}; round "
                             f"it and convert it with .to(torch.int64)")
     if delay.numel() and int(delay.min()) < 0:
-        raise FastConvError(f"delay: delays must be >= 0, got {int(delay.min())}")
+        raise KernelError(f"delay: delays must be >= 0, got {int(delay.min())}")
     if not (x.device == weight.device == delay.device):
-        raise FastConvError(f"x ({x.device}), weight ({weight.device}) and delay "
+        raise KernelError(f"x ({x.device}), weight ({weight.device}) and delay "
                             f"({delay.device}) must be on one device")
 
 
@@ -269,12 +270,12 @@ def integer_delay_conv(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tenso
     output, else the frequency domain), "fft" or "direct" (either one forced, for tests
     and benchmarks). Precision: see the module docstring; in float64 with integer-valued
     x and weights ``torch.round(y)`` is the exact integer sum while every output's
-    sum_i |w_oi| * |x_i(t - d_oi)| < 2**31. Bad arguments raise FastConvError (a
+    sum_i |w_oi| * |x_i(t - d_oi)| < 2**31. Bad arguments raise KernelError (a
     NeurodelayError and ValueError) saying which argument and what was expected.
     """
     _check_args(x, weight, delay)
     if method not in METHODS:
-        raise FastConvError(f"method must be one of {', '.join(map(repr, METHODS))}, "
+        raise KernelError(f"method must be one of {', '.join(map(repr, METHODS))}, "
                             f"got {method!r}")
     n_b, n_in, T = x.shape
     n_out = weight.shape[0]
@@ -291,10 +292,10 @@ def integer_delay_conv(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tenso
     if method == "native" or (method == "auto" and x.device.type == "cpu"
                               and native.available()):
         if x.device.type != "cpu":
-            raise FastConvError(f"method 'native' runs on the CPU; x is on {x.device}")
+            raise KernelError(f"method 'native' runs on the CPU; x is on {x.device}")
         st = native.status()
         if not st.available:
-            raise FastConvError(f"method 'native': the compiled kernels are unavailable "
+            raise KernelError(f"method 'native': the compiled kernels are unavailable "
                                 f"({st.reason}); use method 'auto' or 'fft'")
         return _NativeConv.apply(x, weight, delay, span)
     ph = _phase(delay, T, span, x.dtype, key)                   # (3F, out, in)

@@ -27,8 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from neurodelay.errors import OptionError
-from neurodelay.train.fastconv import delay_conv, lif_multistep
+from neurodelay.train.dcls_conv import delay_conv
 from neurodelay.train.intdelay import integer_delay_conv
+from neurodelay.train.lif import lif_multistep
 
 SIG_MIN = 0.23  # dcls adds 0.27 internally: effective minimum sigma 0.5 (the paper's)
 DCLS_SIG_OFFSET = 0.27
@@ -196,7 +197,7 @@ class DelaySynapses(nn.Module):
                 reference: bool = False) -> torch.Tensor:
         """x (B, n_in, T) -> (B, n_out, T), causal.
 
-        Learned delays train through :func:`neurodelay.train.fastconv.delay_conv`: the same
+        Learned delays train through :func:`neurodelay.train.dcls_conv.delay_conv`: the same
         Gaussian kernel as dcls' Dcls1d (version 'gauss') and the same linear convolution,
         computed in the frequency domain with hand-written backward passes
         (benchmarks/bench.py checks loss and gradients against the dcls formulation).
@@ -318,7 +319,7 @@ class DelaySNN(nn.Module):
         ``discrete`` defaults to ``not self.training``: evaluation always uses the
         discrete (integer-delay, one tap per synapse) model. ``reference=True`` uses dcls
         and spikingjelly's LIFNode directly (the paper's formulation) instead of the
-        equivalent fast kernels of :mod:`neurodelay.train.fastconv`.
+        equivalent fast kernels of :mod:`neurodelay.train.dcls_conv` and :mod:`neurodelay.train.lif`.
         """
         if discrete is None:
             discrete = not self.training

@@ -26,11 +26,17 @@ import torch
 
 from neurodelay import data as D
 from neurodelay._io import append_line, atomic_path, atomic_write
-from neurodelay.errors import RunError
 from neurodelay.data import DataConfig, Splits, load_splits
+from neurodelay.errors import RunError
 from neurodelay.runs import load_checkpoint, require_keys
 from neurodelay.train.loaders import load_model
-from neurodelay.train.model import DelaySNN, ModelConfig, loss_fn, scores_from_membrane, sigma_schedule
+from neurodelay.train.model import (
+    DelaySNN,
+    ModelConfig,
+    loss_fn,
+    scores_from_membrane,
+    sigma_schedule,
+)
 
 
 @dataclass

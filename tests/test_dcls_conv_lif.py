@@ -1,4 +1,4 @@
-"""neurodelay.train.fastconv equals the paper's formulation (dcls Dcls1d 'gauss' + spikingjelly LIF).
+"""neurodelay.train.dcls_conv and neurodelay.train.lif equal the paper's formulation (dcls Dcls1d 'gauss' + spikingjelly LIF).
 
 Outputs and gradients (weight, P, input) of delay_conv against the dcls path for odd and
 even windows, wide and minimum sigmas, binary spikes and counts, in float64 (same math:
@@ -17,9 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neurodelay.train import fastconv as fc
-from neurodelay.train.fastconv import (FastConvError, causal_conv, delay_conv, gauss_kernel,
-                                 gauss_kernel_reference, lif_multistep)
+from neurodelay.errors import KernelError
+from neurodelay.train import dcls_conv as fc
+from neurodelay.train.dcls_conv import causal_conv, delay_conv, gauss_kernel, gauss_kernel_reference
+from neurodelay.train.lif import lif_multistep
 
 torch.set_num_threads(1)
 
@@ -236,19 +237,19 @@ def test_conv_output_is_a_view_of_time_major_memory():
     assert y.shape == (2, 4, 30) and y.permute(2, 0, 1).is_contiguous()
 
 
-def test_bad_arguments_raise_fastconv_error():
+def test_bad_arguments_raise_kernel_error():
     x = torch.zeros(2, 3, 10)
-    with pytest.raises(FastConvError, match="kernel"):
+    with pytest.raises(KernelError, match="kernel"):
         causal_conv(x, torch.zeros(4, 5, 7))
-    with pytest.raises(FastConvError, match="batch, in, time"):
+    with pytest.raises(KernelError, match="batch, in, time"):
         causal_conv(torch.zeros(3, 10), torch.zeros(4, 3, 7))
-    with pytest.raises(FastConvError, match="dtype"):
+    with pytest.raises(KernelError, match="dtype"):
         causal_conv(x.double(), torch.zeros(4, 3, 7))
-    with pytest.raises(FastConvError, match="P"):
+    with pytest.raises(KernelError, match="P"):
         gauss_kernel(torch.zeros(4, 3, 1), torch.zeros(1, 4, 2, 1), torch.zeros(1, 4, 3, 1), 7)
-    with pytest.raises(FastConvError, match="window"):
+    with pytest.raises(KernelError, match="window"):
         gauss_kernel(torch.zeros(4, 3, 1), torch.zeros(12), torch.zeros(12), 0)
-    with pytest.raises(FastConvError, match="tau"):
+    with pytest.raises(KernelError, match="tau"):
         lif_multistep(torch.zeros(5, 2, 3), 1.0, 1.0)
 
 
@@ -321,18 +322,18 @@ def test_lif_loops_run_serially_and_restore_the_thread_count():
     """The per-time-step loops run in one thread for small slices (thread wake-ups cost
     more than such ops) and leave torch's thread count as they found it, also when the
     loop raises; large slices keep the threads."""
-    from neurodelay.train import fastconv
+    from neurodelay.train import lif
 
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        with fastconv._serial_steps(256 * 256):
+        with lif._serial_steps(256 * 256):
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
-        with fastconv._serial_steps(fastconv.SERIAL_STEP_MAX_NUMEL + 1):
+        with lif._serial_steps(lif.SERIAL_STEP_MAX_NUMEL + 1):
             assert torch.get_num_threads() == 2
         with pytest.raises(RuntimeError, match="boom"):
-            with fastconv._serial_steps(10):
+            with lif._serial_steps(10):
                 raise RuntimeError("boom")
         assert torch.get_num_threads() == 2
         x = (torch.randn(30, 4, 9) + 0.4).requires_grad_()

@@ -1,6 +1,6 @@
-"""Fast, exact replacements for the two hot spots of DelaySNN training on CPU.
+"""The learned-delay synapses' hot spot on CPU: the Gaussian DCLS convolution.
 
-1. :func:`delay_conv` -- the dcls ``Dcls1d(version="gauss")`` causal delay convolution,
+:func:`delay_conv` -- the dcls ``Dcls1d(version="gauss")`` causal delay convolution,
    ``DelaySynapses.conv(F.pad(x, (window - 1, 0)))``, computed as
 
        y = iDFT_T( DFT(K)[f] @ DFT(x)[f] )      for every frequency bin f,
@@ -31,23 +31,12 @@
    :mod:`neurodelay.train.intdelay` (float32 for training and eval, float64 sums for
    verify: see its docstring for the precision policy).
 
-2. :func:`lif_multistep` -- spikingjelly's multi-step LIFNode (decay_input=False,
-   hard reset to 0, ATan surrogate, detach_reset=True): the same forward arithmetic
-   (bit-equal spikes and membranes), the same surrogate gradient, in one autograd
-   node whose forward and backward loops touch one (B, C) slice per step with a few
-   fused ops and no boolean-mask ops (slow on CPU). ~2x faster than spikingjelly's.
-   Without a gradient to compute (evaluation) the same operations run without keeping
-   the (T, B, ...) state for a backward pass.
-
 Shapes follow model.py: the convolution takes and returns (B, C, T); the result is a
 permuted view of a (T, B, C) tensor, so ``y.permute(2, 0, 1)`` (what DelaySNN does
-next) is free. ``lif_multistep`` is time-major (T, B, ...) like spikingjelly.
+next) is free.
 """
 from __future__ import annotations
 
-from neurodelay.errors import KernelError as FastConvError
-
-import contextlib
 import math
 import threading
 from functools import lru_cache
@@ -55,6 +44,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from neurodelay.errors import KernelError
 
 DCLS_SIG_OFFSET = 0.27      # dcls: sigma = |SIG| + 0.27
 DCLS_NORM_EPS = 1e-7        # dcls: kernel / (sum + 1e-7)
@@ -69,17 +60,17 @@ TAP_FLOOR = 1e-20
 # ----------------------------------------------------------------------------- kernel
 def _as_matrix(t: torch.Tensor, n_out: int, n_in: int, name: str) -> torch.Tensor:
     if t.numel() != n_out * n_in:
-        raise FastConvError(f"{name}: expected {n_out * n_in} elements ({n_out} out x {n_in} "
+        raise KernelError(f"{name}: expected {n_out * n_in} elements ({n_out} out x {n_in} "
                             f"in, any of the dcls shapes), got shape {tuple(t.shape)}")
     return t.reshape(n_out, n_in)
 
 
 def _kernel_shapes(weight, P, SIG, window):
     if weight.dim() not in (2, 3) or (weight.dim() == 3 and weight.shape[2] != 1):
-        raise FastConvError(f"weight: expected (out, in) or dcls' (out, in, 1), got shape "
+        raise KernelError(f"weight: expected (out, in) or dcls' (out, in, 1), got shape "
                             f"{tuple(weight.shape)}")
     if int(window) < 1:
-        raise FastConvError(f"window must be >= 1, got {window}")
+        raise KernelError(f"window must be >= 1, got {window}")
     n_out, n_in = int(weight.shape[0]), int(weight.shape[1])
     return (weight.reshape(n_out, n_in), _as_matrix(P, n_out, n_in, "P"),
             _as_matrix(SIG, n_out, n_in, "SIG"), int(window))
@@ -415,12 +406,12 @@ class _SpectralConv(torch.autograd.Function):
 
 def _check_conv_args(x: torch.Tensor, kernel: torch.Tensor):
     if x.dim() != 3:
-        raise FastConvError(f"x: expected (batch, in, time), got shape {tuple(x.shape)}")
+        raise KernelError(f"x: expected (batch, in, time), got shape {tuple(x.shape)}")
     if kernel.dim() != 3 or kernel.shape[1] != x.shape[1]:
-        raise FastConvError(f"kernel: expected (out, {x.shape[1]}, window), got shape "
+        raise KernelError(f"kernel: expected (out, {x.shape[1]}, window), got shape "
                             f"{tuple(kernel.shape)} for x of shape {tuple(x.shape)}")
     if not x.is_floating_point() or x.dtype != kernel.dtype:
-        raise FastConvError(f"x ({x.dtype}) and kernel ({kernel.dtype}) must share one "
+        raise KernelError(f"x ({x.dtype}) and kernel ({kernel.dtype}) must share one "
                             f"floating dtype; convert x with x.to(kernel.dtype)")
 
 
@@ -459,7 +450,7 @@ def spectral_conv(x: torch.Tensor, spec: torch.Tensor, mats: DFTMatrices,
     n_bins = mats.ax.shape[0] // 2
     if spec.dim() != 3 or spec.shape[0] not in (2 * n_bins, 3 * n_bins) or (
             weight is not None and spec.shape[0] != 3 * n_bins):
-        raise FastConvError(f"spec: expected (3F, out, in) or, without weight, (2F, out, "
+        raise KernelError(f"spec: expected (3F, out, in) or, without weight, (2F, out, "
                             f"in) with F = {n_bins}, got {tuple(spec.shape)}")
     keep = torch.is_grad_enabled() and (spec.requires_grad or (
         weight is not None and weight.requires_grad))
@@ -473,138 +464,3 @@ def delay_conv(x: torch.Tensor, weight, P, SIG, window: int) -> torch.Tensor:
     (B, out, T). Differentiable w.r.t. x, weight and P (not SIG).
     """
     return causal_conv(x, gauss_kernel(weight, P, SIG, window))
-
-
-# ----------------------------------------------------------------------------- LIF
-# The LIF loops run one small op per time step on a (B, ...) slice. Split over threads,
-# each op wakes the other threads and waits for them: with OMP_WAIT_POLICY=PASSIVE (what
-# benchmarks/bench.py sets, advised on shared machines) or a busy machine that costs more
-# than the op itself. Measured, 2 threads, PASSIVE, T = 100, slices of 256 x 256: the
-# inference loop 31 -> 5.9 ms in one thread, training forward + backward 71 -> 31 ms;
-# with libgomp's default spinning one thread is ~10 % slower at that size. From slices
-# of 256 x 1024 on, threads win: such loops keep them.
-SERIAL_STEP_MAX_NUMEL = 1 << 17
-
-
-@contextlib.contextmanager
-def _serial_steps(step_numel: int):
-    """Run the enclosed per-time-step loop in this thread alone when its slices have at
-    most SERIAL_STEP_MAX_NUMEL elements; torch's thread count is restored afterwards.
-    (OpenMP's thread count is per calling thread, so other threads are not affected.)"""
-    n = torch.get_num_threads()
-    if n == 1 or step_numel > SERIAL_STEP_MAX_NUMEL:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-def lif_multistep(x: torch.Tensor, tau: float, threshold: float, alpha: float = 5.0,
-                  return_v: bool = False):
-    """spikingjelly LIFNode(decay_input=False, v_reset=0, ATan(alpha), detach_reset=True).
-
-    x (T, B, ...) input currents -> spikes (T, B, ...) [, membrane after reset, what
-    LIFNode stores as ``v_seq``]. The forward arithmetic is spikingjelly's (spikes and
-    membranes bit-equal); the gradient is its surrogate rule
-    dS/dH = (alpha/2) / (1 + (pi/2 * alpha * (H - threshold))^2), reset detached.
-    """
-    if x.dim() < 2:
-        raise FastConvError(f"x: expected time-major (T, batch, ...), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise FastConvError(f"x: expected a floating tensor, got {x.dtype}")
-    if not (math.isfinite(tau) and tau > 1.0):
-        raise FastConvError(f"tau must be finite and > 1 (spikingjelly's rule), got {tau}")
-    if not (torch.is_grad_enabled() and x.requires_grad):
-        return _lif_inference(x, float(tau), float(threshold), bool(return_v))
-    out = _LIFFn.apply(x, float(tau), float(threshold), float(alpha), bool(return_v))
-    return out
-
-
-def _lif_steps(x: torch.Tensor, tau: float, threshold: float, want_v: bool, keep: bool):
-    """The LIF forward, one (B, ...) slice per step: (spikes, membranes or None, pre-reset
-    state -h or None). The one home of the forward arithmetic, for training and evaluation.
-
-    ``keep`` (training): the pre-reset state of every step is kept, (T, B, ...), for the
-    backward pass. Without it (evaluation) it lives in two slice-sized buffers that stay
-    in cache and the reset runs in place; the same operations on the same values, so
-    spikes and membranes are bit-equal either way. Spikes are written straight as floats
-    (a bool tensor + ``.to()`` costs ~3x such a pass); v = h where it did not fire, +0
-    where it did (-0 + 0 = +0)."""
-    spikes = torch.empty_like(x, memory_format=torch.contiguous_format)
-    v = torch.empty_like(spikes) if want_v else None
-    tau_t = torch.tensor(tau, dtype=x.dtype, device=x.device)
-    step = dict(dtype=x.dtype, device=x.device)
-    states = torch.empty_like(spikes) if keep else None
-    bufs = None if keep else (torch.empty(x.shape[1:], **step), torch.empty(x.shape[1:], **step))
-    n = torch.zeros(x.shape[1:], **step)                               # -v
-    with _serial_steps(n.numel()):
-        for t in range(x.shape[0]):
-            nh = states[t] if keep else bufs[t % 2]                    # never n's buffer
-            torch.addcdiv(n, n, tau_t, value=-1.0, out=nh)             # n - n / tau
-            nh.sub_(x[t])                                              # -h
-            torch.le(nh, -threshold, out=spikes[t])
-            # reset: a new tensor where the state is kept, else in place
-            n = F.threshold(nh, -threshold, 0.0) if keep else F.threshold_(nh, -threshold, 0.0)
-            if want_v:
-                torch.neg(n, out=v[t]).add_(0.0)
-    return spikes, v, states
-
-
-def _lif_inference(x: torch.Tensor, tau: float, threshold: float, want_v: bool):
-    """The forward of :class:`_LIFFn` when no gradient is needed (evaluation): nothing kept
-    for a backward pass (see :func:`_lif_steps`)."""
-    spikes, v, _ = _lif_steps(x, tau, threshold, want_v, keep=False)
-    return (spikes, v) if want_v else spikes
-
-
-class _LIFFn(torch.autograd.Function):
-    """Spikes (surrogate gradient) [and membrane sequence] of a LIF layer, one autograd node.
-
-    The state is kept negated, n = -v, so the reset is one ``F.threshold`` (keep n where
-    n > -threshold, i.e. h < threshold, else 0) instead of slow boolean-mask ops; negation
-    is exact, so n - n/tau - x = -(v - v/tau + x) bit for bit. Every step works on one
-    (B, C) slice that stays in cache; the backward also runs step by step:
-        dh[t] = dS[t] * sg(h[t] - th) + (dV[t] + carry) * (1 - S[t]),  carry = dh - dh/tau.
-    """
-
-    @staticmethod
-    def forward(ctx, x, tau, threshold, alpha, want_v):
-        spikes, v, nh = _lif_steps(x, tau, threshold, want_v, keep=True)
-        ctx.save_for_backward(nh, spikes)
-        ctx.tau, ctx.threshold, ctx.alpha, ctx.want_v = tau, threshold, alpha, want_v
-        return (spikes, v) if want_v else spikes
-
-    @staticmethod
-    def backward(ctx, g_s, g_v=None):
-        nh, spikes = ctx.saved_tensors
-        th = ctx.threshold
-        tau_t = torch.tensor(ctx.tau, dtype=nh.dtype, device=nh.device)
-        one = torch.ones((), dtype=nh.dtype, device=nh.device)
-        c, half_alpha = math.pi / 2 * ctx.alpha, ctx.alpha / 2
-        gx = torch.empty_like(nh)
-        z = torch.empty_like(nh[0])
-        den = torch.empty_like(nh[0])
-        carry = None
-        with _serial_steps(z.numel()):
-            for t in range(nh.shape[0] - 1, -1, -1):
-                cin = carry
-                if g_v is not None:
-                    cin = g_v[t] if cin is None else cin + g_v[t]
-                gt = gx[t]
-                masked = None if cin is None else torch.addcmul(cin, cin, spikes[t], value=-1.0)
-                if g_s is not None:
-                    torch.add(nh[t], th, out=z).mul_(c)                      # -(h - th) * c
-                    torch.addcmul(one, z, z, out=den)                         # 1 + z^2
-                    if masked is None:
-                        torch.div(g_s[t], den, out=gt).mul_(half_alpha)
-                    else:
-                        torch.addcdiv(masked, g_s[t], den, value=half_alpha, out=gt)
-                elif masked is None:
-                    gt.zero_()
-                else:
-                    gt.copy_(masked)
-                carry = torch.addcdiv(gt, gt, tau_t, value=-1.0)              # dh - dh / tau
-        return gx, None, None, None, None
