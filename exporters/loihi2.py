@@ -41,13 +41,17 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from neurodelay._io import atomic_path
 from neurodelay.core.network import QLayer, QNetwork
+from neurodelay.core.network_io import save_network
 from neurodelay.errors import ExportError
 from neurodelay.hw import fixedpoint as fp
+from neurodelay.hw.resources import resource_report
 from neurodelay.hw.target import arith, target_of
+from neurodelay.sim.lavarun import open_netx
 
 # ------------------------------------------------------------------ netx arithmetic
 
@@ -120,7 +124,6 @@ def _tag(k: int, name: str) -> str:
 def check_limits(qnet: QNetwork, target=None) -> list[str]:
     """Every limit ``qnet`` violates on ``target`` (default: its own): the resource report's
     violations, which include every integer field (neurodelay.hw.fixedpoint)."""
-    from neurodelay.hw.resources import resource_report
 
     if target is None:
         target = target_of(qnet)
@@ -130,7 +133,6 @@ def check_limits(qnet: QNetwork, target=None) -> list[str]:
 # ------------------------------------------------------------------ writing
 
 def _atomic_h5(path: Path, write) -> None:
-    import h5py
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         write(f)
 
@@ -236,7 +238,6 @@ def netx_readme(netx: NetxFile, qnet: QNetwork) -> str:
 def load_check(path, input_message_bits: int, n_layers: int) -> int:
     """Load the netx file with lava-dl (builds the processes, runs nothing); return its
     layer count, or ExportError."""
-    from neurodelay.sim.lavarun import open_netx
     try:
         net = open_netx(path, input_message_bits)
     except Exception as e:  # noqa: BLE001 - re-raised with context
@@ -280,7 +281,6 @@ def export(net, out_path, *, clip_delays: bool = False, strict_netx: bool = True
         n_clipped = int(rep.changes["clipped"])
     netx = write_netx(qnet, out_path, input_message_bits=input_message_bits,
                       strict=strict_netx)
-    from neurodelay.core.network_io import save_network
     qpath = out_path.with_name(out_path.stem + ".qnet.h5")
     save_network(qnet, qpath)
     n = load_check(out_path, input_message_bits, len(qnet.layers)) if verify else None

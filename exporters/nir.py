@@ -62,6 +62,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import nir
 import numpy as np
 
@@ -69,6 +70,7 @@ from neurodelay import __version__ as _ND_VERSION
 from neurodelay._io import atomic_path
 from neurodelay.core.network import Network, QNetwork
 from neurodelay.errors import NirExportError
+from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.target import arith
 
 __all__ = ["NirExportError", "export", "to_nir", "nir_node_counts", "VARIANTS", "SCHEMAS"]
@@ -135,7 +137,6 @@ def _float_specs(net: Network) -> list[_LayerSpec]:
 def _quantized_specs(qnet: QNetwork) -> list[_LayerSpec]:
     """The float equivalent of a QNetwork, with the integer rules of its target
     (:mod:`neurodelay.hw.fixedpoint`: Lava's effective weights, decay fractions, shifts)."""
-    from neurodelay.hw import fixedpoint as fp
 
     a = arith(qnet)
     specs = []
@@ -314,7 +315,6 @@ _NO_RESET_IN_104 = ("LIF", "IF", "CubaLIF")
 def _write_schema_104(path, graph: nir.NIRGraph) -> None:
     """Write ``graph`` in the nir 1.0.4 HDF5 layout (what nir <= 1.0.4's ``read`` accepts):
     the same groups as nir.write, without the ``v_reset`` datasets 1.0.4 does not know."""
-    import h5py
 
     def node_dict(node) -> dict:
         d = node.to_dict()

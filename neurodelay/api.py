@@ -1,15 +1,19 @@
 """Notebook-level API: every CLI command is a thin wrapper over one function here."""
 from __future__ import annotations
 
+import math
+import os
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from neurodelay import data as D
 from neurodelay import options as O
-from neurodelay.data import DataConfig, load_splits
+from neurodelay.data import DataConfig, load_splits, pad_batch
 from neurodelay.data.rundata import run_test_data
 from neurodelay.errors import OptionError
+from neurodelay.runs import open_run
 from neurodelay.threads import torch_threads
 from neurodelay.train.loaders import float_network, load_model
 from neurodelay.train.model import ModelConfig, widen_for_parameter_parity
@@ -216,7 +220,6 @@ def _shown(value) -> str:
 
 
 def _same_float(a, b) -> bool:
-    import math
 
     try:
         a, b = float(a), float(b)
@@ -226,7 +229,6 @@ def _same_float(a, b) -> bool:
 
 
 def _same_path(a, b) -> bool:
-    import os
 
     if a is None or b is None:
         return a is None and b is None
@@ -260,9 +262,7 @@ def check_resume_options(out, **options) -> None:
     and the given one. ``--preset`` stands for its values of the options not given. No
     config.json in ``out``: nothing to compare (the trainer says there is nothing to
     resume)."""
-    from dataclasses import asdict
 
-    from neurodelay.runs import open_run
 
     given = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(given) - set(DATA_KEYS) - set(MODEL_KEYS))
@@ -426,7 +426,6 @@ def evaluate_run(run, test_file=None, batch_size=256) -> dict:
     A test file of other classes than the model's is a DataError; data or a model that
     would need more memory than ``NEURODELAY_MAX_GIB`` is a ResourceLimitError.
     """
-    from neurodelay.runs import open_run
 
     batch_size = O.check_int(batch_size, "--batch-size", "the evaluation batch size", lo=1)
     r = open_run(run)
@@ -452,7 +451,6 @@ def evaluate_run(run, test_file=None, batch_size=256) -> dict:
 def _evaluate_deployable(r, status, test_file, batch_size) -> dict:
     """Accuracy of a fine-tuned run (its integers on the bit-accurate simulator: what the
     chip computes) or of an imported run (its float network)."""
-    from neurodelay.data import pad_batch
 
     ds = run_test_data(r, test_file)
     x = pad_batch(ds.samples, pad_to=ds.max_steps)

@@ -25,8 +25,10 @@ through a symbolic link in a run folder (:func:`neurodelay._io.refuse_links`).
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -37,6 +39,7 @@ from pathlib import Path
 from neurodelay._io import inside, refuse_links
 from neurodelay.core.network_io import load_network
 from neurodelay.errors import RunError
+from neurodelay.untrusted import load_torch_file
 
 KINDS = ("trained", "finetuned", "imported")
 LOCK_FILE = ".lock"
@@ -103,7 +106,6 @@ def load_checkpoint(path, what: str = "checkpoint") -> dict:
     (:func:`neurodelay.untrusted.load_torch_file`: tensors and plain data only, never
     code), with a RunError for every bad file (zero bytes, truncated, garbage, a pickled
     object, not a dict)."""
-    from neurodelay.untrusted import load_torch_file
 
     path = Path(path)
     if not path.is_file():
@@ -271,7 +273,6 @@ class RunLock:
     _fd: int | None = None
 
     def __enter__(self) -> "RunLock":
-        import fcntl
 
         self.path = Path(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -304,7 +305,6 @@ class RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
-        import fcntl
 
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -422,7 +422,6 @@ def _restore(out: Path, aside: Path) -> None:
 
 
 def _remove(p: Path) -> None:
-    import shutil
 
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p)          # rmtree removes links inside, never their targets

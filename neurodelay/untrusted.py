@@ -28,8 +28,13 @@ layer); torch and h5py are imported by the functions that need them.
 from __future__ import annotations
 
 import math
+import pickle
 import unicodedata
+import zipfile
 from pathlib import Path
+
+import h5py
+import numpy as np
 
 from neurodelay.errors import NeurodelayError
 from neurodelay.options import GIB, check_memory
@@ -77,7 +82,6 @@ def _fmt_bytes(n: float) -> str:
 def check_h5(f, path, error=NeurodelayError, *, what: str = "HDF5 file") -> dict:
     """Refuse what the module docstring lists in the open h5py file ``f``; returns
     ``{name: declared bytes}`` of its datasets. ``error`` is the caller's error class."""
-    import h5py
 
     path = Path(path)
     problems: list[str] = []
@@ -124,7 +128,6 @@ def check_h5(f, path, error=NeurodelayError, *, what: str = "HDF5 file") -> dict
 
 
 def _check_dataset(ds, name: str, problems: list, sizes: dict) -> None:
-    import h5py
 
     shown = printable(name)
     dcpl = ds.id.get_create_plist()
@@ -164,7 +167,6 @@ def _check_dataset(ds, name: str, problems: list, sizes: dict) -> None:
 def open_h5(path, error=NeurodelayError, *, what: str = "HDF5 file"):
     """Open ``path`` read-only as HDF5 after :func:`check_h5`; an ``error`` naming the
     file for every failure (missing, not HDF5, truncated, refused content)."""
-    import h5py
 
     path = Path(path)
     if not path.is_file():
@@ -191,7 +193,6 @@ def check_h5_file(path, error=NeurodelayError, *, what: str = "HDF5 file") -> No
 def _numpy_globals() -> list:
     """numpy's array reconstruction, allowed for the numpy RNG state (a uint32 array)
     that checkpoints written before this module existed hold."""
-    import numpy as np
 
     return [np._core.multiarray._reconstruct, np.ndarray, np.dtype,
             np.dtypes.UInt32DType]
@@ -203,10 +204,8 @@ def load_torch_file(path, error=NeurodelayError, *, what: str = "checkpoint"):
     Anything else in the file (a class, a function: what a pickle needs to run code) is
     refused with ``error`` naming it; it is never imported or called.
     """
-    import pickle
-    import zipfile
+    import torch  # local: the HDF5 readers above (data, network files) stay torch-free
 
-    import torch
 
     path = Path(path)
     try:
@@ -236,7 +235,7 @@ def _first_line(e: BaseException) -> str:
 def _unsafe_names(path) -> list[str] | None:
     """The globals (module.name) a torch file would import, read without unpickling;
     None when the file is not a torch zip file at all."""
-    import torch
+    import torch  # local: as in load_torch_file
 
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)

@@ -7,6 +7,7 @@ import numpy as np
 
 from neurodelay.data.dataset import BinnedDataset
 from neurodelay.errors import DataError
+from neurodelay.options import binned_bytes, check_memory
 
 
 def pad_batch(samples: Sequence[np.ndarray], pad_to: int | None = None) -> np.ndarray:
@@ -32,7 +33,6 @@ def pad_batch(samples: Sequence[np.ndarray], pad_to: int | None = None) -> np.nd
             i = int(np.argmax([a.shape[0] for a in arrs]))
             raise DataError(f"pad_batch: sample {i} has {longest} steps > pad_to={t}; raise "
                             f"pad_to or load with max_time to cut samples")
-    from neurodelay.options import binned_bytes, check_memory
 
     check_memory(len(arrs) * binned_bytes(t, c),
                  f"padding {len(arrs):,} samples to {t:,} time steps x {c} channels",

@@ -30,6 +30,8 @@ import numpy as np
 
 from neurodelay._io import atomic_path
 from neurodelay.errors import DataError
+from neurodelay.options import binned_bytes, check_memory
+from neurodelay.untrusted import check_h5, printable
 
 WHERE_TO_GET = (
     "SHD and SSC are published by the Zenke lab (Cramer et al. 2020, \"The Heidelberg "
@@ -65,7 +67,6 @@ def _open_h5(path: Path) -> h5py.File:
     """Open read-only, turning every failure into a DataError that says how to fix it;
     links, external storage and oversized declarations are refused before anything is
     read (:func:`neurodelay.untrusted.open_h5`)."""
-    from neurodelay.untrusted import check_h5
 
     if not path.is_file():
         raise DataError(f"{str(path)!r}: file not found. {WHERE_TO_GET}")
@@ -157,7 +158,6 @@ def _check_binned_size(path: Path, start: int, lengths: np.ndarray, entries_befo
     """Refuse (ResourceLimitError) before binning would allocate more than the limit
     (:mod:`neurodelay.options`): the binned data set (float32) plus this chunk's integer
     counts (int64), estimated from the sample lengths in steps."""
-    from neurodelay.options import binned_bytes, check_memory
 
     chunk = int(lengths.sum())
     total = int(entries_before) + chunk
@@ -218,7 +218,6 @@ def _as_index(values: np.ndarray, path: Path, key: str, what: str) -> np.ndarray
 def _read_labels(f: h5py.File, path: Path, n: int):
     """labels (int64), class names, speakers (or None), validated; shapes are checked
     before anything is read, and no more than :data:`MAX_CLASSES` classes are accepted."""
-    from neurodelay.untrusted import printable
 
     labels = _as_index(_small_dataset(f, "labels", path, n, 0, "class indices"), path,
                        "labels", "class indices")

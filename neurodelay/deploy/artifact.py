@@ -37,17 +37,24 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+import warnings as _w
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
+from neurodelay import __version__, passes
 from neurodelay._io import disk_full_error, inside, make_dirs, refuse_links, remove_empty_dirs
 from neurodelay.core.network import QNetwork
 from neurodelay.core.network_io import load_network, save_network
+from neurodelay.data import load_binned, pad_batch
 from neurodelay.data.rundata import run_data_config, run_train_data
-from neurodelay.errors import ArtifactError
-from neurodelay.hw.target import arith
+from neurodelay.errors import ArtifactError, OptionError, TargetError
+from neurodelay.exporters import get_exporter
+from neurodelay.exporters.loihi2 import load_check, netx_layer, netx_readme, write_netx
+from neurodelay.hw.resources import check_fits
+from neurodelay.hw.target import arith, load_target
+from neurodelay.runs import Run, open_run, read_json
 from neurodelay.train.loaders import float_network
 from neurodelay.untrusted import open_h5
 
@@ -156,7 +163,6 @@ class DeployReport:
         if d.get("format_version") != FORMAT_VERSION:
             raise ArtifactError(f"{where}: deploy report version {d.get('format_version')} "
                                 f"is not supported (this neurodelay reads {FORMAT_VERSION})")
-        from dataclasses import MISSING, fields
 
         names = {f.name for f in fields(cls)}
         missing = sorted(f.name for f in fields(cls) if f.name not in d
@@ -206,7 +212,6 @@ class DeployOptions:
     calib_file: str | None = None
 
     def __post_init__(self):
-        from neurodelay.errors import OptionError
 
         if int(self.calib_samples) < 1:
             raise OptionError(f"--calib-samples {self.calib_samples}: must be >= 1 (training "
@@ -225,8 +230,6 @@ class DeployOptions:
 def _target_folder_name(tgt) -> str:
     """The target's name, plus a short digest when the description differs from the
     built-in target of that name (a modified copy must not share its folder)."""
-    from neurodelay.errors import TargetError
-    from neurodelay.hw.target import load_target
 
     try:
         builtin = load_target(tgt.name)
@@ -243,7 +246,6 @@ def _target_folder_name(tgt) -> str:
 def default_folder(run, options: DeployOptions) -> Path:
     """``RUN/deploy/<target>[-w<bits>][-clip][-calib<n>s<seed>]``: one folder per target
     and set of non-default options, so verify finds what export wrote."""
-    from neurodelay.hw.target import load_target
 
     tgt = load_target(options.target)
     name = _target_folder_name(tgt)
@@ -264,7 +266,6 @@ def default_folder(run, options: DeployOptions) -> Path:
 def calibration_data(run, options: DeployOptions, log=None):
     """(x_padded or None, Calibration): a seeded subset of the run's training split, or
     of ``options.calib_file``; never test or validation data."""
-    from neurodelay.data import load_binned, pad_batch
 
     if options.calib_file:
         dc = run_data_config(run)
@@ -308,8 +309,6 @@ def _source(run) -> dict:
 def quantize_run(run, options: DeployOptions, log=None):
     """(qnet, float network or None, quant report or None, delay report, Calibration):
     the quantized network of a run on a target, computed as :func:`build_artifact` does."""
-    from neurodelay import passes
-    from neurodelay.hw.target import load_target
 
     tgt = load_target(options.target)
     if run.kind == "finetuned":
@@ -344,7 +343,6 @@ def quantize_run(run, options: DeployOptions, log=None):
                                   "to 0 and see the cost)")
     net_d, drep = passes.check_delays(net, tgt.max_delay, clip=options.clip_delays)
     x, cal = calibration_data(run, options, log)
-    import warnings as _w
     with _w.catch_warnings():
         _w.simplefilter("ignore")                # collected in the report instead
         qnet, qrep = passes.quantize(net_d, tgt, data=x, weight_bits=options.weight_bits)
@@ -353,7 +351,6 @@ def quantize_run(run, options: DeployOptions, log=None):
 
 
 def _write_nir(net, path) -> None:
-    from neurodelay.exporters import get_exporter
 
     get_exporter("nir")(net, path)
 
@@ -364,11 +361,6 @@ def build_artifact(run, options: DeployOptions | None = None, out=None, *,
     (default :func:`default_folder`). A network that breaks the target's limits is
     refused (FitError listing every violation) and nothing is written. An existing
     artifact folder at ``out`` is replaced; any other non-empty folder is refused."""
-    from neurodelay import __version__
-    from neurodelay.exporters.loihi2 import load_check, netx_readme, write_netx
-    from neurodelay.hw.resources import check_fits
-    from neurodelay.hw.target import load_target
-    from neurodelay.runs import Run, open_run
 
     say = log or (lambda m: None)
     options = options or DeployOptions()
@@ -497,7 +489,6 @@ def _replace_folder(tmp: Path, out: Path) -> None:
 def load_artifact(folder) -> Artifact:
     """Read an artifact folder and check it is intact: the quantized network's hash must
     equal the report's, and the netx file must hold exactly that network."""
-    from neurodelay.runs import read_json
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -529,7 +520,6 @@ def load_artifact(folder) -> Artifact:
 def _check_netx_matches(art: Artifact) -> None:
     """The netx file must hold the arrays the exporter derives from the quantized
     network (so the file Lava runs is the network that was hashed)."""
-    from neurodelay.exporters.loihi2 import netx_layer
 
     a = arith(art.qnet)
     path = art.netx_path
@@ -565,7 +555,6 @@ def _check_netx_matches(art: Artifact) -> None:
 def artifact_for(run, options: DeployOptions, *, build: bool = True, log=None) -> Artifact:
     """The run's artifact for these options: loaded from :func:`default_folder` if it is
     there and was built from the run's current model, else built there (``build``)."""
-    from neurodelay.runs import Run, open_run
 
     run = run if isinstance(run, Run) else open_run(run)
     folder = default_folder(run.path, options)

@@ -31,9 +31,23 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from neurodelay.data import pad_batch
 from neurodelay.data.rundata import run_test_data
+from neurodelay.deploy.artifact import (
+    DEFAULT_CALIB_SAMPLES,
+    DeployOptions,
+    artifact_for,
+    load_artifact,
+)
+from neurodelay.errors import OptionError
+from neurodelay.exporters.loihi2 import input_message_bits_for
+from neurodelay.hw.resources import format_resource_report
+from neurodelay.options import check_tolerance
+from neurodelay.runs import open_run
+from neurodelay.sim import bitsim, floatsim
 from neurodelay.train.loaders import float_network, load_model
 
 
@@ -105,7 +119,6 @@ PYTORCH_PATH_HW = "hardware-exact model (the chip's integer arithmetic in float6
 def _reference_model(run):
     """(name, model or None, path): the PyTorch model verify compares against and how it
     computes. A trained DelaySNN is switched to its exact float64 discrete path."""
-    import torch
 
     if run.kind == "trained":
         model = load_model(run)
@@ -127,18 +140,7 @@ def verify_run(run=None, target: str = "loihi2", *, artifact=None, test_file=Non
     the test split unless ``run``/``test_file`` say otherwise); else the run's artifact
     for ``target`` and the deploy options, built first if it does not exist yet.
     """
-    from tqdm.auto import tqdm
 
-    from neurodelay.deploy.artifact import (
-        DEFAULT_CALIB_SAMPLES,
-        DeployOptions,
-        artifact_for,
-        load_artifact,
-    )
-    from neurodelay.errors import OptionError
-    from neurodelay.options import check_tolerance
-    from neurodelay.runs import open_run
-    from neurodelay.sim import bitsim, floatsim
 
     tolerance = check_tolerance(tolerance)      # before any file is read or written
     if artifact is not None:
@@ -265,14 +267,12 @@ def drop_exceeds(lost: int, n: int, tolerance_pp: float) -> bool:
     percentage points, counted in whole samples (0.5 pp of 400 samples is 2 samples;
     floating point must not turn 2 lost samples into 0.500000001 pp). A tolerance that
     is not a finite number >= 0 is an OptionError (NaN would never exceed: always PASS)."""
-    from neurodelay.options import check_tolerance
 
     return 100 * int(lost) > check_tolerance(tolerance_pp) * int(n) + 1e-9
 
 
 def _forward(model, x: np.ndarray):
     """(readout membrane (B, T, C) numpy, hidden spikes list of (B, T, n) numpy)."""
-    import torch
 
     with torch.no_grad():
         u, spikes = model(torch.from_numpy(x), discrete=True, record=True)
@@ -282,7 +282,6 @@ def _forward(model, x: np.ndarray):
 def _compare_exact(qnet, x, u_pt, spk_pt, exact: dict) -> np.ndarray:
     """Fine-tuned runs: the model's readout and hidden spikes must equal bitsim's.
     Returns bitsim's predictions for x (so the chunk is simulated once)."""
-    from neurodelay.sim import bitsim
 
     L = len(qnet.layers)
     T = x.shape[1]
@@ -297,14 +296,12 @@ def _compare_exact(qnet, x, u_pt, spk_pt, exact: dict) -> np.ndarray:
 
 
 def _message_bits_needed(qnet, x: np.ndarray) -> int:
-    from neurodelay.exporters.loihi2 import input_message_bits_for
 
     return input_message_bits_for(x, qnet.input_scale)
 
 
 def format_verify(r: VerifyResult) -> str:
     """The table `neurodelay verify` prints."""
-    from neurodelay.hw.resources import format_resource_report
 
     lines = [f"verify {r.run} on target {r.target}: {r.n} samples x {r.steps} steps "
              f"({r.test})",

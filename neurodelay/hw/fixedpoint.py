@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 from neurodelay.errors import FixedPointError
 
@@ -293,7 +294,6 @@ def wrap_current(c, a: Arith):
     m = a.state_max
     if isinstance(c, np.ndarray):
         return np.where(c > m, c - 2 * m, np.where(c <= -m, c + 2 * m, c))
-    import torch
 
     return torch.where(c > m, c - 2 * m, torch.where(c <= -m, c + 2 * m, c))
 

@@ -45,6 +45,6 @@ __all__ = [
 
 def node_map(dt: float, discretization: str = "euler", **kw) -> dict:
     """nirtorch node map (see :mod:`neurodelay.nir.torchmap`; imports torch)."""
-    from neurodelay.nir.torchmap import node_map as _node_map
+    from neurodelay.nir.torchmap import node_map as _node_map  # local: torch only when asked
 
     return _node_map(dt, discretization, **kw)

@@ -25,6 +25,7 @@ from pathlib import Path
 import nir
 import numpy as np
 
+from neurodelay import data as D
 from neurodelay.errors import NirImportError
 from neurodelay.nir.graph import (
     DEFAULT_MAX_DELAY_STEPS,
@@ -37,7 +38,7 @@ from neurodelay.nir.graph import (
     read_graph,
     view,
 )
-from neurodelay.nir.importer import check_time_constants
+from neurodelay.nir.importer import check_time_constants, input_layout
 from neurodelay.sim.floatsim import readout_scores
 
 
@@ -248,8 +249,6 @@ def run_test_file(graph_or_path, test_file, dt: float | None = None,
     """Bin an SHD-layout file with the graph's dt and input layout, run every sample
     (zero-padded to the longest), and return {"accuracy", "n", "predictions", "labels",
     "n_channels", "channel_bin", "dt", "discretization"}."""
-    from neurodelay import data as D
-    from neurodelay.nir.importer import input_layout
 
     prog = _program(graph_or_path, dt, discretization, max_delay_steps)
     n_channels, channel_bin = input_layout(prog.n_in, n_channels, channel_bin,

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import nir
 import numpy as np
 
@@ -70,7 +71,6 @@ def read_graph(path) -> nir.NIRGraph:
     if not path.is_file():
         raise NirImportError(f"{path}: no such file" + (" (it is a folder)" if path.exists()
                                                          else ""))
-    import h5py
 
     def unreadable(e: BaseException) -> NirImportError:
         msg = str(e).splitlines()[0] if str(e) else ""

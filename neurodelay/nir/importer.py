@@ -49,7 +49,9 @@ from pathlib import Path
 import nir
 import numpy as np
 
+from neurodelay._io import atomic_write
 from neurodelay.core.network import Layer, Network, NetworkError
+from neurodelay.core.network_io import save_network
 from neurodelay.errors import NirImportError
 from neurodelay.nir.graph import (
     CONVENTIONS,
@@ -69,6 +71,7 @@ from neurodelay.nir.graph import (
     type_name,
     view,
 )
+from neurodelay.runs import RunLock, new_run
 
 SHD_CHANNELS = 700   # raw channels of an SHD-layout file (the default input layout)
 
@@ -493,9 +496,6 @@ def import_to_run(path, out, dt: float | None = None, discretization: str = "eul
     and ``config.json`` is written last (atomically): a folder with a config is complete.
     Returns {"out", "config", "summary", "notes"}.
     """
-    from neurodelay._io import atomic_write
-    from neurodelay.core.network_io import save_network
-    from neurodelay.runs import RunLock, new_run
 
     log = log or (lambda m: print(m, file=sys.stderr))
     if max_time is not None and not (float(max_time) > 0):

@@ -29,6 +29,7 @@ from neurodelay.nir.graph import (
     delay_steps,
     neuron_factors,
 )
+from neurodelay.nir.importer import check_time_constants
 
 
 def _t(a) -> torch.Tensor:
@@ -123,7 +124,6 @@ def node_map(dt: float, discretization: str = "euler", *,
     disc = check_discretization(discretization)
 
     def neuron(node):
-        from neurodelay.nir.importer import check_time_constants
 
         name = f"<{type(node).__name__}>"
         check_time_constants(node, name)

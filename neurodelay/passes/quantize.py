@@ -61,6 +61,7 @@ from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.target import arith
 from neurodelay.passes.delays import check_delays
 from neurodelay.passes.reports import QuantReport, _check_data, _tag, _target
+from neurodelay.sim import bitsim, floatsim
 
 VTH_MIN_PREFERRED = 16          # quantization policy: raise the exponent while vth < this
 READOUT_HEADROOM = 0.5          # ... and keep the readout membrane within this share of v
@@ -94,7 +95,6 @@ class _Activity:
 def _float_activity(net: Network, x: np.ndarray, batch_size: int = 128) -> _Activity:
     """Max |synaptic input| and max |membrane| per layer of the float model on x (float64,
     in chunks of batch_size samples)."""
-    from neurodelay.sim import floatsim
     L = len(net.layers)
     max_syn, max_u = [0.0] * L, [0.0] * L
     for b0 in range(0, len(x), batch_size):
@@ -310,7 +310,6 @@ def quantize(net: Network, target=None, *, data=None, weight_bits: int | None = 
 
 def _measure(net: Network, qnet: QNetwork, data, rep: QuantReport) -> None:
     """Fill headroom/overflow columns and accuracies from a bit-accurate run on data."""
-    from neurodelay.sim import bitsim, floatsim
     x, labels = data
     T, L = x.shape[1], len(qnet.layers)
     res = bitsim.run(qnet, bitsim.quantize_input(qnet, x), n_steps=T + L, stats=True)

@@ -7,6 +7,8 @@ import numpy as np
 
 from neurodelay.core.network import QNetwork
 from neurodelay.errors import PassError
+from neurodelay.hw.target import load_target
+from neurodelay.sim import floatsim
 
 
 @dataclass
@@ -99,13 +101,11 @@ def _accuracy(net, data) -> float | None:
     if isinstance(net, QNetwork):
         from neurodelay.sim import bitsim
         return bitsim.accuracy(net, x, labels)
-    from neurodelay.sim import floatsim
     return floatsim.accuracy(net, x, labels)
 
 
 def _target(target):
     """A hardware Target from None (Loihi 2), a Target, a name or a TOML path."""
-    from neurodelay.hw.target import load_target
 
     if target is None:
         target = "loihi2"

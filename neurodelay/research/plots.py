@@ -27,8 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from neurodelay._io import atomic_write
+from neurodelay.data.rundata import run_test_data
 from neurodelay.errors import PlotError
-from neurodelay.train.loaders import float_network
+from neurodelay.options import check_int
+from neurodelay.research.study import initial_model
+from neurodelay.runs import RunError, open_run, read_jsonl
+from neurodelay.sim.floatsim import simulate
+from neurodelay.train.loaders import float_network, load_model
 
 PLOT_FILES = ("kernels.png", "delay_histograms.png", "training_curves.png", "raster.png")
 
@@ -47,7 +52,6 @@ def _figure(w: float, h: float):
 
 def read_metrics(run) -> list[dict]:
     """The per-epoch records of ``run/metrics.jsonl`` (a PlotError if missing or empty)."""
-    from neurodelay.runs import RunError, read_jsonl
 
     path = Path(run) / "metrics.jsonl"
     if not path.exists():
@@ -90,9 +94,6 @@ def _sample_synapses(weight: np.ndarray, count: int) -> list[tuple[int, int]]:
 
 
 def plot_kernels(run, path: Path, synapses: int = 4) -> Path:
-    from neurodelay.research.study import initial_model
-    from neurodelay.runs import open_run
-    from neurodelay.train.loaders import load_model
 
     run = Path(run)
     metrics = read_metrics(run)
@@ -215,8 +216,6 @@ def plot_training_curves(run, path: Path) -> Path:
 
 # ------------------------------------------------------------------------------ raster
 def plot_raster(run, path: Path, sample: int = 0, net=None, ds=None) -> Path:
-    from neurodelay.data.rundata import run_test_data
-    from neurodelay.sim.floatsim import simulate
 
     run = Path(run)
     net = net if net is not None else float_network(run)
@@ -270,8 +269,6 @@ def plot_run(run, *, sample: int = 0, synapses: int = 4, out_dir=None) -> list[P
     ``sample`` (0 .. test samples - 1) and ``synapses`` (1 .. 16) are checked, and the
     run's files read, before any figure is written.
     """
-    from neurodelay.data.rundata import run_test_data
-    from neurodelay.options import check_int
 
     sample = check_int(sample, "--sample", "the test sample of the spike raster", lo=0)
     synapses = check_int(synapses, "--synapses", "the synapses per layer in the kernel "

@@ -32,6 +32,7 @@ parameter counts, and writes ``report.md``, ``report.csv`` and ``report.png`` in
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import math
@@ -39,9 +40,16 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
+from scipy import stats
+from tqdm.auto import tqdm
 
+from neurodelay import api
 from neurodelay._io import atomic_write
-from neurodelay.errors import AblationError, ReportError
+from neurodelay.errors import AblationError, ReportError, RunError
+from neurodelay.options import SEED_MAX, check_int, check_int_list, check_threads
+from neurodelay.runs import open_run, read_json
+from neurodelay.train.model import DelaySNN, ModelConfig
 
 # name -> (train options, label); in the paper's order (Fig. 5)
 MODELS: dict[str, tuple[dict, str]] = {
@@ -73,9 +81,7 @@ NEUTRAL_OPTIONS = ("threads", "cache_dir")
 
 def _option_defaults() -> dict:
     """Default values of train_run's options (from api.resolve_data / api.make_configs)."""
-    import inspect
 
-    from neurodelay import api
 
     out = {}
     for fn in (api.resolve_data, api.make_configs):
@@ -104,7 +110,6 @@ def _jsonable(options: dict) -> dict:
 
 
 def _seed_list(seeds) -> list[int]:
-    from neurodelay.options import SEED_MAX, check_int, check_int_list
 
     if isinstance(seeds, (int, np.integer, float)) and not isinstance(seeds, bool):
         return list(range(check_int(seeds, "--seeds", "the number of seeds per model "
@@ -131,8 +136,6 @@ def _check_ablation_file(out: Path, record: dict) -> list[int]:
     started = any(out.glob("*/seed*/config.json"))
     if not path.exists() or not started:  # nothing trained yet: options may still change
         return []
-    from neurodelay.errors import RunError
-    from neurodelay.runs import read_json
 
     try:
         old = read_json(path, "the ablation's options")
@@ -172,10 +175,7 @@ def run_ablation(out, seeds, connections: int | None = None, *, models=None,
     Returns one dict per run: model, seed, run (path), action ('skipped'|'resumed'|
     'trained'), test_accuracy (None if the run did not finish).
     """
-    from tqdm.auto import tqdm
 
-    from neurodelay import api
-    from neurodelay.options import check_int, check_threads
 
     bad = sorted(set(train_options) & set(RESERVED_OPTIONS))
     if bad:
@@ -235,10 +235,7 @@ def initial_model(run):
     Exact because ``train()`` seeds torch with the run's seed right before building the
     model and data loading consumes no torch random numbers.
     """
-    import torch
 
-    from neurodelay.runs import open_run
-    from neurodelay.train.model import DelaySNN, ModelConfig
 
     cfg = open_run(run).config
     seed = int(cfg["train"]["seed"])
@@ -296,7 +293,6 @@ def connectivity_label(connections) -> str:
 
 def confidence_interval(values) -> float | None:
     """Half-width of the 95 % CI of the mean (Student t); None for fewer than 2 values."""
-    from scipy import stats
 
     v = np.asarray(values, dtype=np.float64)
     n = len(v)
@@ -313,8 +309,6 @@ def find_runs(root) -> list[Path]:
 
 def collect_runs(root) -> tuple[list[dict], list[str]]:
     """One record per finished run under ``root``; plus notes on skipped folders."""
-    from neurodelay.errors import RunError
-    from neurodelay.runs import read_json
 
     recs, notes = [], []
     for run in find_runs(root):

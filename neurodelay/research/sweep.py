@@ -44,12 +44,19 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from neurodelay import passes
 from neurodelay._io import atomic_write
 from neurodelay.core.network import Network, QNetwork
-from neurodelay.data import rundata
+from neurodelay.data import pad_batch, rundata
+from neurodelay.deploy.artifact import DEFAULT_CALIB_SAMPLES, DeployOptions, calibration_data
 from neurodelay.errors import NeurodelayError, SweepError
+from neurodelay.hw.target import load_target
 from neurodelay.passes import DELAY_MODES, used_delay_max  # noqa: E402,F401
+from neurodelay.runs import open_run
+from neurodelay.sim import bitsim, floatsim
+from neurodelay.train.finetune import FinetuneConfig, finetune
 from neurodelay.train.loaders import float_network
 
 DEFAULT_WEIGHT_BITS = (8, 6, 4, 3, 2)
@@ -136,7 +143,6 @@ def reduce_delays(net: Network, delay_bits: int, mode: str, target_max: int
     """:func:`neurodelay.passes.reduce_delays` with the sweep's errors: the network
     with delays that fit ``delay_bits`` bits, and a dict (mode, delay_bits, max_delay,
     delay_step, delays_changed, largest_delay)."""
-    from neurodelay import passes
 
     try:
         out, rep = passes.reduce_delays(net, delay_bits, mode, target_max)
@@ -175,8 +181,6 @@ def memory_bytes(net: Network | QNetwork, weight_bits: int, delay_bits: int) -> 
 
 def _quant_cell(net_b: Network, target, w: int, b: int, x, labels, calib, f_pred) -> dict:
     """Quantize net_b with w-bit weights and classify x bit-accurately; errors in the cell."""
-    from neurodelay import passes
-    from neurodelay.sim import bitsim
 
     cell = {"accuracy": None, "agreement_with_float": None, "synapses": None,
             "layer_synapses": None, "memory_bytes": None, "n_warnings": 0, "warnings": [], "error": None}
@@ -211,10 +215,7 @@ def sweep_network(net: Network, x, labels, target="loihi2", *,
     exponents from (training data; None: from the weights alone), described by
     ``calib_note``.
     """
-    from tqdm.auto import tqdm
 
-    from neurodelay.hw.target import load_target
-    from neurodelay.sim import floatsim
 
     tgt = load_target(target)
     wbits = parse_bits(weight_bits, "weight bits")
@@ -494,8 +495,6 @@ def finetune_cells(run, out_dir, target, wbits, dbits, *, epochs: int = 10,
     Returns one dict per cell: weight_bits, delay_bits, accuracy (test, bit-accurate),
     post-training and fine-tuned validation accuracy, delay mode chosen, synapses,
     memory_bytes, seconds, run, error."""
-    from neurodelay.runs import open_run
-    from neurodelay.train.finetune import FinetuneConfig, finetune
 
     say = log or (lambda m: None)
     cells = []
@@ -543,9 +542,6 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
     test data. With ``finetune`` every cell is also fine-tuned hardware-exactly
     (:func:`finetune_cells`; result key ``finetuned``). Returns :func:`sweep_network`'s
     dict plus run, test, markdown (the tables) and files (paths written)."""
-    from neurodelay.data import pad_batch
-    from neurodelay.deploy.artifact import DEFAULT_CALIB_SAMPLES, DeployOptions, calibration_data
-    from neurodelay.runs import open_run
 
     r = open_run(run, kinds=("trained", "imported"))
     wbits = parse_bits(weight_bits, "weight bits")      # fail before the slow loading

@@ -55,6 +55,7 @@ by tests/test_lava.py and tests/test_bitsim.py.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 
@@ -484,7 +485,6 @@ def run(qnet: QNetwork, s_in, n_steps: int | None = None, record: bool = False, 
 
 def _blas_threads(n: int | None):
     """Context limiting BLAS threads to n (threadpoolctl, if installed; else no-op)."""
-    import contextlib
     if n is None:
         return contextlib.nullcontext()
     try:

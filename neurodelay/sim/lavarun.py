@@ -28,14 +28,17 @@ of recompiling; ``tests/test_lava.py`` checks this equals a fresh network.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.sparse import csr_matrix
 
 from neurodelay.core.network import QLayer, QNetwork
 from neurodelay.errors import LavaRunError
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.target import arith
+from neurodelay.sim import bitsim
+from neurodelay.untrusted import open_h5
 
 
 def _lava():
@@ -119,7 +122,6 @@ def build(qnet: QNetwork, n_steps: int, msg_bits: int, synapse: str = "dense",
         raise LavaRunError(f"record_v must be 'readout' or 'all', got {record_v!r}")
     check_qnet(qnet)
     _, _, dense, sink, source, lif, sparse = _lava()
-    from scipy.sparse import csr_matrix
 
     src = source.RingBuffer(data=np.zeros((qnet.layers[0].n_in, n_steps), np.int32))
     prev_out = src.s_out
@@ -278,7 +280,6 @@ def run_netx(path, s_in, n_steps: int | None = None, *, message_bits: int | None
     ``message_bits`` is what the file's first layer is loaded with (default: the
     bits the input needs). Same return dict as :func:`run_lava`.
     """
-    from neurodelay.untrusted import open_h5
 
     with open_h5(path, LavaRunError, what="netx file") as f:
         n_layers = len(f["layer"])
@@ -322,7 +323,6 @@ class CrossCheck:
     lava_source: str                   # "netx file <path>" or "Lava process network"
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
 
         return asdict(self)
 
@@ -342,7 +342,6 @@ def cross_check(qnet: QNetwork, counts, n: int | None = None, n_steps: int | Non
     made from each readout trace by bitsim's rule (rows L..L+T-1, descaled,
     sum of softmax, argmax).
     """
-    from neurodelay.sim import bitsim
 
     s_in = bitsim.quantize_input(qnet, counts)
     if s_in.ndim != 3:

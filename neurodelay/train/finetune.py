@@ -30,19 +30,38 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from neurodelay import data as D
 from neurodelay import options as O
+from neurodelay import passes
 from neurodelay._io import append_line, atomic_path, atomic_write
-from neurodelay.data import rundata
+from neurodelay.core.network_io import save_network
+from neurodelay.data import pad_batch, rundata
 from neurodelay.data.rundata import check_classes, run_data_config, run_train_data
 from neurodelay.errors import OptionError
+from neurodelay.hw.resources import resource_report
+from neurodelay.hw.target import load_target
+from neurodelay.runs import (
+    RunLock,
+    load_checkpoint,
+    new_run,
+    open_run,
+    remove_stale_temp_files,
+    require_keys,
+)
+from neurodelay.sim import bitsim
 from neurodelay.threads import torch_threads
+from neurodelay.train.hwmodel import HwSNN
 from neurodelay.train.loaders import float_network
+from neurodelay.train.model import loss_fn, scores_from_membrane
 
 DELAY_MODES = ("auto", "clip", "coarse")
 VALID_FRACTION = 0.1                    # carved from training when a run has no valid split
@@ -120,15 +139,12 @@ def training_splits(parent, seed: int, train_file: str | None = None):
 
 
 def _padded(ds, idx=None):
-    from neurodelay.data import pad_batch
 
     samples = ds.samples if idx is None else [ds.samples[i] for i in idx]
     return pad_batch(samples)
 
 
 def _bit_accuracy(qnet, ds, batch_size: int = 256) -> float:
-    from neurodelay.data import pad_batch
-    from neurodelay.sim import bitsim
 
     x = pad_batch(ds.samples, pad_to=ds.max_steps)
     pred, _ = bitsim.predict(qnet, x, batch_size=batch_size)
@@ -148,9 +164,7 @@ def calibration_batch(train, fc: FinetuneConfig):
 def start_network(reduced, tgt, fc: FinetuneConfig, weight_range: str, calib):
     """(qnet, QuantReport): ``reduced`` (delays already within the delay bits) quantized
     for ``tgt`` at ``fc.weight_bits`` with ``weight_range``: one start candidate."""
-    import warnings
 
-    from neurodelay import passes
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -161,8 +175,6 @@ def start_network(reduced, tgt, fc: FinetuneConfig, weight_range: str, calib):
 def starting_point(parent, fc: FinetuneConfig, train, valid, log):
     """(qnet, delay report, candidates): the post-training quantized network to start from,
     with the delay mode chosen on validation accuracy for ``auto``."""
-    from neurodelay import passes
-    from neurodelay.hw.target import load_target
 
     tgt = load_target(fc.target)
     net = float_network(parent)
@@ -225,9 +237,7 @@ def finetune(parent, out, fc: FinetuneConfig | None = None, *, resume: bool = Fa
     """Fine-tune run ``parent`` into run folder ``out`` (module docstring). Returns the
     result dict (also in ``out/result.json``); ``stop_after_epoch`` ends the call early
     (tests of ``resume``), returning {"finished": False, "epoch": n}."""
-    from contextlib import ExitStack
 
-    from neurodelay.runs import RunLock, new_run, open_run, remove_stale_temp_files
 
     out = Path(out)
     with ExitStack() as stack:
@@ -255,15 +265,7 @@ def finetune(parent, out, fc: FinetuneConfig | None = None, *, resume: bool = Fa
 
 def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: bool,
               log, stop_after_epoch=None) -> dict:
-    from tqdm.auto import tqdm
 
-    from neurodelay import data as D
-    from neurodelay.core.network_io import save_network
-    from neurodelay.hw.resources import resource_report
-    from neurodelay.hw.target import load_target
-    from neurodelay.runs import load_checkpoint, require_keys
-    from neurodelay.train.hwmodel import HwSNN
-    from neurodelay.train.model import loss_fn, scores_from_membrane
 
     t_start = time.perf_counter()
     torch.manual_seed(fc.seed)
@@ -362,7 +364,6 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
             + (f"  sparsity {sparsity:.2f}" if fc.prune else "")
             + f"  {rec['seconds']:.1f}s")
 
-    from neurodelay.runs import open_run
 
     run = open_run(out, kinds=("finetuned",))
     qbest = run.qnetwork()

@@ -25,7 +25,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from DCLS.construct.modules import Dcls1d
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
+from neurodelay import options as O
 from neurodelay.errors import OptionError
 from neurodelay.train.dcls_conv import delay_conv
 from neurodelay.train.intdelay import integer_delay_conv
@@ -55,7 +58,6 @@ class ModelConfig:
         """Every field checked: OptionError (a ValueError) naming the field (and the CLI
         option it comes from), the value and the allowed range. Times are in steps here;
         ``api.make_configs`` checks the millisecond options first."""
-        from neurodelay import options as O
 
         O.check_choice(self.delays, "--delays", ("learned", "fixed-random", "none"))
         self.n_inputs = O.check_int(self.n_inputs, "n_inputs",
@@ -124,7 +126,6 @@ class DelaySynapses(nn.Module):
     def __init__(self, n_in: int, n_out: int, window: int, mode: str,
                  mask: torch.Tensor | None = None):
         super().__init__()
-        from DCLS.construct.modules import Dcls1d
 
         self.n_in, self.n_out, self.window, self.mode = n_in, n_out, window, mode
         self.conv = Dcls1d(n_in, n_out, kernel_count=1, dilated_kernel_size=window,
@@ -225,7 +226,6 @@ class DelaySynapses(nn.Module):
 
 
 def _lif(tau: float, threshold: float, alpha: float):
-    from spikingjelly.activation_based import neuron, surrogate
 
     return neuron.LIFNode(tau=tau, decay_input=False, v_threshold=threshold, v_reset=0.0,
                           surrogate_function=surrogate.ATan(alpha=alpha), detach_reset=True,
@@ -237,7 +237,6 @@ class DelaySNN(nn.Module):
 
     def __init__(self, cfg: ModelConfig, seed: int = 0):
         super().__init__()
-        from spikingjelly.activation_based import layer
 
         self.cfg = cfg
         gen = torch.Generator().manual_seed(seed + 7919)  # masks: fixed per seed
@@ -308,7 +307,6 @@ class DelaySNN(nn.Module):
 
     # --- forward ---------------------------------------------------------------
     def _reset_state(self) -> None:
-        from spikingjelly.activation_based import functional
 
         functional.reset_net(self)
 

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import torch
 
+from neurodelay._io import atomic_path
+from neurodelay.data import default_cache_dir
 from neurodelay.errors import KernelError
 
 SOURCE = Path(__file__).with_name("intdelay_kernels.c")
@@ -101,7 +103,6 @@ def _cpu_signature() -> str:
 
 
 def _cache_dir() -> Path:
-    from neurodelay.data import default_cache_dir
 
     return default_cache_dir() / "native"
 
@@ -126,7 +127,6 @@ class _CompileFailed(Exception):
 def _compile(cc: str, flags: tuple[str, ...], dest: Path) -> str | None:
     """Compile SOURCE to dest (atomically, through the project's atomic_path); the
     compiler's complaint, or None."""
-    from neurodelay._io import atomic_path
 
     try:
         with atomic_path(dest) as tmp:

@@ -18,17 +18,29 @@ import json
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
 
 from neurodelay import data as D
+from neurodelay import options as O
 from neurodelay._io import append_line, atomic_path, atomic_write
 from neurodelay.data import DataConfig, Splits, load_splits
 from neurodelay.errors import RunError
-from neurodelay.runs import load_checkpoint, require_keys
+from neurodelay.options import check_model_memory
+from neurodelay.runs import (
+    RunLock,
+    load_checkpoint,
+    new_run,
+    open_run,
+    remove_stale_temp_files,
+    require_keys,
+)
 from neurodelay.train.loaders import load_model
 from neurodelay.train.model import (
     DelaySNN,
@@ -55,7 +67,6 @@ class TrainConfig:
 
     def __post_init__(self):
         """Every field checked (OptionError naming the CLI option, the value, the range)."""
-        from neurodelay import options as O
 
         O.check_choice(self.learn, "--learn", ("weights+delays", "weights", "delays"))
         O.check_choice(self.sigma, "--sigma", ("decreasing", "constant"))
@@ -92,7 +103,6 @@ def check_training_memory(mc: ModelConfig, tc: TrainConfig, splits: Splits) -> N
     on ``splits`` would exceed the memory limit of :mod:`neurodelay.options`: a training
     batch as long as the longest training sample, and an evaluation batch of the
     validation/test sets padded to their longest sample."""
-    from neurodelay.options import check_model_memory
 
     learned = mc.delays == "learned"
     check_model_memory(mc.n_inputs, mc.hidden, mc.n_outputs, mc.window,
@@ -194,7 +204,6 @@ def distributed_context():
     rank::world of every global batch of ``batch_size`` samples; DDP averages gradients,
     so the parameters stay identical on every rank.
     """
-    import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -207,7 +216,6 @@ def distributed_context():
 def _all_sum(values: list[float], world: int) -> list[float]:
     if world <= 1:
         return values
-    import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t)
@@ -239,9 +247,7 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
     flush-denormal mode are restored when the call returns or fails.
     ``stop_after_epoch`` ends the call after that many epochs (used to test resume).
     """
-    from contextlib import ExitStack
 
-    from neurodelay.runs import RunLock, new_run, remove_stale_temp_files
 
     run = Path(run_dir)
     rank, world = distributed_context()
@@ -268,7 +274,6 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
 
 def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progress: bool,
            stop_after_epoch, log) -> dict:
-    from neurodelay.runs import open_run
 
     ckpt_path = run / "checkpoint.pt"
     main_rank = rank == 0
@@ -346,7 +351,6 @@ def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progre
                           "".join(json.dumps(m) + "\n" for m in state["metrics"]))
     _barrier(world)
 
-    from tqdm.auto import tqdm
 
     n_train = len(splits.train)
     start = state["epoch"]
