@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +12,9 @@ from neurodelay import data as D
 from neurodelay import options as O
 from neurodelay.data import DataConfig, load_splits, pad_batch
 from neurodelay.data.rundata import run_test_data
-from neurodelay.errors import OptionError
+from neurodelay.errors import OptionError, RunError
 from neurodelay.runs import open_run
+from neurodelay.sim import bitsim, floatsim
 from neurodelay.threads import torch_threads
 from neurodelay.train.loaders import float_network, load_model
 from neurodelay.train.model import ModelConfig, widen_for_parameter_parity
@@ -220,7 +221,6 @@ def _shown(value) -> str:
 
 
 def _same_float(a, b) -> bool:
-
     try:
         a, b = float(a), float(b)
     except (TypeError, ValueError):
@@ -229,7 +229,6 @@ def _same_float(a, b) -> bool:
 
 
 def _same_path(a, b) -> bool:
-
     if a is None or b is None:
         return a is None and b is None
     pa, pb = (os.path.abspath(os.path.expanduser(os.fspath(p))) for p in (a, b))
@@ -262,8 +261,6 @@ def check_resume_options(out, **options) -> None:
     and the given one. ``--preset`` stands for its values of the options not given. No
     config.json in ``out``: nothing to compare (the trainer says there is nothing to
     resume)."""
-
-
     given = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(given) - set(DATA_KEYS) - set(MODEL_KEYS))
     if unknown:
@@ -278,104 +275,107 @@ def check_resume_options(out, **options) -> None:
         tc = asdict(TrainConfig(**r.config["train"]))
         dc = DataConfig(**r.config["data"])
     except TypeError as e:
-        from neurodelay.errors import RunError
-
         raise RunError(f"{Path(out) / 'config.json'}: not a config.json neurodelay wrote "
                        f"({e}); start a new run instead of --resume") from None
-    dt_ms = dc.dt * 1000.0
-    wanted = dict(given)              # option -> (value, where it came from)
-    origin = {k: "" for k in given}
+    wanted, origin = dict(given), {k: "" for k in given}
     if "preset" in given:
-        name = O.check_choice(given.pop("preset"), "--preset", tuple(PRESETS))
-        wanted.pop("preset")
+        name = O.check_choice(wanted.pop("preset"), "--preset", tuple(PRESETS))
         for key, value in get_preset(name).items():
             if key in MODEL_KEYS and key not in wanted:
                 wanted[key], origin[key] = value, f" (from --preset {name})"
+    compare = _recorded_settings(mc, tc, dc)
     diffs = []
-
-    def differ(key, value, recorded, same: bool):
-        if not same:
-            diffs.append(f"{_cli_name(key)} {_shown(value)}{origin.get(key, '')} (the run "
-                         f"has {_shown(recorded)})")
-
     for key, value in wanted.items():
-        if key in ("epochs", "batch_size", "seed", "lr", "max_lr", "position_lr_factor"):
-            differ(key, value, tc[key], _same_float(value, tc[key]))
-        elif key in ("sigma", "learn"):
-            differ(key, value, tc[key], value == tc[key])
-        elif key == "reference_kernels":
-            differ(key, bool(value), tc[key], bool(value) == tc[key])
-        elif key == "delays":
-            differ(key, value, mc.delays, value == mc.delays)
-        elif key in ("threshold", "dropout"):
-            rec = getattr(mc, key)
-            differ(key, value, rec, _same_float(value, rec))
-        elif key == "connections":
-            differ(key, value, mc.connections,
-                   mc.connections is not None and _same_float(value, mc.connections))
-        elif key == "tau_ms":
-            rec = mc.tau * dt_ms
-            differ(key, value, f"{rec:g} ms", _same_float(value, rec))
-        elif key == "max_delay_ms":
-            try:
-                window = max(1, int(round(float(value) / dt_ms)))
-            except (TypeError, ValueError, OverflowError):
-                window = None
-            differ(key, value, f"{mc.max_delay_steps * dt_ms:g} ms (a window of "
-                               f"{mc.max_delay_steps} steps of {dt_ms:g} ms)",
-                   window == mc.max_delay_steps)
-        elif key == "hidden":
-            hid = _int_items(value)
-            if hid and mc.delays == "none" and min(hid) >= 1:   # recorded: widened sizes
-                base = ModelConfig(**{**mc.to_dict(), "hidden": hid})
-                ref = ModelConfig(**{**base.to_dict(), "delays": "learned"})
-                hid = widen_for_parameter_parity(base, ref)
-            differ(key, value, mc.hidden if mc.delays != "none" else
-                   f"{_shown(mc.hidden)} (widened for --delays none)", hid == mc.hidden)
-        elif key == "dt_ms":
-            differ(key, value, f"{dt_ms:g} ms", _same_float(value, dt_ms))
-        elif key == "channel_bin":
-            differ(key, value, dc.channel_bin, _same_float(value, dc.channel_bin))
-        elif key == "max_time":
-            differ(key, value, "no --max-time (all spikes kept)" if dc.max_time is None
-                   else f"{dc.max_time:g} s",
-                   dc.max_time is not None and _same_float(value, dc.max_time))
-        elif key in ("valid_speakers", "test_speakers"):
-            spk = _int_items(value)
-            rec = getattr(dc, key)
-            differ(key, value, rec,
-                   spk is not None and sorted(set(spk)) == sorted(set(rec or [])))
-        elif key == "cache_dir":
-            differ(key, value, dc.cache_dir, _same_path(value, dc.cache_dir))
-    files = {s: given.get(f"{s}_file") for s in ("train", "valid", "test")}
-    recorded = {"train": dc.train, "valid": dc.valid, "test": dc.test}
-    if given.get("dataset") is not None or given.get("data_dir") is not None:
-        names = " ".join(f"{_cli_name(k)} {given[k]}" for k in
-                         ("dataset", "data_dir", "train_file", "valid_file", "test_file")
-                         if k in given)
-        try:
-            found = D.resolve_files(given.get("dataset"), given.get("data_dir"),
-                                    files["train"], files["valid"], files["test"])
-        except D.DataError as e:
-            diffs.append(f"{names} ({e}; the run's train file is {dc.train})")
-        else:
-            bad = [f"{s} file {found[s] or 'none'} (the run has {recorded[s] or 'none'})"
-                   for s in ("train", "valid", "test")
-                   if not _same_path(found[s], recorded[s])]
-            if bad:
-                diffs.append(f"{names}: " + ", ".join(bad))
-    else:
-        for s, path in files.items():
-            if path is not None and not _same_path(path, recorded[s]):
-                diffs.append(f"--{s}-file {path} (the run has {recorded[s] or 'none'})")
+        if key in compare:
+            shown, same = compare[key](value)
+            if not same:
+                diffs.append(f"{_cli_name(key)} {_shown(value)}{origin[key]} (the run has "
+                             f"{_shown(shown)})")
+    diffs += _file_diffs(given, dc)
     if diffs:
+        many = len(diffs) > 1
         raise OptionError(
             f"--resume continues the run in {out} exactly as configured in its config.json "
             f"(the same result as an uninterrupted run), so options that would change it "
-            f"are refused; {'these differ' if len(diffs) > 1 else 'this one differs'} from "
-            f"the run's: {'; '.join(diffs)}. Omit {'them' if len(diffs) > 1 else 'it'} to "
-            f"resume the run, or train a new run (another --out, or --overwrite to replace "
-            f"this one) to use {'them' if len(diffs) > 1 else 'it'}")
+            f"are refused; {'these differ' if many else 'this one differs'} from the run's: "
+            f"{'; '.join(diffs)}. Omit {'them' if many else 'it'} to resume the run, or "
+            f"train a new run (another --out, or --overwrite to replace this one) to use "
+            f"{'them' if many else 'it'}")
+
+
+def _recorded_settings(mc: ModelConfig, tc: dict, dc: DataConfig) -> dict:
+    """option -> (given value -> (the run's setting as shown, equal?)), in the option's
+    own units (ms for times; the widened sizes of a --delays none run)."""
+    dt_ms = dc.dt * 1000.0
+
+    def number(rec, shown=None):
+        return lambda v: (rec if shown is None else shown, _same_float(v, rec))
+
+    def window(v):
+        try:
+            w = max(1, int(round(float(v) / dt_ms)))
+        except (TypeError, ValueError, OverflowError):
+            w = None
+        return (f"{mc.max_delay_steps * dt_ms:g} ms (a window of {mc.max_delay_steps} steps "
+                f"of {dt_ms:g} ms)", w == mc.max_delay_steps)
+
+    def hidden(v):
+        hid = _int_items(v)
+        if hid and mc.delays == "none" and min(hid) >= 1:   # recorded: widened sizes
+            base = ModelConfig(**{**mc.to_dict(), "hidden": hid})
+            hid = widen_for_parameter_parity(
+                base, ModelConfig(**{**base.to_dict(), "delays": "learned"}))
+        shown = mc.hidden if mc.delays != "none" else \
+            f"{_shown(mc.hidden)} (widened for --delays none)"
+        return shown, hid == mc.hidden
+
+    def speakers(key):
+        rec = getattr(dc, key)
+        return lambda v: (rec, _int_items(v) is not None
+                          and sorted(set(_int_items(v))) == sorted(set(rec or [])))
+
+    out = {k: number(tc[k]) for k in ("epochs", "batch_size", "seed", "lr", "max_lr",
+                                       "position_lr_factor")}
+    out.update({k: (lambda v, k=k: (tc[k], v == tc[k])) for k in ("sigma", "learn")})
+    out.update({
+        "reference_kernels": lambda v: (tc["reference_kernels"],
+                                        bool(v) == tc["reference_kernels"]),
+        "delays": lambda v: (mc.delays, v == mc.delays),
+        "threshold": number(mc.threshold), "dropout": number(mc.dropout),
+        "connections": lambda v: (mc.connections, mc.connections is not None
+                                  and _same_float(v, mc.connections)),
+        "tau_ms": number(mc.tau * dt_ms, f"{mc.tau * dt_ms:g} ms"),
+        "max_delay_ms": window, "hidden": hidden,
+        "dt_ms": number(dt_ms, f"{dt_ms:g} ms"), "channel_bin": number(dc.channel_bin),
+        "max_time": lambda v: ("no --max-time (all spikes kept)" if dc.max_time is None
+                               else f"{dc.max_time:g} s", dc.max_time is not None
+                               and _same_float(v, dc.max_time)),
+        "valid_speakers": speakers("valid_speakers"),
+        "test_speakers": speakers("test_speakers"),
+        "cache_dir": lambda v: (dc.cache_dir, _same_path(v, dc.cache_dir)),
+    })
+    return out
+
+
+def _file_diffs(given: dict, dc: DataConfig) -> list[str]:
+    """The data files the given options name that are not the run's."""
+    files = {s: given.get(f"{s}_file") for s in ("train", "valid", "test")}
+    recorded = {"train": dc.train, "valid": dc.valid, "test": dc.test}
+    if given.get("dataset") is None and given.get("data_dir") is None:
+        return [f"--{s}-file {path} (the run has {recorded[s] or 'none'})"
+                for s, path in files.items()
+                if path is not None and not _same_path(path, recorded[s])]
+    names = " ".join(f"{_cli_name(k)} {given[k]}" for k in
+                     ("dataset", "data_dir", "train_file", "valid_file", "test_file")
+                     if k in given)
+    try:
+        found = D.resolve_files(given.get("dataset"), given.get("data_dir"),
+                                files["train"], files["valid"], files["test"])
+    except D.DataError as e:
+        return [f"{names} ({e}; the run's train file is {dc.train})"]
+    bad = [f"{s} file {found[s] or 'none'} (the run has {recorded[s] or 'none'})"
+           for s in ("train", "valid", "test") if not _same_path(found[s], recorded[s])]
+    return [f"{names}: " + ", ".join(bad)] if bad else []
 
 
 def train_run(out, *, resume=False, overwrite=False, progress=True, threads=None, log=print,
@@ -419,56 +419,66 @@ def _train_run(out, *, resume, overwrite, progress, log, **options) -> dict:
     return train(out, mc, tc, dc, overwrite=overwrite, progress=progress, log=log)
 
 
-def evaluate_run(run, test_file=None, batch_size=256) -> dict:
-    """Discrete-model test accuracy of a run (``finished`` False for an interrupted run:
-    then best.pt is the best epoch so far, and ``status`` says how far it got).
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_run` measured."""
+
+    accuracy: float
+    n: int                    # test samples
+    run: str
+    test: str                 # the test file, or "run's own test split"
+    finished: bool            # False: the run is interrupted (its best epoch so far)
+    status: str               # RunStatus.describe()
+    model: str                # which model computed it
+    notes: list[str] = field(default_factory=list)   # e.g. classes renumbered by name
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_run(run, test_file=None, batch_size=256) -> Evaluation:
+    """Test accuracy of a run: a trained run's discrete model (``finished`` False for an
+    interrupted run: then best.pt is the best epoch so far, and ``status`` says how far it
+    got), a fine-tuned run's integers on the bit-accurate simulator (what the chip
+    computes), an imported run's float network.
 
     A test file of other classes than the model's is a DataError; data or a model that
     would need more memory than ``NEURODELAY_MAX_GIB`` is a ResourceLimitError.
     """
-
     batch_size = O.check_int(batch_size, "--batch-size", "the evaluation batch size", lo=1)
     r = open_run(run)
     status = r.status()
-    if r.kind != "trained":
-        return _evaluate_deployable(r, status, test_file, batch_size)
-    model = load_model(r)
+    model = load_model(r) if r.kind == "trained" else None   # a missing best.pt first
     ds = run_test_data(r, test_file)
+    if model is not None:
+        acc, what = _trained_accuracy(r, model, ds, batch_size), "discrete model"
+    else:
+        x = pad_batch(ds.samples, pad_to=ds.max_steps)
+        if r.kind == "finetuned":
+            pred, _ = bitsim.predict(r.qnetwork(), x, batch_size=batch_size)
+            what = "hardware-exact (bit-accurate integers)"
+        else:
+            _, pred = floatsim.predict(float_network(r), x, batch_size=batch_size)
+            what = "float network (imported)"
+        acc = float(np.mean(pred == ds.labels))
+    return Evaluation(accuracy=acc, n=len(ds), run=str(r.path) if r.kind != "trained"
+                      else str(run), test=test_file or "run's own test split",
+                      finished=status.finished, status=status.describe(), model=what,
+                      notes=list(ds.notes))
+
+
+def _trained_accuracy(r, model, ds, batch_size: int) -> float:
     mc = model.cfg
     O.check_model_memory(mc.n_inputs, mc.hidden, mc.n_outputs, mc.window,
                          min(batch_size, len(ds)), ds.max_steps, training=False,
                          learned=mc.delays == "learned",
-                         what=f"evaluating {run} on {len(ds):,} samples (padded to the "
+                         what=f"evaluating {r.path} on {len(ds):,} samples (padded to the "
                               f"longest one)",
                          how="Use a smaller --batch-size, or evaluate on a file whose samples "
                              "are shorter")
-    acc = accuracy(model, ds, batch_size)
-    return {"accuracy": acc, "n": len(ds), "run": str(run),
-            "test": test_file or "run's own test split", "finished": status.finished,
-            "status": status.describe(), "notes": list(ds.notes)}
+    return accuracy(model, ds, batch_size)
 
 
-def _evaluate_deployable(r, status, test_file, batch_size) -> dict:
-    """Accuracy of a fine-tuned run (its integers on the bit-accurate simulator: what the
-    chip computes) or of an imported run (its float network)."""
-
-    ds = run_test_data(r, test_file)
-    x = pad_batch(ds.samples, pad_to=ds.max_steps)
-    if r.kind == "finetuned":
-        from neurodelay.sim import bitsim
-
-        pred, _ = bitsim.predict(r.qnetwork(), x, batch_size=batch_size)
-        what = "hardware-exact (bit-accurate integers)"
-    else:
-        from neurodelay.sim import floatsim
-
-        _, pred = floatsim.predict(float_network(r), x, batch_size=batch_size)
-        what = "float network (imported)"
-    return {"accuracy": float(np.mean(pred == ds.labels)), "n": len(ds), "run": str(r.path),
-            "test": test_file or "run's own test split", "finished": status.finished,
-            "status": status.describe(), "model": what, "notes": list(ds.notes)}
-
-
-__all__ = ["train_run", "evaluate_run", "resolve_data", "make_configs", "check_options",
+__all__ = ["train_run", "evaluate_run", "Evaluation", "resolve_data", "make_configs", "check_options",
            "check_resume_options",
            "check_data_options"]

@@ -273,7 +273,6 @@ class RunLock:
     _fd: int | None = None
 
     def __enter__(self) -> "RunLock":
-
         self.path = Path(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         lock = self.path / LOCK_FILE
@@ -305,7 +304,6 @@ class RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
-
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
@@ -422,7 +420,6 @@ def _restore(out: Path, aside: Path) -> None:
 
 
 def _remove(p: Path) -> None:
-
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p)          # rmtree removes links inside, never their targets
     else:

@@ -128,7 +128,6 @@ def check_h5(f, path, error=NeurodelayError, *, what: str = "HDF5 file") -> dict
 
 
 def _check_dataset(ds, name: str, problems: list, sizes: dict) -> None:
-
     shown = printable(name)
     dcpl = ds.id.get_create_plist()
     if dcpl.get_external_count() > 0:
@@ -205,7 +204,6 @@ def load_torch_file(path, error=NeurodelayError, *, what: str = "checkpoint"):
     refused with ``error`` naming it; it is never imported or called.
     """
     import torch  # local: the HDF5 readers above (data, network files) stay torch-free
-
 
     path = Path(path)
     try:

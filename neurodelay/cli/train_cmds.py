@@ -130,8 +130,8 @@ def eval_cmd(run, test_file, as_json, batch_size):
     """
     from neurodelay import api
 
-    res = api.evaluate_run(run, test_file=test_file, batch_size=batch_size)
-    for note in res.get("notes", []):
+    res = api.evaluate_run(run, test_file=test_file, batch_size=batch_size).to_dict()
+    for note in res["notes"]:
         click.echo(f"note: {note}", err=True)
     if not res["finished"]:
         click.echo(f"warning: {run} is {res['status']}; this is the accuracy of its best "
@@ -141,7 +141,7 @@ def eval_cmd(run, test_file, as_json, batch_size):
         click.echo(json.dumps({"accuracy": res["accuracy"], "n": res["n"],
                                "finished": res["finished"]}))
     else:
-        what = res.get("model", "discrete model")
+        what = res["model"]
         click.echo(f"accuracy {res['accuracy']:.4f} on {res['n']} samples ({res['test']}; "
                    f"{what})" + ("" if res["finished"] else f" [{res['status']}]"))
 

@@ -197,7 +197,6 @@ class _Reader:
         return value
 
     def dataset(self, name: str, dtype) -> np.ndarray:
-
         if name not in self.obj:
             raise self.fail(f"missing dataset {name!r}")
         ds = self.obj[name]

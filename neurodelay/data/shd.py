@@ -28,6 +28,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
+from neurodelay import progress as P
 from neurodelay._io import atomic_path
 from neurodelay.errors import DataError
 from neurodelay.options import binned_bytes, check_memory
@@ -274,9 +275,8 @@ def _bin_file(path: Path, *, channel_bin, dt, max_time, n_channels, progress):
         try:
             labels, names, speakers = _read_labels(f, path, n)
             chunks, lens = [], []
-            from tqdm import tqdm
-            with tqdm(total=n, desc=f"binning {path.name}", unit="sample",
-                      disable=not progress, leave=False) as bar:
+            with P.bar(total=n, desc=f"binning {path.name}", unit="sample",
+                       enabled=progress, leave=False) as bar:
                 for a in range(0, n, _CHUNK):
                     z = min(n, a + _CHUNK)
                     counts, lengths = _bin_chunk(

@@ -31,18 +31,15 @@ import json
 import os
 import time
 import warnings
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from neurodelay import data as D
 from neurodelay import options as O
 from neurodelay import passes
-from neurodelay._io import append_line, atomic_path, atomic_write
+from neurodelay._io import atomic_write
 from neurodelay.core.network_io import save_network
 from neurodelay.data import pad_batch, rundata
 from neurodelay.data.rundata import check_classes, run_data_config, run_train_data
@@ -50,18 +47,15 @@ from neurodelay.errors import OptionError
 from neurodelay.hw.resources import resource_report
 from neurodelay.hw.target import load_target
 from neurodelay.runs import (
-    RunLock,
     load_checkpoint,
-    new_run,
     open_run,
-    remove_stale_temp_files,
     require_keys,
 )
 from neurodelay.sim import bitsim
 from neurodelay.threads import torch_threads
 from neurodelay.train.hwmodel import HwSNN
 from neurodelay.train.loaders import float_network
-from neurodelay.train.model import loss_fn, scores_from_membrane
+from neurodelay.train.loop import Task, run_epochs, save_torch, writing_run
 
 DELAY_MODES = ("auto", "clip", "coarse")
 VALID_FRACTION = 0.1                    # carved from training when a run has no valid split
@@ -139,13 +133,11 @@ def training_splits(parent, seed: int, train_file: str | None = None):
 
 
 def _padded(ds, idx=None):
-
     samples = ds.samples if idx is None else [ds.samples[i] for i in idx]
     return pad_batch(samples)
 
 
 def _bit_accuracy(qnet, ds, batch_size: int = 256) -> float:
-
     x = pad_batch(ds.samples, pad_to=ds.max_steps)
     pred, _ = bitsim.predict(qnet, x, batch_size=batch_size)
     return float(np.mean(pred == ds.labels))
@@ -165,17 +157,47 @@ def start_network(reduced, tgt, fc: FinetuneConfig, weight_range: str, calib):
     """(qnet, QuantReport): ``reduced`` (delays already within the delay bits) quantized
     for ``tgt`` at ``fc.weight_bits`` with ``weight_range``: one start candidate."""
 
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return passes.quantize(reduced, tgt, data=calib, weight_bits=fc.weight_bits,
                                weight_range=weight_range)
 
 
-def starting_point(parent, fc: FinetuneConfig, train, valid, log):
-    """(qnet, delay report, candidates): the post-training quantized network to start from,
-    with the delay mode chosen on validation accuracy for ``auto``."""
+@dataclass
+class Candidate:
+    """One post-training quantization of the parent, scored on validation."""
 
+    mode: str                 # delay reduction: "clip" or "coarse"
+    weight_range: str         # "max" or "mse"
+    valid_accuracy: float     # bit-accurate
+    changes: dict             # the delay pass's report (delays_changed, delay_step, ...)
+    warnings: list
+    qnet: object              # the QNetwork
+    float_net: object         # the float network after delay reduction
+
+    def summary(self) -> dict:
+        """What config.json records of it (no networks)."""
+        return {"mode": self.mode, "weight_range": self.weight_range,
+                "valid_accuracy": self.valid_accuracy, **self.changes,
+                "warnings": self.warnings}
+
+
+@dataclass
+class FinetuneStart:
+    """Where fine-tuning starts: the best candidate, all of them, and the calibration."""
+
+    chosen: Candidate
+    candidates: list[Candidate]
+    n_calib: int              # calibration samples (of the training split)
+
+    @property
+    def qnet(self):
+        return self.chosen.qnet
+
+
+def starting_point(parent, fc: FinetuneConfig, train, valid, log) -> FinetuneStart:
+    """The post-training quantized network to start from, with the delay mode chosen on
+    validation accuracy for ``auto`` (every candidate tried is kept)."""
     tgt = load_target(fc.target)
     net = float_network(parent)
     bits = tgt.delay_bits if fc.delay_bits is None else int(fc.delay_bits)
@@ -185,25 +207,22 @@ def starting_point(parent, fc: FinetuneConfig, train, valid, log):
                           f"narrow it")
     calib, n = calibration_batch(train, fc)
     modes = ["clip", "coarse"] if fc.delay_mode == "auto" else [fc.delay_mode]
-    candidates = []
+    candidates: list[Candidate] = []
     for mode in modes:
         reduced, rep = passes.reduce_delays(net, bits, mode, tgt.max_delay)
         if rep.changes["delays_changed"] == 0 and candidates and \
-                candidates[-1]["delays_changed"] == 0:
+                candidates[-1].changes["delays_changed"] == 0:
             continue                              # same delays: same candidates
         for weight_range in passes.WEIGHT_RANGES:
             qnet, qrep = start_network(reduced, tgt, fc, weight_range, calib)
             acc = _bit_accuracy(qnet, valid)
-            candidates.append({"mode": mode, "weight_range": weight_range,
-                               "valid_accuracy": acc, **rep.changes,
-                               "warnings": list(qrep.warnings), "qnet": qnet,
-                               "float": reduced})
+            candidates.append(Candidate(mode, weight_range, acc, dict(rep.changes),
+                                        list(qrep.warnings), qnet, reduced))
             log(f"post-training {qrep.weight_bits}-bit weights ({weight_range} range), "
                 f"{bits}-bit delays ({mode}): bit-accurate validation accuracy {acc:.4f} "
                 f"({rep.changes['delays_changed']} delays changed)")
-    best = max(candidates, key=lambda c: c["valid_accuracy"])
-    return best["qnet"], best, [{k: v for k, v in c.items() if k not in ("qnet", "float")}
-                                for c in candidates], n
+    best = max(candidates, key=lambda c: c.valid_accuracy)
+    return FinetuneStart(best, candidates, n)
 
 
 # ----------------------------------------------------------------------------- training
@@ -237,155 +256,152 @@ def finetune(parent, out, fc: FinetuneConfig | None = None, *, resume: bool = Fa
     """Fine-tune run ``parent`` into run folder ``out`` (module docstring). Returns the
     result dict (also in ``out/result.json``); ``stop_after_epoch`` ends the call early
     (tests of ``resume``), returning {"finished": False, "epoch": n}."""
-
-
     out = Path(out)
-    with ExitStack() as stack:
-        stack.enter_context(torch_threads(threads))
-        stack.enter_context(RunLock(out, "finetune"))
+    with torch_threads(threads), writing_run(out, "finetune", resume=resume,
+                                             overwrite=overwrite, log=log):
         if resume:
             r = open_run(out, kinds=("finetuned",))
             fc = FinetuneConfig(**r.config["finetune"])
             parent = r.parent_path()
-        else:
-            removed = stack.enter_context(new_run(out, overwrite=overwrite))
-            if removed:
-                log(f"--overwrite: replacing {', '.join(sorted(p.name for p in removed))} "
-                    f"(the old files are removed once the new run has its first "
-                    f"checkpoint)")
-        remove_stale_temp_files(out)
-        torch_rng, np_rng = torch.get_rng_state(), np.random.get_state()
-        try:
-            return _finetune(open_run(parent, kinds=("trained", "imported")), out,
-                             fc or FinetuneConfig(), resume, progress, log, stop_after_epoch)
-        finally:
-            torch.set_rng_state(torch_rng)
-            np.random.set_state(np_rng)
+        return _finetune(open_run(parent, kinds=("trained", "imported")), out,
+                         fc or FinetuneConfig(), resume, progress, log, stop_after_epoch)
+
+
+class _FineTuning(Task):
+    """Hardware-exact fine-tuning as a :class:`~neurodelay.train.loop.Task`: the HwSNN's
+    integers are validated on the bit-accurate simulator every epoch."""
+
+    bar_name = "finetune"
+
+    def __init__(self, out: Path, fc: FinetuneConfig, start: FinetuneStart, bits: int,
+                 train, valid):
+        self.out, self.fc, self.valid = out, fc, valid
+        # latents start at the float weights the integers were rounded from
+        latent = [(L.weight.astype(np.float64), L.bias.astype(np.float64))
+                  for L in start.chosen.float_net.layers]
+        self.model = HwSNN(start.qnet, bits, alpha=fc.alpha, latent=latent)  # meta kept
+        self.net = self.model
+        params = [p for layer in self.model.layers for p in (layer.weight, layer.bias)]
+        self.opt = torch.optim.Adam(params, lr=fc.lr)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=fc.epochs)
+        self.optimizers = [self.opt]
+        self.train_data, self.batch_size = train, fc.batch_size
+        self.seed, self.epochs = fc.seed, fc.epochs
+        self.sparsity, self.qnet = 0.0, None
+
+    def restore(self, ck: dict, where: str) -> dict:
+        require_keys(ck, ("model", "opt", "sched", "state", "rng"), where)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["opt"])
+        self.sched.load_state_dict(ck["sched"])
+        torch.set_rng_state(ck["rng"])
+        return ck["state"]
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.sparsity = _prune_schedule(epoch, self.fc.epochs, self.fc.prune)
+        if self.sparsity:
+            _prune_masks(self.model, self.sparsity)
+
+    def after_step(self) -> None:
+        if self.fc.prune:
+            with torch.no_grad():
+                for layer in self.model.layers:
+                    layer.weight.mul_(layer.mask)
+
+    def end_epoch(self, epoch: int):
+        lr = self.opt.param_groups[0]["lr"]
+        self.sched.step()
+        self.qnet = self.model.to_qnetwork()
+        return _bit_accuracy(self.qnet, self.valid), {
+            "sparsity": self.sparsity, "lr": lr, "synapses": int(self.qnet.n_synapses)}
+
+    def eligible(self, epoch: int) -> bool:
+        # with pruning only networks at the requested sparsity can be the result
+        return self.sparsity >= self.fc.prune - 1e-12
+
+    def save_best(self, epoch: int, valid_acc: float) -> None:
+        save_network(self.qnet, self.out / "qnet.h5")
+        save_torch({"model": self.model.state_dict(), "epoch": epoch + 1},
+                   self.out / "best.pt")
+
+    def checkpoint(self, state: dict) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict(), "state": state,
+                "rng": torch.get_rng_state()}
+
+    def log_line(self, rec: dict) -> str:
+        return (f"epoch {rec['epoch']:3d}/{self.fc.epochs}  loss {rec['loss']:.4f}  train "
+                f"{rec['train_acc']:.3f}  valid(bit-accurate) {rec['valid_acc']:.3f}"
+                + (f"  sparsity {rec['sparsity']:.2f}" if self.fc.prune else "")
+                + f"  {rec['seconds']:.1f}s")
+
+
+def _write_start(out: Path, parent, fc: FinetuneConfig, tgt, start: FinetuneStart,
+                 valid_note: str, task: _FineTuning) -> None:
+    """config.json, the starting qnet.h5 and best.pt (epoch 0) of a new fine-tuned run."""
+    c = start.chosen
+    cfg = {"kind": "finetuned", "parent": str(parent.path.resolve()),
+           "parent_relative": os.path.relpath(parent.path.resolve(), out.resolve()),
+           "target": tgt.to_dict(), "finetune": asdict(fc),
+           "data": parent.config.get("data"), "class_names": parent.class_names,
+           "n_outputs": start.qnet.layers[-1].n_out,
+           "start": {"delay_mode": c.mode, "weight_range": c.weight_range,
+                     "candidates": [x.summary() for x in start.candidates],
+                     "calibration": f"{start.n_calib} samples of the training split, seed "
+                                    f"{fc.seed}", "validation": valid_note}}
+    atomic_write(out / "config.json", json.dumps(cfg, indent=2, default=str))
+    save_network(start.qnet, out / "qnet.h5")
+    save_torch({"model": task.model.state_dict(), "epoch": 0}, out / "best.pt")
 
 
 def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: bool,
               log, stop_after_epoch=None) -> dict:
-
-
     t_start = time.perf_counter()
     torch.manual_seed(fc.seed)
     tgt = load_target(fc.target)
     train, valid, valid_note = training_splits(parent, fc.seed, fc.train_file)
     log(f"fine-tuning {parent.path} for {tgt.name}: {len(train)} training samples, "
         f"validation = {valid_note}")
-    qnet0, chosen, candidates, n_calib = starting_point(parent, fc, train, valid, log)
-    bits = int(qnet0.meta["weight_bits"])
-    qnet0.meta["delay_bits"] = int(chosen["delay_bits"])
-    # latents start at the float weights the integers were rounded from
-    latent = [(L.weight.astype(np.float64), L.bias.astype(np.float64))
-              for L in chosen["float"].layers]
-    model = HwSNN(qnet0, bits, alpha=fc.alpha, latent=latent)  # meta (delay_bits) kept
-    params = [p for layer in model.layers for p in (layer.weight, layer.bias)]
-    opt = torch.optim.Adam(params, lr=fc.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=fc.epochs)
-    # with pruning only networks at the requested sparsity can be the result; otherwise
+    start = starting_point(parent, fc, train, valid, log)
+    bits = int(start.qnet.meta["weight_bits"])
+    start.qnet.meta["delay_bits"] = int(start.chosen.changes["delay_bits"])
+    task = _FineTuning(out, fc, start, bits, train, valid)
     # the post-training network is epoch 0 and fine-tuning must beat it on validation
+    # (with pruning it cannot be the result: it is not at the requested sparsity)
     state = {"epoch": 0, "metrics": [], "best_epoch": 0,
-             "best_valid": -1.0 if fc.prune else chosen["valid_accuracy"]}
-    ckpt = out / "checkpoint.pt"
+             "best_valid": -1.0 if fc.prune else start.chosen.valid_accuracy}
     if resume:
-        ck = load_checkpoint(ckpt, "fine-tuning checkpoint")
-        require_keys(ck, ("model", "opt", "sched", "state", "rng"), str(ckpt))
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        torch.set_rng_state(ck["rng"])
-        state = ck["state"]
+        state = task.restore(load_checkpoint(out / "checkpoint.pt", "fine-tuning checkpoint"),
+                             str(out / "checkpoint.pt"))
         log(f"resuming {out} after epoch {state['epoch']}/{fc.epochs}")
     else:
-        cfg = {"kind": "finetuned", "parent": str(parent.path.resolve()),
-               "parent_relative": os.path.relpath(parent.path.resolve(), out.resolve()),
-               "target": tgt.to_dict(), "finetune": asdict(fc),
-               "data": parent.config.get("data"), "class_names": parent.class_names,
-               "n_outputs": qnet0.layers[-1].n_out,
-               "start": {"delay_mode": chosen["mode"],
-                         "weight_range": chosen["weight_range"], "candidates": candidates,
-                         "calibration": f"{n_calib} samples of the training split, seed "
-                                        f"{fc.seed}", "validation": valid_note}}
-        atomic_write(out / "config.json", json.dumps(cfg, indent=2, default=str))
-        save_network(qnet0, out / "qnet.h5")
-        atomic_write(out / "metrics.jsonl", "")
-        _save(out / "best.pt", {"model": model.state_dict(), "epoch": 0})
-    for epoch in range(state["epoch"], fc.epochs):
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            return {"finished": False, "epoch": epoch}
-        t0 = time.perf_counter()
-        sparsity = _prune_schedule(epoch, fc.epochs, fc.prune)
-        if sparsity:
-            _prune_masks(model, sparsity)
-        model.train()
-        tot_loss = tot_correct = tot_n = 0
-        n_batches = (len(train) + fc.batch_size - 1) // fc.batch_size
-        bar = tqdm(D.iterate_batches(train, fc.batch_size, shuffle=True, seed=fc.seed,
-                                     epoch=epoch), total=n_batches, leave=False,
-                   desc=f"finetune {epoch + 1}/{fc.epochs}", disable=not progress,
-                   unit="batch")
-        for x, y in bar:
-            u = model(x)
-            loss = loss_fn(u, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if fc.prune:
-                with torch.no_grad():
-                    for layer in model.layers:
-                        layer.weight.mul_(layer.mask)
-            tot_loss += float(loss.detach()) * len(y)
-            tot_correct += int((scores_from_membrane(u.detach()).argmax(1) == y).sum())
-            tot_n += len(y)
-            bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{tot_correct / tot_n:.3f}")
-        bar.close()
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
-        qnet = model.to_qnetwork()
-        v_acc = _bit_accuracy(qnet, valid)
-        rec = {"epoch": epoch + 1, "loss": tot_loss / tot_n, "train_acc": tot_correct / tot_n,
-               "valid_acc": v_acc, "sparsity": sparsity, "lr": lr,
-               "synapses": int(qnet.n_synapses),
-               "seconds": round(time.perf_counter() - t0, 2)}
-        state["metrics"].append(rec)
-        state["epoch"] = epoch + 1
-        eligible = sparsity >= fc.prune - 1e-12
-        if eligible and v_acc > state["best_valid"]:
-            state["best_valid"], state["best_epoch"] = v_acc, epoch + 1
-            save_network(qnet, out / "qnet.h5")
-            _save(out / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1})
-        _save(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(),
-                     "sched": sched.state_dict(), "state": state,
-                     "rng": torch.get_rng_state()})
-        append_line(out / "metrics.jsonl", json.dumps(rec))
-        log(f"epoch {epoch + 1:3d}/{fc.epochs}  loss {rec['loss']:.4f}  train "
-            f"{rec['train_acc']:.3f}  valid(bit-accurate) {v_acc:.3f}"
-            + (f"  sparsity {sparsity:.2f}" if fc.prune else "")
-            + f"  {rec['seconds']:.1f}s")
+        _write_start(out, parent, fc, tgt, start, valid_note, task)
+    if not run_epochs(task, state, progress=progress, log=log,
+                      stop_after_epoch=stop_after_epoch):
+        return {"finished": False, "epoch": state["epoch"]}
+    return _final_result(out, tgt, state, start, bits, t_start)
 
 
+def _final_result(out: Path, tgt, state: dict, start: FinetuneStart, bits: int,
+                  t_start: float) -> dict:
+    """result.json: the best integers' test accuracy (bit-accurate) and resources."""
     run = open_run(out, kinds=("finetuned",))
     qbest = run.qnetwork()
     test = rundata.run_test_data(run) if run.has_own_data() else None
     res = resource_report(qbest, tgt)
+    c = start.chosen
     result = {"finished": True,
               "test_accuracy": _bit_accuracy(qbest, test) if test is not None else None,
               "n_test": len(test) if test is not None else 0,
               "best_epoch": state["best_epoch"],
               "best_valid_accuracy": state["best_valid"],
-              "post_training_valid_accuracy": chosen["valid_accuracy"],
-              "weight_bits": bits, "delay_bits": chosen["delay_bits"],
-              "delay_mode": chosen["mode"], "delay_step": chosen["delay_step"],
-              "weight_range": chosen["weight_range"],
+              "post_training_valid_accuracy": c.valid_accuracy,
+              "weight_bits": bits, "delay_bits": c.changes["delay_bits"],
+              "delay_mode": c.mode, "delay_step": c.changes["delay_step"],
+              "weight_range": c.weight_range,
               "synapses": int(qbest.n_synapses),
               "synaptic_memory_bytes": int(res.totals["synaptic_memory_bytes"]),
               "memory_note": res.memory_formula,
               "seconds": round(time.perf_counter() - t_start, 1)}
     atomic_write(out / "result.json", json.dumps(result, indent=2))
     return result
-
-
-def _save(path: Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)

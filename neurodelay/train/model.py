@@ -226,7 +226,6 @@ class DelaySynapses(nn.Module):
 
 
 def _lif(tau: float, threshold: float, alpha: float):
-
     return neuron.LIFNode(tau=tau, decay_input=False, v_threshold=threshold, v_reset=0.0,
                           surrogate_function=surrogate.ATan(alpha=alpha), detach_reset=True,
                           step_mode="m", store_v_seq=True)
@@ -307,7 +306,6 @@ class DelaySNN(nn.Module):
 
     # --- forward ---------------------------------------------------------------
     def _reset_state(self) -> None:
-
         functional.reset_net(self)
 
     def forward(self, x: torch.Tensor, discrete: bool | None = None,

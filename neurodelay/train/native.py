@@ -103,7 +103,6 @@ def _cpu_signature() -> str:
 
 
 def _cache_dir() -> Path:
-
     return default_cache_dir() / "native"
 
 

@@ -17,35 +17,31 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
+from torch.nn.parallel import DistributedDataParallel
 
 from neurodelay import data as D
 from neurodelay import options as O
-from neurodelay._io import append_line, atomic_path, atomic_write
+from neurodelay._io import atomic_write
 from neurodelay.data import DataConfig, Splits, load_splits
-from neurodelay.errors import RunError
+from neurodelay.errors import OptionError, RunError
 from neurodelay.options import check_model_memory
 from neurodelay.runs import (
-    RunLock,
     load_checkpoint,
-    new_run,
     open_run,
-    remove_stale_temp_files,
     require_keys,
 )
+from neurodelay.train import native
 from neurodelay.train.loaders import load_model
+from neurodelay.train.loop import EpochTotals, Task, run_epochs, save_torch, writing_run
 from neurodelay.train.model import (
     DelaySNN,
     ModelConfig,
-    loss_fn,
     scores_from_membrane,
     sigma_schedule,
 )
@@ -90,14 +86,6 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------- utils
-def atomic_torch_save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-atomic_write_text = atomic_write
-
-
 def check_training_memory(mc: ModelConfig, tc: TrainConfig, splits: Splits) -> None:
     """ResourceLimitError (before anything is allocated or written) when training ``mc``
     on ``splits`` would exceed the memory limit of :mod:`neurodelay.options`: a training
@@ -224,8 +212,6 @@ def _all_sum(values: list[float], world: int) -> list[float]:
 
 def _barrier(world: int) -> None:
     if world > 1:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
@@ -243,52 +229,141 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
     The run folder is locked while training (a second process fails at once, naming this
     one), must be empty or new unless ``resume`` (continue its checkpoint) or
     ``overwrite`` (replace its run files), and temporary files of interrupted writes are
-    removed. Global state is left as found: torch's RNG, numpy's global RNG and the
-    flush-denormal mode are restored when the call returns or fails.
-    ``stop_after_epoch`` ends the call after that many epochs (used to test resume).
+    removed (:func:`neurodelay.train.loop.writing_run`). Global state is left as found:
+    torch's RNG, numpy's global RNG and the flush-denormal mode are restored when the
+    call returns or fails. ``stop_after_epoch`` ends the call after that many epochs
+    (used to test resume).
     """
-
-
     run = Path(run_dir)
     rank, world = distributed_context()
-    torch_rng, np_rng = torch.get_rng_state(), np.random.get_state()
     ftz = flush_denormal_enabled()
-    with ExitStack() as stack:
-        if rank == 0:
-            stack.enter_context(RunLock(run, "train"))
-            if not resume:
-                removed = stack.enter_context(new_run(run, overwrite=overwrite))
-                if removed:
-                    log(f"--overwrite: replacing {', '.join(sorted(p.name for p in removed))} "
-                        f"in {run} (the old files are removed once the new run has its "
-                        f"first checkpoint)")
-            remove_stale_temp_files(run)
-        try:
+    try:
+        with writing_run(run, "train", resume=resume, overwrite=overwrite, log=log,
+                         lock=rank == 0):
             return _train(run, mc, tc, dc, rank=rank, world=world, resume=resume,
                           progress=progress, stop_after_epoch=stop_after_epoch, log=log)
-        finally:
-            torch.set_flush_denormal(ftz)
-            torch.set_rng_state(torch_rng)
-            np.random.set_state(np_rng)
+    finally:
+        torch.set_flush_denormal(ftz)
+
+
+def _resumed_configs(run: Path):
+    ckpt_path = run / "checkpoint.pt"
+    if not ckpt_path.exists():
+        raise RunError(f"{ckpt_path}: nothing to resume (no checkpoint in {run}); start "
+                       f"a new run without --resume")
+    saved = open_run(run, kinds=("trained",)).config
+    return (ModelConfig(**saved["model"]), TrainConfig(**saved["train"]),
+            DataConfig(**saved["data"]))
+
+
+class _Training(Task):
+    """The paper's recipe as a :class:`~neurodelay.train.loop.Task` (module docstring)."""
+
+    bar_name = "epoch"
+
+    def __init__(self, run: Path, mc: ModelConfig, tc: TrainConfig, splits: Splits, *,
+                 rank: int, world: int):
+        self.out, self.mc, self.tc, self.splits = run, mc, tc, splits
+        self.rank, self.world, self.main = rank, world, rank == 0
+        self.model = DelaySNN(mc, seed=tc.seed)
+        self.opt_w, self.sched_w, self.opt_p, self.sched_p = build_optim(self.model, tc)
+        self.optimizers = [o for o in (self.opt_w, self.opt_p) if o is not None]
+        self.net = self.model
+        if world > 1:
+            if tc.batch_size % world:
+                raise OptionError(f"--batch-size {tc.batch_size}: not divisible by the "
+                                  f"{world} processes; every process takes an equal share "
+                                  f"of a batch")
+            self.net = DistributedDataParallel(self.model)
+        self.train_data, self.batch_size = splits.train, tc.batch_size
+        self.seed, self.epochs = tc.seed, tc.epochs
+        self.sigma = None
+
+    def restore(self, ck: dict, where: str) -> dict:
+        require_keys(ck, ("model", "opt_w", "sched_w", "rng", "state"), where)
+        self.model.load_state_dict(ck["model"])
+        self.opt_w.load_state_dict(ck["opt_w"])
+        self.sched_w.load_state_dict(ck["sched_w"])
+        if self.opt_p is not None:
+            self.opt_p.load_state_dict(ck["opt_p"])
+            self.sched_p.load_state_dict(ck["sched_p"])
+        _set_rng_state(ck["rng"])
+        return ck["state"]
+
+    def forward(self, x):
+        return self.net(x, discrete=False, reference=self.tc.reference_kernels)
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.sigma = sigma_schedule(epoch, self.tc.epochs, self.mc.sigma0, self.tc.sigma)
+        self.model.set_sigma(self.sigma)
+
+    def batch(self, x, y):
+        if self.world == 1:
+            return x, y
+        if len(y) < self.world:   # a last partial batch too small to share: skipped
+            return None           # by every rank alike
+        return x[self.rank::self.world], y[self.rank::self.world]
+
+    def after_step(self) -> None:
+        self.model.after_step()
+
+    def reduce(self, tot: EpochTotals) -> EpochTotals:
+        loss, correct, n = _all_sum([tot.loss, tot.correct, tot.n], self.world)
+        return EpochTotals(loss, int(correct), int(n))
+
+    def end_epoch(self, epoch: int):
+        lrs = {"lr_weights": self.opt_w.param_groups[0]["lr"],
+               "lr_positions": self.opt_p.param_groups[0]["lr"] if self.opt_p else 0.0}
+        self.sched_w.step()
+        if self.sched_p is not None:
+            self.sched_p.step()
+        valid_acc = accuracy(self.model, self.splits.valid, self.tc.eval_batch_size)
+        sigma = self.sigma + 0.27 if self.mc.delays == "learned" else None
+        return valid_acc, {"sigma": sigma, **lrs}
+
+    def save_best(self, epoch: int, valid_acc: float) -> None:
+        save_torch({"model": self.model.state_dict(), "model_config": self.mc.to_dict(),
+                    "epoch": epoch + 1, "valid_acc": valid_acc}, self.out / "best.pt")
+
+    def checkpoint(self, state: dict) -> dict:
+        ck = {"model": self.model.state_dict(), "opt_w": self.opt_w.state_dict(),
+              "sched_w": self.sched_w.state_dict(), "rng": _rng_state(), "state": state}
+        if self.opt_p is not None:
+            ck["opt_p"], ck["sched_p"] = self.opt_p.state_dict(), self.sched_p.state_dict()
+        return ck
+
+    def log_line(self, rec: dict) -> str:
+        return (f"epoch {rec['epoch']:3d}/{self.tc.epochs}  loss {rec['loss']:.4f}  train "
+                f"{rec['train_acc']:.3f}  valid(discrete) {rec['valid_acc']:.3f}"
+                + (f"  sigma {rec['sigma']:.2f}" if rec["sigma"] is not None else "")
+                + f"  {rec['seconds']:.1f}s")
+
+    def sync(self) -> None:
+        _barrier(self.world)
+
+
+def _write_config(task: _Training, dc: DataConfig, log) -> None:
+    splits, mc, counts = task.splits, task.mc, task.model.count_parameters()
+    cfg = {"kind": "trained", "model": mc.to_dict(), "train": asdict(task.tc),
+           "data": asdict(dc), "parameters": counts,
+           "class_names": splits.train.class_names,
+           "splits": {"train": len(splits.train), "valid": len(splits.valid),
+                      "test": len(splits.test), "notes": splits.notes},
+           "world_size": task.world}
+    atomic_write(task.out / "config.json", json.dumps(cfg, indent=2))
+    log(f"model: {mc.hidden} hidden, window {mc.window} steps, delays={mc.delays}, "
+        f"parameters {counts['total']:,} (weights {counts['weights']:,}, "
+        f"delays {counts['delays']:,})")
 
 
 def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progress: bool,
            stop_after_epoch, log) -> dict:
-
-    ckpt_path = run / "checkpoint.pt"
     main_rank = rank == 0
     if not main_rank:
         log = lambda *a, **k: None  # noqa: E731
         progress = False
     if resume:
-        if not ckpt_path.exists():
-            raise RunError(f"{ckpt_path}: nothing to resume (no checkpoint in {run}); start "
-                           f"a new run without --resume")
-        saved = open_run(run, kinds=("trained",)).config
-        mc = ModelConfig(**saved["model"])
-        tc = TrainConfig(**saved["train"])
-        dc = DataConfig(**saved["data"])
-
+        mc, tc, dc = _resumed_configs(run)
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     if tc.reference_kernels:
@@ -299,136 +374,30 @@ def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progre
     check_training_memory(mc, tc, splits)
     for note in splits.notes:
         log(f"note: {note}")
-    model = DelaySNN(mc, seed=tc.seed)
-    opt_w, sched_w, opt_p, sched_p = build_optim(model, tc)
-    counts = model.count_parameters()
-    net = model
+    task = _Training(run, mc, tc, splits, rank=rank, world=world)
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model)
-        if tc.batch_size % world:
-            from neurodelay.errors import OptionError
-            raise OptionError(f"--batch-size {tc.batch_size}: not divisible by the "
-                              f"{world} processes; every process takes an equal share of "
-                              f"a batch")
         log(f"distributed: {world} processes, {tc.batch_size // world} samples each per "
             f"global batch of {tc.batch_size}; BatchNorm statistics are per process")
-
     state = {"epoch": 0, "metrics": [], "best_valid": -1.0, "best_epoch": -1}
     if resume:
-        ck = load_checkpoint(ckpt_path, "training checkpoint")
-        require_keys(ck, ("model", "opt_w", "sched_w", "rng", "state"), str(ckpt_path))
-        model.load_state_dict(ck["model"])
-        opt_w.load_state_dict(ck["opt_w"])
-        sched_w.load_state_dict(ck["sched_w"])
-        if opt_p is not None:
-            opt_p.load_state_dict(ck["opt_p"])
-            sched_p.load_state_dict(ck["sched_p"])
-        _set_rng_state(ck["rng"])
-        state = ck["state"]
+        state = task.restore(load_checkpoint(run / "checkpoint.pt", "training checkpoint"),
+                             str(run / "checkpoint.pt"))
         log(f"resuming {run} after epoch {state['epoch']}/{tc.epochs}")
     elif main_rank:
         run.mkdir(parents=True, exist_ok=True)
-        cfg = {"kind": "trained", "model": mc.to_dict(), "train": asdict(tc),
-               "data": asdict(dc),
-               "parameters": counts, "class_names": splits.train.class_names,
-               "splits": {"train": len(splits.train), "valid": len(splits.valid),
-                          "test": len(splits.test), "notes": splits.notes},
-               "world_size": world}
-        atomic_write_text(run / "config.json", json.dumps(cfg, indent=2))
-        log(f"model: {mc.hidden} hidden, window {mc.window} steps, delays={mc.delays}, "
-            f"parameters {counts['total']:,} (weights {counts['weights']:,}, "
-            f"delays {counts['delays']:,})")
-    if main_rank:
-        from neurodelay.train import native
-
-        st = native.status()
-        if not st.available:        # integer delays (validation, fixed delays) run slower
-            log(f"note: integer-delay operator on its {st.describe()}")
-    if main_rank:
-        atomic_write_text(run / "metrics.jsonl",
-                          "".join(json.dumps(m) + "\n" for m in state["metrics"]))
-    _barrier(world)
-
-
-    n_train = len(splits.train)
-    start = state["epoch"]
-    for epoch in range(start, tc.epochs):
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            break
-        t0 = time.time()
-        sig = sigma_schedule(epoch, tc.epochs, mc.sigma0, tc.sigma)
-        model.set_sigma(sig)
-        model.train()
-        tot_loss, tot_correct, tot_n = 0.0, 0, 0
-        n_batches = (n_train + tc.batch_size - 1) // tc.batch_size
-        bar = tqdm(D.iterate_batches(splits.train, tc.batch_size, shuffle=True, seed=tc.seed,
-                                     epoch=epoch),
-                   total=n_batches, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
-                   disable=not progress, unit="batch")
-        for x, y in bar:
-            if world > 1:
-                if len(y) < world:  # a last partial batch too small to share: skipped
-                    continue        # by every rank alike
-                x, y = x[rank::world], y[rank::world]
-            u = net(x, discrete=False, reference=tc.reference_kernels)
-            loss = loss_fn(u, y)
-            opt_w.zero_grad(set_to_none=True)
-            if opt_p is not None:
-                opt_p.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_w.step()
-            if opt_p is not None:
-                opt_p.step()
-            model.after_step()
-            with torch.no_grad():
-                correct = int((scores_from_membrane(u).argmax(1) == y).sum())
-            tot_loss += loss.item() * len(y)
-            tot_correct += correct
-            tot_n += len(y)
-            bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{tot_correct / tot_n:.3f}")
-        bar.close()
-        tot_loss, tot_correct, tot_n = _all_sum([tot_loss, tot_correct, tot_n], world)
-        tot_correct, tot_n = int(tot_correct), int(tot_n)
-        lrs = {"lr_weights": opt_w.param_groups[0]["lr"],
-               "lr_positions": opt_p.param_groups[0]["lr"] if opt_p else 0.0}
-        sched_w.step()
-        if sched_p is not None:
-            sched_p.step()
-        valid_acc = accuracy(model, splits.valid, tc.eval_batch_size)
-        rec = {"epoch": epoch + 1, "loss": tot_loss / tot_n, "train_acc": tot_correct / tot_n,
-               "valid_acc": valid_acc,
-               "sigma": sig + 0.27 if mc.delays == "learned" else None, **lrs,
-               "seconds": round(time.time() - t0, 2)}
-        state["metrics"].append(rec)
-        state["epoch"] = epoch + 1
-        if valid_acc > state["best_valid"]:
-            state["best_valid"], state["best_epoch"] = valid_acc, epoch + 1
-            if main_rank:
-                atomic_torch_save({"model": model.state_dict(), "model_config": mc.to_dict(),
-                                   "epoch": epoch + 1, "valid_acc": valid_acc}, run / "best.pt")
-        ck = {"model": model.state_dict(), "opt_w": opt_w.state_dict(),
-              "sched_w": sched_w.state_dict(), "rng": _rng_state(), "state": state}
-        if opt_p is not None:
-            ck["opt_p"], ck["sched_p"] = opt_p.state_dict(), sched_p.state_dict()
-        if main_rank:
-            atomic_torch_save(ck, ckpt_path)
-            append_line(run / "metrics.jsonl", json.dumps(rec))
-        _barrier(world)
-        log(f"epoch {epoch + 1:3d}/{tc.epochs}  loss {rec['loss']:.4f}  train {rec['train_acc']:.3f}"
-            f"  valid(discrete) {valid_acc:.3f}"
-            + (f"  sigma {rec['sigma']:.2f}" if rec["sigma"] is not None else "")
-            + f"  {rec['seconds']:.1f}s")
-
-    if state["epoch"] < tc.epochs:
+        _write_config(task, dc, log)
+    st = native.status()
+    if main_rank and not st.available:   # integer delays (validation, fixed delays) slower
+        log(f"note: integer-delay operator on its {st.describe()}")
+    if not run_epochs(task, state, progress=progress, log=log,
+                      stop_after_epoch=stop_after_epoch):
         return {"finished": False, "epoch": state["epoch"]}
-    best = load_model(run)
-    test_acc = accuracy(best, splits.test, tc.eval_batch_size)
+    test_acc = accuracy(load_model(run), splits.test, tc.eval_batch_size)
     result = {"finished": True, "test_accuracy": test_acc, "n_test": len(splits.test),
               "best_epoch": state["best_epoch"], "best_valid_accuracy": state["best_valid"],
-              "parameters": counts, "notes": splits.notes, "world_size": world}
+              "parameters": task.model.count_parameters(), "notes": splits.notes,
+              "world_size": world}
     if main_rank:
-        atomic_write_text(run / "result.json", json.dumps(result, indent=2))
+        atomic_write(run / "result.json", json.dumps(result, indent=2))
     _barrier(world)
     return {**result, "rank": rank}
