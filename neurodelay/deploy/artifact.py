@@ -28,6 +28,10 @@ The report says which.
 
 The folder is written next to its destination and renamed into place at the end, so a
 refused or failed export leaves nothing behind, and a reader never sees half of one.
+
+This module builds and loads the folders; the file names, hash, report and options are in
+:mod:`neurodelay.deploy.manifest`, the calibration and quantization in
+:mod:`neurodelay.deploy.calibrate`. Every public name of both is importable from here.
 """
 from __future__ import annotations
 
@@ -37,195 +41,42 @@ import os
 import shutil
 import tempfile
 import time
-import warnings as _w
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from neurodelay import __version__, passes
+from neurodelay import __version__
 from neurodelay._io import disk_full_error, inside, make_dirs, refuse_links, remove_empty_dirs
 from neurodelay.core.network import QNetwork
 from neurodelay.core.network_io import load_network, save_network
-from neurodelay.data import load_binned, pad_batch
-from neurodelay.data.rundata import run_data_config, run_train_data
-from neurodelay.errors import ArtifactError, OptionError, TargetError
+
+# re-exported names (noqa: F401): importers use neurodelay.deploy.artifact for all of them
+from neurodelay.deploy.calibrate import calibration_data, quantize_run  # noqa: F401
+from neurodelay.deploy.manifest import (  # noqa: F401
+    DEFAULT_CALIB_SAMPLES,
+    DEFAULT_CALIB_SEED,
+    DEFAULT_MESSAGE_BITS,
+    FILES,
+    FORMAT,
+    FORMAT_VERSION,
+    Artifact,
+    Calibration,
+    DeployOptions,
+    DeployReport,
+    canonical_target,
+    file_sha256,
+    qnet_hash,
+)
+from neurodelay.errors import ArtifactError, TargetError
 from neurodelay.exporters import get_exporter
 from neurodelay.exporters.loihi2 import load_check, netx_layer, netx_readme, write_netx
 from neurodelay.hw.resources import check_fits
 from neurodelay.hw.target import arith, load_target
 from neurodelay.runs import Run, open_run, read_json
-from neurodelay.train.loaders import float_network
 from neurodelay.untrusted import open_h5
 
-DEFAULT_CALIB_SAMPLES = 256
-DEFAULT_CALIB_SEED = 0
-DEFAULT_MESSAGE_BITS = 8             # graded input bits declared to netx (at least)
-FORMAT = "neurodelay-deploy"
-FORMAT_VERSION = 1
-FILES = {"qnet": "network.qnet.h5", "netx": "network.netx.h5", "nir_float": "model.nir",
-         "nir_quantized": "model.quantized.nir", "report": "deploy.json",
-         "readme": "README.txt"}
-
-
-# ----------------------------------------------------------------------------- hashing
-
-def _canonical_target(spec: dict | None, name: str) -> dict:
-    """The target fields that change the arithmetic (not where the file lives)."""
-    if not spec:
-        return {"name": name}
-    return {k: v for k, v in sorted(spec.items()) if k not in ("source", "description")}
-
-
-def qnet_hash(qnet: QNetwork) -> str:
-    """``sha256:<hex>`` of everything that determines what ``qnet`` computes."""
-    h = hashlib.sha256()
-
-    def put(tag: str, value) -> None:
-        h.update(tag.encode())
-        if isinstance(value, np.ndarray):
-            a = np.ascontiguousarray(value, dtype="<i8")
-            h.update(repr(a.shape).encode())
-            h.update(a.tobytes())
-        else:
-            h.update(json.dumps(value, sort_keys=True).encode())
-
-    put("format", "neurodelay-qnet-hash-1")
-    put("target", _canonical_target(qnet.target_spec, qnet.target))
-    put("dt", float(qnet.dt).hex())
-    put("input_scale", float(qnet.input_scale).hex())
-    put("class_names", [str(c) for c in qnet.class_names])
-    for k, layer in enumerate(qnet.layers):
-        put(f"layer{k}", [layer.name, layer.kind, int(layer.weight_exp),
-                          int(layer.num_weight_bits), int(layer.bias_exp), int(layer.du),
-                          int(layer.dv), None if layer.vth is None else int(layer.vth),
-                          float(layer.scale).hex()])
-        put("weight", layer.weight)
-        put("delay", layer.delay)
-        put("bias_mant", layer.bias_mant)
-    return "sha256:" + h.hexdigest()
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
-# ----------------------------------------------------------------------------- report
-
-@dataclass
-class Calibration:
-    """Where the quantizer's activity statistics came from (never test/valid data)."""
-
-    source: str                  # "training split" | "file" | "none (weights only)"
-    n: int = 0
-    seed: int | None = None
-    file: str | None = None
-    indices_sha256: str | None = None
-    description: str = ""
-
-
-@dataclass
-class DeployReport:
-    """deploy.json: what was deployed, how, and its content hash."""
-
-    artifact_hash: str
-    target: dict                  # name, description, source
-    weight_bits: int
-    delay_bits: int
-    max_delay: int
-    input_scale: float
-    layers: list                  # per layer: exponents, scale, vth, decays, headroom, ...
-    calibration: dict
-    resources: dict
-    delays: dict                  # check_delays: clipped / zeroed counts
-    netx: dict                    # input_message_bits, exact, layers
-    source: dict                  # run, kind, model file and its sha256
-    files: dict
-    options: dict
-    warnings: list = field(default_factory=list)
-    format: str = FORMAT
-    format_version: int = FORMAT_VERSION
-    neurodelay_version: str = ""
-    created: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str) -> "DeployReport":
-        if d.get("format") != FORMAT:
-            raise ArtifactError(f"{where}: not a neurodelay deploy report (format "
-                                f"{d.get('format')!r})")
-        if d.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(f"{where}: deploy report version {d.get('format_version')} "
-                                f"is not supported (this neurodelay reads {FORMAT_VERSION})")
-
-        names = {f.name for f in fields(cls)}
-        missing = sorted(f.name for f in fields(cls) if f.name not in d
-                         and f.default is MISSING and f.default_factory is MISSING)
-        if missing:
-            raise ArtifactError(f"{where}: missing {', '.join(missing)}")
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-@dataclass
-class Artifact:
-    """An artifact folder, its quantized network and its report."""
-
-    folder: Path
-    qnet: QNetwork
-    report: DeployReport
-
-    @property
-    def hash(self) -> str:
-        return self.report.artifact_hash
-
-    def path(self, kind: str) -> Path:
-        """The artifact's file of ``kind``, by the name deploy.json gives: refused when
-        that name leads outside the artifact folder (directly or by a symbolic link)."""
-        return inside(self.folder, self.report.files[kind], "artifact folder")
-
-    @property
-    def netx_path(self) -> Path:
-        return self.path("netx")
-
-    @property
-    def message_bits(self) -> int:
-        return int(self.report.netx["input_message_bits"])
-
-
-# ----------------------------------------------------------------------------- options
-
-@dataclass
-class DeployOptions:
-    """How a run is deployed; the defaults come from the target."""
-
-    target: str = "loihi2"
-    weight_bits: int | None = None           # None: the target's
-    clip_delays: bool = False
-    calib_samples: int = DEFAULT_CALIB_SAMPLES
-    calib_seed: int = DEFAULT_CALIB_SEED
-    calib_file: str | None = None
-
-    def __post_init__(self):
-
-        if int(self.calib_samples) < 1:
-            raise OptionError(f"--calib-samples {self.calib_samples}: must be >= 1 (training "
-                              f"samples the quantizer calibrates on; default "
-                              f"{DEFAULT_CALIB_SAMPLES})")
-        if self.weight_bits is not None and int(self.weight_bits) < 2:
-            raise OptionError(f"--weight-bits {self.weight_bits}: must be >= 2")
-
-    def describe(self) -> dict:
-        return {"target": str(self.target), "weight_bits": self.weight_bits,
-                "clip_delays": bool(self.clip_delays),
-                "calib_samples": int(self.calib_samples), "calib_seed": int(self.calib_seed),
-                "calib_file": str(self.calib_file) if self.calib_file else None}
-
+# ----------------------------------------------------------------------------- folders
 
 def _target_folder_name(tgt) -> str:
     """The target's name, plus a short digest when the description differs from the
@@ -233,12 +84,12 @@ def _target_folder_name(tgt) -> str:
 
     try:
         builtin = load_target(tgt.name)
-        same = _canonical_target(builtin.to_dict(), "") == _canonical_target(tgt.to_dict(), "")
+        same = canonical_target(builtin.to_dict(), "") == canonical_target(tgt.to_dict(), "")
     except TargetError:
         same = False
     if same:
         return tgt.name
-    digest = hashlib.sha256(json.dumps(_canonical_target(tgt.to_dict(), ""),
+    digest = hashlib.sha256(json.dumps(canonical_target(tgt.to_dict(), ""),
                                        sort_keys=True).encode()).hexdigest()[:8]
     return f"{tgt.name}-{digest}"
 
@@ -261,41 +112,6 @@ def default_folder(run, options: DeployOptions) -> Path:
     return Path(run) / "deploy" / name
 
 
-# ----------------------------------------------------------------------------- calibration
-
-def calibration_data(run, options: DeployOptions, log=None):
-    """(x_padded or None, Calibration): a seeded subset of the run's training split, or
-    of ``options.calib_file``; never test or validation data."""
-
-    if options.calib_file:
-        dc = run_data_config(run)
-        ds = load_binned(options.calib_file, channel_bin=dc.channel_bin, dt=dc.dt,
-                         max_time=dc.max_time, n_channels=dc.n_channels,
-                         cache_dir=dc.cache_dir, progress=False)
-        source, what = "file", f"file {options.calib_file}"
-    elif run.has_own_data():
-        ds = run_train_data(run)
-        source, what = "training split", (f"the training split of {run.path} (validation "
-                                          f"and test samples excluded)")
-    else:
-        return None, Calibration("none (weights only)", description=(
-            f"{run.path} has no data of its own and no --calib-file was given: exponents "
-            f"were chosen from the weights alone"))
-    if len(ds) == 0:
-        raise ArtifactError(f"calibration data ({what}) has no samples")
-    n = min(int(options.calib_samples), len(ds))
-    rng = np.random.default_rng(int(options.calib_seed))
-    idx = np.sort(rng.permutation(len(ds))[:n])
-    x = pad_batch([ds.samples[i] for i in idx])
-    cal = Calibration(source, n=n, seed=int(options.calib_seed),
-                      file=str(options.calib_file) if options.calib_file else None,
-                      indices_sha256="sha256:" + hashlib.sha256(
-                          idx.astype("<i8").tobytes()).hexdigest(),
-                      description=f"{n} samples drawn with seed {options.calib_seed} from "
-                                  f"{what} ({len(ds)} samples)")
-    return x, cal
-
-
 # ----------------------------------------------------------------------------- building
 
 def _source(run) -> dict:
@@ -304,50 +120,6 @@ def _source(run) -> dict:
     path = run.path / model_file
     return {"run": str(run.path), "kind": run.kind, "model_file": model_file,
             "model_sha256": file_sha256(path) if path.exists() else None}
-
-
-def quantize_run(run, options: DeployOptions, log=None):
-    """(qnet, float network or None, quant report or None, delay report, Calibration):
-    the quantized network of a run on a target, computed as :func:`build_artifact` does."""
-
-    tgt = load_target(options.target)
-    if run.kind == "finetuned":
-        qnet = run.qnetwork()
-        if _canonical_target(qnet.target_spec, qnet.target) != \
-                _canonical_target(tgt.to_dict(), tgt.name):
-            raise ArtifactError(
-                f"{run.path} was fine-tuned for target {qnet.target!r} with its exact "
-                f"arithmetic; it cannot be deployed to {tgt.name!r} ({tgt.source}) without "
-                f"re-quantizing: fine-tune for that target instead")
-        if options.weight_bits is not None and int(options.weight_bits) != \
-                int(qnet.meta.get("weight_bits", -1)):
-            raise ArtifactError(f"{run.path} was fine-tuned with "
-                                f"{qnet.meta.get('weight_bits')}-bit weights; drop "
-                                f"--weight-bits or fine-tune again")
-        net_d, drep = passes.check_delays(qnet, tgt.max_delay, clip=options.clip_delays)
-        return net_d, None, None, drep, Calibration(
-            "none (fine-tuned integers)", description="the run's integers are the chip's "
-            "(hardware-exact fine-tuning); nothing was re-quantized")
-    net = float_network(run)
-    if not tgt.has_delays and not options.clip_delays:
-        from neurodelay.hw import fixedpoint as fp
-
-        a = arith(tgt)
-        problems = [v for k, L in enumerate(net.layers)
-                    for v in fp.delay_violations(f"layer {k} {L.name!r}", L.weight, L.delay, a)]
-        if problems:
-            raise ArtifactError("the network cannot run on this target:\n  - "
-                                + "\n  - ".join(problems)
-                                + "\n(choose a target with delays, e.g. loihi2, train with "
-                                  "--delays none, or pass --clip-delays to set every delay "
-                                  "to 0 and see the cost)")
-    net_d, drep = passes.check_delays(net, tgt.max_delay, clip=options.clip_delays)
-    x, cal = calibration_data(run, options, log)
-    with _w.catch_warnings():
-        _w.simplefilter("ignore")                # collected in the report instead
-        qnet, qrep = passes.quantize(net_d, tgt, data=x, weight_bits=options.weight_bits)
-    qnet.meta = {k: v for k, v in qnet.meta.items() if k != "run"}
-    return qnet, net_d, qrep, drep, cal
 
 
 def _write_nir(net, path) -> None:
@@ -366,6 +138,33 @@ def build_artifact(run, options: DeployOptions | None = None, out=None, *,
     options = options or DeployOptions()
     run = run if isinstance(run, Run) else open_run(run)
     tgt = load_target(options.target)
+    out = _destination(run, options, out)
+    unfinished = _unfinished(run)
+    for w in unfinished:
+        say(f"warning: {w}")
+    qnet, net, qrep, drep, cal = quantize_run(run, options, say)
+    resources = check_fits(qnet, tgt)                       # FitError: nothing written
+    h = qnet_hash(qnet)
+
+    def write(tmp: Path) -> DeployReport:
+        netx, files = _write_networks(tmp, qnet, net)
+        rep = _deploy_report(run, tgt, options, qnet, h, qrep=qrep, drep=drep, cal=cal,
+                             resources=resources, netx=netx, files=files,
+                             warnings=unfinished + (list(qrep.warnings) if qrep is not None
+                                                    else []))
+        (tmp / FILES["report"]).write_text(json.dumps(rep.to_dict(), indent=2) + "\n")
+        (tmp / FILES["readme"]).write_text(_readme(rep, netx_readme(netx, qnet)))
+        return rep
+
+    rep = _write_folder(out, write)
+    say(f"artifact {out}: {h}")
+    return Artifact(out, qnet, rep)
+
+
+def _destination(run: Run, options: DeployOptions, out) -> Path:
+    """The artifact folder to write (``out`` or :func:`default_folder`), refused when it
+    is a file, a non-empty folder that is no artifact, or reached through a link."""
+
     if out is None:
         out = default_folder(run.path, options)
         # never write or delete through a link planted in a run folder from elsewhere
@@ -374,46 +173,64 @@ def build_artifact(run, options: DeployOptions | None = None, out=None, *,
     out = Path(out)
     _check_destination(out)
     refuse_links(out, None, "artifact folder")
+    return out
+
+
+def _unfinished(run: Run) -> list:
+    """The warning an artifact of an unfinished run carries (none for a finished run)."""
+
     status = run.status()
-    unfinished = [] if status.finished else [
+    return [] if status.finished else [
         f"{run.path} is {status.describe()}: this artifact holds the best epoch so far, not "
         f"a finished run (continue it with `neurodelay train --resume --out {run.path}`, "
         f"then export again)"]
-    for w in unfinished:
-        say(f"warning: {w}")
-    qnet, net, qrep, drep, cal = quantize_run(run, options, say)
-    resources = check_fits(qnet, tgt)                       # FitError: nothing written
-    h = qnet_hash(qnet)
+
+
+def _write_networks(tmp: Path, qnet: QNetwork, net):
+    """The quantized network, its netx file (read back to check it) and the NIR graphs
+    into ``tmp``; returns (netx export, files: kind -> name)."""
+
     x_bits = DEFAULT_MESSAGE_BITS
+    save_network(qnet, tmp / FILES["qnet"])
+    netx = write_netx(qnet, tmp / FILES["netx"], input_message_bits=x_bits)
+    load_check(tmp / FILES["netx"], x_bits, len(qnet.layers))
+    files = {k: v for k, v in FILES.items() if k != "nir_float" or net is not None}
+    if net is not None:
+        _write_nir(net, tmp / FILES["nir_float"])
+    _write_nir(qnet, tmp / FILES["nir_quantized"])
+    return netx, files
+
+
+def _deploy_report(run: Run, tgt, options: DeployOptions, qnet: QNetwork, h: str, *, qrep,
+                   drep, cal, resources, netx, files: dict, warnings: list) -> DeployReport:
+    return DeployReport(
+        artifact_hash=h,
+        target={"name": tgt.name, "description": tgt.description, "source": tgt.source},
+        weight_bits=int(qnet.meta.get("weight_bits", tgt.weight_bits)),
+        delay_bits=int(qnet.meta.get("delay_bits", tgt.delay_bits)),
+        max_delay=int(tgt.max_delay),
+        input_scale=float(qnet.input_scale),
+        layers=_layer_rows(qnet, qrep),
+        calibration=asdict(cal), resources=resources.to_dict(),
+        delays={"max_delay": int(drep.changes["max_delay"]),
+                "clipped": int(drep.changes["clipped"]),
+                "unused_delays_zeroed": int(drep.changes["unused_delays_zeroed"])},
+        netx={"input_message_bits": netx.input_message_bits, "exact": netx.exact,
+              "layers": netx.layers},
+        source=_source(run), files=files, options=options.describe(),
+        warnings=warnings,
+        neurodelay_version=__version__, created=time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _write_folder(out: Path, write):
+    """``write(tmp)`` into a new temporary folder next to ``out``, then renamed to ``out``
+    (replacing an old artifact there); on any failure nothing is left behind. Returns
+    what ``write`` returned."""
+
     created = make_dirs(out.parent)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
-        save_network(qnet, tmp / FILES["qnet"])
-        netx = write_netx(qnet, tmp / FILES["netx"], input_message_bits=x_bits)
-        load_check(tmp / FILES["netx"], x_bits, len(qnet.layers))
-        files = {k: v for k, v in FILES.items() if k != "nir_float" or net is not None}
-        if net is not None:
-            _write_nir(net, tmp / FILES["nir_float"])
-        _write_nir(qnet, tmp / FILES["nir_quantized"])
-        rep = DeployReport(
-            artifact_hash=h,
-            target={"name": tgt.name, "description": tgt.description, "source": tgt.source},
-            weight_bits=int(qnet.meta.get("weight_bits", tgt.weight_bits)),
-            delay_bits=int(qnet.meta.get("delay_bits", tgt.delay_bits)),
-            max_delay=int(tgt.max_delay),
-            input_scale=float(qnet.input_scale),
-            layers=_layer_rows(qnet, qrep),
-            calibration=asdict(cal), resources=resources.to_dict(),
-            delays={"max_delay": int(drep.changes["max_delay"]),
-                    "clipped": int(drep.changes["clipped"]),
-                    "unused_delays_zeroed": int(drep.changes["unused_delays_zeroed"])},
-            netx={"input_message_bits": netx.input_message_bits, "exact": netx.exact,
-                  "layers": netx.layers},
-            source=_source(run), files=files, options=options.describe(),
-            warnings=unfinished + (list(qrep.warnings) if qrep is not None else []),
-            neurodelay_version=__version__, created=time.strftime("%Y-%m-%d %H:%M:%S"))
-        (tmp / FILES["report"]).write_text(json.dumps(rep.to_dict(), indent=2) + "\n")
-        (tmp / FILES["readme"]).write_text(_readme(rep, netx_readme(netx, qnet)))
+        result = write(tmp)
         _replace_folder(tmp, out)
     except BaseException as exc:
         full = disk_full_error(exc, tmp, f"{out} is as it was before"
@@ -423,8 +240,7 @@ def build_artifact(run, options: DeployOptions | None = None, out=None, *,
         if full is not None and full is not exc:
             raise full from None
         raise
-    say(f"artifact {out}: {h}")
-    return Artifact(out, qnet, rep)
+    return result
 
 
 def _layer_rows(qnet: QNetwork, qrep) -> list:

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from neurodelay.data import pad_batch
 from neurodelay.data.rundata import run_test_data
@@ -46,6 +45,7 @@ from neurodelay.errors import OptionError
 from neurodelay.exporters.loihi2 import input_message_bits_for
 from neurodelay.hw.resources import format_resource_report
 from neurodelay.options import check_tolerance
+from neurodelay.progress import bar
 from neurodelay.runs import open_run
 from neurodelay.sim import bitsim, floatsim
 from neurodelay.train.loaders import float_network, load_model
@@ -141,125 +141,193 @@ def verify_run(run=None, target: str = "loihi2", *, artifact=None, test_file=Non
     for ``target`` and the deploy options, built first if it does not exist yet.
     """
 
-
     tolerance = check_tolerance(tolerance)      # before any file is read or written
-    if artifact is not None:
-        art = load_artifact(artifact)
-        run = run if run is not None else art.report.source["run"]
-    elif run is None:
-        raise OptionError("verify needs a run folder or --artifact DIR")
-    r = open_run(run)
-    if artifact is None:
-        opts = DeployOptions(target=target, weight_bits=weight_bits, clip_delays=clip_delays,
-                             calib_samples=calib_samples or DEFAULT_CALIB_SAMPLES,
-                             calib_seed=calib_seed, calib_file=calib_file)
-        t0 = time.perf_counter()
-        art = artifact_for(r, opts, log=log)
-        t_artifact = time.perf_counter() - t0
-    else:
-        t_artifact = 0.0
-    qnet = art.qnet
+    opts = dict(target=target, weight_bits=weight_bits, clip_delays=clip_delays,
+                calib_samples=calib_samples or DEFAULT_CALIB_SAMPLES,
+                calib_seed=calib_seed, calib_file=calib_file)
+    r, art, t_artifact = _open_artifact(run, artifact, opts, log)
     ds = run_test_data(r, test_file)
     n, T = len(ds), ds.max_steps
     labels = np.asarray(ds.labels)
     ref_name, model, pytorch_path = _reference_model(r)
     net = float_network(r) if r.kind != "finetuned" else None
     x_all = pad_batch(ds.samples, pad_to=T)
+    sims = _simulate(art.qnet, model, net, x_all, exact=r.kind == "finetuned",
+                     batch_size=batch_size, progress=progress)
+    scores = _scores(sims, labels, n)
+    problems = _problems(art, x_all, sims, scores, tolerance)
+    cc = _lava_check(art, x_all[:min(int(lava), n)], problems, log) if lava else None
+    both = model is not None and net is not None
+    res = art.report.resources
+    return VerifyResult(
+        run=str(r.path), target=art.qnet.target, n=n, steps=T,
+        test=str(test_file) if test_file else "run's own test split", reference=ref_name,
+        artifact=str(art.folder), artifact_hash=art.hash,
+        calibration=art.report.calibration,
+        pytorch_accuracy=scores["pytorch"], float_accuracy=scores["float"],
+        quantized_accuracy=scores["quantized"], float_agreement=scores["float_agreement"],
+        agreement=scores["agreement"],
+        float_max_readout_diff=sims.max_diff if both else None,
+        float_hidden_spike_flips=sims.flips if both else None,
+        float_hidden_spikes=sims.spikes_total if both else None,
+        float_samples_readout_diff_over_1e_4=sims.n_readout_over if both else None,
+        synaptic_memory_bytes=int(res["totals"]["synaptic_memory_bytes"]), resources=res,
+        quantization={"layers": art.report.layers, "warnings": art.report.warnings},
+        delays=art.report.delays,
+        seconds={"pytorch": sims.t_torch, "float_sim": sims.t_float, "bit_sim": sims.t_bit,
+                 "artifact": t_artifact},
+        weight_bits=art.report.weight_bits, tolerance_pp=float(tolerance),
+        accuracy_drop_pp=scores["drop"], passed=not problems, problems=problems, lava=cc,
+        sim_s_per_sample=sims.t_bit / max(n, 1), reference_exact=sims.exact,
+        pytorch_path=pytorch_path)
 
-    t_torch = t_float = 0.0
-    pt_pred = np.empty(n, np.int64) if model is not None else None
-    fl_pred = np.empty(n, np.int64) if net is not None else None
-    max_diff, n_readout_over, flips, spikes_total = 0.0, 0, 0, 0
-    exact = {"readout_equal": True, "spikes_equal": True} if r.kind == "finetuned" else None
-    q_pred = np.empty(n, np.int64) if exact is not None else None
-    t_bit = 0.0
-    bar = tqdm(total=n, desc="verify", unit="sample", disable=not progress, leave=False)
+
+def _open_artifact(run, artifact, opts: dict, log):
+    """(run, artifact, seconds spent building it): the artifact folder given, or the
+    run's artifact for the deploy options ``opts`` (built first if it is not there)."""
+
+    if artifact is not None:
+        art = load_artifact(artifact)
+        run = run if run is not None else art.report.source["run"]
+    elif run is None:
+        raise OptionError("verify needs a run folder or --artifact DIR")
+    r = open_run(run)
+    if artifact is not None:
+        return r, art, 0.0
+    options = DeployOptions(**opts)
+    t0 = time.perf_counter()
+    art = artifact_for(r, options, log=log)
+    return r, art, time.perf_counter() - t0
+
+
+@dataclass
+class _Simulated:
+    """Predictions of every model on the test set, and how the float network differs."""
+
+    pt_pred: np.ndarray | None                 # the PyTorch reference (None: no model)
+    fl_pred: np.ndarray | None                 # the frozen float network (None: none)
+    q_pred: np.ndarray | None                  # the bit-accurate simulator
+    exact: dict | None                         # fine-tuned runs: readout/spike equality
+    max_diff: float = 0.0                      # float network vs. PyTorch readout
+    n_readout_over: int = 0                    # samples with a readout diff > 1e-4
+    flips: int = 0                             # hidden spikes that differ
+    spikes_total: int = 0                      # hidden spikes of the float network
+    t_torch: float = 0.0
+    t_float: float = 0.0
+    t_bit: float = 0.0
+
+
+def _simulate(qnet, model, net, x_all: np.ndarray, *, exact: bool, batch_size: int,
+              progress: bool) -> _Simulated:
+    """Each model once over ``x_all`` (in chunks of ``batch_size``): the PyTorch reference,
+    the float network and, for a fine-tuned run (``exact``), one recorded bit-accurate
+    pass compared with the reference; else the bit-accurate simulator batched at the end."""
+
+    n = len(x_all)
+    sims = _Simulated(
+        pt_pred=np.empty(n, np.int64) if model is not None else None,
+        fl_pred=np.empty(n, np.int64) if net is not None else None,
+        q_pred=np.empty(n, np.int64) if exact else None,
+        exact={"readout_equal": True, "spikes_equal": True} if exact else None)
+    pbar = bar(total=n, desc="verify", unit="sample", enabled=progress, leave=False)
     for sl in _chunks(n, batch_size):
-        x = x_all[sl]
-        u_pt = spk_pt = None
-        if model is not None:
-            t0 = time.perf_counter()
-            u_pt, spk_pt = _forward(model, x)
-            t_torch += time.perf_counter() - t0
-            pt_pred[sl] = floatsim.readout_scores(u_pt).argmax(1)
-        if net is not None:
-            t0 = time.perf_counter()
-            fs = floatsim.simulate(net, x, record=True)
-            t_float += time.perf_counter() - t0
-            fl_pred[sl] = fs.predictions
-            if u_pt is not None:
-                diff = np.abs(fs.u - u_pt).max(axis=(1, 2))
-                max_diff = max(max_diff, float(diff.max()))
-                n_readout_over += int(np.count_nonzero(diff > 1e-4))
-                for a, b in zip(spk_pt, fs.spikes):
-                    flips += int(np.count_nonzero(a.astype(bool) != b))
-                    spikes_total += int(np.count_nonzero(b))
-        if exact is not None:       # one recorded bit-accurate pass: compared and scored
-            t0 = time.perf_counter()
-            q_pred[sl] = _compare_exact(qnet, x, u_pt, spk_pt, exact)
-            t_bit += time.perf_counter() - t0
-        bar.update(sl.stop - sl.start)
-    bar.close()
-    if q_pred is None:
+        _simulate_chunk(sims, qnet, model, net, x_all[sl], sl)
+        pbar.update(sl.stop - sl.start)
+    pbar.close()
+    if sims.q_pred is None:
         t0 = time.perf_counter()
-        q_pred, _ = bitsim.predict(qnet, x_all, batch_size=batch_size)
-        t_bit = time.perf_counter() - t0
+        sims.q_pred, _ = bitsim.predict(qnet, x_all, batch_size=batch_size)
+        sims.t_bit = time.perf_counter() - t0
+    return sims
 
-    ref_pred = pt_pred if pt_pred is not None else fl_pred
-    q_acc = float(np.mean(q_pred == labels))
-    ref_acc = float(np.mean(ref_pred == labels))
-    lost = int(np.sum(ref_pred == labels)) - int(np.sum(q_pred == labels))
-    drop = 100.0 * lost / max(n, 1)
+
+def _simulate_chunk(sims: _Simulated, qnet, model, net, x: np.ndarray, sl: slice) -> None:
+    u_pt = spk_pt = None
+    if model is not None:
+        t0 = time.perf_counter()
+        u_pt, spk_pt = _forward(model, x)
+        sims.t_torch += time.perf_counter() - t0
+        sims.pt_pred[sl] = floatsim.readout_scores(u_pt).argmax(1)
+    if net is not None:
+        t0 = time.perf_counter()
+        fs = floatsim.simulate(net, x, record=True)
+        sims.t_float += time.perf_counter() - t0
+        sims.fl_pred[sl] = fs.predictions
+        if u_pt is not None:
+            _compare_float(sims, fs, u_pt, spk_pt)
+    if sims.exact is not None:      # one recorded bit-accurate pass: compared and scored
+        t0 = time.perf_counter()
+        sims.q_pred[sl] = _compare_exact(qnet, x, u_pt, spk_pt, sims.exact)
+        sims.t_bit += time.perf_counter() - t0
+
+
+def _compare_float(sims: _Simulated, fs, u_pt, spk_pt) -> None:
+    """Add the float network's readout and hidden spike differences from the PyTorch
+    reference on one chunk to ``sims``."""
+
+    diff = np.abs(fs.u - u_pt).max(axis=(1, 2))
+    sims.max_diff = max(sims.max_diff, float(diff.max()))
+    sims.n_readout_over += int(np.count_nonzero(diff > 1e-4))
+    for a, b in zip(spk_pt, fs.spikes):
+        sims.flips += int(np.count_nonzero(a.astype(bool) != b))
+        sims.spikes_total += int(np.count_nonzero(b))
+
+
+def _scores(sims: _Simulated, labels: np.ndarray, n: int) -> dict:
+    """Accuracies (None for a model that did not run), agreements, and the reference's
+    correct predictions the quantized network lost (``lost``; ``drop`` in pp)."""
+
+    pt, fl, q = sims.pt_pred, sims.fl_pred, sims.q_pred
+    ref = pt if pt is not None else fl
+    lost = int(np.sum(ref == labels)) - int(np.sum(q == labels))
+    return {"pytorch": float(np.mean(pt == labels)) if pt is not None else None,
+            "float": float(np.mean(fl == labels)) if fl is not None else None,
+            "quantized": float(np.mean(q == labels)),
+            "reference": float(np.mean(ref == labels)),
+            "float_agreement": (float(np.mean(fl == pt))
+                                if fl is not None and pt is not None else None),
+            "agreement": float(np.mean(q == ref)),
+            "lost": lost, "n": n, "drop": 100.0 * lost / max(n, 1)}
+
+
+def _problems(art, x_all: np.ndarray, sims: _Simulated, scores: dict,
+              tolerance: float) -> list:
+    """Why verify fails, before the Lava cross-check (empty: it passes so far)."""
+
     problems = []
-    if drop_exceeds(lost, n, tolerance):
-        problems.append(f"quantized accuracy {q_acc:.4f} is {drop:.2f} pp below the "
-                        f"reference {ref_acc:.4f} (tolerance {tolerance} pp)")
-    need = _message_bits_needed(qnet, x_all)
+    if drop_exceeds(scores["lost"], scores["n"], tolerance):
+        problems.append(f"quantized accuracy {scores['quantized']:.4f} is "
+                        f"{scores['drop']:.2f} pp below the reference "
+                        f"{scores['reference']:.4f} (tolerance {tolerance} pp)")
+    need = _message_bits_needed(art.qnet, x_all)
     if need > art.message_bits:
         problems.append(f"test input counts need {need}-bit graded spikes, the artifact's "
                         f"netx file declares {art.message_bits} bits")
+    exact = sims.exact
     if exact is not None and not (exact["readout_equal"] and exact["spikes_equal"]):
         problems.append("the hardware-exact PyTorch model and the bit-accurate simulator "
                         "differ (they must be equal by construction)")
     res = art.report.resources
     if res.get("violations"):
         problems.append(f"{len(res['violations'])} target limit violation(s)")
-    cc = None
-    if lava:
-        from neurodelay.sim.lavarun import cross_check
+    return problems
 
-        k = min(int(lava), n)
-        log(f"running {k} samples of the exported netx file {art.netx_path} through Lava "
-            f"fixed_pt (Loihi2SimCfg) and the bit-accurate simulator ...")
-        cc = cross_check(qnet, x_all[:k], netx_path=art.netx_path,
-                         message_bits=art.message_bits).to_dict()
-        if cc["lava_mismatches"]:
-            problems.append(f"Lava (netx file) and the bit-accurate simulator differ in "
-                            f"{cc['lava_mismatches']} entries; first: {cc['first_mismatch']}")
-    return VerifyResult(
-        run=str(r.path), target=qnet.target, n=n, steps=T,
-        test=str(test_file) if test_file else "run's own test split", reference=ref_name,
-        artifact=str(art.folder), artifact_hash=art.hash,
-        calibration=art.report.calibration,
-        pytorch_accuracy=float(np.mean(pt_pred == labels)) if pt_pred is not None else None,
-        float_accuracy=float(np.mean(fl_pred == labels)) if fl_pred is not None else None,
-        quantized_accuracy=q_acc,
-        float_agreement=(float(np.mean(fl_pred == pt_pred))
-                         if fl_pred is not None and pt_pred is not None else None),
-        agreement=float(np.mean(q_pred == ref_pred)),
-        float_max_readout_diff=max_diff if model is not None and net is not None else None,
-        float_hidden_spike_flips=flips if model is not None and net is not None else None,
-        float_hidden_spikes=spikes_total if model is not None and net is not None else None,
-        float_samples_readout_diff_over_1e_4=(n_readout_over if model is not None
-                                              and net is not None else None),
-        synaptic_memory_bytes=int(res["totals"]["synaptic_memory_bytes"]), resources=res,
-        quantization={"layers": art.report.layers, "warnings": art.report.warnings},
-        delays=art.report.delays,
-        seconds={"pytorch": t_torch, "float_sim": t_float, "bit_sim": t_bit,
-                 "artifact": t_artifact},
-        weight_bits=art.report.weight_bits, tolerance_pp=float(tolerance),
-        accuracy_drop_pp=drop, passed=not problems, problems=problems, lava=cc,
-        sim_s_per_sample=t_bit / max(n, 1), reference_exact=exact, pytorch_path=pytorch_path)
+
+def _lava_check(art, x: np.ndarray, problems: list, log) -> dict:
+    """The samples ``x`` through Lava running the artifact's netx file and through the
+    bit-accurate simulator (:func:`neurodelay.sim.lavarun.cross_check`); a mismatch is
+    added to ``problems``."""
+
+    from neurodelay.sim.lavarun import cross_check  # Lava takes seconds to import
+
+    log(f"running {len(x)} samples of the exported netx file {art.netx_path} through Lava "
+        f"fixed_pt (Loihi2SimCfg) and the bit-accurate simulator ...")
+    cc = cross_check(art.qnet, x, netx_path=art.netx_path,
+                     message_bits=art.message_bits).to_dict()
+    if cc["lava_mismatches"]:
+        problems.append(f"Lava (netx file) and the bit-accurate simulator differ in "
+                        f"{cc['lava_mismatches']} entries; first: {cc['first_mismatch']}")
+    return cc
 
 
 def drop_exceeds(lost: int, n: int, tolerance_pp: float) -> bool:
@@ -296,7 +364,6 @@ def _compare_exact(qnet, x, u_pt, spk_pt, exact: dict) -> np.ndarray:
 
 
 def _message_bits_needed(qnet, x: np.ndarray) -> int:
-
     return input_message_bits_for(x, qnet.input_scale)
 
 

@@ -7,7 +7,7 @@ bit-accurate simulator (:mod:`neurodelay.sim.bitsim`), the Lava runner
 the resource report (:mod:`neurodelay.hw.target`), the exporters and the hardware-exact
 fine-tuning all call these functions, so they accept and refuse the same networks and
 compute the same integers. Sources in lava-nc 0.10 (paths under ``site-packages/lava``)
-are named per rule; the facts were measured (../shared/notes/loihi2-lava.md).
+are named per rule; the facts were measured (docs/loihi2-lava.md).
 
 Symbols: R = ``weight_register_bits`` (8: the width Lava's Dense clips weights to),
 W = ``weight_bits`` (the target's weight precision, at most R; 8 on Loihi 2),

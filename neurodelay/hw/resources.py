@@ -66,7 +66,7 @@ def resource_report(net: Network | QNetwork, target) -> ResourceReport:
     """Estimate what ``net`` needs on ``target`` (a Target, name or path) and list limits it
     violates.
 
-    Returns a dict: target (name), memory_formula (str), layers (list of dicts with
+    Returns a :class:`ResourceReport`: target (name), memory_formula (str), layers (dicts with
     name, kind, inputs, neurons, synapses, synaptic_memory_bytes, cores, delay_min,
     delay_max, max_fan_in, max_fan_out), totals (neurons, synapses,
     synaptic_memory_bytes, cores, chips_needed), limits (the target values compared),

@@ -26,14 +26,8 @@ from neurodelay.nir.graph import (
     DISCRETIZATIONS,
     read_graph,
 )
-from neurodelay.nir.importer import (
-    ImportResult,
-    describe_imported,
-    import_nir,
-    import_to_run,
-    input_layout,
-    to_network,
-)
+from neurodelay.nir.importer import ImportResult, import_nir, input_layout, to_network
+from neurodelay.nir.run_folder import describe_imported, import_to_run
 
 __all__ = [
     "CONVENTIONS", "DEFAULT_MAX_DELAY_STEPS", "DISCRETIZATIONS", "DISCRETIZATION_TEXT",

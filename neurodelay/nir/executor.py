@@ -32,13 +32,14 @@ from neurodelay.nir.graph import (
     NEURONS,
     check_discretization,
     check_dt,
+    check_time_constants,
     delay_steps,
     metadata_dt,
     neuron_factors,
     read_graph,
     view,
 )
-from neurodelay.nir.importer import check_time_constants, input_layout
+from neurodelay.nir.importer import input_layout
 from neurodelay.sim.floatsim import readout_scores
 
 

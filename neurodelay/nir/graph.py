@@ -209,6 +209,22 @@ def view(graph: nir.NIRGraph, where: str = "") -> GraphView:
     if not isinstance(graph, nir.NIRGraph):
         raise NirImportError(f"{pre}expected a nir.NIRGraph, got {type(graph).__name__}")
     nodes = graph.nodes
+    _check_node_types(nodes, pre)
+    inp, out = _single_io(nodes, pre)
+    preds, succs = _edges(graph, pre)
+    if preds[inp]:
+        raise NirImportError(f"{pre}the Input node {inp!r} has incoming edges from {preds[inp]}")
+    if succs[out]:
+        raise NirImportError(f"{pre}the Output node {out!r} has outgoing edges to {succs[out]}")
+    order = _topological_order(nodes, preds, succs, pre)
+    _check_connected(nodes, order, inp, out, preds, succs, pre)
+    dims = {n: _dims(n, nodes[n]) for n in nodes}
+    _check_sizes(nodes, order, succs, dims, pre)
+    return GraphView(graph, order, preds, succs, dims, inp, out, where)
+
+
+def _check_node_types(nodes: dict, pre: str) -> None:
+    """Every node a supported type, none a nested graph."""
     for name, node in nodes.items():
         t = type_name(node)
         if isinstance(node, nir.NIRGraph):
@@ -221,6 +237,10 @@ def view(graph: nir.NIRGraph, where: str = "") -> GraphView:
                 f"{pre}node {name!r} is a {t}, which neurodelay does not import (supported: "
                 f"{', '.join(SUPPORTED)}); replace it by supported nodes (e.g. a Conv on a "
                 f"flat signal by its equivalent Linear) or remove it")
+
+
+def _single_io(nodes: dict, pre: str) -> tuple[str, str]:
+    """The names of the one Input and the one Output node."""
     inputs = [n for n, v in nodes.items() if type_name(v) == "Input"]
     outputs = [n for n, v in nodes.items() if type_name(v) == "Output"]
     if len(inputs) != 1 or len(outputs) != 1:
@@ -228,6 +248,13 @@ def view(graph: nir.NIRGraph, where: str = "") -> GraphView:
             f"{pre}the graph has {len(inputs)} Input node(s) {inputs} and {len(outputs)} "
             f"Output node(s) {outputs}; neurodelay needs exactly one of each (one input "
             f"spike train, one readout): merge or remove the extra ones")
+    return inputs[0], outputs[0]
+
+
+def _edges(graph: nir.NIRGraph, pre: str) -> tuple[dict, dict]:
+    """(preds, succs): every node's predecessors and successors, in edge order; an edge
+    naming an unknown node or appearing twice is refused."""
+    nodes = graph.nodes
     preds: dict[str, list[str]] = {n: [] for n in nodes}
     succs: dict[str, list[str]] = {n: [] for n in nodes}
     seen = set()
@@ -243,12 +270,11 @@ def view(graph: nir.NIRGraph, where: str = "") -> GraphView:
         seen.add((a, b))
         preds[b].append(a)
         succs[a].append(b)
-    inp, out = inputs[0], outputs[0]
-    if preds[inp]:
-        raise NirImportError(f"{pre}the Input node {inp!r} has incoming edges from {preds[inp]}")
-    if succs[out]:
-        raise NirImportError(f"{pre}the Output node {out!r} has outgoing edges to {succs[out]}")
-    # topological order (Kahn); what remains lies on a cycle
+    return preds, succs
+
+
+def _topological_order(nodes: dict, preds: dict, succs: dict, pre: str) -> list[str]:
+    """Kahn's topological order; what remains lies on a cycle, which is refused."""
     indeg = {n: len(p) for n, p in preds.items()}
     ready = [n for n in nodes if indeg[n] == 0]
     order = []
@@ -266,7 +292,12 @@ def view(graph: nir.NIRGraph, where: str = "") -> GraphView:
             f"neurodelay imports feed-forward graphs only: a recurrent layer has no "
             f"per-synapse-delay Network equivalent here. Remove the recurrent edges or "
             f"unroll the recurrence")
-    # connectivity: everything between Input and Output
+    return order
+
+
+def _check_connected(nodes: dict, order: list, inp: str, out: str, preds: dict,
+                     succs: dict, pre: str) -> None:
+    """Every node lies between the Input and the Output."""
     fwd = _reach(inp, succs)
     bwd = _reach(out, preds)
     for n in order:
@@ -276,7 +307,10 @@ def view(graph: nir.NIRGraph, where: str = "") -> GraphView:
         if n not in bwd:
             raise NirImportError(f"{pre}node {n!r} ({type_name(nodes[n])}) does not lead to "
                                  f"the Output node {out!r}; remove it or connect it")
-    dims = {n: _dims(n, nodes[n]) for n in nodes}
+
+
+def _check_sizes(nodes: dict, order: list, succs: dict, dims: dict, pre: str) -> None:
+    """Every edge joins an output and an input of the same size."""
     for a in order:
         for b in succs[a]:
             if dims[a][1] != dims[b][0]:
@@ -284,7 +318,6 @@ def view(graph: nir.NIRGraph, where: str = "") -> GraphView:
                     f"{pre}shape mismatch on edge {a!r} -> {b!r}: {a!r} ({type_name(nodes[a])}) "
                     f"outputs {dims[a][1]} values but {b!r} ({type_name(nodes[b])}) takes "
                     f"{dims[b][0]}; fix the layer sizes")
-    return GraphView(graph, order, preds, succs, dims, inp, out, where)
 
 
 def _reach(start: str, nbrs: dict) -> set:
@@ -399,6 +432,43 @@ def neuron_factors(node, name: str, dt: float, discretization: str, where: str =
         f["v_reset"] = (np.zeros_like(f["v_threshold"]) if v_reset is None
                         else _vec(node, "v_reset", name))
     return f
+
+
+TIME_CONSTANTS = {"LIF": ("tau",), "LI": ("tau",), "CubaLIF": ("tau_syn", "tau_mem"),
+                  "CubaLI": ("tau_syn", "tau_mem")}
+
+
+def check_time_constants(node, name: str, where: str = "") -> None:
+    """NirImportError naming the node, the parameter, the neuron and the offending value
+    when a time constant of a neuron node is not finite and positive (seconds).
+
+    Checked before :func:`neuron_factors` so the message quotes the bad value itself (an
+    infinite tau among finite ones is not the layer's smallest tau)."""
+    pre = f"{where}: " if where else ""
+    t = type_name(node)
+    for attr in TIME_CONSTANTS.get(t, ()):
+        try:
+            tau = np.asarray(getattr(node, attr), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise NirImportError(f"{pre}node {name!r} ({t}): {attr} is not numeric") from None
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.isfinite(tau) & (tau > 0))
+        if not bad.any():
+            continue
+        flat = tau.reshape(-1)
+        k = int(np.flatnonzero(bad.reshape(-1))[0])
+        where_k = (f"neuron {k}" if tau.ndim == 1 else
+                   f"index {tuple(int(i) for i in np.unravel_index(k, tau.shape))}"
+                   if tau.ndim else "the value")
+        value = flat[k]
+        kind = ("infinite" if np.isinf(value) else "NaN" if np.isnan(value) else
+                "zero" if value == 0 else "negative")
+        raise NirImportError(
+            f"{pre}node {name!r} ({t}): {attr} = {value} s at {where_k} is {kind} "
+            f"({int(bad.sum())} of {tau.size} value{'s' if tau.size != 1 else ''} bad); "
+            f"{attr} must be a finite, positive number of seconds"
+            + ("; a neuron without leak (infinite tau) is an IF / I node"
+               if np.isinf(value) and value > 0 else ""))
 
 
 def strict_to_inclusive(v_threshold: float) -> float:

@@ -37,21 +37,20 @@ threshold is the smallest float32 above ``v_threshold`` (so both rules agree for
 float32 membrane; the exporter's float32 ``nextafter`` read backwards). ``v_reset`` is
 the reset value. ``tau``, ``v_threshold`` and ``v_reset`` must be the same for all neurons
 of a node (a Layer has one of each); ``r``, ``w_in`` and ``v_leak`` may differ per neuron.
+
+An imported network written as a run folder: :mod:`neurodelay.nir.run_folder`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nir
 import numpy as np
 
-from neurodelay._io import atomic_write
 from neurodelay.core.network import Layer, Network, NetworkError
-from neurodelay.core.network_io import save_network
 from neurodelay.errors import NirImportError
 from neurodelay.nir.graph import (
     CONVENTIONS,
@@ -61,6 +60,7 @@ from neurodelay.nir.graph import (
     SPIKING,
     check_discretization,
     check_dt,
+    check_time_constants,
     delay_steps,
     file_version,
     metadata_dt,
@@ -71,7 +71,6 @@ from neurodelay.nir.graph import (
     type_name,
     view,
 )
-from neurodelay.runs import RunLock, new_run
 
 SHD_CHANNELS = 700   # raw channels of an SHD-layout file (the default input layout)
 
@@ -175,43 +174,6 @@ def _uniform(values: np.ndarray, what: str, name: str, t: str) -> float:
             f"{v.max():g}); a neurodelay layer has one {what} for all its neurons: split the "
             f"node into one node per value, or make it uniform")
     return float(v[0]) if v.size else 0.0
-
-
-TIME_CONSTANTS = {"LIF": ("tau",), "LI": ("tau",), "CubaLIF": ("tau_syn", "tau_mem"),
-                  "CubaLI": ("tau_syn", "tau_mem")}
-
-
-def check_time_constants(node, name: str, where: str = "") -> None:
-    """NirImportError naming the node, the parameter, the neuron and the offending value
-    when a time constant of a neuron node is not finite and positive (seconds).
-
-    Checked before :func:`neuron_factors` so the message quotes the bad value itself (an
-    infinite tau among finite ones is not the layer's smallest tau)."""
-    pre = f"{where}: " if where else ""
-    t = type_name(node)
-    for attr in TIME_CONSTANTS.get(t, ()):
-        try:
-            tau = np.asarray(getattr(node, attr), dtype=np.float64)
-        except (TypeError, ValueError):
-            raise NirImportError(f"{pre}node {name!r} ({t}): {attr} is not numeric") from None
-        with np.errstate(invalid="ignore"):
-            bad = ~(np.isfinite(tau) & (tau > 0))
-        if not bad.any():
-            continue
-        flat = tau.reshape(-1)
-        k = int(np.flatnonzero(bad.reshape(-1))[0])
-        where_k = (f"neuron {k}" if tau.ndim == 1 else
-                   f"index {tuple(int(i) for i in np.unravel_index(k, tau.shape))}"
-                   if tau.ndim else "the value")
-        value = flat[k]
-        kind = ("infinite" if np.isinf(value) else "NaN" if np.isnan(value) else
-                "zero" if value == 0 else "negative")
-        raise NirImportError(
-            f"{pre}node {name!r} ({t}): {attr} = {value} s at {where_k} is {kind} "
-            f"({int(bad.sum())} of {tau.size} value{'s' if tau.size != 1 else ''} bad); "
-            f"{attr} must be a finite, positive number of seconds"
-            + ("; a neuron without leak (infinite tau) is an IF / I node"
-               if np.isinf(value) and value > 0 else ""))
 
 
 def _layer(name: str, node, s: _Signal, dt: float, disc: str, max_delay: int) -> Layer:
@@ -359,12 +321,12 @@ def _threshold_error(g, name: str) -> NirImportError:
 
 
 def _to_network(g, dt, disc, max_delay, class_names, n_channels, channel_bin, meta):
+    """Walk the graph in order: synapse nodes become signals, each neuron node a layer."""
     signals: dict[str, _Signal] = {}
     layers: list[Layer] = []
     info: list[dict] = []
     last_source = g.input
     consumed: dict[str, str] = {}
-    notes: list[str] = []
     synapse_nodes: list[str] = []
     for name in g.order:
         node, t = g.nodes[name], g.kind(name)
@@ -373,58 +335,79 @@ def _to_network(g, dt, disc, max_delay, class_names, n_channels, channel_bin, me
             continue
         incoming = [signals[p] for p in g.preds[name]]
         if t == "Output":
-            feeders = g.preds[name]
-            if len(feeders) != 1 or g.kind(feeders[0]) not in NON_SPIKING:
-                kinds = ", ".join(f"{p!r} ({g.kind(p)})" for p in feeders)
-                raise NirImportError(
-                    f"the Output node {name!r} is fed by {kinds}; neurodelay's readout is the "
-                    f"membrane of one non-spiking neuron node (LI, I or CubaLI) connected "
-                    f"straight to the Output: add an LI readout (spike outputs and synapses "
-                    f"after the last neuron node have no Network equivalent)")
-            continue
-        if t == "Threshold":
-            p = g.preds[name][0] if len(g.preds[name]) == 1 else None
-            thr = np.asarray(node.threshold, np.float64)
-            if p is None or g.kind(p) not in SPIKING or not np.all((thr >= 0) & (thr < 1)):
-                raise _threshold_error(g, name)
-            signals[name] = signals[p]
-            continue
-        if t in SPIKING + NON_SPIKING:
+            _check_output(g, name)
+        elif t == "Threshold":
+            signals[name] = signals[_threshold_source(g, name, node)]
+        elif t in SPIKING + NON_SPIKING:
             s = _sum(incoming, name, g)
-            if s.src != last_source:
-                raise NirImportError(
-                    f"neuron node {name!r} is fed by {s.src!r}, but the previous layer is "
-                    f"{last_source!r}: neurodelay imports a chain of layers, each fed only by "
-                    f"the one before it")
-            if s.src in consumed:
-                raise NirImportError(
-                    f"{s.src!r} feeds both {consumed[s.src]!r} and {name!r}; a neurodelay "
-                    f"Network is a chain (each layer feeds only the next one)")
-            consumed[s.src] = name
-            if t in NON_SPIKING and any(g.kind(x) != "Output" for x in g.succs[name]):
-                nxt = [x for x in g.succs[name] if g.kind(x) != "Output"]
-                if g.kind(nxt[0]) == "Threshold":
-                    raise _threshold_error(g, nxt[0])
-                raise NirImportError(
-                    f"node {name!r} ({t}) is non-spiking (it outputs its membrane) but feeds "
-                    f"{nxt[0]!r}; neurodelay's hidden layers emit spikes: use LIF / IF / "
-                    f"CubaLIF for hidden layers and {t} only as the readout")
-            if t in SPIKING and any(g.kind(x) == "Output" for x in g.succs[name]):
-                raise NirImportError(
-                    f"spiking node {name!r} ({t}) feeds the Output; neurodelay's readout is "
-                    f"the membrane of a non-spiking node (LI, I or CubaLI): add an LI readout")
+            _check_neuron(g, name, t, s, last_source, consumed)
             layers.append(_layer(name, node, s, dt, disc, max_delay))
             info.append({"neuron_node": name, "type": t, "synapse_nodes": synapse_nodes})
             synapse_nodes = []
             signals[name] = _Signal.source(name, g.dims[name][1])
             last_source = name
-            continue
-        s = _sum(incoming, name, g)
-        signals[name] = _apply(name, node, s, dt, max_delay)
-        synapse_nodes.append(name)
+        else:
+            s = _sum(incoming, name, g)
+            signals[name] = _apply(name, node, s, dt, max_delay)
+            synapse_nodes.append(name)
+    return _result(g, dt, layers, info, class_names, n_channels, channel_bin, meta)
+
+
+def _check_output(g, name: str) -> None:
+    """The Output must be fed by exactly one non-spiking neuron node (the readout)."""
+    feeders = g.preds[name]
+    if len(feeders) != 1 or g.kind(feeders[0]) not in NON_SPIKING:
+        kinds = ", ".join(f"{p!r} ({g.kind(p)})" for p in feeders)
+        raise NirImportError(
+            f"the Output node {name!r} is fed by {kinds}; neurodelay's readout is the "
+            f"membrane of one non-spiking neuron node (LI, I or CubaLI) connected "
+            f"straight to the Output: add an LI readout (spike outputs and synapses "
+            f"after the last neuron node have no Network equivalent)")
+
+
+def _threshold_source(g, name: str, node) -> str:
+    """The spiking node a Threshold passes through unchanged (0 <= threshold < 1)."""
+    p = g.preds[name][0] if len(g.preds[name]) == 1 else None
+    thr = np.asarray(node.threshold, np.float64)
+    if p is None or g.kind(p) not in SPIKING or not np.all((thr >= 0) & (thr < 1)):
+        raise _threshold_error(g, name)
+    return p
+
+
+def _check_neuron(g, name: str, t: str, s: _Signal, last_source: str,
+                  consumed: dict) -> None:
+    """A neuron node continues the chain: fed only by the previous layer, which feeds
+    nothing else; hidden nodes spike, the readout does not. Records it in consumed."""
+    if s.src != last_source:
+        raise NirImportError(
+            f"neuron node {name!r} is fed by {s.src!r}, but the previous layer is "
+            f"{last_source!r}: neurodelay imports a chain of layers, each fed only by "
+            f"the one before it")
+    if s.src in consumed:
+        raise NirImportError(
+            f"{s.src!r} feeds both {consumed[s.src]!r} and {name!r}; a neurodelay "
+            f"Network is a chain (each layer feeds only the next one)")
+    consumed[s.src] = name
+    if t in NON_SPIKING and any(g.kind(x) != "Output" for x in g.succs[name]):
+        nxt = [x for x in g.succs[name] if g.kind(x) != "Output"]
+        if g.kind(nxt[0]) == "Threshold":
+            raise _threshold_error(g, nxt[0])
+        raise NirImportError(
+            f"node {name!r} ({t}) is non-spiking (it outputs its membrane) but feeds "
+            f"{nxt[0]!r}; neurodelay's hidden layers emit spikes: use LIF / IF / "
+            f"CubaLIF for hidden layers and {t} only as the readout")
+    if t in SPIKING and any(g.kind(x) == "Output" for x in g.succs[name]):
+        raise NirImportError(
+            f"spiking node {name!r} ({t}) feeds the Output; neurodelay's readout is "
+            f"the membrane of a non-spiking node (LI, I or CubaLI): add an LI readout")
+
+
+def _result(g, dt, layers, info, class_names, n_channels, channel_bin, meta) -> ImportResult:
+    """The Network of the imported layers, with class names and the input layout."""
     if not layers:
         raise NirImportError("the graph has no neuron node between Input and Output; "
                              "neurodelay needs at least an LI readout")
+    notes: list[str] = []
     n_out = layers[-1].n_out
     if class_names is None:
         class_names = graph_class_names(g.graph, n_out, notes)
@@ -457,22 +440,10 @@ def import_nir(path, dt: float | None = None, discretization: str = "euler", *,
         dt = md_dt
     dt = check_dt(dt)
     disc = check_discretization(discretization)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    counts: dict[str, int] = {}
-    for node in graph.nodes.values():
-        counts[type_name(node)] = counts.get(type_name(node), 0) + 1
-    source = {
-        "file": str(path.resolve()), "sha256": sha, "dt": dt, "discretization": disc,
-        "discretization_rule": DISCRETIZATION_TEXT[disc], "conventions": CONVENTIONS,
-        "nir_version": file_version(path), "nir_library": getattr(nir, "version", "unknown"),
-        "generator": metadata_value(graph, "generator"),
-        "metadata_dt": md_dt, "metadata_discretization":
-            metadata_value(graph, "discretization"),
-        "node_counts": dict(sorted(counts.items())), "max_delay_steps": int(max_delay_steps),
-    }
+    source = _source(path, graph, dt, disc, md_dt, max_delay_steps)
     res = to_network(graph, dt, disc, max_delay_steps=max_delay_steps, n_channels=n_channels,
                      channel_bin=channel_bin, where=str(path),
-                     meta={"imported_from": str(path.resolve()), "sha256": sha,
+                     meta={"imported_from": str(path.resolve()), "sha256": source["sha256"],
                            "discretization": disc})
     if md_dt is not None and abs(md_dt - dt) > 1e-12 * max(md_dt, dt):
         res.notes.append(f"the graph's metadata says dt = {md_dt:g} s; imported with "
@@ -484,67 +455,19 @@ def import_nir(path, dt: float | None = None, discretization: str = "euler", *,
     return res, source
 
 
-# --------------------------------------------------------------------------- run folder
-
-def import_to_run(path, out, dt: float | None = None, discretization: str = "euler", *,
-                  overwrite: bool = False, max_delay_steps: int = DEFAULT_MAX_DELAY_STEPS,
-                  n_channels: int | None = None, channel_bin: int | None = None,
-                  max_time: float | None = None, log=None) -> dict:
-    """Import ``path`` into a new *imported* run folder ``out`` (config.json + network.h5).
-
-    The folder is locked while written, a non-empty one is refused unless ``overwrite``,
-    and ``config.json`` is written last (atomically): a folder with a config is complete.
-    Returns {"out", "config", "summary", "notes"}.
-    """
-
-    log = log or (lambda m: print(m, file=sys.stderr))
-    if max_time is not None and not (float(max_time) > 0):
-        raise NirImportError(f"max_time must be positive seconds, got {max_time}")
-    res, source = import_nir(path, dt, discretization, max_delay_steps=max_delay_steps,
-                             n_channels=n_channels, channel_bin=channel_bin)
-    net = res.network
-    out = Path(out)
-    config = {
-        "kind": "imported",
-        "source": source,
-        "network": "network.h5",
-        "class_names": list(net.class_names),
-        "n_outputs": net.layers[-1].n_out,
-        "layers": [{**i, "kind": lay.kind, "n_in": lay.n_in, "n_out": lay.n_out,
-                    "decay": lay.decay, "current_decay": lay.current_decay,
-                    "threshold": lay.threshold if lay.kind == "lif" else None,
-                    "reset": lay.reset}
-                   for i, lay in zip(res.layers, net.layers)],
-        "data": {"train": "", "valid": None, "test": None, "valid_speakers": None,
-                 "test_speakers": None, "dt": net.dt, "channel_bin": net.channel_bin,
-                 "n_channels": net.n_channels,
-                 "max_time": None if max_time is None else float(max_time),
-                 "cache_dir": None, "embedded": False},
-        "notes": res.notes,
+def _source(path: Path, graph: nir.NIRGraph, dt: float, disc: str, md_dt,
+            max_delay_steps: int) -> dict:
+    """What an imported run records about its NIR file and how it was read."""
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    counts: dict[str, int] = {}
+    for node in graph.nodes.values():
+        counts[type_name(node)] = counts.get(type_name(node), 0) + 1
+    return {
+        "file": str(path.resolve()), "sha256": sha, "dt": dt, "discretization": disc,
+        "discretization_rule": DISCRETIZATION_TEXT[disc], "conventions": CONVENTIONS,
+        "nir_version": file_version(path), "nir_library": getattr(nir, "version", "unknown"),
+        "generator": metadata_value(graph, "generator"),
+        "metadata_dt": md_dt, "metadata_discretization":
+            metadata_value(graph, "discretization"),
+        "node_counts": dict(sorted(counts.items())), "max_delay_steps": int(max_delay_steps),
     }
-    with RunLock(out, "import-nir"), new_run(out, overwrite=overwrite) as removed:
-        if removed:
-            log(f"--overwrite: replacing {', '.join(sorted(p.name for p in removed))} in "
-                f"{out}")
-        save_network(net, out / "network.h5")
-        atomic_write(out / "config.json", json.dumps(config, indent=2))
-    for note in res.notes:
-        log(f"note: {note}")
-    return {"out": str(out), "config": config, "summary": describe_imported(config),
-            "network": net.summary(), "notes": res.notes}
-
-
-def describe_imported(config: dict) -> str:
-    """One line for ``neurodelay inspect``: where an imported run came from and how it was
-    discretized."""
-    src = config.get("source") or {}
-    dt = src.get("dt")
-    disc = src.get("discretization", "?")
-    rule = {"euler": "forward Euler, decay 1 - dt/tau", "exp": "exponential, decay "
-            "exp(-dt/tau)"}.get(disc, disc)
-    sha = str(src.get("sha256") or "")[:12]
-    gen = src.get("generator")
-    dt_txt = f"{dt * 1000:g} ms" if isinstance(dt, (int, float)) else "?"
-    return (f"imported from NIR {Path(str(src.get('file', '?'))).name} (sha256 {sha}, nir "
-            f"{src.get('nir_version', '?')}{', written by ' + str(gen) if gen else ''}): "
-            f"dt = {dt_txt}, discretization {disc} ({rule})")

@@ -26,10 +26,10 @@ from neurodelay.nir.graph import (
     DEFAULT_MAX_DELAY_STEPS,
     check_discretization,
     check_dt,
+    check_time_constants,
     delay_steps,
     neuron_factors,
 )
-from neurodelay.nir.importer import check_time_constants
 
 
 def _t(a) -> torch.Tensor:
@@ -124,7 +124,6 @@ def node_map(dt: float, discretization: str = "euler", *,
     disc = check_discretization(discretization)
 
     def neuron(node):
-
         name = f"<{type(node).__name__}>"
         check_time_constants(node, name)
         return NirNeuron(neuron_factors(node, name, dt, disc))

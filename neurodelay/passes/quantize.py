@@ -129,114 +129,175 @@ def mse_range(w: np.ndarray, qmax: int, n: int = 64) -> float:
     return best
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """One layer's quantization problem: the target's limits at precision b and the
+    weights (divided by the input gain) to place on the mantissa grid."""
+
+    k: int
+    layer: Layer
+    tag: str
+    a: fp.Arith
+    act: _Activity | None
+    qmax: int                       # largest mantissa, 2**(b-1) - 1
+    mult: int                       # stored weight = mantissa * mult
+    e_lo: int                       # weight_exp range that keeps the shift exact
+    e_hi: int
+    vth_max: int                    # vth << threshold_shift must fit the state
+    th_unit: float                  # 2**threshold_shift
+    th_in: float                    # v units per unit of a_in
+    readout_v_target: float
+    w_eff: np.ndarray
+    wmax: float                     # the range the mantissas span
+
+    @classmethod
+    def build(cls, k: int, layer: Layer, a: fp.Arith, b: int, gain: float,
+              act: _Activity | None, weight_range: str) -> "_Grid":
+        qmax = 2 ** (b - 1) - 1
+        w_eff = layer.weight.astype(np.float64) / gain
+        # the range the mantissas span: the largest weight ("max": nothing clipped) or the
+        # range with the least squared error ("mse": outliers clipped, finer steps)
+        wmax = float(np.abs(w_eff).max(initial=0)) if weight_range == "max" else \
+            mse_range(w_eff, qmax)
+        return cls(k=k, layer=layer, tag=_tag(k, layer), a=a, act=act, qmax=qmax,
+                   mult=fp.mantissa_multiplier(b, a),
+                   e_lo=max(a.weight_exp_min, -(a.weight_register_bits + 1 - b)),
+                   e_hi=max(a.weight_exp_max, 0),
+                   vth_max=min(a.vth_max, a.v_limit >> a.threshold_shift),
+                   th_unit=float(1 << a.threshold_shift), th_in=fp.weight_unit(0, a),
+                   readout_v_target=READOUT_HEADROOM * a.state_max, w_eff=w_eff, wmax=wmax)
+
+    def per_unit(self, e: int) -> float:
+        """v units per mantissa step at weight exponent e."""
+        return fp.weight_unit(e, self.a) * self.mult
+
+    def choose(self, e: int) -> tuple[float, int | None, bool]:
+        """(scale, vth, ok) for exponent e; ok: vth and, with data, a_in and the readout
+        membrane are within their limits."""
+        scale, vth, ok = self._fit_lif(e) if self.layer.kind == "lif" else self._fit_readout(e)
+        act, k = self.act, self.k
+        if act is not None and ok and act.max_syn[k] > 0:
+            # a_in = (sum of mantissa * payload) shifted = |W x| / (2**sh_a * scale)
+            ok = act.max_syn[k] / (self.th_in * scale) <= self.a.input_limit
+        return scale, vth, ok
+
+    def _fit_lif(self, e: int) -> tuple[float, int, bool]:
+        theta = self.layer.threshold
+        if self.wmax > 0:
+            scale0 = self.wmax / (self.qmax * self.per_unit(e))
+            # + 0.02: float32 weights carry ~1e-7 relative error; a vth that is
+            # integral up to that error is taken (|q| then exceeds qmax by < 0.2)
+            vth = int(math.floor((theta / scale0 - 1.0) / self.th_unit + 0.02))
+        else:
+            vth = 1 << 16                  # no weights: any mid-range threshold
+        ok = VTH_MIN_PREFERRED <= vth <= self.vth_max
+        vth_c = min(max(vth, 1), self.vth_max)
+        return theta / (self.th_unit * vth_c + 1.0), vth_c, ok
+
+    def _fit_readout(self, e: int) -> tuple[float, None, bool]:
+        scale = self.wmax / (self.qmax * self.per_unit(e)) if self.wmax > 0 else 1.0
+        ok = True
+        if self.act is not None and self.act.max_u[self.k] > 0:
+            ok = self.act.max_u[self.k] / scale <= self.readout_v_target
+        return scale, None, ok
+
+    def exponent_order(self) -> list[int]:
+        """The exponents to try, in order: 0 first, then down (finer) and up; for a LIF
+        whose vth would be too small at 0, up first."""
+        order = list(range(0, self.e_lo - 1, -1)) + list(range(1, self.e_hi + 1))
+        if self.layer.kind == "lif" and self.wmax > 0:
+            # a too-small vth is fixed by raising e, a too-large one (or data limits) by
+            # lowering
+            scale0 = self.wmax / (self.qmax * self.per_unit(0))
+            if (self.layer.threshold / scale0 - 1.0) / self.th_unit < VTH_MIN_PREFERRED:
+                order = list(range(0, self.e_hi + 1)) + list(range(-1, self.e_lo - 1, -1))
+        return order
+
+
+def _choose_exponent(g: _Grid, warn: list) -> tuple[int, float, int | None, bool]:
+    """(weight_exp, scale, vth, coarsened): the first exponent that fits, else the finest
+    one with a coarsened scale (or a warning)."""
+    for e in g.exponent_order():
+        scale, vth, ok = g.choose(e)
+        if ok:
+            return e, scale, vth, False
+    return _fallback(g, warn)
+
+
+def _fallback(g: _Grid, warn: list) -> tuple[int, float, int | None, bool]:
+    """No exponent fits: the finest one; a readout's scale is coarsened to keep its
+    membrane in range, a LIF's vth is capped (coarsened) or warned about."""
+    e = g.e_lo
+    scale, vth, _ = g.choose(e)
+    coarsened = False
+    act, k, a = g.act, g.k, g.a
+    if g.layer.kind == "lif":
+        if vth >= g.vth_max:
+            coarsened = True
+        elif vth < VTH_MIN_PREFERRED:
+            warn.append(f"{g.tag}: the threshold is small next to the largest weight "
+                        f"(vth mantissa {vth}); threshold resolution is coarse")
+    else:
+        need = act.max_u[k] / g.readout_v_target * 1.05 if act is not None else scale
+        if need > scale:
+            scale, coarsened = need, True
+    a_in_peak = (act.max_syn[k] / (g.th_in * scale)) if act is not None else 0
+    if a_in_peak > a.input_limit:
+        warn.append(f"{g.tag}: the synaptic input a_in reaches {a_in_peak:.0f} on the "
+                    f"data, above the {a.input_bits}-bit width the target declares "
+                    f"({a.input_limit}); Lava's simulation does not enforce it, "
+                    f"hardware may")
+    return e, scale, vth, coarsened
+
+
+def _mantissas(g: _Grid, e: int, scale: float, coarsened: bool, b: int, weight_range: str,
+               warn: list) -> tuple[np.ndarray, int]:
+    """(q, n_clip): the weight mantissas (int64, clipped to +-qmax) and how many were
+    clipped."""
+    q = np.rint(g.w_eff / (g.per_unit(e) * scale))
+    n_clip = int(np.count_nonzero(np.abs(q) > g.qmax))
+    q = np.clip(q, -g.qmax, g.qmax).astype(np.int64)
+    if coarsened:
+        warn.append(f"{g.tag}: no weight exponent fits; the scale was coarsened (mantissas "
+                    f"use {int(np.abs(q).max(initial=0))} of {g.qmax} levels)")
+    if n_clip and weight_range == "max":
+        warn.append(f"{g.tag}: {n_clip} weight(s) clipped to the {b}-bit mantissa range")
+    return q, n_clip
+
+
+def _bias(g: _Grid, scale: float, bias_exp_min: int, warn: list) -> tuple:
+    """(bias_mant, bias_exp, n_clipped) of the layer's bias in units of v."""
+    a = g.a
+    bias_mant, bias_exp, n_bclip = fp.bias_encoding(
+        g.layer.bias.astype(np.float64) / scale, a, bias_exp_min)
+    if n_bclip:
+        warn.append(f"{g.tag}: {n_bclip} bias value(s) exceed the {a.bias_mant_bits}-bit "
+                    f"mantissa with exponent {a.bias_exp_max} and were clipped")
+    return bias_mant, bias_exp, n_bclip
+
+
 def _quantize_layer(k: int, layer: Layer, a: fp.Arith, b: int, bias_exp_min: int,
                     gain: float, act: _Activity | None, warn: list,
                     weight_range: str = "max") -> tuple[QLayer, dict]:
     """One layer's integer fields and report row (see the module docstring)."""
-    tag = _tag(k, layer)
     if layer.kind == "lif" and layer.reset != 0.0:
-        raise QuantizationError(f"{tag}: reset={layer.reset}, but Lava's LIF resets v to 0; "
-                                f"retrain with reset 0")
-    qmax = 2 ** (b - 1) - 1
-    mult = fp.mantissa_multiplier(b, a)
-    e_lo = max(a.weight_exp_min, -(a.weight_register_bits + 1 - b))   # keeps the shift exact
-    e_hi = max(a.weight_exp_max, 0)
-    vth_max = min(a.vth_max, a.v_limit >> a.threshold_shift)
-    th_unit = float(1 << a.threshold_shift)
-    th_in = fp.weight_unit(0, a)                  # v units per unit of a_in
-    readout_v_target = READOUT_HEADROOM * a.state_max
-    w_eff = layer.weight.astype(np.float64) / gain
-    # the range the mantissas span: the largest weight ("max": nothing clipped) or the
-    # range with the least squared error ("mse": outliers clipped, finer steps)
-    wmax = float(np.abs(w_eff).max(initial=0)) if weight_range == "max" else \
-        mse_range(w_eff, qmax)
-
-    def per_unit(e):                       # v units per mantissa step
-        return fp.weight_unit(e, a) * mult
-
-    def choose(e):
-        """(scale, vth, ok) for exponent e."""
-        if layer.kind == "lif":
-            theta = layer.threshold
-            if wmax > 0:
-                scale0 = wmax / (qmax * per_unit(e))
-                # + 0.02: float32 weights carry ~1e-7 relative error; a vth that is
-                # integral up to that error is taken (|q| then exceeds qmax by < 0.2)
-                vth = int(math.floor((theta / scale0 - 1.0) / th_unit + 0.02))
-            else:
-                vth = 1 << 16                  # no weights: any mid-range threshold
-            ok = VTH_MIN_PREFERRED <= vth <= vth_max
-            vth_c = min(max(vth, 1), vth_max)
-            scale = theta / (th_unit * vth_c + 1.0)
-        else:
-            vth_c = None
-            scale = wmax / (qmax * per_unit(e)) if wmax > 0 else 1.0
-            ok = True
-            if act is not None and act.max_u[k] > 0:
-                ok = act.max_u[k] / scale <= readout_v_target
-        if act is not None and ok and act.max_syn[k] > 0:
-            # a_in = (sum of mantissa * payload) shifted = |W x| / (2**sh_a * scale)
-            ok = act.max_syn[k] / (th_in * scale) <= a.input_limit
-        return scale, vth_c, ok
-
-    order = list(range(0, e_lo - 1, -1)) + list(range(1, e_hi + 1))
-    if layer.kind == "lif" and wmax > 0:
-        # a too-small vth is fixed by raising e, a too-large one (or data limits) by lowering
-        scale0 = wmax / (qmax * per_unit(0))
-        if (layer.threshold / scale0 - 1.0) / th_unit < VTH_MIN_PREFERRED:
-            order = list(range(0, e_hi + 1)) + list(range(-1, e_lo - 1, -1))
-    chosen = None
-    for e in order:
-        scale, vth, ok = choose(e)
-        if ok:
-            chosen = (e, scale, vth)
-            break
-    coarsened = False
-    if chosen is None:
-        e = e_lo
-        scale, vth, _ = choose(e)
-        if layer.kind == "lif":
-            if vth >= vth_max:
-                coarsened = True
-            elif vth < VTH_MIN_PREFERRED:
-                warn.append(f"{tag}: the threshold is small next to the largest weight "
-                            f"(vth mantissa {vth}); threshold resolution is coarse")
-        else:
-            need = act.max_u[k] / readout_v_target * 1.05 if act is not None else scale
-            if need > scale:
-                scale, coarsened = need, True
-        a_in_peak = (act.max_syn[k] / (th_in * scale)) if act is not None else 0
-        if a_in_peak > a.input_limit:
-            warn.append(f"{tag}: the synaptic input a_in reaches {a_in_peak:.0f} on the "
-                        f"data, above the {a.input_bits}-bit width the target declares "
-                        f"({a.input_limit}); Lava's simulation does not enforce it, "
-                        f"hardware may")
-        chosen = (e, scale, vth)
-    e, scale, vth = chosen
-    q = np.rint(w_eff / (per_unit(e) * scale))
-    n_clip = int(np.count_nonzero(np.abs(q) > qmax))
-    q = np.clip(q, -qmax, qmax).astype(np.int64)
-    if coarsened:
-        warn.append(f"{tag}: no weight exponent fits; the scale was coarsened (mantissas "
-                    f"use {int(np.abs(q).max(initial=0))} of {qmax} levels)")
-    if n_clip and weight_range == "max":
-        warn.append(f"{tag}: {n_clip} weight(s) clipped to the {b}-bit mantissa range")
-    bias_mant, bias_exp, n_bclip = fp.bias_encoding(
-        layer.bias.astype(np.float64) / scale, a, bias_exp_min)
-    if n_bclip:
-        warn.append(f"{tag}: {n_bclip} bias value(s) exceed the {a.bias_mant_bits}-bit "
-                    f"mantissa with exponent {a.bias_exp_max} and were clipped")
+        raise QuantizationError(f"{_tag(k, layer)}: reset={layer.reset}, but Lava's LIF "
+                                f"resets v to 0; retrain with reset 0")
+    g = _Grid.build(k, layer, a, b, gain, act, weight_range)
+    e, scale, vth, coarsened = _choose_exponent(g, warn)
+    q, n_clip = _mantissas(g, e, scale, coarsened, b, weight_range, warn)
+    bias_mant, bias_exp, n_bclip = _bias(g, scale, bias_exp_min, warn)
     dv = fp.decay_to_dv(layer.decay, a)
     du = fp.current_decay_to_du(layer.current_decay, a)
     nwb = fp.num_weight_bits_for(q, b, a)
-    ql = QLayer(weight=q * mult, weight_exp=e, num_weight_bits=nwb, delay=layer.delay.copy(),
+    ql = QLayer(weight=q * g.mult, weight_exp=e, num_weight_bits=nwb, delay=layer.delay.copy(),
                 bias_mant=bias_mant, bias_exp=bias_exp, du=du, dv=dv,
                 vth=vth if layer.kind == "lif" else a.readout_vth, scale=scale,
                 kind=layer.kind, name=layer.name)
     row = {"layer": k, "name": layer.name, "kind": layer.kind, "scale": scale,
            "weight_exp": e, "num_weight_bits": nwb,
            "mantissa_min": int(q.min(initial=0)), "mantissa_max": int(q.max(initial=0)),
-           "mantissa_limit": qmax,
+           "mantissa_limit": g.qmax,
            "weights_zeroed": int(np.count_nonzero((q == 0) & (layer.weight != 0))),
            "weights_clipped": n_clip, "vth": ql.vth, "dv": dv, "du": du,
            "bias_exp": bias_exp, "bias_clipped": n_bclip}
@@ -274,9 +335,7 @@ def quantize(net: Network, target=None, *, data=None, weight_bits: int | None = 
     a = arith(tgt)
     b = weight_precision(tgt, weight_bits)
     bias_exp_min = a.netx_bias_exp if bias_exp_min is None else int(bias_exp_min)
-    input_scale = float(input_scale)
-    if not (input_scale > 0 and math.isfinite(input_scale)):
-        raise PassError(f"input_scale must be a positive number, got {input_scale}")
+    input_scale = _check_input_scale(input_scale)
     check_delays(net, tgt.max_delay)                       # raises if delays do not fit
     data = _check_data(net.n_in, data)
     act = _float_activity(net, data[0]) if data is not None else None
@@ -296,16 +355,28 @@ def quantize(net: Network, target=None, *, data=None, weight_bits: int | None = 
     fp.ensure_fits(qnet, a, QuantizationError,
                    f"the quantized network does not fit target {tgt.name!r}")
     rep = QuantReport(tgt.name, b, input_scale, rows, warnings=warn)
-    for k, ql in enumerate(qnet.layers):         # Lava's truncation must change nothing
-        if not np.array_equal(fp.effective_weights(ql.weight, ql.num_weight_bits, a),
-                              ql.weight):
-            raise QuantizationError(f"internal: {_tag(k, ql)} weights would be changed "
-                                    f"by Lava's truncation")
+    _check_truncation(qnet, a)
     if data is not None:
         _measure(net, qnet, data, rep)
     for w in rep.warnings:
         warnings.warn(w, stacklevel=2)
     return qnet, rep
+
+
+def _check_input_scale(input_scale) -> float:
+    input_scale = float(input_scale)
+    if not (input_scale > 0 and math.isfinite(input_scale)):
+        raise PassError(f"input_scale must be a positive number, got {input_scale}")
+    return input_scale
+
+
+def _check_truncation(qnet: QNetwork, a: fp.Arith) -> None:
+    """Lava's weight truncation must change nothing (else an internal error)."""
+    for k, ql in enumerate(qnet.layers):
+        if not np.array_equal(fp.effective_weights(ql.weight, ql.num_weight_bits, a),
+                              ql.weight):
+            raise QuantizationError(f"internal: {_tag(k, ql)} weights would be changed "
+                                    f"by Lava's truncation")
 
 
 def _measure(net: Network, qnet: QNetwork, data, rep: QuantReport) -> None:

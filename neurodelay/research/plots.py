@@ -94,7 +94,6 @@ def _sample_synapses(weight: np.ndarray, count: int) -> list[tuple[int, int]]:
 
 
 def plot_kernels(run, path: Path, synapses: int = 4) -> Path:
-
     run = Path(run)
     metrics = read_metrics(run)
     cfg = open_run(run).config
@@ -155,7 +154,6 @@ def plot_kernels(run, path: Path, synapses: int = 4) -> Path:
 
 # ------------------------------------------------------------------------------ delays
 def plot_delay_histograms(run, path: Path, net=None) -> Path:
-
     net = net if net is not None else float_network(run)
     window = int(net.meta.get("model_config", {}).get("max_delay_steps", 0)) or None
     n = len(net.layers)
@@ -216,7 +214,6 @@ def plot_training_curves(run, path: Path) -> Path:
 
 # ------------------------------------------------------------------------------ raster
 def plot_raster(run, path: Path, sample: int = 0, net=None, ds=None) -> Path:
-
     run = Path(run)
     net = net if net is not None else float_network(run)
     ds = ds if ds is not None else run_test_data(run)

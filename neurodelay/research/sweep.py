@@ -31,29 +31,39 @@ Delay modes (``b`` bits hold the values 0 .. 2**b - 1; never more than the targe
              hardware needs a delay unit of ``k`` steps (one shared factor for the network).
 
 Outputs (``write_outputs``): sweep.csv, sweep.md, sweep.json and sweep.png (heatmaps of
-accuracy and synaptic memory), written atomically.
+accuracy and synaptic memory), written atomically; they are made in
+:mod:`neurodelay.research.sweep_output` (its names are importable from here too).
 """
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import math
 import re
 import warnings
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from neurodelay import passes
-from neurodelay._io import atomic_write
 from neurodelay.core.network import Network, QNetwork
 from neurodelay.data import pad_batch, rundata
 from neurodelay.deploy.artifact import DEFAULT_CALIB_SAMPLES, DeployOptions, calibration_data
 from neurodelay.errors import NeurodelayError, SweepError
 from neurodelay.hw.target import load_target
+from neurodelay.options import check_int
 from neurodelay.passes import DELAY_MODES, used_delay_max  # noqa: E402,F401
+from neurodelay.progress import bar
+
+# the outputs (tables, heatmaps, files); re-exported names: noqa F401
+from neurodelay.research.sweep_output import (  # noqa: F401
+    CSV_COLUMNS,
+    MODE_TEXT,
+    SWEEP_FILES,
+    format_csv,
+    format_markdown,
+    plot_sweep,
+    write_outputs,
+)
 from neurodelay.runs import open_run
 from neurodelay.sim import bitsim, floatsim
 from neurodelay.train.finetune import FinetuneConfig, finetune
@@ -61,22 +71,11 @@ from neurodelay.train.loaders import float_network
 
 DEFAULT_WEIGHT_BITS = (8, 6, 4, 3, 2)
 DEFAULT_DELAY_BITS = (6, 5, 4, 3)
-SWEEP_FILES = ("sweep.csv", "sweep.md", "sweep.json", "sweep.png")
 MAX_DELAY_BITS = 16
 ANCHOR = ("published anchor: 4-bit weights with 5-bit delays kept 94 % accuracy on SHD "
           "(a full-size SHD model; a small task need not behave the same)")
 MEMORY_FORMULA = ("synaptic memory = sum over layers ceil(synapses * (weight bits + delay "
                   "bits) / 8) bytes; synapses = nonzero weight mantissas after quantization")
-MODE_TEXT = {
-    "clip": "delays above the largest value b bits hold (2**b - 1, at most the target's "
-            "max delay) are clipped to it; shorter delays stay exact",
-    "coarse": "delays keep their range at a coarser time resolution: d -> k*floor(d/k + "
-              "1/2) with k = ceil(largest delay / (2**b - 1)) steps, then clipped to the "
-              "largest multiple of k within the target's max delay",
-}
-CSV_COLUMNS = ("delay_mode", "weight_bits", "delay_bits", "max_delay", "delay_step",
-               "delays_changed", "largest_delay", "accuracy", "float_accuracy",
-               "agreement_with_float", "synapses", "memory_bytes", "n_warnings", "error")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -216,12 +215,48 @@ def sweep_network(net: Network, x, labels, target="loihi2", *,
     ``calib_note``.
     """
 
-
     tgt = load_target(target)
     wbits = parse_bits(weight_bits, "weight bits")
     dbits = parse_bits(delay_bits, "delay bits")
     _check_delay_bits(dbits)
     modes = parse_modes(delay_mode)
+    x, labels, calib, top = _check_inputs(net, tgt, x, labels, calib)
+    _, f_pred0 = floatsim.predict(net, x)
+    result = {"target": tgt.name, "n": int(len(x)), "steps": int(x.shape[1]),
+              "calib_samples": 0 if calib is None else int(len(calib)),
+              "calibration": calib_note or ("training data" if calib is not None
+                                            else "none (weights only)"),
+              "weight_bits": list(wbits), "delay_bits": list(dbits),
+              "modes": list(modes), "target_max_delay": int(tgt.max_delay),
+              "network_max_delay": top, "synapses_float": int(net.n_synapses),
+              "float_accuracy": float(np.mean(f_pred0 == labels)),
+              "columns": [], "cells": [],
+              "notes": [MEMORY_FORMULA] + [f"delay mode {m}: {MODE_TEXT[m]}" for m in modes]
+              + [ANCHOR]}
+    done: dict[tuple, dict] = {}                      # (w, delay digest) -> cell
+    pbar = bar(total=len(modes) * len(dbits) * len(wbits), desc="sweep", unit="cell",
+               enabled=progress, leave=False)
+    for mode in modes:
+        for b in dbits:
+            net_b, info = reduce_delays(net, b, mode, tgt.max_delay)
+            _, f_pred = floatsim.predict(net_b, x)
+            info["float_accuracy"] = float(np.mean(f_pred == labels))
+            result["columns"].append(info)
+            key = _delay_key(net_b)
+            for w in wbits:
+                pbar.set_postfix_str(f"{mode} w{w} d{b}")
+                cell = _cached_cell(done, (w, key), net_b, tgt, w, b, x, labels, calib, f_pred)
+                result["cells"].append({"mode": mode, "weight_bits": w, "delay_bits": b,
+                                        **cell})
+                pbar.update(1)
+    pbar.close()
+    return result
+
+
+def _check_inputs(net, tgt, x, labels, calib):
+    """(x, labels, calib as arrays, the network's largest used delay); a SweepError for
+    anything :func:`sweep_network` cannot sweep."""
+
     if not isinstance(net, Network):
         raise SweepError(f"sweep_network expects a float Network, got {type(net).__name__}")
     x = np.asarray(x)
@@ -240,252 +275,22 @@ def sweep_network(net: Network, x, labels, target="loihi2", *,
         if calib.ndim != 3 or calib.shape[2] != net.n_in:
             raise SweepError(f"calib must be padded samples (N, T, {net.n_in}), got shape "
                              f"{calib.shape}")
-
-    _, f_pred0 = floatsim.predict(net, x)
-    result = {"target": tgt.name, "n": int(len(x)), "steps": int(x.shape[1]),
-              "calib_samples": 0 if calib is None else int(len(calib)),
-              "calibration": calib_note or ("training data" if calib is not None
-                                            else "none (weights only)"),
-              "weight_bits": list(wbits), "delay_bits": list(dbits),
-              "modes": list(modes), "target_max_delay": int(tgt.max_delay),
-              "network_max_delay": top, "synapses_float": int(net.n_synapses),
-              "float_accuracy": float(np.mean(f_pred0 == labels)),
-              "columns": [], "cells": [],
-              "notes": [MEMORY_FORMULA] + [f"delay mode {m}: {MODE_TEXT[m]}" for m in modes]
-              + [ANCHOR]}
-    done: dict[tuple, dict] = {}                      # (w, delay digest) -> cell
-    bar = tqdm(total=len(modes) * len(dbits) * len(wbits), desc="sweep", unit="cell",
-               disable=not progress, leave=False)
-    for mode in modes:
-        for b in dbits:
-            net_b, info = reduce_delays(net, b, mode, tgt.max_delay)
-            _, f_pred = floatsim.predict(net_b, x)
-            info["float_accuracy"] = float(np.mean(f_pred == labels))
-            result["columns"].append(info)
-            key = _delay_key(net_b)
-            for w in wbits:
-                bar.set_postfix_str(f"{mode} w{w} d{b}")
-                if (w, key) in done:                  # same delays: same quantized network
-                    cell = dict(done[(w, key)])
-                    if cell["layer_synapses"] is not None:
-                        cell["memory_bytes"] = memory_from_counts(cell["layer_synapses"], w, b)
-                else:
-                    cell = _quant_cell(net_b, tgt, w, b, x, labels, calib, f_pred)
-                    done[(w, key)] = cell
-                result["cells"].append({"mode": mode, "weight_bits": w, "delay_bits": b,
-                                        **cell})
-                bar.update(1)
-    bar.close()
-    return result
+    return x, labels, calib, top
 
 
-# ----------------------------------------------------------------------------- outputs
+def _cached_cell(done: dict, key: tuple, net_b: Network, target, w: int, b: int, x, labels,
+                 calib, f_pred) -> dict:
+    """:func:`_quant_cell`, computed once per ``key`` (weight bits, delay digest): the same
+    delays give the same quantized network, whose memory is recounted for ``b`` bits."""
 
-def _cell(result: dict, mode: str, w: int, b: int) -> dict:
-    for c in result["cells"]:
-        if c["mode"] == mode and c["weight_bits"] == w and c["delay_bits"] == b:
-            return c
-    raise KeyError((mode, w, b))
-
-
-def _column(result: dict, mode: str, b: int) -> dict:
-    for col in result["columns"]:
-        if col["mode"] == mode and col["delay_bits"] == b:
-            return col
-    raise KeyError((mode, b))
-
-
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f} %"
-
-
-def _kb(v) -> str:
-    return "-" if v is None else f"{v / 1000:.2f} kB"
-
-
-def _col_title(col: dict, sep: str = " ") -> str:
-    """'6 (<=62)' / '3 (<=14, step 2)'; with sep="\n" one item per line (plot ticks)."""
-    items = [f"<={col['max_delay']}"]
-    if col["mode"] == "coarse":
-        items.append(f"step {col['delay_step']}")
-    if sep == " ":
-        return f"{col['delay_bits']} ({', '.join(items)})"
-    return sep.join([str(col["delay_bits"])] + items)
-
-
-def format_markdown(result: dict) -> str:
-    """The sweep as markdown: per delay mode a table (rows weight bits, columns delay
-    bits, cells "accuracy / kB"), a float reference row, and the notes."""
-    r = result
-    head = f"{r['run']} " if r.get("run") else ""
-    lines = [f"# Bit-width sweep {head}on target {r['target']}", "",
-             f"{r['n']} test samples x {r['steps']} steps, bit-accurate simulator; float "
-             f"network with its own delays (0..{r['network_max_delay']} steps): "
-             f"{_pct(r['float_accuracy'])}; {r['synapses_float']} synapses (float).", ""]
-    for mode in r["modes"]:
-        cols = [_column(r, mode, b) for b in r["delay_bits"]]
-        lines += [f"## delay mode `{mode}`", "", MODE_TEXT[mode] + ".", "",
-                  "| weight bits \\ delay bits (max delay) | "
-                  + " | ".join(_col_title(c) for c in cols) + " |",
-                  "|---|" + "---:|" * len(cols),
-                  "| float (reference) | " + " | ".join(_pct(c["float_accuracy"]) for c in cols)
-                  + " |"]
-        for w in r["weight_bits"]:
-            cells = []
-            for b in r["delay_bits"]:
-                c = _cell(r, mode, w, b)
-                cells.append("error" if c["error"] else
-                             f"{_pct(c['accuracy'])} / {_kb(c['memory_bytes'])}")
-            lines.append(f"| {w} | " + " | ".join(cells) + " |")
-        lines.append("| delays changed (synapses) | "
-                     + " | ".join(str(c["delays_changed"]) for c in cols) + " |")
-        lines.append("")
-    ft = r.get("finetuned")
-    if ft:
-        lines += [f"## hardware-exact fine-tuned ({r['finetune_epochs']} epochs per cell)", "",
-                  "Each cell is a `neurodelay finetune` run (its forward pass is the chip's "
-                  "integer arithmetic; delays reduced by the mode that was better on "
-                  "validation after post-training quantization). Cells: test accuracy / "
-                  "synaptic memory (delay mode).", "",
-                  "| weight bits \\ delay bits | "
-                  + " | ".join(str(b) for b in r["delay_bits"]) + " |",
-                  "|---|" + "---:|" * len(r["delay_bits"])]
-        for w in r["weight_bits"]:
-            row = []
-            for b in r["delay_bits"]:
-                c = _ft_cell(r, w, b)
-                row.append("error" if c["error"] else
-                           f"{_pct(c['accuracy'])} / {_kb(c['memory_bytes'])} "
-                           f"({c['delay_mode']})")
-            lines.append(f"| {w} | " + " | ".join(row) + " |")
-        lines.append("")
-    errors = [c for c in r["cells"] + (ft or []) if c["error"]]
-    if errors:
-        lines += ["Errors:", ""] + [f"- {c.get('mode', 'fine-tuned')}, {c['weight_bits']}-bit weights, "
-                                    f"{c['delay_bits']}-bit delays: {c['error']}"
-                                    for c in errors] + [""]
-    lines += ["Notes:", ""] + [f"- {n}" for n in r["notes"]]
-    lines.append(f"- kB = 1000 bytes; quantization calibrated on {r['calibration']}; the "
-                 f"target's max delay is {r['target_max_delay']} steps")
-    return "\n".join(lines) + "\n"
-
-
-def format_csv(result: dict) -> str:
-    """One row per cell (and per float reference cell, weight_bits "float")."""
-    rows = [",".join(CSV_COLUMNS)]
-
-    def fmt(v):
-        if v is None:
-            return ""
-        if isinstance(v, float):
-            return f"{v:.6g}"
-        s = str(v)
-        return '"' + s.replace('"', '""') + '"' if any(ch in s for ch in ',"\n') else s
-
-    for mode in result["modes"]:
-        for b in result["delay_bits"]:
-            col = _column(result, mode, b)
-            base = {**col, "delay_mode": mode}
-            rows.append(",".join(fmt(v) for v in (
-                {**base, "weight_bits": "float", "accuracy": col["float_accuracy"],
-                 "agreement_with_float": 1.0}.get(k) for k in CSV_COLUMNS)))
-            for w in result["weight_bits"]:
-                c = {**base, **_cell(result, mode, w, b), "float_accuracy": col["float_accuracy"]}
-                rows.append(",".join(fmt(c.get(k)) for k in CSV_COLUMNS))
-    return "\n".join(rows) + "\n"
-
-
-def _ft_cell(result: dict, w: int, b: int) -> dict:
-    for c in result["finetuned"]:
-        if c["weight_bits"] == w and c["delay_bits"] == b:
-            return c
-    raise KeyError((w, b))
-
-
-def _grid(result: dict, mode: str, key: str) -> np.ndarray:
-    """(1 + len(weight bits), len(delay bits)) values; row 0 is the float reference
-    (mode "finetuned": the fine-tuned cells, row 0 the float network's own accuracy)."""
-    wb, db = result["weight_bits"], result["delay_bits"]
-    g = np.full((1 + len(wb), len(db)), np.nan)
-    for j, b in enumerate(db):
-        if key == "accuracy":
-            g[0, j] = 100 * (result["float_accuracy"] if mode == "finetuned"
-                             else _column(result, mode, b)["float_accuracy"])
-        for i, w in enumerate(wb):
-            c = _ft_cell(result, w, b) if mode == "finetuned" else _cell(result, mode, w, b)
-            v = c[key]
-            if v is not None:
-                g[1 + i, j] = 100 * v if key == "accuracy" else v / 1000
-    return g
-
-
-def _heatmap(ax, grid: np.ndarray, rows, cols, cmap_name: str, fmt: str, title: str,
-             vmin=None, vmax=None) -> None:
-    import matplotlib
-
-    cmap = matplotlib.colormaps[cmap_name].with_extremes(bad="#dddddd")
-    data = np.ma.masked_invalid(grid)
-    im = ax.imshow(data, cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax)
-    lo = np.nanmin(grid) if vmin is None and np.isfinite(grid).any() else (vmin or 0.0)
-    hi = np.nanmax(grid) if vmax is None and np.isfinite(grid).any() else (vmax or 1.0)
-    for i in range(grid.shape[0]):
-        for j in range(grid.shape[1]):
-            v = grid[i, j]
-            if np.isfinite(v):
-                frac = (v - lo) / (hi - lo) if hi > lo else 0.5
-                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
-                        color="black" if frac > 0.55 else "white")
-            else:
-                ax.text(j, i, "-", ha="center", va="center", fontsize=8, color="#555555")
-    ax.set_xticks(range(len(cols)), cols)
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set_xlabel("delay bits (max delay)")
-    ax.set_ylabel("weight bits")
-    ax.set_title(title, fontsize=10)
-    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-
-
-def plot_sweep(result: dict, path) -> Path:
-    """Heatmaps of accuracy (%) and synaptic memory (kB), one row of two per delay mode."""
-    from matplotlib.figure import Figure
-
-    modes = list(result["modes"]) + (["finetuned"] if result.get("finetuned") else [])
-    rows = ["float"] + [str(w) for w in result["weight_bits"]]
-    fig = Figure(figsize=(11.0, (0.42 * len(rows) + 1.6) * len(modes) + 0.4), dpi=110)
-    axes = fig.subplots(len(modes), 2, squeeze=False)
-    for k, mode in enumerate(modes):
-        cols = ([str(b) for b in result["delay_bits"]] if mode == "finetuned" else
-                [_col_title(_column(result, mode, b), "\n") for b in result["delay_bits"]])
-        what = ("hardware-exact fine-tuned" if mode == "finetuned"
-                else f"post-training, delay mode '{mode}'")
-        _heatmap(axes[k, 0], _grid(result, mode, "accuracy"), rows, cols, "viridis",
-                 "{:.1f}", f"accuracy (%), {what}", vmin=0.0, vmax=100.0)
-        _heatmap(axes[k, 1], _grid(result, mode, "memory_bytes"), rows, cols, "cividis",
-                 "{:.2f}", f"synaptic memory (kB), {what}")
-    fig.suptitle(f"bit-width sweep on {result['target']}: {result['n']} test samples; float "
-                 f"accuracy {100 * result['float_accuracy']:.1f} %", fontsize=11)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    path = Path(path)
-    _atomic_write(path, buf.getvalue())
-    return path
-
-
-_atomic_write = atomic_write
-
-
-def write_outputs(result: dict, out_dir) -> list[Path]:
-    """Write sweep.csv, sweep.md, sweep.json, sweep.png into out_dir (atomically)."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SweepError(f"--out {out} exists and is not a folder; choose a folder")
-    files = [out / name for name in SWEEP_FILES]
-    _atomic_write(files[0], format_csv(result))
-    _atomic_write(files[1], format_markdown(result))
-    _atomic_write(files[2], json.dumps(result, indent=2) + "\n")
-    plot_sweep(result, files[3])
-    return files
+    if key in done:                                   # same delays: same quantized network
+        cell = dict(done[key])
+        if cell["layer_synapses"] is not None:
+            cell["memory_bytes"] = memory_from_counts(cell["layer_synapses"], w, b)
+        return cell
+    cell = _quant_cell(net_b, target, w, b, x, labels, calib, f_pred)
+    done[key] = cell
+    return cell
 
 
 def finetune_cells(run, out_dir, target, wbits, dbits, *, epochs: int = 10,
@@ -550,13 +355,9 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
     modes = parse_modes(delay_mode)
     n_cal = DEFAULT_CALIB_SAMPLES
     if calib_samples is not None:
-        from neurodelay.options import check_int
-
         n_cal = check_int(calib_samples, "--calib-samples",
                           "the number of training samples quantization calibrates on", lo=1)
     if finetune:
-        from neurodelay.options import check_int
-
         finetune_epochs = check_int(finetune_epochs, "--finetune-epochs",
                                     "the fine-tuning epochs per cell", lo=1)
     net = float_network(r)

@@ -323,7 +323,6 @@ class CrossCheck:
     lava_source: str                   # "netx file <path>" or "Lava process network"
 
     def to_dict(self) -> dict:
-
         return asdict(self)
 
 

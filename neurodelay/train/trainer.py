@@ -7,7 +7,7 @@ A run directory holds:
     best.pt          model with the best validation accuracy (discrete model), atomic
     result.json      final discrete test accuracy of best.pt
 
-Recipe (method.md): Adam for all groups; weights lr 1e-3, weight decay 1e-5 (0 for BN),
+Recipe (README, "Model and training"; Hammouamri et al. 2023): Adam for all groups; weights lr 1e-3, weight decay 1e-5 (0 for BN),
 OneCycle to 5e-3 over the run; positions lr 100x, no weight decay, cosine annealing.
 Schedulers step once per epoch. Sigma decays per epoch over the first quarter.
 Positions are clamped and connectivity masks re-applied after every batch.
