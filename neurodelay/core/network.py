@@ -265,8 +265,18 @@ class QNetwork(_Layers):
     # the full description of the target it was quantized for (Target.to_dict()), so
     # the file says which integer arithmetic it assumes; None: the built-in `target`
     target_spec: dict | None = None
+    # the weight precision and delay bits it was quantized to (None: the target's). Files
+    # of format 1 keep them in ``meta`` (see network_io); here they are fields.
+    weight_bits: int | None = None
+    delay_bits: int | None = None
 
     def __post_init__(self):
+        self.meta = dict(self.meta)
+        for key in ("weight_bits", "delay_bits"):
+            if key in self.meta:
+                value = self.meta.pop(key)
+                if getattr(self, key) is None and value is not None:
+                    setattr(self, key, int(value))
         if not self.layers:
             raise NetworkError("quantized network has no layers")
         for k, (a, b) in enumerate(zip(self.layers[:-1], self.layers[1:])):

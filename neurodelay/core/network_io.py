@@ -103,7 +103,11 @@ def save_network(net: "Network | QNetwork", path) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise NetworkError(f"cannot save to {path}: folder {path.parent} does not exist")
-    meta_json = _to_json(dict(net.meta), "meta")
+    meta = dict(net.meta)
+    if isinstance(net, QNetwork):   # format 1 keeps the bit widths in meta
+        meta.update({k: getattr(net, k) for k in ("weight_bits", "delay_bits")
+                     if getattr(net, k) is not None})
+    meta_json = _to_json(meta, "meta")
     names_json = _to_json([str(c) for c in net.class_names], "class_names")
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:

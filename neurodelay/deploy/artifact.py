@@ -206,8 +206,9 @@ def _deploy_report(run: Run, tgt, options: DeployOptions, qnet: QNetwork, h: str
     return DeployReport(
         artifact_hash=h,
         target={"name": tgt.name, "description": tgt.description, "source": tgt.source},
-        weight_bits=int(qnet.meta.get("weight_bits", tgt.weight_bits)),
-        delay_bits=int(qnet.meta.get("delay_bits", tgt.delay_bits)),
+        weight_bits=int(qnet.weight_bits if qnet.weight_bits is not None
+                        else tgt.weight_bits),
+        delay_bits=int(qnet.delay_bits if qnet.delay_bits is not None else tgt.delay_bits),
         max_delay=int(tgt.max_delay),
         input_scale=float(qnet.input_scale),
         layers=_layer_rows(qnet, qrep),

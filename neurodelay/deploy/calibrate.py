@@ -86,9 +86,9 @@ def _finetuned_network(run, tgt, options: DeployOptions):
             f"arithmetic; it cannot be deployed to {tgt.name!r} ({tgt.source}) without "
             f"re-quantizing: fine-tune for that target instead")
     if options.weight_bits is not None and int(options.weight_bits) != \
-            int(qnet.meta.get("weight_bits", -1)):
+            (qnet.weight_bits if qnet.weight_bits is not None else -1):
         raise ArtifactError(f"{run.path} was fine-tuned with "
-                            f"{qnet.meta.get('weight_bits')}-bit weights; drop "
+                            f"{qnet.weight_bits}-bit weights; drop "
                             f"--weight-bits or fine-tune again")
     net_d, drep = passes.check_delays(qnet, tgt.max_delay, clip=options.clip_delays)
     return net_d, None, None, drep, Calibration(

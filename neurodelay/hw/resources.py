@@ -80,9 +80,11 @@ def resource_report(net: Network | QNetwork, target) -> ResourceReport:
     a = arith(t)
     # a quantized network narrowed below the target's widths (fewer weight or delay bits)
     # stores only those bits per synapse
-    meta = net.meta if isinstance(net, QNetwork) else {}
-    w_bits = min(int(meta.get("weight_bits", t.weight_bits)), t.weight_bits)
-    d_bits = min(int(meta.get("delay_bits", t.delay_bits)), t.delay_bits)
+    q = net if isinstance(net, QNetwork) else None
+    w_bits = min(q.weight_bits if q and q.weight_bits is not None else t.weight_bits,
+                 t.weight_bits)
+    d_bits = min(q.delay_bits if q and q.delay_bits is not None else t.delay_bits,
+                 t.delay_bits)
     layers, violations, notes = [], [], []
     for k, layer in enumerate(net.layers):
         st = _layer_stats(layer, t, w_bits + d_bits)

@@ -349,7 +349,8 @@ def quantize(net: Network, target=None, *, data=None, weight_bits: int | None = 
         rows.append(row)
     qnet = QNetwork(layers=qlayers, target=tgt.name, dt=net.dt, input_scale=input_scale,
                     class_names=list(net.class_names),
-                    meta={**net.meta, "quantized_from": "float network", "weight_bits": b,
+                    weight_bits=b,
+                    meta={**net.meta, "quantized_from": "float network",
                           "weight_range": weight_range},
                     target_spec=tgt.to_dict())
     fp.ensure_fits(qnet, a, QuantizationError,

@@ -363,8 +363,8 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
     log(f"fine-tuning {parent.path} for {tgt.name}: {len(train)} training samples, "
         f"validation = {valid_note}")
     start = starting_point(parent, fc, train, valid, log)
-    bits = int(start.qnet.meta["weight_bits"])
-    start.qnet.meta["delay_bits"] = int(start.chosen.changes["delay_bits"])
+    bits = int(start.qnet.weight_bits)
+    start.qnet.delay_bits = int(start.chosen.changes["delay_bits"])
     task = _FineTuning(out, fc, start, bits, train, valid)
     # the post-training network is epoch 0 and fine-tuning must beat it on validation
     # (with pruning it cannot be the result: it is not at the requested sparsity)

@@ -246,6 +246,7 @@ class HwSNN(nn.Module):
         self.dt, self.input_scale = float(qnet.dt), float(qnet.input_scale)
         self.class_names, self.meta = list(qnet.class_names), dict(qnet.meta)
         self.bits, self.alpha = int(bits), float(alpha)
+        self.delay_bits = qnet.delay_bits
         latent = latent or [(None, None)] * len(qnet.layers)
         self.layers = nn.ModuleList(
             HwLayer(ql, self.a, bits, self.input_scale if k == 0 else 1.0, w0, b0)
@@ -274,8 +275,8 @@ class HwSNN(nn.Module):
         return QNetwork(layers=[layer.to_qlayer() for layer in self.layers],
                         target=self.target, dt=self.dt, input_scale=self.input_scale,
                         class_names=list(self.class_names),
-                        meta={**self.meta, "weight_bits": self.bits,
-                              "hardware_exact": True},  # keeps delay_bits if the start had
+                        weight_bits=self.bits, delay_bits=self.delay_bits,
+                        meta={**self.meta, "hardware_exact": True},
                         target_spec=self.target_spec)
 
     def latent_state(self) -> list:

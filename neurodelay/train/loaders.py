@@ -17,6 +17,7 @@ import torch
 
 from neurodelay.core.network import Network
 from neurodelay.errors import RunError
+from neurodelay.hw.target import target_of
 from neurodelay.runs import Run, load_checkpoint, open_run, require_keys
 from neurodelay.train.freeze import freeze
 from neurodelay.train.hwmodel import HwSNN
@@ -59,7 +60,8 @@ def load_finetuned(run) -> HwSNN:
     if run.kind != "finetuned":
         raise RunError(f"{run.path}: not a fine-tuned run")
     qnet = run.qnetwork()
-    model = HwSNN(qnet, int(qnet.meta.get("weight_bits", 8)))
+    bits = qnet.weight_bits if qnet.weight_bits is not None else target_of(qnet).weight_bits
+    model = HwSNN(qnet, int(bits))
     model.eval()
     return model
 
