@@ -44,6 +44,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from neurodelay import passes
 from neurodelay._io import atomic_path
 from neurodelay.core.network import QLayer, QNetwork
 from neurodelay.core.network_io import save_network
@@ -58,8 +59,9 @@ from neurodelay.sim.lavarun import open_netx
 def netx_effective(w_file: np.ndarray, a: fp.Arith) -> np.ndarray | None:
     """Replay netx + Lava on file weights; return them if the result is exactly
     ``w_file @ x`` for every input, else None."""
-    from neurodelay._compat import ensure_lava
+    from neurodelay._compat import ensure_lava  # lazy: only Lava runs need the Lava import fix
     ensure_lava()
+    # lazy: Lava takes seconds to import; only Lava runs need it
     from lava.lib.dl.netx.utils import optimize_weight_bits
 
     w_file = np.asarray(w_file, np.int64)
@@ -276,7 +278,6 @@ def export(net, out_path, *, clip_delays: bool = False, strict_netx: bool = True
         out_path = out_path.with_name(out_path.name + ".h5")
     qnet, n_clipped = net, 0
     if clip_delays:
-        from neurodelay import passes
         qnet, rep = passes.check_delays(net, arith(net).max_delay, clip=True)
         n_clipped = int(rep.changes["clipped"])
     netx = write_netx(qnet, out_path, input_message_bits=input_message_bits,

@@ -74,7 +74,7 @@ def ensure_lava() -> None:
 
 
 def _import_lava_runtime() -> None:
-    import multiprocessing as mp
+    import multiprocessing as mp  # local: patched only while Lava imports
 
     name = "lava.magma.runtime.message_infrastructure.multiprocessing"
     if name in sys.modules:

@@ -17,7 +17,7 @@ from neurodelay.runs import open_run
 from neurodelay.sim import bitsim, floatsim
 from neurodelay.threads import torch_threads
 from neurodelay.train.loaders import float_network, load_model
-from neurodelay.train.model import ModelConfig, widen_for_parameter_parity
+from neurodelay.train.model import ModelConfig, count_parameters, widen_for_parameter_parity
 from neurodelay.train.presets import PRESETS
 from neurodelay.train.presets import preset as get_preset
 from neurodelay.train.trainer import TrainConfig, accuracy, check_training_memory, train
@@ -195,7 +195,6 @@ def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, h
     if delays == "none":
         ref = ModelConfig(**{**mc.to_dict(), "delays": "learned"})
         wide = widen_for_parameter_parity(mc, ref)
-        from neurodelay.train.model import count_parameters
         log(f"--delays none: hidden layers widened {mc.hidden} -> {wide} so the parameter "
             f"count matches ({count_parameters(ref):,} with learned delays vs "
             f"{count_parameters(ModelConfig(**{**mc.to_dict(), 'hidden': wide})):,})")

@@ -97,7 +97,7 @@ def checked_float(what: str, **bounds):
     ``hi``, ``lo_open``, ``hi_open``, ``unit``, ``hint``) -- else an OptionError naming the
     option (exit status 1). ``click.FloatRange`` lets ``nan`` (and ``inf`` where there is
     no upper bound) through; this does not. ``None`` (option not given) passes."""
-    from neurodelay.options import check_float
+    from neurodelay.options import check_float  # lazy: CLI start-up time
 
     def callback(ctx, param, value):
         if value is None:
@@ -125,7 +125,7 @@ def main():
     traceback of an internal error (exit status 70). Large tensor buffers are kept in the
     heap for reuse (glibc; NEURODELAY_MALLOC=default keeps the C library's settings).
     """
-    from neurodelay.alloc import tune_allocator
+    from neurodelay.alloc import tune_allocator  # lazy: CLI start-up time
 
     tune_allocator()
     _terminate_cleanly()
@@ -140,8 +140,8 @@ def _terminate_cleanly() -> None:
     does: by an exception, so every atomic write and artifact build removes its temporary
     files and a run being replaced with --overwrite is put back. Python's default would
     end the process at once and leave them behind."""
-    import signal
-    import threading
+    import signal  # lazy: CLI start-up time
+    import threading  # lazy: CLI start-up time
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)

@@ -40,7 +40,7 @@ def deploy_options(f):
 
 
 def _options(target, weight_bits, clip_delays, calib_samples, calib_seed, calib_file=None):
-    from neurodelay.deploy.artifact import DeployOptions
+    from neurodelay.deploy.artifact import DeployOptions  # lazy: CLI start-up time
 
     return DeployOptions(target=target, weight_bits=weight_bits, clip_delays=clip_delays,
                          calib_samples=calib_samples, calib_seed=calib_seed,
@@ -83,38 +83,38 @@ def export(run, target, out_path, variant, hw_target, nir_schema, weight_bits, c
     `neurodelay verify RUN --target T` verifies exactly this folder (same hash).
     A network that breaks the target's limits is refused and nothing is written.
     """
-    from neurodelay.runs import open_run
+    from neurodelay.runs import open_run  # lazy: CLI start-up time
 
     r = open_run(run)
     if target == "nir":
         if not out_path:
             raise click.UsageError("--target nir needs --out FILE.nir")
         if variant == "float":
-            from neurodelay.exporters import get_exporter
+            from neurodelay.exporters import get_exporter  # lazy: CLI start-up time
 
             rep = get_exporter("nir")(float_network(r), out_path,      # atomic write
                                       nir_schema=nir_schema)
             click.echo(json.dumps({k: v for k, v in rep.items()
                                    if k not in ("delays_per_layer",)}, indent=2, default=str))
             return
-        from neurodelay.deploy.artifact import FILES, artifact_for
+        from neurodelay.deploy.artifact import FILES, artifact_for  # lazy: CLI start-up time
 
         art = artifact_for(r, _options(hw_target, weight_bits, clip_delays, calib_samples,
                                        calib_seed, calib_file),
                            log=lambda m: click.echo(m, err=True))
-        from neurodelay._io import atomic_path
+        from neurodelay._io import atomic_path  # lazy: CLI start-up time
 
         if nir_schema == "1.0.8":
             with atomic_path(Path(out_path)) as tmp:
                 shutil.copyfile(art.folder / FILES["nir_quantized"], tmp)
         else:
-            from neurodelay.exporters import get_exporter
+            from neurodelay.exporters import get_exporter  # lazy: CLI start-up time
 
             get_exporter("nir")(art.qnet, out_path, nir_schema=nir_schema)
         click.echo(f"wrote {out_path}: the quantized network of artifact {art.folder} "
                    f"({art.hash}) in float units")
         return
-    from neurodelay.deploy.artifact import build_artifact
+    from neurodelay.deploy.artifact import build_artifact  # lazy: CLI start-up time
 
     art = build_artifact(r, _options(target, weight_bits, clip_delays, calib_samples,
                                      calib_seed, calib_file), out_path,
@@ -173,7 +173,7 @@ def verify(run, target, artifact_dir, test_file, tolerance, lava, weight_bits, c
     spike against Lava running the artifact's netx file). Prints accuracies, agreement,
     synaptic memory, the resource report and the artifact hash; exits 1 on FAIL.
     """
-    from neurodelay.deploy.verify import format_verify, verify_run
+    from neurodelay.deploy.verify import format_verify, verify_run  # lazy: CLI start-up time
 
     if run is None and artifact_dir is None:
         raise click.UsageError("give a RUN folder or --artifact DIR")
@@ -201,19 +201,21 @@ def inspect(run, target, as_json):
     RUN may be a run folder (its exported artifact for the target if there is one, else
     its float network), an artifact folder, or a saved network file.
     """
+    # lazy: CLI start-up time
     from neurodelay.hw.resources import format_resource_report, resource_report
 
     path = Path(run)
     head = []
     if path.is_dir() and (path / "deploy.json").exists():
-        from neurodelay.deploy.artifact import load_artifact
+        from neurodelay.deploy.artifact import load_artifact  # lazy: CLI start-up time
 
         art = load_artifact(path)
         net = art.qnet
         head.append(f"artifact {path}: {art.hash}")
     elif path.is_dir():
+        # lazy: CLI start-up time
         from neurodelay.deploy.artifact import DeployOptions, default_folder, load_artifact
-        from neurodelay.runs import open_run
+        from neurodelay.runs import open_run  # lazy: CLI start-up time
 
         r = open_run(path)
         head += _run_description(r)
@@ -229,7 +231,7 @@ def inspect(run, target, as_json):
             head.append(f"float network (not exported for {target} yet: `neurodelay export "
                         f"{path} --target {target}`)")
     else:
-        from neurodelay.core.network_io import load_network
+        from neurodelay.core.network_io import load_network  # lazy: CLI start-up time
 
         net = load_network(path)
     rep = resource_report(net, target)
@@ -245,7 +247,7 @@ def _run_description(r) -> list[str]:
     """A line or two about where a run's network came from."""
     if r.kind == "imported":
         try:
-            from neurodelay.nir import describe_imported
+            from neurodelay.nir import describe_imported  # lazy: CLI start-up time
         except ImportError:
             src = r.config.get("source", {})
             return [f"imported NIR graph {src.get('file')} (dt {src.get('dt')} s, "

@@ -58,8 +58,8 @@ def finetune(run, out, target, weight_bits, delay_bits, delay_mode, epochs, batc
     chip's accuracy, whose `export` needs no re-quantization, and whose `verify` shows
     PyTorch == bit-accurate simulator exactly.
     """
-    from neurodelay.train.finetune import FinetuneConfig
-    from neurodelay.train.finetune import finetune as run_finetune
+    from neurodelay.train.finetune import FinetuneConfig  # lazy: CLI start-up time
+    from neurodelay.train.finetune import finetune as run_finetune  # lazy: CLI start-up time
 
     fc = FinetuneConfig(target=target, weight_bits=weight_bits, delay_bits=delay_bits,
                         delay_mode=delay_mode, epochs=epochs, batch_size=batch_size, lr=lr,

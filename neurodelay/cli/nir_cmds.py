@@ -60,7 +60,7 @@ def import_nir(model, out, dt, discretization, n_channels, channel_bin, max_time
     LI / I / CubaLI readout, a Threshold right after a spiking node; edges sum. The run
     then works with inspect, export, verify --test-file F and finetune.
     """
-    from neurodelay.nir import import_to_run
+    from neurodelay.nir import import_to_run  # lazy: CLI start-up time
 
     res = import_to_run(model, out, dt, discretization, overwrite=overwrite,
                         max_delay_steps=max_delay_steps, n_channels=n_channels,
@@ -108,16 +108,16 @@ def nir_run(model, dt, discretization, input_file, test_file, n_channels, channe
     importer: it steps every NIR node itself, so it also runs graphs import-nir refuses
     (a Threshold on a membrane, a spiking output), if they are feed-forward.
     """
-    from neurodelay.errors import OptionError
-    from neurodelay.nir import execute, run_test_file
-    from neurodelay.nir.importer import graph_class_names
+    from neurodelay.errors import OptionError  # lazy: CLI start-up time
+    from neurodelay.nir import execute, run_test_file  # lazy: CLI start-up time
+    from neurodelay.nir.importer import graph_class_names  # lazy: CLI start-up time
 
     if (input_file is None) == (test_file is None):
         raise OptionError("give exactly one of --input X.npy or --test-file F")
     if input_file is not None:
-        import numpy as np
+        import numpy as np  # lazy: CLI start-up time
 
-        from neurodelay.nir import read_graph
+        from neurodelay.nir import read_graph  # lazy: CLI start-up time
 
         try:
             x = np.load(input_file, allow_pickle=False)

@@ -35,7 +35,7 @@ def ablate(out, seeds, connections, no_progress, **options):
     options are those of `neurodelay train` and apply to every run; all of them are checked
     (for every model) before anything is written.
     """
-    from neurodelay.research import study
+    from neurodelay.research import study  # lazy: CLI start-up time
 
     res = study.run_ablation(out, seeds, connections, progress=not no_progress,
                              log=lambda m: click.echo(m, err=True), **options)
@@ -62,7 +62,7 @@ def report(folder):
     A run whose result.json or config.json is unreadable (corrupted, not JSON) is skipped
     with a note naming the file and why (under "Notes" and on stderr).
     """
-    from neurodelay.research import study
+    from neurodelay.research import study  # lazy: CLI start-up time
 
     rep = study.report(folder)
     for note in rep["notes"]:
@@ -80,7 +80,7 @@ def report(folder):
               help="Synapses per layer in the kernel figure (1..16).")
 def plot(run, sample, synapses):
     """Figures of a run into RUN/plots/: kernels, delay histograms, curves, spike raster."""
-    from neurodelay.research import plots
+    from neurodelay.research import plots  # lazy: CLI start-up time
 
     paths = plots.plot_run(run, sample=sample, synapses=synapses)
     click.echo(f"wrote {len(paths)} figures to {paths[0].parent}: "
@@ -134,7 +134,7 @@ def sweep_bits_cmd(run, target, weight_bits, delay_bits, delay_mode, test_file, 
     Writes sweep.csv, sweep.md, sweep.json and sweep.png (accuracy and memory heatmaps)
     to RUN/sweep (or --out) and prints the markdown table.
     """
-    from neurodelay.research.sweep import sweep_bits
+    from neurodelay.research.sweep import sweep_bits  # lazy: CLI start-up time
 
     r = sweep_bits(run, target, weight_bits, delay_bits, delay_mode, test_file,
                    out_dir=out_dir, calib_samples=calib_samples, progress=not no_progress,

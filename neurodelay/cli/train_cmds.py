@@ -98,7 +98,7 @@ def train(out, resume, overwrite, no_progress, threads, **options):
     --max-time, a smaller --max-delay or --batch-size); the environment variable
     NEURODELAY_MAX_GIB sets another limit in GiB.
     """
-    from neurodelay import api
+    from neurodelay import api  # lazy: CLI start-up time
 
     if resume:
         # only what this command line sets: defaults must not read as changed options
@@ -128,7 +128,7 @@ def eval_cmd(run, test_file, as_json, batch_size):
     estimated memory exceeds 8 GiB (e.g. a sample spanning hours) is refused before it is
     binned; NEURODELAY_MAX_GIB sets another limit in GiB.
     """
-    from neurodelay import api
+    from neurodelay import api  # lazy: CLI start-up time
 
     res = api.evaluate_run(run, test_file=test_file, batch_size=batch_size).to_dict()
     for note in res["notes"]:
@@ -159,10 +159,10 @@ def eval_cmd(run, test_file, as_json, batch_size):
 @click.option("--cache-dir", type=click.Path(file_okay=False))
 def demo(out, lava, threads, cache_dir):
     """The main job on the embedded task: train -> export (loihi2 + NIR) -> verify with Lava."""
-    from pathlib import Path
+    from pathlib import Path  # lazy: CLI start-up time
 
-    from neurodelay import api
-    from neurodelay.options import check_int, check_threads
+    from neurodelay import api  # lazy: CLI start-up time
+    from neurodelay.options import check_int, check_threads  # lazy: CLI start-up time
 
     check_int(lava, "--lava", "the number of samples cross-checked with Lava", lo=0)
     check_threads(threads)
@@ -175,7 +175,7 @@ def demo(out, lava, threads, cache_dir):
                    f"(n={res['n_test']})")
     else:
         click.echo(f"[1/3] {out} already trained (result.json present)")
-    from neurodelay.cli.deploy_cmds import export, verify
+    from neurodelay.cli.deploy_cmds import export, verify  # lazy: CLI start-up time
 
     ctx = click.get_current_context()
     click.echo("[2/3] export: one deployment artifact (quantized once, calibrated on training "

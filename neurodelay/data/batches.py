@@ -60,7 +60,7 @@ def iterate_batches(ds: BinnedDataset, batch_size: int, *, shuffle: bool,
                     seed: int | None = None, epoch: int = 0, pad_to: int | None = None,
                     drop_last: bool = False) -> Iterator[tuple]:
     """Yield ``(x, y)``: torch float32 (B, T, C) zero right-padded and int64 (B,) labels."""
-    import torch
+    import torch  # lazy: the data layer is numpy/h5py only; torch only for batches
 
     if int(batch_size) != batch_size or batch_size < 1:
         raise DataError(f"batch_size must be a positive integer, got {batch_size}")

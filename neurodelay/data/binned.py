@@ -17,6 +17,7 @@ from neurodelay._io import default_cache_dir
 from neurodelay.data.dataset import BinnedDataset
 from neurodelay.data.shd import WHERE_TO_GET, _bin_file, _check_params
 from neurodelay.errors import DataError
+from neurodelay.options import binned_bytes, check_memory
 
 CACHE_VERSION = 2  # 2: files with links or external storage are refused, never cached
 
@@ -136,7 +137,6 @@ def load_binned(path: str | os.PathLike, *, channel_bin: int = 5, dt: float = 0.
                         f"nothing to train or evaluate on. Use a file with samples (was its "
                         f"creation or download interrupted?)")
     if counts.dtype != np.float32:  # from the cache (small unsigned integers)
-        from neurodelay.options import binned_bytes, check_memory
 
         check_memory(binned_bytes(int(lengths.sum()), c),
                      f"{str(path)!r}: the binned data ({int(lengths.sum()):,} time steps x "

@@ -14,7 +14,7 @@ import nir
 import numpy as np
 
 from neurodelay.errors import NirImportError
-from neurodelay.untrusted import check_h5, open_h5
+from neurodelay.untrusted import check_h5, open_h5, printable
 
 DISCRETIZATIONS = ("euler", "exp")
 DEFAULT_MAX_DELAY_STEPS = 10_000     # a Delay longer than this many steps is refused
@@ -118,7 +118,6 @@ def metadata_value(graph: nir.NIRGraph, key: str):
     if isinstance(v, np.generic):
         v = v.item()
     if isinstance(v, str):  # text from the file: no terminal escapes, bounded length
-        from neurodelay.untrusted import printable
 
         v = printable(v)
     return v

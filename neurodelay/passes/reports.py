@@ -8,7 +8,7 @@ import numpy as np
 from neurodelay.core.network import QNetwork
 from neurodelay.errors import PassError
 from neurodelay.hw.target import load_target
-from neurodelay.sim import floatsim
+from neurodelay.sim import bitsim, floatsim
 
 
 @dataclass
@@ -99,7 +99,6 @@ def _accuracy(net, data) -> float | None:
         return None
     x, labels = data
     if isinstance(net, QNetwork):
-        from neurodelay.sim import bitsim
         return bitsim.accuracy(net, x, labels)
     return floatsim.accuracy(net, x, labels)
 

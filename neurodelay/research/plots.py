@@ -45,7 +45,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def _figure(w: float, h: float):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib only for figures
 
     return Figure(figsize=(w, h), dpi=110)
 
@@ -107,7 +107,7 @@ def plot_kernels(run, path: Path, synapses: int = 4) -> Path:
     epochs = [e for e, _ in rec]
     sigmas = [s for _, s in rec]
     fig = _figure(3.0 * synapses + 1.0, 2.5 * len(shown) + 0.9)
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only for figures
 
     cmap = matplotlib.colormaps["viridis"]
     for row, li in enumerate(shown):

@@ -195,7 +195,7 @@ def csv_table(rows: list[dict]) -> str:
 
 def bar_plot(rows: list[dict], path: Path, title: str = "") -> Path:
     """Grouped bars like the paper's Fig. 5: connectivity groups, one bar per model, CI bars."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib only for figures
 
     conns = sorted({r["connections"] or 0 for r in rows})
     models = sorted({r["model"] for r in rows}, key=model_order)

@@ -180,7 +180,7 @@ def _grid(result: dict, mode: str, key: str) -> np.ndarray:
 
 def _heatmap(ax, grid: np.ndarray, rows, cols, cmap_name: str, fmt: str, title: str,
              vmin=None, vmax=None) -> None:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only for figures
 
     cmap = matplotlib.colormaps[cmap_name].with_extremes(bad="#dddddd")
     data = np.ma.masked_invalid(grid)
@@ -206,7 +206,7 @@ def _heatmap(ax, grid: np.ndarray, rows, cols, cmap_name: str, fmt: str, title: 
 
 def plot_sweep(result: dict, path) -> Path:
     """Heatmaps of accuracy (%) and synaptic memory (kB), one row of two per delay mode."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib only for figures
 
     modes = list(result["modes"]) + (["finetuned"] if result.get("finetuned") else [])
     rows = ["float"] + [str(w) for w in result["weight_bits"]]

@@ -194,6 +194,7 @@ def _blas_threads(n: int | None):
     if n is None:
         return contextlib.nullcontext()
     try:
+        # local: optional (BLAS thread limits only where it is installed)
         from threadpoolctl import threadpool_limits
     except ImportError:                    # optional dependency
         return contextlib.nullcontext()

@@ -42,10 +42,11 @@ from neurodelay.untrusted import open_h5
 
 
 def _lava():
-    """Import the Lava pieces lazily (heavy; needs the Python 3.11 shim first)."""
-    from neurodelay._compat import ensure_lava
+    """Import the Lava pieces lazily: Lava takes seconds to import, only Lava runs need it,
+    and it needs the Python 3.11 fix of :mod:`neurodelay._compat` first."""
+    from neurodelay._compat import ensure_lava  # lazy: see the docstring
     ensure_lava()
-    import lava.magma.core.run_conditions as rc
+    import lava.magma.core.run_conditions as rc  # lazy: see the docstring
     import lava.magma.core.run_configs as rcfg
     import lava.proc.dense.process as dense
     import lava.proc.io.sink as sink
@@ -179,7 +180,7 @@ def open_netx(path, msg_bits: int):
     (netx copies every array into its processes but leaves its HDF5 handle open, which
     keeps the file locked for writers in this process)."""
     _lava()
-    from lava.lib.dl.netx import hdf5
+    from lava.lib.dl.netx import hdf5  # lazy: Lava takes seconds to import; only Lava runs need it
 
     net = hdf5.Network(net_config=str(path), input_message_bits=msg_bits)
     handle = getattr(getattr(net, "net_config", None), "f", None)

@@ -41,7 +41,7 @@ from neurodelay import options as O
 from neurodelay import passes
 from neurodelay._io import atomic_write
 from neurodelay.core.network_io import save_network
-from neurodelay.data import pad_batch, rundata
+from neurodelay.data import load_binned, load_splits, pad_batch, rundata
 from neurodelay.data.rundata import check_classes, run_data_config, run_train_data
 from neurodelay.errors import OptionError
 from neurodelay.hw.resources import resource_report
@@ -107,7 +107,6 @@ def training_splits(parent, seed: int, train_file: str | None = None):
     the run's settings) and a validation split that is never test data."""
     dc = run_data_config(parent)
     if train_file:
-        from neurodelay.data import load_binned
 
         train = load_binned(train_file, channel_bin=dc.channel_bin, dt=dc.dt,
                             max_time=dc.max_time, n_channels=dc.n_channels,
@@ -119,7 +118,6 @@ def training_splits(parent, seed: int, train_file: str | None = None):
     else:
         train = run_train_data(parent)
     if not train_file and (dc.valid or dc.valid_speakers):
-        from neurodelay.data import load_splits
 
         valid = load_splits(dc).valid
         return train, valid, "the run's own validation split"

@@ -283,7 +283,6 @@ def _row_len(T: int, span: int) -> int:
 def _offsets(valid: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     """int32 read offsets into the rows, -1 where a pair contributes nothing."""
     if start.numel() and int(start.max()) >= 2**31:
-        from neurodelay.errors import KernelError
 
         raise KernelError(f"native integer-delay kernel: {int(start.max())} padded values "
                             f"per batch item exceed its 32-bit offsets; use method='fft', "
