@@ -27,9 +27,10 @@ def nir_digest(path: Path) -> str:
         items = []
         f.visititems(lambda n, o: items.append(n) if isinstance(o, h5py.Dataset) else None)
         for name in sorted(items):
-            v = f[name][()]
+            v = np.asarray(f[name][()])
             h.update(name.encode())
-            h.update(np.asarray(v).tobytes() if not isinstance(v, bytes) else v)
+            h.update(repr(v.tolist()).encode() if v.dtype == object else
+                     v.dtype.str.encode() + repr(v.shape).encode() + v.tobytes())
     return h.hexdigest()[:16]
 
 

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from cli_checks import cli, refused
+from cli_checks import cli, own_environment, refused, train_args
 
 import neurodelay
 from neurodelay import api
@@ -101,29 +101,14 @@ def run_process(args, work, *, limit_as=None, timeout=300, env=None):
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """Module folder; the binned-data cache of every command goes below it."""
-    root = tmp_path_factory.mktemp("faults")
-    saved = {k: os.environ.get(k) for k in ("NEURODELAY_CACHE", "NEURODELAY_MAX_GIB",
-                                            "NEURODELAY_DEBUG")}
-    os.environ["NEURODELAY_CACHE"] = str(root / "cache")
-    for k in ("NEURODELAY_MAX_GIB", "NEURODELAY_DEBUG"):
-        os.environ.pop(k, None)
-    yield root
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with own_environment(tmp_path_factory.mktemp("faults")) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")
 def data(work, tiny_task):
     """3-class train (60 samples) / test (30) files, ~15 steps each."""
     return {k: Path(v) for k, v in tiny_task(work / "data").items()}
-
-
-def train_args(out, data, *extra):
-    return ["train", "--out", out, "--train-file", data["train"], "--test-file", data["test"],
-            "--hidden", "8", "--epochs", "2", "--batch-size", "32", "--no-progress", *extra]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from cli_checks import cli, refused
+from cli_checks import cli, own_environment, refused, train_args
 
 import neurodelay
 from neurodelay.data import write_shd_file
@@ -45,26 +45,14 @@ def ok(r):
 # ------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    root = tmp_path_factory.mktemp("security")
-    saved = {k: os.environ.get(k) for k in ("NEURODELAY_CACHE", "NEURODELAY_MAX_GIB")}
-    os.environ["NEURODELAY_CACHE"] = str(root / "cache")
-    os.environ.pop("NEURODELAY_MAX_GIB", None)
-    yield root
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    """Module folder; the binned-data cache of every command goes below it."""
+    with own_environment(tmp_path_factory.mktemp("security")) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")
 def data(work, tiny_task):
     return {k: Path(v) for k, v in tiny_task(work / "data").items()}
-
-
-def train_args(out, data, *extra):
-    return ["train", "--out", out, "--train-file", data["train"], "--test-file", data["test"],
-            "--hidden", "8", "--epochs", "2", "--batch-size", "32", "--no-progress", *extra]
 
 
 @pytest.fixture(scope="module")
