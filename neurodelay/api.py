@@ -12,7 +12,7 @@ from neurodelay import data as D
 from neurodelay import options as O
 from neurodelay.data import DataConfig, load_splits, pad_batch
 from neurodelay.data.rundata import run_test_data
-from neurodelay.errors import OptionError, RunError
+from neurodelay.errors import OptionError
 from neurodelay.runs import open_run
 from neurodelay.sim import bitsim, floatsim
 from neurodelay.threads import torch_threads
@@ -20,7 +20,13 @@ from neurodelay.train.loaders import float_network, load_model
 from neurodelay.train.model import ModelConfig, count_parameters, widen_for_parameter_parity
 from neurodelay.train.presets import PRESETS
 from neurodelay.train.presets import preset as get_preset
-from neurodelay.train.trainer import TrainConfig, accuracy, check_training_memory, train
+from neurodelay.train.trainer import (
+    TrainConfig,
+    accuracy,
+    check_training_memory,
+    run_configs,
+    train,
+)
 
 N_CHANNELS = 700            # cochlea channels of SHD/SSC (DataConfig.n_channels)
 DATA_KEYS = ("dataset", "data_dir", "train_file", "valid_file", "test_file", "valid_speakers",
@@ -268,14 +274,8 @@ def check_resume_options(out, **options) -> None:
                           f"names are the options with '-' -> '_', times in *_ms)")
     if not given or not (Path(out) / "config.json").exists():
         return
-    r = open_run(out, kinds=("trained",))
-    try:
-        mc = ModelConfig(**r.config["model"])
-        tc = asdict(TrainConfig(**r.config["train"]))
-        dc = DataConfig(**r.config["data"])
-    except TypeError as e:
-        raise RunError(f"{Path(out) / 'config.json'}: not a config.json neurodelay wrote "
-                       f"({e}); start a new run instead of --resume") from None
+    mc, tc, dc = run_configs(out)
+    tc = asdict(tc)
     wanted, origin = dict(given), {k: "" for k in given}
     if "preset" in given:
         name = O.check_choice(wanted.pop("preset"), "--preset", tuple(PRESETS))

@@ -32,6 +32,7 @@ from neurodelay.data import DataConfig, Splits, load_splits
 from neurodelay.errors import OptionError, RunError
 from neurodelay.options import check_model_memory
 from neurodelay.runs import (
+    Run,
     load_checkpoint,
     open_run,
     require_keys,
@@ -246,14 +247,25 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
         torch.set_flush_denormal(ftz)
 
 
+def run_configs(run) -> tuple[ModelConfig, TrainConfig, DataConfig]:
+    """The typed settings a trained run's config.json records (the one place they are
+    read back); RunError naming the file when they do not fit this neurodelay."""
+    run = run if isinstance(run, Run) else open_run(run, kinds=("trained",))
+    saved = run.config
+    try:
+        return (ModelConfig(**saved["model"]), TrainConfig(**saved["train"]),
+                DataConfig(**saved["data"]))
+    except TypeError as e:
+        raise RunError(f"{run.file('config.json')}: not a config.json neurodelay wrote "
+                       f"({e}); start a new run") from None
+
+
 def _resumed_configs(run: Path):
     ckpt_path = run / "checkpoint.pt"
     if not ckpt_path.exists():
         raise RunError(f"{ckpt_path}: nothing to resume (no checkpoint in {run}); start "
                        f"a new run without --resume")
-    saved = open_run(run, kinds=("trained",)).config
-    return (ModelConfig(**saved["model"]), TrainConfig(**saved["train"]),
-            DataConfig(**saved["data"]))
+    return run_configs(open_run(run, kinds=("trained",)))
 
 
 class _Training(Task):
