@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from neurodelay._io import atomic_write  # noqa: E402
+from neurodelay.fs import atomic_write  # noqa: E402
 from neurodelay.runs import read_jsonl  # noqa: E402
 
 

@@ -45,10 +45,10 @@ import h5py
 import numpy as np
 
 from neurodelay import passes
-from neurodelay._io import atomic_path
 from neurodelay.core.network import QLayer, QNetwork
 from neurodelay.core.network_io import save_network
 from neurodelay.errors import ExportError
+from neurodelay.fs import atomic_path
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.resources import resource_report
 from neurodelay.hw.target import arith, target_of

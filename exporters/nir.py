@@ -67,9 +67,9 @@ import nir
 import numpy as np
 
 from neurodelay import __version__ as _ND_VERSION
-from neurodelay._io import atomic_path
 from neurodelay.core.network import Network, QNetwork
 from neurodelay.errors import NirExportError
+from neurodelay.fs import atomic_path
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.target import arith
 

@@ -21,7 +21,7 @@ second writer fails at once, naming the holder. :func:`new_run` refuses a folder
 already holds files unless asked to resume or overwrite (and then replaces the old run
 only once the new one has a checkpoint), and :func:`remove_stale_temp_files` removes the
 temporary files an interrupted atomic write left behind. No writer writes or deletes
-through a symbolic link in a run folder (:func:`neurodelay._io.refuse_links`).
+through a symbolic link in a run folder (:func:`neurodelay.fs.refuse_links`).
 """
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neurodelay._io import inside, refuse_links
 from neurodelay.core.network_io import load_network
 from neurodelay.errors import RunError
+from neurodelay.fs import inside, refuse_links
 from neurodelay.untrusted import load_torch_file
 
 KINDS = ("trained", "finetuned", "imported")

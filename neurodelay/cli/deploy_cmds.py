@@ -102,7 +102,7 @@ def export(run, target, out_path, variant, hw_target, nir_schema, weight_bits, c
         art = artifact_for(r, _options(hw_target, weight_bits, clip_delays, calib_samples,
                                        calib_seed, calib_file),
                            log=lambda m: click.echo(m, err=True))
-        from neurodelay._io import atomic_path  # lazy: CLI start-up time
+        from neurodelay.fs import atomic_path  # lazy: CLI start-up time
 
         if nir_schema == "1.0.8":
             with atomic_path(Path(out_path)) as tmp:

@@ -45,9 +45,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from neurodelay._io import atomic_path
 from neurodelay.core.network import Layer, Network, QLayer, QNetwork
 from neurodelay.errors import NetworkError
+from neurodelay.fs import atomic_path
 from neurodelay.untrusted import check_h5
 
 FORMAT_VERSION = 1

@@ -14,7 +14,6 @@ task. One module per concept:
 The names below are the package's public API (``from neurodelay import data as D``).
 Everything here is numpy/h5py; torch is imported only by :func:`iterate_batches`.
 """
-from neurodelay._io import default_cache_dir
 from neurodelay.data.batches import batch_order, iterate_batches, pad_batch
 from neurodelay.data.binned import load_binned
 from neurodelay.data.dataset import BinnedDataset, remap_classes
@@ -35,6 +34,7 @@ from neurodelay.data.synthetic import (
                                     synthetic_patterns,
 )
 from neurodelay.errors import DataError
+from neurodelay.fs import default_cache_dir
 
 __all__ = [
     "DataError", "BinnedDataset", "DataConfig", "Splits", "resolve_files", "load_binned",

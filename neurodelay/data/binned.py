@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from neurodelay._io import default_cache_dir
 from neurodelay.data.dataset import BinnedDataset
 from neurodelay.data.shd import WHERE_TO_GET, _bin_file, _check_params
 from neurodelay.errors import DataError
+from neurodelay.fs import default_cache_dir
 from neurodelay.options import binned_bytes, check_memory
 
 CACHE_VERSION = 2  # 2: files with links or external storage are refused, never cached

@@ -29,8 +29,8 @@ import h5py
 import numpy as np
 
 from neurodelay import progress as P
-from neurodelay._io import atomic_path
 from neurodelay.errors import DataError
+from neurodelay.fs import atomic_path
 from neurodelay.options import binned_bytes, check_memory
 from neurodelay.untrusted import check_h5, printable
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from neurodelay._io import default_cache_dir
 from neurodelay.data.shd import write_shd_file
 from neurodelay.errors import DataError
+from neurodelay.fs import default_cache_dir
 
 SYNTHETIC_FILES = {s: f"synthetic_{s}.h5" for s in ("train", "valid", "test")}
 

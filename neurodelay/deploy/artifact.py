@@ -47,7 +47,6 @@ from pathlib import Path
 import numpy as np
 
 from neurodelay import __version__
-from neurodelay._io import disk_full_error, inside, make_dirs, refuse_links, remove_empty_dirs
 from neurodelay.core.network import QNetwork
 from neurodelay.core.network_io import load_network, save_network
 
@@ -71,6 +70,7 @@ from neurodelay.deploy.manifest import (  # noqa: F401
 from neurodelay.errors import ArtifactError, TargetError
 from neurodelay.exporters import get_exporter
 from neurodelay.exporters.loihi2 import load_check, netx_layer, netx_readme, write_netx
+from neurodelay.fs import disk_full_error, inside, make_dirs, refuse_links, remove_empty_dirs
 from neurodelay.hw.resources import check_fits
 from neurodelay.hw.target import arith, load_target
 from neurodelay.runs import Run, open_run, read_json

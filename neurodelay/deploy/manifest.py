@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from neurodelay._io import inside
 from neurodelay.core.network import QNetwork
 from neurodelay.errors import ArtifactError, OptionError
+from neurodelay.fs import inside
 
 DEFAULT_CALIB_SAMPLES = 256
 DEFAULT_CALIB_SEED = 0

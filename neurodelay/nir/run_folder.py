@@ -10,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from neurodelay._io import atomic_write
 from neurodelay.core.network_io import save_network
 from neurodelay.errors import NirImportError
+from neurodelay.fs import atomic_write
 from neurodelay.nir.graph import DEFAULT_MAX_DELAY_STEPS
 from neurodelay.nir.importer import ImportResult, import_nir
 from neurodelay.runs import RunLock, new_run

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from neurodelay._io import atomic_write
 from neurodelay.data.rundata import run_test_data
 from neurodelay.errors import PlotError
+from neurodelay.fs import atomic_write
 from neurodelay.options import check_int
 from neurodelay.research.study import initial_model
 from neurodelay.runs import RunError, open_run, read_jsonl

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from neurodelay._io import atomic_write
 from neurodelay.errors import ReportError, RunError
+from neurodelay.fs import atomic_write
 from neurodelay.research.ablation_models import (
     connectivity_label,
     model_key,

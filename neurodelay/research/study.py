@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 from neurodelay import api
-from neurodelay._io import atomic_write
 from neurodelay.errors import AblationError, ReportError, RunError  # noqa: F401
+from neurodelay.fs import atomic_write
 from neurodelay.options import SEED_MAX, check_int, check_int_list, check_threads
 from neurodelay.progress import bar, write
 

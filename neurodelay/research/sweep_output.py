@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from neurodelay._io import atomic_write
 from neurodelay.errors import SweepError
+from neurodelay.fs import atomic_write
 
 SWEEP_FILES = ("sweep.csv", "sweep.md", "sweep.json", "sweep.png")
 MODE_TEXT = {

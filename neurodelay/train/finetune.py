@@ -39,11 +39,11 @@ import torch
 
 from neurodelay import options as O
 from neurodelay import passes
-from neurodelay._io import atomic_write
 from neurodelay.core.network_io import save_network
 from neurodelay.data import load_binned, load_splits, pad_batch, rundata
 from neurodelay.data.rundata import check_classes, run_data_config, run_train_data
 from neurodelay.errors import OptionError
+from neurodelay.fs import atomic_write
 from neurodelay.hw.resources import resource_report
 from neurodelay.hw.target import load_target
 from neurodelay.runs import (

@@ -30,7 +30,7 @@ import torch
 
 from neurodelay import data as D
 from neurodelay import progress as P
-from neurodelay._io import append_line, atomic_path, atomic_write
+from neurodelay.fs import append_line, atomic_path, atomic_write
 from neurodelay.runs import RunLock, new_run, remove_stale_temp_files
 from neurodelay.train.model import loss_fn, scores_from_membrane
 

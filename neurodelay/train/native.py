@@ -43,9 +43,9 @@ from pathlib import Path
 
 import torch
 
-from neurodelay._io import atomic_path
 from neurodelay.data import default_cache_dir
 from neurodelay.errors import KernelError
+from neurodelay.fs import atomic_path
 
 SOURCE = Path(__file__).with_name("intdelay_kernels.c")
 ABI_VERSION = 1

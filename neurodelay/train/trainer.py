@@ -27,9 +27,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from neurodelay import data as D
 from neurodelay import options as O
-from neurodelay._io import atomic_write
 from neurodelay.data import DataConfig, Splits, load_splits
 from neurodelay.errors import OptionError, RunError
+from neurodelay.fs import atomic_write
 from neurodelay.options import check_model_memory
 from neurodelay.runs import (
     Run,

@@ -1,8 +1,14 @@
-"""Atomic file writes: a reader never sees a half-written checkpoint, export or report.
+"""The file system, safely: atomic writes, no writing through links, full disks reported.
 
-A write that fails because the file system is full raises
-:class:`~neurodelay.errors.DiskFullError` naming the file system and saying that the
-previous file is kept (the temporary file is removed, the old file was never touched).
+* :func:`atomic_path` / :func:`atomic_write`: a reader never sees a half-written
+  checkpoint, export or report; :func:`append_line` for logs such as metrics.jsonl.
+* A write that fails because the file system is full raises
+  :class:`~neurodelay.errors.DiskFullError` naming the file system and saying that the
+  previous file is kept (the temporary file is removed, the old file was never touched).
+* :func:`inside` and :func:`refuse_links`: names read from a folder stay inside it, and
+  nothing is written or deleted through a symbolic link (the README's threat model).
+* :func:`default_cache_dir`: this machine's cache (``$NEURODELAY_CACHE`` or
+  ``~/.cache/neurodelay``).
 """
 from __future__ import annotations
 
