@@ -10,7 +10,6 @@ import click
 
 from neurodelay.cli.common import checked_float, main
 from neurodelay.options import TOLERANCE
-from neurodelay.train.loaders import float_network
 
 TARGET_HELP = ("Hardware target: a name from hw_configs/ (loihi2, loihi1, nodelay) or a path "
                "to a target .toml file. The target file is the truth: its weight bits, state "
@@ -83,45 +82,50 @@ def export(run, target, out_path, variant, hw_target, nir_schema, weight_bits, c
     `neurodelay verify RUN --target T` verifies exactly this folder (same hash).
     A network that breaks the target's limits is refused and nothing is written.
     """
+    from neurodelay.deploy.artifact import build_artifact  # lazy: CLI start-up time
     from neurodelay.runs import open_run  # lazy: CLI start-up time
 
     r = open_run(run)
     if target == "nir":
-        if not out_path:
-            raise click.UsageError("--target nir needs --out FILE.nir")
-        if variant == "float":
-            from neurodelay.exporters import get_exporter  # lazy: CLI start-up time
-
-            rep = get_exporter("nir")(float_network(r), out_path,      # atomic write
-                                      nir_schema=nir_schema)
-            click.echo(json.dumps({k: v for k, v in rep.items()
-                                   if k not in ("delays_per_layer",)}, indent=2, default=str))
-            return
-        from neurodelay.deploy.artifact import FILES, artifact_for  # lazy: CLI start-up time
-
-        art = artifact_for(r, _options(hw_target, weight_bits, clip_delays, calib_samples,
-                                       calib_seed, calib_file),
-                           log=lambda m: click.echo(m, err=True))
-        from neurodelay.fs import atomic_path  # lazy: CLI start-up time
-
-        if nir_schema == "1.0.8":
-            with atomic_path(Path(out_path)) as tmp:
-                shutil.copyfile(art.folder / FILES["nir_quantized"], tmp)
-        else:
-            from neurodelay.exporters import get_exporter  # lazy: CLI start-up time
-
-            get_exporter("nir")(art.qnet, out_path, nir_schema=nir_schema)
-        click.echo(f"wrote {out_path}: the quantized network of artifact {art.folder} "
-                   f"({art.hash}) in float units")
-        return
-    from neurodelay.deploy.artifact import build_artifact  # lazy: CLI start-up time
-
+        return _export_nir(r, out_path, variant, nir_schema,
+                           _options(hw_target, weight_bits, clip_delays, calib_samples,
+                                    calib_seed, calib_file))
     art = build_artifact(r, _options(target, weight_bits, clip_delays, calib_samples,
                                      calib_seed, calib_file), out_path,
                          log=lambda m: click.echo(m, err=True))
     if as_json:
         click.echo(json.dumps(art.report.to_dict(), indent=2, default=str))
         return
+    _print_artifact(r, art)
+
+
+def _export_nir(r, out_path, variant: str, nir_schema: str, options) -> None:
+    """``export --target nir``: the float network, or the quantized network of the
+    hardware target's artifact (in float units)."""
+    from neurodelay.deploy.artifact import FILES, artifact_for  # lazy: CLI start-up time
+    from neurodelay.exporters import get_exporter  # lazy: CLI start-up time
+    from neurodelay.fs import atomic_path  # lazy: CLI start-up time
+    from neurodelay.train.loaders import float_network  # lazy: CLI start-up time
+
+    if not out_path:
+        raise click.UsageError("--target nir needs --out FILE.nir")
+    if variant == "float":
+        rep = get_exporter("nir")(float_network(r), out_path,      # atomic write
+                                  nir_schema=nir_schema)
+        click.echo(json.dumps({k: v for k, v in rep.items()
+                               if k not in ("delays_per_layer",)}, indent=2, default=str))
+        return
+    art = artifact_for(r, options, log=lambda m: click.echo(m, err=True))
+    if nir_schema == "1.0.8":
+        with atomic_path(Path(out_path)) as tmp:
+            shutil.copyfile(art.folder / FILES["nir_quantized"], tmp)
+    else:
+        get_exporter("nir")(art.qnet, out_path, nir_schema=nir_schema)
+    click.echo(f"wrote {out_path}: the quantized network of artifact {art.folder} "
+               f"({art.hash}) in float units")
+
+
+def _print_artifact(r, art) -> None:
     rep = art.report
     tot = rep.resources["totals"]
     click.echo(f"exported {r.path} to {art.folder}")
@@ -203,6 +207,7 @@ def inspect(run, target, as_json):
     """
     # lazy: CLI start-up time
     from neurodelay.hw.resources import format_resource_report, resource_report
+    from neurodelay.train.loaders import float_network  # lazy: CLI start-up time
 
     path = Path(run)
     head = []

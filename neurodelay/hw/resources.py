@@ -62,6 +62,17 @@ class ResourceReport:
         return asdict(self)
 
 
+def _size_limits(tag: str, st: dict, t: Target) -> list[str]:
+    """The per-layer size limits of ``t`` (0 = no limit) that layer stats ``st`` break."""
+    out = []
+    for limit, key in (("max_neurons_per_layer", "neurons"), ("max_fan_in", "max_fan_in"),
+                       ("max_fan_out", "max_fan_out")):
+        allowed = getattr(t, limit)
+        if allowed and st[key] > allowed:
+            out.append(f"{tag}: {limit}: {st[key]} > allowed {allowed}")
+    return out
+
+
 def resource_report(net: Network | QNetwork, target) -> ResourceReport:
     """Estimate what ``net`` needs on ``target`` (a Target, name or path) and list limits it
     violates.
@@ -94,15 +105,7 @@ def resource_report(net: Network | QNetwork, target) -> ResourceReport:
             violations += fp.check_qlayer(layer, a, tag, hidden=k < len(net.layers) - 1)
         else:
             violations += fp.delay_violations(tag, layer.weight, layer.delay, a)
-        if t.max_neurons_per_layer and st["neurons"] > t.max_neurons_per_layer:
-            violations.append(f"{tag}: max_neurons_per_layer: {st['neurons']} > allowed "
-                              f"{t.max_neurons_per_layer}")
-        if t.max_fan_in and st["max_fan_in"] > t.max_fan_in:
-            violations.append(f"{tag}: max_fan_in: {st['max_fan_in']} > allowed "
-                              f"{t.max_fan_in}")
-        if t.max_fan_out and st["max_fan_out"] > t.max_fan_out:
-            violations.append(f"{tag}: max_fan_out: {st['max_fan_out']} > allowed "
-                              f"{t.max_fan_out}")
+        violations += _size_limits(tag, st, t)
     totals = {key: sum(st[key] for st in layers)
               for key in ("neurons", "synapses", "synaptic_memory_bytes", "cores")}
     totals["chips_needed"] = math.ceil(totals["cores"] / t.cores_per_chip)

@@ -327,6 +327,39 @@ class CrossCheck:
         return asdict(self)
 
 
+def _first(diff: np.ndarray, what: str, lava: np.ndarray, sim: np.ndarray) -> dict:
+    i, t, j = map(int, np.argwhere(diff)[0])
+    return {"what": what, "sample": i, "step": t, "neuron": j, "lava": int(lava[i, t, j]),
+            "bitsim": int(sim[i, t, j])}
+
+
+def _spike_mismatches(lava_spikes, sim_spikes) -> tuple[list[int], dict | None]:
+    """Mismatched spikes per layer, and the first one (sample, step, neuron)."""
+    counts, first = [], None
+    for k, (a, b) in enumerate(zip(lava_spikes, sim_spikes)):
+        b = np.asarray(b).astype(np.int64)
+        if b.shape != a.shape:
+            raise LavaRunError(f"bitsim layer {k} spikes have shape {b.shape}, Lava "
+                               f"{a.shape}: the two disagree on timing/recording")
+        diff = a.astype(np.int64) != b
+        counts.append(int(diff.sum()))
+        if first is None and diff.any():
+            first = _first(diff, f"layer {k} spikes", a, b)
+    return counts, first
+
+
+def _readout_mismatches(lava_v, sim_v, first):
+    """(bitsim's readout v as int64, where it differs from Lava's, the first mismatch)."""
+    sim_v = np.asarray(sim_v).astype(np.int64)
+    if sim_v.shape != lava_v.shape:
+        raise LavaRunError(f"bitsim readout v has shape {sim_v.shape}, Lava "
+                           f"{lava_v.shape}")
+    vdiff = lava_v != sim_v
+    if first is None and vdiff.any():
+        first = _first(vdiff, "readout v", lava_v, sim_v)
+    return sim_v, vdiff, first
+
+
 def cross_check(qnet: QNetwork, counts, n: int | None = None, n_steps: int | None = None,
                 synapse: str = "dense", netx_path=None,
                 message_bits: int | None = None) -> CrossCheck:
@@ -367,28 +400,8 @@ def cross_check(qnet: QNetwork, counts, n: int | None = None, n_steps: int | Non
     if len(lava["spikes"]) != L:
         raise LavaRunError(f"{source} has {len(lava['spikes'])} layers, the quantized "
                            f"network {L}: they are not the same network")
-    spike_mis = []
-    first = None
-    for k, (a, b) in enumerate(zip(lava["spikes"], sim.spikes)):
-        b = np.asarray(b).astype(np.int64)
-        if b.shape != a.shape:
-            raise LavaRunError(f"bitsim layer {k} spikes have shape {b.shape}, Lava "
-                               f"{a.shape}: the two disagree on timing/recording")
-        diff = a.astype(np.int64) != b
-        spike_mis.append(int(diff.sum()))
-        if first is None and diff.any():
-            i, t, j = map(int, np.argwhere(diff)[0])
-            first = {"what": f"layer {k} spikes", "sample": i, "step": t, "neuron": j,
-                     "lava": int(a[i, t, j]), "bitsim": int(b[i, t, j])}
-    sim_v = np.asarray(sim.v).astype(np.int64)
-    if sim_v.shape != lava["v"].shape:
-        raise LavaRunError(f"bitsim readout v has shape {sim_v.shape}, Lava "
-                           f"{lava['v'].shape}")
-    vdiff = lava["v"] != sim_v
-    if first is None and vdiff.any():
-        i, t, j = map(int, np.argwhere(vdiff)[0])
-        first = {"what": "readout v", "sample": i, "step": t, "neuron": j,
-                 "lava": int(lava["v"][i, t, j]), "bitsim": int(sim_v[i, t, j])}
+    spike_mis, first = _spike_mismatches(lava["spikes"], sim.spikes)
+    sim_v, vdiff, first = _readout_mismatches(lava["v"], sim.v, first)
 
     def predictions(v):
         rows = v[:, L:L + T].astype(np.float64) * qnet.layers[-1].scale
