@@ -541,3 +541,21 @@ def test_class_names_with_terminal_escapes_are_escaped(tmp_path, data):
     r = cli("inspect", out, "--target", "loihi2")
     assert "\x1b" not in r.output and "\x07" not in r.output
     assert json.loads(cfg)["class_names"][0] == "\\x1b]0;owned\\x07\\x1b[2Jc0"
+
+
+def test_reads_of_variable_length_data_stay_under_the_memory_limit(tmp_path, monkeypatch):
+    """Entries of a hostile file may all point at one heap object (h5py cannot write such
+    a file, so this checks the bound itself): a read takes at most limit / (expansion x
+    file size) samples, and binning in such small reads gives the same data."""
+    from neurodelay.data import load_binned
+    from neurodelay.data.shd import _BINNING_EXPANSION, _CHUNK, read_chunk
+
+    path = _shd_like(tmp_path / "v.h5", n=40)
+    size = path.stat().st_size
+    assert read_chunk(path) == _CHUNK                 # default limit: 8 GiB
+    whole = load_binned(path, dt=0.1, cache=False, progress=False)
+    monkeypatch.setenv("NEURODELAY_MAX_GIB", repr(7.5 * _BINNING_EXPANSION * size / 2 ** 30))
+    assert read_chunk(path) == 7
+    small = load_binned(path, dt=0.1, cache=False, progress=False)
+    assert [s.tolist() for s in small.samples] == [s.tolist() for s in whole.samples]
+    assert small.labels.tolist() == whole.labels.tolist()

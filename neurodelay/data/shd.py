@@ -31,7 +31,7 @@ import numpy as np
 from neurodelay import progress as P
 from neurodelay.errors import DataError
 from neurodelay.fs import atomic_path
-from neurodelay.options import binned_bytes, check_memory
+from neurodelay.options import GIB, binned_bytes, check_memory, memory_limit_gib
 from neurodelay.untrusted import check_h5, printable
 
 WHERE_TO_GET = (
@@ -44,6 +44,7 @@ REQUIRED_KEYS = ("spikes/times", "spikes/units", "labels")
 _GZIP_MAGIC = b"\x1f\x8b"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _CHUNK = 512  # samples read and binned at once
+_BINNING_EXPANSION = 16  # bytes binning holds per stored byte of spike data, at most
 MAX_CLASSES = 100_000  # SSC has 35; a file claiming more is refused before allocating
 
 
@@ -89,6 +90,19 @@ def _open_h5(path: Path) -> h5py.File:
         f.close()
         raise
     return f
+
+
+def read_chunk(path: Path) -> int:
+    """Samples read at once: :data:`_CHUNK`, fewer for a large file under a small memory
+    limit. A variable-length entry lives uncompressed in the file's heap, so no sample is
+    larger than the file; but entries of a hostile file may all point at one heap object,
+    so a read of k samples can allocate k x the file size, and binning them makes
+    int64/float64 copies of every entry (up to :data:`_BINNING_EXPANSION` x the stored
+    bytes). Reading at most limit / (expansion x file size) samples at once keeps every
+    read and its binning under the memory limit."""
+    limit = memory_limit_gib() * GIB
+    size = max(1, path.stat().st_size)
+    return int(max(1, min(_CHUNK, limit // (_BINNING_EXPANSION * size))))
 
 
 def _first_bad(mask: np.ndarray) -> int | None:
@@ -277,8 +291,9 @@ def _bin_file(path: Path, *, channel_bin, dt, max_time, n_channels, progress):
             chunks, lens = [], []
             with P.bar(total=n, desc=f"binning {path.name}", unit="sample",
                        enabled=progress, leave=False) as bar:
-                for a in range(0, n, _CHUNK):
-                    z = min(n, a + _CHUNK)
+                step = read_chunk(path)
+                for a in range(0, n, step):
+                    z = min(n, a + step)
                     counts, lengths = _bin_chunk(
                         ds_t[a:z], ds_u[a:z], a, path, channel_bin=channel_bin, dt=dt,
                         max_time=max_time, n_channels=n_channels,
