@@ -237,7 +237,13 @@ class Run:
 
 
 def open_run(path, kinds=KINDS) -> Run:
-    """Open and validate a run folder; RunError naming the file and fix otherwise."""
+    """Open and validate a run folder; RunError naming the file and fix otherwise. An
+    already opened :class:`Run` is returned as it is (its kind still checked)."""
+    if isinstance(path, Run):
+        if path.kind not in kinds:
+            raise RunError(f"{path.path}: is a {path.kind} run; this command takes "
+                           f"{' or '.join(kinds)} runs")
+        return path
     path = Path(path)
     _require_run_dir(path)
     cfg = read_json(inside(path, "config.json", "run folder"), "the run's settings")

@@ -163,16 +163,19 @@ def _check_dataset(ds, name: str, problems: list, sizes: dict) -> None:
                         f"(a decompression bomb, or a dataset that was never written)")
 
 
-def open_h5(path, error=NeurodelayError, *, what: str = "HDF5 file"):
+def open_h5(path, error=NeurodelayError, *, what: str = "HDF5 file", unreadable=None):
     """Open ``path`` read-only as HDF5 after :func:`check_h5`; an ``error`` naming the
-    file for every failure (missing, not HDF5, truncated, refused content)."""
-
+    file for every failure (missing, not HDF5, truncated, refused content).
+    ``unreadable(exc)``, if given, makes the error for a file HDF5 cannot open (the
+    caller's wording of what to do)."""
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: no such file" + (" (it is a folder)" if path.exists() else ""))
     try:
         f = h5py.File(path, "r")
     except OSError as e:
+        if unreadable is not None:
+            raise unreadable(e) from None
         raise error(f"{path}: not a readable {what} (not HDF5, or truncated: {e})") from None
     try:
         check_h5(f, path, error, what=what)
@@ -182,17 +185,11 @@ def open_h5(path, error=NeurodelayError, *, what: str = "HDF5 file"):
     return f
 
 
-def check_h5_file(path, error=NeurodelayError, *, what: str = "HDF5 file") -> None:
-    """:func:`open_h5` and close again: for files another library reads afterwards."""
-    open_h5(path, error, what=what).close()
-
-
 # ----------------------------------------------------------------------------- torch
 
 def _numpy_globals() -> list:
     """numpy's array reconstruction, allowed for the numpy RNG state (a uint32 array)
     that checkpoints written before this module existed hold."""
-
     return [np._core.multiarray._reconstruct, np.ndarray, np.dtype,
             np.dtypes.UInt32DType]
 
@@ -239,6 +236,5 @@ def _unsafe_names(path) -> list[str] | None:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # noqa: BLE001 - any damage: report it as unreadable
         return None
-    allowed = {"numpy._core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype",
-               "numpy.dtypes.UInt32DType"}
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in _numpy_globals()}
     return [printable(n, 80) for n in names if n not in allowed][:6]

@@ -61,6 +61,23 @@ def _write_tiny_task(folder: Path, seed: int = 0) -> dict:
 
 
 
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, request):
+    """A folder for the module; the binned-data cache of every command goes below it
+    and the caller's NEURODELAY_* settings do not leak in (tests/cli_checks.py)."""
+    from cli_checks import own_environment
+
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    with own_environment(tmp_path_factory.mktemp(name)) as root:
+        yield root
+
+
+@pytest.fixture(scope="module")
+def data(work, tiny_task):
+    """3-class train (60 samples) / test (30) files of the tiny task, ~15 steps each."""
+    return {k: Path(v) for k, v in tiny_task(work / "data").items()}
+
+
 @pytest.fixture(scope="session")
 def tiny_task():
     """Writer of a very small 3-class SHD-layout train/test pair (study and plot tests)."""

@@ -28,15 +28,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from cli_checks import cli, own_environment, refused, train_args
+from cli_checks import cli, refused, train_args
 
-import neurodelay
 from neurodelay import api
+from neurodelay.hw.target import config_dir
 
 PY = sys.executable
-HW_CONFIGS = Path(neurodelay.__file__).resolve().parents[1] / "hw_configs"
-if not (HW_CONFIGS / "loihi2.toml").exists():        # an installed (non-editable) copy
-    HW_CONFIGS = Path(neurodelay.__file__).resolve().parent / "hw_configs"
+HW_CONFIGS = config_dir()          # the built-in target files, as installed
 LIMIT_AS = 4 << 30          # address-space cap of the memory-test processes (bytes)
 
 
@@ -98,19 +96,6 @@ def run_process(args, work, *, limit_as=None, timeout=300, env=None):
 
 
 # ------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    """Module folder; the binned-data cache of every command goes below it."""
-    with own_environment(tmp_path_factory.mktemp("faults")) as root:
-        yield root
-
-
-@pytest.fixture(scope="module")
-def data(work, tiny_task):
-    """3-class train (60 samples) / test (30) files, ~15 steps each."""
-    return {k: Path(v) for k, v in tiny_task(work / "data").items()}
-
-
 @pytest.fixture(scope="module")
 def run(work, data):
     """A finished run (hidden [8], 2 epochs, 3 classes, delay window 25 steps)."""

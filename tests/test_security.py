@@ -25,15 +25,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from cli_checks import cli, own_environment, refused, train_args
+from cli_checks import cli, refused, train_args
 
-import neurodelay
 from neurodelay.data import write_shd_file
+from neurodelay.hw.target import config_dir
 
 PY = sys.executable
-HW_CONFIGS = Path(neurodelay.__file__).resolve().parents[1] / "hw_configs"
-if not (HW_CONFIGS / "loihi2.toml").exists():        # an installed (non-editable) copy
-    HW_CONFIGS = Path(neurodelay.__file__).resolve().parent / "hw_configs"
+HW_CONFIGS = config_dir()          # the built-in target files, as installed
 LIMIT_AS = 3 << 30          # address-space cap of the memory-bomb processes (bytes)
 
 
@@ -43,18 +41,6 @@ def ok(r):
 
 
 # ------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    """Module folder; the binned-data cache of every command goes below it."""
-    with own_environment(tmp_path_factory.mktemp("security")) as root:
-        yield root
-
-
-@pytest.fixture(scope="module")
-def data(work, tiny_task):
-    return {k: Path(v) for k, v in tiny_task(work / "data").items()}
-
-
 @pytest.fixture(scope="module")
 def run(work, data):
     out = work / "run"

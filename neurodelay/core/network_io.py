@@ -48,7 +48,7 @@ import numpy as np
 from neurodelay.core.network import Layer, Network, QLayer, QNetwork
 from neurodelay.errors import NetworkError
 from neurodelay.fs import atomic_path
-from neurodelay.untrusted import check_h5
+from neurodelay.untrusted import open_h5
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)         # format versions load_network reads
@@ -241,19 +241,11 @@ def load_network(path, kind: str | None = None) -> "Network | QNetwork":
     ``kind`` ("float" or "quantized"), if given, is required to match the file.
     Every problem raises NetworkError naming the file and the place in it.
     """
-
     path = Path(path)
     if kind not in (None, "float", "quantized"):
         raise NetworkError(f"kind must be None, 'float' or 'quantized', got {kind!r}")
-    if not path.is_file():
-        raise NetworkError(f"{path}: no such file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise NetworkError(f"{path}: not a neurodelay network file (not readable as HDF5: "
-                           f"{e})") from None
-    with f:
-        check_h5(f, path, NetworkError, what="network file")
+    with open_h5(path, NetworkError, what="network file", unreadable=lambda e: NetworkError(
+            f"{path}: not a neurodelay network file (not readable as HDF5: {e})")) as f:
         r = _Reader(path, f, "file")
         fmt = _str_attr(f.attrs["format"]) if "format" in f.attrs else None
         if fmt != FILE_FORMAT:

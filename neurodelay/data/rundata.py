@@ -9,13 +9,9 @@ from neurodelay.errors import DataError, RunError
 from neurodelay.runs import Run, open_run
 
 
-def _as_run(run) -> Run:
-    return run if isinstance(run, Run) else open_run(run)
-
-
 def run_data_config(run: Run | str) -> DataConfig:
     """The run's DataConfig (how its data is found and binned)."""
-    run = _as_run(run)
+    run = open_run(run)
     d = run.config.get("data")
     if not isinstance(d, dict):
         raise RunError(f"{run.file('config.json')}: this {run.kind} run has no data "
@@ -45,7 +41,7 @@ def _ensure_embedded(dc: DataConfig) -> None:
 
 def run_test_data(run: Run | str, test_file=None, progress: bool = False) -> BinnedDataset:
     """The run's own test split, or ``test_file`` binned with the run's settings."""
-    run = _as_run(run)
+    run = open_run(run)
     dc = run_data_config(run)
     if test_file:
         ds = dc.load(test_file, progress)
@@ -61,7 +57,7 @@ def run_test_data(run: Run | str, test_file=None, progress: bool = False) -> Bin
 def run_train_data(run: Run | str, progress: bool = False) -> BinnedDataset:
     """The run's training split (valid/test speakers removed): calibration and
     fine-tuning read only this."""
-    run = _as_run(run)
+    run = open_run(run)
     dc = run_data_config(run)
     if not dc.train:
         raise RunError(f"{run.path}: this {run.kind} run has no training data; pass "

@@ -32,7 +32,7 @@ from neurodelay import progress as P
 from neurodelay.errors import DataError
 from neurodelay.fs import atomic_path
 from neurodelay.options import GIB, binned_bytes, check_memory, memory_limit_gib
-from neurodelay.untrusted import check_h5, printable
+from neurodelay.untrusted import open_h5, printable
 
 WHERE_TO_GET = (
     "SHD and SSC are published by the Zenke lab (Cramer et al. 2020, \"The Heidelberg "
@@ -69,7 +69,6 @@ def _open_h5(path: Path) -> h5py.File:
     """Open read-only, turning every failure into a DataError that says how to fix it;
     links, external storage and oversized declarations are refused before anything is
     read (:func:`neurodelay.untrusted.open_h5`)."""
-
     if not path.is_file():
         raise DataError(f"{str(path)!r}: file not found. {WHERE_TO_GET}")
     with open(path, "rb") as fh:
@@ -77,19 +76,13 @@ def _open_h5(path: Path) -> h5py.File:
     if head[:2] == _GZIP_MAGIC:
         raise DataError(f"{str(path)!r} is gzip-compressed, not HDF5: run `gunzip` on it "
                         f"(the .h5.gz files must be unpacked) and load the .h5 file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
+    def unreadable(e: OSError) -> DataError:
         what = ("a truncated or damaged HDF5 file (an interrupted download or copy?)"
                 if head == _HDF5_MAGIC else "not an HDF5 file, or a truncated one")
-        raise DataError(f"{str(path)!r}: {what} ({e}). Download / copy it again; the "
-                        f"original files are SHD-layout .h5 files. {WHERE_TO_GET}") from None
-    try:
-        check_h5(f, path, DataError, what="data file")
-    except BaseException:
-        f.close()
-        raise
-    return f
+        return DataError(f"{str(path)!r}: {what} ({e}). Download / copy it again; the "
+                         f"original files are SHD-layout .h5 files. {WHERE_TO_GET}")
+
+    return open_h5(path, DataError, what="data file", unreadable=unreadable)
 
 
 def read_chunk(path: Path) -> int:

@@ -136,7 +136,7 @@ def build_artifact(run, options: DeployOptions | None = None, out=None, *,
 
     say = log or (lambda m: None)
     options = options or DeployOptions()
-    run = run if isinstance(run, Run) else open_run(run)
+    run = open_run(run)
     tgt = load_target(options.target)
     out = _destination(run, options, out)
     unfinished = _unfinished(run)
@@ -373,7 +373,7 @@ def artifact_for(run, options: DeployOptions, *, build: bool = True, log=None) -
     """The run's artifact for these options: loaded from :func:`default_folder` if it is
     there and was built from the run's current model, else built there (``build``)."""
 
-    run = run if isinstance(run, Run) else open_run(run)
+    run = open_run(run)
     folder = default_folder(run.path, options)
     if (folder / FILES["report"]).exists():
         art = load_artifact(folder)

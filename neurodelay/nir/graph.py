@@ -9,12 +9,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import nir
 import numpy as np
 
 from neurodelay.errors import NirImportError
-from neurodelay.untrusted import check_h5, open_h5, printable
+from neurodelay.untrusted import open_h5, printable
 
 DISCRETIZATIONS = ("euler", "exp")
 DEFAULT_MAX_DELAY_STEPS = 10_000     # a Delay longer than this many steps is refused
@@ -78,12 +77,8 @@ def read_graph(path) -> nir.NIRGraph:
                               f"{getattr(nir, 'version', '?')} ({type(e).__name__}: {msg}); "
                               f"is it a NIR HDF5 file (nir.write)?")
 
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise unreadable(e) from None
-    with f:  # links, external data and oversized declarations: refused before nir reads
-        check_h5(f, path, NirImportError, what="NIR file")
+    # links, external data and oversized declarations: refused before nir reads the file
+    open_h5(path, NirImportError, what="NIR file", unreadable=unreadable).close()
     try:
         graph = nir.read(str(path))
     except Exception as e:  # noqa: BLE001 - nir raises AssertionError, KeyError, OSError...

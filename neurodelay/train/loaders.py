@@ -18,20 +18,16 @@ import torch
 from neurodelay.core.network import Network
 from neurodelay.errors import RunError
 from neurodelay.hw.target import target_of
-from neurodelay.runs import Run, load_checkpoint, open_run, require_keys
+from neurodelay.runs import load_checkpoint, open_run, require_keys
 from neurodelay.train.freeze import freeze
 from neurodelay.train.hwmodel import HwSNN
 from neurodelay.train.model import DelaySNN, ModelConfig
 
 
-def _as_run(run) -> Run:
-    return run if isinstance(run, Run) else open_run(run)
-
-
 def load_model(run, which: str = "best") -> torch.nn.Module:
     """The run's PyTorch model in eval mode: the trained DelaySNN (``best.pt`` by
     default), or a fine-tuned run's hardware-exact model."""
-    run = _as_run(run)
+    run = open_run(run)
     if run.kind == "finetuned":
         return load_finetuned(run)
     if run.kind != "trained":
@@ -56,7 +52,7 @@ def load_model(run, which: str = "best") -> torch.nn.Module:
 
 def load_finetuned(run) -> HwSNN:
     """The hardware-exact model of a fine-tuned run (its best integers), in eval mode."""
-    run = _as_run(run)
+    run = open_run(run)
     if run.kind != "finetuned":
         raise RunError(f"{run.path}: not a fine-tuned run")
     qnet = run.qnetwork()
@@ -69,7 +65,7 @@ def load_finetuned(run) -> HwSNN:
 def float_network(run) -> Network:
     """The float :class:`~neurodelay.core.network.Network` of the run (trained: frozen
     best.pt; imported: network.h5; fine-tuned: its parent's)."""
-    run = _as_run(run)
+    run = open_run(run)
     if run.kind == "trained":
         d = run.config["data"]
         return freeze(load_model(run), dt=d["dt"], class_names=run.class_names,

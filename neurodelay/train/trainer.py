@@ -32,7 +32,6 @@ from neurodelay.errors import OptionError, RunError
 from neurodelay.fs import atomic_write
 from neurodelay.options import check_model_memory
 from neurodelay.runs import (
-    Run,
     load_checkpoint,
     open_run,
     require_keys,
@@ -250,7 +249,7 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
 def run_configs(run) -> tuple[ModelConfig, TrainConfig, DataConfig]:
     """The typed settings a trained run's config.json records (the one place they are
     read back); RunError naming the file when they do not fit this neurodelay."""
-    run = run if isinstance(run, Run) else open_run(run, kinds=("trained",))
+    run = open_run(run, kinds=("trained",))
     saved = run.config
     try:
         return (ModelConfig(**saved["model"]), TrainConfig(**saved["train"]),
