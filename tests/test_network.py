@@ -109,7 +109,7 @@ def test_file_readable_with_h5py_alone(tmp_path):
     save_network(net, tmp_path / "n.h5")
     with h5py.File(tmp_path / "n.h5", "r") as f:
         assert f.attrs["format"] == "neurodelay-network"
-        assert f.attrs["format_version"] == FORMAT_VERSION
+        assert f.attrs["format_version"] == 1 == FORMAT_VERSION - 1  # feed-forward: version 1
         assert f.attrs["kind"] == "float" and f.attrs["n_layers"] == 3
         assert json.loads(f.attrs["class_names"]) == ["c0", "c1", "c2"]
         np.testing.assert_array_equal(f["layers/1/delay"][()], net.layers[1].delay)

@@ -10,11 +10,17 @@ Two concepts, each a small validated dataclass:
 Float semantics (time steps t = 0..T-1, x^0 = binned input counts, shape (B, T, n_in)):
 
     J_i[t] = current_decay * J_i[t-1] + sum_j W_ij * x_j[t - D_ij]   (x[t] = 0 for t < 0)
+                                      + sum_j R_ij * s_j[t - E_ij]   (recurrent layers only)
     u_i[t] = decay * u_i[t-1] + J_i[t] + b_i            (u[-1] = J[-1] = 0)
     kind "lif":  s_i[t] = u_i[t] >= threshold ; u_i[t] = reset where s_i[t]
     kind "li" :  never spikes (the readout); its membrane u[t] is the output
 
     score_c = sum_t softmax_c(u_readout[t]) ;  prediction = argmax_c score_c
+
+A recurrent layer (``rec_weight`` R and ``rec_delay`` E, both (n_out, n_out), set) also
+feeds its own spikes back: neuron j's spike at step t reaches neuron i at step t + E_ij,
+E_ij >= 1 (a spike never arrives in the step that fired it), and adds R_ij to the same
+synaptic sum as the feed-forward input. Only spiking ("lif") layers can be recurrent.
 
 Every sample is simulated for the T steps it is given (callers pad with zeros).
 
@@ -81,6 +87,10 @@ class Layer(_WeightShape):
     # synaptic current J[t] = current_decay * J[t-1] + W x (a current-based "CUBA"
     # neuron: Loihi's du, NIR's CubaLIF); 0 = the input enters u directly (DCLS models)
     current_decay: float = 0.0
+    # recurrent synapses i <- j within the layer (both (n_out, n_out), or both None):
+    # weight R_ij (0 = no synapse) and delay E_ij >= 1 steps (see the module docstring)
+    rec_weight: np.ndarray | None = None
+    rec_delay: np.ndarray | None = None
 
     def __post_init__(self):
         tag = f"layer {self.name!r}" if self.name else "layer"
@@ -90,6 +100,7 @@ class Layer(_WeightShape):
         if self.delay.shape != self.weight.shape:
             raise NetworkError(f"{tag}: delay shape {self.delay.shape} != weight shape "
                                f"{self.weight.shape}")
+        self._check_recurrent(tag)
         if self.bias.shape != (self.weight.shape[0],):
             raise NetworkError(f"{tag}: bias shape {self.bias.shape} != ({self.weight.shape[0]},)")
         if self.delay.size and self.delay.min() < 0:
@@ -109,9 +120,38 @@ class Layer(_WeightShape):
                                f"got {self.threshold}")
         self.reset = float(self.reset)
 
+    def _check_recurrent(self, tag: str) -> None:
+        if (self.rec_weight is None) != (self.rec_delay is None):
+            raise NetworkError(f"{tag}: rec_weight and rec_delay go together (one of them "
+                               f"is None)")
+        if self.rec_weight is None:
+            return
+        self.rec_weight = _as(self.rec_weight, np.float32, f"{tag} rec_weight", 2)
+        self.rec_delay = _as(self.rec_delay, np.int32, f"{tag} rec_delay", 2)
+        n = self.weight.shape[0]
+        for name in ("rec_weight", "rec_delay"):
+            if getattr(self, name).shape != (n, n):
+                raise NetworkError(f"{tag}: {name} shape {getattr(self, name).shape} != "
+                                   f"({n}, {n}) (recurrent synapses connect the layer's "
+                                   f"{n} neurons to each other)")
+        if self.rec_delay.size and self.rec_delay.min() < 1:
+            raise NetworkError(f"{tag}: {int((self.rec_delay < 1).sum())} recurrent delays "
+                               f"< 1 step; a spike reaches its own layer one step later at "
+                               f"the earliest")
+        if self.kind != "lif":
+            raise NetworkError(f"{tag}: only a spiking ('lif') layer can be recurrent, this "
+                               f"one is {self.kind!r}")
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the layer has recurrent synapses (rec_weight / rec_delay)."""
+        return self.rec_weight is not None
+
     @property
     def n_synapses(self) -> int:
-        return int(np.count_nonzero(self.weight))
+        """Synapses with a nonzero weight, feed-forward and recurrent."""
+        rec = int(np.count_nonzero(self.rec_weight)) if self.recurrent else 0
+        return int(np.count_nonzero(self.weight)) + rec
 
 
 class _Layers:
@@ -130,8 +170,13 @@ class _Layers:
 
     @property
     def n_synapses(self) -> int:
-        """Synapses with a nonzero weight (mantissa), all layers."""
-        return sum(int(np.count_nonzero(layer.weight)) for layer in self.layers)
+        """Synapses with a nonzero weight (mantissa), all layers (recurrent ones too)."""
+        return sum(layer.n_synapses for layer in self.layers)
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether any layer has recurrent synapses."""
+        return any(layer.recurrent for layer in self.layers)
 
     def _summary(self, title: str, details) -> str:
         sizes = " -> ".join([str(self.n_in)] + [str(lay.n_out) for lay in self.layers])
@@ -143,7 +188,8 @@ class _Layers:
 
 @dataclass
 class Network(_Layers):
-    """A feedforward delay SNN, ready for passes and export."""
+    """A delay SNN (feed-forward, or with recurrent hidden layers), ready for passes and
+    export."""
 
     layers: list[Layer]
     dt: float = 0.01                  # seconds per time step
@@ -185,9 +231,15 @@ def _layer_line(k: int, layer, extra: str) -> str:
     lo, hi = _delay_range(layer.weight, layer.delay)
     n_syn = int(np.count_nonzero(layer.weight))
     name = f" {layer.name!r}" if layer.name else ""
-    return (f"  layer {k}{name} [{layer.kind}]: {layer.n_in} -> {layer.n_out} neurons, "
+    line = (f"  layer {k}{name} [{layer.kind}]: {layer.n_in} -> {layer.n_out} neurons, "
             f"{n_syn} synapses ({n_syn / max(layer.weight.size, 1):.1%} dense), "
             f"delays {lo}..{hi} steps, {extra}")
+    if layer.recurrent:
+        rlo, rhi = _delay_range(layer.rec_weight, layer.rec_delay)
+        n_rec = int(np.count_nonzero(layer.rec_weight))
+        line += (f"; recurrent: {n_rec} synapses "
+                 f"({n_rec / max(layer.rec_weight.size, 1):.1%} dense), delays {rlo}..{rhi}")
+    return line
 
 
 @dataclass
@@ -250,6 +302,14 @@ class QLayer(_WeightShape):
         self.num_weight_bits = int(self.num_weight_bits)
         self.bias_exp = int(self.bias_exp)
         self.scale = float(self.scale)
+
+    # recurrent quantized layers do not exist yet (the Loihi 2 deployment of recurrent
+    # networks is its own step): quantize refuses a recurrent Network
+    recurrent = False
+
+    @property
+    def n_synapses(self) -> int:
+        return int(np.count_nonzero(self.weight))
 
 
 @dataclass

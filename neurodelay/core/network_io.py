@@ -5,7 +5,9 @@ and numpy alone, no neurodelay needed::
 
     /                       attrs:
         format          = "neurodelay-network"
-        format_version  = 1                     (int; see SUPPORTED_VERSIONS)
+        format_version  = 1, or 2 for a network with recurrent layers (int; the lowest
+                          version that holds the network, so feed-forward files stay
+                          readable by older readers; see SUPPORTED_VERSIONS)
         kind            = "float" | "quantized"
         n_layers        = int
         dt              = float, seconds per time step
@@ -23,6 +25,9 @@ and numpy alone, no neurodelay needed::
             bias     dataset float32 (n_out,)
             attrs    decay, threshold (inf for "li"), reset      (floats)
                      current_decay (float; absent in older files: 0)
+            rec_weight  dataset float32 (n_out, n_out)  recurrent weights R_ij (i <- j);
+            rec_delay   dataset int32   (n_out, n_out)  their delays >= 1 step
+                        (version 2; both present, or both absent: not recurrent)
         kind "quantized":
             weight     dataset int64 (n_out, n_in)   weight mantissas
             delay      dataset int64 (n_out, n_in)
@@ -50,8 +55,8 @@ from neurodelay.errors import NetworkError
 from neurodelay.fs import atomic_path
 from neurodelay.untrusted import open_h5
 
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)         # format versions load_network reads
+FORMAT_VERSION = 2                # the newest version written (for recurrent networks)
+SUPPORTED_VERSIONS = (1, 2)       # format versions load_network reads
 FILE_FORMAT = "neurodelay-network"
 
 
@@ -75,6 +80,7 @@ def _to_json(value, what: str) -> str:
 
 _FLOAT_LAYER_DATA = {"weight": np.float32, "delay": np.int32, "bias": np.float32}
 _QUANT_LAYER_DATA = {"weight": np.int64, "delay": np.int64, "bias_mant": np.int64}
+_RECURRENT_DATA = {"rec_weight": np.float32, "rec_delay": np.int32}   # version 2
 _FLOAT_LAYER_ATTRS = ("decay", "threshold", "reset")
 _QUANT_LAYER_ATTRS = ("weight_exp", "num_weight_bits", "bias_exp", "du", "dv", "scale")
 
@@ -112,7 +118,7 @@ def save_network(net: "Network | QNetwork", path) -> Path:
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             f.attrs["format"] = FILE_FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["format_version"] = 2 if net.recurrent else 1
             f.attrs["kind"] = kind
             f.attrs["n_layers"] = len(net.layers)
             f.attrs["dt"] = float(net.dt)
@@ -138,6 +144,9 @@ def save_network(net: "Network | QNetwork", path) -> Path:
                     for name in _FLOAT_LAYER_ATTRS:
                         g.attrs[name] = float(getattr(layer, name))
                     g.attrs["current_decay"] = float(layer.current_decay)
+                    if layer.recurrent:
+                        for name, dtype in _RECURRENT_DATA.items():
+                            _write_dataset(g, name, getattr(layer, name), dtype)
                 else:
                     for name in _QUANT_LAYER_ATTRS:
                         v = getattr(layer, name)
@@ -215,7 +224,7 @@ class _Reader:
         return ds[()]
 
 
-def _read_layer(path: Path, group, k: int, kind: str) -> "Layer | QLayer":
+def _read_layer(path: Path, group, k: int, kind: str, version: int) -> "Layer | QLayer":
     r = _Reader(path, group, f"layers/{k}")
     common = {"kind": r.attr("kind", str), "name": r.attr("name", str)}
     try:
@@ -224,6 +233,16 @@ def _read_layer(path: Path, group, k: int, kind: str) -> "Layer | QLayer":
             scalars = {n: r.attr(n, float) for n in _FLOAT_LAYER_ATTRS}
             scalars["current_decay"] = r.attr("current_decay", float, required=False,
                                               default=0.0)
+            present = [n for n in _RECURRENT_DATA if n in group]
+            if present and version < 2:
+                raise r.fail(f"holds {present[0]!r} but the file declares format_version "
+                             f"{version}; recurrent layers need version 2")
+            if len(present) == 1:
+                missing = next(n for n in _RECURRENT_DATA if n not in present)
+                raise r.fail(f"has {present[0]!r} but not {missing!r}; a recurrent layer "
+                             f"needs both")
+            data.update({n: r.dataset(n, dt) for n, dt in _RECURRENT_DATA.items()
+                         if present})
             return Layer(**data, **scalars, **common)
         data = {n: r.dataset(n, dt) for n, dt in _QUANT_LAYER_DATA.items()}
         scalars = {n: r.attr(n, float if n == "scale" else int) for n in _QUANT_LAYER_ATTRS}
@@ -274,7 +293,7 @@ def load_network(path, kind: str | None = None) -> "Network | QNetwork":
         for name in expected:
             if name not in groups:
                 raise r.fail(f"missing group 'layers/{name}' (n_layers = {n_layers})")
-        layers = [_read_layer(path, groups[str(k)], k, file_kind) for k in range(n_layers)]
+        layers = [_read_layer(path, groups[str(k)], k, file_kind, version) for k in range(n_layers)]
         common = {"dt": r.attr("dt", float),
                   "class_names": r.json_attr("class_names", list),
                   "meta": r.json_attr("meta", dict)}

@@ -329,6 +329,11 @@ def quantize(net: Network, target=None, *, data=None, weight_bits: int | None = 
     """
     if not isinstance(net, Network):
         raise PassError(f"quantize expects a float Network, got {type(net).__name__}")
+    if net.recurrent:
+        names = [lay.name or str(k) for k, lay in enumerate(net.layers) if lay.recurrent]
+        raise PassError(f"layer(s) {', '.join(names)} are recurrent: quantizing recurrent "
+                        f"networks for a hardware target is not supported yet; evaluate "
+                        f"them in float (floatsim, NIR export) for now")
     if weight_range not in WEIGHT_RANGES:
         raise PassError(f"weight_range must be one of {WEIGHT_RANGES}, got {weight_range!r}")
     tgt = _target(target)

@@ -15,7 +15,10 @@ How it is computed, per layer:
    D == d and ``Y = X.reshape(B*T, n_in) @ W_d.T`` (one matmul over the whole batch),
    then ``I[:, d:] += Y[:, :T-d]``. Delays >= T never reach the output and are skipped.
    The bias is added last.
-2. The LIF/LI recursion, a loop over T vectorised over batch and neurons.
+2. The LIF/LI recursion, a loop over T vectorised over batch and neurons. A recurrent
+   layer (:func:`recurrent_dynamics`) adds, at each step, the recurrent current its own
+   earlier spikes send: when a step's spikes s are known, ``s @ R_e.T`` is added to a
+   ring buffer slot e steps ahead, for every distinct recurrent delay e.
 
 Precision: ``dtype`` selects the arithmetic (float32 by default, the precision of
 the trained PyTorch model; float64 for a higher-precision reference). In float32 the
@@ -128,6 +131,48 @@ def neuron_dynamics(layer: Layer, I: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return I, spikes
 
 
+def recurrent_dynamics(layer: Layer, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The membrane recursion of a recurrent "lif" layer on feed-forward sums S = W x
+    (B, T, n) (:func:`synaptic_sum`: no filter, no bias), in S's dtype::
+
+        J[t] = current_decay * J[t-1] + (S[t] + sum_j R_ij s_j[t - E_ij]) ;  I = J + b
+        u[t] = decay * u[t-1] + I[t] ;  spike where u >= threshold, then u = reset
+
+    Returns (u, spikes) like :func:`neuron_dynamics`; S is overwritten with u.
+    """
+    B, T, n = S.shape
+    dt = S.dtype.type
+    R = layer.rec_weight.astype(S.dtype)
+    used = layer.rec_weight != 0
+    by_delay = [(int(e), np.where(used & (layer.rec_delay == e), R, 0).T.copy())
+                for e in np.unique(layer.rec_delay[used]) if e < T]
+    slots = (max(e for e, _ in by_delay) + 1) if by_delay else 1
+    pending = np.zeros((slots, B, n), dtype=S.dtype)   # recurrent current due at t % slots
+    decay, cdecay = dt(layer.decay), dt(layer.current_decay)
+    thr, reset = dt(layer.threshold), dt(layer.reset)
+    bias = layer.bias.astype(S.dtype)
+    u = np.zeros((B, n), dtype=S.dtype)
+    J = np.zeros((B, n), dtype=S.dtype)
+    spikes = np.empty((B, T, n), dtype=bool)
+    for t in range(T):
+        slot = t % slots
+        J *= cdecay
+        J += S[:, t] + pending[slot]
+        pending[slot] = 0
+        u *= decay
+        u += J + bias
+        s = u >= thr
+        u[s] = reset
+        spikes[:, t] = s
+        S[:, t] = u
+        if s.any():
+            sf = s.astype(S.dtype)
+            for e, RT in by_delay:
+                if t + e < T:
+                    pending[(t + e) % slots] += sf @ RT
+    return S, spikes
+
+
 def readout_scores(u: np.ndarray) -> np.ndarray:
     """sum_t softmax(u[:, t]) in float64, shape (B, n_classes): the readout rule of the
     PyTorch model, shared by every simulator (zeros when there is no time step)."""
@@ -151,7 +196,10 @@ def simulate(net: Network, x, *, record: bool = False, dtype=np.float32) -> SimR
     h = _check_input(net, x, dtype)
     recorded = [] if record else None
     for k, layer in enumerate(net.layers):
-        u, s = neuron_dynamics(layer, synaptic_current(layer, h, dtype))
+        if layer.recurrent:
+            u, s = recurrent_dynamics(layer, synaptic_sum(layer, h, dtype))
+        else:
+            u, s = neuron_dynamics(layer, synaptic_current(layer, h, dtype))
         if k < len(net.layers) - 1:
             h = s.astype(dtype)
             if record:
