@@ -16,6 +16,7 @@ from neurodelay.errors import OptionError
 from neurodelay.runs import open_run
 from neurodelay.sim import bitsim, floatsim
 from neurodelay.threads import torch_threads
+from neurodelay.train.augment import canonical as augment_canonical
 from neurodelay.train.loaders import float_network, load_model
 from neurodelay.train.model import ModelConfig, count_parameters, widen_for_parameter_parity
 from neurodelay.train.presets import PRESETS
@@ -33,7 +34,7 @@ DATA_KEYS = ("dataset", "data_dir", "train_file", "valid_file", "test_file", "va
              "test_speakers", "dt_ms", "channel_bin", "max_time", "cache_dir")
 MODEL_KEYS = ("preset", "hidden", "max_delay_ms", "tau_ms", "dropout", "threshold", "epochs",
               "batch_size", "delays", "sigma", "learn", "connections", "seed", "lr", "max_lr",
-              "position_lr_factor", "reference_kernels")
+              "position_lr_factor", "reference_kernels", "augment")
 
 
 def _divisors(n: int) -> list[int]:
@@ -138,12 +139,14 @@ def _model_values(dt_ms: float, name: str, *, hidden=None, max_delay_ms=None, ta
 
 def _train_config(name: str, *, epochs=None, batch_size=None, sigma="decreasing",
                   learn="weights+delays", seed=0, lr=1e-3, max_lr=5e-3,
-                  position_lr_factor=100.0, reference_kernels=False) -> TrainConfig:
+                  position_lr_factor=100.0, reference_kernels=False,
+                  augment=None) -> TrainConfig:
     p = get_preset(name)
     return TrainConfig(epochs=p["epochs"] if epochs is None else epochs,
                        batch_size=p["batch_size"] if batch_size is None else batch_size,
                        lr=lr, max_lr=max_lr, position_lr_factor=position_lr_factor,
-                       sigma=sigma, learn=learn, seed=seed, reference_kernels=reference_kernels)
+                       sigma=sigma, learn=learn, seed=seed, reference_kernels=reference_kernels,
+                       augment=augment or "")
 
 
 def check_options(**options) -> None:
@@ -176,7 +179,7 @@ def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, h
                  max_delay_ms=None, tau_ms=None, dropout=None, threshold=None, epochs=None,
                  batch_size=None, delays="learned", sigma="decreasing",
                  learn="weights+delays", connections=None, seed=0, lr=1e-3, max_lr=5e-3,
-                 position_lr_factor=100.0, reference_kernels=False, log=print):
+                 position_lr_factor=100.0, reference_kernels=False, augment=None, log=print):
     """(ModelConfig, TrainConfig) from a preset overridden by explicit options.
 
     ``None`` means "the preset's value"; every value (explicit or the preset's) is
@@ -190,7 +193,7 @@ def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, h
                       connections=connections)
     tc = _train_config(name, epochs=epochs, batch_size=batch_size, sigma=sigma, learn=learn,
                        seed=seed, lr=lr, max_lr=max_lr, position_lr_factor=position_lr_factor,
-                       reference_kernels=reference_kernels)
+                       reference_kernels=reference_kernels, augment=augment)
     if abs(dt_ms - p["dt_ms"]) > 1e-9:
         log(f"note: dt {dt_ms} ms differs from preset {name}'s {p['dt_ms']} ms; "
             f"times in ms are converted with dt {dt_ms} ms")
@@ -339,6 +342,8 @@ def _recorded_settings(mc: ModelConfig, tc: dict, dc: DataConfig) -> dict:
     out.update({
         "reference_kernels": lambda v: (tc["reference_kernels"],
                                         bool(v) == tc["reference_kernels"]),
+        "augment": lambda v: (tc.get("augment") or "none",
+                              augment_canonical(v) == (tc.get("augment") or "")),
         "delays": lambda v: (mc.delays, v == mc.delays),
         "threshold": number(mc.threshold), "dropout": number(mc.dropout),
         "connections": lambda v: (mc.connections, mc.connections is not None

@@ -145,3 +145,15 @@ def _terminate_cleanly() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+# the --augment option of train, finetune and ablate (neurodelay.train.augment)
+AUGMENT_HELP = ("Augment the training batches (never validation or test), fresh every "
+                "epoch, fixed by --seed: a comma-separated list of transforms applied in "
+                "order, each with optional key=value parameters: mask (p=0.65, time="
+                "window/3, channels=inputs/5: zero a random run of steps and of channels), "
+                "cutmix (p=0.5: a span of the next sample, mixed labels), noise (sigma=0.2: "
+                "add |round(N(0, sigma))| counts), shift (k=4, p=1: all channels moved by "
+                "a random -k..k), blend (p=0.5: mix with a sample of the same class). "
+                "Presets: 'reference' = mask,cutmix (the paper code's block), 'none'. "
+                "Example: --augment shift:k=3,mask:p=0.5,cutmix.")

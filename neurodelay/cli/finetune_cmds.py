@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from neurodelay.cli.common import checked_float, main
+from neurodelay.cli.common import AUGMENT_HELP, checked_float, main
 
 
 @main.command()
@@ -39,13 +39,15 @@ from neurodelay.cli.common import checked_float, main
 @click.option("--train-file", type=click.Path(dir_okay=False),
               help="Training data for a run without data of its own (an imported NIR "
                    "graph): an SHD-layout file of its task; 10 % of it (seeded) validates.")
+@click.option("--augment", metavar="SETTING", default="", help=AUGMENT_HELP + " Fine-tuning "
+              "overfits fast (100 % train accuracy within a few epochs): augmenting helps.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace the run files already in --out.")
 @click.option("--no-progress", is_flag=True)
 def finetune(run, out, target, weight_bits, delay_bits, delay_mode, epochs, batch_size, lr,
-             prune, calib_samples, train_file, seed, threads, resume, overwrite,
+             prune, calib_samples, train_file, augment, seed, threads, resume, overwrite,
              no_progress):
     """Train the network the chip runs: PyTorch computes the target's integer arithmetic.
 
@@ -64,7 +66,7 @@ def finetune(run, out, target, weight_bits, delay_bits, delay_mode, epochs, batc
     fc = FinetuneConfig(target=target, weight_bits=weight_bits, delay_bits=delay_bits,
                         delay_mode=delay_mode, epochs=epochs, batch_size=batch_size, lr=lr,
                         prune=prune, calib_samples=calib_samples, seed=seed,
-                        train_file=train_file)
+                        train_file=train_file, augment=augment)
     res = run_finetune(run, out, fc, resume=resume, overwrite=overwrite,
                        progress=not no_progress, threads=threads,
                        log=lambda m: click.echo(m, err=True))

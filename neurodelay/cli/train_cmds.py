@@ -6,8 +6,8 @@ import json
 import click
 from click.core import ParameterSource
 
+from neurodelay.cli.common import AUGMENT_HELP, main
 from neurodelay.cli.common import int_list as _int_list
-from neurodelay.cli.common import main
 
 
 @main.command()
@@ -74,6 +74,7 @@ from neurodelay.cli.common import main
               help="OneCycle peak (weights, > 0).")
 @click.option("--position-lr-factor", type=float, default=100.0, show_default=True,
               help="Delay-position learning rate = lr x this (> 0; cosine annealed).")
+@click.option("--augment", metavar="SETTING", help=AUGMENT_HELP)
 @click.option("--threads", type=int,
               help="torch CPU threads for this command (>= 1; default: torch's choice).")
 @click.option("--cache-dir", type=click.Path(file_okay=False),

@@ -53,6 +53,8 @@ from neurodelay.runs import (
 )
 from neurodelay.sim import bitsim
 from neurodelay.threads import torch_threads
+from neurodelay.train.augment import Augmenter
+from neurodelay.train.augment import canonical as augment_canonical
 from neurodelay.train.hwmodel import HwSNN
 from neurodelay.train.loaders import float_network
 from neurodelay.train.loop import Task, run_epochs, save_torch, writing_run
@@ -77,6 +79,7 @@ class FinetuneConfig:
     calib_samples: int = 256
     alpha: float = 5.0
     train_file: str | None = None       # for runs without data of their own (imported)
+    augment: str = ""                   # --augment setting (neurodelay.train.augment)
 
     def __post_init__(self):
         # the library validates like the CLI (neurodelay.options): integers are integers
@@ -98,6 +101,7 @@ class FinetuneConfig:
                                          "the number of calibration samples", lo=1)
         self.alpha = O.check_float(self.alpha, "--alpha", "the surrogate gradient's "
                                    "sharpness", lo=0, lo_open=True)
+        self.augment = augment_canonical(self.augment)
 
 
 # ----------------------------------------------------------------------------- data
@@ -285,6 +289,10 @@ class _FineTuning(Task):
         self.optimizers = [self.opt]
         self.train_data, self.batch_size = train, fc.batch_size
         self.seed, self.epochs = fc.seed, fc.epochs
+        # mask's default time span: a third of the network's delay window, as in training
+        window = 1 + max(int(L.delay.max()) if L.delay.size else 0 for L in start.qnet.layers)
+        self.augment = Augmenter(fc.augment, window=window,
+                                 n_classes=start.qnet.layers[-1].n_out)
         self.sparsity, self.qnet = 0.0, None
 
     def restore(self, ck: dict, where: str) -> dict:

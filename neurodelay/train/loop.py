@@ -6,8 +6,8 @@ the caller's RNG states restored) and run the same epochs (:func:`run_epochs`):
 
     for each epoch not yet in the checkpoint:
         task.begin_epoch(epoch)                  (sigma schedule, pruning masks, ...)
-        for every shuffled batch: forward, loss, backward, optimizer steps,
-                                  task.after_step()
+        for every shuffled batch: task.augment (--augment), forward, loss,
+                                  backward, optimizer steps, task.after_step()
         valid_acc, fields = task.end_epoch(...)  (schedulers, validation)
         record -> state["metrics"]; best epoch -> task.save_best(...)
         task.checkpoint(state) -> checkpoint.pt (atomic); record -> metrics.jsonl
@@ -32,6 +32,7 @@ from neurodelay import data as D
 from neurodelay import progress as P
 from neurodelay.fs import append_line, atomic_path, atomic_write
 from neurodelay.runs import RunLock, new_run, remove_stale_temp_files
+from neurodelay.train.augment import batch_generator
 from neurodelay.train.model import loss_fn, scores_from_membrane
 
 
@@ -90,6 +91,7 @@ class Task:
     out: Path
     bar_name: str = "epoch"
     main: bool = True             # this process writes the files (rank 0)
+    augment = None                # an augment.Augmenter for the training batches, or None
 
     def forward(self, x):
         return self.net(x)
@@ -137,7 +139,9 @@ def _train_one_epoch(task: Task, epoch: int, progress: bool) -> EpochTotals:
                                   seed=task.seed, epoch=epoch),
                 enabled=progress, total=n_batches, leave=False, unit="batch",
                 desc=f"{task.bar_name} {epoch + 1}/{task.epochs}")
-    for x, y in bar:
+    for index, (x, y) in enumerate(bar):
+        if task.augment:   # the whole (global) batch, before a process takes its share
+            x, y = task.augment(x, y, batch_generator(task.seed, epoch, index, x.device))
         share = task.batch(x, y)
         if share is None:
             continue
@@ -151,7 +155,8 @@ def _train_one_epoch(task: Task, epoch: int, progress: bool) -> EpochTotals:
             opt.step()
         task.after_step()
         with torch.no_grad():
-            correct = int((scores_from_membrane(u).argmax(1) == y).sum())
+            label = y if y.ndim == 1 else y.argmax(1)   # mixed targets: the larger share
+            correct = int((scores_from_membrane(u).argmax(1) == label).sum())
         tot.loss += loss.item() * len(y)
         tot.correct += correct
         tot.n += len(y)

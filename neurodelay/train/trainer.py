@@ -37,6 +37,9 @@ from neurodelay.runs import (
     require_keys,
 )
 from neurodelay.train import native
+from neurodelay.train.augment import Augmenter
+from neurodelay.train.augment import canonical as augment_canonical
+from neurodelay.train.augment import describe as describe_augment
 from neurodelay.train.loaders import load_model
 from neurodelay.train.loop import EpochTotals, Task, run_epochs, save_torch, writing_run
 from neurodelay.train.model import (
@@ -60,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 256
     reference_kernels: bool = False    # train through dcls + spikingjelly (slow; comparisons)
+    augment: str = ""                  # --augment setting, canonical form ("" = none)
 
     def __post_init__(self):
         """Every field checked (OptionError naming the CLI option, the value, the range)."""
@@ -83,6 +87,7 @@ class TrainConfig:
             "the delay-position learning rate factor (position lr = lr x this)", lo=0)
         self.seed = O.check_int(self.seed, "--seed", "the random seed", lo=0, hi=O.SEED_MAX)
         self.reference_kernels = bool(self.reference_kernels)
+        self.augment = augment_canonical(self.augment)
 
 
 # --------------------------------------------------------------------------- utils
@@ -288,6 +293,7 @@ class _Training(Task):
             self.net = DistributedDataParallel(self.model)
         self.train_data, self.batch_size = splits.train, tc.batch_size
         self.seed, self.epochs = tc.seed, tc.epochs
+        self.augment = Augmenter(tc.augment, window=mc.window, n_classes=mc.n_outputs)
         self.sigma = None
 
     def restore(self, ck: dict, where: str) -> dict:
@@ -365,6 +371,9 @@ def _write_config(task: _Training, dc: DataConfig, log) -> None:
     log(f"model: {mc.hidden} hidden, window {mc.window} steps, delays={mc.delays}, "
         f"parameters {counts['total']:,} (weights {counts['weights']:,}, "
         f"delays {counts['delays']:,})")
+    if task.tc.augment:
+        log(f"augment (training batches only): "
+            f"{describe_augment(task.tc.augment, window=mc.window, n_in=mc.n_inputs)}")
 
 
 def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progress: bool,
