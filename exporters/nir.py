@@ -14,9 +14,27 @@ one branch per distinct delay ``d`` used by its non-zero synapses::
   has exactly one Affine, ``k - 1`` Linear nodes and ``k - [0 is used]`` Delay nodes for
   ``k`` distinct delays. A layer without any non-zero weight keeps one Affine (d = 0).
 
+Recurrent layers (``rec_weight`` R, ``rec_delay`` E >= 1, synapse i <- j within a spiking
+layer) become cycles, one per distinct recurrent delay ``e`` of the non-zero R::
+
+    neuron --[Delay((e-1)*dt), shape (n_out,)]--> Linear(g * R * (E == e)) --> the same neuron
+
+* ``e == 1``: no Delay node; the neuron feeds the Linear directly.
+* Time: one graph evaluation = one step, and a cycle reads the neuron's output of the
+  PREVIOUS step (zeros at t = 0): a cycle without a Delay is a recurrent delay of 1 step,
+  a Delay of k steps on it makes k + 1. So the Delay holds ``e - 1`` steps and a spike of
+  neuron j at step t reaches neuron i at t + E_ij, as in the Network. This is the one
+  step per cycle that nirtorch's interpreter takes too, and how neurodelay imports other
+  trainers' recurrent graphs (snnTorch's RLeaky: a Linear/Affine from the neuron back to
+  itself, no Delay).
+* The recurrent Linear sums into the neuron's input with the feed-forward branches (so,
+  as in the Network, before a CubaLIF's synaptic current filter), with the same gain
+  ``g``; it has no bias. A recurrent layer whose R is all zero keeps one zero Linear
+  (e = 1), so it stays recurrent through a round trip.
+
 Neurons. The discrete model (neurodelay.core.network)::
 
-    J[t] = current_decay*J[t-1] + W x[t - D]      u[t] = decay*u[t-1] + J[t] + b
+    J[t] = current_decay*J[t-1] + W x[t - D] (+ R s[t - E])   u[t] = decay*u[t-1] + J[t] + b
 
 maps onto NIR's continuous nodes under the forward-Euler convention with step ``dt``
 (seconds, ``net.dt``): ``v += dt/tau * (v_leak - v + r*I)``, so ``decay = 1 - dt/tau``:
@@ -97,6 +115,15 @@ DECOMPOSITION = (
     "pre -> Delay(d*dt, shape (n_in,)) -> Linear(g * W masked to D==d) -> neuron; no Delay "
     "node when d == 0; the smallest delay's branch is an Affine holding the bias; "
     "edges into one node sum")
+RECURRENT_DECOMPOSITION = (
+    "per recurrent layer and per distinct recurrent delay e >= 1 of its non-zero recurrent "
+    "synapses R (i <- j within the layer): neuron -> Delay((e-1)*dt, shape (n_out,)) -> "
+    "Linear(g * R masked to E==e) -> the same neuron (no Delay node when e == 1), summing "
+    "with the feed-forward branches (before a CubaLIF's current filter: J[t] = "
+    "current_decay*J[t-1] + W x[t-D] + R s[t-E]); one graph evaluation = one step; a "
+    "cycle without a Delay reads the previous step's output of its neuron (zeros at "
+    "t = 0), a recurrent delay of 1 step, and a Delay of k steps on the cycle makes it "
+    "k + 1; a layer with all-zero R keeps one zero branch (e = 1)")
 READOUT = ("membrane of the readout layer each step; "
            "score_c = sum_t softmax_c(v[t]), prediction = argmax_c score_c")
 
@@ -114,6 +141,8 @@ class _LayerSpec:
     kind: str                   # "lif" | "li"
     name: str
     current_decay: float = 0.0  # synaptic current J = current_decay*J + W x (CUBA)
+    rec_weight: np.ndarray | None = None   # (n_out, n_out) recurrent i <- j, or None
+    rec_delay: np.ndarray | None = None    # (n_out, n_out) int >= 1
 
 
 # --------------------------------------------------------------------------- float / quantized
@@ -130,7 +159,8 @@ def _float_specs(net: Network) -> list[_LayerSpec]:
                        v_threshold=_strict_threshold(layer.threshold) if layer.kind == "lif"
                        else None,
                        v_reset=layer.reset, kind=layer.kind,
-                       name=layer.name or f"layer{k}", current_decay=layer.current_decay)
+                       name=layer.name or f"layer{k}", current_decay=layer.current_decay,
+                       rec_weight=layer.rec_weight, rec_delay=layer.rec_delay)
             for k, layer in enumerate(net.layers)]
 
 
@@ -195,6 +225,15 @@ def _used_delays(spec: _LayerSpec) -> list[int]:
     return [int(d) for d in used] if used.size else [0]
 
 
+def _used_rec_delays(spec: _LayerSpec) -> list[int]:
+    """Distinct recurrent delays of the non-zero recurrent synapses, ascending; [1] when
+    there are none (one zero branch keeps the layer recurrent); [] if not recurrent."""
+    if spec.rec_weight is None:
+        return []
+    used = np.unique(spec.rec_delay[spec.rec_weight != 0])
+    return [int(e) for e in used] if used.size else [1]
+
+
 def _build_graph(specs: list[_LayerSpec], dt: float, metadata: dict) -> nir.NIRGraph:
     nodes: dict[str, nir.NIRNode] = {
         "input": nir.Input(input_type={"input": np.array([specs[0].weight.shape[1]])})}
@@ -219,13 +258,28 @@ def _build_graph(specs: list[_LayerSpec], dt: float, metadata: dict) -> nir.NIRG
                                                        dtype=np.float64))
                 edges += [(src, dname), (dname, syn)]
             edges.append((syn, neuron))
+        rec_delays = _used_rec_delays(spec)
+        n = spec.weight.shape[0]
+        for e in rec_delays:               # the cycle itself takes one step: Delay e - 1
+            w = np.where(spec.rec_delay == e, spec.rec_weight, 0).astype(np.float64) * g
+            syn = f"L{k}_rec_syn_d{e}"
+            nodes[syn] = nir.Linear(weight=w)
+            if e == 1:
+                edges.append((neuron, syn))
+            else:
+                dname = f"L{k}_rec_delay_d{e}"
+                nodes[dname] = nir.Delay(delay=np.full(n, (e - 1) * dt, dtype=np.float64))
+                edges += [(neuron, dname), (dname, syn)]
+            edges.append((syn, neuron))
         nodes[neuron] = node
-        layer_info.append({"name": spec.name, "kind": spec.kind, "n_in": spec.weight.shape[1],
-                           "n_out": spec.weight.shape[0], "decay": spec.decay,
-                           "current_decay": spec.current_decay,
-                           "v_threshold": spec.v_threshold, "v_reset": spec.v_reset,
-                           "input_gain": g, "delays": delays, "neuron_node": neuron,
-                           "neuron_type": type(node).__name__})
+        info = {"name": spec.name, "kind": spec.kind, "n_in": spec.weight.shape[1],
+                "n_out": n, "decay": spec.decay, "current_decay": spec.current_decay,
+                "v_threshold": spec.v_threshold, "v_reset": spec.v_reset,
+                "input_gain": g, "delays": delays, "neuron_node": neuron,
+                "neuron_type": type(node).__name__}
+        if spec.rec_weight is not None:
+            info["recurrent_delays"] = rec_delays
+        layer_info.append(info)
         src = neuron
     nodes["output"] = nir.Output(output_type={"output": np.array([specs[-1].weight.shape[0]])})
     edges.append((src, "output"))
@@ -290,6 +344,8 @@ def to_nir(net: Network | QNetwork, *, nir_schema: str = "1.0.8") -> nir.NIRGrap
         raise NirExportError(f"to_nir expects a neurodelay Network or QNetwork, got "
                              f"{type(net).__name__}; build one with neurodelay's freeze()")
     meta["nir_schema"] = nir_schema
+    if any(spec.rec_weight is not None for spec in specs):
+        meta["recurrent"] = RECURRENT_DECOMPOSITION
     if nir_schema == "1.0.4":
         meta["nir_schema_note"] = (
             "written in the nir 1.0.4 layout: no v_reset fields (every reset is 0, as nir "
@@ -363,7 +419,8 @@ def export(net: Network | QNetwork, out_path, *, variant: str | None = None,
     nir_schema   "1.0.8" (default, the installed nir's nir.write) or "1.0.4" (the layout
                  nir <= 1.0.4 reads: no v_reset; see the module docstring)
     Returns {"path", "variant", "target", "dt", "nir_schema", "node_counts", "n_nodes",
-    "n_delay_nodes", "n_edges", "delays_per_layer"}.
+    "n_delay_nodes", "n_edges", "delays_per_layer", "recurrent_delays_per_layer"} (the
+    latter [] for a feed-forward layer).
     """
     _check_schema(nir_schema)
     if not isinstance(net, (Network, QNetwork)):
@@ -401,4 +458,6 @@ def export(net: Network | QNetwork, out_path, *, variant: str | None = None,
         "n_delay_nodes": counts.get("Delay", 0),
         "n_edges": len(graph.edges),
         "delays_per_layer": [d["delays"] for d in json.loads(graph.metadata["layers_json"])],
+        "recurrent_delays_per_layer": [d.get("recurrent_delays", []) for d in
+                                       json.loads(graph.metadata["layers_json"])],
     }

@@ -286,9 +286,9 @@ def _g(nodes, edges):
 
 def _case(name):
     nodes, edges = _base()
-    if name == "recurrent":
-        nodes["rec"] = nir.Linear(weight=np.eye(4))
-        edges += [("lif", "rec"), ("rec", "lif")]
+    if name == "recurrent-between-layers":     # (a layer's loop to itself imports)
+        nodes["back"] = nir.Linear(weight=np.ones((4, 2)))
+        edges += [("li", "back"), ("back", "lif")]
     elif name == "unsupported-node":
         nodes["flat"] = nir.Flatten(input_type={"input": np.array([3])}, start_dim=0)
         edges = [("in", "flat"), ("flat", "w1")] + edges[1:]
@@ -350,7 +350,8 @@ def _case(name):
 
 
 ERRORS = {
-    "recurrent": "recurrent.*'lif' -> 'rec' -> 'lif'|recurrent.*'rec' -> 'lif' -> 'rec'",
+    "recurrent-between-layers": "cycle 'back' -> 'lif' -> 'w2' -> 'li' -> 'back' goes "
+                                "through 2 neuron nodes \\('li', 'lif'\\)",
     "unsupported-node": "'flat' is a Flatten, which neurodelay does not import",
     "nested-graph": "'sub' is a nested NIRGraph",
     "fractional-delay": "channel 1 delays .* not a whole number of steps",

@@ -52,13 +52,19 @@ def _positive_int(ctx, param, value):
 @click.option("--json", "as_json", is_flag=True, help="Print the run's config.json.")
 def import_nir(model, out, dt, discretization, n_channels, channel_bin, max_time,
                max_delay_steps, overwrite, as_json):
-    """Import a feed-forward NIR graph as a neurodelay run (delays kept exactly).
+    """Import a NIR graph as a neurodelay run (delays kept exactly).
 
     \b
     Supported: Input/Output, Affine, Linear, Scale, Delay (per channel, before or after a
     Linear, or neurodelay's per-delay branches), LIF / IF / CubaLIF hidden layers, an
-    LI / I / CubaLI readout, a Threshold right after a spiking node; edges sum. The run
-    then works with inspect, export, verify --test-file F and finetune.
+    LI / I / CubaLI readout, a Threshold right after a spiking node; edges sum.
+    Recurrent layers: a cycle from a hidden neuron back to itself (neuron -> [Delay] ->
+    Linear/Affine -> the same neuron; snnTorch's RLeaky export has this shape). One graph
+    evaluation is one step: a cycle without a Delay reads the previous step's output
+    (recurrent delay 1 step), a Delay of k steps on it makes k + 1. Cycles through two
+    layers or through no neuron are refused. The run then works with inspect, export,
+    verify --test-file F and finetune (a recurrent run: inspect and export --target nir;
+    hardware targets, and so verify and finetune, take no recurrent network yet).
     """
     from neurodelay.nir import import_to_run  # lazy: CLI start-up time
 
@@ -106,7 +112,10 @@ def nir_run(model, dt, discretization, input_file, test_file, n_channels, channe
 
     Readout: score_c = sum_t softmax_c(output[t]), prediction = argmax. Independent of the
     importer: it steps every NIR node itself, so it also runs graphs import-nir refuses
-    (a Threshold on a membrane, a spiking output), if they are feed-forward.
+    (a Threshold on a membrane, a spiking output, a cycle through two layers). Cycles:
+    one graph evaluation per step; an edge leaving a neuron inside a cycle carries its
+    output of the previous step, so a cycle without a Delay reads the previous step's
+    output. A cycle through no neuron node is refused.
     """
     from neurodelay.errors import OptionError  # lazy: CLI start-up time
     from neurodelay.nir import execute, run_test_file  # lazy: CLI start-up time

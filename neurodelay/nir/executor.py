@@ -5,7 +5,12 @@ topological order, with the summed values of its incoming edges (conventions in
 :data:`neurodelay.nir.graph.CONVENTIONS`, discretization in
 :data:`~neurodelay.nir.graph.DISCRETIZATION_TEXT`), so it runs graphs the importer
 refuses too (a Threshold on a membrane, a spiking output, skip connections), as long as
-they are feed-forward and made of supported nodes.
+they are made of supported nodes.
+
+Cycles (recurrent graphs; :data:`neurodelay.nir.graph.RECURRENCE`): still one graph
+evaluation per step; the edges leaving a neuron node inside a cycle carry that neuron's
+output of the previous step (zeros at t = 0), so a cycle without a Delay reads the
+previous step's output and a Delay of k steps on it makes that k + 1 steps.
 
 Per step t (batch-vectorised; x[t] the Input value):
 
@@ -56,7 +61,9 @@ class NirRunResult:
 
 
 class _Op:
-    def __init__(self, name: str, kind: str, preds: list[str]):
+    """One node; ``preds`` its inputs as (name, from the previous step?) pairs."""
+
+    def __init__(self, name: str, kind: str, preds: list[tuple[str, bool]]):
         self.name, self.kind, self.preds = name, kind, preds
 
 
@@ -73,7 +80,7 @@ class Program:
         self.ops: list[_Op] = []
         for name in g.order:
             node, t = g.nodes[name], g.kind(name)
-            op = _Op(name, t, list(g.preds[name]))
+            op = _Op(name, t, [(p, (p, name) in g.feedback) for p in g.preds[name]])
             if t in ("Affine", "Linear"):
                 op.W = np.asarray(node.weight, np.float64)
                 op.b = np.asarray(node.bias, np.float64) if t == "Affine" else None
@@ -106,19 +113,20 @@ class Program:
         spikes = ({op.name: np.zeros((B, T, self.view.dims[op.name][1]), bool)
                    for op in self.ops if op.kind in NEURONS and op.f["spiking"]}
                   if record else None)
+        # the previous step's output of every neuron with a feedback edge (cycles)
+        prev = {a: np.zeros((B, self.view.dims[a][1]), dtype) for a, _ in self.view.feedback}
         for t in range(T):
             val: dict[str, np.ndarray] = {}
             for op in self.ops:
                 if op.kind == "Input":
                     val[op.name] = x[:, t]
                     continue
-                inp = val[op.preds[0]]
-                for p in op.preds[1:]:
-                    inp = inp + val[p]
-                val[op.name] = self._step(op, inp, t, state.get(op.name), cast[op.name],
-                                          dtype)
+                val[op.name] = self._step(op, self._input(op, val, prev), t,
+                                          state.get(op.name), cast[op.name], dtype)
                 if spikes is not None and op.name in spikes:
                     spikes[op.name][:, t] = val[op.name] > 0
+            for a in prev:
+                prev[a] = val[a]
             out[:, t] = val[self.view.output]
         scores = readout_scores(out)
         return NirRunResult(out, scores, scores.argmax(axis=1), spikes)
@@ -137,6 +145,15 @@ class Program:
             return {"channels": np.arange(op.k.size)}
         return {k: (v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
                     else v) for k, v in getattr(op, "f", {}).items()}
+
+    @staticmethod
+    def _input(op: _Op, val: dict, prev: dict):
+        """The sum of a node's incoming edges (a feedback edge: the previous step's)."""
+        parts = [prev[p] if fb else val[p] for p, fb in op.preds]
+        inp = parts[0]
+        for v in parts[1:]:
+            inp = inp + v
+        return inp
 
     @staticmethod
     def _step(op: _Op, inp, t: int, st, f, dtype):

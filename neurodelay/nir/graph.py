@@ -32,6 +32,14 @@ DISCRETIZATION_TEXT = {
            "(1 - exp(-dt/tau))*r*I (input held constant over the step), i.e. decay "
            "exp(-dt/tau) and input gain r*(1 - exp(-dt/tau))",
 }
+RECURRENCE = (
+    "cycles (recurrent edges): still one graph evaluation per step; every edge that leaves "
+    "a neuron node and stays inside a cycle carries that neuron's output of the PREVIOUS "
+    "step (zeros at t = 0), so a cycle without a Delay reads the previous step's output "
+    "(a recurrent delay of 1 step) and a cycle through Delay nodes of k steps in total "
+    "has delay k + 1 (the same one-step latency per cycle as nirtorch's interpreter); a "
+    "cycle through n neuron nodes takes n steps plus its Delays; a cycle with no neuron "
+    "node is refused")
 CONVENTIONS = (
     "one graph evaluation = one time step of dt seconds; edges into a node sum; "
     "Delay(tau) delays channel c by tau[c]/dt steps (a whole number), zeros before; "
@@ -39,7 +47,7 @@ CONVENTIONS = (
     "(same rule with tau_syn and input gain w_in) and the NEW I_syn drives v in the same "
     "step; spiking nodes emit z = v > v_threshold (strict), then v = v_reset where z; "
     "Threshold: z = x > threshold; readout: score_c = sum_t softmax_c(output[t]), "
-    "prediction = argmax_c score_c")
+    "prediction = argmax_c score_c; " + RECURRENCE)
 
 
 def type_name(node) -> str:
@@ -169,7 +177,14 @@ def _dims(name: str, node) -> tuple[int, int]:
 
 @dataclass
 class GraphView:
-    """A validated feed-forward NIR graph: topological order, edges, 1-D sizes."""
+    """A validated NIR graph: step order, edges, 1-D sizes, and how its cycles are cut.
+
+    ``order`` is the order of one step's evaluation (:data:`RECURRENCE`): a topological
+    order of the graph without its ``feedback`` edges (the edges leaving a neuron node
+    inside a cycle: they carry the previous step's value). ``cycles`` lists the strongly
+    connected parts of the graph (each a sorted list of node names); both are empty for a
+    feed-forward graph.
+    """
 
     graph: nir.NIRGraph
     order: list[str]
@@ -180,6 +195,8 @@ class GraphView:
     output: str
     where: str = ""
     notes: list[str] = field(default_factory=list)
+    cycles: list[list[str]] = field(default_factory=list)
+    feedback: set = field(default_factory=set)
 
     @property
     def nodes(self) -> dict:
@@ -198,10 +215,14 @@ class GraphView:
 
 
 def view(graph: nir.NIRGraph, where: str = "") -> GraphView:
-    """Validate node types, edges, single Input/Output, acyclicity, connectivity, sizes."""
+    """Validate node types, edges, single Input/Output, cycles, connectivity, sizes.
+
+    Nested NIRGraph nodes (a subgraph with one Input and one Output, e.g. an older
+    snnTorch RLeaky export) are inlined first, their nodes named ``sub.inner``."""
     pre = f"{where}: " if where else ""
     if not isinstance(graph, nir.NIRGraph):
         raise NirImportError(f"{pre}expected a nir.NIRGraph, got {type(graph).__name__}")
+    graph = inline_subgraphs(graph, pre)
     nodes = graph.nodes
     _check_node_types(nodes, pre)
     inp, out = _single_io(nodes, pre)
@@ -210,22 +231,71 @@ def view(graph: nir.NIRGraph, where: str = "") -> GraphView:
         raise NirImportError(f"{pre}the Input node {inp!r} has incoming edges from {preds[inp]}")
     if succs[out]:
         raise NirImportError(f"{pre}the Output node {out!r} has outgoing edges to {succs[out]}")
-    order = _topological_order(nodes, preds, succs, pre)
+    cycles = strongly_connected(nodes, succs)
+    feedback = {(n, m) for part in cycles for n in part if type_name(nodes[n]) in NEURONS
+                for m in succs[n] if m in part}
+    order = _topological_order(nodes, succs, pre, feedback)
     _check_connected(nodes, order, inp, out, preds, succs, pre)
     dims = {n: _dims(n, nodes[n]) for n in nodes}
     _check_sizes(nodes, order, succs, dims, pre)
-    return GraphView(graph, order, preds, succs, dims, inp, out, where)
+    return GraphView(graph, order, preds, succs, dims, inp, out, where, cycles=cycles,
+                     feedback=feedback)
+
+
+def inline_subgraphs(graph: nir.NIRGraph, pre: str = "") -> nir.NIRGraph:
+    """The graph with every nested NIRGraph node replaced by its nodes (``sub.inner``):
+    edges into the subgraph go to the successors of its Input, edges out of it leave
+    from the predecessors of its Output. The graph itself when nothing is nested."""
+    if not any(isinstance(n, nir.NIRGraph) for n in graph.nodes.values()):
+        return graph
+    nodes: dict = {}
+    entry: dict[str, list[str]] = {}     # subgraph -> inlined nodes its Input feeds
+    exits: dict[str, list[str]] = {}     # subgraph -> inlined nodes feeding its Output
+    inner_edges: list[tuple[str, str]] = []
+    for name, node in graph.nodes.items():
+        if not isinstance(node, nir.NIRGraph):
+            nodes[name] = node
+            continue
+        sub = inline_subgraphs(node, pre)
+        ins = [k for k, v in sub.nodes.items() if isinstance(v, nir.Input)]
+        outs = [k for k, v in sub.nodes.items() if isinstance(v, nir.Output)]
+        inner = [tuple(str(e) for e in edge) for edge in sub.edges]
+        if len(ins) != 1 or len(outs) != 1 or (ins[0], outs[0]) in inner:
+            raise NirImportError(
+                f"{pre}node {name!r} is a nested NIRGraph (a subgraph) with {len(ins)} Input "
+                f"and {len(outs)} Output node(s)"
+                + (" joined directly" if len(ins) == len(outs) == 1 else "")
+                + "; neurodelay inlines a subgraph only with exactly one Input and one "
+                  "Output and nodes between them: inline the subgraph's nodes into the "
+                  "top-level graph")
+        full = lambda k, s_=name: f"{s_}.{k}"  # noqa: E731
+        for k, v in sub.nodes.items():
+            if k not in (ins[0], outs[0]):
+                if full(k) in graph.nodes:
+                    raise NirImportError(f"{pre}inlining subgraph {name!r}: its node {k!r} "
+                                         f"becomes {full(k)!r}, a name the graph already has")
+                nodes[full(k)] = v
+        entry[name] = [full(b) for a, b in inner if a == ins[0]]
+        exits[name] = [full(a) for a, b in inner if b == outs[0]]
+        inner_edges += [(full(a), full(b)) for a, b in inner
+                        if a != ins[0] and b != outs[0]]
+    edges = []
+    for edge in graph.edges:
+        a, b = (str(e) for e in edge)
+        for src in exits.get(a, [a]):
+            for dst in entry.get(b, [b]):
+                edges.append((src, dst))
+    edges = list(dict.fromkeys(edges + inner_edges))
+    meta = getattr(graph, "metadata", None)
+    return nir.NIRGraph(nodes=nodes, edges=edges,
+                        metadata=dict(meta) if isinstance(meta, dict) else {},
+                        type_check=False)
 
 
 def _check_node_types(nodes: dict, pre: str) -> None:
-    """Every node a supported type, none a nested graph."""
+    """Every node a supported type (nested graphs are inlined before)."""
     for name, node in nodes.items():
         t = type_name(node)
-        if isinstance(node, nir.NIRGraph):
-            raise NirImportError(
-                f"{pre}node {name!r} is a nested NIRGraph (a subgraph, e.g. a recurrent "
-                f"cell); neurodelay imports flat feed-forward graphs only: inline the "
-                f"subgraph's nodes into the top-level graph")
         if t not in SUPPORTED:
             raise NirImportError(
                 f"{pre}node {name!r} is a {t}, which neurodelay does not import (supported: "
@@ -267,25 +337,83 @@ def _edges(graph: nir.NIRGraph, pre: str) -> tuple[dict, dict]:
     return preds, succs
 
 
-def _topological_order(nodes: dict, preds: dict, succs: dict, pre: str) -> list[str]:
-    """Kahn's topological order; what remains lies on a cycle, which is refused."""
-    indeg = {n: len(p) for n, p in preds.items()}
+def strongly_connected(nodes: dict, succs: dict) -> list[list[str]]:
+    """The cycles of a graph: its strongly connected parts with more than one node or a
+    self-loop, each as a sorted list of names (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set = set()
+    stack: list[str] = []
+    found: list[list[str]] = []
+    for root in nodes:
+        if root in index:
+            continue
+        work = [(root, iter(succs[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            n, it = work[-1]
+            m = next(it, None)
+            if m is not None:
+                if m not in index:
+                    index[m] = low[m] = len(index)
+                    stack.append(m)
+                    on_stack.add(m)
+                    work.append((m, iter(succs[m])))
+                elif m in on_stack:
+                    low[n] = min(low[n], index[m])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[n])
+            if low[n] == index[n]:
+                part = []
+                while True:
+                    m = stack.pop()
+                    on_stack.discard(m)
+                    part.append(m)
+                    if m == n:
+                        break
+                if len(part) > 1 or n in succs[n]:
+                    found.append(sorted(part))
+    return found
+
+
+def cycle_text(part, succs: dict) -> str:
+    """One cycle through the nodes ``part`` as 'a' -> 'b' -> 'a'."""
+    inside = set(part)
+    cyc = _find_cycle(inside, {n: [m for m in succs[n] if m in inside] for n in inside})
+    return " -> ".join(repr(c) for c in cyc)
+
+
+def _topological_order(nodes: dict, succs: dict, pre: str,
+                       feedback: set = frozenset()) -> list[str]:
+    """Kahn's topological order of the graph without its ``feedback`` edges; a cycle left
+    has no neuron node, which is refused."""
+    dep_succs = {n: [m for m in succs[n] if (n, m) not in feedback] for n in nodes}
+    indeg = {n: 0 for n in nodes}
+    for n in nodes:
+        for m in dep_succs[n]:
+            indeg[m] += 1
     ready = [n for n in nodes if indeg[n] == 0]
     order = []
     while ready:
         n = ready.pop(0)
         order.append(n)
-        for s in succs[n]:
+        for s in dep_succs[n]:
             indeg[s] -= 1
             if indeg[s] == 0:
                 ready.append(s)
     if len(order) != len(nodes):
-        cyc = _find_cycle({n for n in nodes if n not in order}, succs)
+        left = {n for n in nodes if n not in order}
+        cyc = _find_cycle(left, {n: [m for m in dep_succs[n] if m in left] for n in left})
         raise NirImportError(
-            f"{pre}the graph is recurrent (cycle {' -> '.join(repr(c) for c in cyc)}); "
-            f"neurodelay imports feed-forward graphs only: a recurrent layer has no "
-            f"per-synapse-delay Network equivalent here. Remove the recurrent edges or "
-            f"unroll the recurrence")
+            f"{pre}the cycle {' -> '.join(repr(c) for c in cyc)} goes through no neuron "
+            f"node: a loop of synapse nodes only, whose value at a step would depend on "
+            f"itself (NIR defines no latency for it; neurodelay steps a cycle through the "
+            f"previous output of its neuron). Put the loop through a neuron node or "
+            f"remove its edges")
     return order
 
 

@@ -16,6 +16,18 @@ A feed-forward chain ``Input -> [synapses] -> neuron -> [synapses] -> neuron ...
 * hidden neuron nodes are spiking: ``LIF``, ``IF`` or ``CubaLIF`` (a ``Threshold`` with
   ``0 <= threshold < 1`` right after one passes its 0/1 spikes unchanged and is accepted);
   the readout feeding the Output is non-spiking: ``LI``, ``I`` or ``CubaLI``.
+* recurrent layers: a cycle from a spiking node back to itself through synapse nodes
+  (``neuron -> [Delay] -> Linear/Affine/Scale -> the same neuron``, several in parallel, or
+  a plain self-edge) becomes the layer's ``rec_weight`` / ``rec_delay``. This covers
+  neurodelay's own export, snnTorch's RLeaky / RSynaptic (an Affine from ``1.lif`` back to
+  ``1.lif``, no Delay) and its older nested-subgraph form (inlined). Time: one graph
+  evaluation per step, and a cycle reads its neuron's output of the previous step
+  (:data:`neurodelay.nir.graph.RECURRENCE`): a cycle without a Delay is a recurrent delay
+  of 1 step, a Delay of k steps on it gives k + 1 (stated in the network's
+  ``meta["recurrence"]`` and in the import notes). The loop's nodes may take no input
+  from outside it and feed nothing outside it; a cycle through two neuron nodes, through
+  a non-spiking node, or through no neuron at all is refused. An Affine bias in the loop
+  is a constant input from step 0 (the loop reads zeros at t = 0) and joins the bias.
 
 Discretization with step ``dt`` (``a = dt/tau`` for ``euler``, ``a = 1 - exp(-dt/tau)`` for
 ``exp``; see :data:`neurodelay.nir.graph.DISCRETIZATION_TEXT`), per neuron node::
@@ -56,11 +68,13 @@ from neurodelay.nir.graph import (
     CONVENTIONS,
     DEFAULT_MAX_DELAY_STEPS,
     DISCRETIZATION_TEXT,
+    NEURONS,
     NON_SPIKING,
     SPIKING,
     check_discretization,
     check_dt,
     check_time_constants,
+    cycle_text,
     delay_steps,
     file_version,
     metadata_dt,
@@ -176,41 +190,52 @@ def _uniform(values: np.ndarray, what: str, name: str, t: str) -> float:
     return float(v[0]) if v.size else 0.0
 
 
-def _layer(name: str, node, s: _Signal, dt: float, disc: str, max_delay: int) -> Layer:
+def _layer(name: str, node, s: _Signal, dt: float, disc: str, max_delay: int,
+           rec: _Signal | None = None) -> Layer:
+    """The Layer of neuron node ``name`` fed by ``s``; ``rec``: its recurrent input (the
+    signal its own output sends back to it, see :func:`_recurrent_loops`)."""
     t = type_name(node)
     check_time_constants(node, name)
     f = neuron_factors(node, name, dt, disc)
     decay = _uniform(f["decay"], "membrane decay (tau)", name, t)
     gain = f["gain"]
     current_decay = 0.0
+    b_in = s.b if rec is None else s.b + rec.b
     if f["current_decay"] is not None:
         current_decay = _uniform(f["current_decay"], "current decay (tau_syn)", name, t)
         gain = gain * f["current_gain"]
-        if current_decay != 0.0 and np.any(s.b != 0):
-            i = int(np.flatnonzero(s.b)[0])
+        if current_decay != 0.0 and np.any(b_in != 0):
+            i = int(np.flatnonzero(b_in)[0])
             raise NirImportError(
                 f"node {name!r} ({t}): its input carries a constant bias (Affine bias, "
-                f"e.g. {s.b[i]:g} on neuron {i}) that the synaptic current filters "
+                f"e.g. {b_in[i]:g} on neuron {i}) that the synaptic current filters "
                 f"(tau_syn: it ramps up as 1 - {current_decay:.4g}**t), but neurodelay adds "
                 f"a layer's bias to the membrane, not to the current. Move the bias into the "
                 f"node's v_leak (v_leak += r*w_in*bias gives the same steady state; exact "
                 f"from the first step) and make the Affine bias zero, or use a Linear")
-    if s.delayed_bias:
+    delayed = s.delayed_bias or (rec.delayed_bias if rec is not None else None)
+    if delayed:
         raise NirImportError(
             f"node {name!r} ({t}): an Affine bias reaches it through Delay "
-            f"{s.delayed_bias!r}, so it is zero for the first steps and constant after; a "
+            f"{delayed!r}, so it is zero for the first steps and constant after; a "
             f"neurodelay bias is constant from step 0: put the bias after the Delay (or "
             f"into the neuron's v_leak)")
     W = gain[:, None] * s.W
-    bias = f["bias"] + gain * s.b
+    bias = f["bias"] + gain * b_in
     D = np.where(W != 0, s.D, 0)
-    if D.size and D.max() > max_delay:
-        i, j = np.unravel_index(int(D.argmax()), D.shape)
-        raise NirImportError(
-            f"node {name!r}: the synapse {j} -> {i} is delayed by {int(D.max())} steps in "
-            f"total (chained Delay nodes), above the limit of {max_delay} steps; check the "
-            f"delay unit and --dt, or raise --max-delay-steps")
     kw = dict(decay=decay, current_decay=current_decay, name=name)
+    if rec is not None:
+        # a cycle takes one step (the previous step's output) plus its Delays
+        R = gain[:, None] * rec.W
+        kw.update(rec_weight=R.astype(np.float32),
+                  rec_delay=np.where(R != 0, rec.D + 1, 1).astype(np.int32))
+    for what, M in (("synapse", D), ("recurrent synapse", kw.get("rec_delay"))):
+        if M is not None and M.size and M.max() > max_delay:
+            i, j = np.unravel_index(int(M.argmax()), M.shape)
+            raise NirImportError(
+                f"node {name!r}: the {what} {j} -> {i} is delayed by {int(M.max())} steps "
+                f"in total (chained Delay nodes), above the limit of {max_delay} steps; "
+                f"check the delay unit and --dt, or raise --max-delay-steps")
     if f["spiking"]:
         v_thr = _uniform(f["v_threshold"], "v_threshold", name, t)
         v_reset = _uniform(f["v_reset"], "v_reset", name, t)
@@ -320,20 +345,103 @@ def _threshold_error(g, name: str) -> NirImportError:
         f"`neurodelay nir-run`")
 
 
+RECURRENT_IMPORT = (
+    "recurrent synapses i <- j of a layer come from the graph's cycles neuron -> "
+    "[Delay] -> Linear/Affine/Scale -> the same neuron; one graph evaluation is one step, "
+    "a cycle without a Delay reads the previous step's output (recurrent delay 1 step) "
+    "and one through Delay nodes of k steps in total the output of k + 1 steps before "
+    "(recurrent delay k + 1)")
+
+
+def _recurrent_loops(g) -> dict[str, list[str]]:
+    """{neuron node: the nodes of its recurrent loop, in evaluation order} for every cycle
+    of the graph; a cycle that is not one spiking node's loop back to itself (through
+    nodes that take no other input and feed nothing else) is refused."""
+    loops: dict[str, list[str]] = {}
+    for part in g.cycles:
+        cyc = cycle_text(part, g.succs)
+        neurons = [n for n in part if g.kind(n) in NEURONS]   # >= 1: view() checks
+        if len(neurons) > 1:
+            raise NirImportError(
+                f"the cycle {cyc} goes through {len(neurons)} neuron nodes "
+                f"({', '.join(repr(n) for n in neurons)}): a loop between layers has no "
+                f"neurodelay Network equivalent, whose recurrent synapses connect a layer to "
+                f"itself only (neuron -> [Delay] -> Linear/Affine -> the same neuron); run "
+                f"the graph as it is with `neurodelay nir-run`")
+        n = neurons[0]
+        if g.kind(n) not in SPIKING:
+            raise NirImportError(
+                f"the non-spiking node {n!r} ({g.kind(n)}) is on the cycle {cyc}; only "
+                f"spiking nodes (LIF, IF, CubaLIF) can have recurrent synapses in neurodelay")
+        inside = set(part)
+        rest = [m for m in part if m != n]
+        for m in rest:
+            outside = [p for p in g.preds[m] if p not in inside]
+            if outside:
+                raise NirImportError(
+                    f"node {m!r} ({g.kind(m)}) is on the recurrent loop of {n!r} ({cyc}) but "
+                    f"also takes input from {outside[0]!r} outside the loop; a layer's "
+                    f"recurrent synapses take only its own spikes: give the loop its own "
+                    f"Linear/Affine nodes")
+            outside = [x for x in g.succs[m] if x not in inside]
+            if outside:
+                raise NirImportError(
+                    f"node {m!r} ({g.kind(m)}) is on the recurrent loop of {n!r} ({cyc}) but "
+                    f"also feeds {outside[0]!r} outside the loop; a layer's recurrent "
+                    f"synapses feed only the layer itself: give the loop its own "
+                    f"Linear/Affine nodes")
+        # acyclic without n: a cycle through no neuron was refused by view()
+        loops[n] = _kahn(rest, {m: [p for p in g.preds[m] if p in rest] for m in rest},
+                         {m: [x for x in g.succs[m] if x in rest] for m in rest})
+    return loops
+
+
+def _kahn(names, preds: dict, succs: dict) -> list[str]:
+    indeg = {m: len(preds[m]) for m in names}
+    ready = [m for m in names if indeg[m] == 0]
+    order = []
+    while ready:
+        m = ready.pop(0)
+        order.append(m)
+        for x in succs[m]:
+            indeg[x] -= 1
+            if indeg[x] == 0:
+                ready.append(x)
+    return order
+
+
+def _recurrent_signal(g, n: str, loop: list[str], dt: float, max_delay: int) -> _Signal:
+    """What neuron ``n``'s own output sends back into it through ``loop``."""
+    local = {n: _Signal.source(n, g.dims[n][1])}
+    for m in loop:
+        node = g.nodes[m]
+        if g.kind(m) == "Threshold":
+            local[m] = local[_threshold_source(g, m, node)]
+            continue
+        local[m] = _apply(m, node, _sum([local[p] for p in g.preds[m]], m, g), dt,
+                          max_delay)
+    return _sum([local[p] for p in g.preds[n] if p in local], n, g)
+
+
 def _to_network(g, dt, disc, max_delay, class_names, n_channels, channel_bin, meta):
-    """Walk the graph in order: synapse nodes become signals, each neuron node a layer."""
+    """Walk the graph in order: synapse nodes become signals, each neuron node a layer
+    (with the recurrent synapses of its loop, if it has one)."""
+    loops = _recurrent_loops(g)
+    in_loop = {m: n for n, loop in loops.items() for m in loop}
     signals: dict[str, _Signal] = {}
     layers: list[Layer] = []
     info: list[dict] = []
     last_source = g.input
     consumed: dict[str, str] = {}
     synapse_nodes: list[str] = []
-    for name in g.order:
+    notes: list[str] = []
+    for name in _import_order(g, loops, in_loop):
         node, t = g.nodes[name], g.kind(name)
         if t == "Input":
             signals[name] = _Signal.source(name, g.n_in)
             continue
-        incoming = [signals[p] for p in g.preds[name]]
+        incoming = [signals[p] for p in g.preds[name]
+                    if p != name and in_loop.get(p) != name]
         if t == "Output":
             _check_output(g, name)
         elif t == "Threshold":
@@ -341,8 +449,19 @@ def _to_network(g, dt, disc, max_delay, class_names, n_channels, channel_bin, me
         elif t in SPIKING + NON_SPIKING:
             s = _sum(incoming, name, g)
             _check_neuron(g, name, t, s, last_source, consumed)
-            layers.append(_layer(name, node, s, dt, disc, max_delay))
+            rec = (_recurrent_signal(g, name, loops[name], dt, max_delay) if name in loops
+                   else None)
+            layers.append(_layer(name, node, s, dt, disc, max_delay, rec))
             info.append({"neuron_node": name, "type": t, "synapse_nodes": synapse_nodes})
+            if rec is not None:
+                lay = layers[-1]
+                used = lay.rec_weight != 0
+                delays = sorted({int(e) for e in lay.rec_delay[used]})
+                info[-1]["recurrent_nodes"] = loops[name]
+                notes.append(f"node {name!r}: {int(used.sum())} recurrent synapses through "
+                             f"{', '.join(repr(m) for m in loops[name]) or 'a self-edge'}, "
+                             f"delays {delays} steps (a cycle reads the previous step's "
+                             f"output: its Delay + 1 step)")
             synapse_nodes = []
             signals[name] = _Signal.source(name, g.dims[name][1])
             last_source = name
@@ -350,7 +469,21 @@ def _to_network(g, dt, disc, max_delay, class_names, n_channels, channel_bin, me
             s = _sum(incoming, name, g)
             signals[name] = _apply(name, node, s, dt, max_delay)
             synapse_nodes.append(name)
-    return _result(g, dt, layers, info, class_names, n_channels, channel_bin, meta)
+    if loops:
+        meta = {**meta, "recurrence": RECURRENT_IMPORT}
+    res = _result(g, dt, layers, info, class_names, n_channels, channel_bin, meta)
+    res.notes[:0] = notes
+    return res
+
+
+def _import_order(g, loops: dict, in_loop: dict) -> list[str]:
+    """A topological order of the graph without its recurrent loops (the loop nodes are
+    evaluated with their neuron, :func:`_recurrent_signal`)."""
+    names = [m for m in g.nodes if m not in in_loop]
+    keep = lambda a, b: a != b and in_loop.get(a) != b  # noqa: E731 - not a return edge
+    preds = {m: [p for p in g.preds[m] if p not in in_loop and keep(p, m)] for m in names}
+    succs = {m: [x for x in g.succs[m] if x not in in_loop and keep(m, x)] for m in names}
+    return _kahn(names, preds, succs)
 
 
 def _check_output(g, name: str) -> None:

@@ -60,7 +60,7 @@ def _run_config(res: ImportResult, source: dict, max_time: float | None) -> dict
         "layers": [{**i, "kind": lay.kind, "n_in": lay.n_in, "n_out": lay.n_out,
                     "decay": lay.decay, "current_decay": lay.current_decay,
                     "threshold": lay.threshold if lay.kind == "lif" else None,
-                    "reset": lay.reset}
+                    "reset": lay.reset, "recurrent": lay.recurrent}
                    for i, lay in zip(res.layers, net.layers)],
         "data": {"train": "", "valid": None, "test": None, "valid_speakers": None,
                  "test_speakers": None, "dt": net.dt, "channel_bin": net.channel_bin,

@@ -13,6 +13,13 @@ is a per-channel ring buffer of ``delay/dt`` whole steps, ``Affine`` keeps its b
 (nirtorch 2.6's default Affine mapping drops it), neurons step with the chosen
 discretization and NIR's strict ``v > v_threshold``. A spiking node's state is
 ``NeuronState(v, i_syn, z)``, so its spikes of the last step are ``state[name].z``.
+
+Cycles: nirtorch's interpreter feeds a recurrent edge with its source's output of the
+previous step, the one step per cycle of neurodelay's convention, so neurodelay's
+exported recurrent graphs (bias-free recurrent Linear nodes) run exactly as in the
+executor. nirtorch cuts a cycle at the edge INTO the node it meets first, the executor at
+the edge OUT of the neuron: the two differ only when an Affine bias sits on the loop (the
+executor adds it from step 0, as snnTorch's RLeaky does; nirtorch from step 1).
 """
 from __future__ import annotations
 
