@@ -118,8 +118,9 @@ def resolve_device(spec="auto", option: str = "--device") -> torch.device:
                               f"--device cuda (or auto) and choose GPUs with "
                               f"CUDA_VISIBLE_DEVICES")
     if index >= n:
-        raise OptionError(f"{option} {spec}: CUDA device {index} does not exist; "
-                          f"{cuda_report()} (cuda:0..cuda:{n - 1})"
+        raise OptionError(f"{option} {spec}: CUDA device {index} does not exist; torch "
+                          f"sees {n} CUDA device{'s' * (n != 1)} (cuda:0..cuda:{n - 1}; "
+                          f"CUDA_VISIBLE_DEVICES renumbers them from 0)"
                           + ("; torchrun started more processes per node than there "
                              "are GPUs" if rank is not None else ""))
     return torch.device("cuda", index)

@@ -243,6 +243,15 @@ def _direct(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor, used: li
     return y.permute(1, 2, 0)
 
 
+def general_method(device) -> str:
+    """The method "auto" takes on ``device`` when more than DIRECT_MAX_DELAYS delays
+    reach the output: the C kernels on the CPU where they are built ("native", else
+    "fft"), ``DEVICE_METHOD`` on every other device."""
+    if torch.device(device).type != "cpu":
+        return DEVICE_METHOD
+    return "native" if native.available() else "fft"
+
+
 def _conv1d(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor,
             span: int) -> torch.Tensor:
     """The one-tap kernel (out, in, span + 1) through F.conv1d over the delay window
@@ -308,11 +317,11 @@ def integer_delay_conv(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tenso
         if not used:                       # no delay reaches the output: y = 0
             return _direct(x, weight * 0.0, delay, [0], True)
         return _direct(x, weight, delay, used, bool((delay < T).all()))
-    if method == "auto" and x.device.type != "cpu":
-        method = DEVICE_METHOD
+    if method == "auto":
+        method = general_method(x.device)
     if method == "conv1d":
         return _conv1d(x, weight, delay, span)
-    if method == "native" or (method == "auto" and native.available()):
+    if method == "native":
         if x.device.type != "cpu":
             raise KernelError(f"method 'native' runs on the CPU; x is on {x.device}")
         st = native.status()
