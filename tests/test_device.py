@@ -371,28 +371,44 @@ def test_nccl_on_cuda_gloo_on_the_cpu(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- CUDA
+def _loss_grads_spikes(model, x, y):
+    from neurodelay.train.model import loss_fn
+
+    model.zero_grad(set_to_none=True)
+    u, spikes = model(x, record=True)
+    loss = loss_fn(u, y)
+    loss.backward()
+    return (float(loss.detach()), [p.grad.detach().cpu() for p in model.parameters()
+                          if p.grad is not None], [s.cpu() for s in spikes])
+
+
 @pytest.mark.cuda
-def test_cuda_forward_and_gradients_equal_the_cpu_to_float32_rounding():
-    from neurodelay.train.model import DelaySNN, ModelConfig, loss_fn
+@pytest.mark.parametrize("delays", ["learned", "fixed-random"])
+def test_cuda_forward_and_gradients_equal_the_cpu_to_float32_rounding(delays):
+    """float64: CPU and CUDA agree to 1e-9 (same model, other kernels); float32: the loss
+    to float32 rounding, and the gradients too unless a membrane within rounding of the
+    threshold spiked on one device only."""
+    from neurodelay.train.model import DelaySNN, ModelConfig
 
     torch.manual_seed(0)
-    for delays in ("learned", "fixed-random"):
-        cpu = DelaySNN(ModelConfig(n_inputs=20, n_outputs=5, hidden=[32, 32],
-                                   max_delay_steps=12, delays=delays, dropout=0.0), seed=0)
-        cpu.set_sigma(2.0)
-        gpu = copy.deepcopy(cpu).to("cuda")
-        x = torch.poisson(torch.full((8, 40, 20), 0.4))
-        y = torch.randint(0, 5, (8,))
-        with devices.precision("cuda"):
-            lc = loss_fn(cpu(x), y)
-            lg = loss_fn(gpu(x.cuda()), y.cuda())
-            lc.backward()
-            lg.backward()
-        assert abs(float(lc) - float(lg)) <= 1e-5 * abs(float(lc))
-        for (n, a), b in zip(cpu.named_parameters(), gpu.parameters()):
-            if a.grad is not None:
-                d = float((a.grad - b.grad.cpu()).abs().max())
-                assert d <= 1e-3 * max(float(a.grad.abs().max()), 1e-6), (delays, n, d)
+    cpu = DelaySNN(ModelConfig(n_inputs=20, n_outputs=5, hidden=[32, 32],
+                               max_delay_steps=12, delays=delays, dropout=0.0), seed=0)
+    cpu.set_sigma(2.0)
+    x = torch.poisson(torch.full((8, 40, 20), 0.4))
+    y = torch.randint(0, 5, (8,))
+    with devices.precision("cuda"):
+        for dtype, rtol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
+            a = copy.deepcopy(cpu).to(dtype)
+            b = copy.deepcopy(cpu).to(dtype).to("cuda")
+            la, ga, sa = _loss_grads_spikes(a, x.to(dtype), y)
+            lb, gb, sb = _loss_grads_spikes(b, x.to(dtype).cuda(), y.cuda())
+            assert abs(la - lb) <= rtol * abs(la) + 1e-7, (dtype, la, lb)
+            same_spikes = all(torch.equal(p, q) for p, q in zip(sa, sb))
+            assert same_spikes or dtype == torch.float32
+            if same_spikes:
+                for p, q in zip(ga, gb):
+                    assert float((p - q).abs().max()) <= rtol * 10 * max(
+                        float(p.abs().max()), 1e-6), dtype
 
 
 @pytest.mark.cuda
