@@ -359,10 +359,10 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
     if calib_samples is not None:
         n_cal = check_int(calib_samples, "--calib-samples",
                           "the number of training samples quantization calibrates on", lo=1)
+    check_device_spec(device)                           # a typo fails with or without --finetune
     if finetune:
         finetune_epochs = check_int(finetune_epochs, "--finetune-epochs",
                                     "the fine-tuning epochs per cell", lo=1)
-        check_device_spec(device)
     net = float_network(r)
     ds = rundata.run_test_data(r, test_file)
     x = pad_batch(ds.samples, pad_to=ds.max_steps)
