@@ -267,6 +267,7 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
     dev = resolve_device(device)
     rank, world = distributed_context(dev)
     ftz = flush_denormal_enabled()
+    cuda_rng = torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None
     try:
         with writing_run(run, "train", resume=resume, overwrite=overwrite, log=log,
                          lock=rank == 0), precision(dev, tf32):
@@ -275,6 +276,8 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
                           device=dev, tf32=bool(tf32))
     finally:
         torch.set_flush_denormal(ftz)
+        if cuda_rng is not None:            # the device's generator as found, too
+            torch.cuda.set_rng_state(cuda_rng, dev)
 
 
 def run_configs(run) -> tuple[ModelConfig, TrainConfig, DataConfig]:
