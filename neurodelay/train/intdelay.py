@@ -21,8 +21,10 @@ How :func:`integer_delay_conv` computes it
   (140-256-256-20, T = 100, window 25, 2 threads; benchmarks/results/benchmark.json): a
   fixed-delay training step 6.9x (batch 64) / 8.1x (batch 256) the conv1d path's speed,
   discrete inference 6.8x (the frequency domain below: 3.5x / 4.9x and 3.5x).
-* **Frequency domain** (``method="fft"``; also the fallback on other devices and where
-  the kernels cannot be built: :func:`neurodelay.train.native.status` says why).
+* **Frequency domain** (``method="fft"``; also what other devices run, ``DEVICE_METHOD``,
+  and the fallback where the kernels cannot be built: :func:`neurodelay.train.native.status`
+  says why). On a GPU the alternative is ``method="conv1d"``: the one-tap kernel through
+  ``F.conv1d`` over the delay window (cuDNN); ``DEVICE_METHOD`` picks one of the two.
   A linear convolution over N = T + D points, D = the largest delay that still reaches
   the output (delays >= T contribute nothing), exactly like :func:`neurodelay.train.dcls_conv.causal_conv`, except that the kernel
   spectrum comes straight from the delays: H[f] = W * exp(-2 pi i f d / N). No dense
