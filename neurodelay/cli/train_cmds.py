@@ -101,12 +101,13 @@ def train(out, resume, overwrite, no_progress, threads, device, tf32, **options)
     NEURODELAY_MAX_GIB sets another limit in GiB.
 
     \b
-    Devices and precision: --device auto (the default) trains on CUDA when torch sees a
-    GPU. float32 with TF32 off unless --tf32, so GPU and CPU agree to float32 rounding
-    (bf16 is not offered: not measured to keep accuracy). A seed fixes a run on either;
-    on CUDA deterministic algorithms are used (CUBLAS_WORKSPACE_CONFIG=:4096:8 is set).
-    Several GPUs: torchrun --nproc-per-node N neurodelay train ... (NCCL, one GPU per
-    process, --batch-size is the global batch; gloo on the CPU).
+    Devices and precision: --device auto (the default) trains on CUDA
+    when torch sees a GPU. float32 with TF32 off unless --tf32, so GPU
+    and CPU agree to float32 rounding (no bf16: not measured to keep
+    accuracy). A seed fixes a run on either; CUDA runs use deterministic
+    algorithms (CUBLAS_WORKSPACE_CONFIG=:4096:8 is set when absent).
+    Several GPUs: torchrun --nproc-per-node N -m neurodelay train ...
+    (NCCL, one GPU per process; --batch-size stays the global batch).
     """
     from neurodelay import api  # lazy: CLI start-up time
 
