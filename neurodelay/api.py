@@ -12,6 +12,7 @@ from neurodelay import data as D
 from neurodelay import options as O
 from neurodelay.data import DataConfig, load_splits, pad_batch
 from neurodelay.data.rundata import run_test_data
+from neurodelay.devices import precision, resolve_device
 from neurodelay.errors import OptionError
 from neurodelay.runs import open_run
 from neurodelay.sim import bitsim, floatsim
@@ -383,7 +384,7 @@ def _file_diffs(given: dict, dc: DataConfig) -> list[str]:
 
 
 def train_run(out, *, resume=False, overwrite=False, progress=True, threads=None, log=print,
-              **options) -> dict:
+              device="auto", tf32=False, **options) -> dict:
     """Train a run into ``out`` (see ``neurodelay train --help`` for the options).
 
     Every option is validated before any file is read or written (:func:`check_options`:
@@ -393,19 +394,25 @@ def train_run(out, *, resume=False, overwrite=False, progress=True, threads=None
     ``threads`` sets torch's CPU thread count for this call only (restored after).
     ``resume=True`` continues the run as its config.json says: an option given (not
     ``None``) that differs from it is an OptionError (:func:`check_resume_options`).
+    ``device`` ("auto", "cpu", "cuda", "cuda:N") and ``tf32`` say where and how it runs,
+    not what it computes (:mod:`neurodelay.devices`): like ``threads`` they are not
+    settings of the run, so a run resumes on any device.
     """
+    resolve_device(device)      # a CUDA device that is not there: before any data is read
     with torch_threads(threads):
         return _train_run(out, resume=resume, overwrite=overwrite, progress=progress,
-                          log=log, **options)
+                          log=log, device=device, tf32=tf32, **options)
 
 
-def _train_run(out, *, resume, overwrite, progress, log, **options) -> dict:
+def _train_run(out, *, resume, overwrite, progress, log, device="auto", tf32=False,
+               **options) -> dict:
     if resume:
         if overwrite:
             raise OptionError(f"--resume with --overwrite: --resume continues the run in "
                               f"{out}, --overwrite replaces it; give one of them")
         check_resume_options(out, **options)
-        return train(out, None, None, None, resume=True, progress=progress, log=log)
+        return train(out, None, None, None, resume=True, progress=progress, log=log,
+                     device=device, tf32=tf32)
     check_options(**options)
     data_opts = {k: options.pop(k) for k in DATA_KEYS if k in options}
     dc = resolve_data(**data_opts)
@@ -420,7 +427,8 @@ def _train_run(out, *, resume, overwrite, progress, log, **options) -> dict:
     check_training_memory(mc, tc, splits)
     if dc.embedded:
         log(f"data: embedded synthetic timing task ({Path(dc.train).parent})")
-    return train(out, mc, tc, dc, overwrite=overwrite, progress=progress, log=log)
+    return train(out, mc, tc, dc, overwrite=overwrite, progress=progress, log=log,
+                 device=device, tf32=tf32)
 
 
 @dataclass
@@ -435,12 +443,13 @@ class Evaluation:
     status: str               # RunStatus.describe()
     model: str                # which model computed it
     notes: list[str] = field(default_factory=list)   # e.g. classes renumbered by name
+    device: str = "cpu"       # where the PyTorch model ran (trained runs)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def evaluate_run(run, test_file=None, batch_size=256) -> Evaluation:
+def evaluate_run(run, test_file=None, batch_size=256, device="auto") -> Evaluation:
     """Test accuracy of a run: a trained run's discrete model (``finished`` False for an
     interrupted run: then best.pt is the best epoch so far, and ``status`` says how far it
     got), a fine-tuned run's integers on the bit-accurate simulator (what the chip
@@ -448,14 +457,19 @@ def evaluate_run(run, test_file=None, batch_size=256) -> Evaluation:
 
     A test file of other classes than the model's is a DataError; data or a model that
     would need more memory than ``NEURODELAY_MAX_GIB`` is a ResourceLimitError.
+    ``device``: where a trained run's model runs (:func:`neurodelay.devices.resolve_device`;
+    the simulators of the other kinds run on the CPU).
     """
     batch_size = O.check_int(batch_size, "--batch-size", "the evaluation batch size", lo=1)
+    dev = resolve_device(device)
     r = open_run(run)
     status = r.status()
     model = load_model(r) if r.kind == "trained" else None   # a missing best.pt first
     ds = run_test_data(r, test_file)
     if model is not None:
-        acc, what = _trained_accuracy(r, model, ds, batch_size), "discrete model"
+        with precision(dev):
+            acc = _trained_accuracy(r, model.to(dev), ds, batch_size)
+        what = "discrete model"
     else:
         x = pad_batch(ds.samples, pad_to=ds.max_steps)
         if r.kind == "finetuned":
@@ -468,7 +482,7 @@ def evaluate_run(run, test_file=None, batch_size=256) -> Evaluation:
     return Evaluation(accuracy=acc, n=len(ds), run=str(r.path) if r.kind != "trained"
                       else str(run), test=test_file or "run's own test split",
                       finished=status.finished, status=status.describe(), model=what,
-                      notes=list(ds.notes))
+                      notes=list(ds.notes), device=str(dev) if model is not None else "cpu")
 
 
 def _trained_accuracy(r, model, ds, batch_size: int) -> float:

@@ -82,3 +82,18 @@ def data(work, tiny_task):
 def tiny_task():
     """Writer of a very small 3-class SHD-layout train/test pair (study and plot tests)."""
     return _write_tiny_task
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``@pytest.mark.cuda`` need a CUDA device: elsewhere (CI) they are
+    skipped with the printed reason "no CUDA device" (-ra shows it)."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device (torch.cuda.is_available() is False)")
+    for item in marked:
+        item.add_marker(skip)

@@ -157,3 +157,24 @@ AUGMENT_HELP = ("Augment the training batches (never validation or test), fresh 
                 "a random -k..k), blend (p=0.5: mix with a sample of the same class). "
                 "Presets: 'reference' = mask,cutmix (the paper code's block), 'none'. "
                 "Example: --augment shift:k=3,mask:p=0.5,cutmix.")
+
+
+DEVICE_HELP = ("Where PyTorch runs: auto (CUDA when torch sees a GPU, else the CPU), cpu, "
+               "cuda (under torchrun: one GPU per process, cuda:LOCAL_RANK) or cuda:N. "
+               "Not a setting of the run: checkpoints hold CPU tensors, so a run trained "
+               "on a GPU resumes, evaluates and exports on a CPU-only machine and vice "
+               "versa. Precision: float32 on every device, TF32 off (see --tf32), so CUDA "
+               "and CPU agree to float32 rounding; no bf16/fp16.")
+TF32_HELP = ("Allow TF32 tensor-core matmuls and convolutions on CUDA (NVIDIA Ampere and "
+             "later; 10-bit mantissa): faster, but results then differ from the CPU's by "
+             "more than float32 rounding. Default off. No effect on the CPU.")
+
+
+def device_option(f):
+    """``--device`` (see DEVICE_HELP); checked by the library call it is passed to,
+    before anything is written (:func:`neurodelay.devices.resolve_device`)."""
+    return click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)(f)
+
+
+def tf32_option(f):
+    return click.option("--tf32", is_flag=True, help=TF32_HELP)(f)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from neurodelay.cli.common import AUGMENT_HELP, checked_float, main
+from neurodelay.cli.common import AUGMENT_HELP, checked_float, device_option, main
 
 
 @main.command()
@@ -46,9 +46,10 @@ from neurodelay.cli.common import AUGMENT_HELP, checked_float, main
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace the run files already in --out.")
 @click.option("--no-progress", is_flag=True)
+@device_option
 def finetune(run, out, target, weight_bits, delay_bits, delay_mode, epochs, batch_size, lr,
              prune, calib_samples, train_file, augment, seed, threads, resume, overwrite,
-             no_progress):
+             no_progress, device):
     """Train the network the chip runs: PyTorch computes the target's integer arithmetic.
 
     Starts from a trained RUN, reduces its delays to --delay-bits, quantizes it once
@@ -58,7 +59,8 @@ def finetune(run, out, target, weight_bits, delay_bits, delay_mode, epochs, batc
     step of latency per layer), with straight-through gradients. The best epoch on
     validation data (never test data) is kept. The result is a run whose `eval` is the
     chip's accuracy, whose `export` needs no re-quantization, and whose `verify` shows
-    PyTorch == bit-accurate simulator exactly.
+    PyTorch == bit-accurate simulator exactly. It computes in float64 on every device
+    (exact integers; TF32 does not apply), so --device cuda gives the same integers.
     """
     from neurodelay.train.finetune import FinetuneConfig  # lazy: CLI start-up time
     from neurodelay.train.finetune import finetune as run_finetune  # lazy: CLI start-up time
@@ -69,7 +71,7 @@ def finetune(run, out, target, weight_bits, delay_bits, delay_mode, epochs, batc
                         train_file=train_file, augment=augment)
     res = run_finetune(run, out, fc, resume=resume, overwrite=overwrite,
                        progress=not no_progress, threads=threads,
-                       log=lambda m: click.echo(m, err=True))
+                       log=lambda m: click.echo(m, err=True), device=device)
     test = (f"hardware-exact test accuracy {res['test_accuracy']:.4f} (n={res['n_test']}, "
             if res["test_accuracy"] is not None else "no test split of its own (use "
             f"`neurodelay eval {out} --test-file F`) (")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from neurodelay.cli import train_cmds  # noqa: F401 - registers "train", whose options ablate shares
-from neurodelay.cli.common import main
+from neurodelay.cli.common import device_option, main
 
 _ABLATE_SETS = {"out", "resume", "overwrite", "delays", "sigma", "learn", "seed", "connections",
                 "no_progress"}
@@ -121,8 +121,9 @@ def plot(run, sample, synapses):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Output folder (default RUN/sweep).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@device_option
 def sweep_bits_cmd(run, target, weight_bits, delay_bits, delay_mode, test_file, calib_samples,
-                   finetune, finetune_epochs, threads, out_dir, no_progress):
+                   finetune, finetune_epochs, threads, out_dir, no_progress, device):
     """Accuracy and synaptic memory for every (weight bits, delay bits) combination.
 
     Each cell: delays reduced to b bits (--delay-mode), quantized with w-bit weights,
@@ -139,6 +140,6 @@ def sweep_bits_cmd(run, target, weight_bits, delay_bits, delay_mode, test_file, 
     r = sweep_bits(run, target, weight_bits, delay_bits, delay_mode, test_file,
                    out_dir=out_dir, calib_samples=calib_samples, progress=not no_progress,
                    finetune=finetune, finetune_epochs=finetune_epochs, threads=threads,
-                   log=lambda m: click.echo(m, err=True))
+                   log=lambda m: click.echo(m, err=True), device=device)
     click.echo(r["markdown"])
     click.echo("wrote " + ", ".join(r["files"]))

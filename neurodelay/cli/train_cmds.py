@@ -6,7 +6,7 @@ import json
 import click
 from click.core import ParameterSource
 
-from neurodelay.cli.common import AUGMENT_HELP, main
+from neurodelay.cli.common import AUGMENT_HELP, device_option, main, tf32_option
 from neurodelay.cli.common import int_list as _int_list
 
 
@@ -88,7 +88,9 @@ from neurodelay.cli.common import int_list as _int_list
               help="Replace the run files (config.json, metrics, checkpoints, results, deploy/) "
                    "that an earlier run left in --out. Without it a non-empty --out is refused.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (per-epoch lines still print).")
-def train(out, resume, overwrite, no_progress, threads, **options):
+@device_option
+@tf32_option
+def train(out, resume, overwrite, no_progress, threads, device, tf32, **options):
     """Train a delay SNN with DCLS and evaluate its DISCRETE model (integer delays).
 
     Prints one line per epoch (loss, train accuracy, discrete validation accuracy, sigma) and
@@ -98,6 +100,15 @@ def train(out, resume, overwrite, no_progress, threads, **options):
     estimated memory exceeds 8 GiB is refused with the estimate and how to cap it (e.g.
     --max-time, a smaller --max-delay or --batch-size); the environment variable
     NEURODELAY_MAX_GIB sets another limit in GiB.
+
+    \b
+    Devices and precision: --device auto (the default) trains on CUDA
+    when torch sees a GPU. float32 with TF32 off unless --tf32, so GPU
+    and CPU agree to float32 rounding (no bf16: not measured to keep
+    accuracy). A seed fixes a run on either; CUDA runs use deterministic
+    algorithms (CUBLAS_WORKSPACE_CONFIG=:4096:8 is set when absent).
+    Several GPUs: torchrun --nproc-per-node N -m neurodelay train ...
+    (NCCL, one GPU per process; --batch-size stays the global batch).
     """
     from neurodelay import api  # lazy: CLI start-up time
 
@@ -108,7 +119,8 @@ def train(out, resume, overwrite, no_progress, threads, **options):
         options = {k: v for k, v in options.items()
                    if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)}
     res = api.train_run(out, resume=resume, overwrite=overwrite, progress=not no_progress,
-                        threads=threads, log=lambda m: click.echo(m, err=True), **options)
+                        threads=threads, log=lambda m: click.echo(m, err=True),
+                        device=device, tf32=tf32, **options)
     if res.get("finished") and res.get("rank", 0) == 0:
         click.echo(f"discrete test accuracy: {res['test_accuracy']:.4f} "
                    f"(n={res['n_test']}, best epoch {res['best_epoch']})  -> {out}/result.json")
@@ -122,7 +134,8 @@ def train(out, resume, overwrite, no_progress, threads, **options):
               help='Print {"accuracy": ..., "n": ..., "finished": ...}.')
 @click.option("--batch-size", type=int, default=256, show_default=True,
               help="Samples evaluated at once (>= 1).")
-def eval_cmd(run, test_file, as_json, batch_size):
+@device_option
+def eval_cmd(run, test_file, as_json, batch_size, device):
     """Accuracy of a run's discrete model (delays rounded, one tap per synapse).
 
     A test file whose classes differ from the model's is refused. Memory guard: data whose
@@ -131,7 +144,8 @@ def eval_cmd(run, test_file, as_json, batch_size):
     """
     from neurodelay import api  # lazy: CLI start-up time
 
-    res = api.evaluate_run(run, test_file=test_file, batch_size=batch_size).to_dict()
+    res = api.evaluate_run(run, test_file=test_file, batch_size=batch_size,
+                           device=device).to_dict()
     for note in res["notes"]:
         click.echo(f"note: {note}", err=True)
     if not res["finished"]:
@@ -158,7 +172,8 @@ def eval_cmd(run, test_file, as_json, batch_size):
 @click.option("--threads", type=int, default=2, show_default=True,
               help="torch CPU threads (>= 1).")
 @click.option("--cache-dir", type=click.Path(file_okay=False))
-def demo(out, lava, threads, cache_dir):
+@device_option
+def demo(out, lava, threads, cache_dir, device):
     """The main job on the embedded task: train -> export (loihi2 + NIR) -> verify with Lava."""
     from pathlib import Path  # lazy: CLI start-up time
 
@@ -171,7 +186,7 @@ def demo(out, lava, threads, cache_dir):
     if not (Path(out) / "result.json").exists():
         resume = (Path(out) / "checkpoint.pt").exists()
         res = api.train_run(out, resume=resume, threads=threads, cache_dir=cache_dir,
-                            log=log)
+                            log=log, device=device)
         click.echo(f"[1/3] trained: discrete test accuracy {res['test_accuracy']:.4f} "
                    f"(n={res['n_test']})")
     else:

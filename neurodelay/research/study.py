@@ -189,6 +189,8 @@ def run_ablation(out, seeds, connections: int | None = None, *, models=None,
     todo = ablation_runs(out, seeds, models)
     train_options = dict(train_options)
     threads = check_threads(train_options.pop("threads", None))
+    # where the runs train (like threads, not a setting of the ablation): any device
+    runtime = {k: train_options.pop(k) for k in ("device", "tf32") if k in train_options}
     _record_ablation(out, todo, train_options, connections, models)
 
     say = log or write
@@ -196,7 +198,8 @@ def run_ablation(out, seeds, connections: int | None = None, *, models=None,
     pbar = bar(todo, desc="ablation", unit="run", enabled=progress)
     for name, seed, run in pbar:
         pbar.set_postfix_str(f"{name}/seed{seed}")
-        action = _train_one(run, name, seed, train_options, connections, threads, say)
+        action = _train_one(run, name, seed, train_options, connections, threads, say,
+                            runtime)
         res = _read_json(run / "result.json")
         results.append({"model": name, "seed": seed, "run": str(run), "action": action,
                         "test_accuracy": res.get("test_accuracy") if res else None})
@@ -222,7 +225,7 @@ def _record_ablation(out: Path, todo: list, train_options: dict, connections,
 
 
 def _train_one(run: Path, name: str, seed: int, train_options: dict, connections,
-               threads, say) -> str:
+               threads, say, runtime=None) -> str:
     """Bring one run of the ablation to its end: 'skipped' (finished before), 'resumed'
     (from its checkpoint) or 'trained' (from the start)."""
 
@@ -231,13 +234,14 @@ def _train_one(run: Path, name: str, seed: int, train_options: dict, connections
         return "skipped"
     if state == "partial":
         say(f"{run}: resuming from its checkpoint")
-        api.train_run(run, resume=True, progress=False, threads=threads)
+        api.train_run(run, resume=True, progress=False, threads=threads, **(runtime or {}))
         return "resumed"
     opts = {**train_options, **MODELS[name][0], "seed": seed, "connections": connections}
     say(f"{run}: training ({MODELS[name][1]}, seed {seed})")
     # a folder the ablation made whose first epoch never finished holds only the files of
     # that start: replace them
-    api.train_run(run, progress=False, threads=threads, log=say, overwrite=True, **opts)
+    api.train_run(run, progress=False, threads=threads, log=say, overwrite=True,
+                  **(runtime or {}), **opts)
     return "trained"
 
 

@@ -48,6 +48,7 @@ from neurodelay import passes
 from neurodelay.core.network import Network, QNetwork
 from neurodelay.data import pad_batch, rundata
 from neurodelay.deploy.artifact import DEFAULT_CALIB_SAMPLES, DeployOptions, calibration_data
+from neurodelay.devices import check_device_spec
 from neurodelay.errors import NeurodelayError, SweepError
 from neurodelay.hw.target import load_target
 from neurodelay.options import check_int
@@ -294,7 +295,8 @@ def _cached_cell(done: dict, key: tuple, net_b: Network, target, w: int, b: int,
 
 
 def finetune_cells(run, out_dir, target, wbits, dbits, *, epochs: int = 10,
-                   threads: int | None = None, progress: bool = True, log=None) -> list:
+                   threads: int | None = None, progress: bool = True, log=None,
+                   device="auto") -> list:
     """One hardware-exact fine-tuning run per (weight bits, delay bits) cell, in
     ``out_dir/finetuned/w<w>_d<b>`` (finished runs are reused, interrupted ones resumed).
     Returns one dict per cell: weight_bits, delay_bits, accuracy (test, bit-accurate),
@@ -319,7 +321,7 @@ def finetune_cells(run, out_dir, target, wbits, dbits, *, epochs: int = 10,
                                        target=str(target), weight_bits=w, delay_bits=b,
                                        epochs=epochs), resume=resume,
                                    overwrite=not resume, progress=progress, threads=threads,
-                                   log=say)
+                                   log=say, device=device)
             except NeurodelayError as exc:
                 cell["error"] = f"{type(exc).__name__}: {exc}"
                 cells.append(cell)
@@ -340,7 +342,7 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
                delay_bits=DEFAULT_DELAY_BITS, delay_mode="clip", test_file=None, *,
                out_dir=None, calib_samples: int | None = None, progress: bool = True,
                finetune: bool = False, finetune_epochs: int = 10,
-               threads: int | None = None, log=None) -> dict:
+               threads: int | None = None, log=None, device="auto") -> dict:
     """Sweep a trained run (see the module docstring) and write the outputs to out_dir
     (default RUN/sweep). Quantization is calibrated like a deployment artifact: on a
     seeded subset of the run's training split (``calib_samples``, default 256), never on
@@ -357,6 +359,7 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
     if calib_samples is not None:
         n_cal = check_int(calib_samples, "--calib-samples",
                           "the number of training samples quantization calibrates on", lo=1)
+    check_device_spec(device)                           # a typo fails with or without --finetune
     if finetune:
         finetune_epochs = check_int(finetune_epochs, "--finetune-epochs",
                                     "the fine-tuning epochs per cell", lo=1)
@@ -374,7 +377,7 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
     if finetune:
         result["finetuned"] = finetune_cells(r.path, out, target, wbits, dbits,
                                              epochs=finetune_epochs, threads=threads,
-                                             progress=progress, log=log)
+                                             progress=progress, log=log, device=device)
         result["finetune_epochs"] = finetune_epochs
     result["markdown"] = format_markdown(result)
     result["files"] = [str(p) for p in [out / n for n in SWEEP_FILES]]

@@ -55,6 +55,11 @@ DIRECT_MAX_WINDOW = 4       # windows up to this size use F.conv1d (cheaper than
 # subnormal numbers (< 1.2e-38; they appear at sigma 0.5 seven taps from the centre)
 # out of the matrix products, where they make the CPU 10-50x slower.
 TAP_FLOOR = 1e-20
+# The convolution on devices other than the CPU: "spectral" (this module's frequency
+# domain: batched matmuls, cuBLAS on a GPU) or "conv1d" (F.conv1d over the window,
+# cuDNN on a GPU, what dcls runs). Not yet measured on a GPU (no GPU was available when
+# this was written): benchmarks/gpu_check.sh times both, and this is the one switch.
+DEVICE_CONV = "spectral"
 
 
 # ----------------------------------------------------------------------------- kernel
@@ -424,7 +429,8 @@ def causal_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     _check_conv_args(x, kernel)
     n_b, n_in, T = x.shape
     n_out, _, window = kernel.shape
-    if window <= DIRECT_MAX_WINDOW or T == 0:
+    if window <= DIRECT_MAX_WINDOW or T == 0 or (
+            x.device.type != "cpu" and DEVICE_CONV == "conv1d"):
         return F.conv1d(F.pad(x, (window - 1, 0)), kernel)
     mats = _dft_matrices(T, window, kernel.dtype, str(kernel.device))
     # kernel spectrum: (3F or 2F, window) @ (window, out*in) -> Gauss's [Hr; Hi; Hr + Hi]

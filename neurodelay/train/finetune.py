@@ -42,6 +42,7 @@ from neurodelay import passes
 from neurodelay.core.network_io import save_network
 from neurodelay.data import load_binned, load_splits, pad_batch, rundata
 from neurodelay.data.rundata import check_classes, run_data_config, run_train_data
+from neurodelay.devices import describe_device, device_line, precision, resolve_device
 from neurodelay.errors import OptionError
 from neurodelay.fs import atomic_write
 from neurodelay.hw.resources import resource_report
@@ -236,7 +237,7 @@ def _prune_masks(model, fraction: float) -> None:
             w = layer.weight.abs() * (layer.mask > 0)
             n = w.numel()
             keep = int(round((1.0 - fraction) * n))
-            mask = torch.zeros(n, dtype=layer.mask.dtype)
+            mask = torch.zeros(n, dtype=layer.mask.dtype, device=layer.mask.device)
             if keep:
                 mask[torch.argsort(w.reshape(-1), descending=True, stable=True)[:keep]] = 1
             layer.mask.copy_(mask.reshape(layer.mask.shape) * (layer.mask > 0))
@@ -254,19 +255,23 @@ def _prune_schedule(epoch: int, epochs: int, fraction: float) -> float:
 
 def finetune(parent, out, fc: FinetuneConfig | None = None, *, resume: bool = False,
              overwrite: bool = False, progress: bool = True, threads: int | None = None,
-             stop_after_epoch: int | None = None, log=print) -> dict:
+             stop_after_epoch: int | None = None, log=print, device="auto") -> dict:
     """Fine-tune run ``parent`` into run folder ``out`` (module docstring). Returns the
     result dict (also in ``out/result.json``); ``stop_after_epoch`` ends the call early
-    (tests of ``resume``), returning {"finished": False, "epoch": n}."""
+    (tests of ``resume``), returning {"finished": False, "epoch": n}. ``device``: where
+    the hardware-exact model trains (:func:`neurodelay.devices.resolve_device`); it
+    computes in float64 everywhere, so the integers are the same on every device."""
     out = Path(out)
+    dev = resolve_device(device)
     with torch_threads(threads), writing_run(out, "finetune", resume=resume,
-                                             overwrite=overwrite, log=log):
+                                             overwrite=overwrite, log=log), precision(dev):
         if resume:
             r = open_run(out, kinds=("finetuned",))
             fc = FinetuneConfig(**r.config["finetune"])
             parent = r.parent_path()
         return _finetune(open_run(parent, kinds=("trained", "imported")), out,
-                         fc or FinetuneConfig(), resume, progress, log, stop_after_epoch)
+                         fc or FinetuneConfig(), resume, progress, log, stop_after_epoch,
+                         device=dev)
 
 
 class _FineTuning(Task):
@@ -276,12 +281,13 @@ class _FineTuning(Task):
     bar_name = "finetune"
 
     def __init__(self, out: Path, fc: FinetuneConfig, start: FinetuneStart, bits: int,
-                 train, valid):
+                 train, valid, device=None):
         self.out, self.fc, self.valid = out, fc, valid
+        self.device = torch.device("cpu") if device is None else torch.device(device)
         # latents start at the float weights the integers were rounded from
         latent = [(L.weight.astype(np.float64), L.bias.astype(np.float64))
                   for L in start.chosen.float_net.layers]
-        self.model = HwSNN(start.qnet, bits, alpha=fc.alpha, latent=latent)  # meta kept
+        self.model = HwSNN(start.qnet, bits, alpha=fc.alpha, latent=latent).to(self.device)
         self.net = self.model
         params = [p for layer in self.model.layers for p in (layer.weight, layer.bias)]
         self.opt = torch.optim.Adam(params, lr=fc.lr)
@@ -343,7 +349,7 @@ class _FineTuning(Task):
 
 
 def _write_start(out: Path, parent, fc: FinetuneConfig, tgt, start: FinetuneStart,
-                 valid_note: str, task: _FineTuning) -> None:
+                 valid_note: str, task: _FineTuning, runtime: dict | None = None) -> None:
     """config.json, the starting qnet.h5 and best.pt (epoch 0) of a new fine-tuned run."""
     c = start.chosen
     cfg = {"kind": "finetuned", "parent": str(parent.path.resolve()),
@@ -354,14 +360,15 @@ def _write_start(out: Path, parent, fc: FinetuneConfig, tgt, start: FinetuneStar
            "start": {"delay_mode": c.mode, "weight_range": c.weight_range,
                      "candidates": [x.summary() for x in start.candidates],
                      "calibration": f"{start.n_calib} samples of the training split, seed "
-                                    f"{fc.seed}", "validation": valid_note}}
+                                    f"{fc.seed}", "validation": valid_note},
+           **(runtime or {})}
     atomic_write(out / "config.json", json.dumps(cfg, indent=2, default=str))
     save_network(start.qnet, out / "qnet.h5")
     save_torch({"model": task.model.state_dict(), "epoch": 0}, out / "best.pt")
 
 
 def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: bool,
-              log, stop_after_epoch=None) -> dict:
+              log, stop_after_epoch=None, device=None) -> dict:
     t_start = time.perf_counter()
     torch.manual_seed(fc.seed)
     tgt = load_target(fc.target)
@@ -371,7 +378,9 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
     start = starting_point(parent, fc, train, valid, log)
     bits = int(start.qnet.weight_bits)
     start.qnet.delay_bits = int(start.chosen.changes["delay_bits"])
-    task = _FineTuning(out, fc, start, bits, train, valid)
+    task = _FineTuning(out, fc, start, bits, train, valid, device=device)
+    runtime = {"device": describe_device(task.device)}
+    log(device_line(runtime["device"]) + ", float64 (exact integers)")
     # the post-training network is epoch 0 and fine-tuning must beat it on validation
     # (with pruning it cannot be the result: it is not at the requested sparsity)
     state = {"epoch": 0, "metrics": [], "best_epoch": 0,
@@ -381,15 +390,15 @@ def _finetune(parent, out: Path, fc: FinetuneConfig, resume: bool, progress: boo
                              str(out / "checkpoint.pt"))
         log(f"resuming {out} after epoch {state['epoch']}/{fc.epochs}")
     else:
-        _write_start(out, parent, fc, tgt, start, valid_note, task)
+        _write_start(out, parent, fc, tgt, start, valid_note, task, runtime)
     if not run_epochs(task, state, progress=progress, log=log,
                       stop_after_epoch=stop_after_epoch):
         return {"finished": False, "epoch": state["epoch"]}
-    return _final_result(out, tgt, state, start, bits, t_start)
+    return _final_result(out, tgt, state, start, bits, t_start, runtime)
 
 
 def _final_result(out: Path, tgt, state: dict, start: FinetuneStart, bits: int,
-                  t_start: float) -> dict:
+                  t_start: float, runtime: dict | None = None) -> dict:
     """result.json: the best integers' test accuracy (bit-accurate) and resources."""
     run = open_run(out, kinds=("finetuned",))
     qbest = run.qnetwork()
@@ -408,6 +417,6 @@ def _final_result(out: Path, tgt, state: dict, start: FinetuneStart, bits: int,
               "synapses": int(qbest.n_synapses),
               "synaptic_memory_bytes": int(res.totals["synaptic_memory_bytes"]),
               "memory_note": res.memory_formula,
-              "seconds": round(time.perf_counter() - t_start, 1)}
+              "seconds": round(time.perf_counter() - t_start, 1), **(runtime or {})}
     atomic_write(out / "result.json", json.dumps(result, indent=2))
     return result

@@ -172,15 +172,16 @@ class HwLayer(nn.Module):
 
     def to_qlayer(self) -> QLayer:
         with torch.no_grad():
-            q = self.mantissas().numpy().astype(np.int64)
-            b = self.bias_mant().numpy().astype(np.int64)
+            q = self.mantissas().cpu().numpy().astype(np.int64)
+            b = self.bias_mant().cpu().numpy().astype(np.int64)
         w = q * self.mult
         nwb = fp.num_weight_bits_for(q, self.bits, self.a)
         if not np.array_equal(fp.effective_weights(w, nwb, self.a), w):
             raise fp.FixedPointError(f"internal: layer {self.name!r}: Lava's truncation "
                                      f"would change the fine-tuned weights")
         return QLayer(weight=w, weight_exp=self.weight_exp, num_weight_bits=nwb,
-                      delay=self.delay.numpy().copy(), bias_mant=b, bias_exp=self.bias_exp,
+                      delay=self.delay.cpu().numpy().copy(), bias_mant=b,
+                      bias_exp=self.bias_exp,
                       du=self.du, dv=self.dv,
                       vth=None if self.kind == "li" else self.vth, scale=self.scale,
                       kind=self.kind, name=self.name)
@@ -255,11 +256,12 @@ class HwSNN(nn.Module):
     def forward(self, x, discrete: bool = True, record: bool = False):
         """Readout membrane (B, T, C) in float units (= bitsim's v * scale on the float
         time axis) [, hidden spikes per layer (B, T, n) on the float time axis]."""
-        x = torch.as_tensor(x)
+        dev = self.layers[0].weight.device
+        x = torch.as_tensor(x).to(dev)
         B, T, _ = x.shape
         L = len(self.layers)
         R = T + L
-        s = torch.zeros(R, B, x.shape[2], dtype=DTYPE)
+        s = torch.zeros(R, B, x.shape[2], dtype=DTYPE, device=dev)
         s[:T] = torch.round(x.to(DTYPE).permute(1, 0, 2) * self.input_scale)
         hidden = []
         for k, layer in enumerate(self.layers):
@@ -280,5 +282,5 @@ class HwSNN(nn.Module):
                         target_spec=self.target_spec)
 
     def latent_state(self) -> list:
-        return [(layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy())
-                for layer in self.layers]
+        return [(layer.weight.detach().cpu().numpy().copy(),
+                 layer.bias.detach().cpu().numpy().copy()) for layer in self.layers]

@@ -21,8 +21,10 @@ How :func:`integer_delay_conv` computes it
   (140-256-256-20, T = 100, window 25, 2 threads; benchmarks/results/benchmark.json): a
   fixed-delay training step 6.9x (batch 64) / 8.1x (batch 256) the conv1d path's speed,
   discrete inference 6.8x (the frequency domain below: 3.5x / 4.9x and 3.5x).
-* **Frequency domain** (``method="fft"``; also the fallback on other devices and where
-  the kernels cannot be built: :func:`neurodelay.train.native.status` says why).
+* **Frequency domain** (``method="fft"``; also what other devices run, ``DEVICE_METHOD``,
+  and the fallback where the kernels cannot be built: :func:`neurodelay.train.native.status`
+  says why). On a GPU the alternative is ``method="conv1d"``: the one-tap kernel through
+  ``F.conv1d`` over the delay window (cuDNN); ``DEVICE_METHOD`` picks one of the two.
   A linear convolution over N = T + D points, D = the largest delay that still reaches
   the output (delays >= T contribute nothing), exactly like :func:`neurodelay.train.dcls_conv.causal_conv`, except that the kernel
   spectrum comes straight from the delays: H[f] = W * exp(-2 pi i f d / N). No dense
@@ -120,7 +122,14 @@ from neurodelay.errors import KernelError
 from neurodelay.train import native
 from neurodelay.train.dcls_conv import _dft_matrices, spectral_conv
 
-METHODS = ("auto", "native", "fft", "direct")
+METHODS = ("auto", "native", "fft", "direct", "conv1d")
+# The general case on devices other than the CPU (the C kernels are CPU-only): "fft" (the
+# frequency domain below: batched matmuls, cuBLAS on a GPU) or "conv1d" (the one-tap
+# kernel through F.conv1d over the delay window, cuDNN on a GPU). Not yet measured on a
+# GPU (none was available when this was written): benchmarks/gpu_check.sh times both;
+# this is the one switch. CI runs the same torch paths on the CPU (method="fft" /
+# "conv1d" forced) and compares them with the C kernels.
+DEVICE_METHOD = "fft"
 DIRECT_MAX_DELAYS = 2             # at most this many distinct delays: one matmul per delay
 PHASE_CACHE_BYTES = 512 * 2**20   # phase tables kept (least recently used dropped first)
 
@@ -236,6 +245,27 @@ def _direct(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor, used: li
     return y.permute(1, 2, 0)
 
 
+def general_method(device) -> str:
+    """The method "auto" takes on ``device`` when more than DIRECT_MAX_DELAYS delays
+    reach the output: the C kernels on the CPU where they are built ("native", else
+    "fft"), ``DEVICE_METHOD`` on every other device."""
+    if torch.device(device).type != "cpu":
+        return DEVICE_METHOD
+    return "native" if native.available() else "fft"
+
+
+def _conv1d(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tensor,
+            span: int) -> torch.Tensor:
+    """The one-tap kernel (out, in, span + 1) through F.conv1d over the delay window
+    (cuDNN on a GPU): tap span - d holds the weight; delays beyond span (>= T) reach no
+    output. Plain autograd (scatter, conv1d) gives the gradients of x and weight."""
+    reach = delay <= span
+    tap = (span - torch.where(reach, delay, span)).unsqueeze(-1)
+    w = torch.where(reach, weight, weight.new_zeros(()))
+    k = weight.new_zeros(*weight.shape, span + 1).scatter(2, tap, w.unsqueeze(-1))
+    return F.conv1d(F.pad(x, (span, 0)), k)
+
+
 class _NativeConv(torch.autograd.Function):
     """The direct sum through the compiled kernels (:mod:`neurodelay.train.native`):
     forward, dL/dx and dL/dweight; one autograd node, delays get no gradient."""
@@ -267,8 +297,8 @@ def integer_delay_conv(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tenso
     tensor. Differentiable w.r.t. x and weight.
 
     ``method``: "auto" (direct when at most DIRECT_MAX_DELAYS distinct delays reach the
-    output, else the frequency domain), "fft" or "direct" (either one forced, for tests
-    and benchmarks). Precision: see the module docstring; in float64 with integer-valued
+    output, else the native kernels on the CPU and ``DEVICE_METHOD`` elsewhere),
+    "native", "fft", "direct" or "conv1d" (one forced, for tests and benchmarks). Precision: see the module docstring; in float64 with integer-valued
     x and weights ``torch.round(y)`` is the exact integer sum while every output's
     sum_i |w_oi| * |x_i(t - d_oi)| < 2**31. Bad arguments raise KernelError (a
     NeurodelayError and ValueError) saying which argument and what was expected.
@@ -289,8 +319,11 @@ def integer_delay_conv(x: torch.Tensor, weight: torch.Tensor, delay: torch.Tenso
         if not used:                       # no delay reaches the output: y = 0
             return _direct(x, weight * 0.0, delay, [0], True)
         return _direct(x, weight, delay, used, bool((delay < T).all()))
-    if method == "native" or (method == "auto" and x.device.type == "cpu"
-                              and native.available()):
+    if method == "auto":
+        method = general_method(x.device)
+    if method == "conv1d":
+        return _conv1d(x, weight, delay, span)
+    if method == "native":
         if x.device.type != "cpu":
             raise KernelError(f"method 'native' runs on the CPU; x is on {x.device}")
         st = native.status()

@@ -36,10 +36,32 @@ from neurodelay.train.augment import batch_generator
 from neurodelay.train.model import loss_fn, scores_from_membrane
 
 
+def on_cpu(obj):
+    """``obj`` with every tensor (in dicts, lists and tuples) on the CPU: CPU tensors as
+    they are, others copied. Checkpoints hold CPU tensors only, so a run trained on a GPU
+    loads on a machine without one (and ``torch.load`` needs no ``map_location``)."""
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.device.type == "cpu" else obj.cpu()
+    if isinstance(obj, dict):
+        return type(obj)((k, on_cpu(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``: itself on the CPU; elsewhere copied from pinned memory
+    without waiting (the copy overlaps queued work: no host-device sync)."""
+    if device.type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def save_torch(obj, path: Path) -> None:
-    """``torch.save`` through an atomic write (a reader never sees half a checkpoint)."""
+    """``torch.save`` through an atomic write (a reader never sees half a checkpoint),
+    every tensor on the CPU (:func:`on_cpu`)."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save(on_cpu(obj), tmp)
 
 
 @contextmanager
@@ -92,6 +114,7 @@ class Task:
     bar_name: str = "epoch"
     main: bool = True             # this process writes the files (rank 0)
     augment = None                # an augment.Augmenter for the training batches, or None
+    device: torch.device = torch.device("cpu")   # where the model is (batches go there)
 
     def forward(self, x):
         return self.net(x)
@@ -132,16 +155,23 @@ class Task:
 
 
 def _train_one_epoch(task: Task, epoch: int, progress: bool) -> EpochTotals:
+    """One epoch of steps. Loss and correct counts are summed on the device (float64,
+    the same sums as Python floats would give), so a step waits for the device only when
+    a progress bar is drawn; one transfer at the end of the epoch."""
     task.model.train()
-    tot = EpochTotals()
+    dev = task.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    correct_sum = torch.zeros((), dtype=torch.int64, device=dev)
+    n = 0
     n_batches = (len(task.train_data) + task.batch_size - 1) // task.batch_size
     bar = P.bar(D.iterate_batches(task.train_data, task.batch_size, shuffle=True,
                                   seed=task.seed, epoch=epoch),
                 enabled=progress, total=n_batches, leave=False, unit="batch",
                 desc=f"{task.bar_name} {epoch + 1}/{task.epochs}")
     for index, (x, y) in enumerate(bar):
-        if task.augment:   # the whole (global) batch, before a process takes its share
-            x, y = task.augment(x, y, batch_generator(task.seed, epoch, index, x.device))
+        x, y = to_device(x, dev), to_device(y, dev)
+        if task.augment:   # on the device, the whole (global) batch before a process's share
+            x, y = task.augment(x, y, batch_generator(task.seed, epoch, index, dev))
         share = task.batch(x, y)
         if share is None:
             continue
@@ -156,13 +186,14 @@ def _train_one_epoch(task: Task, epoch: int, progress: bool) -> EpochTotals:
         task.after_step()
         with torch.no_grad():
             label = y if y.ndim == 1 else y.argmax(1)   # mixed targets: the larger share
-            correct = int((scores_from_membrane(u).argmax(1) == label).sum())
-        tot.loss += loss.item() * len(y)
-        tot.correct += correct
-        tot.n += len(y)
-        bar.set_postfix(loss=f"{tot.loss / tot.n:.3f}", acc=f"{tot.correct / tot.n:.3f}")
+            correct_sum += (scores_from_membrane(u).argmax(1) == label).sum()
+            loss_sum += loss.detach().to(torch.float64) * len(y)
+        n += len(y)
+        if not bar.disable:     # drawn: the only per-step wait for the device
+            bar.set_postfix(loss=f"{float(loss_sum) / n:.3f}",
+                            acc=f"{int(correct_sum) / n:.3f}")
     bar.close()
-    return task.reduce(tot)
+    return task.reduce(EpochTotals(float(loss_sum), int(correct_sum), n))
 
 
 def run_epochs(task: Task, state: dict, *, progress: bool, log,

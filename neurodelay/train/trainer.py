@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from neurodelay import data as D
 from neurodelay import options as O
 from neurodelay.data import DataConfig, Splits, load_splits
+from neurodelay.devices import describe_device, device_line, precision, resolve_device
 from neurodelay.errors import OptionError, RunError
 from neurodelay.fs import atomic_write
 from neurodelay.options import check_model_memory
@@ -41,7 +42,14 @@ from neurodelay.train.augment import Augmenter
 from neurodelay.train.augment import canonical as augment_canonical
 from neurodelay.train.augment import describe as describe_augment
 from neurodelay.train.loaders import load_model
-from neurodelay.train.loop import EpochTotals, Task, run_epochs, save_torch, writing_run
+from neurodelay.train.loop import (
+    EpochTotals,
+    Task,
+    run_epochs,
+    save_torch,
+    to_device,
+    writing_run,
+)
 from neurodelay.train.model import (
     DelaySNN,
     ModelConfig,
@@ -123,14 +131,20 @@ def predict(model: DelaySNN, ds, batch_size: int = 256, pad_to: int | None = Non
                           f"evaluate")
     was = model.training
     model.eval()
+    dev = _model_device(model)
     pad_to = ds.max_steps if pad_to is None else pad_to
     preds, scores = [], []
     for x, _ in D.iterate_batches(ds, batch_size, shuffle=False, pad_to=pad_to):
-        sc = scores_from_membrane(model(x, discrete=True))
+        sc = scores_from_membrane(model(to_device(x, dev), discrete=True))
         scores.append(sc)
         preds.append(sc.argmax(1))
     model.train(was)
-    return torch.cat(preds).numpy(), torch.cat(scores).numpy()
+    return torch.cat(preds).cpu().numpy(), torch.cat(scores).cpu().numpy()
+
+
+def _model_device(model) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def accuracy(model: DelaySNN, ds, batch_size: int = 256) -> float:
@@ -161,20 +175,27 @@ def build_optim(model: DelaySNN, tc: TrainConfig):
     return opt_w, sched_w, opt_p, sched_p
 
 
-def _rng_state():
+def _rng_state(device=None):
     """The RNG states as tensors and plain numbers (what the safe checkpoint loader
-    reads; no numpy objects in the file)."""
+    reads; no numpy objects in the file); on CUDA also the device's generator (dropout
+    masks are drawn there)."""
     name, key, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "numpy": {"name": str(name), "key": torch.from_numpy(key.astype(np.int64)),
-                      "pos": int(pos), "has_gauss": int(has_gauss),
-                      "cached_gaussian": float(gauss)}}
+    st = {"torch": torch.get_rng_state(),
+          "numpy": {"name": str(name), "key": torch.from_numpy(key.astype(np.int64)),
+                    "pos": int(pos), "has_gauss": int(has_gauss),
+                    "cached_gaussian": float(gauss)}}
+    if device is not None and device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
 
 
-def _set_rng_state(st):
+def _set_rng_state(st, device=None):
     """Restore :func:`_rng_state` (also the numpy tuple that checkpoints written before
-    it hold)."""
+    it hold). The CUDA generator's state is restored on a CUDA device only (a run
+    resumed on another device draws its dropout masks from that device's generator)."""
     torch.set_rng_state(st["torch"])
+    if device is not None and device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state(st["cuda"], device)
     s = st["numpy"]
     if isinstance(s, dict):
         key = np.asarray(s["key"].numpy() if torch.is_tensor(s["key"]) else s["key"])
@@ -190,27 +211,31 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def distributed_context():
+def distributed_context(device=None):
     """(rank, world_size) under torchrun (initialises the process group), else (0, 1).
 
-    Backend: nccl when CUDA is available, gloo on CPU. Each rank trains on its share
-    rank::world of every global batch of ``batch_size`` samples; DDP averages gradients,
-    so the parameters stay identical on every rank.
+    Backend: nccl when the training device is CUDA (one GPU per process: cuda:LOCAL_RANK,
+    :func:`neurodelay.devices.resolve_device`), gloo on the CPU. Each rank trains on its
+    share rank::world of every global batch of ``batch_size`` samples; DDP averages
+    gradients, so the parameters stay identical on every rank.
     """
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
+    cuda = device is not None and torch.device(device).type == "cuda"
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if cuda:
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if cuda else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
-def _all_sum(values: list[float], world: int) -> list[float]:
+def _all_sum(values: list[float], world: int, device=None) -> list[float]:
     if world <= 1:
         return values
 
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=device)   # nccl: on the GPU
     dist.all_reduce(t)
     return t.tolist()
 
@@ -228,7 +253,8 @@ def flush_denormal_enabled() -> bool:
 
 def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig, *,
           resume: bool = False, overwrite: bool = False, progress: bool = True,
-          stop_after_epoch: int | None = None, log=_log) -> dict:
+          stop_after_epoch: int | None = None, log=_log, device="auto",
+          tf32: bool = False) -> dict:
     """Train (or resume) a run; returns the final result dict.
 
     The run folder is locked while training (a second process fails at once, naming this
@@ -237,18 +263,26 @@ def train(run_dir: str | Path, mc: ModelConfig, tc: TrainConfig, dc: DataConfig,
     removed (:func:`neurodelay.train.loop.writing_run`). Global state is left as found:
     torch's RNG, numpy's global RNG and the flush-denormal mode are restored when the
     call returns or fails. ``stop_after_epoch`` ends the call after that many epochs
-    (used to test resume).
+    (used to test resume). ``device``: "auto", "cpu", "cuda" or "cuda:N"
+    (:func:`neurodelay.devices.resolve_device`; not part of the run's configuration: a run
+    resumes on any device); ``tf32``: allow TF32 matmuls on CUDA (off: float32 as on the
+    CPU; :func:`neurodelay.devices.precision`).
     """
     run = Path(run_dir)
-    rank, world = distributed_context()
+    dev = resolve_device(device)
+    rank, world = distributed_context(dev)
     ftz = flush_denormal_enabled()
+    cuda_rng = torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None
     try:
         with writing_run(run, "train", resume=resume, overwrite=overwrite, log=log,
-                         lock=rank == 0):
+                         lock=rank == 0), precision(dev, tf32):
             return _train(run, mc, tc, dc, rank=rank, world=world, resume=resume,
-                          progress=progress, stop_after_epoch=stop_after_epoch, log=log)
+                          progress=progress, stop_after_epoch=stop_after_epoch, log=log,
+                          device=dev, tf32=bool(tf32))
     finally:
         torch.set_flush_denormal(ftz)
+        if cuda_rng is not None:            # the device's generator as found, too
+            torch.cuda.set_rng_state(cuda_rng, dev)
 
 
 def run_configs(run) -> tuple[ModelConfig, TrainConfig, DataConfig]:
@@ -278,10 +312,12 @@ class _Training(Task):
     bar_name = "epoch"
 
     def __init__(self, run: Path, mc: ModelConfig, tc: TrainConfig, splits: Splits, *,
-                 rank: int, world: int):
+                 rank: int, world: int, device=None):
         self.out, self.mc, self.tc, self.splits = run, mc, tc, splits
         self.rank, self.world, self.main = rank, world, rank == 0
-        self.model = DelaySNN(mc, seed=tc.seed)
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        # built on the CPU (the same initial parameters on every device), then moved
+        self.model = DelaySNN(mc, seed=tc.seed).to(self.device)
         self.opt_w, self.sched_w, self.opt_p, self.sched_p = build_optim(self.model, tc)
         self.optimizers = [o for o in (self.opt_w, self.opt_p) if o is not None]
         self.net = self.model
@@ -290,7 +326,8 @@ class _Training(Task):
                 raise OptionError(f"--batch-size {tc.batch_size}: not divisible by the "
                                   f"{world} processes; every process takes an equal share "
                                   f"of a batch")
-            self.net = DistributedDataParallel(self.model)
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.train_data, self.batch_size = splits.train, tc.batch_size
         self.seed, self.epochs = tc.seed, tc.epochs
         self.augment = Augmenter(tc.augment, window=mc.window, n_classes=mc.n_outputs)
@@ -304,7 +341,7 @@ class _Training(Task):
         if self.opt_p is not None:
             self.opt_p.load_state_dict(ck["opt_p"])
             self.sched_p.load_state_dict(ck["sched_p"])
-        _set_rng_state(ck["rng"])
+        _set_rng_state(ck["rng"], self.device)
         return ck["state"]
 
     def forward(self, x):
@@ -325,7 +362,8 @@ class _Training(Task):
         self.model.after_step()
 
     def reduce(self, tot: EpochTotals) -> EpochTotals:
-        loss, correct, n = _all_sum([tot.loss, tot.correct, tot.n], self.world)
+        loss, correct, n = _all_sum([tot.loss, tot.correct, tot.n], self.world,
+                                    self.device if self.device.type == "cuda" else None)
         return EpochTotals(loss, int(correct), int(n))
 
     def end_epoch(self, epoch: int):
@@ -344,7 +382,8 @@ class _Training(Task):
 
     def checkpoint(self, state: dict) -> dict:
         ck = {"model": self.model.state_dict(), "opt_w": self.opt_w.state_dict(),
-              "sched_w": self.sched_w.state_dict(), "rng": _rng_state(), "state": state}
+              "sched_w": self.sched_w.state_dict(), "rng": _rng_state(self.device),
+              "state": state}
         if self.opt_p is not None:
             ck["opt_p"], ck["sched_p"] = self.opt_p.state_dict(), self.sched_p.state_dict()
         return ck
@@ -359,14 +398,14 @@ class _Training(Task):
         _barrier(self.world)
 
 
-def _write_config(task: _Training, dc: DataConfig, log) -> None:
+def _write_config(task: _Training, dc: DataConfig, log, runtime: dict) -> None:
     splits, mc, counts = task.splits, task.mc, task.model.count_parameters()
     cfg = {"kind": "trained", "model": mc.to_dict(), "train": asdict(task.tc),
            "data": asdict(dc), "parameters": counts,
            "class_names": splits.train.class_names,
            "splits": {"train": len(splits.train), "valid": len(splits.valid),
                       "test": len(splits.test), "notes": splits.notes},
-           "world_size": task.world}
+           "world_size": task.world, **runtime}
     atomic_write(task.out / "config.json", json.dumps(cfg, indent=2))
     log(f"model: {mc.hidden} hidden, window {mc.window} steps, delays={mc.delays}, "
         f"parameters {counts['total']:,} (weights {counts['weights']:,}, "
@@ -377,7 +416,7 @@ def _write_config(task: _Training, dc: DataConfig, log) -> None:
 
 
 def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progress: bool,
-           stop_after_epoch, log) -> dict:
+           stop_after_epoch, log, device=None, tf32: bool = False) -> dict:
     main_rank = rank == 0
     if not main_rank:
         log = lambda *a, **k: None  # noqa: E731
@@ -394,7 +433,12 @@ def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progre
     check_training_memory(mc, tc, splits)
     for note in splits.notes:
         log(f"note: {note}")
-    task = _Training(run, mc, tc, splits, rank=rank, world=world)
+    task = _Training(run, mc, tc, splits, rank=rank, world=world, device=device)
+    # where it ran (not a setting: a run resumes on any device); config.json has the
+    # device it started on, result.json the one it finished on
+    runtime = {"device": describe_device(task.device), "tf32": tf32}
+    log(device_line(runtime["device"]) + (", TF32 matmuls allowed" if tf32 and
+                                          task.device.type == "cuda" else ""))
     if world > 1:
         log(f"distributed: {world} processes, {tc.batch_size // world} samples each per "
             f"global batch of {tc.batch_size}; BatchNorm statistics are per process")
@@ -405,18 +449,18 @@ def _train(run: Path, mc, tc, dc, *, rank: int, world: int, resume: bool, progre
         log(f"resuming {run} after epoch {state['epoch']}/{tc.epochs}")
     elif main_rank:
         run.mkdir(parents=True, exist_ok=True)
-        _write_config(task, dc, log)
+        _write_config(task, dc, log, runtime)
     st = native.status()
     if main_rank and not st.available:   # integer delays (validation, fixed delays) slower
         log(f"note: integer-delay operator on its {st.describe()}")
     if not run_epochs(task, state, progress=progress, log=log,
                       stop_after_epoch=stop_after_epoch):
         return {"finished": False, "epoch": state["epoch"]}
-    test_acc = accuracy(load_model(run), splits.test, tc.eval_batch_size)
+    test_acc = accuracy(load_model(run).to(task.device), splits.test, tc.eval_batch_size)
     result = {"finished": True, "test_accuracy": test_acc, "n_test": len(splits.test),
               "best_epoch": state["best_epoch"], "best_valid_accuracy": state["best_valid"],
               "parameters": task.model.count_parameters(), "notes": splits.notes,
-              "world_size": world}
+              "world_size": world, **runtime}
     if main_rank:
         atomic_write(run / "result.json", json.dumps(result, indent=2))
     _barrier(world)
