@@ -329,7 +329,8 @@ class _Training(Task):
         if self.sched_p is not None:
             self.sched_p.step()
         valid_acc = accuracy(self.model, self.splits.valid, self.tc.eval_batch_size)
-        sigma = self.sigma + 0.27 if self.mc.delays == "learned" else None
+        learned = self.mc.delays == "learned" or self.mc.rec_learned
+        sigma = self.sigma + 0.27 if learned else None
         return valid_acc, {"sigma": sigma, **lrs}
 
     def save_best(self, epoch: int, valid_acc: float) -> None:
@@ -362,7 +363,9 @@ def _write_config(task: _Training, dc: DataConfig, log) -> None:
                       "test": len(splits.test), "notes": splits.notes},
            "world_size": task.world}
     atomic_write(task.out / "config.json", json.dumps(cfg, indent=2))
-    log(f"model: {mc.hidden} hidden, window {mc.window} steps, delays={mc.delays}, "
+    rec = (f", recurrent (delays={mc.recurrent_delays}, window {mc.rec_window} steps)"
+           if mc.recurrent else "")
+    log(f"model: {mc.hidden} hidden, window {mc.window} steps, delays={mc.delays}{rec}, "
         f"parameters {counts['total']:,} (weights {counts['weights']:,}, "
         f"delays {counts['delays']:,})")
 
