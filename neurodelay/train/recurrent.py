@@ -42,8 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from neurodelay.errors import KernelError
-from neurodelay.train.dcls_conv import DCLS_NORM_EPS, DCLS_SIG_OFFSET, TAP_FLOOR
-from neurodelay.train.lif import _serial_steps
+from neurodelay.train.dcls_conv import DCLS_NORM_EPS, DCLS_SIG_OFFSET, TAP_FLOOR, gauss_kernel
 
 MODES = ("learned", "fixed-random", "one-step")
 
@@ -127,7 +126,25 @@ class RecurrentSynapses(nn.Module):
             k = torch.zeros(self.n, self.n, self.window, dtype=self.weight.dtype,
                             device=self.weight.device)
             return k.scatter(2, tap, self.weight.unsqueeze(-1))
+        if self.sigma_offset == DCLS_SIG_OFFSET:
+            # dcls' kernel with its hand-written backward (neurodelay.train.dcls_conv)
+            sig = self.SIG.to(self.weight.dtype).expand(self.n, self.n)
+            return gauss_kernel(self.weight, self.P, sig, self.window)
         return recurrent_gauss_kernel(self.weight, self.P, self.sigma, self.window)
+
+    def used_taps(self, discrete: bool) -> tuple[int, int]:
+        """(lo, hi): the kernel taps lo..hi-1 that can be nonzero (the rest are 0 for
+        every synapse and stay out of the time loop's products): the taps of the integer
+        delays, or of the Gaussians (normalised taps below TAP_FLOOR are 0: beyond
+        sqrt(2 ln(1 / TAP_FLOOR)) = 9.6 sigma of the centre)."""
+        w = self.window
+        if discrete or self.mode != "learned":
+            d = self.integer_delays()
+            return w - int(d.max()), w - int(d.min()) + 1
+        lo_p, hi_p = float(self.P.detach().min()), float(self.P.detach().max())
+        reach = 9.7 * self.sigma
+        return (max(0, int(math.floor(lo_p + w // 2 - reach))),
+                min(w, int(math.ceil(hi_p + w // 2 + reach)) + 1))
 
     def forward(self, cur: torch.Tensor, tau: float, threshold: float, alpha: float,
                 discrete: bool = False) -> torch.Tensor:
@@ -139,28 +156,38 @@ class RecurrentSynapses(nn.Module):
         dt = cur.dtype
         if discrete:
             dt = torch.promote_types(self.discrete_dtype, cur.dtype)
-        return recurrent_lif(cur, k.to(dt), tau, threshold, alpha)
+        return recurrent_lif(cur, k.to(dt), tau, threshold, alpha,
+                             taps=self.used_taps(discrete))
 
 
-def _flat_kernel(kernel: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-    """(K_flat (m*n, n), first tap, m): the taps lo..lo+m-1 that are nonzero for some
-    synapse, K_flat[(tap - lo) * n + j, i] = kernel[i, j, tap]."""
+def _flat_kernel(kernel: torch.Tensor, taps=None) -> tuple[torch.Tensor, int, int]:
+    """(K_flat (m*n, n), first tap, m): the taps lo..lo+m-1 (``taps`` (lo, hi), or those
+    nonzero for some synapse), K_flat[(tap - lo) * n + j, i] = kernel[i, j, tap]."""
     n, _, w = kernel.shape
-    used = torch.nonzero(kernel.detach().abs().amax(dim=(0, 1)) > 0).flatten()
-    if used.numel() == 0:
-        return kernel.new_zeros(n, n), w - 1, 1
-    lo, hi = int(used[0]), int(used[-1]) + 1
+    if taps is None:
+        used = torch.nonzero(kernel.detach().abs().amax(dim=(0, 1)) > 0).flatten()
+        if used.numel() == 0:
+            return kernel.new_zeros(n, n), w - 1, 1
+        lo, hi = int(used[0]), int(used[-1]) + 1
+    else:
+        lo, hi = max(0, int(taps[0])), min(w, int(taps[1]))
+        if hi <= lo:
+            return kernel.new_zeros(n, n), w - 1, 1
     return kernel[:, :, lo:hi].permute(2, 1, 0).reshape((hi - lo) * n, n), lo, hi - lo
 
 
 def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold: float,
-                  alpha: float = 5.0) -> torch.Tensor:
+                  alpha: float = 5.0, taps: tuple[int, int] | None = None) -> torch.Tensor:
     """Spikes (T, B, n) of a LIF layer (spikingjelly's LIFNode rule, as
     :func:`neurodelay.train.lif.lif_multistep`) whose input at step t is cur[t] (T, B, n)
     plus the recurrent current sum_{j, tap} kernel[i, j, tap] s_j[t - (window - tap)]
     (kernel (n, n, window), tap order: tap n is delay window - n >= 1). The recurrent
     current is computed in the kernel's dtype and added in cur's. Differentiable w.r.t.
-    cur and kernel (surrogate gradient ATan(alpha), reset detached)."""
+    cur and kernel (surrogate gradient ATan(alpha), reset detached). ``taps`` (lo, hi):
+    only kernel taps lo..hi-1 can be nonzero (default: found from the kernel).
+
+    The loop runs with torch's threads: its per-step product dominates (unlike
+    lif_multistep's slices, which run serially)."""
     if cur.dim() != 3:
         raise KernelError(f"cur: expected (T, batch, n), got shape {tuple(cur.shape)}")
     n = cur.shape[2]
@@ -170,7 +197,7 @@ def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold
     if not (math.isfinite(tau) and tau > 1.0):
         raise KernelError(f"tau must be finite and > 1, got {tau}")
     window = kernel.shape[2]
-    kflat, lo, m = _flat_kernel(kernel)
+    kflat, lo, m = _flat_kernel(kernel, taps)
     span = window - lo            # the longest delay used: the buffer keeps that many steps
     if torch.is_grad_enabled() and (cur.requires_grad or kflat.requires_grad):
         return _RecurrentLIF.apply(cur, kflat, span, m, float(tau), float(threshold),
@@ -194,20 +221,19 @@ def _forward(cur, kflat, span, m, tau, threshold, keep):
     rec = torch.empty(B, n, dtype=kflat.dtype, device=cur.device)
     scratch = torch.empty(B, n, **step)
     same = kflat.dtype == cur.dtype
-    with _serial_steps(B * n):
-        for t in range(T):
-            hist = buf[:, t:t + m].reshape(B, m * n)       # spikes of steps t-span .. t-span+m-1
-            torch.mm(hist, kflat, out=rec)
-            if same:
-                torch.add(cur[t], rec, out=x)
-            else:
-                torch.add(cur[t], rec.to(cur.dtype), out=x)
-            nh = states[t] if keep else scratch
-            torch.addcdiv(v, v, tau_t, value=-1.0, out=nh)           # n - n / tau
-            nh.sub_(x)                                              # -h
-            torch.le(nh, -threshold, out=spikes[t])
-            v = F.threshold(nh, -threshold, 0.0) if keep else F.threshold(nh, -threshold, 0.0)
-            buf[:, span + t].copy_(spikes[t])
+    for t in range(T):
+        hist = buf[:, t:t + m].reshape(B, m * n)       # spikes of steps t-span .. t-span+m-1
+        torch.mm(hist, kflat, out=rec)
+        if same:
+            torch.add(cur[t], rec, out=x)
+        else:
+            torch.add(cur[t], rec.to(cur.dtype), out=x)
+        nh = states[t] if keep else scratch
+        torch.addcdiv(v, v, tau_t, value=-1.0, out=nh)           # n - n / tau
+        nh.sub_(x)                                              # -h
+        torch.le(nh, -threshold, out=spikes[t])
+        v = F.threshold(nh, -threshold, 0.0) if keep else F.threshold(nh, -threshold, 0.0)
+        buf[:, span + t].copy_(spikes[t])
     return spikes, states, buf
 
 
@@ -240,25 +266,24 @@ class _RecurrentLIF(torch.autograd.Function):
         tmp = torch.empty(B, m * n, dtype=kflat.dtype, device=spikes.device)
         same = kflat.dtype == dt
         carry = None
-        with _serial_steps(B * n):
-            for t in range(T - 1, -1, -1):
-                rec_g = g_buf[:, span + t]
-                if same:
-                    torch.add(g_s[t], rec_g, out=gs)
-                else:
-                    torch.add(g_s[t], rec_g.to(dt), out=gs)
-                gt = gx[t]
-                torch.add(nh[t], th, out=z).mul_(c)                      # -(h - th) * c
-                torch.addcmul(one, z, z, out=den)                         # 1 + z^2
-                if carry is None:
-                    torch.div(gs, den, out=gt).mul_(half_alpha)
-                else:
-                    masked = torch.addcmul(carry, carry, spikes[t], value=-1.0)
-                    torch.addcdiv(masked, gs, den, value=half_alpha, out=gt)
-                carry = torch.addcdiv(gt, gt, tau_t, value=-1.0)          # dh - dh / tau
-                if t > 0:       # the current at t came from the spikes of t-span .. t-span+m-1
-                    torch.mm(gt if same else gt.to(kflat.dtype), kt, out=tmp)
-                    g_buf[:, t:t + m].add_(tmp.view(B, m, n))
+        for t in range(T - 1, -1, -1):
+            rec_g = g_buf[:, span + t]
+            if same:
+                torch.add(g_s[t], rec_g, out=gs)
+            else:
+                torch.add(g_s[t], rec_g.to(dt), out=gs)
+            gt = gx[t]
+            torch.add(nh[t], th, out=z).mul_(c)                      # -(h - th) * c
+            torch.addcmul(one, z, z, out=den)                         # 1 + z^2
+            if carry is None:
+                torch.div(gs, den, out=gt).mul_(half_alpha)
+            else:
+                masked = torch.addcmul(carry, carry, spikes[t], value=-1.0)
+                torch.addcdiv(masked, gs, den, value=half_alpha, out=gt)
+            carry = torch.addcdiv(gt, gt, tau_t, value=-1.0)          # dh - dh / tau
+            if t > 0:       # the current at t came from the spikes of t-span .. t-span+m-1
+                torch.mm(gt if same else gt.to(kflat.dtype), kt, out=tmp)
+                g_buf[:, t:t + m].add_(tmp.view(B, m, n))
         g_k = None
         if ctx.needs_input_grad[1]:
             # dL/dK_flat[(k, j), i] = sum_{t, b} buf[b, t + k, j] gx[t, b, i]
