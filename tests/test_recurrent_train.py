@@ -208,6 +208,22 @@ def test_parameter_counts_include_recurrent_synapses():
         assert trainable == want
 
 
+@pytest.mark.parametrize("mode", ["learned", "fixed-random", "one-step"])
+def test_optimizer_trains_recurrent_weights_and_learned_positions(mode):
+    from neurodelay.train.trainer import TrainConfig, build_optim
+
+    m = DelaySNN(ModelConfig(n_inputs=6, n_outputs=3, hidden=[5, 4], max_delay_steps=5,
+                             recurrent=True, recurrent_delays=mode))
+    opt_w, _, opt_p, _ = build_optim(m, TrainConfig(epochs=2))
+    w_ids = {id(p) for g in opt_w.param_groups for p in g["params"]}
+    p_ids = {id(p) for g in opt_p.param_groups for p in g["params"]}
+    for r in m.recurrent_synapses():
+        assert id(r.weight) in w_ids
+        assert (id(r.P) in p_ids) == (mode == "learned")
+    with pytest.raises(OptionError, match="only a recurrent model"):
+        api.check_options(match_feedforward=True)
+
+
 def test_non_learned_recurrent_delays():
     g = torch.Generator().manual_seed(0)
     fr = RecurrentSynapses(9, 6, "fixed-random", g)
