@@ -568,6 +568,7 @@ def _trained_accuracy(r, model, ds, batch_size: int) -> float:
     O.check_model_memory(mc.n_inputs, mc.hidden, mc.n_outputs, mc.window,
                          min(batch_size, len(ds)), ds.max_steps, training=False,
                          learned=mc.delays == "learned",
+                         recurrent_window=mc.rec_window if mc.recurrent else 0,
                          what=f"evaluating {r.path} on {len(ds):,} samples (padded to the "
                               f"longest one)",
                          how="Use a smaller --batch-size, or evaluate on a file whose samples "

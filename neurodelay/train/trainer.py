@@ -93,13 +93,16 @@ def check_training_memory(mc: ModelConfig, tc: TrainConfig, splits: Splits) -> N
     validation/test sets padded to their longest sample."""
 
     learned = mc.delays == "learned"
+    rw = mc.rec_window if mc.recurrent else 0
     check_model_memory(mc.n_inputs, mc.hidden, mc.n_outputs, mc.window,
                        min(tc.batch_size, len(splits.train)), splits.train.max_steps,
-                       training=True, learned=learned, what="training the model")
+                       training=True, learned=learned, what="training the model",
+                       recurrent_window=rw)
     evals = [d for d in (splits.valid, splits.test) if d is not None]
     check_model_memory(mc.n_inputs, mc.hidden, mc.n_outputs, mc.window,
                        min(tc.eval_batch_size, max(len(d) for d in evals)),
                        max(d.max_steps for d in evals), training=False, learned=learned,
+                       recurrent_window=rw,
                        what="evaluating the model on the validation/test samples (padded "
                             "to the longest one)",
                        how="Cut long samples with --max-time SECONDS, or use a smaller "
