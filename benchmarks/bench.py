@@ -35,12 +35,16 @@ the same-model check), bench_probe (the probe subprocess) and one module per sec
    formulation (the model's reference=True path), epochs alternating; per-epoch times.
 7. ``verify_e2e`` (bench_verify_e2e): ``verify_run(run, "loihi2")`` without Lava on an
    SHD-size test set with a model trained here; skipped when ../shared/data is absent.
+8. ``recurrent`` (bench_recurrent): the recurrent training step (``--recurrent``, learned
+   recurrent delays) next to the feed-forward learned-delay step, same hidden size and data
+   shape, sigma_max and sigma_min, the one-step recurrent step, and the discrete recurrent
+   forward (floatsim vs the PyTorch discrete model); records the CPU model and threads.
 
 ``--json`` prints one JSON object on stdout (log lines go to stderr) with at least
 ``train_speedup`` (per configuration: the smaller of the two sigma regimes' speed-ups),
 ``sim_speedup_vs_lava``, ``shd_testset_verify_s``, ``fixed_delay_train_speedup``,
 ``fixed_vs_learned_step``, ``discrete_forward_speedup`` (fast path; ``_float64``: exact
-path), ``epoch_speedup`` and ``verify_end_to_end_s``.
+path), ``epoch_speedup``, ``verify_end_to_end_s`` and ``recurrent_over_feedforward_step``.
 """
 from __future__ import annotations
 
@@ -64,6 +68,7 @@ import bench_discrete  # noqa: E402
 import bench_epoch  # noqa: E402
 import bench_fixed  # noqa: E402
 import bench_infer  # noqa: E402
+import bench_recurrent  # noqa: E402
 import bench_train  # noqa: E402
 import bench_verify  # noqa: E402
 import bench_verify_e2e  # noqa: E402
@@ -84,7 +89,7 @@ from bench_epoch import shd_extrapolation  # noqa: E402
 from bench_probe import probe_main  # noqa: E402
 
 MODULES = (bench_train, bench_verify, bench_infer, bench_fixed, bench_discrete,
-           bench_epoch, bench_verify_e2e)
+           bench_epoch, bench_verify_e2e, bench_recurrent)
 SECTIONS = tuple(m.NAME for m in MODULES)
 
 

@@ -19,7 +19,12 @@ from neurodelay.sim import bitsim, floatsim
 from neurodelay.threads import torch_threads
 from neurodelay.train.augment import canonical as augment_canonical
 from neurodelay.train.loaders import float_network, load_model
-from neurodelay.train.model import ModelConfig, count_parameters, widen_for_parameter_parity
+from neurodelay.train.model import (
+    ModelConfig,
+    count_parameters,
+    narrow_for_parameter_parity,
+    widen_for_parameter_parity,
+)
 from neurodelay.train.presets import PRESETS
 from neurodelay.train.presets import preset as get_preset
 from neurodelay.train.trainer import (
@@ -35,7 +40,9 @@ DATA_KEYS = ("dataset", "data_dir", "train_file", "valid_file", "test_file", "va
              "test_speakers", "dt_ms", "channel_bin", "max_time", "cache_dir")
 MODEL_KEYS = ("preset", "hidden", "max_delay_ms", "tau_ms", "dropout", "threshold", "epochs",
               "batch_size", "delays", "sigma", "learn", "connections", "seed", "lr", "max_lr",
-              "position_lr_factor", "reference_kernels", "augment")
+              "position_lr_factor", "reference_kernels", "augment", "recurrent",
+              "recurrent_delays", "recurrent_max_delay_ms", "match_feedforward")
+REC_DELAYS = ("learned", "fixed-random", "one-step")
 
 
 def _divisors(n: int) -> list[int]:
@@ -92,8 +99,57 @@ def resolve_preset_name(preset: str | None, dataset: str | None, embedded: bool)
     return "ssc" if dataset == "ssc" else "shd"
 
 
+def _recurrent_values(dt_ms: float, max_delay_ms: float, *, recurrent=False,
+                      recurrent_delays=None, recurrent_max_delay_ms=None,
+                      match_feedforward=False) -> dict:
+    """The recurrent options checked (OptionError naming the option): whether the model
+    is recurrent, its recurrent delay mode and window in steps (None: the feed-forward
+    window)."""
+    if recurrent not in (True, False, None) and not isinstance(recurrent, (int, np.integer)):
+        raise OptionError(f"--recurrent {recurrent!r}: expected on or off (a flag)")
+    recurrent = bool(recurrent)
+    if not recurrent:
+        for option, value in (("--recurrent-delays", recurrent_delays),
+                              ("--recurrent-max-delay", recurrent_max_delay_ms)):
+            if value is not None:
+                raise OptionError(f"{option} {_shown(value)}: it sets the recurrent "
+                                  f"synapses, and the model has none; add --recurrent for "
+                                  f"a recurrent model, or omit {option}")
+        if match_feedforward:
+            raise OptionError("match_feedforward: only a recurrent model (--recurrent) is "
+                              "narrowed to the feed-forward parameter count")
+        return {"recurrent": False, "recurrent_delays": "learned",
+                "recurrent_max_delay_steps": None}
+    mode = O.check_choice("learned" if recurrent_delays is None else recurrent_delays,
+                          "--recurrent-delays", REC_DELAYS)
+    steps = None
+    if recurrent_max_delay_ms is not None:
+        if mode == "one-step":
+            raise OptionError(f"--recurrent-max-delay {_shown(recurrent_max_delay_ms)} with "
+                              f"--recurrent-delays one-step: one-step recurrent delays are "
+                              f"all 1 step (no window); omit one of them")
+        md = O.check_float(recurrent_max_delay_ms, "--recurrent-max-delay",
+                           "the recurrent delay window", lo=0.0, lo_open=True, unit="ms",
+                           hint="Recurrent delays are 1..window steps of --dt")
+        steps = int(round(md / dt_ms))
+        least = 2 if mode == "learned" else 1
+        if steps < least:
+            raise OptionError(
+                f"--recurrent-max-delay {md:g} ms: out of range; with --dt {dt_ms:g} ms it "
+                f"gives a window of {steps} step{'s' if steps != 1 else ''}, and "
+                f"{mode} recurrent delays need at least {least} (delays 1..window). Use "
+                f"--recurrent-max-delay {least * dt_ms:g} ms or more"
+                + (", or --recurrent-delays one-step for all delays 1 step"
+                   if mode == "learned" else ""))
+    elif mode != "one-step" and int(round(max_delay_ms / dt_ms)) < 2:
+        steps = 2      # feed-forward window 1 (--delays none, short --max-delay): 2 steps
+    return {"recurrent": True, "recurrent_delays": mode, "recurrent_max_delay_steps": steps}
+
+
 def _model_values(dt_ms: float, name: str, *, hidden=None, max_delay_ms=None, tau_ms=None,
-                  dropout=None, threshold=None, delays="learned", connections=None) -> dict:
+                  dropout=None, threshold=None, delays="learned", connections=None,
+                  recurrent=False, recurrent_delays=None, recurrent_max_delay_ms=None,
+                  match_feedforward=False) -> dict:
     """The model options resolved against preset ``name`` and validated in ms (OptionError
     naming the option, the value, the range and where a preset value came from)."""
     p = get_preset(name)
@@ -134,8 +190,11 @@ def _model_values(dt_ms: float, name: str, *, hidden=None, max_delay_ms=None, ta
         connections = O.check_int(connections, "--connections",
                                   "the synapses per neuron of a sparse model", lo=1,
                                   hint="Omit it for a fully connected model")
+    rec = _recurrent_values(dt_ms, md, recurrent=recurrent, recurrent_delays=recurrent_delays,
+                            recurrent_max_delay_ms=recurrent_max_delay_ms,
+                            match_feedforward=match_feedforward)
     return {"hidden": hid, "max_delay_ms": md, "window": max(1, window), "tau_ms": tau,
-            "threshold": thr, "dropout": drop, "connections": connections}
+            "threshold": thr, "dropout": drop, "connections": connections, **rec}
 
 
 def _train_config(name: str, *, epochs=None, batch_size=None, sigma="decreasing",
@@ -170,7 +229,9 @@ def check_options(**options) -> None:
     dt_ms = float(options.get("dt_ms", 10.0))
     _model_values(dt_ms, name, **{k: options[k] for k in
                                   ("hidden", "max_delay_ms", "tau_ms", "dropout", "threshold",
-                                   "delays", "connections") if k in options})
+                                   "delays", "connections", "recurrent", "recurrent_delays",
+                                   "recurrent_max_delay_ms", "match_feedforward")
+                                  if k in options})
     _train_config(name, **{k: options[k] for k in
                            ("epochs", "batch_size", "sigma", "learn", "seed", "lr", "max_lr",
                             "position_lr_factor", "reference_kernels") if k in options})
@@ -180,18 +241,26 @@ def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, h
                  max_delay_ms=None, tau_ms=None, dropout=None, threshold=None, epochs=None,
                  batch_size=None, delays="learned", sigma="decreasing",
                  learn="weights+delays", connections=None, seed=0, lr=1e-3, max_lr=5e-3,
-                 position_lr_factor=100.0, reference_kernels=False, augment=None, log=print):
+                 position_lr_factor=100.0, reference_kernels=False, augment=None,
+                 recurrent=False, recurrent_delays=None, recurrent_max_delay_ms=None,
+                 match_feedforward=False, log=print):
     """(ModelConfig, TrainConfig) from a preset overridden by explicit options.
 
     ``None`` means "the preset's value"; every value (explicit or the preset's) is
     validated: OptionError naming the option, the value and the allowed range.
+    ``match_feedforward`` (recurrent models; what ``ablate --recurrent`` uses): the hidden
+    layers are narrowed so that the parameter count is closest to the same model without
+    recurrent synapses (both counts are logged).
     """
     name = resolve_preset_name(preset, dataset, dc.embedded)
     p = get_preset(name)
     dt_ms = dc.dt * 1000.0
     v = _model_values(dt_ms, name, hidden=hidden, max_delay_ms=max_delay_ms, tau_ms=tau_ms,
                       dropout=dropout, threshold=threshold, delays=delays,
-                      connections=connections)
+                      connections=connections, recurrent=recurrent,
+                      recurrent_delays=recurrent_delays,
+                      recurrent_max_delay_ms=recurrent_max_delay_ms,
+                      match_feedforward=match_feedforward)
     tc = _train_config(name, epochs=epochs, batch_size=batch_size, sigma=sigma, learn=learn,
                        seed=seed, lr=lr, max_lr=max_lr, position_lr_factor=position_lr_factor,
                        reference_kernels=reference_kernels, augment=augment)
@@ -201,7 +270,17 @@ def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, h
     mc = ModelConfig(
         n_inputs=dc.n_channels // dc.channel_bin, n_outputs=n_classes, hidden=v["hidden"],
         max_delay_steps=v["window"], tau=v["tau_ms"] / dt_ms, threshold=v["threshold"],
-        dropout=v["dropout"], delays=delays, connections=v["connections"])
+        dropout=v["dropout"], delays=delays, connections=v["connections"],
+        recurrent=v["recurrent"], recurrent_delays=v["recurrent_delays"],
+        recurrent_max_delay_steps=v["recurrent_max_delay_steps"])
+    if match_feedforward:
+        ref = ModelConfig(**{**mc.to_dict(), "recurrent": False})
+        narrow = narrow_for_parameter_parity(mc, ref)
+        log(f"--recurrent (delays {mc.recurrent_delays}): hidden layers narrowed "
+            f"{mc.hidden} -> {narrow} so the parameter count matches the feed-forward "
+            f"model's ({count_parameters(ref):,} feed-forward vs "
+            f"{count_parameters(ModelConfig(**{**mc.to_dict(), 'hidden': narrow})):,})")
+        mc = ModelConfig(**{**mc.to_dict(), "hidden": narrow})
     if delays == "none":
         ref = ModelConfig(**{**mc.to_dict(), "delays": "learned"})
         wide = widen_for_parameter_parity(mc, ref)
@@ -213,8 +292,9 @@ def make_configs(dc: DataConfig, *, preset=None, dataset=None, n_classes: int, h
 
 
 def _cli_name(key: str) -> str:
-    return {"dt_ms": "--dt", "tau_ms": "--tau",
-            "max_delay_ms": "--max-delay"}.get(key, "--" + key.replace("_", "-"))
+    return {"dt_ms": "--dt", "tau_ms": "--tau", "max_delay_ms": "--max-delay",
+            "recurrent_max_delay_ms": "--recurrent-max-delay"}.get(
+        key, "--" + key.replace("_", "-"))
 
 
 def _shown(value) -> str:
@@ -337,8 +417,25 @@ def _recorded_settings(mc: ModelConfig, tc: dict, dc: DataConfig) -> dict:
         return lambda v: (rec, _int_items(v) is not None
                           and sorted(set(_int_items(v))) == sorted(set(rec or [])))
 
+    def rec_window(v):
+        try:
+            w = max(1, int(round(float(v) / dt_ms)))
+        except (TypeError, ValueError, OverflowError):
+            w = None
+        if not mc.recurrent:
+            return "no recurrent synapses", False
+        return (f"{mc.rec_window * dt_ms:g} ms (a recurrent window of {mc.rec_window} steps "
+                f"of {dt_ms:g} ms)", w == mc.rec_window)
+
     out = {k: number(tc[k]) for k in ("epochs", "batch_size", "seed", "lr", "max_lr",
                                        "position_lr_factor")}
+    out.update({
+        "recurrent": lambda v: (mc.recurrent, bool(v) == mc.recurrent),
+        "recurrent_delays": lambda v: (mc.recurrent_delays if mc.recurrent
+                                       else "no recurrent synapses",
+                                       mc.recurrent and v == mc.recurrent_delays),
+        "recurrent_max_delay_ms": rec_window,
+    })
     out.update({k: (lambda v, k=k: (tc[k], v == tc[k])) for k in ("sigma", "learn")})
     out.update({
         "reference_kernels": lambda v: (tc["reference_kernels"],
@@ -490,6 +587,7 @@ def _trained_accuracy(r, model, ds, batch_size: int) -> float:
     O.check_model_memory(mc.n_inputs, mc.hidden, mc.n_outputs, mc.window,
                          min(batch_size, len(ds)), ds.max_steps, training=False,
                          learned=mc.delays == "learned",
+                         recurrent_window=mc.rec_window if mc.recurrent else 0,
                          what=f"evaluating {r.path} on {len(ds):,} samples (padded to the "
                               f"longest one)",
                          how="Use a smaller --batch-size, or evaluate on a file whose samples "

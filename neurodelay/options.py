@@ -171,7 +171,8 @@ DIRECT_MAX_WINDOW = 4          # as train/dcls_conv.py: larger windows use the D
 
 
 def model_memory_bytes(n_inputs: int, hidden, n_outputs: int, window: int, batch: int,
-                       steps: int, *, training: bool, learned: bool = True) -> int:
+                       steps: int, *, training: bool, learned: bool = True,
+                       recurrent_window: int = 0) -> int:
     """Estimated peak bytes of one forward (and backward when ``training``) pass of a
     DelaySNN on a batch of ``batch`` samples padded to ``steps`` time steps.
 
@@ -188,6 +189,11 @@ def model_memory_bytes(n_inputs: int, hidden, n_outputs: int, window: int, batch
       (batch x (N n_in + 4 steps n_out): input spectrum, currents, BatchNorm and LIF
       states) plus the largest layer's transient products (batch x 3 N n_out);
       evaluation holds one layer at a time (batch x (N (n_in + 4 n_out) + 4 steps n_out)).
+
+    Recurrent hidden layers (``recurrent_window`` R > 0, neurodelay.train.recurrent): the
+    (n, n, R) kernel (x4 training) and the time loop's spike buffer (batch x (steps + R) x
+    n); training also keeps the states, spikes and gradients (about 4 batch x steps x n
+    more) and the gradient buffer.
 
     Plus the input batch, batch x steps x n_inputs float32. An estimate (a guard against
     runaway sizes, measured at 0.9-3.5x the real peak), not an exact account.
@@ -209,17 +215,24 @@ def model_memory_bytes(n_inputs: int, hidden, n_outputs: int, window: int, batch
             transient = max(transient, 8 * b * (n * (n_in + 4 * n_out) + 4 * t * n_out))
     if w > DIRECT_MAX_WINDOW:
         total += 16 * n * (2 * t + w)
+    rw = max(0, int(recurrent_window))
+    if rw:
+        for h in sizes[1:-1]:
+            total += 4 * h * h * rw * (4 if training else 1)
+            total += (4 * b * (2 * (t + rw) * h + 4 * t * h) if training
+                      else 8 * b * (t + rw) * h)
     total += kept + transient
     return int(total)
 
 
 def check_model_memory(n_inputs: int, hidden, n_outputs: int, window: int, batch: int,
                        steps: int, *, training: bool, learned: bool = True,
-                       what: str = "", how: str = "") -> None:
+                       what: str = "", how: str = "", recurrent_window: int = 0) -> None:
     """:func:`check_memory` of :func:`model_memory_bytes` with a message that names the
     sizes involved."""
     need = model_memory_bytes(n_inputs, hidden, n_outputs, window, batch, steps,
-                              training=training, learned=learned)
+                              training=training, learned=learned,
+                              recurrent_window=recurrent_window)
     desc = (f"{what or ('training the model' if training else 'evaluating the model')} "
             f"(layers {'-'.join(str(s) for s in [n_inputs, *hidden, n_outputs])}, delay "
             f"window {window:,} steps) on batches of {batch:,} samples x {steps:,} time steps")

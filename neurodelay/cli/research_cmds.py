@@ -7,7 +7,7 @@ from neurodelay.cli import train_cmds  # noqa: F401 - registers "train", whose o
 from neurodelay.cli.common import device_option, main
 
 _ABLATE_SETS = {"out", "resume", "overwrite", "delays", "sigma", "learn", "seed", "connections",
-                "no_progress"}
+                "no_progress", "recurrent", "recurrent_delays"}
 
 
 @main.command()
@@ -19,8 +19,13 @@ _ABLATE_SETS = {"out", "resume", "overwrite", "delays", "sigma", "learn", "seed"
 @click.option("--connections", type=int,
               help="Sparse models: K >= 1 synapses per neuron (fixed random mask). Default: "
                    "dense.")
+@click.option("--recurrent", is_flag=True,
+              help="The recurrent ablation instead: the feed-forward learned-delay model "
+                   "(learned) against recurrent models with learned, fixed random and "
+                   "one-step recurrent delays, each narrowed to learned's parameter count "
+                   "(both counts printed). --recurrent-max-delay sets their window.")
 @click.option("--no-progress", is_flag=True, help="No progress bar over the runs.")
-def ablate(out, seeds, connections, no_progress, **options):
+def ablate(out, seeds, connections, recurrent, no_progress, **options):
     """Train the paper's five ablation models for N seeds each, then report.
 
     \b
@@ -31,13 +36,26 @@ def ablate(out, seeds, connections, no_progress, **options):
       fixed-weights   learned delays, weights frozen              (--learn delays)
       no-delays       no delays, layers widened to equal params   (--delays none)
 
+    \b
+    With --recurrent (all with learned feed-forward delays):
+      learned                 feed-forward only (the reference count)
+      recurrent               + recurrent synapses, learned delays   (--recurrent)
+      recurrent-fixed-random  + recurrent synapses, fixed random delays
+      recurrent-one-step      + recurrent synapses, all delays 1 step
+    The recurrent models' hidden layers are narrowed to learned's parameter count.
+
     Resumable: finished runs (result.json) are skipped, interrupted ones resumed. The other
     options are those of `neurodelay train` and apply to every run; all of them are checked
     (for every model) before anything is written.
     """
     from neurodelay.research import study  # lazy: CLI start-up time
 
-    res = study.run_ablation(out, seeds, connections, progress=not no_progress,
+    models = list(study.RECURRENT_MODELS) if recurrent else None
+    if not recurrent and options.get("recurrent_max_delay_ms") is not None:
+        raise click.UsageError("--recurrent-max-delay sets the recurrent models of "
+                               "`ablate --recurrent`; add --recurrent or omit it")
+    res = study.run_ablation(out, seeds, connections, models=models,
+                             progress=not no_progress,
                              log=lambda m: click.echo(m, err=True), **options)
     rep = study.report(out)
     done = {a: sum(r["action"] == a for r in res) for a in ("trained", "resumed", "skipped")}

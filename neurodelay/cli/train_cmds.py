@@ -57,6 +57,19 @@ from neurodelay.cli.common import int_list as _int_list
               show_default=True,
               help="Ablation: learned DCLS delays, fixed random integer delays, or no delays (hidden "
                    "layers widened to the same parameter count; both counts are printed).")
+@click.option("--recurrent", is_flag=True,
+              help="Recurrent hidden layers: every hidden neuron also receives synapses from "
+                   "all neurons of its own layer, each with its own weight and delay (1 step "
+                   "or more; learned like the feed-forward delays, no BatchNorm on that "
+                   "current). The parameter count is printed.")
+@click.option("--recurrent-delays", type=click.Choice(["learned", "fixed-random", "one-step"]),
+              help="With --recurrent: learned recurrent delays (DCLS, the default), fixed random "
+                   "integer delays 1..window, or one-step (every recurrent delay 1 step: a "
+                   "plain recurrent SNN).")
+@click.option("--recurrent-max-delay", "recurrent_max_delay_ms", type=float,
+              help="With --recurrent: recurrent delay window in ms (window = value/dt steps, "
+                   "delays 1..window; at least 2 steps for learned delays). Default: "
+                   "--max-delay.")
 @click.option("--sigma", type=click.Choice(["decreasing", "constant"]), default="decreasing",
               show_default=True,
               help="Gaussian width schedule: Td/2 -> 0.5 over the first quarter of the epochs, or "

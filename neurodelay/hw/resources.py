@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from neurodelay.core.network import Layer, Network, QLayer, QNetwork
 from neurodelay.errors import FitError, TargetError
 from neurodelay.hw import fixedpoint as fp
@@ -26,7 +28,12 @@ def _layer_stats(layer: Layer | QLayer, target: Target, bits_per_synapse: int) -
     used = layer.weight != 0
     n_syn = int(used.sum())
     delays = layer.delay[used]
-    mem = math.ceil(n_syn * bits_per_synapse / 8)
+    rec = getattr(layer, "rec_weight", None)
+    n_rec = int(np.count_nonzero(rec)) if rec is not None else 0
+    rec_fan_in = (rec != 0).sum(axis=1) if rec is not None else 0
+    fan_in = used.sum(axis=1) + rec_fan_in if used.size else np.zeros(1, int)
+    n_syn_all = n_syn + n_rec
+    mem = math.ceil(n_syn_all * bits_per_synapse / 8)
     cores = max(math.ceil(layer.n_out / target.neurons_per_core),
                 math.ceil(mem / target.synaptic_memory_per_core)) if layer.n_out else 0
     return {
@@ -34,12 +41,13 @@ def _layer_stats(layer: Layer | QLayer, target: Target, bits_per_synapse: int) -
         "kind": layer.kind,
         "inputs": layer.n_in,
         "neurons": layer.n_out,
-        "synapses": n_syn,
+        "synapses": n_syn_all,
+        "recurrent_synapses": n_rec,
         "synaptic_memory_bytes": mem,
         "cores": cores,
         "delay_min": int(delays.min()) if n_syn else 0,
         "delay_max": int(delays.max()) if n_syn else 0,
-        "max_fan_in": int(used.sum(axis=1).max()) if used.size else 0,
+        "max_fan_in": int(np.max(fan_in)) if used.size else 0,
         "max_fan_out": int(used.sum(axis=0).max()) if used.size else 0,
     }
 
@@ -105,6 +113,9 @@ def resource_report(net: Network | QNetwork, target) -> ResourceReport:
             violations += fp.check_qlayer(layer, a, tag, hidden=k < len(net.layers) - 1)
         else:
             violations += fp.delay_violations(tag, layer.weight, layer.delay, a)
+            if getattr(layer, "recurrent", False):
+                violations += fp.delay_violations(f"{tag} (recurrent)", layer.rec_weight,
+                                                  layer.rec_delay, a)
         violations += _size_limits(tag, st, t)
     totals = {key: sum(st[key] for st in layers)
               for key in ("neurons", "synapses", "synaptic_memory_bytes", "cores")}
@@ -115,6 +126,11 @@ def resource_report(net: Network | QNetwork, target) -> ResourceReport:
     if isinstance(net, QNetwork) and net.target != t.name:
         notes.append(f"the quantized network was made for target {net.target!r}, "
                      f"checked here against {t.name!r}")
+    rec = [st["name"] or str(k) for k, st in enumerate(layers) if st["recurrent_synapses"]]
+    if rec:
+        notes.append(f"recurrent layer(s) {', '.join(rec)}: their recurrent synapses are "
+                     f"counted in synapses, memory and fan-in; deploying recurrent networks "
+                     f"to Loihi 2 (quantize / export) is not implemented yet")
     if not t.graded:
         notes.append(f"target {t.name!r} has binary spikes only: inputs must be 0/1 "
                      f"(binned spike counts above 1 need splitting over input neurons)")

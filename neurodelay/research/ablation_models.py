@@ -17,9 +17,38 @@ MODELS: dict[str, tuple[dict, str]] = {
                   "No delays (wider layers)"),
 }
 
+# `ablate --recurrent`: the feed-forward learned-delay model against recurrent models whose
+# hidden layers are narrowed to its parameter count (match_feedforward)
+RECURRENT_MODELS: dict[str, tuple[dict, str]] = {
+    "learned": MODELS["learned"],
+    "recurrent": (dict(delays="learned", sigma="decreasing", learn="weights+delays",
+                       recurrent=True, recurrent_delays="learned", match_feedforward=True),
+                  "Recurrent, learned recurrent delays"),
+    "recurrent-fixed-random": (dict(delays="learned", sigma="decreasing",
+                                    learn="weights+delays", recurrent=True,
+                                    recurrent_delays="fixed-random", match_feedforward=True),
+                               "Recurrent, fixed random recurrent delays"),
+    "recurrent-one-step": (dict(delays="learned", sigma="decreasing", learn="weights+delays",
+                                recurrent=True, recurrent_delays="one-step",
+                                match_feedforward=True),
+                           "Recurrent, one-step recurrent delays (plain recurrent SNN)"),
+}
+ALL_MODELS: dict[str, tuple[dict, str]] = {**MODELS, **RECURRENT_MODELS}
+REC_KEYS = {"learned": "recurrent", "fixed-random": "recurrent-fixed-random",
+            "one-step": "recurrent-one-step"}
+
 
 def model_key(cfg: dict) -> str:
     """The ablation model name of a run's config (one of MODELS, or a descriptive name)."""
+    mc = cfg.get("model", {})
+    base = _feedforward_key(cfg)
+    if mc.get("recurrent"):
+        rec = REC_KEYS.get(mc.get("recurrent_delays", "learned"), "recurrent")
+        return rec if base == "learned" else f"{rec}+{base}"
+    return base
+
+
+def _feedforward_key(cfg: dict) -> str:
     mc, tc = cfg.get("model", {}), cfg.get("train", {})
     delays = mc.get("delays", "learned")
     sigma = tc.get("sigma", "decreasing")
@@ -39,8 +68,8 @@ def model_key(cfg: dict) -> str:
 
 
 def model_label(key: str) -> str:
-    if key in MODELS:
-        return MODELS[key][1]
+    if key in ALL_MODELS:
+        return ALL_MODELS[key][1]
     return key.replace("+", ", ")
 
 
@@ -50,5 +79,5 @@ def connectivity_label(connections) -> str:
 
 def model_order(key: str) -> tuple:
     """Sort key: the MODELS in the paper's order, then any other model by name."""
-    names = list(MODELS)
+    names = list(ALL_MODELS)
     return (names.index(key) if key in names else len(names), key)

@@ -50,7 +50,9 @@ from neurodelay.progress import bar, write
 
 # the models and the report; re-exported names: noqa F401
 from neurodelay.research.ablation_models import (  # noqa: F401
+    ALL_MODELS,
     MODELS,
+    RECURRENT_MODELS,
     connectivity_label,
     model_key,
     model_label,
@@ -70,7 +72,9 @@ from neurodelay.train.model import DelaySNN, ModelConfig
 
 # options run_ablation sets itself (passing them is an error)
 RESERVED_OPTIONS = ("delays", "sigma", "learn", "seed", "connections", "out", "resume",
-                    "overwrite")
+                    "overwrite", "recurrent", "recurrent_delays", "match_feedforward")
+# options that only recurrent models take (left out of the feed-forward models' runs)
+RECURRENT_ONLY_OPTIONS = ("recurrent_max_delay_ms",)
 ABLATION_FILE = "ablation.json"
 
 
@@ -158,8 +162,8 @@ def ablation_runs(out, seeds, models=None) -> list[tuple[str, int, Path]]:
     out = Path(out)
     names = list(models) if models else list(MODELS)
     for m in names:
-        if m not in MODELS:
-            raise AblationError(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
+        if m not in ALL_MODELS:
+            raise AblationError(f"unknown model {m!r}; choose from {', '.join(ALL_MODELS)}")
     return [(m, s, out / m / f"seed{s}") for s in _seed_list(seeds) for m in names]
 
 
@@ -215,13 +219,22 @@ def _record_ablation(out: Path, todo: list, train_options: dict, connections,
     seeds_used = sorted({s for _, s, _ in todo})
     for name in dict.fromkeys(m for m, _, _ in todo):
         for seed in (seeds_used[0], seeds_used[-1]):
-            api.check_options(**{**train_options, **MODELS[name][0], "seed": seed,
-                                 "connections": connections})
+            api.check_options(**_model_options(name, train_options, seed, connections))
     record = {"connections": connections, "options": _jsonable(train_options),
               "models": list(models) if models else list(MODELS)}
     old_seeds = _check_ablation_file(out, record)
     record["seeds"] = sorted(set(old_seeds) | {s for _, s, _ in todo})
     _atomic_write(out / ABLATION_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def _model_options(name: str, train_options: dict, seed: int, connections) -> dict:
+    """train_run's options for model ``name``: the ablation's options, the model's own
+    settings, the seed and connectivity (recurrent-only options for recurrent models)."""
+    model = ALL_MODELS[name][0]
+    windowed = model.get("recurrent") and model.get("recurrent_delays") != "one-step"
+    opts = {k: v for k, v in train_options.items()
+            if windowed or k not in RECURRENT_ONLY_OPTIONS}
+    return {**opts, **model, "seed": seed, "connections": connections}
 
 
 def _train_one(run: Path, name: str, seed: int, train_options: dict, connections,
@@ -236,8 +249,8 @@ def _train_one(run: Path, name: str, seed: int, train_options: dict, connections
         say(f"{run}: resuming from its checkpoint")
         api.train_run(run, resume=True, progress=False, threads=threads, **(runtime or {}))
         return "resumed"
-    opts = {**train_options, **MODELS[name][0], "seed": seed, "connections": connections}
-    say(f"{run}: training ({MODELS[name][1]}, seed {seed})")
+    opts = _model_options(name, train_options, seed, connections)
+    say(f"{run}: training ({ALL_MODELS[name][1]}, seed {seed})")
     # a folder the ablation made whose first epoch never finished holds only the files of
     # that start: replace them
     api.train_run(run, progress=False, threads=threads, log=say, overwrite=True,

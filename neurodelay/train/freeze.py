@@ -8,7 +8,10 @@ What happens:
   BN(I) = a * I + c with a = gamma / sqrt(var + eps), c = beta - a * mean,
   so W' = a[:, None] * W and bias = c (added to the current every step);
 * LIF: decay = 1 - 1/tau (spikingjelly, decay_input=False), threshold, hard reset to 0;
-* the readout is a non-spiking leaky integrator ("li") with the same decay.
+* the readout is a non-spiking leaky integrator ("li") with the same decay;
+* recurrent hidden layers (``--recurrent``) carry ``rec_weight`` (the recurrent weights as
+  trained: no BatchNorm acts on the recurrent current, so there is nothing to fold) and
+  ``rec_delay`` (the positions rounded and clamped to 1..Td, the discrete model's delays).
 """
 from __future__ import annotations
 
@@ -29,14 +32,19 @@ def freeze(model: DelaySNN, *, dt: float = 0.01, class_names=None, n_channels: i
     cfg = model.cfg
     decay = 1.0 - 1.0 / cfg.tau
     layers = []
-    for k, (syn, bn) in enumerate(zip(model.synapses, model.norms)):
+    recs = model.recurrent_synapses() or [None] * len(model.synapses)
+    for k, (syn, bn, rec) in enumerate(zip(model.synapses, model.norms, recs)):
         w = syn.weight_matrix().double()
         a = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
         c = bn.bias.double() - a * bn.running_mean.double()
-        layers.append(Layer(weight=(a[:, None] * w).float().numpy(),
-                            delay=syn.integer_delays().numpy().astype(np.int32),
-                            bias=c.float().numpy(), decay=decay, threshold=cfg.threshold,
-                            reset=0.0, kind="lif", name=f"hidden{k}"))
+        extra = {}
+        if rec is not None:
+            extra = {"rec_weight": rec.weight_matrix().float().cpu().numpy(),
+                     "rec_delay": rec.integer_delays().cpu().numpy().astype(np.int32)}
+        layers.append(Layer(weight=(a[:, None] * w).float().cpu().numpy(),
+                            delay=syn.integer_delays().cpu().numpy().astype(np.int32),
+                            bias=c.float().cpu().numpy(), decay=decay, threshold=cfg.threshold,
+                            reset=0.0, kind="lif", name=f"hidden{k}", **extra))
     ro = model.readout_synapses
     layers.append(Layer(weight=ro.weight_matrix().float().numpy(),
                         delay=ro.integer_delays().numpy().astype(np.int32),

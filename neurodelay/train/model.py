@@ -33,6 +33,7 @@ from neurodelay.errors import OptionError
 from neurodelay.train.dcls_conv import delay_conv
 from neurodelay.train.intdelay import integer_delay_conv
 from neurodelay.train.lif import lif_multistep
+from neurodelay.train.recurrent import RecurrentSynapses
 
 SIG_MIN = 0.23  # dcls adds 0.27 internally: effective minimum sigma 0.5 (the paper's)
 DCLS_SIG_OFFSET = 0.27
@@ -53,6 +54,10 @@ class ModelConfig:
     delays: str = "learned"            # learned | fixed-random | none
     connections: int | None = None     # K synapses per neuron (fixed random mask) or dense
     sigma_init: float | None = None    # dcls SIG at epoch 0 (default Td/2, the paper's)
+    # recurrent synapses within every hidden layer (neurodelay.train.recurrent)
+    recurrent: bool = False
+    recurrent_delays: str = "learned"  # learned | fixed-random | one-step
+    recurrent_max_delay_steps: int | None = None   # recurrent window (delays 1..N); None: Td
 
     def __post_init__(self):
         """Every field checked: OptionError (a ValueError) naming the field (and the CLI
@@ -88,6 +93,13 @@ class ModelConfig:
             self.sigma_init = O.check_float(self.sigma_init, "sigma_init",
                                             "the initial Gaussian width (dcls SIG)", lo=0.0,
                                             lo_open=True)
+        self.recurrent = bool(self.recurrent)
+        O.check_choice(self.recurrent_delays, "--recurrent-delays",
+                       ("learned", "fixed-random", "one-step"))
+        if self.recurrent_max_delay_steps is not None:
+            self.recurrent_max_delay_steps = O.check_int(
+                self.recurrent_max_delay_steps, "recurrent_max_delay_steps",
+                "the recurrent delay window in steps (--recurrent-max-delay / --dt)", lo=1)
 
     @property
     def window(self) -> int:
@@ -95,8 +107,24 @@ class ModelConfig:
         return 1 if self.delays == "none" else int(self.max_delay_steps)
 
     @property
+    def rec_window(self) -> int:
+        """Recurrent delay window in steps (delays 1..rec_window; 1 for one-step)."""
+        if self.recurrent_delays == "one-step":
+            return 1
+        return int(self.recurrent_max_delay_steps or self.max_delay_steps)
+
+    @property
+    def rec_learned(self) -> bool:
+        """Whether the model has recurrent synapses with learned delays."""
+        return self.recurrent and self.recurrent_delays == "learned"
+
+    @property
     def sigma0(self) -> float:
-        return float(self.sigma_init) if self.sigma_init is not None else self.window / 2.0
+        if self.sigma_init is not None:
+            return float(self.sigma_init)
+        if self.delays != "learned" and self.rec_learned:
+            return self.rec_window / 2.0
+        return self.window / 2.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -253,6 +281,14 @@ class DelaySNN(nn.Module):
         self.readout_synapses = DelaySynapses(sizes[-1], cfg.n_outputs, cfg.window, cfg.delays,
                                               self._mask(cfg.n_outputs, sizes[-1], gen))
         self.readout = _lif(cfg.tau, 1e9, cfg.surrogate_alpha)
+        # recurrent synapses: their own generator (seed-determined), so the feed-forward
+        # part starts from the same network as the same seed's feed-forward model
+        self.recurrent = None
+        if cfg.recurrent:
+            rgen = torch.Generator().manual_seed(seed + 104729)
+            self.recurrent = nn.ModuleList(
+                RecurrentSynapses(n, cfg.rec_window, cfg.recurrent_delays, rgen)
+                for n in cfg.hidden)
 
     def _mask(self, n_out: int, n_in: int, gen: torch.Generator) -> torch.Tensor | None:
         k = self.cfg.connections
@@ -266,17 +302,23 @@ class DelaySNN(nn.Module):
     def all_synapses(self) -> list[DelaySynapses]:
         return [*self.synapses, self.readout_synapses]
 
+    def recurrent_synapses(self) -> list[RecurrentSynapses]:
+        """The hidden layers' recurrent synapses (empty for a feed-forward model)."""
+        return list(self.recurrent) if self.recurrent is not None else []
+
     def weight_params(self) -> list[nn.Parameter]:
-        return [s.conv.weight for s in self.all_synapses()]
+        return ([s.conv.weight for s in self.all_synapses()]
+                + [r.weight for r in self.recurrent_synapses()])
 
     def position_params(self) -> list[nn.Parameter]:
-        return [s.conv.P for s in self.all_synapses()]
+        return ([s.conv.P for s in self.all_synapses()]
+                + [r.P for r in self.recurrent_synapses()])
 
     def bn_params(self) -> list[nn.Parameter]:
         return [p for n in self.norms for p in n.parameters()]
 
     def set_sigma(self, sig: float) -> None:
-        for s in self.all_synapses():
+        for s in [*self.all_synapses(), *self.recurrent_synapses()]:
             if s.mode == "learned":
                 s.set_sigma(sig)
 
@@ -286,7 +328,7 @@ class DelaySNN(nn.Module):
         if dtype not in (torch.float32, torch.float64):
             raise OptionError(f"discrete dtype must be torch.float32 or torch.float64, "
                              f"got {dtype}")
-        for s in self.all_synapses():
+        for s in [*self.all_synapses(), *self.recurrent_synapses()]:
             s.discrete_dtype = dtype
         return self
 
@@ -295,18 +337,41 @@ class DelaySNN(nn.Module):
         for s in self.all_synapses():
             s.clamp_positions()
             s.apply_mask()
+        for r in self.recurrent_synapses():
+            r.clamp_positions()
 
     def count_parameters(self) -> dict:
         """Trainable synaptic parameters as the paper counts them (masked weights only)."""
         n_w = sum(int(s.mask.sum()) if s.mask is not None else s.n_in * s.n_out
                   for s in self.all_synapses())
         n_p = n_w if self.cfg.delays == "learned" else 0
+        n_r = sum(r.weight.numel() for r in self.recurrent_synapses())
+        n_rp = n_r if self.cfg.rec_learned else 0
         n_bn = sum(p.numel() for p in self.bn_params())
-        return {"weights": n_w, "delays": n_p, "batchnorm": n_bn, "total": n_w + n_p + n_bn}
+        out = {"weights": n_w + n_r, "delays": n_p + n_rp, "batchnorm": n_bn,
+               "total": n_w + n_p + n_r + n_rp + n_bn}
+        if self.cfg.recurrent:
+            out["recurrent_weights"], out["recurrent_delays"] = n_r, n_rp
+        return out
 
     # --- forward ---------------------------------------------------------------
     def _reset_state(self) -> None:
         functional.reset_net(self)
+
+    def _exact_recurrent_layer(self, h, syn, bn, rec, lif) -> torch.Tensor:
+        """A recurrent hidden layer of the discrete model on the exact path
+        (``set_discrete_dtype(torch.float64)``, eval mode) computed wholly in float64: the
+        feed-forward sums, BatchNorm (its running statistics), the recurrent sums and the
+        LIF recursion. A recurrent layer feeds a rounding-level spike flip back into
+        itself (one flip becomes many), so its reference keeps float32 rounding out of
+        the membrane too; spikes (T, B, C) float64."""
+        f64 = torch.float64
+        cur = syn(h.to(f64), discrete=True).permute(2, 0, 1)       # float64 sums
+        t, b, c = cur.shape
+        cur = F.batch_norm(cur.reshape(t * b, c), bn.running_mean.to(f64),
+                           bn.running_var.to(f64), bn.weight.to(f64), bn.bias.to(f64),
+                           False, 0.0, bn.eps).reshape(t, b, c)
+        return rec(cur, lif.tau, lif.v_threshold, self.cfg.surrogate_alpha, discrete=True)
 
     def forward(self, x: torch.Tensor, discrete: bool | None = None,
                 record: bool = False, reference: bool = False):
@@ -323,13 +388,25 @@ class DelaySNN(nn.Module):
         b, t, _ = x.shape
         h = x.transpose(1, 2)  # (B, C, T)
         spikes = []
-        for syn, bn, lif, drop in zip(self.synapses, self.norms, self.neurons, self.drops):
-            cur = syn(h, discrete=discrete, reference=reference)  # (B, C, T)
-            cur = cur.permute(2, 0, 1)                            # (T, B, C)
-            c = cur.shape[-1]
-            cur = bn(cur.reshape(t * b, c)).reshape(t, b, c)
-            s = lif(cur) if reference else lif_multistep(         # (T, B, C)
-                cur, lif.tau, lif.v_threshold, self.cfg.surrogate_alpha)
+        recs = self.recurrent_synapses() or [None] * len(self.synapses)
+        for syn, bn, lif, drop, rec in zip(self.synapses, self.norms, self.neurons,
+                                           self.drops, recs):
+            if rec is not None and discrete and not self.training \
+                    and rec.discrete_dtype == torch.float64:
+                s = self._exact_recurrent_layer(h, syn, bn, rec, lif).to(x.dtype)
+            elif rec is not None:  # no BatchNorm on the recurrent current
+                cur = syn(h, discrete=discrete, reference=reference).permute(2, 0, 1)
+                c = cur.shape[-1]
+                cur = bn(cur.reshape(t * b, c)).reshape(t, b, c)
+                s = rec(cur, lif.tau, lif.v_threshold, self.cfg.surrogate_alpha,
+                        discrete=discrete)
+            else:
+                cur = syn(h, discrete=discrete, reference=reference)  # (B, C, T)
+                cur = cur.permute(2, 0, 1)                            # (T, B, C)
+                c = cur.shape[-1]
+                cur = bn(cur.reshape(t * b, c)).reshape(t, b, c)
+                s = lif(cur) if reference else lif_multistep(     # (T, B, C)
+                    cur, lif.tau, lif.v_threshold, self.cfg.surrogate_alpha)
             if record:
                 spikes.append(s.detach().permute(1, 0, 2))
             s = drop(s)
@@ -376,12 +453,16 @@ def sigma_schedule(epoch: int, epochs: int, sigma0: float, kind: str = "decreasi
 
 
 def count_parameters(cfg: ModelConfig) -> int:
-    """Total trainable parameters of a model built from ``cfg`` (without building it)."""
+    """Total trainable parameters of a model built from ``cfg`` (without building it):
+    feed-forward weights (+ delays when learned), recurrent weights (+ delays when
+    learned) and BatchNorm."""
     sizes = [cfg.n_inputs, *cfg.hidden, cfg.n_outputs]
     n_w = sum((min(cfg.connections, a) if cfg.connections else a) * b
               for a, b in zip(sizes[:-1], sizes[1:]))
     n_p = n_w if cfg.delays == "learned" else 0
-    return n_w + n_p + 2 * sum(cfg.hidden)
+    n_r = sum(h * h for h in cfg.hidden) if cfg.recurrent else 0
+    n_rp = n_r if cfg.rec_learned else 0
+    return n_w + n_p + n_r + n_rp + 2 * sum(cfg.hidden)
 
 
 def widen_for_parameter_parity(cfg: ModelConfig, reference: ModelConfig) -> list[int]:
@@ -393,3 +474,24 @@ def widen_for_parameter_parity(cfg: ModelConfig, reference: ModelConfig) -> list
         if count_parameters(ModelConfig(**{**cfg.to_dict(), "hidden": hidden})) >= target:
             return hidden
         scale *= 1.01
+
+
+def narrow_for_parameter_parity(cfg: ModelConfig, reference: ModelConfig) -> list[int]:
+    """The uniform narrowing of ``reference``'s hidden layers whose count with ``cfg``'s
+    other settings (e.g. recurrent synapses) is closest to ``reference``'s count (never
+    wider than ``reference``)."""
+    target = count_parameters(reference)
+
+    def count(hidden):
+        return count_parameters(ModelConfig(**{**cfg.to_dict(), "hidden": hidden}))
+
+    best = list(reference.hidden)
+    if count(best) <= target:
+        return best
+    scale = 1.0
+    while True:
+        scale *= 0.995
+        hidden = [max(1, int(math.floor(h * scale))) for h in reference.hidden]
+        if count(hidden) <= target or max(hidden) == 1:
+            return min((best, hidden), key=lambda h: abs(count(h) - target))
+        best = hidden

@@ -106,13 +106,16 @@ def check_training_memory(mc: ModelConfig, tc: TrainConfig, splits: Splits) -> N
     validation/test sets padded to their longest sample."""
 
     learned = mc.delays == "learned"
+    rw = mc.rec_window if mc.recurrent else 0
     check_model_memory(mc.n_inputs, mc.hidden, mc.n_outputs, mc.window,
                        min(tc.batch_size, len(splits.train)), splits.train.max_steps,
-                       training=True, learned=learned, what="training the model")
+                       training=True, learned=learned, what="training the model",
+                       recurrent_window=rw)
     evals = [d for d in (splits.valid, splits.test) if d is not None]
     check_model_memory(mc.n_inputs, mc.hidden, mc.n_outputs, mc.window,
                        min(tc.eval_batch_size, max(len(d) for d in evals)),
                        max(d.max_steps for d in evals), training=False, learned=learned,
+                       recurrent_window=rw,
                        what="evaluating the model on the validation/test samples (padded "
                             "to the longest one)",
                        how="Cut long samples with --max-time SECONDS, or use a smaller "
@@ -373,7 +376,8 @@ class _Training(Task):
         if self.sched_p is not None:
             self.sched_p.step()
         valid_acc = accuracy(self.model, self.splits.valid, self.tc.eval_batch_size)
-        sigma = self.sigma + 0.27 if self.mc.delays == "learned" else None
+        learned = self.mc.delays == "learned" or self.mc.rec_learned
+        sigma = self.sigma + 0.27 if learned else None
         return valid_acc, {"sigma": sigma, **lrs}
 
     def save_best(self, epoch: int, valid_acc: float) -> None:
@@ -407,7 +411,9 @@ def _write_config(task: _Training, dc: DataConfig, log, runtime: dict) -> None:
                       "test": len(splits.test), "notes": splits.notes},
            "world_size": task.world, **runtime}
     atomic_write(task.out / "config.json", json.dumps(cfg, indent=2))
-    log(f"model: {mc.hidden} hidden, window {mc.window} steps, delays={mc.delays}, "
+    rec = (f", recurrent (delays={mc.recurrent_delays}, window {mc.rec_window} steps)"
+           if mc.recurrent else "")
+    log(f"model: {mc.hidden} hidden, window {mc.window} steps, delays={mc.delays}{rec}, "
         f"parameters {counts['total']:,} (weights {counts['weights']:,}, "
         f"delays {counts['delays']:,})")
     if task.tc.augment:

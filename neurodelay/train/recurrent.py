@@ -1,0 +1,295 @@
+"""Recurrent synapses with learned delays inside a hidden LIF layer (issue 21).
+
+Every hidden neuron i of a recurrent layer receives synapses i <- j from every neuron j of
+its own layer (self-connections included), each with its own weight R_ij and its own delay
+E_ij >= 1 step: a spike of j fired at step t reaches i at t + E_ij, never in the step that
+fired it. The recurrent sum adds into the same synaptic sum as the feed-forward input,
+AFTER the feed-forward BatchNorm (the recurrent current is not normalised):
+
+    x_i[t] = BN(W * S_in)_i[t] + sum_j sum_{e=1..Td} K_ij[e] s_j[t - e]
+    u[t]   = (1 - 1/tau) u[t-1] + x[t] ;  spike where u >= threshold, then u = 0
+
+Delays are learned the DCLS way: during training K_ij[e] = R_ij g_ij(e) / (eps + sum g),
+a Gaussian over the window of Td taps (delays 1..Td) centred on a learnable position,
+whose width is the feed-forward synapses' scheduled sigma (|SIG| + 0.27); at evaluation
+(the discrete model) each synapse is one weight at one integer delay (the position
+rounded), exactly what :func:`neurodelay.train.freeze.freeze` writes as ``rec_weight`` /
+``rec_delay`` and :func:`neurodelay.sim.floatsim.recurrent_dynamics` runs.
+
+Position convention (as the feed-forward synapses'): tap n = 0..Td-1 of the kernel is delay
+Td - n; the position P is centred, the Gaussian's centre is tap P + Td//2, so
+delay = Td - (P + Td//2), P in [-(Td//2), Td-1-Td//2] (delays Td..1).
+
+The time loop (:func:`recurrent_lif`, one autograd node): the feed-forward current of all T
+steps is computed first (the fast path of :mod:`neurodelay.train.dcls_conv`); the loop only
+adds the recurrent part. The layer's spikes are kept batch-major in a buffer (B, Td + T, n)
+that starts with Td zero steps, so the last Td spike vectors before step t are the
+contiguous view buffer[:, t:t+Td] and the recurrent current is ONE matrix product per step,
+(B, Td*n) @ (Td*n, n), with the kernel flattened tap-major. Taps that are 0 for every
+synapse (normalised Gaussian below dcls_conv.TAP_FLOOR everywhere, e.g. the one tap of
+``one-step``, or the delays a discrete model does not use) are left out of the product.
+The backward pass runs the LIF surrogate gradient step by step backwards (the same rule as
+:func:`neurodelay.train.lif.lif_multistep`), sends each step's current gradient to the Td
+earlier spike vectors with one product per step, and forms the kernel gradient afterwards
+from a few large products over all steps (one per tap).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from neurodelay.errors import KernelError
+from neurodelay.train.dcls_conv import DCLS_NORM_EPS, DCLS_SIG_OFFSET, TAP_FLOOR, gauss_kernel
+
+MODES = ("learned", "fixed-random", "one-step")
+
+
+def recurrent_gauss_kernel(weight: torch.Tensor, P: torch.Tensor, sigma: float,
+                           window: int) -> torch.Tensor:
+    """(n, n, window) kernel K[i, j, tap] = w_ij g / (sum g + 1e-7), g the Gaussian over
+    the taps centred on P + window // 2 with std ``sigma`` (the effective sigma); taps of
+    the normalised Gaussian below TAP_FLOOR are 0. Differentiable w.r.t. weight and P."""
+    idx = torch.arange(window, dtype=weight.dtype, device=weight.device)
+    z = (idx - (P + window // 2).unsqueeze(-1)) / float(sigma)
+    g = torch.exp(-0.5 * (z * z).clamp(max=160.0))
+    g = g / (g.sum(-1, keepdim=True) + DCLS_NORM_EPS)
+    g = torch.where(g < TAP_FLOOR, torch.zeros((), dtype=g.dtype, device=g.device), g)
+    return g * weight.unsqueeze(-1)
+
+
+class RecurrentSynapses(nn.Module):
+    """The recurrent synapses of one hidden layer: weight R (n, n) and a delay position P
+    (n, n) per synapse (module docstring). ``mode``: learned (positions trained),
+    fixed-random (random integer delays 1..Td, not trained) or one-step (every delay 1:
+    a plain recurrent SNN; its window is 1)."""
+
+    discrete_dtype: torch.dtype = torch.float32
+    sigma_offset: float = DCLS_SIG_OFFSET   # effective sigma = |SIG| + this (dcls' rule)
+
+    def __init__(self, n: int, window: int, mode: str, generator: torch.Generator | None = None):
+        super().__init__()
+        if mode not in MODES:
+            raise KernelError(f"recurrent delays must be one of {', '.join(MODES)}, got "
+                              f"{mode!r}")
+        self.n, self.mode = int(n), mode
+        self.window = 1 if mode == "one-step" else int(window)
+        self.weight = nn.Parameter(torch.empty(n, n))
+        nn.init.kaiming_uniform_(self.weight, nonlinearity="relu", generator=generator)
+        lo, hi = self.position_bounds
+        self.P = nn.Parameter(torch.empty(n, n))
+        with torch.no_grad():
+            if self.window == 1:
+                self.P.fill_(0.0)
+            else:
+                self.P.uniform_(lo, hi, generator=generator)
+                if mode == "fixed-random":
+                    self.P.round_()
+        self.register_buffer("SIG", torch.tensor(0.23))
+        if mode != "learned":
+            self.P.requires_grad_(False)
+
+    @property
+    def position_bounds(self) -> tuple[float, float]:
+        h = self.window // 2
+        return -float(h), float(self.window - 1 - h)
+
+    def set_sigma(self, sig: float) -> None:
+        self.SIG.fill_(float(sig))
+
+    @property
+    def sigma(self) -> float:
+        return abs(float(self.SIG)) + self.sigma_offset
+
+    def clamp_positions(self) -> None:
+        lo, hi = self.position_bounds
+        with torch.no_grad():
+            self.P.clamp_(lo, hi)
+
+    def integer_delays(self) -> torch.Tensor:
+        """(n, n) int64 delays 1..Td of the discrete model (positions rounded, clamped)."""
+        lo, hi = self.position_bounds
+        tap = torch.round(self.P.detach()).clamp(lo, hi) + self.window // 2
+        return (self.window - tap).to(torch.int64)
+
+    def weight_matrix(self) -> torch.Tensor:
+        return self.weight.detach()
+
+    def kernel(self, discrete: bool) -> torch.Tensor:
+        """(n, n, window) kernel in tap order (tap n = delay window - n): the Gaussian
+        (training) or one tap per synapse, the weight at its integer delay (discrete, and
+        every non-learned mode)."""
+        if discrete or self.mode != "learned":
+            tap = (self.window - self.integer_delays()).unsqueeze(-1)
+            k = torch.zeros(self.n, self.n, self.window, dtype=self.weight.dtype,
+                            device=self.weight.device)
+            return k.scatter(2, tap, self.weight.unsqueeze(-1))
+        if self.sigma_offset == DCLS_SIG_OFFSET:
+            # dcls' kernel with its hand-written backward (neurodelay.train.dcls_conv)
+            sig = self.SIG.to(self.weight.dtype).expand(self.n, self.n)
+            return gauss_kernel(self.weight, self.P, sig, self.window)
+        return recurrent_gauss_kernel(self.weight, self.P, self.sigma, self.window)
+
+    def used_taps(self, discrete: bool) -> tuple[int, int]:
+        """(lo, hi): the kernel taps lo..hi-1 that can be nonzero (the rest are 0 for
+        every synapse and stay out of the time loop's products): the taps of the integer
+        delays, or of the Gaussians (normalised taps below TAP_FLOOR are 0: beyond
+        sqrt(2 ln(1 / TAP_FLOOR)) = 9.6 sigma of the centre)."""
+        w = self.window
+        if discrete or self.mode != "learned":
+            d = self.integer_delays()
+            return w - int(d.max()), w - int(d.min()) + 1
+        lo_p, hi_p = float(self.P.detach().min()), float(self.P.detach().max())
+        reach = 9.7 * self.sigma
+        return (max(0, int(math.floor(lo_p + w // 2 - reach))),
+                min(w, int(math.ceil(hi_p + w // 2 + reach)) + 1))
+
+    def forward(self, cur: torch.Tensor, tau: float, threshold: float, alpha: float,
+                discrete: bool = False) -> torch.Tensor:
+        """cur (T, B, n) feed-forward input current (after BatchNorm) -> spikes (T, B, n)
+        of the layer with its recurrent synapses (module docstring). The discrete model
+        sums the recurrent current in ``discrete_dtype`` (float64: the exact path verify
+        uses), cast to cur's dtype."""
+        k = self.kernel(discrete)
+        dt = cur.dtype
+        if discrete:
+            dt = torch.promote_types(self.discrete_dtype, cur.dtype)
+        return recurrent_lif(cur, k.to(dt), tau, threshold, alpha,
+                             taps=self.used_taps(discrete))
+
+
+def _flat_kernel(kernel: torch.Tensor, taps=None) -> tuple[torch.Tensor, int, int]:
+    """(K_flat (m*n, n), first tap, m): the taps lo..lo+m-1 (``taps`` (lo, hi), or those
+    nonzero for some synapse), K_flat[(tap - lo) * n + j, i] = kernel[i, j, tap]."""
+    n, _, w = kernel.shape
+    if taps is None:
+        used = torch.nonzero(kernel.detach().abs().amax(dim=(0, 1)) > 0).flatten()
+        if used.numel() == 0:
+            return kernel.new_zeros(n, n), w - 1, 1
+        lo, hi = int(used[0]), int(used[-1]) + 1
+    else:
+        lo, hi = max(0, int(taps[0])), min(w, int(taps[1]))
+        if hi <= lo:
+            return kernel.new_zeros(n, n), w - 1, 1
+    return kernel[:, :, lo:hi].permute(2, 1, 0).reshape((hi - lo) * n, n), lo, hi - lo
+
+
+def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold: float,
+                  alpha: float = 5.0, taps: tuple[int, int] | None = None) -> torch.Tensor:
+    """Spikes (T, B, n) of a LIF layer (spikingjelly's LIFNode rule, as
+    :func:`neurodelay.train.lif.lif_multistep`) whose input at step t is cur[t] (T, B, n)
+    plus the recurrent current sum_{j, tap} kernel[i, j, tap] s_j[t - (window - tap)]
+    (kernel (n, n, window), tap order: tap n is delay window - n >= 1). The recurrent
+    current is computed in the kernel's dtype and added in cur's. Differentiable w.r.t.
+    cur and kernel (surrogate gradient ATan(alpha), reset detached). ``taps`` (lo, hi):
+    only kernel taps lo..hi-1 can be nonzero (default: found from the kernel).
+
+    The loop runs with torch's threads: its per-step product dominates (unlike
+    lif_multistep's slices, which run serially)."""
+    if cur.dim() != 3:
+        raise KernelError(f"cur: expected (T, batch, n), got shape {tuple(cur.shape)}")
+    n = cur.shape[2]
+    if kernel.dim() != 3 or kernel.shape[0] != n or kernel.shape[1] != n:
+        raise KernelError(f"kernel: expected ({n}, {n}, window) for a layer of {n} "
+                          f"neurons, got shape {tuple(kernel.shape)}")
+    if not (math.isfinite(tau) and tau > 1.0):
+        raise KernelError(f"tau must be finite and > 1, got {tau}")
+    window = kernel.shape[2]
+    kflat, lo, m = _flat_kernel(kernel, taps)
+    span = window - lo            # the longest delay used: the buffer keeps that many steps
+    if torch.is_grad_enabled() and (cur.requires_grad or kflat.requires_grad):
+        return _RecurrentLIF.apply(cur, kflat, span, m, float(tau), float(threshold),
+                                   float(alpha))
+    with torch.no_grad():
+        return _forward(cur, kflat.detach(), span, m, float(tau), float(threshold),
+                        keep=False)[0]
+
+
+def _forward(cur, kflat, span, m, tau, threshold, keep):
+    """The step loop: (spikes (T, B, n), pre-reset states -h (T, B, n) or None, spike
+    buffer (B, span + T, n) in kflat's dtype)."""
+    T, B, n = cur.shape
+    step = dict(dtype=cur.dtype, device=cur.device)
+    buf = torch.zeros(B, span + T, n, dtype=kflat.dtype, device=cur.device)
+    spikes = torch.empty(T, B, n, **step)
+    states = torch.empty(T, B, n, **step) if keep else None
+    tau_t = torch.tensor(tau, **step)
+    v = torch.zeros(B, n, **step)                                     # -v (negated)
+    x = torch.empty(B, n, **step)
+    rec = torch.empty(B, n, dtype=kflat.dtype, device=cur.device)
+    scratch = torch.empty(B, n, **step)
+    same = kflat.dtype == cur.dtype
+    for t in range(T):
+        hist = buf[:, t:t + m].reshape(B, m * n)       # spikes of steps t-span .. t-span+m-1
+        torch.mm(hist, kflat, out=rec)
+        if same:
+            torch.add(cur[t], rec, out=x)
+        else:
+            torch.add(cur[t], rec.to(cur.dtype), out=x)
+        nh = states[t] if keep else scratch
+        torch.addcdiv(v, v, tau_t, value=-1.0, out=nh)           # n - n / tau
+        nh.sub_(x)                                              # -h
+        torch.le(nh, -threshold, out=spikes[t])
+        v = F.threshold(nh, -threshold, 0.0) if keep else F.threshold(nh, -threshold, 0.0)
+        buf[:, span + t].copy_(spikes[t])
+    return spikes, states, buf
+
+
+class _RecurrentLIF(torch.autograd.Function):
+    """The recurrent LIF layer's step loop, forward and backward, one autograd node."""
+
+    @staticmethod
+    def forward(ctx, cur, kflat, span, m, tau, threshold, alpha):
+        spikes, states, buf = _forward(cur, kflat.detach(), span, m, tau, threshold, keep=True)
+        ctx.save_for_backward(kflat, spikes, states, buf)
+        ctx.span, ctx.m, ctx.tau, ctx.threshold, ctx.alpha = span, m, tau, threshold, alpha
+        return spikes
+
+    @staticmethod
+    def backward(ctx, g_s):
+        kflat, spikes, nh, buf = ctx.saved_tensors
+        span, m, th = ctx.span, ctx.m, ctx.threshold
+        T, B, n = spikes.shape
+        dt = spikes.dtype
+        tau_t = torch.tensor(ctx.tau, dtype=dt, device=spikes.device)
+        one = torch.ones((), dtype=dt, device=spikes.device)
+        c, half_alpha = math.pi / 2 * ctx.alpha, ctx.alpha / 2
+        gx = torch.empty_like(nh)                         # dL/dx[t]: to cur and the kernel
+        # dL/d(spike) arriving through the recurrent synapses, batch-major like buf
+        g_buf = torch.zeros(B, span + T, n, dtype=kflat.dtype, device=spikes.device)
+        kt = kflat.t()
+        z = torch.empty(B, n, dtype=dt, device=spikes.device)
+        den = torch.empty_like(z)
+        gs = torch.empty_like(z)
+        tmp = torch.empty(B, m * n, dtype=kflat.dtype, device=spikes.device)
+        same = kflat.dtype == dt
+        carry = None
+        for t in range(T - 1, -1, -1):
+            rec_g = g_buf[:, span + t]
+            if same:
+                torch.add(g_s[t], rec_g, out=gs)
+            else:
+                torch.add(g_s[t], rec_g.to(dt), out=gs)
+            gt = gx[t]
+            torch.add(nh[t], th, out=z).mul_(c)                      # -(h - th) * c
+            torch.addcmul(one, z, z, out=den)                         # 1 + z^2
+            if carry is None:
+                torch.div(gs, den, out=gt).mul_(half_alpha)
+            else:
+                masked = torch.addcmul(carry, carry, spikes[t], value=-1.0)
+                torch.addcdiv(masked, gs, den, value=half_alpha, out=gt)
+            carry = torch.addcdiv(gt, gt, tau_t, value=-1.0)          # dh - dh / tau
+            if t > 0:       # the current at t came from the spikes of t-span .. t-span+m-1
+                torch.mm(gt if same else gt.to(kflat.dtype), kt, out=tmp)
+                g_buf[:, t:t + m].add_(tmp.view(B, m, n))
+        g_k = None
+        if ctx.needs_input_grad[1]:
+            # dL/dK_flat[(k, j), i] = sum_{t, b} buf[b, t + k, j] gx[t, b, i]
+            sp_tm = buf.transpose(0, 1).contiguous()                     # (span + T, B, n)
+            g2 = gx.reshape(T * B, n).to(kflat.dtype)
+            g_k = torch.empty_like(kflat)
+            for k in range(m):
+                torch.mm(sp_tm[k:k + T].reshape(T * B, n).t(), g2, out=g_k[k * n:(k + 1) * n])
+        return gx, g_k, None, None, None, None, None
