@@ -39,13 +39,33 @@ REC_KEYS = {"learned": "recurrent", "fixed-random": "recurrent-fixed-random",
 
 
 def model_key(cfg: dict) -> str:
-    """The ablation model name of a run's config (one of MODELS, or a descriptive name)."""
+    """The ablation model name of a run's config (one of MODELS, or a descriptive name),
+    with ``+augment(SETTING)`` when it trained on augmented batches (``--augment``)."""
     mc = cfg.get("model", {})
     base = _feedforward_key(cfg)
     if mc.get("recurrent"):
         rec = REC_KEYS.get(mc.get("recurrent_delays", "learned"), "recurrent")
-        return rec if base == "learned" else f"{rec}+{base}"
-    return base
+        base = rec if base == "learned" else f"{rec}+{base}"
+    return with_augment(base, cfg.get("train", {}).get("augment") or "")
+
+
+def with_augment(model: str, setting: str) -> str:
+    """The key of ``model`` trained with the (canonical) augmentation ``setting``."""
+    return f"{model}+augment({setting})" if setting else model
+
+
+def split_augment(key: str) -> tuple[str, str]:
+    """(model, augmentation setting or "") of a key made by :func:`with_augment`."""
+    if key.endswith(")") and "+augment(" in key:
+        model, _, setting = key.partition("+augment(")
+        return model, setting[:-1]
+    return key, ""
+
+
+def folder_name(key: str) -> str:
+    """A run-folder name for a model key: punctuation of augmentation settings
+    (``,:=()``) becomes ``_``."""
+    return "".join(c if c.isalnum() or c in ".+-" else "_" for c in key).rstrip("_")
 
 
 def _feedforward_key(cfg: dict) -> str:
@@ -68,6 +88,9 @@ def _feedforward_key(cfg: dict) -> str:
 
 
 def model_label(key: str) -> str:
+    model, setting = split_augment(key)
+    if setting:
+        return f"{model_label(model)}, augmented ({setting})"
     if key in ALL_MODELS:
         return ALL_MODELS[key][1]
     return key.replace("+", ", ")
@@ -80,4 +103,5 @@ def connectivity_label(connections) -> str:
 def model_order(key: str) -> tuple:
     """Sort key: the MODELS in the paper's order, then any other model by name."""
     names = list(ALL_MODELS)
-    return (names.index(key) if key in names else len(names), key)
+    model, setting = split_augment(key)
+    return (names.index(model) if model in names else len(names), model, setting)
