@@ -37,6 +37,17 @@ def missing() -> str | None:
     return None
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: the daemon gets SIGTERM when the process that started it dies (a test
+    run killed hard leaves no cluster behind)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 15)   # PR_SET_PDEATHSIG, SIGTERM
+    except OSError:
+        pass
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -154,12 +165,14 @@ def start(folder, timeout: float = 60.0) -> Cluster:
              f"--pid-file={folder / 'munge' / 'munged.pid'}",
              f"--log-file={folder / 'munged.log'}",
              f"--seed-file={folder / 'munge' / 'munged.seed'}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env)
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env,
+            preexec_fn=_die_with_parent)
         _wait(lambda: sock.exists(), timeout, "munged's socket", cluster)
         for name in ("slurmctld", "slurmd"):
             cluster.procs[name] = subprocess.Popen(
                 [name, "-D", "-f", str(conf)] + (["-i"] if name == "slurmctld" else []),
-                stdout=open(folder / f"{name}.out", "w"), stderr=subprocess.STDOUT, env=env)
+                stdout=open(folder / f"{name}.out", "w"), stderr=subprocess.STDOUT, env=env,
+                preexec_fn=_die_with_parent)
         _wait(lambda: _node_idle(cluster), timeout, "the node to be idle", cluster)
     except BaseException:
         cluster.stop()

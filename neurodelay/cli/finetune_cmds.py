@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from neurodelay.cli.common import checked_float, main
+from neurodelay.cli.common import checked_float, main, tracked_command
 
 
 @main.command()
@@ -44,6 +44,7 @@ from neurodelay.cli.common import checked_float, main
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace the run files already in --out.")
 @click.option("--no-progress", is_flag=True)
+@tracked_command
 def finetune(run, out, target, weight_bits, delay_bits, delay_mode, epochs, batch_size, lr,
              prune, calib_samples, train_file, seed, threads, resume, overwrite,
              no_progress):

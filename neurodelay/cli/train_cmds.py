@@ -7,7 +7,7 @@ import click
 from click.core import ParameterSource
 
 from neurodelay.cli.common import int_list as _int_list
-from neurodelay.cli.common import main
+from neurodelay.cli.common import main, tracked_command
 
 
 @main.command()
@@ -87,6 +87,7 @@ from neurodelay.cli.common import main
               help="Replace the run files (config.json, metrics, checkpoints, results, deploy/) "
                    "that an earlier run left in --out. Without it a non-empty --out is refused.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (per-epoch lines still print).")
+@tracked_command
 def train(out, resume, overwrite, no_progress, threads, **options):
     """Train a delay SNN with DCLS and evaluate its DISCRETE model (integer delays).
 
