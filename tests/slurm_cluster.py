@@ -90,7 +90,18 @@ class Cluster:
         return "\n".join(out)
 
     def stop(self) -> None:
-        """Stop the daemons started here (by their PIDs): slurmd, slurmctld, then munged."""
+        """Cancel the cluster's jobs (so no job step outlives slurmd), then stop the
+        daemons started here by their PIDs: slurmd, slurmctld, munged."""
+        if all(self.procs.get(n) is not None and self.procs[n].poll() is None
+               for n in DAEMONS):
+            try:
+                self.run("scancel", "--full", "--user", str(os.getuid()), check=False)
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 20 and self.run(
+                        "squeue", "-h", "-t", "PD,R,CG,CF,S,RQ", check=False).strip():
+                    time.sleep(0.5)
+            except (subprocess.TimeoutExpired, OSError):
+                pass
         for name in reversed(DAEMONS):
             p = self.procs.pop(name, None)
             if p is None or p.poll() is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -120,35 +121,86 @@ def _wait_for(ok, timeout, what):
         time.sleep(0.2)
 
 
-def test_scancel_then_reissue_resumes_to_the_same_result(cluster, tmp_path, data):
-    opts = _opts(tmp_path, data, epochs=400)     # ~0.01-0.05 s each
-    quiet = lambda m: None  # noqa: E731
-    ref = study.run_ablation(tmp_path / "ref", 1, models=["learned"], progress=False,
-                             log=quiet, **opts)
+LONG = 200        # epochs of the interrupted cell (0.015-0.1 s each on the tiny task)
+
+
+@pytest.fixture(scope="module")
+def long_ref(tmp_path_factory, data):
+    """The uninterrupted run the interrupted cells must reproduce."""
+    tmp = tmp_path_factory.mktemp("long")
+    opts = _opts(tmp, data, epochs=LONG)
+    ref = study.run_ablation(tmp / "ref", 1, models=["learned"], progress=False,
+                             log=lambda m: None, **opts)
     assert ref[0]["action"] == "trained"
-    out = tmp_path / "abl"
-    sub = study.run_ablation(out, 1, models=["learned"], progress=False, log=quiet,
+    return opts, _numbers(tmp / "ref", ["learned/seed0"])
+
+
+def _start_long_cell(out: Path, opts: dict):
+    """Submit the long cell (not waiting) and wait for its first epoch."""
+    sub = study.run_ablation(out, 1, models=["learned"], progress=False, log=lambda m: None,
                              executor={**SLURM, "wait": False}, **opts)
     assert sub[0]["action"] == "submitted"
     job, run = sub[0]["job"], out / "learned" / "seed0"
     metrics = run / "metrics.jsonl"
     _wait_for(lambda: metrics.exists() and metrics.read_text().strip(), 120,
               "the cell's first epoch")
+    return job, run
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_preempted_then_cancelled_cell_resumes_to_the_same_result(cluster, tmp_path,
+                                                                  long_ref):
+    """One cell, interrupted twice, ends with the numbers of the uninterrupted run:
+
+    1. the signal Slurm sends a job before its time limit or a preemption (USR2, what
+       submitit asks sbatch for): submitit calls the cell's checkpoint hook and requeues
+       the job, which resumes the run from its checkpoint;
+    2. ``scancel`` of the running job: the cell is reported failed with its log, and
+       re-issuing the command resumes it in a new job.
+    """
+    opts, ref = long_ref
+    quiet = lambda m: None  # noqa: E731
+    out = tmp_path / "abl"
+    job, run = _start_long_cell(out, opts)
+    metrics = run / "metrics.jsonl"
+    cluster.run("scancel", "--signal=USR2", job)
+
+    def requeued():
+        info = cluster.run("scontrol", "show", "job", job)
+        return "Restarts=1" in info and "JobState=PENDING" in info
+    _wait_for(requeued, 60, "the job to be requeued")
+    assert not (run / "result.json").exists(), "the cell finished before the USR2 signal"
+    assert [s["state"] for s in executors.cell_states(out, ["learned/seed0"])] == ["pending"]
+    at_requeue = _lines(metrics)
+    # Slurm holds a requeued job back for about two minutes; let it start now
+    cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+    _wait_for(lambda: _lines(metrics) > at_requeue, 120, "the requeued job to train")
+    assert [s["state"] for s in executors.cell_states(out, ["learned/seed0"])] == ["running"]
     cluster.run("scancel", job)
     _wait_for(lambda: not executors._alive(executors.squeue_states([job]), job), 60,
               "the cancelled job to end")
     assert not (run / "result.json").exists(), "the cell finished before scancel took effect"
-    done_before = len(metrics.read_text().splitlines())
-    assert 1 <= done_before < 400
+    assert 1 <= _lines(metrics) < LONG
+    first_log = Path(executors.read_record(out)["cells"]["learned/seed0"]["attempts"][-1]
+                     ["log"])
+    log = first_log.read_text()
+    assert "Caught signal SIGUSR2" in log and "requeued, it resumes" in log
+    assert "resuming from its checkpoint" in log, log[-2000:]     # the requeued job
     states = executors.cell_states(out, study.study_cells(out))
-    assert [s["state"] for s in states] == ["failed"] and states[0]["log"]
-    # re-issuing the same command resumes the cell from its checkpoint
+    assert [(s["state"], s["log"]) for s in states] == [("failed", str(first_log))]
+    # re-issuing the same command resumes the cell from its checkpoint in a new job
     res = study.run_ablation(out, 1, models=["learned"], progress=False, log=quiet,
                              executor=SLURM, **opts)
     assert res[0]["action"] == "done" and res[0]["job"] != job
     log = Path(res[0]["log"]).read_text()
     assert "resuming from its checkpoint" in log, log[-2000:]
-    assert _numbers(out, ["learned/seed0"]) == _numbers(tmp_path / "ref", ["learned/seed0"])
+    # ... from where the cancelled job stopped: the epochs already done are not trained again
+    first = re.search(r"^epoch +(\d+)/", log, re.M)
+    assert first and int(first[1]) > at_requeue, log[:2000]
+    assert _numbers(out, ["learned/seed0"]) == ref
     att = executors.read_record(out)["cells"]["learned/seed0"]["attempts"]
     assert [a["job"] for a in att] == [job, res[0]["job"]]
 

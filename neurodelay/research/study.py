@@ -296,7 +296,7 @@ def _train_one(run: Path, name: str, seed: int, train_options: dict, connections
         return "skipped"
     if state == "partial":
         say(f"{run}: resuming from its checkpoint")
-        api.train_run(run, resume=True, progress=False, threads=threads)
+        api.train_run(run, resume=True, progress=False, threads=threads, log=say)
         return "resumed"
     opts = {**train_options, **MODELS[name][0], "seed": seed, "connections": connections}
     say(f"{run}: training ({MODELS[name][1]}, seed {seed})")
