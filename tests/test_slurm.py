@@ -121,18 +121,30 @@ def _wait_for(ok, timeout, what):
         time.sleep(0.2)
 
 
-LONG = 200        # epochs of the interrupted cell (0.015-0.1 s each on the tiny task)
+REMAINING_S = 15.0    # training time left when a job is signalled: > Slurm's ~5 s to kill
 
 
 @pytest.fixture(scope="module")
 def long_ref(tmp_path_factory, data):
-    """The uninterrupted run the interrupted cells must reproduce."""
+    """The long cell's options and the numbers of its uninterrupted run. Its epochs are
+    counted so that training takes about REMAINING_S on this machine (measured on a short
+    run first): long enough that a signalled job never finishes before it dies, without
+    taking longer than needed on a fast machine."""
     tmp = tmp_path_factory.mktemp("long")
-    opts = _opts(tmp, data, epochs=LONG)
-    ref = study.run_ablation(tmp / "ref", 1, models=["learned"], progress=False,
-                             log=lambda m: None, **opts)
+    quiet = lambda m: None  # noqa: E731
+    probe = study.run_ablation(tmp / "probe", 1, models=["learned"], progress=False,
+                               log=quiet, **_opts(tmp, data, epochs=20))
+    seconds = sum(m["seconds"] for m in _metrics(Path(probe[0]["run"])))
+    epochs = max(100, min(5000, int(REMAINING_S * 20 / max(seconds, 1e-3))))
+    opts = _opts(tmp, data, epochs=epochs)
+    ref = study.run_ablation(tmp / "ref", 1, models=["learned"], progress=False, log=quiet,
+                             **opts)
     assert ref[0]["action"] == "trained"
     return opts, _numbers(tmp / "ref", ["learned/seed0"])
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def _start_long_cell(out: Path, opts: dict):
@@ -183,7 +195,7 @@ def test_preempted_then_cancelled_cell_resumes_to_the_same_result(cluster, tmp_p
     _wait_for(lambda: not executors._alive(executors.squeue_states([job]), job), 60,
               "the cancelled job to end")
     assert not (run / "result.json").exists(), "the cell finished before scancel took effect"
-    assert 1 <= _lines(metrics) < LONG
+    assert 1 <= _lines(metrics) < opts["epochs"]
     first_log = Path(executors.read_record(out)["cells"]["learned/seed0"]["attempts"][-1]
                      ["log"])
     log = first_log.read_text()
