@@ -161,12 +161,12 @@ def report(folder):
             raise
         click.echo(executors.states_markdown(executors.cell_states(folder, names)))
         return
-    if names is not None:
-        click.echo(executors.states_markdown(executors.cell_states(folder, names)))
     for note in rep["notes"]:
         if note.startswith("skipped "):
             click.echo(f"note: {note}", err=True)
     click.echo(rep["markdown"])
+    if names is not None:
+        click.echo(executors.states_markdown(executors.cell_states(folder, names)))
     click.echo("wrote " + ", ".join(str(f) for f in rep["files"]))
 
 

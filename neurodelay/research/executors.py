@@ -119,6 +119,11 @@ class ExecutorOptions:
         check_int(self.gpus, "--slurm-gpus", "the GPUs of each job", lo=0)
         check_int(self.array_parallelism, "--slurm-parallel",
                   "the jobs of the array running at the same time", lo=1)
+        if self.mem_gb is not None:
+            from neurodelay.options import check_float  # lazy
+
+            check_float(self.mem_gb, "--slurm-mem", "the memory of each job in GB", lo=0.0,
+                        lo_open=True)
         if self.executor == "slurm" and self.jobs != 1:
             raise OptionError("--jobs is for --executor local; with --executor slurm every "
                               "cell is a job and --slurm-parallel caps how many run at once")
