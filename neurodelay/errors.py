@@ -140,6 +140,10 @@ class SweepError(ResearchError):
     """A bit-width sweep cannot be run as asked."""
 
 
+class StudyError(ResearchError):
+    """The cells of a study (ablation, sweep) could not all be run by its executor."""
+
+
 class ReportError(ResearchError):
     """A study report cannot be made from the folder given."""
 

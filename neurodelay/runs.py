@@ -45,7 +45,8 @@ KINDS = ("trained", "finetuned", "imported")
 LOCK_FILE = ".lock"
 # files a run of each kind writes; --overwrite removes exactly these (and deploy/)
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "result.json",
-             "network.h5", "qnet.h5", "finetune.json")
+             "network.h5", "qnet.h5", "finetune.json",
+             "tensorboard", "wandb")      # folders of --log (neurodelay/tracking.py)
 REQUIRED_KEYS = {"trained": ("model", "train", "data"),
                  "finetuned": ("finetune", "data", "target"),
                  "imported": ("source", "network")}

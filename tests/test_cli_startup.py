@@ -7,7 +7,8 @@ each command imports what it runs. A module-level import of a heavy layer in
 import subprocess
 import sys
 
-HEAVY = ("torch", "lava", "matplotlib", "nir", "h5py", "DCLS", "spikingjelly")
+HEAVY = ("torch", "lava", "matplotlib", "nir", "h5py", "DCLS", "spikingjelly", "submitit",
+         "tensorboard", "wandb")
 
 
 def test_cli_import_loads_no_heavy_library():

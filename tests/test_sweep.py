@@ -237,3 +237,33 @@ def test_sweep_calibrates_on_training_data_and_fine_tunes_cells(tiny_run, tmp_pa
     r2 = sweep_bits(tiny_run, weight_bits="8,2", delay_bits="3", out_dir=tmp_path / "o",
                     progress=False, finetune=True, finetune_epochs=1, threads=1)
     assert [c["accuracy"] for c in r2["finetuned"]] == [c["accuracy"] for c in r["finetuned"]]
+
+
+def test_sweep_finetuned_cells_in_parallel_processes(tiny_run, tmp_path):
+    """--executor local --jobs 2: the fine-tuned cells train in two worker processes (each
+    logged to TensorBoard) and give the numbers of the in-process sweep."""
+    from click.testing import CliRunner
+
+    from neurodelay.cli import main
+    from neurodelay.research.executors import read_record
+    from neurodelay.research.sweep import sweep_bits
+
+    ref = sweep_bits(tiny_run, weight_bits="8,2", delay_bits="3", out_dir=tmp_path / "seq",
+                     progress=False, finetune=True, finetune_epochs=1, threads=1)
+    out = tmp_path / "par"
+    res = CliRunner().invoke(main, ["sweep-bits", str(tiny_run), "--weight-bits", "8,2",
+                                    "--delay-bits", "3", "--finetune", "--finetune-epochs",
+                                    "1", "--threads", "1", "--out", str(out),
+                                    "--no-progress", "--executor", "local", "--jobs", "2",
+                                    "--log", "tensorboard"])
+    assert res.exit_code == 0, res.output
+    got = json.loads((out / "sweep.json").read_text())["finetuned"]
+    assert [(c["weight_bits"], c["accuracy"], c["valid_accuracy"]) for c in got] == \
+        [(c["weight_bits"], c["accuracy"], c["valid_accuracy"]) for c in ref["finetuned"]]
+    cells = read_record(out)["cells"]
+    assert sorted(cells) == ["finetuned/w2_d3", "finetuned/w8_d3"]
+    for name, rec in cells.items():
+        assert rec["attempts"][-1]["state"] == "finished"
+        assert list((out / name / "tensorboard").glob("events.out.tfevents.*")), name
+    rep = CliRunner().invoke(main, ["report", str(out)])
+    assert "| finetuned/w2_d3 | finished |" in rep.output, rep.output

@@ -178,3 +178,33 @@ def device_option(f):
 
 def tf32_option(f):
     return click.option("--tf32", is_flag=True, help=TF32_HELP)(f)
+
+
+# ----------------------------------------------------------------------------- tracking
+TRACKER_NAMES = ("tensorboard", "wandb")
+LOG_HELP = ("Also log every metrics.jsonl record to TensorBoard (event files in "
+            "RUN/tensorboard/, the config as hparams, the run's figures) or W&B (RUN/wandb/, "
+            "offline unless an account is configured; run name = the run folder). Repeat "
+            "for both. Optional extras: pip install 'neurodelay[tensorboard]' / "
+            "'neurodelay[wandb]'.")
+
+
+def log_option(f):
+    """``--log tensorboard|wandb`` (repeatable), passed on as ``trackers``."""
+    return click.option("--log", "trackers", multiple=True,
+                        type=click.Choice(TRACKER_NAMES), help=LOG_HELP)(f)
+
+
+def tracked_command(f):
+    """``--log`` for a command that trains one run in this process: the command runs
+    inside :func:`neurodelay.tracking.tracked`."""
+    import functools  # lazy: CLI start-up time
+
+    @functools.wraps(f)
+    def wrapper(*args, trackers=(), **kwargs):
+        from neurodelay import tracking  # lazy: CLI start-up time
+
+        with tracking.tracked(trackers):
+            return f(*args, **kwargs)
+
+    return log_option(wrapper)

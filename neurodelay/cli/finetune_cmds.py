@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from neurodelay.cli.common import AUGMENT_HELP, checked_float, device_option, main
+from neurodelay.cli.common import AUGMENT_HELP, checked_float, device_option, main, tracked_command
 
 
 @main.command()
@@ -47,6 +47,7 @@ from neurodelay.cli.common import AUGMENT_HELP, checked_float, device_option, ma
 @click.option("--overwrite", is_flag=True, help="Replace the run files already in --out.")
 @click.option("--no-progress", is_flag=True)
 @device_option
+@tracked_command
 def finetune(run, out, target, weight_bits, delay_bits, delay_mode, epochs, batch_size, lr,
              prune, calib_samples, train_file, augment, seed, threads, resume, overwrite,
              no_progress, device):

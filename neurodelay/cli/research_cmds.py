@@ -4,10 +4,68 @@ from __future__ import annotations
 import click
 
 from neurodelay.cli import train_cmds  # noqa: F401 - registers "train", whose options ablate shares
-from neurodelay.cli.common import device_option, main
+from neurodelay.cli.common import device_option, log_option, main
 
 _ABLATE_SETS = {"out", "resume", "overwrite", "delays", "sigma", "learn", "seed", "connections",
                 "no_progress", "recurrent", "recurrent_delays"}
+_EXECUTOR_PARAMS = ("executor", "jobs", "slurm_partition", "slurm_time", "slurm_cpus",
+                    "slurm_gpus", "slurm_mem", "slurm_parallel", "slurm_extra", "no_wait")
+
+
+def executor_options(f):
+    """The options of a command that runs many runs: where they run (local or Slurm)."""
+    opts = [
+        click.option("--executor", type=click.Choice(["local", "slurm"]), default="local",
+                     show_default=True,
+                     help="local: in this machine's processes (--jobs at a time). slurm: one "
+                          "Slurm job per run through submitit (needs sbatch; pip install "
+                          "'neurodelay[slurm]'); a job that is preempted or times out is "
+                          "requeued and resumes from its checkpoint."),
+        click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="local: runs trained at the same time, each in its own process; "
+                          "the CPU threads are split between them (--threads each when "
+                          "given). 1: one after the other in this process."),
+        click.option("--slurm-partition", help="slurm: the partition (default: the "
+                                               "cluster's default)."),
+        click.option("--slurm-time", type=click.IntRange(min=1), default=240,
+                     show_default=True, help="slurm: time limit of each job in minutes "
+                                             "(longer runs are requeued and resume)."),
+        click.option("--slurm-cpus", type=click.IntRange(min=1), default=2,
+                     show_default=True, help="slurm: CPUs per job (= torch threads unless "
+                                             "--threads)."),
+        click.option("--slurm-gpus", type=click.IntRange(min=0), default=0,
+                     show_default=True, help="slurm: GPUs per job."),
+        click.option("--slurm-mem", type=float, help="slurm: memory per job in GB "
+                                                     "(default: the cluster's)."),
+        click.option("--slurm-parallel", type=click.IntRange(min=1), default=64,
+                     show_default=True, help="slurm: jobs of the array running at once."),
+        click.option("--slurm-extra", multiple=True, metavar="KEY=VALUE",
+                     help="slurm: any other sbatch option, e.g. --slurm-extra qos=high "
+                          "--slurm-extra constraint=a100 (KEY alone: a flag). Repeatable."),
+        click.option("--no-wait", is_flag=True,
+                     help="slurm: submit the jobs and return; `neurodelay report OUT` shows "
+                          "their state, re-issuing the command waits for them (or resumes "
+                          "what stopped)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _executor(options: dict) -> dict:
+    """ExecutorOptions fields from (and removed from) a command's options."""
+    from neurodelay.research.executors import parse_extra  # lazy: CLI start-up time
+
+    o = {k: options.pop(k) for k in _EXECUTOR_PARAMS}
+    return dict(executor=o["executor"], jobs=o["jobs"], partition=o["slurm_partition"],
+                time_min=o["slurm_time"], cpus=o["slurm_cpus"], gpus=o["slurm_gpus"],
+                mem_gb=o["slurm_mem"], array_parallelism=o["slurm_parallel"],
+                extra=parse_extra(o["slurm_extra"]), wait=not o["no_wait"])
+
+
+def _echo_failed(failed: list) -> None:
+    for r in failed:
+        click.echo(f"FAILED {r['run']}: {r.get('error')}\n  log: {r.get('log')}", err=True)
 
 
 @main.command()
@@ -24,8 +82,13 @@ _ABLATE_SETS = {"out", "resume", "overwrite", "delays", "sigma", "learn", "seed"
                    "(learned) against recurrent models with learned, fixed random and "
                    "one-step recurrent delays, each narrowed to learned's parameter count "
                    "(both counts printed). --recurrent-max-delay sets their window.")
+@click.option("--models", help="A subset of the models, comma-separated (default all "
+                                "five, or the four of --recurrent): learned, constant-sigma, "
+                                "fixed-random, fixed-weights, no-delays; recurrent, "
+                                "recurrent-fixed-random, recurrent-one-step.")
 @click.option("--no-progress", is_flag=True, help="No progress bar over the runs.")
-def ablate(out, seeds, connections, recurrent, no_progress, **options):
+@executor_options
+def ablate(out, seeds, connections, recurrent, models, no_progress, **options):
     """Train the paper's five ablation models for N seeds each, then report.
 
     \b
@@ -44,25 +107,47 @@ def ablate(out, seeds, connections, recurrent, no_progress, **options):
       recurrent-one-step      + recurrent synapses, all delays 1 step
     The recurrent models' hidden layers are narrowed to learned's parameter count.
 
-    Resumable: finished runs (result.json) are skipped, interrupted ones resumed. The other
-    options are those of `neurodelay train` and apply to every run; all of them are checked
-    (for every model) before anything is written.
+    Resumable: finished runs (result.json) are skipped, interrupted ones resumed; a
+    changed option is refused (naming it). The other options are those of `neurodelay
+    train` and apply to every run; all of them are checked (for every model) before
+    anything is written.
+
+    \b
+    Where the runs train (every run is an ordinary run folder either way):
+      --executor local --jobs 4     4 runs at a time in their own processes
+      --executor slurm              one Slurm job per run (OUT/jobs/slurm/ has the logs)
+    OUT/jobs.json records which job ran which run; `neurodelay report OUT` shows each
+    run's state (pending, running, finished, failed with its log).
     """
     from neurodelay.research import study  # lazy: CLI start-up time
 
-    models = list(study.RECURRENT_MODELS) if recurrent else None
+    executor = _executor(options)
+    trackers = options.pop("trackers", ())
     if not recurrent and options.get("recurrent_max_delay_ms") is not None:
         raise click.UsageError("--recurrent-max-delay sets the recurrent models of "
                                "`ablate --recurrent`; add --recurrent or omit it")
-    res = study.run_ablation(out, seeds, connections, models=models,
-                             progress=not no_progress,
-                             log=lambda m: click.echo(m, err=True), **options)
-    rep = study.report(out)
-    done = {a: sum(r["action"] == a for r in res) for a in ("trained", "resumed", "skipped")}
-    click.echo(f"{len(res)} runs: {done['trained']} trained, {done['resumed']} resumed, "
-               f"{done['skipped']} already finished")
-    click.echo(rep["markdown"])
-    click.echo("wrote " + ", ".join(str(f) for f in rep["files"]))
+    models = ([m.strip() for m in models.split(",") if m.strip()] if models
+              else list(study.RECURRENT_MODELS) if recurrent else None)
+    res = study.run_ablation(out, seeds, connections, progress=not no_progress,
+                             log=lambda m: click.echo(m, err=True), executor=executor,
+                             trackers=trackers, models=models, **options)
+    acts = ("trained", "resumed", "done", "skipped", "submitted", "failed")
+    done = {a: sum(r["action"] == a for r in res) for a in acts}
+    click.echo(f"{len(res)} runs: " + ", ".join(
+        f"{n} {'already finished' if a == 'skipped' else a}" for a, n in done.items()
+        if n or a in ("trained", "resumed", "skipped")))
+    if any(r["test_accuracy"] is not None for r in res):
+        rep = study.report(out)
+        click.echo(rep["markdown"])
+        click.echo("wrote " + ", ".join(str(f) for f in rep["files"]))
+    failed = [r for r in res if r["action"] == "failed"]
+    if failed:
+        _echo_failed(failed)
+        raise click.ClickException(
+            f"{len(failed)} of {len(res)} runs failed (logs above); the others finished. "
+            f"Re-issuing the same command resumes the failed ones")
+    if done["submitted"]:
+        click.echo(f"submitted; `neurodelay report {out}` shows the state of each run")
 
 
 ablate.params.extend(p for p in main.commands["train"].params
@@ -79,14 +164,27 @@ def report(folder):
     (delays, sigma, learn) and connectivity. Writes FOLDER/report.md, report.csv, report.png.
     A run whose result.json or config.json is unreadable (corrupted, not JSON) is skipped
     with a note naming the file and why (under "Notes" and on stderr).
-    """
-    from neurodelay.research import study  # lazy: CLI start-up time
 
-    rep = study.report(folder)
+    For a study folder (`ablate`, `sweep-bits --finetune`) it also lists every run's
+    state: pending, running, finished, or failed with the path of the failing log.
+    """
+    from neurodelay.errors import ReportError  # lazy: CLI start-up time
+    from neurodelay.research import executors, study  # lazy: CLI start-up time
+
+    names = study.study_cells(folder)
+    try:
+        rep = study.report(folder)
+    except ReportError:
+        if names is None:
+            raise
+        click.echo(executors.states_markdown(executors.cell_states(folder, names)))
+        return
     for note in rep["notes"]:
         if note.startswith("skipped "):
             click.echo(f"note: {note}", err=True)
     click.echo(rep["markdown"])
+    if names is not None:
+        click.echo(executors.states_markdown(executors.cell_states(folder, names)))
     click.echo("wrote " + ", ".join(str(f) for f in rep["files"]))
 
 
@@ -140,8 +238,10 @@ def plot(run, sample, synapses):
               help="Output folder (default RUN/sweep).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @device_option
+@executor_options
+@log_option
 def sweep_bits_cmd(run, target, weight_bits, delay_bits, delay_mode, test_file, calib_samples,
-                   finetune, finetune_epochs, threads, out_dir, no_progress, device):
+                   finetune, finetune_epochs, threads, out_dir, no_progress, device, **options):
     """Accuracy and synaptic memory for every (weight bits, delay bits) combination.
 
     Each cell: delays reduced to b bits (--delay-mode), quantized with w-bit weights,
@@ -151,13 +251,17 @@ def sweep_bits_cmd(run, target, weight_bits, delay_bits, delay_mode, test_file, 
     quantization. Published anchor: 4-bit weights with 5-bit delays kept 94 % on SHD.
 
     Writes sweep.csv, sweep.md, sweep.json and sweep.png (accuracy and memory heatmaps)
-    to RUN/sweep (or --out) and prints the markdown table.
+    to RUN/sweep (or --out) and prints the markdown table. The fine-tuned cells
+    (--finetune) are ordinary runs; --executor / --jobs / --slurm-* choose where they
+    train (as for `neurodelay ablate`), --log what tracks them.
     """
     from neurodelay.research.sweep import sweep_bits  # lazy: CLI start-up time
 
+    executor = _executor(options)
     r = sweep_bits(run, target, weight_bits, delay_bits, delay_mode, test_file,
                    out_dir=out_dir, calib_samples=calib_samples, progress=not no_progress,
                    finetune=finetune, finetune_epochs=finetune_epochs, threads=threads,
-                   log=lambda m: click.echo(m, err=True), device=device)
+                   log=lambda m: click.echo(m, err=True), device=device,
+                   executor=executor, trackers=options.pop("trackers", ()))
     click.echo(r["markdown"])
     click.echo("wrote " + ", ".join(r["files"]))

@@ -6,7 +6,7 @@ import json
 import click
 from click.core import ParameterSource
 
-from neurodelay.cli.common import AUGMENT_HELP, device_option, main, tf32_option
+from neurodelay.cli.common import AUGMENT_HELP, device_option, main, tf32_option, tracked_command
 from neurodelay.cli.common import int_list as _int_list
 
 
@@ -103,6 +103,7 @@ from neurodelay.cli.common import int_list as _int_list
 @click.option("--no-progress", is_flag=True, help="No progress bars (per-epoch lines still print).")
 @device_option
 @tf32_option
+@tracked_command
 def train(out, resume, overwrite, no_progress, threads, device, tf32, **options):
     """Train a delay SNN with DCLS and evaluate its DISCRETE model (integer delays).
 

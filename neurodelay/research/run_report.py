@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from neurodelay.errors import ReportError, RunError
 from neurodelay.fs import atomic_write
@@ -43,6 +42,8 @@ def confidence_interval(values) -> float | None:
     n = len(v)
     if n < 2:
         return None
+    from scipy import stats  # lazy: seconds to import; a study's cells never need it
+
     return float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
 
 

@@ -42,11 +42,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurodelay import api
+from neurodelay import api, tracking
 from neurodelay.errors import AblationError, ReportError, RunError  # noqa: F401
 from neurodelay.fs import atomic_write
 from neurodelay.options import SEED_MAX, check_int, check_int_list, check_threads
 from neurodelay.progress import bar, write
+from neurodelay.research import executors
 
 # the models and the report; re-exported names: noqa F401
 from neurodelay.research.ablation_models import (  # noqa: F401
@@ -147,13 +148,34 @@ def _check_ablation_file(out: Path, record: dict) -> list[int]:
     except RunError as exc:
         raise AblationError(f"{exc}; remove it if the runs below it are from this ablation "
                             f"(the next call records the options again)") from None
-    for key in ("connections", "options"):
-        if old.get(key) != record[key]:
-            raise AblationError(
-                f"{out} holds an ablation with {key}={json.dumps(old.get(key))}, but this call "
-                f"asks for {key}={json.dumps(record[key])}; rerun with the same options to "
-                f"resume/extend it, or choose another --out")
+    changed = changed_options(old, record)
+    if changed:
+        raise AblationError(
+            f"{out} holds an ablation with other options: {'; '.join(changed)} (recorded "
+            f"in {path}); re-issue it with the same options to resume or extend it (the "
+            f"executor, --jobs, --threads and --log may differ), or choose another --out")
     return [int(s) for s in old.get("seeds", [])]
+
+
+def changed_options(old: dict, new: dict) -> list[str]:
+    """What differs between two ablation records: 'epochs: 3 -> 4', 'lr: 0.002 -> (default)'
+    (connections and the training options; seeds and models may be extended)."""
+    out = []
+    if old.get("connections") != new.get("connections"):
+        out.append(f"--connections: {_shown(old.get('connections'))} -> "
+                   f"{_shown(new.get('connections'))}")
+    a, b = old.get("options") or {}, new.get("options") or {}
+    if not isinstance(a, dict):
+        a = {}
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            opt = "--" + key.replace("_", "-")
+            out.append(f"{opt}: {_shown(a.get(key))} -> {_shown(b.get(key))}")
+    return out
+
+
+def _shown(v) -> str:
+    return "(default)" if v is None else json.dumps(v)
 
 
 # ------------------------------------------------------------------------------- ablation
@@ -168,7 +190,8 @@ def ablation_runs(out, seeds, models=None) -> list[tuple[str, int, Path]]:
 
 
 def run_ablation(out, seeds, connections: int | None = None, *, models=None,
-                 progress: bool = True, log=None, **train_options) -> list[dict]:
+                 progress: bool = True, log=None, executor=None, trackers=None,
+                 **train_options) -> list[dict]:
     """Train the ablation models (``MODELS``) for every seed into ``out/<model>/seed<k>``.
 
     ``seeds``: a count N (seeds 0..N-1) or a list of seeds. ``connections``: K synapses
@@ -176,9 +199,14 @@ def run_ablation(out, seeds, connections: int | None = None, *, models=None,
     :func:`neurodelay.api.train_run` except the ones the ablation sets
     (``RESERVED_OPTIONS``), e.g. ``epochs=``, ``preset=``, ``train_file=``, ``threads=``.
     ``models``: a subset of ``MODELS`` names (default all five).
+    ``executor``: where the runs train (:class:`~neurodelay.research.executors.ExecutorOptions`,
+    "local" or "slurm"; default: one after the other in this process). ``trackers``:
+    ``--log`` trackers of every run ("tensorboard", "wandb"; :mod:`neurodelay.tracking`).
 
     Returns one dict per run: model, seed, run (path), action ('skipped'|'resumed'|
-    'trained'), test_accuracy (None if the run did not finish).
+    'trained' in this process; 'skipped'|'done'|'failed'|'submitted' through another
+    executor), test_accuracy (None if the run did not finish), and for another executor
+    job, log and error (a failed run's message; its log file is ``log``).
     """
 
     bad = sorted(set(train_options) & set(RESERVED_OPTIONS))
@@ -195,20 +223,58 @@ def run_ablation(out, seeds, connections: int | None = None, *, models=None,
     threads = check_threads(train_options.pop("threads", None))
     # where the runs train (like threads, not a setting of the ablation): any device
     runtime = {k: train_options.pop(k) for k in ("device", "tf32") if k in train_options}
+    opts = executors.ExecutorOptions.of(executor)
+    trackers = tracking.check_trackers(trackers)
     _record_ablation(out, todo, train_options, connections, models)
 
     say = log or write
+    if not opts.in_process:
+        cells = [executors.Cell(f"{name}/seed{seed}", "ablation",
+                                {"model": name, "seed": seed,
+                                 "options": _plain(train_options),
+                                 "connections": connections, "runtime": runtime})
+                 for name, seed, _ in todo]
+        done = executors.run_cells(out, cells, opts, threads=threads, trackers=trackers,
+                                   log=say)
+        results = []
+        for (name, seed, run), r in zip(todo, done):
+            res = _read_json(run / "result.json")
+            results.append({"model": name, "seed": seed, "run": str(run),
+                            "action": r["action"], "job": r["job"], "log": r["log"],
+                            "error": r["error"],
+                            "test_accuracy": res.get("test_accuracy") if res else None})
+        return results
     results = []
     pbar = bar(todo, desc="ablation", unit="run", enabled=progress)
-    for name, seed, run in pbar:
-        pbar.set_postfix_str(f"{name}/seed{seed}")
-        action = _train_one(run, name, seed, train_options, connections, threads, say,
-                            runtime)
-        res = _read_json(run / "result.json")
-        results.append({"model": name, "seed": seed, "run": str(run), "action": action,
-                        "test_accuracy": res.get("test_accuracy") if res else None})
+    with tracking.tracked(trackers):
+        for name, seed, run in pbar:
+            pbar.set_postfix_str(f"{name}/seed{seed}")
+            action = _train_one(run, name, seed, train_options, connections, threads, say,
+                                runtime)
+            res = _read_json(run / "result.json")
+            results.append({"model": name, "seed": seed, "run": str(run), "action": action,
+                            "test_accuracy": res.get("test_accuracy") if res else None})
     pbar.close()
     return results
+
+
+def train_cell(run, *, model: str, seed: int, options: dict, connections, threads, log,
+               runtime=None) -> str:
+    """One run of an ablation in a worker process or Slurm job
+    (:data:`neurodelay.research.executors.CELL_FUNCTIONS`)."""
+    return _train_one(Path(run), model, int(seed), dict(options), connections, threads, log,
+                      runtime)
+
+
+def _plain(options: dict) -> dict:
+    """The options as JSON values (paths -> str, tuples -> lists), nothing dropped."""
+    def conv(v):
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, os.PathLike):
+            return os.fspath(v)
+        return v
+    return {k: conv(v) for k, v in options.items()}
 
 
 def _record_ablation(out: Path, todo: list, train_options: dict, connections,
@@ -247,7 +313,8 @@ def _train_one(run: Path, name: str, seed: int, train_options: dict, connections
         return "skipped"
     if state == "partial":
         say(f"{run}: resuming from its checkpoint")
-        api.train_run(run, resume=True, progress=False, threads=threads, **(runtime or {}))
+        api.train_run(run, resume=True, progress=False, threads=threads, log=say,
+                      **(runtime or {}))
         return "resumed"
     opts = _model_options(name, train_options, seed, connections)
     say(f"{run}: training ({ALL_MODELS[name][1]}, seed {seed})")
@@ -256,6 +323,19 @@ def _train_one(run: Path, name: str, seed: int, train_options: dict, connections
     api.train_run(run, progress=False, threads=threads, log=say, overwrite=True,
                   **(runtime or {}), **opts)
     return "trained"
+
+
+def study_cells(out) -> list[str] | None:
+    """The cells (run folders relative to ``out``) of the study in ``out``: every model x
+    seed of an ablation (from ablation.json), else the cells its jobs record knows
+    (``jobs.json``); None when ``out`` is not a study folder."""
+    out = Path(out)
+    rec = _read_json(out / ABLATION_FILE)
+    if rec and isinstance(rec.get("seeds"), list):
+        models = [m for m in rec.get("models") or MODELS if m in MODELS]
+        return [f"{m}/seed{int(s)}" for s in rec["seeds"] for m in models]
+    jobs = executors.read_record(out)["cells"]
+    return sorted(jobs) if jobs else None
 
 
 def initial_model(run):

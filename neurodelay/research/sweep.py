@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neurodelay import passes
+from neurodelay import passes, tracking
 from neurodelay.core.network import Network, QNetwork
 from neurodelay.data import pad_batch, rundata
 from neurodelay.deploy.artifact import DEFAULT_CALIB_SAMPLES, DeployOptions, calibration_data
@@ -54,6 +54,7 @@ from neurodelay.hw.target import load_target
 from neurodelay.options import check_int
 from neurodelay.passes import DELAY_MODES, used_delay_max  # noqa: E402,F401
 from neurodelay.progress import bar
+from neurodelay.research import executors
 
 # the outputs (tables, heatmaps, files); re-exported names: noqa F401
 from neurodelay.research.sweep_output import (  # noqa: F401
@@ -296,58 +297,109 @@ def _cached_cell(done: dict, key: tuple, net_b: Network, target, w: int, b: int,
 
 def finetune_cells(run, out_dir, target, wbits, dbits, *, epochs: int = 10,
                    threads: int | None = None, progress: bool = True, log=None,
-                   device="auto") -> list:
+                   device="auto", executor=None, trackers=()) -> list:
     """One hardware-exact fine-tuning run per (weight bits, delay bits) cell, in
     ``out_dir/finetuned/w<w>_d<b>`` (finished runs are reused, interrupted ones resumed).
+    ``executor``: where they train (:mod:`neurodelay.research.executors`; default here,
+    one after the other); ``trackers``: ``--log`` trackers of every cell.
     Returns one dict per cell: weight_bits, delay_bits, accuracy (test, bit-accurate),
     post-training and fine-tuned validation accuracy, delay mode chosen, synapses,
-    memory_bytes, seconds, run, error."""
+    memory_bytes, seconds, run, error (and job, log through another executor)."""
 
     say = log or (lambda m: None)
+    opts = executors.ExecutorOptions.of(executor)
+    trackers = tracking.check_trackers(trackers)
+    grid = [(w, b) for w in wbits for b in dbits]
+    if not opts.in_process:
+        cells = [executors.Cell(f"finetuned/w{w}_d{b}", "finetune",
+                                {"parent": str(run), "target": str(target),
+                                 "weight_bits": w, "delay_bits": b, "epochs": epochs,
+                                 "device": device})
+                 for w, b in grid]
+        done = executors.run_cells(out_dir, cells, opts, threads=threads,
+                                   trackers=trackers, log=say)
+        out = []
+        for (w, b), r in zip(grid, done):
+            cell = _finetuned(Path(r["run"]), w, b)
+            cell.update({"job": r["job"], "log": r["log"]})
+            if r["action"] in ("failed", "submitted") and cell["error"] is None:
+                cell["error"] = (f"not finished: {r['error']} (log {r['log']})"
+                                 if r["action"] == "failed" else
+                                 f"submitted as job {r['job']}; re-issue the command to "
+                                 f"collect it")
+            out.append(cell)
+        return out
     cells = []
-    for w in wbits:
-        for b in dbits:
+    with tracking.tracked(trackers):
+        for w, b in grid:
             folder = Path(out_dir) / "finetuned" / f"w{w}_d{b}"
-            cell = {"weight_bits": w, "delay_bits": b, "run": str(folder), "error": None,
-                    "accuracy": None, "memory_bytes": None}
             try:
-                if (folder / "result.json").exists():
-                    res = open_run(folder).result()
-                else:
-                    say(f"fine-tuning {w}-bit weights, {b}-bit delays -> {folder}")
-                    resume = (folder / "checkpoint.pt").exists()
-                    res = finetune(None if resume else run, folder,
-                                   None if resume else FinetuneConfig(
-                                       target=str(target), weight_bits=w, delay_bits=b,
-                                       epochs=epochs), resume=resume,
-                                   overwrite=not resume, progress=progress, threads=threads,
-                                   log=say, device=device)
+                finetune_cell(folder, parent=run, target=target, weight_bits=w,
+                              delay_bits=b, epochs=epochs, threads=threads, log=say,
+                              progress=progress, device=device)
             except NeurodelayError as exc:
-                cell["error"] = f"{type(exc).__name__}: {exc}"
-                cells.append(cell)
+                cells.append({"weight_bits": w, "delay_bits": b, "run": str(folder),
+                              "error": f"{type(exc).__name__}: {exc}", "accuracy": None,
+                              "memory_bytes": None})
                 continue
-            cell.update({"accuracy": res["test_accuracy"],
-                         "post_training_valid_accuracy": res["post_training_valid_accuracy"],
-                         "valid_accuracy": res["best_valid_accuracy"],
-                         "delay_mode": res["delay_mode"], "delay_step": res["delay_step"],
-                         "synapses": res["synapses"],
-                         "memory_bytes": memory_from_counts(
-                             layer_synapses(open_run(folder).qnetwork()), w, b),
-                         "seconds": res["seconds"]})
-            cells.append(cell)
+            cells.append(_finetuned(folder, w, b))
     return cells
+
+
+def finetune_cell(folder, *, parent, target, weight_bits: int, delay_bits: int,
+                  epochs: int, threads=None, log=None, progress: bool = False,
+                  device="auto") -> str:
+    """Fine-tune one sweep cell into ``folder`` ('skipped' when it has finished,
+    'resumed' from its checkpoint, else 'trained'); also the cell function of the
+    executors (:data:`neurodelay.research.executors.CELL_FUNCTIONS`)."""
+    folder = Path(folder)
+    say = log or (lambda m: None)
+    if (folder / "result.json").exists():
+        return "skipped"
+    say(f"fine-tuning {weight_bits}-bit weights, {delay_bits}-bit delays -> {folder}")
+    resume = (folder / "checkpoint.pt").exists()
+    finetune(None if resume else parent, folder,
+             None if resume else FinetuneConfig(target=str(target), weight_bits=weight_bits,
+                                                delay_bits=delay_bits, epochs=epochs),
+             resume=resume, overwrite=not resume, progress=progress, threads=threads,
+             log=say, device=device)
+    return "resumed" if resume else "trained"
+
+
+def _finetuned(folder: Path, w: int, b: int) -> dict:
+    """The sweep's record of a fine-tuned cell (error set when it has no result)."""
+    cell = {"weight_bits": w, "delay_bits": b, "run": str(folder), "error": None,
+            "accuracy": None, "memory_bytes": None}
+    if not (folder / "result.json").exists():
+        cell["error"] = "not finished"
+        return cell
+    try:
+        res = open_run(folder).result()
+        memory = memory_from_counts(layer_synapses(open_run(folder).qnetwork()), w, b)
+    except NeurodelayError as exc:
+        cell["error"] = f"{type(exc).__name__}: {exc}"
+        return cell
+    cell.update({"accuracy": res["test_accuracy"],
+                 "post_training_valid_accuracy": res["post_training_valid_accuracy"],
+                 "valid_accuracy": res["best_valid_accuracy"],
+                 "delay_mode": res["delay_mode"], "delay_step": res["delay_step"],
+                 "synapses": res["synapses"], "memory_bytes": memory,
+                 "seconds": res["seconds"]})
+    return cell
 
 
 def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
                delay_bits=DEFAULT_DELAY_BITS, delay_mode="clip", test_file=None, *,
                out_dir=None, calib_samples: int | None = None, progress: bool = True,
                finetune: bool = False, finetune_epochs: int = 10,
-               threads: int | None = None, log=None, device="auto") -> dict:
+               threads: int | None = None, log=None, device="auto", executor=None,
+               trackers=()) -> dict:
     """Sweep a trained run (see the module docstring) and write the outputs to out_dir
     (default RUN/sweep). Quantization is calibrated like a deployment artifact: on a
     seeded subset of the run's training split (``calib_samples``, default 256), never on
     test data. With ``finetune`` every cell is also fine-tuned hardware-exactly
-    (:func:`finetune_cells`; result key ``finetuned``). Returns :func:`sweep_network`'s
+    (:func:`finetune_cells`, on ``executor`` with ``trackers``; result key
+    ``finetuned``). Returns :func:`sweep_network`'s
     dict plus run, test, markdown (the tables) and files (paths written)."""
 
     r = open_run(run, kinds=("trained", "imported"))
@@ -377,7 +429,8 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
     if finetune:
         result["finetuned"] = finetune_cells(r.path, out, target, wbits, dbits,
                                              epochs=finetune_epochs, threads=threads,
-                                             progress=progress, log=log, device=device)
+                                             progress=progress, log=log, device=device,
+                                             executor=executor, trackers=trackers)
         result["finetune_epochs"] = finetune_epochs
     result["markdown"] = format_markdown(result)
     result["files"] = [str(p) for p in [out / n for n in SWEEP_FILES]]

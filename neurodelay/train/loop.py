@@ -30,6 +30,7 @@ import torch
 
 from neurodelay import data as D
 from neurodelay import progress as P
+from neurodelay import tracking
 from neurodelay.fs import append_line, atomic_path, atomic_write
 from neurodelay.runs import RunLock, new_run, remove_stale_temp_files
 from neurodelay.train.augment import batch_generator
@@ -224,6 +225,7 @@ def run_epochs(task: Task, state: dict, *, progress: bool, log,
         if task.main:
             save_torch(task.checkpoint(state), out / "checkpoint.pt")
             append_line(out / "metrics.jsonl", json.dumps(rec))
+            tracking.record(out, rec)          # --log tensorboard / wandb (no-op without)
         task.sync()
         log(task.log_line(rec))
     return True
