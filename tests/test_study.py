@@ -243,3 +243,37 @@ def test_cli_ablate_and_report(ablation):
     r = CliRunner().invoke(main, ["report", str(out)])
     assert r.exit_code == 0, r.output
     assert "Learned delays, fixed weights" in r.output and "report.png" in r.output
+
+
+def test_ablation_compares_augmentation_settings(tmp_path, tiny_task):
+    """--compare-augment: every model once per setting, same seed, grouped by the report."""
+    torch.set_num_threads(1)
+    opts = tiny_options(tmp_path, tiny_task(tmp_path / "data"))
+    out = tmp_path / "abl"
+    res = study.run_ablation(out, [3], models=["learned", "fixed-random"],
+                             augment_variants=["none", "shift:k=2,mask"], progress=False,
+                             log=lambda m: None, **opts)
+    runs = {r["model"]: Path(r["run"]) for r in res}
+    assert set(runs) == {"learned", "learned+augment(shift:k=2,mask)", "fixed-random",
+                         "fixed-random+augment(shift:k=2,mask)"}
+    assert runs["learned+augment(shift:k=2,mask)"] == out / "learned+augment_shift_k_2_mask" \
+        / "seed3"
+    for name, run in runs.items():
+        cfg = _cfg(run)
+        assert cfg["train"]["augment"] == ("shift:k=2,mask" if "augment" in name else "")
+        assert cfg["train"]["seed"] == 3 and study.model_key(cfg) == name
+    # the same seed: the same initial network with and without augmentation
+    a = study.initial_model(runs["learned"]).state_dict()
+    b = study.initial_model(runs["learned+augment(shift:k=2,mask)"]).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rep = study.report(out)
+    labels = [row["label"] for row in rep["rows"]]
+    assert labels == ["Learned delays", "Learned delays, augmented (shift:k=2,mask)",
+                      "Fixed random delays", "Fixed random delays, augmented (shift:k=2,mask)"]
+    assert sorted(study.study_cells(out)) == sorted(
+        str(p.relative_to(out)) for p in runs.values())
+    with pytest.raises(study.AblationError, match="not both"):
+        study.run_ablation(out, [3], augment_variants=["none"], augment="mask",
+                           progress=False, **opts)
+    with pytest.raises(study.AblationError, match="unknown model 'wobble'"):
+        study.ablation_runs(out, [0], models=["wobble"], augment_variants=["none"])

@@ -86,9 +86,16 @@ def _echo_failed(failed: list) -> None:
                                 "five, or the four of --recurrent): learned, constant-sigma, "
                                 "fixed-random, fixed-weights, no-delays; recurrent, "
                                 "recurrent-fixed-random, recurrent-one-step.")
+@click.option("--compare-augment", "augment_variants", multiple=True, metavar="SETTING",
+              help="Compare augmentation settings: every model is trained once per setting "
+                   "given (repeat the option; 'none' = no augmentation; the syntax of "
+                   "--augment), with the same seeds, as the variants MODEL+augment(SETTING) "
+                   "in the report. Example: --models learned,fixed-random --compare-augment "
+                   "none --compare-augment shift.")
 @click.option("--no-progress", is_flag=True, help="No progress bar over the runs.")
 @executor_options
-def ablate(out, seeds, connections, recurrent, models, no_progress, **options):
+def ablate(out, seeds, connections, recurrent, models, augment_variants, no_progress,
+           **options):
     """Train the paper's five ablation models for N seeds each, then report.
 
     \b
@@ -130,7 +137,8 @@ def ablate(out, seeds, connections, recurrent, models, no_progress, **options):
               else list(study.RECURRENT_MODELS) if recurrent else None)
     res = study.run_ablation(out, seeds, connections, progress=not no_progress,
                              log=lambda m: click.echo(m, err=True), executor=executor,
-                             trackers=trackers, models=models, **options)
+                             trackers=trackers, models=models,
+                             augment_variants=list(augment_variants) or None, **options)
     acts = ("trained", "resumed", "done", "skipped", "submitted", "failed")
     done = {a: sum(r["action"] == a for r in res) for a in acts}
     click.echo(f"{len(res)} runs: " + ", ".join(

@@ -55,8 +55,11 @@ from neurodelay.research.ablation_models import (  # noqa: F401
     MODELS,
     RECURRENT_MODELS,
     connectivity_label,
+    folder_name,
     model_key,
     model_label,
+    split_augment,
+    with_augment,
 )
 from neurodelay.research.run_report import (  # noqa: F401
     REPORT_FILES,
@@ -69,6 +72,7 @@ from neurodelay.research.run_report import (  # noqa: F401
     summarise,
 )
 from neurodelay.runs import open_run, read_json
+from neurodelay.train.augment import canonical as augment_canonical
 from neurodelay.train.model import DelaySNN, ModelConfig
 
 # options run_ablation sets itself (passing them is an error)
@@ -179,19 +183,29 @@ def _shown(v) -> str:
 
 
 # ------------------------------------------------------------------------------- ablation
-def ablation_runs(out, seeds, models=None) -> list[tuple[str, int, Path]]:
-    """The (model, seed, run dir) list of an ablation, in training order (seed-major)."""
+def ablation_runs(out, seeds, models=None, augment_variants=None
+                  ) -> list[tuple[str, int, Path]]:
+    """The (model, seed, run dir) list of an ablation, in training order (seed-major).
+
+    ``augment_variants``: augmentation settings (``--augment`` values, "none" for none);
+    each model is then trained once per setting, as the model
+    ``<model>+augment(<setting>)`` (:func:`~neurodelay.research.ablation_models.with_augment`)
+    in the folder ``out/<folder_name(model)>/seed<k>``."""
     out = Path(out)
     names = list(models) if models else list(MODELS)
     for m in names:
-        if m not in ALL_MODELS:
+        if split_augment(m)[0] not in ALL_MODELS:
             raise AblationError(f"unknown model {m!r}; choose from {', '.join(ALL_MODELS)}")
-    return [(m, s, out / m / f"seed{s}") for s in _seed_list(seeds) for m in names]
+    if augment_variants:
+        settings = list(dict.fromkeys(augment_canonical(v) for v in augment_variants))
+        names = [with_augment(m, a) for m in names for a in settings]
+    return [(m, s, out / folder_name(m) / f"seed{s}") for s in _seed_list(seeds)
+            for m in names]
 
 
 def run_ablation(out, seeds, connections: int | None = None, *, models=None,
-                 progress: bool = True, log=None, executor=None, trackers=None,
-                 **train_options) -> list[dict]:
+                 augment_variants=None, progress: bool = True, log=None, executor=None,
+                 trackers=None, **train_options) -> list[dict]:
     """Train the ablation models (``MODELS``) for every seed into ``out/<model>/seed<k>``.
 
     ``seeds``: a count N (seeds 0..N-1) or a list of seeds. ``connections``: K synapses
@@ -199,6 +213,8 @@ def run_ablation(out, seeds, connections: int | None = None, *, models=None,
     :func:`neurodelay.api.train_run` except the ones the ablation sets
     (``RESERVED_OPTIONS``), e.g. ``epochs=``, ``preset=``, ``train_file=``, ``threads=``.
     ``models``: a subset of ``MODELS`` names (default all five).
+    ``augment_variants``: compare augmentation settings: every model once per setting
+    (:func:`ablation_runs`), the same seeds; "none" is the unaugmented model.
     ``executor``: where the runs train (:class:`~neurodelay.research.executors.ExecutorOptions`,
     "local" or "slurm"; default: one after the other in this process). ``trackers``:
     ``--log`` trackers of every run ("tensorboard", "wandb"; :mod:`neurodelay.tracking`).
@@ -217,8 +233,11 @@ def run_ablation(out, seeds, connections: int | None = None, *, models=None,
         connections = check_int(connections, "--connections",
                                 "the synapses per neuron of the sparse models", lo=1,
                                 hint="Omit it for fully connected models")
+    if augment_variants and train_options.get("augment"):
+        raise AblationError("give the augmentation of every model (--augment) or settings "
+                            "to compare (--compare-augment), not both")
     out = Path(out)
-    todo = ablation_runs(out, seeds, models)
+    todo = ablation_runs(out, seeds, models, augment_variants)
     train_options = dict(train_options)
     threads = check_threads(train_options.pop("threads", None))
     # where the runs train (like threads, not a setting of the ablation): any device
@@ -287,7 +306,7 @@ def _record_ablation(out: Path, todo: list, train_options: dict, connections,
         for seed in (seeds_used[0], seeds_used[-1]):
             api.check_options(**_model_options(name, train_options, seed, connections))
     record = {"connections": connections, "options": _jsonable(train_options),
-              "models": list(models) if models else list(MODELS)}
+              "models": list(dict.fromkeys(m for m, _, _ in todo))}
     old_seeds = _check_ablation_file(out, record)
     record["seeds"] = sorted(set(old_seeds) | {s for _, s, _ in todo})
     _atomic_write(out / ABLATION_FILE, json.dumps(record, indent=2) + "\n")
@@ -295,8 +314,12 @@ def _record_ablation(out: Path, todo: list, train_options: dict, connections,
 
 def _model_options(name: str, train_options: dict, seed: int, connections) -> dict:
     """train_run's options for model ``name``: the ablation's options, the model's own
-    settings, the seed and connectivity (recurrent-only options for recurrent models)."""
-    model = ALL_MODELS[name][0]
+    settings (and augmentation, for a ``+augment(...)`` variant), the seed and
+    connectivity (recurrent-only options for recurrent models)."""
+    base, setting = split_augment(name)
+    model = dict(ALL_MODELS[base][0])
+    if setting:
+        model["augment"] = setting
     windowed = model.get("recurrent") and model.get("recurrent_delays") != "one-step"
     opts = {k: v for k, v in train_options.items()
             if windowed or k not in RECURRENT_ONLY_OPTIONS}
@@ -317,7 +340,7 @@ def _train_one(run: Path, name: str, seed: int, train_options: dict, connections
                       **(runtime or {}))
         return "resumed"
     opts = _model_options(name, train_options, seed, connections)
-    say(f"{run}: training ({ALL_MODELS[name][1]}, seed {seed})")
+    say(f"{run}: training ({model_label(name)}, seed {seed})")
     # a folder the ablation made whose first epoch never finished holds only the files of
     # that start: replace them
     api.train_run(run, progress=False, threads=threads, log=say, overwrite=True,
@@ -332,8 +355,9 @@ def study_cells(out) -> list[str] | None:
     out = Path(out)
     rec = _read_json(out / ABLATION_FILE)
     if rec and isinstance(rec.get("seeds"), list):
-        models = [m for m in rec.get("models") or MODELS if m in MODELS]
-        return [f"{m}/seed{int(s)}" for s in rec["seeds"] for m in models]
+        models = [m for m in rec.get("models") or MODELS
+                  if isinstance(m, str) and split_augment(m)[0] in ALL_MODELS]
+        return [f"{folder_name(m)}/seed{int(s)}" for s in rec["seeds"] for m in models]
     jobs = executors.read_record(out)["cells"]
     return sorted(jobs) if jobs else None
 
