@@ -120,6 +120,26 @@ def test_blend_mixes_only_samples_of_the_same_class():
     assert not torch.equal(out, x)
 
 
+@pytest.mark.parametrize("sigma, sparse", [(0.2, None), (0.6, None), (0.6, True)])
+def test_noise_follows_the_law_of_abs_round_normal(sigma, sparse, monkeypatch):
+    """The sparse draw (q < 5 %: sigma 0.2; forced at 0.6, where 2s are common) and the
+    dense one (0.6) give |round(N(0, sigma))|: counts of 1 and 2 within 5 sd."""
+    import math
+    if sparse:
+        monkeypatch.setattr(A, "SPARSE_NOISE_MAX_Q", 1.0)
+    x = torch.zeros(64, 125, 125)                 # 1e6 bins
+    out, _ = A.Augmenter(f"noise:sigma={sigma}", window=12, n_classes=2)(
+        x, torch.zeros(64, dtype=torch.int64), gen())
+    n = out.numel()
+    for k in (1, 2):
+        p = (math.erfc((k - 0.5) / (sigma * math.sqrt(2)))
+             - math.erfc((k + 0.5) / (sigma * math.sqrt(2))))
+        seen = int((out == k).sum())
+        assert abs(seen - n * p) <= 5 * math.sqrt(n * p) + 5, (k, seen, n * p)
+    half = out.reshape(-1)[: n // 2].sum() / out.sum()     # spread over the whole batch
+    assert 0.48 < float(half) < 0.52
+
+
 def test_noise_adds_nonnegative_integer_counts():
     x, y = batch()
     out, _ = run("noise:sigma=0.5", x, y)

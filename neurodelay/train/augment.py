@@ -39,6 +39,7 @@ as float (B, n_classes) probabilities otherwise (``loss_fn`` takes both).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,8 @@ import torch
 from neurodelay.errors import OptionError
 
 PRESETS = {"none": "", "reference": "mask,cutmix"}
+# noise: below this probability of a noisy bin only the noisy bins are drawn
+SPARSE_NOISE_MAX_Q = 0.05
 
 
 @dataclass(frozen=True)
@@ -226,8 +229,35 @@ class Augmenter:
         sigma = t.get("sigma", 0.2)
         if sigma == 0:
             return x, y
-        noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype) * sigma
-        return x + noise.round().abs(), y
+        # |round(N(0, sigma))| >= 1 with probability q = P(|N| >= 0.5); for small q only
+        # the bins that get noise are drawn (Bernoulli process by geometric gaps), then
+        # their value from the conditional distribution: the same law as a dense draw
+        q = math.erfc(0.5 / (sigma * math.sqrt(2.0)))
+        if q > SPARSE_NOISE_MAX_Q:
+            noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype) * sigma
+            return x + noise.round().abs(), y
+        n = x.numel()
+        mean = n * q
+        pos = torch.empty(0, dtype=torch.int64, device=x.device)
+        start = -1
+        while True:
+            m = int(mean + 6.0 * math.sqrt(mean) + 16)
+            gaps = torch.empty(m, device=x.device, dtype=torch.float64).geometric_(
+                q, generator=g)
+            steps = start + torch.cumsum(gaps, 0).to(torch.int64)
+            pos = torch.cat([pos, steps[steps < n]])
+            if len(steps) == 0 or int(steps[-1]) >= n:
+                break
+            start = int(steps[-1])
+        # P(k) for k = 1, 2, ... given k >= 1: P(k - 1/2 <= |N| < k + 1/2) / q
+        ks = [k for k in range(1, 64) if math.erfc((k - 0.5) / (sigma * math.sqrt(2))) > 1e-15]
+        tail = torch.tensor([math.erfc((k + 0.5) / (sigma * math.sqrt(2.0))) / q for k in ks],
+                            device=x.device, dtype=torch.float64)
+        u = torch.rand(len(pos), generator=g, device=x.device, dtype=torch.float64)
+        value = 1 + (u[:, None] < tail[None, :]).sum(1)          # inverse CDF
+        flat = x.reshape(-1)                     # x: __call__'s own copy
+        flat.index_add_(0, pos, value.to(x.dtype))
+        return x, y
 
     def _shift(self, t, x, y, g):
         B, T, C = x.shape
@@ -247,6 +277,9 @@ class Augmenter:
         score = torch.rand((B, B), generator=g, device=x.device).masked_fill(~same, -1.0)
         partner = score.argmax(1)
         apply = self._coin(g, t.get("p", 0.5), B, x.device) & same.any(1)
-        pick = torch.rand(x.shape, generator=g, device=x.device) < 0.5
-        mixed = torch.where(pick, x, x[partner])
-        return torch.where(apply[:, None, None], mixed, x), y
+        idx = apply.nonzero().flatten()
+        if len(idx) == 0:
+            return x, y
+        pick = torch.rand((len(idx),) + tuple(x.shape[1:]), generator=g, device=x.device) < 0.5
+        x[idx] = torch.where(pick, x[idx], x[partner[idx]])   # x: __call__'s own copy
+        return x, y
