@@ -228,6 +228,9 @@ class CellJob:
     resumes from the run's last checkpoint when the requeued job starts."""
 
     def __call__(self, spec: dict) -> str:
+        from neurodelay.alloc import tune_allocator  # lazy
+
+        tune_allocator()          # the job's process is ours, as the CLI's is (neurodelay.alloc)
         return execute(spec)
 
     def checkpoint(self, spec: dict):
@@ -245,6 +248,9 @@ def _worker_main(argv) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+    from neurodelay.alloc import tune_allocator  # lazy
+
+    tune_allocator()              # a worker process is ours, as the CLI's is (neurodelay.alloc)
     spec = json.loads(Path(argv[0]).read_text())
     try:
         execute(spec)
