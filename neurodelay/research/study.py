@@ -102,6 +102,15 @@ def _option_defaults() -> dict:
     return out
 
 
+def _json_value(v):
+    """An option value as JSON: tuples -> lists, paths -> str."""
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    return v
+
+
 def _jsonable(options: dict) -> dict:
     """The options that define the runs, as plain JSON values.
 
@@ -280,17 +289,8 @@ def train_cell(run, *, model: str, seed: int, options: dict, connections, thread
                       runtime)
 
 
-def _json_value(v):
-    """An option value as JSON: tuples -> lists, paths -> str (recursively)."""
-    if isinstance(v, (list, tuple)):
-        return [_json_value(x) for x in v]
-    if isinstance(v, os.PathLike):
-        return os.fspath(v)
-    return v
-
-
 def _plain(options: dict) -> dict:
-    """The options as JSON values (paths -> str, tuples -> lists), nothing dropped."""
+    """The options as JSON values, nothing dropped (what a worker process receives)."""
     return {k: _json_value(v) for k, v in options.items()}
 
 
