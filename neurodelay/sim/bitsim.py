@@ -70,7 +70,7 @@ from neurodelay.errors import BitSimError
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.fixedpoint import Arith
 from neurodelay.hw.target import arith
-from neurodelay.sim.bitsim_neurons import _lif
+from neurodelay.sim.bitsim_neurons import _lif, _lif_recurrent
 from neurodelay.sim.bitsim_synapses import (  # noqa: F401  (_Syn, _prepare: for tests)
     _I32,
     _prepare,
@@ -251,7 +251,10 @@ def _layer_rows(qnet, syns, s, record, stats, precision, ar):
     smax = int(np.abs(s).max(initial=0))
     for k, (layer, syn) in enumerate(zip(qnet.layers, syns)):
         a, a_bound = _synaptic_input(syn, s, smax, layer.n_out, precision, ar)
-        spk, vr, ur, st = _lif(layer, a, a_bound, record, stats, ar)
+        if layer.recurrent:     # its own spikes feed back: stepped row by row
+            a, spk, vr, ur, st = _lif_recurrent(layer, a, record, stats, ar)
+        else:
+            spk, vr, ur, st = _lif(layer, a, a_bound, record, stats, ar)
         yield a, spk, vr, ur, st
         s = spk if k < L - 1 else None                      # binary payload 1
         smax = 1 if (s is not None and s.any()) else 0
