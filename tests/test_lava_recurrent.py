@@ -128,6 +128,11 @@ def test_tampered_or_foreign_lava_files_are_refused(exported, tmp_path):
         lava_procs.read_params(bad)
     with pytest.raises(ExportError, match="QNetwork"):
         export_lava(object(), tmp_path / "n.h5")
+    # the netx writer refuses a recurrent network (it would drop the recurrent synapses)
+    from neurodelay.exporters.loihi2 import write_netx
+    with pytest.raises(ExportError, match="fc0 are recurrent: lava-dl netx cannot"):
+        write_netx(q, tmp_path / "n.netx.h5")
+    assert not (tmp_path / "n.netx.h5").exists()
 
 
 def test_lava_file_runs_in_a_fresh_process_with_the_documented_call(exported, tmp_path):

@@ -221,3 +221,44 @@ def test_bitsim_recurrent_equals_a_synapse_by_synapse_integer_loop(seed, rec_exp
         np.testing.assert_array_equal(res.spikes[k], spk.astype(bool), err_msg=f"layer {k}")
     np.testing.assert_array_equal(res.v, ref[-1][1])
     assert ref[0][0].sum() > 50                     # the recurrent layer is active
+
+
+# ----------------------------------------------------------------------------- hw-exact
+
+def test_hardware_exact_model_of_a_recurrent_network_equals_bitsim():
+    import torch
+
+    from neurodelay.train.hwmodel import HwSNN
+
+    net, x = recurrent_net(), calib(B=16)
+    q, _ = quantize(net, data=(x, None))
+    lat = [(lay.weight, lay.bias) + ((lay.rec_weight,) if lay.recurrent else ())
+           for lay in net.layers]
+    model = HwSNN(q, 8, latent=lat)
+    start = model.to_qnetwork().layers[0]                 # the start IS the given network
+    for f in ("weight", "bias_mant", "rec_weight", "rec_delay", "rec_weight_exp",
+              "rec_num_weight_bits"):
+        np.testing.assert_array_equal(getattr(start, f), getattr(q.layers[0], f))
+    u, hidden = model(torch.from_numpy(x), record=True)
+    T, L = x.shape[1], len(q.layers)
+    res = bitsim.run(q, bitsim.quantize_input(q, x), n_steps=T + L, record=True)
+    np.testing.assert_array_equal(
+        u.detach().numpy(), bitsim.align_to_float(res, T).astype(np.float64) * q.layers[-1].scale)
+    np.testing.assert_array_equal(hidden[0].detach().numpy().astype(bool),
+                                  res.spikes[0][:, 1:1 + T])
+    assert res.spikes[0].sum() > 500
+    # a training step reaches the recurrent weights; the integers it leads to are
+    # what bitsim runs (the fine-tuned network stays exact by construction)
+    loss = u.pow(2).mean()
+    loss.backward()
+    g = model.layers[0].rec_weight.grad
+    assert g is not None and torch.count_nonzero(g) > 0
+    with torch.no_grad():
+        model.layers[0].rec_weight.add_(torch.sign(g) * model.layers[0].rec_step * 3)
+    q2 = model.to_qnetwork()
+    assert not np.array_equal(q2.layers[0].rec_weight, q.layers[0].rec_weight)
+    u2, _ = model(torch.from_numpy(x), record=True)
+    res2 = bitsim.run(q2, bitsim.quantize_input(q2, x), n_steps=T + L)
+    np.testing.assert_array_equal(
+        u2.detach().numpy(),
+        bitsim.align_to_float(res2, T).astype(np.float64) * q2.layers[-1].scale)

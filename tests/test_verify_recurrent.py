@@ -91,3 +91,22 @@ def test_export_cli_quantized_nir_of_a_recurrent_run(rec_verified, tmp_path):
         used = ql.rec_weight != 0
         np.testing.assert_array_equal(lay.rec_delay[used], ql.rec_delay[used])
     assert not back.layers[2].recurrent
+
+
+def test_finetuned_recurrent_run_is_hardware_exact(rec_verified, tmp_path):
+    """Hardware-exact fine-tuning of the recurrent run at 4-bit weights / 3-bit delays:
+    the fine-tuned PyTorch model == bitsim (every readout value and hidden spike), and
+    Lava running the exported file == bitsim."""
+    from neurodelay.train.finetune import FinetuneConfig, finetune
+
+    out, _ = rec_verified
+    ft = tmp_path / "ft"
+    finetune(out, ft, FinetuneConfig(weight_bits=4, delay_bits=3, epochs=1), progress=False,
+             threads=1, log=lambda m: None)
+    r = verify_run(ft, "loihi2", lava=1, tolerance=100, progress=False,
+                   log=lambda m: None).to_dict()
+    assert r["reference_exact"] == {"readout_equal": True, "spikes_equal": True}
+    assert r["agreement"] == 1.0 and r["passed"]
+    assert r["lava_mismatches"] == 0 and "network.lava.h5" in r["lava_source"]
+    art = load_artifact(r["artifact"])
+    assert art.qnet.recurrent and art.qnet.weight_bits == 4

@@ -300,8 +300,8 @@ def _readme(rep: DeployReport, netx_text: str) -> str:
             f"source: {rep.source['run']} ({rep.source['kind']})\n"
             f"weights: {rep.weight_bits} bits; delays up to {rep.max_delay} steps\n"
             f"calibration: {cal['description']}\n\n"
-            f"{netx_text}\n\n"
-            + "".join(f"{rep.files.get(k, FILES[k])}: {why}\n"
+            + (f"{netx_text}\n\n" if netx_text else "")
+            + "".join((f"{rep.files[k]}: {why}\n" if k in rep.files else f"{why}\n")
                       for k, why in rep.file_notes.items() if k in ("netx", "lava"))
             + "\n"
             f"Lava process network (network.lava.h5), in Python with Lava installed:\n"
@@ -309,7 +309,10 @@ def _readme(rep: DeployReport, netx_text: str) -> str:
             f"    net = build_from_file('{FILES['lava']}')   # Lava processes, not run yet\n"
             f"    # connect a graded-spike source (round(count * {rep.input_scale:g}), one "
             f"column per step) to net.inp,\n"
-            f"    # read net.neurons[-1].v and run with Loihi2SimCfg(select_tag='fixed_pt')\n\n"
+            f"    # read net.neurons[-1].v and run with Loihi2SimCfg(select_tag='fixed_pt')\n"
+            f"    # prediction: argmax over classes of sum_t softmax(v[t] * "
+            f"{rep.layers[-1]['scale']:.6g}) over the\n"
+            f"    # input's time steps after {len(rep.layers)} steps of latency\n\n"
             f"{FILES['qnet']}: the quantized network (neurodelay.core.network_io.load_network "
             f"or h5py); `neurodelay verify --artifact THIS_FOLDER` re-checks it against the "
             f"trained model, the bit-accurate simulator and Lava.\n"
