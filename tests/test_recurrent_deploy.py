@@ -160,6 +160,10 @@ def test_recurrent_delays_and_fan_in_against_the_target():
     assert st["max_fan_in"] == int((ff_in + rec_in).max())
     assert st["recurrent_synapses"] == int(np.count_nonzero(lay.rec_weight))
     assert st["synapses"] == int(np.count_nonzero(lay.weight)) + st["recurrent_synapses"]
+    # sweep-bits' memory column counts the recurrent synapses like the resource report
+    from neurodelay.research.sweep import memory_bytes
+    assert memory_bytes(clipped, 8, 6) == \
+        resource_report(clipped, "loihi2").totals["synaptic_memory_bytes"]
 
 
 # ----------------------------------------------------------------------------- bitsim
