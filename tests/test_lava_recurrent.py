@@ -157,6 +157,9 @@ src.run(condition=RunSteps(num_steps=40), run_cfg=Loihi2SimCfg(select_tag="fixed
 v = np.asarray(rd.data.get()).reshape(-1, 40).T
 src.stop()
 np.save({str(tmp_path / 'v.npy')!r}, v)
+import sys
+# only Lava, numpy, h5py and the reader: no torch, no simulator, no quantizer
+assert "torch" not in sys.modules and "neurodelay.sim.bitsim" not in sys.modules
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=300)

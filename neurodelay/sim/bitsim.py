@@ -54,6 +54,14 @@ per sample for ``predict`` in batches of 256, against ~2.4 s per sample for Lava
 fixed_pt run on the same machine (>= ~500x); the bit-exactness against Lava is checked
 by tests/test_lava.py and tests/test_bitsim.py.
 
+Recurrent layers (``QLayer.rec_weight``): their feed-forward input still comes from the
+fast path above; the layer itself is stepped row by row in int64
+(:func:`neurodelay.sim.bitsim_neurons._lif_recurrent`), its recurrent synapse process
+added to ``a_in`` in the event order measured against Lava (written in
+:mod:`neurodelay.hw.fixedpoint`): a spike at row r reaches the layer at row r + rec_delay,
+through the same current update as the feed-forward input. Recorded ``a_in`` is then
+the total (feed-forward + recurrent).
+
 Modules: this one is the entry (the checks, :func:`run` and the predict API);
 :mod:`neurodelay.sim.bitsim_synapses` computes a layer's synaptic input for all rows (the
 exact and the fast paths), :mod:`neurodelay.sim.bitsim_neurons` steps its LIF.

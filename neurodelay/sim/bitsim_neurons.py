@@ -185,6 +185,8 @@ def _lif_recurrent(layer: QLayer, a_ff: np.ndarray, record: bool, want_stats: bo
     v_rows, u_rows, stats) like :func:`_lif` (a_in (R, B, n) int64: the total input)."""
     R, B, n = a_ff.shape
     groups = _rec_groups(layer, a)
+    wcat = np.concatenate([wt for _, wt in groups], axis=1).astype(np.float64) \
+        if groups else None                               # (n, groups * n)
     slots = (max((d for d, _ in groups), default=0)) + _REC_LATENCY + 1
     pending = np.zeros((slots, B, n), np.int64)
     a_tot = np.empty((R, B, n), np.int64)
@@ -222,13 +224,14 @@ def _lif_recurrent(layer: QLayer, a_ff: np.ndarray, record: bool, want_stats: bo
             v_rows[r] = v
         if record:
             u_rows[r] = u
-        if s.any():
-            sf = s.astype(np.int64)
-            for d, wt in groups:
+        if s.any() and groups:
+            # every delay group's sum in one float64 product (exact: |sums| < 2**53)
+            sums = np.rint(s.astype(np.float64) @ wcat).astype(np.int64).reshape(B, -1, n)
+            for g, (d, _) in enumerate(groups):
                 if r + _REC_LATENCY + d < R:
                     t = (r + _REC_LATENCY + d) % slots
                     pending[t] = fp.wrap_bits(
-                        pending[t] + fp.shift_sum(sf @ wt, layer.rec_weight_exp),
+                        pending[t] + fp.shift_sum(sums[:, g], layer.rec_weight_exp),
                         a.accumulator_bits)
     if want_stats:
         st["max_abs_a_in"] = int(np.abs(a_tot).max(initial=0))

@@ -33,7 +33,8 @@ File format (HDF5, ``network.lava.h5`` in a deploy folder; readable with h5py al
         lif/  bias_mant (n_out,) int32; attrs du, dv, vth, bias_exp (the readout, kind
               "li", has the target's largest vth and does not spike)
 
-Use (fresh Python process, Lava installed; see the README)::
+Use (fresh Python process with Lava installed: reading and building need only numpy,
+h5py, Lava and this module, no torch; see the README)::
 
     from neurodelay.sim.lava_procs import build_from_file
     net = build_from_file("network.lava.h5")    # Lava processes, nothing run yet
@@ -56,10 +57,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from neurodelay.core.network import QNetwork
 from neurodelay.errors import LavaRunError
-from neurodelay.hw import fixedpoint as fp
-from neurodelay.hw.target import arith
 from neurodelay.untrusted import open_h5
 
 FORMAT = "neurodelay-lava-processes"
@@ -111,10 +109,15 @@ class ProcessParams:
         return int(self.layers[0].ff.weights.shape[1])
 
 
-def process_params(qnet: QNetwork, input_message_bits: int) -> ProcessParams:
-    """The Lava process parameters of ``qnet`` (refused when it does not fit its target):
-    weights as stored (Lava clips and truncates them itself), Lava delays (recurrent:
-    ``rec_delay - 1``), the readout's threshold the target's largest."""
+def process_params(qnet, input_message_bits: int) -> ProcessParams:
+    """The Lava process parameters of a QNetwork ``qnet`` (refused when it does not fit
+    its target): weights as stored (Lava clips and truncates them itself), Lava delays
+    (recurrent: ``rec_delay - 1``), the readout's threshold the target's largest."""
+    # local: the target's arithmetic (and torch, which fixedpoint imports) is needed to
+    # WRITE the parameters only; reading and building a file needs numpy, h5py and Lava
+    from neurodelay.hw import fixedpoint as fp
+    from neurodelay.hw.target import arith
+
     a = arith(qnet)
     fp.ensure_fits(qnet, a, LavaRunError,
                    f"the quantized network does not fit target {a.name!r}")

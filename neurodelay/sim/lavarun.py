@@ -11,6 +11,10 @@ Process network built for a QNetwork with layers ``0..L-1``::
 * every synapse process gets ``weights``, ``weight_exp``, ``num_weight_bits`` and, where a
   layer has any non-zero delay, the per-synapse ``delays`` straight from the QLayer;
   the first one takes graded input (``num_message_bits`` > 0), the others binary spikes;
+* a recurrent layer gets a second DelayDense from its LIF's ``s_out`` back to its own
+  ``a_in`` (delays ``rec_delay - 1``, its own exponent; the port sums both processes):
+  the processes of :mod:`neurodelay.sim.lava_procs`, which also builds them from the
+  deploy folder's ``network.lava.h5`` (:func:`build_from_file`, :func:`run_lava_file`);
 * every LIF gets ``du, dv, vth, bias_mant, bias_exp``; the non-spiking readout
   (``kind == "li"`` / ``vth is None``) gets the target's largest threshold
   (:func:`neurodelay.hw.fixedpoint.layer_vth`);
