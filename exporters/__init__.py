@@ -19,6 +19,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "nir": ("neurodelay.exporters.nir", "NIR graph (HDF5) with exact per-synapse delays"),
     "loihi2": ("neurodelay.exporters.loihi2",
                "Intel Loihi 2: lava-dl netx HDF5 + Lava process network (fixed point)"),
+    "lava_procs": ("neurodelay.exporters.lava_procs",
+                   "Lava process network parameters (HDF5): recurrent networks for Loihi 2"),
 }
 
 

@@ -169,6 +169,13 @@ def write_netx(qnet: QNetwork, path, input_message_bits: int = 8,
     refused.
     """
     path = Path(path)
+    if qnet.recurrent:
+        names = [lay.name or str(k) for k, lay in enumerate(qnet.layers) if lay.recurrent]
+        raise ExportError(f"layer(s) {', '.join(names)} are recurrent: lava-dl netx cannot "
+                          f"carry recurrent delays (its RecurrentDense uses the feed-forward "
+                          f"delays); write the Lava process network file instead "
+                          f"(neurodelay.exporters.lava_procs, network.lava.h5 in a deploy "
+                          f"folder)")
     if not path.parent.is_dir():
         raise ExportError(f"cannot write {path}: folder {path.parent} does not exist")
     problems = check_limits(qnet)

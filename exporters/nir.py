@@ -181,11 +181,17 @@ def _quantized_specs(qnet: QNetwork) -> list[_LayerSpec]:
         weight = fp.effective_weights(ql.weight, ql.num_weight_bits, a) * gain
         bias = fp.effective_bias(ql.bias_mant, ql.bias_exp).astype(np.float64) * ql.scale
         vth = None if ql.kind == "li" else float(fp.threshold(ql.vth, a)) * ql.scale
+        rec_w = rec_d = None
+        if ql.recurrent:          # its own synapse process: own exponent, spikes in
+            rec_w = (fp.effective_weights(ql.rec_weight, ql.rec_num_weight_bits, a)
+                     * (fp.weight_unit(ql.rec_weight_exp, a) * ql.scale)).astype(np.float32)
+            rec_d = ql.rec_delay
         specs.append(_LayerSpec(weight=weight.astype(np.float32), delay=ql.delay,
                                 bias=bias.astype(np.float32), decay=fp.dv_to_decay(ql.dv, a),
                                 v_threshold=vth, v_reset=0.0, kind=ql.kind,
                                 name=ql.name or f"layer{k}",
-                                current_decay=fp.du_to_current_decay(ql.du, a)))
+                                current_decay=fp.du_to_current_decay(ql.du, a),
+                                rec_weight=rec_w, rec_delay=rec_d))
     return specs
 
 

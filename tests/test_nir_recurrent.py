@@ -21,7 +21,7 @@ import nirtorch
 import numpy as np
 import pytest
 import torch
-from cli_checks import cli, refused
+from cli_checks import cli
 
 from neurodelay.core.network import Layer, Network
 from neurodelay.exporters.nir import export, nir_node_counts
@@ -487,8 +487,8 @@ def test_cli_import_nir_and_nir_run_on_a_recurrent_graph(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["recurrent_delays_per_layer"][0] == [1, 2, 3, 4]
     assert nir.read(tmp_path / "again.nir").metadata["recurrent"]
-    # ... the quantized route refuses: no recurrent deployment yet
-    out = refused(cli("export", tmp_path / "run", "--target", "nir", "--variant",
-                      "quantized", "--out", tmp_path / "q.nir"),
-                  "are recurrent", "not supported yet")
-    assert "L0_lif, L1_lif" in out and not (tmp_path / "q.nir").exists()
+    # ... and so does the quantized route (the recurrent deployment of issue 22)
+    r = cli("export", tmp_path / "run", "--target", "nir", "--variant", "quantized",
+            "--out", tmp_path / "q.nir")
+    assert r.exit_code == 0, r.output
+    assert nir.read(tmp_path / "q.nir").metadata["recurrent"]

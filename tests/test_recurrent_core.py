@@ -5,7 +5,7 @@ import pytest
 
 from neurodelay.core.network import Layer, Network
 from neurodelay.core.network_io import load_network, save_network
-from neurodelay.errors import NetworkError, PassError
+from neurodelay.errors import NetworkError
 from neurodelay.sim import floatsim
 
 
@@ -111,7 +111,3 @@ def test_recurrent_layer_validation():
               rec_delay=lay.rec_delay)
 
 
-def test_quantize_refuses_recurrent():
-    from neurodelay.passes.quantize import quantize
-    with pytest.raises(PassError, match="layer\\(s\\) h are recurrent"):
-        quantize(recurrent_net())

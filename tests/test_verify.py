@@ -92,8 +92,8 @@ def test_export_cli_writes_one_artifact_and_nir(trained, tmp_path):
                                   str(art_dir)])
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in art_dir.iterdir()) == [
-        "README.txt", "deploy.json", "model.nir", "model.quantized.nir", "network.netx.h5",
-        "network.qnet.h5"]
+        "README.txt", "deploy.json", "model.nir", "model.quantized.nir", "network.lava.h5",
+        "network.netx.h5", "network.qnet.h5"]
     with h5py.File(art_dir / "network.netx.h5") as f:
         assert f["layer/0/type"][()] == b"input"
         assert "delay" in f["layer/1"]

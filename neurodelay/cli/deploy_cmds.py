@@ -74,7 +74,10 @@ def export(run, target, out_path, variant, hw_target, nir_schema, weight_bits, c
     For a hardware target (e.g. --target loihi2) the run is quantized ONCE, calibrated on
     its training data, and everything a user hands over goes into one folder:
       network.qnet.h5       the quantized network
-      network.netx.h5       lava-dl netx file (what runs on a Loihi 2)
+      network.netx.h5       lava-dl netx file (feed-forward networks; netx cannot carry
+                            recurrent delays)
+      network.lava.h5       Lava process network parameters: a recurrent network's Loihi 2
+                            file (neurodelay.sim.lava_procs.build_from_file builds it)
       model.nir             NIR graph of the float network
       model.quantized.nir   NIR graph of the quantized network
       deploy.json           target, bits, per-layer exponents and headroom, calibration
@@ -159,7 +162,8 @@ def _print_artifact(r, art) -> None:
                    "fixed-point simulation (lava-dl netx.hdf5.Network under Loihi2SimCfg "
                    "fixed_pt, ~1-4 s per sample) and compare every layer's spikes and the "
                    "readout membrane at every step with the bit-accurate simulator "
-                   "(mismatches must be 0).")
+                   "(mismatches must be 0). A recurrent network runs as the Lava process "
+                   "network built from the exported network.lava.h5 FILE instead.")
 @deploy_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON (keys include artifact_hash, pytorch_accuracy, float_accuracy, "

@@ -258,6 +258,19 @@ class QLayer(_WeightShape):
     Field widths are the target's and are checked by neurodelay.hw.fixedpoint, not here.
     scale         float value of one unit of v (v_float ~= v_int * scale), used to
                   descale the readout membrane and to report
+
+    Recurrent synapses (all four set, or all None; spiking layers only): a second
+    synapse process (Lava DelayDense) from the layer's own spikes back to its own a_in,
+    with its OWN shared exponent and weight-bit setting (Lava's sign mode, clip,
+    truncation and shift are per synapse process; the two processes' outputs are summed
+    in the LIF's a_in port, see neurodelay.hw.fixedpoint):
+
+    rec_weight    int (n_out, n_out): recurrent weight mantissas i <- j
+    rec_delay     int (n_out, n_out) >= 1: a spike of j at row r reaches i's a_in at row
+                  r + rec_delay (as the float Layer's rec_delay); the Lava DelayDense gets
+                  rec_delay - 1 (its own one step of latency makes up the rest)
+    rec_weight_exp, rec_num_weight_bits   the recurrent process's weight_exp and
+                  num_weight_bits
     """
 
     weight: np.ndarray
@@ -272,9 +285,14 @@ class QLayer(_WeightShape):
     scale: float
     kind: str = "lif"
     name: str = ""
+    rec_weight: np.ndarray | None = None
+    rec_delay: np.ndarray | None = None
+    rec_weight_exp: int | None = None
+    rec_num_weight_bits: int | None = None
 
     def __post_init__(self):
         tag = f"quantized layer {self.name!r}" if self.name else "quantized layer"
+        self._check_recurrent(tag)
         self.weight = _as(self.weight, np.int64, f"{tag} weight", 2)
         self.delay = _as(self.delay, np.int64, f"{tag} delay", 2)
         self.bias_mant = _as(self.bias_mant, np.int64, f"{tag} bias_mant", 1)
@@ -303,13 +321,42 @@ class QLayer(_WeightShape):
         self.bias_exp = int(self.bias_exp)
         self.scale = float(self.scale)
 
-    # recurrent quantized layers do not exist yet (the Loihi 2 deployment of recurrent
-    # networks is its own step): quantize refuses a recurrent Network
-    recurrent = False
+    _REC = ("rec_weight", "rec_delay", "rec_weight_exp", "rec_num_weight_bits")
+
+    def _check_recurrent(self, tag: str) -> None:
+        given = [n for n in self._REC if getattr(self, n) is not None]
+        if not given:
+            return
+        if len(given) != len(self._REC):
+            missing = [n for n in self._REC if n not in given]
+            raise NetworkError(f"{tag}: recurrent fields go together: "
+                               f"{', '.join(given)} given, {', '.join(missing)} missing")
+        self.rec_weight = _as(self.rec_weight, np.int64, f"{tag} rec_weight", 2)
+        self.rec_delay = _as(self.rec_delay, np.int64, f"{tag} rec_delay", 2)
+        n = int(np.asarray(self.weight).shape[0])
+        for name in ("rec_weight", "rec_delay"):
+            if getattr(self, name).shape != (n, n):
+                raise NetworkError(f"{tag}: {name} shape {getattr(self, name).shape} != "
+                                   f"({n}, {n})")
+        if self.rec_delay.size and self.rec_delay.min() < 1:
+            raise NetworkError(f"{tag}: {int((self.rec_delay < 1).sum())} recurrent delays "
+                               f"< 1 step; a spike reaches its own layer one step later at "
+                               f"the earliest")
+        if self.kind != "lif":
+            raise NetworkError(f"{tag}: only a spiking ('lif') layer can be recurrent, this "
+                               f"one is {self.kind!r}")
+        self.rec_weight_exp = int(self.rec_weight_exp)
+        self.rec_num_weight_bits = int(self.rec_num_weight_bits)
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the layer has recurrent synapses (a second synapse process)."""
+        return self.rec_weight is not None
 
     @property
     def n_synapses(self) -> int:
-        return int(np.count_nonzero(self.weight))
+        rec = int(np.count_nonzero(self.rec_weight)) if self.recurrent else 0
+        return int(np.count_nonzero(self.weight)) + rec
 
 
 @dataclass

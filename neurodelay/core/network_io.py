@@ -34,6 +34,11 @@ and numpy alone, no neurodelay needed::
             bias_mant  dataset int64 (n_out,)
             attrs      weight_exp, num_weight_bits, bias_exp, du, dv (ints),
                        scale (float), vth (int; ABSENT when vth is None: never spikes)
+            rec_weight  dataset int64 (n_out, n_out)  recurrent weight mantissas (i <- j)
+            rec_delay   dataset int64 (n_out, n_out)  their delays >= 1 row
+            attrs       rec_weight_exp, rec_num_weight_bits (ints): the recurrent synapse
+                        process's own exponent and weight bits
+                        (version 2; all four present, or none: not recurrent)
 
 Example without neurodelay::
 
@@ -83,6 +88,8 @@ _QUANT_LAYER_DATA = {"weight": np.int64, "delay": np.int64, "bias_mant": np.int6
 _RECURRENT_DATA = {"rec_weight": np.float32, "rec_delay": np.int32}   # version 2
 _FLOAT_LAYER_ATTRS = ("decay", "threshold", "reset")
 _QUANT_LAYER_ATTRS = ("weight_exp", "num_weight_bits", "bias_exp", "du", "dv", "scale")
+_QUANT_RECURRENT_DATA = {"rec_weight": np.int64, "rec_delay": np.int64}   # version 2
+_QUANT_RECURRENT_ATTRS = ("rec_weight_exp", "rec_num_weight_bits")
 
 
 def _write_dataset(group, name: str, arr: np.ndarray, dtype) -> None:
@@ -153,6 +160,11 @@ def save_network(net: "Network | QNetwork", path) -> Path:
                         g.attrs[name] = float(v) if name == "scale" else int(v)
                     if layer.vth is not None:
                         g.attrs["vth"] = int(layer.vth)
+                    if layer.recurrent:
+                        for name, dtype in _QUANT_RECURRENT_DATA.items():
+                            _write_dataset(g, name, getattr(layer, name), dtype)
+                        for name in _QUANT_RECURRENT_ATTRS:
+                            g.attrs[name] = int(getattr(layer, name))
     return path
 
 
@@ -224,6 +236,20 @@ class _Reader:
         return ds[()]
 
 
+def _recurrent_present(r: _Reader, group, names: list, version: int) -> bool:
+    """Whether the layer group holds recurrent synapses: all of ``names`` (datasets or
+    attributes) or none; only in version 2 files."""
+    present = [n for n in names if n in group or n in group.attrs]
+    if present and version < 2:
+        raise r.fail(f"holds {present[0]!r} but the file declares format_version "
+                     f"{version}; recurrent layers need version 2")
+    if present and len(present) != len(names):
+        missing = [n for n in names if n not in present]
+        raise r.fail(f"has {', '.join(map(repr, present))} but not "
+                     f"{', '.join(map(repr, missing))}; a recurrent layer needs all of them")
+    return bool(present)
+
+
 def _read_layer(path: Path, group, k: int, kind: str, version: int) -> "Layer | QLayer":
     r = _Reader(path, group, f"layers/{k}")
     common = {"kind": r.attr("kind", str), "name": r.attr("name", str)}
@@ -233,20 +259,16 @@ def _read_layer(path: Path, group, k: int, kind: str, version: int) -> "Layer | 
             scalars = {n: r.attr(n, float) for n in _FLOAT_LAYER_ATTRS}
             scalars["current_decay"] = r.attr("current_decay", float, required=False,
                                               default=0.0)
-            present = [n for n in _RECURRENT_DATA if n in group]
-            if present and version < 2:
-                raise r.fail(f"holds {present[0]!r} but the file declares format_version "
-                             f"{version}; recurrent layers need version 2")
-            if len(present) == 1:
-                missing = next(n for n in _RECURRENT_DATA if n not in present)
-                raise r.fail(f"has {present[0]!r} but not {missing!r}; a recurrent layer "
-                             f"needs both")
-            data.update({n: r.dataset(n, dt) for n, dt in _RECURRENT_DATA.items()
-                         if present})
+            if _recurrent_present(r, group, list(_RECURRENT_DATA), version):
+                data.update({n: r.dataset(n, dt) for n, dt in _RECURRENT_DATA.items()})
             return Layer(**data, **scalars, **common)
         data = {n: r.dataset(n, dt) for n, dt in _QUANT_LAYER_DATA.items()}
         scalars = {n: r.attr(n, float if n == "scale" else int) for n in _QUANT_LAYER_ATTRS}
         vth = r.attr("vth", int, required=False)
+        names = list(_QUANT_RECURRENT_DATA) + list(_QUANT_RECURRENT_ATTRS)
+        if _recurrent_present(r, group, names, version):
+            data.update({n: r.dataset(n, dt) for n, dt in _QUANT_RECURRENT_DATA.items()})
+            scalars.update({n: r.attr(n, int) for n in _QUANT_RECURRENT_ATTRS})
         return QLayer(**data, **scalars, vth=vth, **common)
     except NetworkError as e:
         if str(e).startswith(f"{path}:"):

@@ -6,7 +6,12 @@ Folder (default ``RUN/deploy/<target>``; see :func:`default_folder`)::
 
     network.qnet.h5        the quantized network (neurodelay.core.network format), the
                            object every check below is about
-    network.netx.h5        lava-dl netx file of that network (what goes to a Loihi 2)
+    network.netx.h5        lava-dl netx file of that network (what goes to a Loihi 2);
+                           feed-forward networks only: netx cannot carry recurrent delays
+    network.lava.h5        the Lava process parameters of that network (every network;
+                           for a recurrent one, THE Loihi 2 file):
+                           ``neurodelay.sim.lava_procs.build_from_file`` builds Lava's
+                           DelayDense/LIF processes from it (format in that module)
     model.nir              NIR graph of the float network (absent for finetuned runs,
                            whose float weights are not what is deployed)
     model.quantized.nir    NIR graph of the quantized network in float units
@@ -67,13 +72,15 @@ from neurodelay.deploy.manifest import (  # noqa: F401
     file_sha256,
     qnet_hash,
 )
-from neurodelay.errors import ArtifactError, TargetError
+from neurodelay.errors import ArtifactError, LavaRunError, TargetError
 from neurodelay.exporters import get_exporter
+from neurodelay.exporters.lava_procs import export as write_lava_procs
 from neurodelay.exporters.loihi2 import load_check, netx_layer, netx_readme, write_netx
 from neurodelay.fs import disk_full_error, inside, make_dirs, refuse_links, remove_empty_dirs
 from neurodelay.hw.resources import check_fits
 from neurodelay.hw.target import arith, load_target
 from neurodelay.runs import Run, open_run, read_json
+from neurodelay.sim.lava_procs import params_equal, process_params, read_params
 from neurodelay.untrusted import open_h5
 
 # ----------------------------------------------------------------------------- folders
@@ -147,13 +154,15 @@ def build_artifact(run, options: DeployOptions | None = None, out=None, *,
     h = qnet_hash(qnet)
 
     def write(tmp: Path) -> DeployReport:
-        netx, files = _write_networks(tmp, qnet, net)
+        netx, files, notes = _write_networks(tmp, qnet, net)
         rep = _deploy_report(run, tgt, options, qnet, h, qrep=qrep, drep=drep, cal=cal,
                              resources=resources, netx=netx, files=files,
                              warnings=unfinished + (list(qrep.warnings) if qrep is not None
                                                     else []))
+        rep.file_notes = notes
         (tmp / FILES["report"]).write_text(json.dumps(rep.to_dict(), indent=2) + "\n")
-        (tmp / FILES["readme"]).write_text(_readme(rep, netx_readme(netx, qnet)))
+        text = netx_readme(netx, qnet) if netx is not None else ""
+        (tmp / FILES["readme"]).write_text(_readme(rep, text))
         return rep
 
     rep = _write_folder(out, write)
@@ -186,19 +195,39 @@ def _unfinished(run: Run) -> list:
         f"then export again)"]
 
 
+NETX_RECURRENT = ("no netx file: lava-dl netx cannot carry recurrent delays (its "
+                  "RecurrentDense gives the recurrent synapses the feed-forward delay "
+                  "matrix); network.lava.h5 is this network's Loihi 2 file")
+
+
 def _write_networks(tmp: Path, qnet: QNetwork, net):
-    """The quantized network, its netx file (read back to check it) and the NIR graphs
-    into ``tmp``; returns (netx export, files: kind -> name)."""
+    """The quantized network, its netx file (feed-forward networks; read back to check
+    it), its Lava process network file and the NIR graphs into ``tmp``; returns (netx
+    export or None, files: kind -> name, file notes: kind -> why)."""
 
     x_bits = DEFAULT_MESSAGE_BITS
     save_network(qnet, tmp / FILES["qnet"])
-    netx = write_netx(qnet, tmp / FILES["netx"], input_message_bits=x_bits)
-    load_check(tmp / FILES["netx"], x_bits, len(qnet.layers))
-    files = {k: v for k, v in FILES.items() if k != "nir_float" or net is not None}
+    skip, notes = set(), {}
+    netx = None
+    if qnet.recurrent:
+        skip.add("netx")
+        notes["netx"] = NETX_RECURRENT
+    else:
+        netx = write_netx(qnet, tmp / FILES["netx"], input_message_bits=x_bits)
+        load_check(tmp / FILES["netx"], x_bits, len(qnet.layers))
+        notes["netx"] = "lava-dl netx file: what lava-dl's netx.hdf5.Network loads"
+    write_lava_procs(qnet, tmp / FILES["lava"], input_message_bits=x_bits)
+    notes["lava"] = ("Lava process parameters (DelayDense feed-forward"
+                     + (" and recurrent" if qnet.recurrent else "") + " synapses, LIF "
+                     "neurons); build with neurodelay.sim.lava_procs.build_from_file")
+    if net is None:
+        skip.add("nir_float")
+        notes["nir_float"] = "no float network (a fine-tuned run deploys its integers)"
+    files = {k: v for k, v in FILES.items() if k not in skip}
     if net is not None:
         _write_nir(net, tmp / FILES["nir_float"])
     _write_nir(qnet, tmp / FILES["nir_quantized"])
-    return netx, files
+    return netx, files, notes
 
 
 def _deploy_report(run: Run, tgt, options: DeployOptions, qnet: QNetwork, h: str, *, qrep,
@@ -216,8 +245,10 @@ def _deploy_report(run: Run, tgt, options: DeployOptions, qnet: QNetwork, h: str
         delays={"max_delay": int(drep.changes["max_delay"]),
                 "clipped": int(drep.changes["clipped"]),
                 "unused_delays_zeroed": int(drep.changes["unused_delays_zeroed"])},
-        netx={"input_message_bits": netx.input_message_bits, "exact": netx.exact,
-              "layers": netx.layers},
+        netx=({"input_message_bits": netx.input_message_bits, "exact": netx.exact,
+               "layers": netx.layers} if netx is not None else
+              {"input_message_bits": DEFAULT_MESSAGE_BITS, "exact": None, "layers": [],
+               "written": False, "why": NETX_RECURRENT}),
         source=_source(run), files=files, options=options.describe(),
         warnings=warnings,
         neurodelay_version=__version__, created=time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -269,7 +300,19 @@ def _readme(rep: DeployReport, netx_text: str) -> str:
             f"source: {rep.source['run']} ({rep.source['kind']})\n"
             f"weights: {rep.weight_bits} bits; delays up to {rep.max_delay} steps\n"
             f"calibration: {cal['description']}\n\n"
-            f"{netx_text}\n\n"
+            + (f"{netx_text}\n\n" if netx_text else "")
+            + "".join((f"{rep.files[k]}: {why}\n" if k in rep.files else f"{why}\n")
+                      for k, why in rep.file_notes.items() if k in ("netx", "lava"))
+            + "\n"
+            f"Lava process network (network.lava.h5), in Python with Lava installed:\n"
+            f"    from neurodelay.sim.lava_procs import build_from_file\n"
+            f"    net = build_from_file('{FILES['lava']}')   # Lava processes, not run yet\n"
+            f"    # connect a graded-spike source (round(count * {rep.input_scale:g}), one "
+            f"column per step) to net.inp,\n"
+            f"    # read net.neurons[-1].v and run with Loihi2SimCfg(select_tag='fixed_pt')\n"
+            f"    # prediction: argmax over classes of sum_t softmax(v[t] * "
+            f"{rep.layers[-1]['scale']:.6g}) over the\n"
+            f"    # input's time steps after {len(rep.layers)} steps of latency\n\n"
             f"{FILES['qnet']}: the quantized network (neurodelay.core.network_io.load_network "
             f"or h5py); `neurodelay verify --artifact THIS_FOLDER` re-checks it against the "
             f"trained model, the bit-accurate simulator and Lava.\n"
@@ -318,7 +361,10 @@ def load_artifact(folder) -> Artifact:
     if not isinstance(rep.files, dict) or not all(isinstance(v, str)
                                                   for v in rep.files.values()):
         raise ArtifactError(f"{rpath}: 'files' must map kinds to file names")
-    for kind in ("qnet", "netx"):
+    # netx: feed-forward networks; lava: folders written since the Lava process file
+    for kind in ("qnet", "netx", "lava"):
+        if kind != "qnet" and kind not in rep.files:
+            continue
         if not inside(folder, rep.files.get(kind, FILES[kind]), "artifact folder").exists():
             raise ArtifactError(f"{folder}: {rep.files.get(kind, FILES[kind])} is missing; "
                                 f"the artifact is incomplete: export it again")
@@ -330,8 +376,33 @@ def load_artifact(folder) -> Artifact:
                             f"{rep.artifact_hash} in {FILES['report']}: the network was "
                             f"changed after export; export it again")
     art = Artifact(folder, qnet, rep)
-    _check_netx_matches(art)
+    if "netx" in rep.files:
+        _check_netx_matches(art)
+    elif qnet.recurrent is False:
+        raise ArtifactError(f"{folder}: a feed-forward network without its netx file; "
+                            f"export it again")
+    if "lava" in rep.files:
+        _check_lava_matches(art)
+    elif qnet.recurrent:
+        raise ArtifactError(f"{folder}: a recurrent network without its Lava process "
+                            f"network file {FILES['lava']}; export it again")
     return art
+
+
+def _check_lava_matches(art: Artifact) -> None:
+    """The Lava process network file must hold exactly the parameters of the hashed
+    quantized network (so what Lava builds from it is what was verified)."""
+
+    path = art.lava_path
+    try:
+        got = read_params(path)
+    except LavaRunError as e:
+        raise ArtifactError(f"{path}: not a readable Lava process network file ({e})") \
+            from None
+    want = process_params(art.qnet, got.input_message_bits)
+    if not params_equal(got, want):
+        raise ArtifactError(f"{path}: does not hold the quantized network of this artifact "
+                            f"(modified after export?); export it again")
 
 
 def _check_netx_matches(art: Artifact) -> None:

@@ -22,9 +22,9 @@ DEFAULT_CALIB_SEED = 0
 DEFAULT_MESSAGE_BITS = 8             # graded input bits declared to netx (at least)
 FORMAT = "neurodelay-deploy"
 FORMAT_VERSION = 1
-FILES = {"qnet": "network.qnet.h5", "netx": "network.netx.h5", "nir_float": "model.nir",
-         "nir_quantized": "model.quantized.nir", "report": "deploy.json",
-         "readme": "README.txt"}
+FILES = {"qnet": "network.qnet.h5", "netx": "network.netx.h5", "lava": "network.lava.h5",
+         "nir_float": "model.nir", "nir_quantized": "model.quantized.nir",
+         "report": "deploy.json", "readme": "README.txt"}
 
 
 # ----------------------------------------------------------------------------- hashing
@@ -62,6 +62,10 @@ def qnet_hash(qnet: QNetwork) -> str:
         put("weight", layer.weight)
         put("delay", layer.delay)
         put("bias_mant", layer.bias_mant)
+        if layer.recurrent:           # feed-forward hashes stay what they were
+            put("recurrent", [int(layer.rec_weight_exp), int(layer.rec_num_weight_bits)])
+            put("rec_weight", layer.rec_weight)
+            put("rec_delay", layer.rec_delay)
     return "sha256:" + h.hexdigest()
 
 
@@ -106,6 +110,9 @@ class DeployReport:
     files: dict
     options: dict
     warnings: list = field(default_factory=list)
+    # kind -> why the folder has (or lacks) that file (e.g. no netx file for a recurrent
+    # network); empty in folders of older versions
+    file_notes: dict = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     neurodelay_version: str = ""
@@ -151,6 +158,11 @@ class Artifact:
     @property
     def netx_path(self) -> Path:
         return self.path("netx")
+
+    @property
+    def lava_path(self) -> Path | None:
+        """The Lava process network file (None in folders that have none)."""
+        return self.path("lava") if "lava" in self.report.files else None
 
     @property
     def message_bits(self) -> int:

@@ -17,7 +17,10 @@ once:
    (:mod:`neurodelay.sim.bitsim`): accuracy and per-sample agreement with the reference;
 4. optionally the first N samples through Lava running the artifact's **netx file**
    (lava-dl ``netx.hdf5.Network``, ``Loihi2SimCfg(select_tag='fixed_pt')``), compared
-   spike for spike with the bit-accurate simulator.
+   spike for spike with the bit-accurate simulator; a recurrent network (which netx
+   cannot carry) runs as the Lava process network built from the artifact's
+   ``network.lava.h5`` FILE (:func:`neurodelay.sim.lava_procs.build_from_file`), every
+   layer's spikes and the readout compared at every step.
 
 It passes when the quantized accuracy is at most ``tolerance`` percentage points below
 the reference, Lava shows no mismatch, and the test input fits the graded-input width
@@ -320,12 +323,20 @@ def _lava_check(art, x: np.ndarray, problems: list, log) -> dict:
 
     from neurodelay.sim.lavarun import cross_check  # Lava takes seconds to import
 
-    log(f"running {len(x)} samples of the exported netx file {art.netx_path} through Lava "
-        f"fixed_pt (Loihi2SimCfg) and the bit-accurate simulator ...")
-    cc = cross_check(art.qnet, x, netx_path=art.netx_path,
-                     message_bits=art.message_bits).to_dict()
+    if "netx" in art.report.files:
+        log(f"running {len(x)} samples of the exported netx file {art.netx_path} through "
+            f"Lava fixed_pt (Loihi2SimCfg) and the bit-accurate simulator ...")
+        cc = cross_check(art.qnet, x, netx_path=art.netx_path,
+                         message_bits=art.message_bits).to_dict()
+        what = "netx file"
+    else:       # a recurrent network: the Lava process network built from its file
+        log(f"running {len(x)} samples through the Lava process network built from the "
+            f"exported file {art.lava_path} (Loihi2SimCfg fixed_pt) and the bit-accurate "
+            f"simulator ...")
+        cc = cross_check(art.qnet, x, lava_path=art.lava_path).to_dict()
+        what = "Lava process network file"
     if cc["lava_mismatches"]:
-        problems.append(f"Lava (netx file) and the bit-accurate simulator differ in "
+        problems.append(f"Lava ({what}) and the bit-accurate simulator differ in "
                         f"{cc['lava_mismatches']} entries; first: {cc['first_mismatch']}")
     return cc
 

@@ -30,6 +30,28 @@ is shifted by ``weight_exp`` (left for > 0, arithmetic right = floor for < 0) an
 accumulated in an A-bit buffer (two's complement wrap); every synapse process adds
 one step of latency, so a delay d arrives 1 + d steps later.
 
+Recurrent synapses and the order of events within a step (measured against Lava: a
+LIF, a feed-forward DelayDense and a recurrent DelayDense from the LIF's ``s_out`` back
+to its own ``a_in``, ``Loihi2SimCfg(select_tag="fixed_pt")``; tests/test_lava_recurrent.py
+re-checks it). A recurrent layer is a SECOND synapse process into the same LIF. Each
+process keeps its own ``weight_exp``, ``num_weight_bits`` and sign mode (clip,
+truncation and shift above are applied per process, on its own weights), so the
+recurrent weights have their own exponent (``QLayer.rec_weight_exp``; the quantizer
+puts their mantissas on the layer's scale). The LIF's ``a_in`` port sums what its
+processes send (``PyInPortVectorDense.recv`` adds the int32 vectors: an A-bit wrap).
+Within Lava step t, in this order:
+
+1. every synapse process sends what it accumulated for step t (its buffer slot 0);
+2. the LIF receives ``a_in[t] = ff[t] + rec[t]`` and updates u (so the recurrent input
+   passes the current filter exactly like the feed-forward input), then v, then spikes;
+3. the recurrent process receives those spikes of step t and adds
+   ``shift(W_d @ s[t], rec_weight_exp)`` per delay group d to the slot it sends at step
+   ``t + 1 + d``.
+
+So a spike at step t reaches its own layer at step ``t + 1 + d``: the QLayer's recurrent
+delay E >= 1 is given to the recurrent DelayDense as ``d = E - 1`` (<= ``max_delay``), and
+the float semantics (a spike at float step t arrives at t + E) carry over unchanged.
+
 CUBA LIF (``proc/lif/models.py``, every step, all layers from the first step)::
 
     u = wrap_S( wrap_A( trunc(u * (2**D - (du + 1)) / 2**D) + wrap_A(a_in << sh_a) ) )
@@ -413,6 +435,37 @@ def check_qlayer(layer, a: Arith, tag: str = "layer", hidden: bool = False) -> l
                            f"state (largest v {a.v_limit})")
     elif hidden:
         out.append(f"{tag}: hidden layers must spike (kind 'lif'), got {layer.kind!r}")
+    if getattr(layer, "recurrent", False):
+        out += check_recurrent(layer, a, tag)
+    return out
+
+
+def lava_rec_delay(rec_delay):
+    """The delays the recurrent DelayDense gets for a layer's recurrent delays E >= 1
+    (rows from a spike to its arrival in a_in): E - 1, the process adds one step."""
+    return np.asarray(rec_delay).astype(np.int64) - 1
+
+
+def check_recurrent(layer, a: Arith, tag: str = "layer") -> list[str]:
+    """The recurrent synapse process's fields: its own sign mode, mantissa range,
+    num_weight_bits and weight_exp, and Lava delays E - 1 within the target's maximum."""
+    tag = f"{tag} (recurrent)"
+    out = []
+    w = layer.rec_weight
+    mode = sign_mode(w)
+    lo, hi = mantissa_range(mode, a)
+    out += _range(tag, f"rec_weight ({a.weight_register_bits}-bit {mode})", w, lo, hi)
+    out += _range(tag, f"rec_num_weight_bits ({mode} weights)", layer.rec_num_weight_bits,
+                  1, max_num_weight_bits(mode, a))
+    out += _range(tag, "rec_weight_exp", layer.rec_weight_exp, a.weight_exp_min,
+                  a.weight_exp_max)
+    used = np.asarray(w) != 0
+    lava_d = lava_rec_delay(layer.rec_delay)[used]
+    n = int((lava_d > a.max_delay).sum())
+    if n:
+        out.append(f"{tag}: rec_delay: {int(lava_d.max()) + 1} > allowed {a.max_delay + 1} "
+                   f"(the recurrent DelayDense gets rec_delay - 1 <= max_delay "
+                   f"{a.max_delay}; {n} synapses above it)")
     return out
 
 

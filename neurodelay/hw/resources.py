@@ -3,7 +3,8 @@
 Resource estimate (``resource_report``), per synaptic layer (inputs arrive from the
 host and are not counted as neurons):
 
-    synapses                = nonzero weights
+    synapses                = nonzero weights (feed-forward + recurrent)
+    max_fan_in              = per neuron, feed-forward + recurrent synapses into it
     synaptic_memory_bytes   = ceil(synapses * (weight_bits + delay_bits) / 8)
     cores                   = max(ceil(neurons / neurons_per_core),
                                   ceil(synaptic_memory_bytes / synaptic_memory_per_core))
@@ -129,8 +130,9 @@ def resource_report(net: Network | QNetwork, target) -> ResourceReport:
     rec = [st["name"] or str(k) for k, st in enumerate(layers) if st["recurrent_synapses"]]
     if rec:
         notes.append(f"recurrent layer(s) {', '.join(rec)}: their recurrent synapses are "
-                     f"counted in synapses, memory and fan-in; deploying recurrent networks "
-                     f"to Loihi 2 (quantize / export) is not implemented yet")
+                     f"counted in synapses, memory and fan-in (a second synapse process "
+                     f"into the same neurons); lava-dl netx cannot carry their delays, "
+                     f"the deploy folder holds a Lava process network file for them")
     if not t.graded:
         notes.append(f"target {t.name!r} has binary spikes only: inputs must be 0/1 "
                      f"(binned spike counts above 1 need splitting over input neurons)")

@@ -55,7 +55,26 @@ def check_delays(net, max_delay: int | None = None, *, clip: bool = False,
             new_d[over] = max_delay
             n_clipped += n_over
             rows[-1]["clipped"] = n_over
-        layers.append(replace(layer, delay=new_d))
+        changes = {"delay": new_d}
+        if layer.recurrent:
+            # a recurrent delay E reaches the layer E rows later: its synapse process
+            # adds one step, the DelayDense holds E - 1 <= max_delay
+            rused = layer.rec_weight != 0
+            rover = rused & (layer.rec_delay > max_delay + 1)
+            n_rover = int(rover.sum())
+            rows[-1]["recurrent_over_limit"] = n_rover
+            if n_rover:
+                problems.append(f"{_tag(k, layer)}: {n_rover} recurrent synapse(s) with "
+                                f"delay > {max_delay + 1} (largest "
+                                f"{int(layer.rec_delay[rused].max())}; the recurrent "
+                                f"synapse process holds delay - 1 <= {max_delay})")
+            if clip and n_rover:
+                rd = layer.rec_delay.copy()
+                rd[rover] = max_delay + 1
+                changes["rec_delay"] = rd
+                n_clipped += n_rover
+                rows[-1]["clipped"] += n_rover
+        layers.append(replace(layer, **changes))
     if problems and not clip:
         raise DelayRangeError(
             "delays exceed the target's maximum of " f"{max_delay} steps:\n  - "

@@ -43,6 +43,15 @@ precision used (default W; at most W + 1 for mixed signs; at least 2, ternary):
 * the readout (kind "li") becomes a LIF with the largest threshold (never reached: the
   report gives its headroom, max |v| / 2**(S-1), and warns if the data saturate it).
 
+Recurrent layers (a spiking layer's own spikes back to its a_in, delays E >= 1): a
+second synapse process with its OWN exponent (Lava's Dense/DelayDense shift, clip and
+truncate per process, and the LIF's a_in port sums the processes' outputs; see
+:mod:`neurodelay.hw.fixedpoint`). Its mantissas use the layer's scale (the unit of v
+the feed-forward weights and the threshold fixed) at the same precision b, and its
+exponent e_r is the lowest in ``-(R + 1 - b)..max`` (finest grid, shift exact) whose
+mantissas hold the largest recurrent weight: ``R_float = 2**sh_a * 2**e_r * 2**(R+1-b) *
+q_r * scale``. Its delays stay E (the process gets E - 1, must be <= max_delay).
+
 Lava runs every layer from its first step; layer l's float step t is Lava row t + l + 1,
 and during rows 0..l a layer integrates only its bias (see bitsim). With nonzero biases
 this adds a small, documented difference at the start of every sample.
@@ -102,7 +111,10 @@ def _float_activity(net: Network, x: np.ndarray, batch_size: int = 128) -> _Acti
         for k, layer in enumerate(net.layers):
             S = floatsim.synaptic_sum(layer, h, np.float64)       # what a_in carries
             max_syn[k] = max(max_syn[k], float(np.abs(S).max(initial=0)))
-            u, s = floatsim.neuron_dynamics(layer, floatsim.filter_current(layer, S))
+            if layer.recurrent:       # max_syn: the feed-forward part of a_in
+                u, s = floatsim.recurrent_dynamics(layer, S.copy())
+            else:
+                u, s = floatsim.neuron_dynamics(layer, floatsim.filter_current(layer, S))
             max_u[k] = max(max_u[k], float(np.abs(u).max(initial=0)))
             if s is not None:
                 h = s.astype(np.float64)
@@ -290,10 +302,11 @@ def _quantize_layer(k: int, layer: Layer, a: fp.Arith, b: int, bias_exp_min: int
     dv = fp.decay_to_dv(layer.decay, a)
     du = fp.current_decay_to_du(layer.current_decay, a)
     nwb = fp.num_weight_bits_for(q, b, a)
+    rec, rec_row = _recurrent(g, scale, b, weight_range, warn) if layer.recurrent else ({}, {})
     ql = QLayer(weight=q * g.mult, weight_exp=e, num_weight_bits=nwb, delay=layer.delay.copy(),
                 bias_mant=bias_mant, bias_exp=bias_exp, du=du, dv=dv,
                 vth=vth if layer.kind == "lif" else a.readout_vth, scale=scale,
-                kind=layer.kind, name=layer.name)
+                kind=layer.kind, name=layer.name, **rec)
     row = {"layer": k, "name": layer.name, "kind": layer.kind, "scale": scale,
            "weight_exp": e, "num_weight_bits": nwb,
            "mantissa_min": int(q.min(initial=0)), "mantissa_max": int(q.max(initial=0)),
@@ -303,7 +316,39 @@ def _quantize_layer(k: int, layer: Layer, a: fp.Arith, b: int, bias_exp_min: int
            "bias_exp": bias_exp, "bias_clipped": n_bclip}
     if layer.kind == "lif":
         row["threshold_v"] = fp.threshold(vth, a) + 1
+    row.update(rec_row)
     return ql, row
+
+
+def _recurrent(g: _Grid, scale: float, b: int, weight_range: str,
+               warn: list) -> tuple[dict, dict]:
+    """The recurrent synapse process of a layer whose scale (v units) the feed-forward
+    weights and the threshold fixed: its own exponent, the finest exact one (lowest, >=
+    g.e_lo) whose b-bit mantissa grid holds the recurrent weights (module docstring);
+    mantissas ``round(R / (2**sh_a * 2**e_r * 2**(R+1-b) * scale))``. Returns the QLayer
+    fields and the report columns."""
+    a = g.a
+    R = g.layer.rec_weight.astype(np.float64)       # spikes in: no input gain
+    rmax = float(np.abs(R).max(initial=0)) if weight_range == "max" else mse_range(R, g.qmax)
+    e = g.e_hi
+    for cand in range(g.e_lo, g.e_hi + 1):
+        if rmax == 0 or np.rint(rmax / (g.per_unit(cand) * scale)) <= g.qmax:
+            e = cand
+            break
+    q = np.rint(R / (g.per_unit(e) * scale))
+    n_clip = int(np.count_nonzero(np.abs(q) > g.qmax))
+    q = np.clip(q, -g.qmax, g.qmax).astype(np.int64)
+    if n_clip and weight_range == "max":
+        warn.append(f"{g.tag}: {n_clip} recurrent weight(s) clipped to the {b}-bit mantissa "
+                    f"range (even at the largest exponent {e})")
+    nwb = fp.num_weight_bits_for(q, b, a)
+    fields = {"rec_weight": q * g.mult, "rec_delay": g.layer.rec_delay.copy(),
+              "rec_weight_exp": e, "rec_num_weight_bits": nwb}
+    row = {"rec_weight_exp": e, "rec_num_weight_bits": nwb,
+           "rec_mantissa_min": int(q.min(initial=0)), "rec_mantissa_max": int(q.max(initial=0)),
+           "rec_weights_zeroed": int(np.count_nonzero((q == 0) & (R != 0))),
+           "rec_weights_clipped": n_clip}
+    return fields, row
 
 
 def quantize(net: Network, target=None, *, data=None, weight_bits: int | None = None,
@@ -329,11 +374,6 @@ def quantize(net: Network, target=None, *, data=None, weight_bits: int | None = 
     """
     if not isinstance(net, Network):
         raise PassError(f"quantize expects a float Network, got {type(net).__name__}")
-    if net.recurrent:
-        names = [lay.name or str(k) for k, lay in enumerate(net.layers) if lay.recurrent]
-        raise PassError(f"layer(s) {', '.join(names)} are recurrent: quantizing recurrent "
-                        f"networks for a hardware target is not supported yet; evaluate "
-                        f"them in float (floatsim, NIR export) for now")
     if weight_range not in WEIGHT_RANGES:
         raise PassError(f"weight_range must be one of {WEIGHT_RANGES}, got {weight_range!r}")
     tgt = _target(target)
@@ -383,6 +423,10 @@ def _check_truncation(qnet: QNetwork, a: fp.Arith) -> None:
                               ql.weight):
             raise QuantizationError(f"internal: {_tag(k, ql)} weights would be changed "
                                     f"by Lava's truncation")
+        if ql.recurrent and not np.array_equal(
+                fp.effective_weights(ql.rec_weight, ql.rec_num_weight_bits, a), ql.rec_weight):
+            raise QuantizationError(f"internal: {_tag(k, ql)} recurrent weights would be "
+                                    f"changed by Lava's truncation")
 
 
 def _measure(net: Network, qnet: QNetwork, data, rep: QuantReport) -> None:

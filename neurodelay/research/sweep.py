@@ -165,8 +165,9 @@ def _delay_key(net: Network) -> str:
 # ----------------------------------------------------------------------------- memory
 
 def layer_synapses(net: Network | QNetwork) -> list[int]:
-    """Nonzero weights (float) or weight mantissas (quantized) per layer."""
-    return [int(np.count_nonzero(lay.weight)) for lay in net.layers]
+    """Nonzero weights (float) or weight mantissas (quantized) per layer, recurrent
+    synapses included (the resource report counts them too)."""
+    return [int(lay.n_synapses) for lay in net.layers]
 
 
 def memory_from_counts(synapses_per_layer, weight_bits: int, delay_bits: int) -> int:

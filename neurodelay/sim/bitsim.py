@@ -54,6 +54,14 @@ per sample for ``predict`` in batches of 256, against ~2.4 s per sample for Lava
 fixed_pt run on the same machine (>= ~500x); the bit-exactness against Lava is checked
 by tests/test_lava.py and tests/test_bitsim.py.
 
+Recurrent layers (``QLayer.rec_weight``): their feed-forward input still comes from the
+fast path above; the layer itself is stepped row by row in int64
+(:func:`neurodelay.sim.bitsim_neurons._lif_recurrent`), its recurrent synapse process
+added to ``a_in`` in the event order measured against Lava (written in
+:mod:`neurodelay.hw.fixedpoint`): a spike at row r reaches the layer at row r + rec_delay,
+through the same current update as the feed-forward input. Recorded ``a_in`` is then
+the total (feed-forward + recurrent).
+
 Modules: this one is the entry (the checks, :func:`run` and the predict API);
 :mod:`neurodelay.sim.bitsim_synapses` computes a layer's synaptic input for all rows (the
 exact and the fast paths), :mod:`neurodelay.sim.bitsim_neurons` steps its LIF.
@@ -70,7 +78,7 @@ from neurodelay.errors import BitSimError
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.fixedpoint import Arith
 from neurodelay.hw.target import arith
-from neurodelay.sim.bitsim_neurons import _lif
+from neurodelay.sim.bitsim_neurons import _lif, _lif_recurrent
 from neurodelay.sim.bitsim_synapses import (  # noqa: F401  (_Syn, _prepare: for tests)
     _I32,
     _prepare,
@@ -251,7 +259,10 @@ def _layer_rows(qnet, syns, s, record, stats, precision, ar):
     smax = int(np.abs(s).max(initial=0))
     for k, (layer, syn) in enumerate(zip(qnet.layers, syns)):
         a, a_bound = _synaptic_input(syn, s, smax, layer.n_out, precision, ar)
-        spk, vr, ur, st = _lif(layer, a, a_bound, record, stats, ar)
+        if layer.recurrent:     # its own spikes feed back: stepped row by row
+            a, spk, vr, ur, st = _lif_recurrent(layer, a, record, stats, ar)
+        else:
+            spk, vr, ur, st = _lif(layer, a, a_bound, record, stats, ar)
         yield a, spk, vr, ur, st
         s = spk if k < L - 1 else None                      # binary payload 1
         smax = 1 if (s is not None and s.any()) else 0

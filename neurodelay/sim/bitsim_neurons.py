@@ -151,3 +151,90 @@ def _voltage_loop(drive: np.ndarray, keep: int, vth6: float, need_clip: bool, ke
             if keep_v:
                 v_rows[r, b0:b1] = v
     return spikes, v_rows, vmax, vmin, clips
+
+
+# ----------------------------------------------------------------------------- recurrent
+
+# rows from a spike to the recurrent process's output for Lava delay 0: its one step of
+# latency (measured against Lava; tests set it to 2 to see the cross-checks fail)
+_REC_LATENCY = 1
+
+def _rec_groups(layer: QLayer, a: Arith) -> list:
+    """The recurrent synapse process of ``layer`` as Lava computes it: per Lava delay
+    d = rec_delay - 1 of the used synapses, the effective weights (Lava's clip and
+    truncation for the recurrent weights' own sign mode) transposed, (d, W_d^T)."""
+    w = fp.effective_weights(layer.rec_weight, layer.rec_num_weight_bits, a)
+    d_lava = fp.lava_rec_delay(layer.rec_delay)
+    used = w != 0
+    return [(int(d), np.where(used & (d_lava == d), w, 0).T.copy())
+            for d in np.unique(d_lava[used])]
+
+
+def _lif_recurrent(layer: QLayer, a_ff: np.ndarray, record: bool, want_stats: bool,
+                   a: Arith):
+    """A recurrent layer's LIF, stepped row by row in int64 with its recurrent synapse
+    process (the event order of :mod:`neurodelay.hw.fixedpoint`, measured against Lava):
+
+    at row r the LIF receives ``a_in = wrap_A(a_ff[r] + rec[r])`` (the two synapse
+    processes' outputs, summed in its a_in port), updates u and v and spikes; the
+    recurrent process receives those spikes in the same row and adds
+    ``shift(W_d @ s, rec_weight_exp)`` (floor per delay group) to its buffer slot for row
+    ``r + 1 + d`` (d = rec_delay - 1).
+
+    a_ff: the feed-forward input (R, B, n), integer-valued. Returns (a_in, spikes,
+    v_rows, u_rows, stats) like :func:`_lif` (a_in (R, B, n) int64: the total input)."""
+    R, B, n = a_ff.shape
+    groups = _rec_groups(layer, a)
+    wcat = np.concatenate([wt for _, wt in groups], axis=1).astype(np.float64) \
+        if groups else None                               # (n, groups * n)
+    slots = (max((d for d, _ in groups), default=0)) + _REC_LATENCY + 1
+    pending = np.zeros((slots, B, n), np.int64)
+    a_tot = np.empty((R, B, n), np.int64)
+    spikes = np.zeros((R, B, n), bool)
+    keep_v = record or layer.kind == "li"
+    v_rows = np.empty((R, B, n), np.int64) if keep_v else None
+    u_rows = np.empty((R, B, n), np.int64) if record else None
+    st = _new_stats()
+    keep_u = fp.current_keep(layer.du, a)
+    keep_vv = fp.voltage_keep(layer.dv, a)
+    bias = fp.effective_bias(layer.bias_mant, layer.bias_exp)
+    vth = fp.threshold(fp.layer_vth(layer, a), a)
+    u = np.zeros((B, n), np.int64)
+    v = np.zeros((B, n), np.int64)
+    vmax, vmin = 0, 0
+    ff = np.rint(a_ff).astype(np.int64) if a_ff.dtype != np.int64 else a_ff
+    for r in range(R):
+        slot = r % slots
+        a_in = fp.wrap_bits(ff[r] + pending[slot], a.accumulator_bits)
+        pending[slot] = 0
+        a_tot[r] = a_in
+        c = fp.current_sum(u, fp.current_input(a_in, a), keep_u, a)
+        u = fp.wrap_current(c, a)
+        v = fp.decay(v, keep_vv, a.dv_bits) + u + bias
+        if want_stats:
+            st["u_wraps"] += int(np.count_nonzero(u != c))
+            st["v_clips"] += int(np.count_nonzero(np.abs(v) > a.v_limit))
+            vmax, vmin = max(vmax, int(v.max(initial=0))), min(vmin, int(v.min(initial=0)))
+            st["max_abs_u"] = max(st["max_abs_u"], int(np.abs(u).max(initial=0)))
+        v = fp.clip_voltage(v, a)
+        s = v > vth
+        v[s] = 0
+        spikes[r] = s
+        if keep_v:
+            v_rows[r] = v
+        if record:
+            u_rows[r] = u
+        if s.any() and groups:
+            # every delay group's sum in one float64 product (exact: |sums| < 2**53)
+            sums = np.rint(s.astype(np.float64) @ wcat).astype(np.int64).reshape(B, -1, n)
+            for g, (d, _) in enumerate(groups):
+                if r + _REC_LATENCY + d < R:
+                    t = (r + _REC_LATENCY + d) % slots
+                    pending[t] = fp.wrap_bits(
+                        pending[t] + fp.shift_sum(sums[:, g], layer.rec_weight_exp),
+                        a.accumulator_bits)
+    if want_stats:
+        st["max_abs_a_in"] = int(np.abs(a_tot).max(initial=0))
+        st["v_max"], st["v_min"] = vmax, vmin
+    st["spikes"] = int(np.count_nonzero(spikes))
+    return a_tot, spikes, v_rows, u_rows, st

@@ -11,6 +11,10 @@ Process network built for a QNetwork with layers ``0..L-1``::
 * every synapse process gets ``weights``, ``weight_exp``, ``num_weight_bits`` and, where a
   layer has any non-zero delay, the per-synapse ``delays`` straight from the QLayer;
   the first one takes graded input (``num_message_bits`` > 0), the others binary spikes;
+* a recurrent layer gets a second DelayDense from its LIF's ``s_out`` back to its own
+  ``a_in`` (delays ``rec_delay - 1``, its own exponent; the port sums both processes):
+  the processes of :mod:`neurodelay.sim.lava_procs`, which also builds them from the
+  deploy folder's ``network.lava.h5`` (:func:`build_from_file`, :func:`run_lava_file`);
 * every LIF gets ``du, dv, vth, bias_mant, bias_exp``; the non-spiking readout
   (``kind == "li"`` / ``vth is None``) gets the target's largest threshold
   (:func:`neurodelay.hw.fixedpoint.layer_vth`);
@@ -37,7 +41,7 @@ from neurodelay.core.network import QLayer, QNetwork
 from neurodelay.errors import LavaRunError
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.target import arith
-from neurodelay.sim import bitsim
+from neurodelay.sim import bitsim, lava_procs
 from neurodelay.untrusted import open_h5
 
 
@@ -122,6 +126,12 @@ def build(qnet: QNetwork, n_steps: int, msg_bits: int, synapse: str = "dense",
     if record_v not in ("readout", "all"):
         raise LavaRunError(f"record_v must be 'readout' or 'all', got {record_v!r}")
     check_qnet(qnet)
+    if synapse == "dense":          # the processes the Lava process network file holds
+        return _probed(lava_procs.build_processes(
+            lava_procs.process_params(qnet, msg_bits)), n_steps, record_v)
+    if qnet.recurrent:
+        raise LavaRunError("synapse='sparse' builds feed-forward networks only; a "
+                           "recurrent network runs with synapse='dense'")
     _, _, dense, sink, source, lif, sparse = _lava()
 
     src = source.RingBuffer(data=np.zeros((qnet.layers[0].n_in, n_steps), np.int32))
@@ -166,8 +176,38 @@ def build(qnet: QNetwork, n_steps: int, msg_bits: int, synapse: str = "dense",
     return _Built(src, synapses, neurons, sinks, readers)
 
 
+def _probed(net: "lava_procs.LavaNetwork", n_steps: int, record_v: str) -> _Built:
+    """A graded-input source on ``net.inp``, a spike sink on every layer and a Read of v
+    on the readout (``record_v="all"``: on every layer); buffers of ``n_steps``."""
+    _, _, _, sink, source, _, _ = _lava()
+    src = source.RingBuffer(data=np.zeros((net.params.n_in, n_steps), np.int32))
+    src.s_out.connect(net.inp)
+    sinks, readers = [], []
+    last = len(net.neurons) - 1
+    for k, neu in enumerate(net.neurons):
+        spk = sink.RingBuffer(shape=neu.s_out.shape, buffer=n_steps)
+        neu.s_out.connect(spk.a_in)
+        sinks.append(spk)
+        if record_v == "all" or k == last:
+            rd = sink.Read(buffer=n_steps)
+            rd.connect_var(neu.v)
+            readers.append((k, rd))
+    return _Built(src, net.synapses + [r for r in net.rec_synapses if r is not None],
+                  net.neurons, sinks, readers)
+
+
+def build_from_file(path, n_steps: int, record_v: str = "readout") -> _Built:
+    """The Lava process network of a file written by the ``lava_procs`` exporter
+    (:func:`neurodelay.sim.lava_procs.build_from_file`, the call a user makes), with a
+    source and probes for ``n_steps`` steps attached."""
+    if record_v not in ("readout", "all"):
+        raise LavaRunError(f"record_v must be 'readout' or 'all', got {record_v!r}")
+    return _probed(lava_procs.build_from_file(path), n_steps, record_v)
+
+
 def _reset_state(b: _Built) -> None:
-    """Zero every dynamic state of a paused network: LIF u, v and synapse buffers."""
+    """Zero every dynamic state of a paused network: LIF u, v and synapse buffers
+    (the recurrent synapses' too)."""
     for neu in b.neurons:
         neu.u.set(np.zeros(neu.u.shape, np.int32))
         neu.v.set(np.zeros(neu.v.shape, np.int32))
@@ -299,6 +339,29 @@ def run_netx(path, s_in, n_steps: int | None = None, *, message_bits: int | None
                         x, n, sizes[1:], record_v, False)
 
 
+def run_lava_file(path, s_in, n_steps: int | None = None, *,
+                  record_v: str = "readout") -> dict:
+    """Like :func:`run_lava` for a Lava process network file (the ``lava_procs``
+    exporter's ``network.lava.h5``): the processes are built from the FILE
+    (:func:`build_from_file`). Same return dict as :func:`run_lava`."""
+    params = lava_procs.read_params(path)
+    sizes = [int(lp.ff.weights.shape[0]) for lp in params.layers]
+    x = np.asarray(s_in)
+    if x.ndim != 3 or x.shape[2] != params.n_in:
+        raise LavaRunError(f"input must have shape (B, T, {params.n_in}), got {x.shape}")
+    x = x.astype(np.int64)
+    n = x.shape[1] if n_steps is None else int(n_steps)
+    if n > x.shape[1]:
+        x = np.concatenate([x, np.zeros((x.shape[0], n - x.shape[1], x.shape[2]),
+                                        np.int64)], axis=1)
+    x = x[:, :n]
+    if input_message_bits(x) > params.input_message_bits:
+        raise LavaRunError(f"the input needs {input_message_bits(x)}-bit graded spikes, "
+                           f"{path} declares {params.input_message_bits}")
+    return _run_samples(lambda: build_from_file(path, n, record_v=record_v),
+                        x, n, sizes, record_v, False)
+
+
 # ----------------------------------------------------------------------------- cross-check
 
 @dataclass
@@ -362,14 +425,16 @@ def _readout_mismatches(lava_v, sim_v, first):
 
 def cross_check(qnet: QNetwork, counts, n: int | None = None, n_steps: int | None = None,
                 synapse: str = "dense", netx_path=None,
-                message_bits: int | None = None) -> CrossCheck:
+                message_bits: int | None = None, lava_path=None) -> CrossCheck:
     """Run the first ``n`` samples of ``counts`` (B, T, n_in) through Lava fixed_pt and
     through :func:`neurodelay.sim.bitsim.run`; compare every layer's spikes and the readout
     membrane at every step.
 
     With ``netx_path`` Lava runs that lava-dl netx file (``netx.hdf5.Network``, loaded with
     ``message_bits`` graded-input bits; default: what the input needs) -- the file that
-    goes to the chip; otherwise the process network :func:`build` makes from ``qnet``.
+    goes to the chip; with ``lava_path`` the Lava process network built from that file
+    (:func:`run_lava_file`: a deploy folder's ``network.lava.h5``, recurrent networks
+    included); otherwise the process network :func:`build` makes from ``qnet``.
     The graded input is ``bitsim.quantize_input`` (round(count * input_scale)); both run
     ``n_steps`` rows (default T + L, the rows ``bitsim.predict`` reads). Predictions are
     made from each readout trace by bitsim's rule (rows L..L+T-1, descaled,
@@ -387,9 +452,14 @@ def cross_check(qnet: QNetwork, counts, n: int | None = None, n_steps: int | Non
     L = len(qnet.layers)
     steps = T + L if n_steps is None else int(n_steps)
     check_qnet(qnet)
+    if netx_path is not None and lava_path is not None:
+        raise LavaRunError("give netx_path or lava_path, not both")
     if netx_path is not None:
         lava = run_netx(netx_path, s_in, steps, message_bits=message_bits)
         source = f"netx file {netx_path}"
+    elif lava_path is not None:
+        lava = run_lava_file(lava_path, s_in, steps)
+        source = f"Lava process network file {lava_path}"
     else:
         lava = run_lava(qnet, s_in, steps, synapse=synapse)
         source = "Lava process network"

@@ -286,10 +286,11 @@ class _FineTuning(Task):
         self.device = torch.device("cpu") if device is None else torch.device(device)
         # latents start at the float weights the integers were rounded from
         latent = [(L.weight.astype(np.float64), L.bias.astype(np.float64))
+                  + ((L.rec_weight.astype(np.float64),) if L.recurrent else ())
                   for L in start.chosen.float_net.layers]
         self.model = HwSNN(start.qnet, bits, alpha=fc.alpha, latent=latent).to(self.device)
         self.net = self.model
-        params = [p for layer in self.model.layers for p in (layer.weight, layer.bias)]
+        params = self.model.parameters_to_train()
         self.opt = torch.optim.Adam(params, lr=fc.lr)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=fc.epochs)
         self.optimizers = [self.opt]

@@ -28,6 +28,11 @@ Gradients: straight-through estimators for every rounding, truncation, clamp and
 of the float model for spikes (on the membrane in float units, ``(v - vth<<6) * scale``),
 reset detached. Delays, exponents, decays and thresholds stay fixed.
 
+Recurrent layers (a second synapse process from the layer's spikes back to its a_in,
+with its own exponent) are stepped row by row with the recurrent input added to a_in
+before the current update, in the event order measured against Lava
+(:mod:`neurodelay.hw.fixedpoint`); their recurrent weights are latents too.
+
 ``to_qnetwork()`` returns the QNetwork of the current integers: bitsim, Lava, the netx
 exporter and this module then agree exactly (tests/test_hwmodel.py checks every hidden
 spike and every readout value with ``array_equal``).
@@ -119,7 +124,8 @@ class HwLayer(nn.Module):
     """One layer: fixed integer fields + latent float weights and biases."""
 
     def __init__(self, ql: QLayer, a: fp.Arith, bits: int, gain: float,
-                 weight_init: np.ndarray | None = None, bias_init: np.ndarray | None = None):
+                 weight_init: np.ndarray | None = None, bias_init: np.ndarray | None = None,
+                 rec_init: np.ndarray | None = None):
         super().__init__()
         self.a, self.bits, self.kind, self.name = a, int(bits), ql.kind, ql.name
         self.qmax = 2 ** (self.bits - 1) - 1
@@ -158,6 +164,36 @@ class HwLayer(nn.Module):
         self.register_buffer("delay", torch.as_tensor(ql.delay, dtype=torch.int64).clone())
         self.register_buffer("mask", torch.ones(ql.weight.shape, dtype=DTYPE))
         self.neurons_unfused = False        # True: plain autograd loop (tests compare both)
+        self.recurrent = ql.recurrent
+        if self.recurrent:
+            self._init_recurrent(ql, rec_init)
+
+    def _init_recurrent(self, ql: QLayer, rec_init) -> None:
+        """The recurrent synapse process: its own exponent, mantissas on the layer's
+        scale (spikes in: no input gain), latent float weights like the feed-forward."""
+        a = self.a
+        self.rec_exp = int(ql.rec_weight_exp)
+        if not fp.shift_is_exact(np.array([self.mult]), self.rec_exp):
+            raise fp.FixedPointError(f"layer {ql.name!r}: rec_weight_exp {self.rec_exp} "
+                                     f"would floor the {self.bits}-bit recurrent sums; this "
+                                     f"model computes exact multiples only")
+        self.rec_step = fp.weight_unit(self.rec_exp, a) * self.mult * self.scale
+        q = ql.rec_weight.astype(np.float64) / self.mult
+        if not np.array_equal(q, np.round(q)) or np.abs(q).max(initial=0) > self.qmax:
+            raise fp.FixedPointError(f"layer {ql.name!r}: recurrent weights are not "
+                                     f"{self.bits}-bit mantissas times {self.mult}")
+        w0 = q * self.rec_step
+        if rec_init is not None:
+            w1 = np.asarray(rec_init, np.float64)
+            back = np.clip(np.rint(w1 / self.rec_step), -self.qmax, self.qmax)
+            w0 = np.where(back == q, w1, w0)
+        self.rec_weight = nn.Parameter(torch.tensor(w0, dtype=DTYPE))
+        self.register_buffer("rec_delay",
+                             torch.as_tensor(ql.rec_delay, dtype=torch.int64).clone())
+
+    def rec_mantissas(self) -> torch.Tensor:
+        z = self.rec_weight / self.rec_step
+        return ste(z, torch.clamp(torch.round(z), -self.qmax, self.qmax))
 
     # -------------------------------------------------------------- integers
     def mantissas(self) -> torch.Tensor:
@@ -179,12 +215,23 @@ class HwLayer(nn.Module):
         if not np.array_equal(fp.effective_weights(w, nwb, self.a), w):
             raise fp.FixedPointError(f"internal: layer {self.name!r}: Lava's truncation "
                                      f"would change the fine-tuned weights")
+        rec = {}
+        if self.recurrent:
+            with torch.no_grad():
+                qr = self.rec_mantissas().cpu().numpy().astype(np.int64)
+            wr = qr * self.mult
+            rnwb = fp.num_weight_bits_for(qr, self.bits, self.a)
+            if not np.array_equal(fp.effective_weights(wr, rnwb, self.a), wr):
+                raise fp.FixedPointError(f"internal: layer {self.name!r}: Lava's truncation "
+                                         f"would change the fine-tuned recurrent weights")
+            rec = dict(rec_weight=wr, rec_delay=self.rec_delay.cpu().numpy().copy(),
+                       rec_weight_exp=self.rec_exp, rec_num_weight_bits=rnwb)
         return QLayer(weight=w, weight_exp=self.weight_exp, num_weight_bits=nwb,
                       delay=self.delay.cpu().numpy().copy(), bias_mant=b,
                       bias_exp=self.bias_exp,
                       du=self.du, dv=self.dv,
                       vth=None if self.kind == "li" else self.vth, scale=self.scale,
-                      kind=self.kind, name=self.name)
+                      kind=self.kind, name=self.name, **rec)
 
     # -------------------------------------------------------------- dynamics
     def synaptic_input(self, s: torch.Tensor) -> torch.Tensor:
@@ -215,9 +262,50 @@ class HwLayer(nn.Module):
         bias = self.bias_mant() * float(2 ** self.bias_exp)
         keep_v = fp.voltage_keep(self.dv, a)
         th = float(fp.threshold(self.vth, a))
+        if self.recurrent:
+            return self._neurons_recurrent(a_in, bias, keep_v, th, alpha)
         if self.neurons_unfused or _Spike is not _SPIKE_EXACT:   # tests: plain autograd
             return self._neurons_unfused(U, bias, keep_v, th, alpha)
         return _HwVoltage.apply(U, bias, a, keep_v, th, self.scale, alpha)
+
+    def _neurons_recurrent(self, a_ff, bias, keep_v, th, alpha):
+        """A recurrent layer row by row, in the event order of
+        :mod:`neurodelay.hw.fixedpoint` (and bitsim): a_in[r] = a_ff[r] + what the
+        recurrent process sends at row r; u, v, spikes; the spikes of row r reach row
+        r + rec_delay (the process's delay rec_delay - 1 plus its one step). The
+        recurrent sums are exact (mantissas times 2**(R+1-b), shift exact); plain
+        autograd with the same straight-through rules (backpropagation through time)."""
+        a = self.a
+        R = a_ff.shape[0]
+        wr = self.rec_mantissas() * (self.mult * 2.0 ** self.rec_exp)      # (n, n)
+        groups = [(int(e), (self.rec_delay == e).to(DTYPE))
+                  for e in torch.unique(self.rec_delay).tolist()]
+        keep_u = fp.current_keep(self.du, a)
+        fu = keep_u / float(1 << a.du_bits)
+        fv = keep_v / float(1 << a.dv_bits)
+        pending = [None] * R
+        u = torch.zeros_like(a_ff[0])
+        v = torch.zeros_like(a_ff[0])
+        spikes, vs = [], []
+        for r in range(R):
+            x = a_ff[r] if pending[r] is None else a_ff[r] + pending[r]
+            x = ste(x, fp.wrap_bits(x, a.accumulator_bits))
+            act = ste(x * float(1 << a.current_shift), fp.current_input(x, a))
+            if keep_u == 0:
+                u = ste(act, fp.wrap_current(act, a))
+            else:
+                u = ste(u * fu + act, fp.current_step(u, act, keep_u, a))
+            v = ste(v * fv, fp.decay(v, keep_v, a.dv_bits)) + u + bias
+            v = ste(v, fp.clip_voltage(v, a))
+            s = _Spike.apply(v, th, self.scale, alpha)
+            v = v * (1.0 - s.detach())
+            spikes.append(s)
+            vs.append(v)
+            for e, m in groups:
+                if r + e < R:
+                    c = s @ (wr * m).T
+                    pending[r + e] = c if pending[r + e] is None else pending[r + e] + c
+        return torch.stack(spikes), torch.stack(vs)
 
     def _neurons_unfused(self, U, bias, keep_v, th, alpha):
         a = self.a
@@ -249,9 +337,11 @@ class HwSNN(nn.Module):
         self.bits, self.alpha = int(bits), float(alpha)
         self.delay_bits = qnet.delay_bits
         latent = latent or [(None, None)] * len(qnet.layers)
+        # per layer (weight, bias) or (weight, bias, recurrent weight) latents
         self.layers = nn.ModuleList(
-            HwLayer(ql, self.a, bits, self.input_scale if k == 0 else 1.0, w0, b0)
-            for k, (ql, (w0, b0)) in enumerate(zip(qnet.layers, latent)))
+            HwLayer(ql, self.a, bits, self.input_scale if k == 0 else 1.0, *lat[:2],
+                    rec_init=lat[2] if len(lat) > 2 else None)
+            for k, (ql, lat) in enumerate(zip(qnet.layers, latent)))
 
     def forward(self, x, discrete: bool = True, record: bool = False):
         """Readout membrane (B, T, C) in float units (= bitsim's v * scale on the float
@@ -283,4 +373,13 @@ class HwSNN(nn.Module):
 
     def latent_state(self) -> list:
         return [(layer.weight.detach().cpu().numpy().copy(),
-                 layer.bias.detach().cpu().numpy().copy()) for layer in self.layers]
+                 layer.bias.detach().cpu().numpy().copy())
+                + ((layer.rec_weight.detach().cpu().numpy().copy(),) if layer.recurrent
+                   else ()) for layer in self.layers]
+
+    def parameters_to_train(self) -> list:
+        """The latents fine-tuning trains: every layer's weights and biases, and the
+        recurrent weights of recurrent layers (delays and exponents stay fixed)."""
+        return [p for layer in self.layers for p in
+                ((layer.weight, layer.bias) + ((layer.rec_weight,) if layer.recurrent
+                                               else ()))]
