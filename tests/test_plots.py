@@ -149,3 +149,12 @@ def test_plot_verify_raster_writes_png(finetuned, runs, tmp_path):
     with pytest.raises(plots.PlotError, match="--sample 999"):
         plots.plot_verify_raster(runs / "learned", tmp_path / "w.png", sample=999)
     assert not (tmp_path / "w.png").exists()
+
+
+def test_cli_plot_verify(runs):
+    from neurodelay.cli import main
+
+    run = runs / "learned"
+    r = CliRunner().invoke(main, ["plot", str(run), "--verify", "loihi2"])
+    assert r.exit_code == 0, r.output
+    assert "verify.png" in r.output and _is_png(run / "plots" / "verify.png")

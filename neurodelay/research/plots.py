@@ -340,8 +340,8 @@ def plot_verify_raster(run, path: Path, sample: int = 0, target: str = "loihi2",
         for key, m, color, label in parts:
             tt, nn = np.nonzero(m)
             total[key] += len(tt)
-            ax.scatter(tt, nn, s=9 if key != "both" else 3, marker="|", color=color,
-                       lw=1.2 if key != "both" else 0.8, label=f"{label}: {len(tt)}")
+            ax.scatter(tt, nn, s=30 if key != "both" else 8, marker="|", color=color,
+                       lw=1.8 if key != "both" else 1.0, label=f"{label}: {len(tt)}")
         ax.set_xlim(-0.5, T - 0.5)
         ax.set_ylim(-0.5, a.shape[1] - 0.5)
         ax.set_ylabel("neuron", fontsize=7)
