@@ -63,7 +63,10 @@ def pipeline_svg(path: Path) -> Path:
             ha="center", fontsize=8, color="tab:red")
     ax.text(4.8, 2.72, "neurodelay train  ->  neurodelay export  ->  neurodelay verify",
             ha="center", fontsize=9, family="monospace", color="0.25")
-    fig.savefig(path, format="svg", metadata={"Date": None})
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.hashsalt": "neurodelay"}):   # the same file every time
+        fig.savefig(path, format="svg", metadata={"Date": None})
     return path
 
 
