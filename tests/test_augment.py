@@ -26,9 +26,11 @@ def gen(i=0):
 # ----------------------------------------------------------------------------- parsing
 def test_parse_canonical_and_presets():
     assert A.canonical("none") == A.canonical("") == A.canonical(None) == ""
-    assert A.canonical("reference") == "mask,cutmix"
-    assert A.canonical("reference, shift:k=2") == "mask,cutmix,shift:k=2"
-    assert A.canonical("mask:p=0.5:time=7") == "mask:p=0.5:time=7"
+    # every parameter explicit (a recorded setting keeps its meaning if a default changes)
+    assert A.canonical("reference") == "mask:p=0.65,cutmix:p=0.5"
+    assert A.canonical("reference, shift:k=3") == "mask:p=0.65,cutmix:p=0.5,shift:k=3:p=1"
+    assert A.canonical("mask:time=7:p=0.5") == "mask:p=0.5:time=7"
+    assert A.canonical(A.canonical("shift,blend")) == A.canonical("shift,blend")
     assert A.describe("mask", window=25, n_in=140) == "mask(p=0.65, time=8, channels=28)"
 
 
@@ -41,6 +43,7 @@ def test_parse_canonical_and_presets():
     ("shift:k=0", "shift:k=0 must be an integer >= 1"),
     ("noise:sigma=-1", "must be a number >= 0"),
     ("none,mask", "'none' cannot be combined"),
+    ("shift:k=2:k=3", "a parameter is given twice"),
 ])
 def test_parse_errors_name_the_problem(spec, msg):
     with pytest.raises(OptionError, match=msg):
@@ -120,6 +123,26 @@ def test_blend_mixes_only_samples_of_the_same_class():
     assert not torch.equal(out, x)
 
 
+@pytest.mark.parametrize("sigma, sparse", [(0.2, None), (0.6, None), (0.6, True)])
+def test_noise_follows_the_law_of_abs_round_normal(sigma, sparse, monkeypatch):
+    """The sparse draw (q < 5 %: sigma 0.2; forced at 0.6, where 2s are common) and the
+    dense one (0.6) give |round(N(0, sigma))|: counts of 1 and 2 within 5 sd."""
+    import math
+    if sparse:
+        monkeypatch.setattr(A, "SPARSE_NOISE_MAX_Q", 1.0)
+    x = torch.zeros(64, 125, 125)                 # 1e6 bins
+    out, _ = A.Augmenter(f"noise:sigma={sigma}", window=12, n_classes=2)(
+        x, torch.zeros(64, dtype=torch.int64), gen())
+    n = out.numel()
+    for k in (1, 2):
+        p = (math.erfc((k - 0.5) / (sigma * math.sqrt(2)))
+             - math.erfc((k + 0.5) / (sigma * math.sqrt(2))))
+        seen = int((out == k).sum())
+        assert abs(seen - n * p) <= 5 * math.sqrt(n * p) + 5, (k, seen, n * p)
+    half = out.reshape(-1)[: n // 2].sum() / out.sum()     # spread over the whole batch
+    assert 0.48 < float(half) < 0.52
+
+
 def test_noise_adds_nonnegative_integer_counts():
     x, y = batch()
     out, _ = run("noise:sigma=0.5", x, y)
@@ -154,7 +177,7 @@ def test_augmented_training_resumes_to_the_same_numbers(tmp_path, files):
     assert _metrics(tmp_path / "full" / "metrics.jsonl") != \
         _metrics(tmp_path / "plain" / "metrics.jsonl")
     cfg = json.loads((tmp_path / "full" / "config.json").read_text())
-    assert cfg["train"]["augment"] == "mask,cutmix,shift:k=2"
+    assert cfg["train"]["augment"] == "mask:p=0.65,cutmix:p=0.5,shift:k=2:p=1"
     from neurodelay.data import DataConfig
     from neurodelay.train.model import ModelConfig
     from neurodelay.train.trainer import TrainConfig, train
@@ -167,7 +190,7 @@ def test_augmented_training_resumes_to_the_same_numbers(tmp_path, files):
     assert _metrics(tmp_path / "part" / "metrics.jsonl") == \
         _metrics(tmp_path / "full" / "metrics.jsonl")
     assert plain["test_accuracy"] is not None
-    with pytest.raises(OptionError, match=r"--augment mask \(the run has mask,cutmix,shift"):
+    with pytest.raises(OptionError, match=r"--augment mask \(the run has mask:p=0.65,cutmix:p=0.5,shift"):
         api.train_run(str(tmp_path / "part"), resume=True, augment="mask")
     # the same setting written differently is not a change
     api.check_resume_options(str(tmp_path / "part"), augment="reference,shift:k=2")
@@ -202,7 +225,7 @@ def test_finetune_augments_its_batches_and_resumes_alike(trained, tmp_path, monk
     quiet = dict(progress=False, threads=1, log=lambda m: None)
     full = finetune(trained[0], tmp_path / "full", fc, **quiet)
     assert calls and open_run(tmp_path / "full").config["finetune"]["augment"] == \
-        "shift:k=2,cutmix"
+        "shift:k=2:p=1,cutmix:p=0.5"
     finetune(trained[0], tmp_path / "part", fc, stop_after_epoch=1, **quiet)
     res = finetune(None, tmp_path / "part", resume=True, **quiet)
     assert res["test_accuracy"] == full["test_accuracy"]

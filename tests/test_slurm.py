@@ -233,7 +233,7 @@ def test_failing_cell_is_reported_with_its_log_and_the_others_finish(cluster, tm
     rec = executors.read_record(out)["cells"]
     log = rec["fixed-random/seed0"]["attempts"][-1]["log"]
     assert f"log: {log}" in r.output and "1 of 2 runs failed" in r.output
-    assert "checkpoint" in Path(log).read_text()          # the job's own error is in its log
+    assert "not a neurodelay run folder" in Path(log).read_text()   # the job's own error
     assert (out / "learned" / "seed0" / "result.json").exists()
     assert "| Learned delays |" in r.output               # the report of what finished
     r = CliRunner().invoke(main, ["report", str(out)])
@@ -267,3 +267,24 @@ def test_squeue_reads_array_tasks(cluster, tmp_path):
               "the array to end")
     st = executors.squeue_states([f"{jid}_0", f"{jid}_1"])
     assert st == {f"{jid}_0": "COMPLETED", f"{jid}_1": "COMPLETED"}
+
+
+def test_local_jobs_failing_cell_is_reported_with_its_log(tmp_path, data):
+    """The same isolation without Slurm: --executor local --jobs 2."""
+    out = tmp_path / "abl"
+    bad = out / "fixed-random" / "seed0"
+    bad.mkdir(parents=True)
+    (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    res = study.run_ablation(out, 1, models=MODELS, progress=False, log=lambda m: None,
+                             executor=dict(executor="local", jobs=2), **_opts(tmp_path, data))
+    by = {r["model"]: r for r in res}
+    assert by["learned"]["action"] == "done" and by["learned"]["test_accuracy"] is not None
+    assert by["fixed-random"]["action"] == "failed"
+    log = Path(by["fixed-random"]["log"])
+    assert log == out / "jobs" / "local" / "fixed-random__seed0.log"
+    assert "not a neurodelay run folder" in by["fixed-random"]["error"]
+    assert "not a neurodelay run folder" in log.read_text()          # the worker's own error
+    states = {s["cell"]: s for s in executors.cell_states(out, study.study_cells(out))}
+    assert states["fixed-random/seed0"]["state"] == "failed"
+    assert states["fixed-random/seed0"]["log"] == str(log)
+    assert states["learned/seed0"]["state"] == "finished"

@@ -254,22 +254,23 @@ def test_ablation_compares_augmentation_settings(tmp_path, tiny_task):
                              augment_variants=["none", "shift:k=2,mask"], progress=False,
                              log=lambda m: None, **opts)
     runs = {r["model"]: Path(r["run"]) for r in res}
-    assert set(runs) == {"learned", "learned+augment(shift:k=2,mask)", "fixed-random",
-                         "fixed-random+augment(shift:k=2,mask)"}
-    assert runs["learned+augment(shift:k=2,mask)"] == out / "learned+augment_shift_k_2_mask" \
-        / "seed3"
+    setting = "shift:k=2:p=1,mask:p=0.65"                 # canonical: every parameter
+    assert set(runs) == {"learned", f"learned+augment({setting})", "fixed-random",
+                         f"fixed-random+augment({setting})"}
+    assert runs[f"learned+augment({setting})"] == \
+        out / "learned+augment_shift_k_2_p_1_mask_p_0.65" / "seed3"
     for name, run in runs.items():
         cfg = _cfg(run)
-        assert cfg["train"]["augment"] == ("shift:k=2,mask" if "augment" in name else "")
+        assert cfg["train"]["augment"] == (setting if "augment" in name else "")
         assert cfg["train"]["seed"] == 3 and study.model_key(cfg) == name
     # the same seed: the same initial network with and without augmentation
     a = study.initial_model(runs["learned"]).state_dict()
-    b = study.initial_model(runs["learned+augment(shift:k=2,mask)"]).state_dict()
+    b = study.initial_model(runs[f"learned+augment({setting})"]).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     rep = study.report(out)
     labels = [row["label"] for row in rep["rows"]]
-    assert labels == ["Learned delays", "Learned delays, augmented (shift:k=2,mask)",
-                      "Fixed random delays", "Fixed random delays, augmented (shift:k=2,mask)"]
+    assert labels == ["Learned delays", f"Learned delays, augmented ({setting})",
+                      "Fixed random delays", f"Fixed random delays, augmented ({setting})"]
     assert sorted(study.study_cells(out)) == sorted(
         str(p.relative_to(out)) for p in runs.values())
     with pytest.raises(study.AblationError, match="not both"):

@@ -245,6 +245,7 @@ def test_sweep_finetuned_cells_in_parallel_processes(tiny_run, tmp_path):
     from click.testing import CliRunner
 
     from neurodelay.cli import main
+    from neurodelay.errors import SweepError
     from neurodelay.research.executors import read_record
     from neurodelay.research.sweep import sweep_bits
 
@@ -267,3 +268,7 @@ def test_sweep_finetuned_cells_in_parallel_processes(tiny_run, tmp_path):
         assert list((out / name / "tensorboard").glob("events.out.tfevents.*")), name
     rep = CliRunner().invoke(main, ["report", str(out)])
     assert "| finetuned/w2_d3 | finished |" in rep.output, rep.output
+    # re-issued with other fine-tuning settings: refused, naming what changed
+    with pytest.raises(SweepError, match="finetune_epochs: 1 -> 2"):
+        sweep_bits(tiny_run, weight_bits="8,2", delay_bits="3", out_dir=out, progress=False,
+                   finetune=True, finetune_epochs=2, threads=1)

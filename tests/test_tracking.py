@@ -132,3 +132,24 @@ def test_no_tracking_outside_tracked(tmp_path):
     run.mkdir()
     tracking.record(run, {"epoch": 1, "loss": 1.0})
     assert list(run.iterdir()) == []
+
+
+def test_ablate_and_finetune_log_tensorboard(tmp_path, data):
+    """--log on ablate (the runs of this process) and finetune: the same event files."""
+    out = tmp_path / "abl"
+    args = _train_args(out, data, tmp_path, "--log", "tensorboard")
+    args = ["ablate", "--seeds", "1", "--models", "learned", "--no-progress",
+            *[a for a in args[1:] if a != "--no-progress"]]
+    args[args.index("--epochs") + 1] = "1"
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    run = out / "learned" / "seed0"
+    assert [e.step for e in _events(run / "tensorboard").Scalars("valid_acc")] == [1]
+    ft = tmp_path / "ft"
+    r = CliRunner().invoke(main, ["finetune", str(run), "--out", str(ft), "--epochs", "1",
+                                  "--threads", "1", "--calib-samples", "16", "--no-progress",
+                                  "--log", "tensorboard"])
+    assert r.exit_code == 0, r.output
+    ea = _events(ft / "tensorboard")
+    assert [e.value for e in ea.Scalars("loss")] == \
+        pytest.approx([m["loss"] for m in _metrics(ft)], rel=1e-6)

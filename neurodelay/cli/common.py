@@ -153,7 +153,7 @@ AUGMENT_HELP = ("Augment the training batches (never validation or test), fresh 
                 "order, each with optional key=value parameters: mask (p=0.65, time="
                 "window/3, channels=inputs/5: zero a random run of steps and of channels), "
                 "cutmix (p=0.5: a span of the next sample, mixed labels), noise (sigma=0.2: "
-                "add |round(N(0, sigma))| counts), shift (k=4, p=1: all channels moved by "
+                "add |round(N(0, sigma))| counts), shift (k=2, p=1: all channels moved by "
                 "a random -k..k), blend (p=0.5: mix with a sample of the same class). "
                 "Presets: 'reference' = mask,cutmix (the paper code's block), 'none'. "
                 "Example: --augment shift:k=3,mask:p=0.5,cutmix.")

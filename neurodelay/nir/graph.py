@@ -387,24 +387,34 @@ def cycle_text(part, succs: dict) -> str:
     return " -> ".join(repr(c) for c in cyc)
 
 
+def kahn_order(names: list, succs: dict) -> list:
+    """Kahn's topological order of ``names`` (edges ``succs``, only those between
+    ``names`` count); nodes on a cycle are left out of the result."""
+    inside = set(names)
+    indeg = {n: 0 for n in names}
+    for n in names:
+        for m in succs[n]:
+            if m in inside:
+                indeg[m] += 1
+    ready = [n for n in names if indeg[n] == 0]
+    order = []
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for m in succs[n]:
+            if m in inside:
+                indeg[m] -= 1
+                if indeg[m] == 0:
+                    ready.append(m)
+    return order
+
+
 def _topological_order(nodes: dict, succs: dict, pre: str,
                        feedback: set = frozenset()) -> list[str]:
     """Kahn's topological order of the graph without its ``feedback`` edges; a cycle left
     has no neuron node, which is refused."""
     dep_succs = {n: [m for m in succs[n] if (n, m) not in feedback] for n in nodes}
-    indeg = {n: 0 for n in nodes}
-    for n in nodes:
-        for m in dep_succs[n]:
-            indeg[m] += 1
-    ready = [n for n in nodes if indeg[n] == 0]
-    order = []
-    while ready:
-        n = ready.pop(0)
-        order.append(n)
-        for s in dep_succs[n]:
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                ready.append(s)
+    order = kahn_order(list(nodes), dep_succs)
     if len(order) != len(nodes):
         left = {n for n in nodes if n not in order}
         cyc = _find_cycle(left, {n: [m for m in dep_succs[n] if m in left] for n in left})

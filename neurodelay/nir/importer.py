@@ -77,6 +77,7 @@ from neurodelay.nir.graph import (
     cycle_text,
     delay_steps,
     file_version,
+    kahn_order,
     metadata_dt,
     metadata_value,
     neuron_factors,
@@ -391,23 +392,8 @@ def _recurrent_loops(g) -> dict[str, list[str]]:
                     f"synapses feed only the layer itself: give the loop its own "
                     f"Linear/Affine nodes")
         # acyclic without n: a cycle through no neuron was refused by view()
-        loops[n] = _kahn(rest, {m: [p for p in g.preds[m] if p in rest] for m in rest},
-                         {m: [x for x in g.succs[m] if x in rest] for m in rest})
+        loops[n] = kahn_order(rest, g.succs)
     return loops
-
-
-def _kahn(names, preds: dict, succs: dict) -> list[str]:
-    indeg = {m: len(preds[m]) for m in names}
-    ready = [m for m in names if indeg[m] == 0]
-    order = []
-    while ready:
-        m = ready.pop(0)
-        order.append(m)
-        for x in succs[m]:
-            indeg[x] -= 1
-            if indeg[x] == 0:
-                ready.append(x)
-    return order
 
 
 def _recurrent_signal(g, n: str, loop: list[str], dt: float, max_delay: int) -> _Signal:
@@ -481,9 +467,8 @@ def _import_order(g, loops: dict, in_loop: dict) -> list[str]:
     evaluated with their neuron, :func:`_recurrent_signal`)."""
     names = [m for m in g.nodes if m not in in_loop]
     keep = lambda a, b: a != b and in_loop.get(a) != b  # noqa: E731 - not a return edge
-    preds = {m: [p for p in g.preds[m] if p not in in_loop and keep(p, m)] for m in names}
     succs = {m: [x for x in g.succs[m] if x not in in_loop and keep(m, x)] for m in names}
-    return _kahn(names, preds, succs)
+    return kahn_order(names, succs)
 
 
 def _check_output(g, name: str) -> None:

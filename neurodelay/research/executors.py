@@ -228,6 +228,9 @@ class CellJob:
     resumes from the run's last checkpoint when the requeued job starts."""
 
     def __call__(self, spec: dict) -> str:
+        from neurodelay.alloc import tune_allocator  # lazy
+
+        tune_allocator()          # the job's process is ours, as the CLI's is (neurodelay.alloc)
         return execute(spec)
 
     def checkpoint(self, spec: dict):
@@ -245,6 +248,9 @@ def _worker_main(argv) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+    from neurodelay.alloc import tune_allocator  # lazy
+
+    tune_allocator()              # a worker process is ours, as the CLI's is (neurodelay.alloc)
     spec = json.loads(Path(argv[0]).read_text())
     try:
         execute(spec)
@@ -413,7 +419,7 @@ def _run_slurm(study: Path, todo: list[Cell], opts: ExecutorOptions, rec: dict, 
     folder = study / JOBS_DIR / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
     # a cell whose earlier job is still queued or running is waited for, not resubmitted
-    last = {c.name: (rec["cells"].get(c.name) or {}).get("attempts", [None])[-1]
+    last = {c.name: ((rec["cells"].get(c.name) or {}).get("attempts") or [None])[-1]
             for c in todo}
     states = squeue_states([a["job"] for a in last.values()
                             if a and a.get("executor") == "slurm"])
@@ -453,10 +459,18 @@ def _run_slurm(study: Path, todo: list[Cell], opts: ExecutorOptions, rec: dict, 
         return {name: {"cell": name, "run": str(study / name), "action": "submitted",
                        "job": att["job"], "log": att["log"], "error": None}
                 for name, att in waiting.items()}
-    results = {}
+    results, misses = {}, 0
     while waiting:
         time.sleep(opts.poll_s)
-        states = squeue_states([a["job"] for a in waiting.values()])
+        try:
+            states = squeue_states([a["job"] for a in waiting.values()])
+            misses = 0
+        except StudyError as exc:       # the controller restarting: ask again, a few times
+            misses += 1
+            if misses >= 10:
+                raise StudyError(f"{exc}; the jobs go on: re-issue the command (or "
+                                 f"`neurodelay report {study}`) once Slurm answers") from None
+            continue
         for name, att in list(waiting.items()):
             if _alive(states, att["job"]):
                 st = states[att["job"]].split()[0]
@@ -512,9 +526,9 @@ def cell_states(study, names=None) -> list[dict]:
     slurm_jobs = [a["job"] for a in last.values() if a and a.get("executor") == "slurm"
                   and a.get("state") not in ("finished", "failed")]
     try:
-        states = squeue_states(slurm_jobs)
-    except StudyError:
-        states = {}
+        states, unreachable = squeue_states(slurm_jobs), None
+    except StudyError as exc:
+        states, unreachable = {}, str(exc)
     out = []
     for n in names:
         run, att = study / n, last[n]
@@ -524,6 +538,9 @@ def cell_states(study, names=None) -> list[dict]:
             row["state"] = "finished"
         elif _lock_held(run):
             row["state"] = "running"
+        elif att and att.get("executor") == "slurm" and unreachable and \
+                att.get("state") not in ("finished", "failed"):
+            row["detail"] = f"Slurm state unknown: {unreachable}"
         elif att and att.get("executor") == "slurm" and _alive(states, att["job"]):
             st = states[att["job"]].split()[0]
             row["state"] = "running" if st in ("RUNNING", "COMPLETING") else "pending"

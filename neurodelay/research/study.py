@@ -102,18 +102,22 @@ def _option_defaults() -> dict:
     return out
 
 
+def _json_value(v):
+    """An option value as JSON: tuples -> lists, paths -> str."""
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    return v
+
+
 def _jsonable(options: dict) -> dict:
     """The options that define the runs, as plain JSON values.
 
     Tuples -> lists, paths -> str; None, default values and NEUTRAL_OPTIONS are dropped, so
     the CLI (which passes every default) and the API record the same ablation alike.
     """
-    def conv(v):
-        if isinstance(v, (list, tuple)):
-            return [conv(x) for x in v]
-        if isinstance(v, os.PathLike):
-            return os.fspath(v)
-        return v
+    conv = _json_value
     defaults = _option_defaults()
     return {k: conv(v) for k, v in sorted(options.items())
             if v is not None and k not in NEUTRAL_OPTIONS
@@ -286,14 +290,8 @@ def train_cell(run, *, model: str, seed: int, options: dict, connections, thread
 
 
 def _plain(options: dict) -> dict:
-    """The options as JSON values (paths -> str, tuples -> lists), nothing dropped."""
-    def conv(v):
-        if isinstance(v, (list, tuple)):
-            return [conv(x) for x in v]
-        if isinstance(v, os.PathLike):
-            return os.fspath(v)
-        return v
-    return {k: conv(v) for k, v in options.items()}
+    """The options as JSON values, nothing dropped (what a worker process receives)."""
+    return {k: _json_value(v) for k, v in options.items()}
 
 
 def _record_ablation(out: Path, todo: list, train_options: dict, connections,

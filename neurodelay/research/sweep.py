@@ -37,6 +37,7 @@ accuracy and synaptic memory), written atomically; they are made in
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import warnings
@@ -50,6 +51,7 @@ from neurodelay.data import pad_batch, rundata
 from neurodelay.deploy.artifact import DEFAULT_CALIB_SAMPLES, DeployOptions, calibration_data
 from neurodelay.devices import check_device_spec
 from neurodelay.errors import NeurodelayError, SweepError
+from neurodelay.fs import atomic_write
 from neurodelay.hw.target import load_target
 from neurodelay.options import check_int
 from neurodelay.passes import DELAY_MODES, used_delay_max  # noqa: E402,F401
@@ -310,6 +312,9 @@ def finetune_cells(run, out_dir, target, wbits, dbits, *, epochs: int = 10,
     opts = executors.ExecutorOptions.of(executor)
     trackers = tracking.check_trackers(trackers)
     grid = [(w, b) for w in wbits for b in dbits]
+    _check_finetune_record(Path(out_dir) / "finetuned",
+                           {"parent": str(Path(run).resolve()), "target": str(target),
+                            "finetune_epochs": int(epochs)})
     if not opts.in_process:
         cells = [executors.Cell(f"finetuned/w{w}_d{b}", "finetune",
                                 {"parent": str(run), "target": str(target),
@@ -344,6 +349,28 @@ def finetune_cells(run, out_dir, target, wbits, dbits, *, epochs: int = 10,
                 continue
             cells.append(_finetuned(folder, w, b))
     return cells
+
+
+FINETUNE_RECORD = "finetune_cells.json"
+
+
+def _check_finetune_record(folder: Path, record: dict) -> None:
+    """Refuse to mix fine-tuned cells of other settings in ``folder`` (naming what
+    changed); records the settings otherwise."""
+    path = folder / FINETUNE_RECORD
+    if path.exists() and any(folder.glob("w*_d*/config.json")):
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in record.items()
+                   if isinstance(old, dict) and old.get(k) != v]
+        if changed:
+            raise SweepError(f"{folder} holds fine-tuned cells of other settings: "
+                             f"{'; '.join(changed)} (recorded in {path}); re-issue with the "
+                             f"same settings to resume them, or choose another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(record, indent=2) + "\n")
 
 
 def finetune_cell(folder, *, parent, target, weight_bits: int, delay_bits: int,
@@ -435,6 +462,11 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
     if finetune:
         finetune_epochs = check_int(finetune_epochs, "--finetune-epochs",
                                     "the fine-tuning epochs per cell", lo=1)
+    out = Path(out_dir) if out_dir is not None else r.path / "sweep"
+    if finetune:                        # a changed setting is refused before the slow part
+        _check_finetune_record(out / "finetuned",
+                               {"parent": str(Path(r.path).resolve()), "target": str(target),
+                                "finetune_epochs": int(finetune_epochs)})
     net = float_network(r)
     ds = rundata.run_test_data(r, test_file)
     x = pad_batch(ds.samples, pad_to=ds.max_steps)
@@ -445,7 +477,6 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
                                 delay_bits=dbits, delay_mode=modes, calib=calib,
                                 calib_note=cal.description or cal.source,
                                 progress=progress))
-    out = Path(out_dir) if out_dir is not None else r.path / "sweep"
     if finetune:
         result["finetuned"] = finetune_cells(r.path, out, target, wbits, dbits,
                                              epochs=finetune_epochs, threads=threads,
