@@ -326,7 +326,22 @@ def to_nir(net: Network | QNetwork, *, nir_schema: str = "1.0.8") -> nir.NIRGrap
 
     ``nir_schema="1.0.4"`` checks that the network fits the older layout (no v_reset other
     than 0, no CubaLI readout) and records the schema in the metadata; the graph object
-    itself is always the installed nir's (write it with :func:`export`)."""
+    itself is always the installed nir's (write it with :func:`export`).
+
+
+    Examples:
+        Each distinct delay of a layer becomes a ``Delay -> Linear`` branch:
+
+        >>> from neurodelay.core.network import Layer, Network
+        >>> hidden = Layer(weight=[[1.0, 1.0]], delay=[[2, 0]], bias=[0.0], decay=0.5,
+        ...                threshold=1.5)
+        >>> readout = Layer(weight=[[1.0]], delay=[[0]], bias=[0.0], decay=0.9, kind="li")
+        >>> net = Network([hidden, readout], dt=0.01, n_channels=2, channel_bin=1)
+        >>> from neurodelay.exporters.nir import to_nir
+        >>> graph = to_nir(net)
+        >>> sorted(type(n).__name__ for n in graph.nodes.values())  # doctest: +NORMALIZE_WHITESPACE
+        ['Affine', 'Affine', 'Delay', 'Input', 'LI', 'LIF', 'Linear', 'Output']
+    """
     _check_schema(nir_schema)
     if isinstance(net, Network):
         specs, variant, target = _float_specs(net), "float", ""

@@ -494,6 +494,23 @@ def train_run(out, *, resume=False, overwrite=False, progress=True, threads=None
     ``device`` ("auto", "cpu", "cuda", "cuda:N") and ``tf32`` say where and how it runs,
     not what it computes (:mod:`neurodelay.devices`): like ``threads`` they are not
     settings of the run, so a run resumes on any device.
+
+    Examples:
+        Train one epoch of a small model on the embedded task (written to a folder of
+        your choice), then read the result:
+
+        >>> import tempfile
+        >>> from neurodelay import api
+        >>> from neurodelay.data import make_synthetic
+        >>> tmp = tempfile.mkdtemp()
+        >>> files = make_synthetic(tmp, sizes={"train": 64, "valid": 32, "test": 32})
+        >>> res = api.train_run(f"{tmp}/run", preset="tiny", hidden=[8], epochs=1,
+        ...                     train_file=str(files["train"]), test_file=str(files["test"]),
+        ...                     cache_dir=tmp, threads=1, progress=False, log=lambda m: None)
+        >>> res["finished"], res["n_test"]
+        (True, 32)
+        >>> 0.0 <= res["test_accuracy"] <= 1.0
+        True
     """
     resolve_device(device)      # a CUDA device that is not there: before any data is read
     with torch_threads(threads):
@@ -556,6 +573,19 @@ def evaluate_run(run, test_file=None, batch_size=256, device="auto") -> Evaluati
     would need more memory than ``NEURODELAY_MAX_GIB`` is a ResourceLimitError.
     ``device``: where a trained run's model runs (:func:`neurodelay.devices.resolve_device`;
     the simulators of the other kinds run on the CPU).
+
+    Examples:
+        >>> import tempfile
+        >>> from neurodelay import api
+        >>> from neurodelay.data import make_synthetic
+        >>> tmp = tempfile.mkdtemp()
+        >>> files = make_synthetic(tmp, sizes={"train": 64, "valid": 32, "test": 32})
+        >>> res = api.train_run(f"{tmp}/run", preset="tiny", hidden=[8], epochs=1,
+        ...                     train_file=str(files["train"]), test_file=str(files["test"]),
+        ...                     cache_dir=tmp, threads=1, progress=False, log=lambda m: None)
+        >>> ev = api.evaluate_run(f"{tmp}/run")
+        >>> ev.n, ev.accuracy == res["test_accuracy"]
+        (32, True)
     """
     batch_size = O.check_int(batch_size, "--batch-size", "the evaluation batch size", lo=1)
     dev = resolve_device(device)

@@ -4,5 +4,5 @@
 # in the repository as it is installed (exporters/ is neurodelay.exporters).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./.venv/bin/ruff check neurodelay exporters tests benchmarks scripts
+./.venv/bin/ruff check neurodelay exporters tests benchmarks scripts docs
 ./.venv/bin/lint-imports

@@ -91,3 +91,70 @@ def test_cli_plot(runs):
     assert r.output.count("\n") == 1 and "raster.png" in r.output
     r = CliRunner().invoke(main, ["plot", str(runs)])
     assert r.exit_code != 0 and "config.json" in r.output
+
+
+# ------------------------------------------------------------------ verify figure
+@pytest.fixture(scope="module")
+def finetuned(runs):
+    from neurodelay.train.finetune import FinetuneConfig, finetune
+
+    out = runs / "ft4"
+    finetune(runs / "learned", out, FinetuneConfig(weight_bits=4, epochs=1, batch_size=32),
+             progress=False, threads=1, log=lambda m: None)
+    return out
+
+
+def test_verify_spikes_finetuned_run_is_spike_for_spike(finetuned):
+    """A fine-tuned run's hardware-exact model IS the chip: on the chip's time axis every
+    hidden spike and the readout are equal (a row offset of one step would break it), and
+    the chip's prediction is the bit-accurate simulator's."""
+    from neurodelay.data.batches import pad_batch
+    from neurodelay.data.rundata import run_test_data
+    from neurodelay.deploy.artifact import DeployOptions, artifact_for
+    from neurodelay.runs import open_run
+    from neurodelay.sim import bitsim
+
+    d = plots.verify_spikes(finetuned, sample=1)
+    assert d["kind"] == "finetuned" and len(d["pytorch"]) == len(d["chip"]) == 1
+    assert sum(int(s.sum()) for s in d["pytorch"]) > 0           # something to compare
+    for a, b in zip(d["pytorch"], d["chip"]):
+        assert a.shape == b.shape and np.array_equal(a, b)
+    assert np.array_equal(d["u_pytorch"], d["u_chip"])
+    ds = run_test_data(finetuned)
+    qnet = artifact_for(open_run(finetuned), DeployOptions()).qnet
+    pred, _ = bitsim.predict(qnet, pad_batch([ds.samples[1]]))
+    assert d["pred_chip"] == int(pred[0]) and d["label"] == int(ds.labels[1])
+
+
+def test_verify_spikes_trained_run_pytorch_side_is_the_discrete_model(runs):
+    """For a trained run the PyTorch side is the discrete model (= the frozen float
+    network's spikes); the chip side is the 8-bit artifact, on the same time axis."""
+    from neurodelay.data.batches import pad_batch
+    from neurodelay.data.rundata import run_test_data
+    from neurodelay.sim.floatsim import simulate
+    from neurodelay.train.loaders import float_network
+
+    run = runs / "learned"
+    d = plots.verify_spikes(run, sample=0)
+    x = pad_batch([run_test_data(run).samples[0]])
+    fs = simulate(float_network(run), x, record=True)
+    assert np.array_equal(d["pytorch"][0], fs.spikes[0][0].astype(bool))
+    assert d["chip"][0].shape == d["pytorch"][0].shape
+    # the 8-bit chip follows the float model closely on this tiny task
+    assert (d["chip"][0] == d["pytorch"][0]).mean() > 0.9
+
+
+def test_plot_verify_raster_writes_png(finetuned, runs, tmp_path):
+    assert _is_png(plots.plot_verify_raster(finetuned, tmp_path / "v.png", sample=0))
+    with pytest.raises(plots.PlotError, match="--sample 999"):
+        plots.plot_verify_raster(runs / "learned", tmp_path / "w.png", sample=999)
+    assert not (tmp_path / "w.png").exists()
+
+
+def test_cli_plot_verify(runs):
+    from neurodelay.cli import main
+
+    run = runs / "learned"
+    r = CliRunner().invoke(main, ["plot", str(run), "--verify", "loihi2"])
+    assert r.exit_code == 0, r.output
+    assert "verify.png" in r.output and _is_png(run / "plots" / "verify.png")

@@ -202,11 +202,22 @@ def report(folder):
               help="Test sample for the spike raster (0 .. test samples - 1).")
 @click.option("--synapses", type=int, default=4, show_default=True,
               help="Synapses per layer in the kernel figure (1..16).")
-def plot(run, sample, synapses):
-    """Figures of a run into RUN/plots/: kernels, delay histograms, curves, spike raster."""
+@click.option("--verify", "verify_target", metavar="TARGET", default=None,
+              help="Also draw verify.png: the test sample through the PyTorch model and "
+                   "through the chip (the bit-accurate simulator on the run's artifact for "
+                   "TARGET, e.g. loihi2, built as `export` builds it if missing), spikes "
+                   "overlaid: both in black, PyTorch only in blue, chip only in red.")
+def plot(run, sample, synapses, verify_target):
+    """Figures of a run into RUN/plots/: kernels, delay histograms, curves, spike raster
+    (and with --verify, PyTorch against the chip on one sample)."""
+    from pathlib import Path  # lazy: CLI start-up time
+
     from neurodelay.research import plots  # lazy: CLI start-up time
 
     paths = plots.plot_run(run, sample=sample, synapses=synapses)
+    if verify_target:
+        paths.append(plots.plot_verify_raster(run, Path(run) / "plots" / "verify.png",
+                                              sample=sample, target=verify_target))
     click.echo(f"wrote {len(paths)} figures to {paths[0].parent}: "
                + ", ".join(p.name for p in paths))
 

@@ -74,7 +74,20 @@ class _WeightShape:
 
 @dataclass
 class Layer(_WeightShape):
-    """One synaptic projection + its postsynaptic neurons (float)."""
+    """One synaptic projection + its postsynaptic neurons (float).
+
+    Examples:
+        One neuron that needs input 0 two steps before input 1 (the synapse from input 0
+        has a delay of 2 steps), and a non-spiking readout:
+
+        >>> from neurodelay.core.network import Layer, Network
+        >>> hidden = Layer(weight=[[1.0, 1.0]], delay=[[2, 0]], bias=[0.0], decay=0.5,
+        ...                threshold=1.5)
+        >>> readout = Layer(weight=[[1.0]], delay=[[0]], bias=[0.0], decay=0.9, kind="li")
+        >>> net = Network([hidden, readout], dt=0.01, n_channels=2, channel_bin=1)
+        >>> hidden.n_in, hidden.n_out, hidden.n_synapses
+        (2, 1, 2)
+    """
 
     weight: np.ndarray            # (n_out, n_in) float32, mask applied, BN folded
     delay: np.ndarray             # (n_out, n_in) int32 >= 0, in time steps
@@ -189,7 +202,18 @@ class _Layers:
 @dataclass
 class Network(_Layers):
     """A delay SNN (feed-forward, or with recurrent hidden layers), ready for passes and
-    export."""
+    export.
+
+    Examples:
+        >>> from neurodelay.core.network import Layer, Network
+        >>> hidden = Layer(weight=[[1.0, 1.0]], delay=[[2, 0]], bias=[0.0], decay=0.5,
+        ...                threshold=1.5)
+        >>> readout = Layer(weight=[[1.0]], delay=[[0]], bias=[0.0], decay=0.9, kind="li")
+        >>> net = Network([hidden, readout], dt=0.01, n_channels=2, channel_bin=1)
+        >>> print(net.summary())  # doctest: +ELLIPSIS
+        Network (float): 2 -> 1 -> 1; 2 layers, 2 neurons, 3 synapses, dt = 10 ms
+        ...
+    """
 
     layers: list[Layer]
     dt: float = 0.01                  # seconds per time step

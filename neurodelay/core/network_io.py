@@ -104,6 +104,16 @@ def save_network(net: "Network | QNetwork", path) -> Path:
     The file is first written to a temporary file in the same folder and then moved
     over ``path`` (``os.replace``), so readers never see a half-written file.
     The layout is documented in this module's docstring. Returns the path.
+
+    Examples:
+        >>> import tempfile
+        >>> from neurodelay.core.network import Layer, Network
+        >>> from neurodelay.core.network_io import load_network, save_network
+        >>> net = Network([Layer(weight=[[0.5, -1.0]], delay=[[3, 0]], bias=[0.0],
+        ...                      decay=0.9, kind="li")], dt=0.001)
+        >>> path = save_network(net, tempfile.mkdtemp() + "/net.h5")
+        >>> load_network(path).layers[0].delay.tolist()
+        [[3, 0]]
     """
 
     if isinstance(net, Network):
@@ -281,6 +291,16 @@ def load_network(path, kind: str | None = None) -> "Network | QNetwork":
 
     ``kind`` ("float" or "quantized"), if given, is required to match the file.
     Every problem raises NetworkError naming the file and the place in it.
+
+    Examples:
+        >>> import tempfile
+        >>> from neurodelay.core.network import Layer, Network
+        >>> from neurodelay.core.network_io import load_network, save_network
+        >>> net = Network([Layer(weight=[[0.5, -1.0]], delay=[[3, 0]], bias=[0.0],
+        ...                      decay=0.9, kind="li")], dt=0.001)
+        >>> back = load_network(save_network(net, tempfile.mkdtemp() + "/net.h5"))
+        >>> type(back).__name__, back.dt, back.layers[0].weight.tolist()
+        ('Network', 0.001, [[0.5, -1.0]])
     """
     path = Path(path)
     if kind not in (None, "float", "quantized"):

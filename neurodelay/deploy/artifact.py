@@ -139,7 +139,29 @@ def build_artifact(run, options: DeployOptions | None = None, out=None, *,
     """Quantize ``run`` once for ``options.target`` and write the artifact folder ``out``
     (default :func:`default_folder`). A network that breaks the target's limits is
     refused (FitError listing every violation) and nothing is written. An existing
-    artifact folder at ``out`` is replaced; any other non-empty folder is refused."""
+    artifact folder at ``out`` is replaced; any other non-empty folder is refused.
+
+
+    Examples:
+        Train a small run, then write its Loihi 2 artifact (what ``neurodelay export RUN
+        --target loihi2`` does):
+
+        >>> import tempfile
+        >>> from neurodelay import api
+        >>> from neurodelay.data import make_synthetic
+        >>> tmp = tempfile.mkdtemp()
+        >>> files = make_synthetic(tmp, sizes={"train": 64, "valid": 32, "test": 32})
+        >>> _ = api.train_run(f"{tmp}/run", preset="tiny", hidden=[8], epochs=1,
+        ...                   train_file=str(files["train"]), test_file=str(files["test"]),
+        ...                   cache_dir=tmp, threads=1, progress=False, log=lambda m: None)
+        >>> from neurodelay.deploy.artifact import DeployOptions, build_artifact
+        >>> art = build_artifact(f"{tmp}/run", DeployOptions(target="loihi2"))
+        >>> sorted(p.name for p in art.folder.iterdir())  # doctest: +NORMALIZE_WHITESPACE
+        ['README.txt', 'deploy.json', 'model.nir', 'model.quantized.nir', 'network.netx.h5',
+         'network.qnet.h5']
+        >>> art.hash.startswith("sha256:")
+        True
+    """
 
     say = log or (lambda m: None)
     options = options or DeployOptions()

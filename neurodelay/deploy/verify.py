@@ -142,6 +142,24 @@ def verify_run(run=None, target: str = "loihi2", *, artifact=None, test_file=Non
     ``artifact``: an artifact folder to verify (its source run gives the reference and
     the test split unless ``run``/``test_file`` say otherwise); else the run's artifact
     for ``target`` and the deploy options, built first if it does not exist yet.
+
+
+    Examples:
+        Verify a small run's Loihi 2 artifact (built first), with Lava on one sample:
+
+        >>> import tempfile
+        >>> from neurodelay import api
+        >>> from neurodelay.data import make_synthetic
+        >>> tmp = tempfile.mkdtemp()
+        >>> files = make_synthetic(tmp, sizes={"train": 64, "valid": 32, "test": 32})
+        >>> _ = api.train_run(f"{tmp}/run", preset="tiny", hidden=[8], epochs=1,
+        ...                   train_file=str(files["train"]), test_file=str(files["test"]),
+        ...                   cache_dir=tmp, threads=1, progress=False, log=lambda m: None)
+        >>> from neurodelay.deploy.verify import verify_run
+        >>> v = verify_run(f"{tmp}/run", "loihi2", lava=1, progress=False,
+        ...                log=lambda m: None)
+        >>> v.n, v.lava["lava_mismatches"], v.float_hidden_spike_flips
+        (32, 0, 0)
     """
 
     tolerance = check_tolerance(tolerance)      # before any file is read or written

@@ -27,6 +27,24 @@ def import_to_run(path, out, dt: float | None = None, discretization: str = "eul
     The folder is locked while written, a non-empty one is refused unless ``overwrite``,
     and ``config.json`` is written last (atomically): a folder with a config is complete.
     Returns {"out", "config", "summary", "notes"}.
+
+
+    Examples:
+        Export a float network to NIR and import it back as a run folder:
+
+        >>> import tempfile
+        >>> from neurodelay.core.network import Layer, Network
+        >>> hidden = Layer(weight=[[1.0, 1.0]], delay=[[2, 0]], bias=[0.0], decay=0.5,
+        ...                threshold=1.5)
+        >>> readout = Layer(weight=[[1.0]], delay=[[0]], bias=[0.0], decay=0.9, kind="li")
+        >>> net = Network([hidden, readout], dt=0.01, n_channels=2, channel_bin=1)
+        >>> from neurodelay.exporters.nir import export
+        >>> from neurodelay.nir import import_to_run
+        >>> tmp = tempfile.mkdtemp()
+        >>> _ = export(net, f"{tmp}/model.nir")
+        >>> res = import_to_run(f"{tmp}/model.nir", f"{tmp}/imported", log=lambda m: None)
+        >>> res["config"]["kind"]
+        'imported'
     """
     log = log or (lambda m: print(m, file=sys.stderr))
     if max_time is not None and not (float(max_time) > 0):

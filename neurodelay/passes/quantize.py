@@ -371,6 +371,20 @@ def quantize(net: Network, target=None, *, data=None, weight_bits: int | None = 
     counters from the bit-accurate simulator and float vs bit-accurate accuracy. Raises
     DelayRangeError if delays exceed the target (run check_delays with clip=True first),
     QuantizationError if the result would not fit the target.
+
+    Examples:
+        The float network of :class:`~neurodelay.core.network.Network`'s example, on
+        Loihi 2's integers:
+
+        >>> from neurodelay.core.network import Layer, Network
+        >>> hidden = Layer(weight=[[1.0, 1.0]], delay=[[2, 0]], bias=[0.0], decay=0.5,
+        ...                threshold=1.5)
+        >>> readout = Layer(weight=[[1.0]], delay=[[0]], bias=[0.0], decay=0.9, kind="li")
+        >>> net = Network([hidden, readout], dt=0.01, n_channels=2, channel_bin=1)
+        >>> from neurodelay.passes import quantize
+        >>> qnet, report = quantize(net, "loihi2")
+        >>> qnet.layers[0].delay.tolist(), qnet.weight_bits
+        ([[2, 0]], 8)
     """
     if not isinstance(net, Network):
         raise PassError(f"quantize expects a float Network, got {type(net).__name__}")

@@ -15,6 +15,11 @@
                            (``floatsim.simulate(..., record=True)``): input counts, spikes of
                            every hidden layer, readout membranes.
 
+Not part of ``plot_run`` (it builds or reads a deployment artifact):
+:func:`plot_verify_raster`, one test sample through the PyTorch model and through the
+chip's arithmetic (the bit-accurate simulator on the run's artifact), spikes overlaid
+(:func:`verify_spikes` computes them).
+
 Matplotlib is used through ``matplotlib.figure.Figure`` (Agg canvas), never pyplot, so no
 display or global backend is touched. Files are written atomically.
 """
@@ -25,14 +30,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from neurodelay.data.batches import pad_batch
 from neurodelay.data.rundata import run_test_data
+from neurodelay.deploy.artifact import artifact_for, load_artifact
+from neurodelay.deploy.manifest import DeployOptions
 from neurodelay.errors import PlotError
 from neurodelay.fs import atomic_write
 from neurodelay.options import check_int
 from neurodelay.research.study import initial_model
 from neurodelay.runs import RunError, open_run, read_jsonl
-from neurodelay.sim.floatsim import simulate
+from neurodelay.sim import bitsim
+from neurodelay.sim.floatsim import readout_scores, simulate
 from neurodelay.train.loaders import float_network, load_model
 
 PLOT_FILES = ("kernels.png", "delay_histograms.png", "training_curves.png", "raster.png")
@@ -256,6 +266,111 @@ def plot_raster(run, path: Path, sample: int = 0, net=None, ds=None) -> Path:
     return _save(fig, Path(path))
 
 
+# ------------------------------------------------------------------------------ verify
+def verify_spikes(run, sample: int = 0, target: str = "loihi2", *, artifact=None) -> dict:
+    """One test sample through the run's PyTorch model and through the chip's arithmetic.
+
+    The PyTorch model is the one ``verify`` compares against (a trained run's discrete
+    model on its exact float64 path, a fine-tuned run's hardware-exact model); the chip is
+    the bit-accurate simulator on the run's deployment artifact for ``target`` (built the
+    way ``export`` builds it if missing; or the folder ``artifact``). The chip's spikes are
+    put on PyTorch's time axis (layer l's output of step t is Lava row t + l + 1), so
+    equal spikes are equal entries. Returns a dict: ``pytorch`` / ``chip`` (per hidden
+    layer a (T, n) bool array), ``u_pytorch`` / ``u_chip`` (readout membranes (T, C),
+    the chip's descaled), ``label``, ``pred_pytorch``, ``pred_chip``, ``names``,
+    ``artifact_hash``, ``kind`` (the run's kind), ``dt``.
+    """
+    sample = check_int(sample, "--sample", "the test sample of the spike raster", lo=0)
+    r = open_run(run)
+    if r.kind == "imported":
+        raise PlotError(f"{run}: an imported NIR graph has no PyTorch model to compare "
+                        f"with the chip; fine-tune it first (neurodelay finetune)")
+    ds = run_test_data(r)
+    if sample >= len(ds):
+        raise PlotError(f"--sample {sample}: the run's test set has {len(ds)} samples "
+                        f"(0..{len(ds) - 1})")
+    art = load_artifact(artifact) if artifact is not None else \
+        artifact_for(r, DeployOptions(target=target))
+    qnet = art.qnet
+    x = pad_batch([ds.samples[sample]])
+    T, L = x.shape[1], len(qnet.layers)
+    model = load_model(r)
+    if r.kind == "trained":
+        model.set_discrete_dtype(torch.float64)
+    with torch.no_grad():
+        u_pt, spk_pt = model(torch.from_numpy(x), discrete=True, record=True)
+    res = bitsim.run(qnet, bitsim.quantize_input(qnet, x), n_steps=T + L, record=True,
+                     stats=False)
+    u_q = bitsim.align_to_float(res, T).astype(np.float64) * qnet.layers[-1].scale
+    pt = [np.asarray(s.numpy()[0]).astype(bool) for s in spk_pt]
+    chip = [res.spikes[k][0, bitsim.float_row(k, 0):bitsim.float_row(k, T)]
+            for k in range(len(pt))]
+    u_pt = np.asarray(u_pt.numpy(), np.float64)
+    return dict(pytorch=pt, chip=chip, u_pytorch=u_pt[0], u_chip=u_q[0],
+                label=int(ds.labels[sample]), pred_pytorch=int(readout_scores(u_pt)[0].argmax()),
+                pred_chip=int(bitsim.readout_scores(u_q)[0].argmax()),
+                names=list(r.class_names or [str(c) for c in range(u_q.shape[2])]),
+                artifact_hash=art.hash, kind=r.kind, dt=float(r.config["data"]["dt"]))
+
+
+def plot_verify_raster(run, path: Path, sample: int = 0, target: str = "loihi2", *,
+                       artifact=None) -> Path:
+    """The verify figure: one test sample, PyTorch against the chip, spike for spike.
+
+    Per hidden layer, a spike raster with spikes of both models in black, spikes only
+    PyTorch fired in blue and spikes only the chip fired in red (with their counts in the
+    title); below, the readout membranes of the true and predicted classes (PyTorch
+    solid, chip dashed). Data from :func:`verify_spikes` (same arguments). Returns the
+    PNG's path.
+
+    Examples:
+        >>> from neurodelay.research.plots import plot_verify_raster
+        >>> plot_verify_raster("runs/a", "runs/a/plots/verify.png")  # doctest: +SKIP
+        PosixPath('runs/a/plots/verify.png')
+    """
+    d = verify_spikes(run, sample, target, artifact=artifact)
+    n_layers = len(d["pytorch"])
+    fig = _figure(8.0, 1.9 * (n_layers + 1) + 0.6)
+    T = d["u_pytorch"].shape[0]
+    total = {"both": 0, "pytorch": 0, "chip": 0}
+    for k, (a, b) in enumerate(zip(d["pytorch"], d["chip"])):
+        ax = fig.add_subplot(n_layers + 1, 1, k + 1)
+        parts = (("both", a & b, "black", "both"), ("pytorch", a & ~b, "tab:blue",
+                 "PyTorch only"), ("chip", ~a & b, "tab:red", "chip only"))
+        for key, m, color, label in parts:
+            tt, nn = np.nonzero(m)
+            total[key] += len(tt)
+            ax.scatter(tt, nn, s=30 if key != "both" else 8, marker="|", color=color,
+                       lw=1.8 if key != "both" else 1.0, label=f"{label}: {len(tt)}")
+        ax.set_xlim(-0.5, T - 0.5)
+        ax.set_ylim(-0.5, a.shape[1] - 0.5)
+        ax.set_ylabel("neuron", fontsize=7)
+        ax.set_title(f"hidden layer {k}: {int(a.sum())} PyTorch spikes, "
+                     f"{int(b.sum())} chip spikes", fontsize=8)
+        ax.legend(fontsize=6, loc="upper right", markerscale=1.5)
+        ax.tick_params(labelsize=6, labelbottom=False)
+    ax = fig.add_subplot(n_layers + 1, 1, n_layers + 1)
+    names, true = d["names"], d["label"]
+    shown = sorted({true, d["pred_pytorch"], d["pred_chip"]})
+    for i, c in enumerate(shown):
+        color = f"C{i}"
+        ax.plot(d["u_pytorch"][:, c], color=color, lw=1.4, label=f"PyTorch: {names[c]}")
+        ax.plot(d["u_chip"][:, c], color=color, lw=1.0, ls="--", label=f"chip: {names[c]}")
+    ax.set_xlim(-0.5, T - 0.5)
+    ax.set_xlabel(f"time step ({d['dt'] * 1000:g} ms)", fontsize=7)
+    ax.set_ylabel("readout u", fontsize=7)
+    ax.legend(fontsize=6, loc="upper left", ncol=2)
+    ax.tick_params(labelsize=6)
+    agree = "equal" if total["pytorch"] == total["chip"] == 0 else \
+        f"{total['pytorch'] + total['chip']} differ"
+    fig.suptitle(f"{Path(run).name} ({d['kind']}), test sample {sample} (true "
+                 f"{names[true]}): PyTorch predicts {names[d['pred_pytorch']]}, the chip "
+                 f"{names[d['pred_chip']]}; hidden spikes {agree}\nartifact "
+                 f"{d['artifact_hash'][:16]}", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
 # ------------------------------------------------------------------------------ all
 MAX_SYNAPSES = 16     # panels per row of kernels.png
 
@@ -286,4 +401,5 @@ def plot_run(run, *, sample: int = 0, synapses: int = 4, out_dir=None) -> list[P
 
 
 __all__ = ["plot_run", "plot_kernels", "plot_delay_histograms", "plot_training_curves",
-           "plot_raster", "gaussian_kernel", "PlotError"]
+           "plot_raster", "plot_verify_raster", "verify_spikes", "gaussian_kernel",
+           "PlotError"]

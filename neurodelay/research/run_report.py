@@ -249,6 +249,25 @@ def report(root, *, write: bool = True) -> dict:
     files=[paths written]). Each row: model, label, connectivity, connections, hidden,
     n_runs, mean_pct, ci95_pct (None for one run), std_pct, min_pct, max_pct,
     parameters/weights/delays/batchnorm (a count or a range), seeds.
+
+
+    Examples:
+        A one-model, two-seed study (:func:`neurodelay.research.study.run_ablation`),
+        then its report:
+
+        >>> import tempfile
+        >>> from neurodelay.data import make_synthetic
+        >>> from neurodelay.research.run_report import report
+        >>> from neurodelay.research.study import run_ablation
+        >>> tmp = tempfile.mkdtemp()
+        >>> files = make_synthetic(tmp, sizes={"train": 64, "valid": 32, "test": 32})
+        >>> _ = run_ablation(f"{tmp}/abl", 2, models=["learned"], preset="tiny", hidden=[8],
+        ...                  epochs=1, train_file=str(files["train"]),
+        ...                  test_file=str(files["test"]), cache_dir=tmp, threads=1,
+        ...                  progress=False, log=lambda m: None)
+        >>> rep = report(f"{tmp}/abl")
+        >>> [(row["model"], row["n_runs"]) for row in rep["rows"]]
+        [('learned', 2)]
     """
     root = Path(root)
     if not root.is_dir():

@@ -428,7 +428,27 @@ def sweep_bits(run, target="loihi2", weight_bits=DEFAULT_WEIGHT_BITS,
     test data. With ``finetune`` every cell is also fine-tuned hardware-exactly
     (:func:`finetune_cells`, on ``executor`` with ``trackers``; result key
     ``finetuned``). Returns :func:`sweep_network`'s
-    dict plus run, test, markdown (the tables) and files (paths written)."""
+    dict plus run, test, markdown (the tables) and files (paths written).
+
+
+    Examples:
+        >>> import tempfile
+        >>> from neurodelay import api
+        >>> from neurodelay.data import make_synthetic
+        >>> tmp = tempfile.mkdtemp()
+        >>> files = make_synthetic(tmp, sizes={"train": 64, "valid": 32, "test": 32})
+        >>> _ = api.train_run(f"{tmp}/run", preset="tiny", hidden=[8], epochs=1,
+        ...                   train_file=str(files["train"]), test_file=str(files["test"]),
+        ...                   cache_dir=tmp, threads=1, progress=False, log=lambda m: None)
+        >>> from neurodelay.research.sweep import sweep_bits
+        >>> res = sweep_bits(f"{tmp}/run", weight_bits="8,4", delay_bits="6,4",
+        ...                  progress=False, threads=1)
+        >>> [(c["weight_bits"], c["delay_bits"]) for c in res["cells"]]
+        [(8, 6), (4, 6), (8, 4), (4, 4)]
+        >>> import os
+        >>> sorted(os.path.basename(p) for p in res["files"])
+        ['sweep.csv', 'sweep.json', 'sweep.md', 'sweep.png']
+    """
 
     r = open_run(run, kinds=("trained", "imported"))
     wbits = parse_bits(weight_bits, "weight bits")      # fail before the slow loading

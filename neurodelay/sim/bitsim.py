@@ -192,6 +192,25 @@ def run(qnet: QNetwork, s_in, n_steps: int | None = None, record: bool = False, 
     "float64" always uses float64 (provably exact for sums below 2**31).
     threads: BLAS threads during the run (None: leave the BLAS default). 1 by default:
     on a shared 2-core machine an oversubscribed multi-threaded BLAS ran 10x slower.
+
+    Examples:
+        >>> import numpy as np
+        >>> from neurodelay.core.network import Layer, Network
+        >>> hidden = Layer(weight=[[1.0, 1.0]], delay=[[2, 0]], bias=[0.0], decay=0.5,
+        ...                threshold=1.5)
+        >>> readout = Layer(weight=[[1.0]], delay=[[0]], bias=[0.0], decay=0.9, kind="li")
+        >>> net = Network([hidden, readout], dt=0.01, n_channels=2, channel_bin=1)
+        >>> from neurodelay.passes import quantize
+        >>> qnet, report = quantize(net, "loihi2")
+        >>> from neurodelay.sim import bitsim
+        >>> x = np.zeros((2, 6, 2), np.int64)
+        >>> x[0, 0, 0] = x[0, 2, 1] = 1        # input 0, then input 1 two steps later
+        >>> x[1, 0, 1] = x[1, 2, 0] = 1        # the other order
+        >>> res = bitsim.run(qnet, bitsim.quantize_input(qnet, x), record=True)
+        >>> res.spikes[0][:, :, 0].sum(axis=1).tolist()   # the same as floatsim's
+        [1, 0]
+        >>> res.latency                       # layer l's step t is Lava row t + l + 1
+        2
     """
     with _blas_threads(threads):
         return _run(qnet, s_in, n_steps, record, stats, batch_size, precision)
@@ -342,6 +361,20 @@ def predict(qnet: QNetwork, counts, *, batch_size: int = 256,
     Graded input = round(counts * qnet.input_scale); the readout v is read every row,
     aligned to the float time axis (exactly T steps: rows L..L+T-1), descaled by the
     readout layer's ``scale``; score = sum_t softmax; prediction = argmax.
+
+    Examples:
+        >>> import numpy as np
+        >>> from neurodelay.core.network import Layer, Network
+        >>> hidden = Layer(weight=[[1.0, 1.0]], delay=[[2, 0]], bias=[0.0], decay=0.5,
+        ...                threshold=1.5)
+        >>> readout = Layer(weight=[[1.0]], delay=[[0]], bias=[0.0], decay=0.9, kind="li")
+        >>> net = Network([hidden, readout], dt=0.01, n_channels=2, channel_bin=1)
+        >>> from neurodelay.passes import quantize
+        >>> qnet, report = quantize(net, "loihi2")
+        >>> from neurodelay.sim import bitsim
+        >>> pred, scores = bitsim.predict(qnet, np.zeros((3, 5, 2)))
+        >>> pred.shape, scores.shape
+        ((3,), (3, 1))
     """
     u = readout_membrane(qnet, counts, batch_size=batch_size, precision=precision)
     scores = readout_scores(u)

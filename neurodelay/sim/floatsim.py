@@ -189,6 +189,24 @@ def simulate(net: Network, x, *, record: bool = False, dtype=np.float32) -> SimR
 
     ``record=True`` also returns every hidden layer's spikes (bool, (B, T, n)).
     ``dtype`` np.float32 (default) or np.float64 selects the arithmetic.
+
+    Examples:
+        A coincidence detector: input 0 is delayed by 2 steps, so only "input 0, then
+        input 1 two steps later" makes both arrive together and the neuron spike:
+
+        >>> import numpy as np
+        >>> from neurodelay.core.network import Layer, Network
+        >>> hidden = Layer(weight=[[1.0, 1.0]], delay=[[2, 0]], bias=[0.0], decay=0.5,
+        ...                threshold=1.5)
+        >>> readout = Layer(weight=[[1.0]], delay=[[0]], bias=[0.0], decay=0.9, kind="li")
+        >>> net = Network([hidden, readout], dt=0.01, n_channels=2, channel_bin=1)
+        >>> from neurodelay.sim.floatsim import simulate
+        >>> x = np.zeros((2, 6, 2), np.float32)
+        >>> x[0, 0, 0] = x[0, 2, 1] = 1        # sample 0: input 0, then input 1
+        >>> x[1, 0, 1] = x[1, 2, 0] = 1        # sample 1: the other order
+        >>> res = simulate(net, x, record=True)
+        >>> res.spikes[0][:, :, 0].sum(axis=1).tolist()
+        [1, 0]
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):

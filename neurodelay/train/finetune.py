@@ -260,7 +260,27 @@ def finetune(parent, out, fc: FinetuneConfig | None = None, *, resume: bool = Fa
     result dict (also in ``out/result.json``); ``stop_after_epoch`` ends the call early
     (tests of ``resume``), returning {"finished": False, "epoch": n}. ``device``: where
     the hardware-exact model trains (:func:`neurodelay.devices.resolve_device`); it
-    computes in float64 everywhere, so the integers are the same on every device."""
+    computes in float64 everywhere, so the integers are the same on every device.
+
+
+    Examples:
+        Fine-tune a small run to 4-bit weights for one epoch; the result is the chip's
+        integers, so its test accuracy is the bit-accurate simulator's:
+
+        >>> import tempfile
+        >>> from neurodelay import api
+        >>> from neurodelay.data import make_synthetic
+        >>> tmp = tempfile.mkdtemp()
+        >>> files = make_synthetic(tmp, sizes={"train": 64, "valid": 32, "test": 32})
+        >>> _ = api.train_run(f"{tmp}/run", preset="tiny", hidden=[8], epochs=1,
+        ...                   train_file=str(files["train"]), test_file=str(files["test"]),
+        ...                   cache_dir=tmp, threads=1, progress=False, log=lambda m: None)
+        >>> from neurodelay.train.finetune import FinetuneConfig, finetune
+        >>> res = finetune(f"{tmp}/run", f"{tmp}/run4", FinetuneConfig(weight_bits=4, epochs=1),
+        ...                progress=False, threads=1, log=lambda m: None)
+        >>> res["weight_bits"], res["finished"]
+        (4, True)
+    """
     out = Path(out)
     dev = resolve_device(device)
     with torch_threads(threads), writing_run(out, "finetune", resume=resume,
