@@ -157,8 +157,8 @@ def build_artifact(run, options: DeployOptions | None = None, out=None, *,
         >>> from neurodelay.deploy.artifact import DeployOptions, build_artifact
         >>> art = build_artifact(f"{tmp}/run", DeployOptions(target="loihi2"))
         >>> sorted(p.name for p in art.folder.iterdir())  # doctest: +NORMALIZE_WHITESPACE
-        ['README.txt', 'deploy.json', 'model.nir', 'model.quantized.nir', 'network.netx.h5',
-         'network.qnet.h5']
+        ['README.txt', 'deploy.json', 'model.nir', 'model.quantized.nir', 'network.lava.h5',
+         'network.netx.h5', 'network.qnet.h5']
         >>> art.hash.startswith("sha256:")
         True
     """
