@@ -158,3 +158,16 @@ def test_cli_plot_verify(runs):
     r = CliRunner().invoke(main, ["plot", str(run), "--verify", "loihi2"])
     assert r.exit_code == 0, r.output
     assert "verify.png" in r.output and _is_png(run / "plots" / "verify.png")
+
+
+def test_cli_plot_on_a_finetuned_run(finetuned):
+    """A fine-tuned run has no kernels: a clear error, and --verify draws its figure alone
+    (was an internal KeyError)."""
+    from neurodelay.cli import main
+
+    r = CliRunner().invoke(main, ["plot", str(finetuned)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "a finetuned run has no Gaussian kernels" in r.output and "--verify" in r.output
+    r = CliRunner().invoke(main, ["plot", str(finetuned), "--verify", "loihi2"])
+    assert r.exit_code == 0, r.output
+    assert "wrote 1 figure to" in r.output and _is_png(Path(finetuned) / "plots" / "verify.png")

@@ -214,11 +214,16 @@ def plot(run, sample, synapses, verify_target):
 
     from neurodelay.research import plots  # lazy: CLI start-up time
 
-    paths = plots.plot_run(run, sample=sample, synapses=synapses)
+    from neurodelay.runs import open_run  # lazy: CLI start-up time
+
+    # a fine-tuned run has no kernels to draw: with --verify, its verify figure alone
+    only_verify = bool(verify_target) and open_run(run).kind == "finetuned"
+    paths = [] if only_verify else plots.plot_run(run, sample=sample, synapses=synapses)
     if verify_target:
         paths.append(plots.plot_verify_raster(run, Path(run) / "plots" / "verify.png",
                                               sample=sample, target=verify_target))
-    click.echo(f"wrote {len(paths)} figures to {paths[0].parent}: "
+    click.echo(f"wrote {len(paths)} figure{'s' if len(paths) != 1 else ''} to "
+               f"{paths[0].parent}: "
                + ", ".join(p.name for p in paths))
 
 

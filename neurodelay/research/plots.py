@@ -78,6 +78,12 @@ def read_metrics(run) -> list[dict]:
 def _require_model(run: Path) -> None:
     if not (run / "config.json").exists():
         raise PlotError(f"{run}: no config.json; not a `neurodelay train` run folder")
+    kind = open_run(run).kind
+    if kind != "trained":
+        raise PlotError(f"{run}: a {kind} run has no Gaussian kernels or training positions "
+                        f"to draw; `neurodelay plot` draws a `neurodelay train` run (for a "
+                        f"fine-tuned run, `neurodelay plot RUN --verify TARGET` draws its "
+                        f"PyTorch vs chip spike raster)")
     if not (run / "best.pt").exists():
         raise PlotError(f"{run}/best.pt: missing; the run has not finished an epoch yet")
 
