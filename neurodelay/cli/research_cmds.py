@@ -213,7 +213,6 @@ def plot(run, sample, synapses, verify_target):
     from pathlib import Path  # lazy: CLI start-up time
 
     from neurodelay.research import plots  # lazy: CLI start-up time
-
     from neurodelay.runs import open_run  # lazy: CLI start-up time
 
     # a fine-tuned run has no kernels to draw: with --verify, its verify figure alone
