@@ -61,7 +61,19 @@ def _as(arr, dtype, name: str, ndim: int) -> np.ndarray:
 
 
 class _WeightShape:
-    """n_in / n_out of a layer with a (n_out, n_in) weight matrix."""
+    """n_in / n_out, recurrence and synapse count of a layer with a (n_out, n_in) weight
+    matrix and optional recurrent weights ``rec_weight`` (n_out, n_out)."""
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the layer has recurrent synapses (rec_weight / rec_delay)."""
+        return self.rec_weight is not None
+
+    @property
+    def n_synapses(self) -> int:
+        """Synapses with a nonzero weight, feed-forward and recurrent."""
+        rec = int(np.count_nonzero(self.rec_weight)) if self.recurrent else 0
+        return int(np.count_nonzero(self.weight)) + rec
 
     @property
     def n_in(self) -> int:
@@ -155,16 +167,6 @@ class Layer(_WeightShape):
             raise NetworkError(f"{tag}: only a spiking ('lif') layer can be recurrent, this "
                                f"one is {self.kind!r}")
 
-    @property
-    def recurrent(self) -> bool:
-        """Whether the layer has recurrent synapses (rec_weight / rec_delay)."""
-        return self.rec_weight is not None
-
-    @property
-    def n_synapses(self) -> int:
-        """Synapses with a nonzero weight, feed-forward and recurrent."""
-        rec = int(np.count_nonzero(self.rec_weight)) if self.recurrent else 0
-        return int(np.count_nonzero(self.weight)) + rec
 
 
 class _Layers:
@@ -372,15 +374,6 @@ class QLayer(_WeightShape):
         self.rec_weight_exp = int(self.rec_weight_exp)
         self.rec_num_weight_bits = int(self.rec_num_weight_bits)
 
-    @property
-    def recurrent(self) -> bool:
-        """Whether the layer has recurrent synapses (a second synapse process)."""
-        return self.rec_weight is not None
-
-    @property
-    def n_synapses(self) -> int:
-        rec = int(np.count_nonzero(self.rec_weight)) if self.recurrent else 0
-        return int(np.count_nonzero(self.weight)) + rec
 
 
 @dataclass
