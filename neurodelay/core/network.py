@@ -69,6 +69,25 @@ class _WeightShape:
         """Whether the layer has recurrent synapses (rec_weight / rec_delay)."""
         return self.rec_weight is not None
 
+    def _recurrent_arrays(self, tag: str, weight_dtype, delay_dtype) -> None:
+        """rec_weight / rec_delay as arrays, checked: (n_out, n_out), delays >= 1, and a
+        spiking layer (what a float and a quantized recurrent layer share)."""
+        self.rec_weight = _as(self.rec_weight, weight_dtype, f"{tag} rec_weight", 2)
+        self.rec_delay = _as(self.rec_delay, delay_dtype, f"{tag} rec_delay", 2)
+        n = int(np.asarray(self.weight).shape[0])
+        for name in ("rec_weight", "rec_delay"):
+            if getattr(self, name).shape != (n, n):
+                raise NetworkError(f"{tag}: {name} shape {getattr(self, name).shape} != "
+                                   f"({n}, {n}) (recurrent synapses connect the layer's "
+                                   f"{n} neurons to each other)")
+        if self.rec_delay.size and self.rec_delay.min() < 1:
+            raise NetworkError(f"{tag}: {int((self.rec_delay < 1).sum())} recurrent delays "
+                               f"< 1 step; a spike reaches its own layer one step later at "
+                               f"the earliest")
+        if self.kind != "lif":
+            raise NetworkError(f"{tag}: only a spiking ('lif') layer can be recurrent, this "
+                               f"one is {self.kind!r}")
+
     @property
     def n_synapses(self) -> int:
         """Synapses with a nonzero weight, feed-forward and recurrent."""
@@ -151,21 +170,7 @@ class Layer(_WeightShape):
                                f"is None)")
         if self.rec_weight is None:
             return
-        self.rec_weight = _as(self.rec_weight, np.float32, f"{tag} rec_weight", 2)
-        self.rec_delay = _as(self.rec_delay, np.int32, f"{tag} rec_delay", 2)
-        n = self.weight.shape[0]
-        for name in ("rec_weight", "rec_delay"):
-            if getattr(self, name).shape != (n, n):
-                raise NetworkError(f"{tag}: {name} shape {getattr(self, name).shape} != "
-                                   f"({n}, {n}) (recurrent synapses connect the layer's "
-                                   f"{n} neurons to each other)")
-        if self.rec_delay.size and self.rec_delay.min() < 1:
-            raise NetworkError(f"{tag}: {int((self.rec_delay < 1).sum())} recurrent delays "
-                               f"< 1 step; a spike reaches its own layer one step later at "
-                               f"the earliest")
-        if self.kind != "lif":
-            raise NetworkError(f"{tag}: only a spiking ('lif') layer can be recurrent, this "
-                               f"one is {self.kind!r}")
+        self._recurrent_arrays(tag, np.float32, np.int32)
 
 
 
@@ -357,20 +362,7 @@ class QLayer(_WeightShape):
             missing = [n for n in self._REC if n not in given]
             raise NetworkError(f"{tag}: recurrent fields go together: "
                                f"{', '.join(given)} given, {', '.join(missing)} missing")
-        self.rec_weight = _as(self.rec_weight, np.int64, f"{tag} rec_weight", 2)
-        self.rec_delay = _as(self.rec_delay, np.int64, f"{tag} rec_delay", 2)
-        n = int(np.asarray(self.weight).shape[0])
-        for name in ("rec_weight", "rec_delay"):
-            if getattr(self, name).shape != (n, n):
-                raise NetworkError(f"{tag}: {name} shape {getattr(self, name).shape} != "
-                                   f"({n}, {n})")
-        if self.rec_delay.size and self.rec_delay.min() < 1:
-            raise NetworkError(f"{tag}: {int((self.rec_delay < 1).sum())} recurrent delays "
-                               f"< 1 step; a spike reaches its own layer one step later at "
-                               f"the earliest")
-        if self.kind != "lif":
-            raise NetworkError(f"{tag}: only a spiking ('lif') layer can be recurrent, this "
-                               f"one is {self.kind!r}")
+        self._recurrent_arrays(tag, np.int64, np.int64)
         self.rec_weight_exp = int(self.rec_weight_exp)
         self.rec_num_weight_bits = int(self.rec_num_weight_bits)
 

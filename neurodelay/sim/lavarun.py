@@ -83,9 +83,16 @@ def check_qnet(qnet: QNetwork) -> None:
 
 def as_counts(qnet: QNetwork, s_in, n_steps: int | None) -> tuple[np.ndarray, int]:
     """Validate ``s_in`` (B, T, n_in) integers; return it padded/cut to ``n_steps``."""
+    return _counts(s_in, qnet.layers[0].n_in, n_steps)
+
+
+def _counts(s_in, n_in: int, n_steps: int | None) -> tuple[np.ndarray, int]:
+    """Validate ``s_in`` (B, T, n_in) integers; return it as int64 zero-padded or cut to
+    ``n_steps`` (default T) steps, and that number (a Lava RingBuffer repeats its data,
+    so shorter input is padded)."""
     x = np.asarray(s_in)
-    if x.ndim != 3 or x.shape[2] != qnet.layers[0].n_in:
-        raise LavaRunError(f"input must have shape (B, T, {qnet.layers[0].n_in}), "
+    if x.ndim != 3 or x.shape[2] != n_in:
+        raise LavaRunError(f"input must have shape (B, T, {n_in}), "
                            f"got {x.shape}")
     if not np.issubdtype(x.dtype, np.integer):
         if not np.all(x == np.round(x)):
@@ -325,15 +332,7 @@ def run_netx(path, s_in, n_steps: int | None = None, *, message_bits: int | None
     with open_h5(path, LavaRunError, what="netx file") as f:
         n_layers = len(f["layer"])
         sizes = [int(np.prod(f[f"layer/{k}/shape"][()])) for k in range(n_layers)]
-    x = np.asarray(s_in)
-    if x.ndim != 3 or x.shape[2] != sizes[0]:
-        raise LavaRunError(f"input must have shape (B, T, {sizes[0]}), got {x.shape}")
-    x = x.astype(np.int64)
-    n = x.shape[1] if n_steps is None else int(n_steps)
-    if n > x.shape[1]:
-        x = np.concatenate([x, np.zeros((x.shape[0], n - x.shape[1], x.shape[2]),
-                                        np.int64)], axis=1)
-    x = x[:, :n]
+    x, n = _counts(s_in, sizes[0], n_steps)
     bits = input_message_bits(x) if message_bits is None else int(message_bits)
     return _run_samples(lambda: build_netx(path, n, bits, record_v=record_v),
                         x, n, sizes[1:], record_v, False)
@@ -346,15 +345,7 @@ def run_lava_file(path, s_in, n_steps: int | None = None, *,
     (:func:`build_from_file`). Same return dict as :func:`run_lava`."""
     params = lava_procs.read_params(path)
     sizes = [int(lp.ff.weights.shape[0]) for lp in params.layers]
-    x = np.asarray(s_in)
-    if x.ndim != 3 or x.shape[2] != params.n_in:
-        raise LavaRunError(f"input must have shape (B, T, {params.n_in}), got {x.shape}")
-    x = x.astype(np.int64)
-    n = x.shape[1] if n_steps is None else int(n_steps)
-    if n > x.shape[1]:
-        x = np.concatenate([x, np.zeros((x.shape[0], n - x.shape[1], x.shape[2]),
-                                        np.int64)], axis=1)
-    x = x[:, :n]
+    x, n = _counts(s_in, params.n_in, n_steps)
     if input_message_bits(x) > params.input_message_bits:
         raise LavaRunError(f"the input needs {input_message_bits(x)}-bit graded spikes, "
                            f"{path} declares {params.input_message_bits}")

@@ -141,18 +141,7 @@ class HwLayer(nn.Module):
         # one mantissa step and one bias step, in float units (what the latents are in)
         self.step = fp.weight_unit(self.weight_exp, a) * self.mult * self.scale * self.gain
         self.bias_step = 2.0 ** self.bias_exp * self.scale
-        q = ql.weight.astype(np.float64) / self.mult
-        if not np.array_equal(q, np.round(q)) or np.abs(q).max(initial=0) > self.qmax:
-            raise fp.FixedPointError(f"layer {ql.name!r}: weights are not {self.bits}-bit "
-                                     f"mantissas times {self.mult}")
-        # latents: the float values the integers were rounded from, when given (they keep
-        # what rounding dropped); where they would not round back to the given integers
-        # (a tie, a clip), the integer value itself, so the start IS the given network
-        w0 = q * self.step
-        if weight_init is not None:
-            w1 = np.asarray(weight_init, np.float64)
-            back = np.clip(np.rint(w1 / self.step), -self.qmax, self.qmax)
-            w0 = np.where(back == q, w1, w0)
+        w0 = self._latent(ql.weight, self.step, weight_init, f"layer {ql.name!r}: weights")
         b0 = ql.bias_mant * self.bias_step
         if bias_init is not None:
             b1 = np.asarray(bias_init, np.float64)
@@ -168,6 +157,22 @@ class HwLayer(nn.Module):
         if self.recurrent:
             self._init_recurrent(ql, rec_init)
 
+    def _latent(self, weight, step: float, init, what: str) -> np.ndarray:
+        """Latent float weights of integer weights ``weight`` (mantissas x mult): the
+        float values the integers were rounded from, when given (``init``: they keep what
+        rounding dropped); where they would not round back to the given integers (a tie,
+        a clip), the integer value itself, so the start IS the given network."""
+        q = weight.astype(np.float64) / self.mult
+        if not np.array_equal(q, np.round(q)) or np.abs(q).max(initial=0) > self.qmax:
+            raise fp.FixedPointError(f"{what} are not {self.bits}-bit mantissas times "
+                                     f"{self.mult}")
+        w0 = q * step
+        if init is not None:
+            w1 = np.asarray(init, np.float64)
+            back = np.clip(np.rint(w1 / step), -self.qmax, self.qmax)
+            w0 = np.where(back == q, w1, w0)
+        return w0
+
     def _init_recurrent(self, ql: QLayer, rec_init) -> None:
         """The recurrent synapse process: its own exponent, mantissas on the layer's
         scale (spikes in: no input gain), latent float weights like the feed-forward."""
@@ -178,15 +183,8 @@ class HwLayer(nn.Module):
                                      f"would floor the {self.bits}-bit recurrent sums; this "
                                      f"model computes exact multiples only")
         self.rec_step = fp.weight_unit(self.rec_exp, a) * self.mult * self.scale
-        q = ql.rec_weight.astype(np.float64) / self.mult
-        if not np.array_equal(q, np.round(q)) or np.abs(q).max(initial=0) > self.qmax:
-            raise fp.FixedPointError(f"layer {ql.name!r}: recurrent weights are not "
-                                     f"{self.bits}-bit mantissas times {self.mult}")
-        w0 = q * self.rec_step
-        if rec_init is not None:
-            w1 = np.asarray(rec_init, np.float64)
-            back = np.clip(np.rint(w1 / self.rec_step), -self.qmax, self.qmax)
-            w0 = np.where(back == q, w1, w0)
+        w0 = self._latent(ql.rec_weight, self.rec_step, rec_init,
+                          f"layer {ql.name!r}: recurrent weights")
         self.rec_weight = nn.Parameter(torch.tensor(w0, dtype=DTYPE))
         self.register_buffer("rec_delay",
                              torch.as_tensor(ql.rec_delay, dtype=torch.int64).clone())
