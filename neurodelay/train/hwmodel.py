@@ -272,21 +272,29 @@ class HwLayer(nn.Module):
         recurrent process sends at row r; u, v, spikes; the spikes of row r reach row
         r + rec_delay (the process's delay rec_delay - 1 plus its one step). The
         recurrent sums are exact (mantissas times 2**(R+1-b), shift exact); plain
-        autograd with the same straight-through rules (backpropagation through time)."""
+        autograd with the same straight-through rules (backpropagation through time).
+
+        One product per row: the spike vectors of rows r - e, one per distinct delay e,
+        side by side (B, G n) times the recurrent weights of each delay stacked (G n, n)
+        (exact in any summation order: integers times powers of two, far below 2**53)."""
         a = self.a
         R = a_ff.shape[0]
         wr = self.rec_mantissas() * (self.mult * 2.0 ** self.rec_exp)      # (n, n)
-        groups = [(int(e), (self.rec_delay == e).to(DTYPE))
-                  for e in torch.unique(self.rec_delay).tolist()]
+        delays = [int(e) for e in torch.unique(self.rec_delay).tolist()]
+        # (G n, n): block g = the weights of delay delays[g], transposed (j -> i)
+        w_stack = torch.cat([(wr * (self.rec_delay == e).to(DTYPE)).T for e in delays])
+        none = torch.zeros_like(a_ff[0])
         keep_u = fp.current_keep(self.du, a)
         fu = keep_u / float(1 << a.du_bits)
         fv = keep_v / float(1 << a.dv_bits)
-        pending = [None] * R
         u = torch.zeros_like(a_ff[0])
         v = torch.zeros_like(a_ff[0])
         spikes, vs = [], []
         for r in range(R):
-            x = a_ff[r] if pending[r] is None else a_ff[r] + pending[r]
+            x = a_ff[r]
+            if r >= delays[0]:       # a spike of row r - e arrives now (delays e >= 1)
+                hist = torch.cat([spikes[r - e] if r >= e else none for e in delays], 1)
+                x = x + hist @ w_stack
             x = ste(x, fp.wrap_bits(x, a.accumulator_bits))
             act = ste(x * float(1 << a.current_shift), fp.current_input(x, a))
             if keep_u == 0:
@@ -299,10 +307,6 @@ class HwLayer(nn.Module):
             v = v * (1.0 - s.detach())
             spikes.append(s)
             vs.append(v)
-            for e, m in groups:
-                if r + e < R:
-                    c = s @ (wr * m).T
-                    pending[r + e] = c if pending[r + e] is None else pending[r + e] + c
         return torch.stack(spikes), torch.stack(vs)
 
     def _neurons_unfused(self, U, bias, keep_v, th, alpha):
