@@ -61,6 +61,7 @@ for name in ("post8", "post4", "ft8", "ft45"):
         "lava_samples", "lava_mismatches", "lava_identical_predictions",
         "lava_s_per_sample", "sim_s_per_sample", "sim_s_per_sample_same_samples",
         "synaptic_memory_bytes", "artifact_hash", "passed")}
+    rows[name]["pytorch_equals_bitsim"] = d.get("reference_exact")   # fine-tuned runs
     rows[name]["cores"] = d["resources"]["totals"]["cores"]
     rows[name]["synapses"] = d["resources"]["totals"]["synapses"]
     rows[name]["lava_over_bitsim_same_samples"] = (
