@@ -35,16 +35,24 @@ from a few large products over all steps (one per tap).
 """
 from __future__ import annotations
 
+import ctypes
 import math
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from neurodelay.errors import KernelError
+from neurodelay.train import native
 from neurodelay.train.dcls_conv import DCLS_NORM_EPS, DCLS_SIG_OFFSET, TAP_FLOOR, gauss_kernel
 
 MODES = ("learned", "fixed-random", "one-step")
+METHODS = ("auto", "native", "torch")   # the time loop: compiled, or torch's ops (module doc)
+KERNEL_SOURCE = Path(__file__).with_name("recurrent_kernels.c")
+KERNEL_ABI = 1
+LANE_BLOCKS = (8, 16, 32, 64)           # batch items per lane block of the compiled backward
+KGRAD_TILE = 16                         # kernel-gradient columns per work item (IT in the C)
 
 
 def recurrent_gauss_kernel(weight: torch.Tensor, P: torch.Tensor, sigma: float,
@@ -67,6 +75,7 @@ class RecurrentSynapses(nn.Module):
     a plain recurrent SNN; its window is 1)."""
 
     discrete_dtype: torch.dtype = torch.float32
+    method: str = "auto"                    # the time loop (recurrent_lif's ``method``)
     sigma_offset: float = DCLS_SIG_OFFSET   # effective sigma = |SIG| + this (dcls' rule)
 
     def __init__(self, n: int, window: int, mode: str, generator: torch.Generator | None = None):
@@ -157,7 +166,7 @@ class RecurrentSynapses(nn.Module):
         if discrete:
             dt = torch.promote_types(self.discrete_dtype, cur.dtype)
         return recurrent_lif(cur, k.to(dt), tau, threshold, alpha,
-                             taps=self.used_taps(discrete))
+                             taps=self.used_taps(discrete), method=self.method)
 
 
 def _flat_kernel(kernel: torch.Tensor, taps=None) -> tuple[torch.Tensor, int, int]:
@@ -177,7 +186,8 @@ def _flat_kernel(kernel: torch.Tensor, taps=None) -> tuple[torch.Tensor, int, in
 
 
 def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold: float,
-                  alpha: float = 5.0, taps: tuple[int, int] | None = None) -> torch.Tensor:
+                  alpha: float = 5.0, taps: tuple[int, int] | None = None,
+                  method: str = "auto") -> torch.Tensor:
     """Spikes (T, B, n) of a LIF layer (spikingjelly's LIFNode rule, as
     :func:`neurodelay.train.lif.lif_multistep`) whose input at step t is cur[t] (T, B, n)
     plus the recurrent current sum_{j, tap} kernel[i, j, tap] s_j[t - (window - tap)]
@@ -186,8 +196,10 @@ def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold
     cur and kernel (surrogate gradient ATan(alpha), reset detached). ``taps`` (lo, hi):
     only kernel taps lo..hi-1 can be nonzero (default: found from the kernel).
 
-    The loop runs with torch's threads: its per-step product dominates (unlike
-    lif_multistep's slices, which run serially)."""
+    ``method``: ``"native"`` the compiled loop (CPU, cur and kernel both float32 or both
+    float64), ``"torch"`` torch's ops (any device and dtypes; the reference),
+    ``"auto"`` (default) the compiled loop for float32 on the CPU where it is available
+    (:func:`native_status`), else torch's: the float64 path stays on torch's ops."""
     if cur.dim() != 3:
         raise KernelError(f"cur: expected (T, batch, n), got shape {tuple(cur.shape)}")
     n = cur.shape[2]
@@ -199,14 +211,127 @@ def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold
     window = kernel.shape[2]
     kflat, lo, m = _flat_kernel(kernel, taps)
     span = window - lo            # the longest delay used: the buffer keeps that many steps
+    use_native = _use_native(cur, kflat, method)
     if torch.is_grad_enabled() and (cur.requires_grad or kflat.requires_grad):
         return _RecurrentLIF.apply(cur, kflat, span, m, float(tau), float(threshold),
-                                   float(alpha))
+                                   float(alpha), use_native)
     with torch.no_grad():
+        if use_native:
+            return _native_forward(cur, kflat.detach(), span, m, float(tau),
+                                   float(threshold), keep=False)[0]
         return _forward(cur, kflat.detach(), span, m, float(tau), float(threshold),
                         keep=False)[0]
 
 
+# ----------------------------------------------------------------------------- compiled loop
+def _declare(lib) -> None:
+    P, I64, I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for sfx, R in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+        f = getattr(lib, f"nr_forward_{sfx}")
+        f.argtypes = [P, P, P, I64, I64, I64, I64, I64, R, R, P, P, I64, I64]
+        f.restype = I32
+        b = getattr(lib, f"nr_backward_{sfx}")
+        b.argtypes = [P, P, P, P, P, P, I64, I64, I64, I64, I64, R, R, R, R, I32, P, I64, I64]
+        b.restype = I32
+        k = getattr(lib, f"nr_kgrad_{sfx}")
+        k.argtypes = [P, P, I64, I64, I64, I64, I64, P, I64, I64]
+        k.restype = I32
+        c = getattr(lib, f"nr_csr_{sfx}")
+        c.argtypes = [P, I64, I64, P, P, P]
+        c.restype = I32
+
+
+def native_status() -> native.NativeStatus:
+    """Whether the compiled time loop (``recurrent_kernels.c``, built and cached as
+    :mod:`neurodelay.train.native` builds its kernels) is in use, and why (not)."""
+    return native.load_library(KERNEL_SOURCE, "recurrent", KERNEL_ABI, _declare)[0]
+
+
+def _use_native(cur: torch.Tensor, kflat: torch.Tensor, method: str) -> bool:
+    if method not in METHODS:
+        raise KernelError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "torch":
+        return False
+    fits = (cur.device.type == "cpu" and kflat.device.type == "cpu"
+            and cur.dtype == kflat.dtype and cur.dtype in (torch.float32, torch.float64))
+    if method == "auto":
+        return fits and cur.dtype == torch.float32 and native_status().available
+    if not fits:
+        raise KernelError(f"method='native' needs cur and kernel on the CPU, both float32 "
+                          f"or both float64; got {cur.dtype} on {cur.device} and "
+                          f"{kflat.dtype} on {kflat.device}; use method='torch'")
+    st = native_status()
+    if not st.available:
+        raise KernelError(f"the compiled recurrent loop is unavailable: {st.reason}; use "
+                          f"method='torch'")
+    return True
+
+
+def _kernels(dtype: torch.dtype):
+    sfx = {torch.float32: "f32", torch.float64: "f64"}[dtype]
+    lib = native.load_library(KERNEL_SOURCE, "recurrent", KERNEL_ABI, _declare)[1]
+    return (getattr(lib, f"nr_forward_{sfx}"), getattr(lib, f"nr_backward_{sfx}"),
+            getattr(lib, f"nr_kgrad_{sfx}"), getattr(lib, f"nr_csr_{sfx}"))
+
+
+def _check(rc: int) -> None:
+    if rc != 0:
+        raise KernelError(f"compiled recurrent loop: refused its arguments (code {rc})")
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else t.data_ptr()
+
+
+def _native_forward(cur, kflat, span, m, tau, threshold, keep):
+    """The compiled step loop: (spikes (T, B, n), pre-reset states -h (T, B, n) or None)."""
+    fwd = _kernels(cur.dtype)[0]
+    cur, kflat = cur.contiguous(), kflat.contiguous()
+    T, B, n = cur.shape
+    rownz = (kflat != 0).any(1).to(torch.uint8)
+    spikes = torch.empty(T, B, n, dtype=cur.dtype)
+    states = torch.empty(T, B, n, dtype=cur.dtype) if keep else None
+    native.split_run(fwd, B, lambda lo, hi: (
+        cur.data_ptr(), kflat.data_ptr(), rownz.data_ptr(), T, B, n, m, span, tau, threshold,
+        spikes.data_ptr(), _ptr(states), lo, hi))
+    return spikes, states
+
+
+def lane_block(batch: int, threads: int) -> int:
+    """Batch items per lane block of the compiled backward: the smallest of LANE_BLOCKS
+    that gives every thread one block (64 at most). Any choice gives the same bits."""
+    per = -(-batch // max(1, threads))
+    return next((lb for lb in LANE_BLOCKS if lb >= per), LANE_BLOCKS[-1])
+
+
+def _native_backward(g_s, kflat, spikes, states, span, m, tau, threshold, alpha, need_k):
+    """(dL/dcur (T, B, n), dL/dkflat or None) of the compiled loop."""
+    _, bwd, kgr, csr = _kernels(spikes.dtype)
+    T, B, n = spikes.shape
+    g_s = g_s.to(spikes.dtype).contiguous()
+    kflat = kflat.detach().contiguous()
+    rowptr = torch.zeros(m * n + 1, dtype=torch.int64)   # CSR rows (k, j) of the kernel
+    torch.cumsum((kflat != 0).sum(1), 0, out=rowptr[1:])
+    nnz = int(rowptr[-1])
+    cols = torch.empty(nnz, dtype=torch.int32)
+    vals = torch.empty(nnz, dtype=kflat.dtype)
+    _check(csr(kflat.data_ptr(), m * n, n, rowptr.data_ptr(), cols.data_ptr(), vals.data_ptr()))
+    lb = lane_block(B, torch.get_num_threads())
+    gx = torch.empty(T, B, n, dtype=spikes.dtype)
+    c, half_alpha = math.pi / 2 * alpha, alpha / 2
+    native.split_run(bwd, -(-B // lb), lambda lo, hi: (
+        g_s.data_ptr(), states.data_ptr(), spikes.data_ptr(), vals.data_ptr(), cols.data_ptr(),
+        rowptr.data_ptr(), T, B, n, m, span, tau, threshold, c, half_alpha, lb, gx.data_ptr(),
+        lo, hi))
+    g_k = None
+    if need_k:
+        g_k = torch.empty(m * n, n, dtype=spikes.dtype)
+        native.split_run(kgr, -(-n // KGRAD_TILE), lambda lo, hi: (
+            spikes.data_ptr(), gx.data_ptr(), T, B, n, m, span, g_k.data_ptr(), lo, hi))
+    return gx, g_k
+
+
+# ----------------------------------------------------------------------------- torch loop
 def _forward(cur, kflat, span, m, tau, threshold, keep):
     """The step loop: (spikes (T, B, n), pre-reset states -h (T, B, n) or None, spike
     buffer (B, span + T, n) in kflat's dtype)."""
@@ -241,14 +366,27 @@ class _RecurrentLIF(torch.autograd.Function):
     """The recurrent LIF layer's step loop, forward and backward, one autograd node."""
 
     @staticmethod
-    def forward(ctx, cur, kflat, span, m, tau, threshold, alpha):
-        spikes, states, buf = _forward(cur, kflat.detach(), span, m, tau, threshold, keep=True)
-        ctx.save_for_backward(kflat, spikes, states, buf)
+    def forward(ctx, cur, kflat, span, m, tau, threshold, alpha, use_native):
+        if use_native:
+            spikes, states = _native_forward(cur, kflat.detach(), span, m, tau, threshold,
+                                             keep=True)
+            ctx.save_for_backward(kflat, spikes, states)
+        else:
+            spikes, states, buf = _forward(cur, kflat.detach(), span, m, tau, threshold,
+                                           keep=True)
+            ctx.save_for_backward(kflat, spikes, states, buf)
         ctx.span, ctx.m, ctx.tau, ctx.threshold, ctx.alpha = span, m, tau, threshold, alpha
+        ctx.use_native = use_native
         return spikes
 
     @staticmethod
     def backward(ctx, g_s):
+        none = (None,) * 6
+        if ctx.use_native:
+            kflat, spikes, nh = ctx.saved_tensors
+            gx, g_k = _native_backward(g_s, kflat, spikes, nh, ctx.span, ctx.m, ctx.tau,
+                                       ctx.threshold, ctx.alpha, ctx.needs_input_grad[1])
+            return (gx, g_k, *none)
         kflat, spikes, nh, buf = ctx.saved_tensors
         span, m, th = ctx.span, ctx.m, ctx.threshold
         T, B, n = spikes.shape
@@ -292,4 +430,4 @@ class _RecurrentLIF(torch.autograd.Function):
             g_k = torch.empty_like(kflat)
             for k in range(m):
                 torch.mm(sp_tm[k:k + T].reshape(T * B, n).t(), g2, out=g_k[k * n:(k + 1) * n])
-        return gx, g_k, None, None, None, None, None
+        return (gx, g_k, *none)
