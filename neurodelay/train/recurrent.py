@@ -52,7 +52,8 @@ METHODS = ("auto", "native", "torch")   # the time loop: compiled, or torch's op
 KERNEL_SOURCE = Path(__file__).with_name("recurrent_kernels.c")
 KERNEL_ABI = 1
 LANE_BLOCKS = (8, 16, 32, 64)           # batch items per lane block of the compiled backward
-KGRAD_TILE = 16                         # kernel-gradient columns per work item (IT in the C)
+KGRAD_TILE = 16                         # kernel-gradient neurons per work item (IT in the C)
+MAX_NATIVE_NEURONS = 65535              # the compiled backward's 16-bit column indices
 
 
 def recurrent_gauss_kernel(weight: torch.Tensor, P: torch.Tensor, sigma: float,
@@ -169,20 +170,26 @@ class RecurrentSynapses(nn.Module):
                              taps=self.used_taps(discrete), method=self.method)
 
 
-def _flat_kernel(kernel: torch.Tensor, taps=None) -> tuple[torch.Tensor, int, int]:
-    """(K_flat (m*n, n), first tap, m): the taps lo..lo+m-1 (``taps`` (lo, hi), or those
-    nonzero for some synapse), K_flat[(tap - lo) * n + j, i] = kernel[i, j, tap]."""
-    n, _, w = kernel.shape
+def _tap_range(kernel: torch.Tensor, taps=None) -> tuple[int, int]:
+    """(first tap, m): the taps lo..lo+m-1 of the time loop (``taps`` (lo, hi), or those
+    nonzero for some synapse); (0, 0) when there are none."""
+    w = kernel.shape[2]
     if taps is None:
         used = torch.nonzero(kernel.detach().abs().amax(dim=(0, 1)) > 0).flatten()
         if used.numel() == 0:
-            return kernel.new_zeros(n, n), w - 1, 1
+            return 0, 0
         lo, hi = int(used[0]), int(used[-1]) + 1
     else:
         lo, hi = max(0, int(taps[0])), min(w, int(taps[1]))
         if hi <= lo:
-            return kernel.new_zeros(n, n), w - 1, 1
-    return kernel[:, :, lo:hi].permute(2, 1, 0).reshape((hi - lo) * n, n), lo, hi - lo
+            return 0, 0
+    return lo, hi - lo
+
+
+def _flat_kernel(kernel: torch.Tensor, lo: int, m: int) -> torch.Tensor:
+    """K_flat (m*n, n) of taps lo..lo+m-1, K_flat[(tap - lo) * n + j, i] = kernel[i, j, tap]."""
+    n = kernel.shape[0]
+    return kernel[:, :, lo:lo + m].permute(2, 1, 0).reshape(m * n, n)
 
 
 def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold: float,
@@ -208,17 +215,23 @@ def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold
                           f"neurons, got shape {tuple(kernel.shape)}")
     if not (math.isfinite(tau) and tau > 1.0):
         raise KernelError(f"tau must be finite and > 1, got {tau}")
-    window = kernel.shape[2]
-    kflat, lo, m = _flat_kernel(kernel, taps)
-    span = window - lo            # the longest delay used: the buffer keeps that many steps
-    use_native = _use_native(cur, kflat, method)
-    if torch.is_grad_enabled() and (cur.requires_grad or kflat.requires_grad):
-        return _RecurrentLIF.apply(cur, kflat, span, m, float(tau), float(threshold),
-                                   float(alpha), use_native)
-    with torch.no_grad():
-        if use_native:
-            return _native_forward(cur, kflat.detach(), span, m, float(tau),
+    lo, m = _tap_range(kernel, taps)
+    if m == 0:                    # no synapse: one zero tap at delay 1, no kernel gradient
+        kernel, lo, m = kernel.detach().new_zeros(n, n, 1), 0, 1
+    span = kernel.shape[2] - lo   # the longest delay used: the buffer keeps that many steps
+    grad = torch.is_grad_enabled() and (cur.requires_grad or kernel.requires_grad)
+    if _use_native(cur, kernel, method):
+        if grad:
+            return _NativeRecurrentLIF.apply(cur, kernel, lo, m, float(tau),
+                                             float(threshold), float(alpha))
+        with torch.no_grad():
+            return _native_forward(cur, _pack(kernel.detach(), lo, m), span, m, float(tau),
                                    float(threshold), keep=False)[0]
+    kflat = _flat_kernel(kernel, lo, m)
+    if grad:
+        return _RecurrentLIF.apply(cur, kflat, span, m, float(tau), float(threshold),
+                                   float(alpha))
+    with torch.no_grad():
         return _forward(cur, kflat.detach(), span, m, float(tau), float(threshold),
                         keep=False)[0]
 
@@ -234,11 +247,17 @@ def _declare(lib) -> None:
         b.argtypes = [P, P, P, P, P, P, I64, I64, I64, I64, I64, R, R, R, R, I32, P, I64, I64]
         b.restype = I32
         k = getattr(lib, f"nr_kgrad_{sfx}")
-        k.argtypes = [P, P, I64, I64, I64, I64, I64, P, I64, I64]
+        k.argtypes = [P, P, I64, I64, I64, I64, I64, I64, I64, P, I64, I64]
         k.restype = I32
         c = getattr(lib, f"nr_csr_{sfx}")
         c.argtypes = [P, I64, I64, P, P, P]
         c.restype = I32
+        a = getattr(lib, f"nr_pack_{sfx}")
+        a.argtypes = [P, I64, I64, I64, I64, P, I64, I64]
+        a.restype = I32
+        r = getattr(lib, f"nr_rowcount_{sfx}")
+        r.argtypes = [P, I64, P, I64, I64]
+        r.restype = I32
 
 
 def native_status() -> native.NativeStatus:
@@ -247,19 +266,21 @@ def native_status() -> native.NativeStatus:
     return native.load_library(KERNEL_SOURCE, "recurrent", KERNEL_ABI, _declare)[0]
 
 
-def _use_native(cur: torch.Tensor, kflat: torch.Tensor, method: str) -> bool:
+def _use_native(cur: torch.Tensor, kernel: torch.Tensor, method: str) -> bool:
     if method not in METHODS:
         raise KernelError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "torch":
         return False
-    fits = (cur.device.type == "cpu" and kflat.device.type == "cpu"
-            and cur.dtype == kflat.dtype and cur.dtype in (torch.float32, torch.float64))
+    fits = (cur.device.type == "cpu" and kernel.device.type == "cpu"
+            and cur.dtype == kernel.dtype and cur.dtype in (torch.float32, torch.float64)
+            and cur.shape[2] <= MAX_NATIVE_NEURONS)
     if method == "auto":
         return fits and cur.dtype == torch.float32 and native_status().available
     if not fits:
         raise KernelError(f"method='native' needs cur and kernel on the CPU, both float32 "
-                          f"or both float64; got {cur.dtype} on {cur.device} and "
-                          f"{kflat.dtype} on {kflat.device}; use method='torch'")
+                          f"or both float64, and at most {MAX_NATIVE_NEURONS} neurons; got "
+                          f"{cur.dtype} on {cur.device}, {kernel.dtype} on {kernel.device}, "
+                          f"{cur.shape[2]} neurons; use method='torch'")
     st = native_status()
     if not st.available:
         raise KernelError(f"the compiled recurrent loop is unavailable: {st.reason}; use "
@@ -270,8 +291,8 @@ def _use_native(cur: torch.Tensor, kflat: torch.Tensor, method: str) -> bool:
 def _kernels(dtype: torch.dtype):
     sfx = {torch.float32: "f32", torch.float64: "f64"}[dtype]
     lib = native.load_library(KERNEL_SOURCE, "recurrent", KERNEL_ABI, _declare)[1]
-    return (getattr(lib, f"nr_forward_{sfx}"), getattr(lib, f"nr_backward_{sfx}"),
-            getattr(lib, f"nr_kgrad_{sfx}"), getattr(lib, f"nr_csr_{sfx}"))
+    return {name: getattr(lib, f"nr_{name}_{sfx}")
+            for name in ("forward", "backward", "kgrad", "csr", "pack", "rowcount")}
 
 
 def _check(rc: int) -> None:
@@ -283,16 +304,35 @@ def _ptr(t: torch.Tensor | None):
     return None if t is None else t.data_ptr()
 
 
-def _native_forward(cur, kflat, span, m, tau, threshold, keep):
-    """The compiled step loop: (spikes (T, B, n), pre-reset states -h (T, B, n) or None)."""
-    fwd = _kernels(cur.dtype)[0]
-    cur, kflat = cur.contiguous(), kflat.contiguous()
+def _pack(kernel: torch.Tensor, lo: int, m: int) -> torch.Tensor:
+    """_flat_kernel's K_flat (m*n, n), contiguous, by the compiled transpose."""
+    n, _, w = kernel.shape
+    kernel = kernel.contiguous()
+    kflat = torch.empty(m * n, n, dtype=kernel.dtype)
+    native.split_run(_kernels(kernel.dtype)["pack"], n, lambda lo_i, hi_i: (
+        kernel.data_ptr(), n, w, lo, m, kflat.data_ptr(), lo_i, hi_i))
+    return kflat
+
+
+def _row_counts(kflat: torch.Tensor) -> torch.Tensor:
+    """(m*n,) int64: the nonzero entries of every row of K_flat."""
+    counts = torch.empty(kflat.shape[0], dtype=torch.int64)
+    native.split_run(_kernels(kflat.dtype)["rowcount"], kflat.shape[0], lambda lo, hi: (
+        kflat.data_ptr(), kflat.shape[1], counts.data_ptr(), lo, hi))
+    return counts
+
+
+def _native_forward(cur, kflat, span, m, tau, threshold, keep, counts=None):
+    """The compiled step loop over K_flat (contiguous): (spikes (T, B, n), pre-reset states
+    -h (T, B, n) or None)."""
+    fwd = _kernels(cur.dtype)["forward"]
+    cur = cur.contiguous()
     T, B, n = cur.shape
-    rownz = (kflat != 0).any(1).to(torch.uint8)
+    counts = _row_counts(kflat) if counts is None else counts
     spikes = torch.empty(T, B, n, dtype=cur.dtype)
     states = torch.empty(T, B, n, dtype=cur.dtype) if keep else None
     native.split_run(fwd, B, lambda lo, hi: (
-        cur.data_ptr(), kflat.data_ptr(), rownz.data_ptr(), T, B, n, m, span, tau, threshold,
+        cur.data_ptr(), kflat.data_ptr(), counts.data_ptr(), T, B, n, m, span, tau, threshold,
         spikes.data_ptr(), _ptr(states), lo, hi))
     return spikes, states
 
@@ -304,31 +344,51 @@ def lane_block(batch: int, threads: int) -> int:
     return next((lb for lb in LANE_BLOCKS if lb >= per), LANE_BLOCKS[-1])
 
 
-def _native_backward(g_s, kflat, spikes, states, span, m, tau, threshold, alpha, need_k):
-    """(dL/dcur (T, B, n), dL/dkflat or None) of the compiled loop."""
-    _, bwd, kgr, csr = _kernels(spikes.dtype)
-    T, B, n = spikes.shape
-    g_s = g_s.to(spikes.dtype).contiguous()
-    kflat = kflat.detach().contiguous()
-    rowptr = torch.zeros(m * n + 1, dtype=torch.int64)   # CSR rows (k, j) of the kernel
-    torch.cumsum((kflat != 0).sum(1), 0, out=rowptr[1:])
-    nnz = int(rowptr[-1])
-    cols = torch.empty(nnz, dtype=torch.int32)
-    vals = torch.empty(nnz, dtype=kflat.dtype)
-    _check(csr(kflat.data_ptr(), m * n, n, rowptr.data_ptr(), cols.data_ptr(), vals.data_ptr()))
-    lb = lane_block(B, torch.get_num_threads())
-    gx = torch.empty(T, B, n, dtype=spikes.dtype)
-    c, half_alpha = math.pi / 2 * alpha, alpha / 2
-    native.split_run(bwd, -(-B // lb), lambda lo, hi: (
-        g_s.data_ptr(), states.data_ptr(), spikes.data_ptr(), vals.data_ptr(), cols.data_ptr(),
-        rowptr.data_ptr(), T, B, n, m, span, tau, threshold, c, half_alpha, lb, gx.data_ptr(),
-        lo, hi))
-    g_k = None
-    if need_k:
-        g_k = torch.empty(m * n, n, dtype=spikes.dtype)
-        native.split_run(kgr, -(-n // KGRAD_TILE), lambda lo, hi: (
-            spikes.data_ptr(), gx.data_ptr(), T, B, n, m, span, g_k.data_ptr(), lo, hi))
-    return gx, g_k
+class _NativeRecurrentLIF(torch.autograd.Function):
+    """The compiled step loop, forward and backward, one autograd node: inputs cur and
+    the kernel (n, n, window) itself (its taps lo..lo+m-1 are used), so that its gradient
+    comes back in the kernel's own layout."""
+
+    @staticmethod
+    def forward(ctx, cur, kernel, lo, m, tau, threshold, alpha):
+        kflat = _pack(kernel.detach(), lo, m)
+        counts = _row_counts(kflat)
+        span = kernel.shape[2] - lo
+        spikes, states = _native_forward(cur, kflat, span, m, tau, threshold, keep=True,
+                                         counts=counts)
+        ctx.save_for_backward(kflat, counts, spikes, states)
+        ctx.shape, ctx.lo, ctx.m, ctx.span = tuple(kernel.shape), lo, m, span
+        ctx.tau, ctx.threshold, ctx.alpha = tau, threshold, alpha
+        return spikes
+
+    @staticmethod
+    def backward(ctx, g_s):
+        kflat, counts, spikes, states = ctx.saved_tensors
+        fns = _kernels(spikes.dtype)
+        T, B, n = spikes.shape
+        m, span = ctx.m, ctx.span
+        g_s = g_s.to(spikes.dtype).contiguous()
+        rowptr = torch.zeros(m * n + 1, dtype=torch.int64)    # CSR rows (k, j) of K_flat
+        torch.cumsum(counts, 0, out=rowptr[1:])
+        nnz = int(rowptr[-1])
+        cols = torch.empty(nnz, dtype=torch.int16)            # read as uint16 by the C
+        vals = torch.empty(nnz, dtype=kflat.dtype)
+        _check(fns["csr"](kflat.data_ptr(), m * n, n, rowptr.data_ptr(), cols.data_ptr(),
+                          vals.data_ptr()))
+        lb = lane_block(B, torch.get_num_threads())
+        gx = torch.empty(T, B, n, dtype=spikes.dtype)
+        c, half_alpha = math.pi / 2 * ctx.alpha, ctx.alpha / 2
+        native.split_run(fns["backward"], -(-B // lb), lambda lo, hi: (
+            g_s.data_ptr(), states.data_ptr(), spikes.data_ptr(), vals.data_ptr(),
+            cols.data_ptr(), rowptr.data_ptr(), T, B, n, m, span, ctx.tau, ctx.threshold, c,
+            half_alpha, lb, gx.data_ptr(), lo, hi))
+        g_k = None
+        if ctx.needs_input_grad[1]:
+            g_k = torch.zeros(ctx.shape, dtype=spikes.dtype)  # taps outside lo..lo+m-1: 0
+            native.split_run(fns["kgrad"], -(-n // KGRAD_TILE), lambda lo, hi: (
+                spikes.data_ptr(), gx.data_ptr(), T, B, n, m, span, ctx.shape[2], ctx.lo,
+                g_k.data_ptr(), lo, hi))
+        return gx, g_k, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- torch loop
@@ -366,27 +426,14 @@ class _RecurrentLIF(torch.autograd.Function):
     """The recurrent LIF layer's step loop, forward and backward, one autograd node."""
 
     @staticmethod
-    def forward(ctx, cur, kflat, span, m, tau, threshold, alpha, use_native):
-        if use_native:
-            spikes, states = _native_forward(cur, kflat.detach(), span, m, tau, threshold,
-                                             keep=True)
-            ctx.save_for_backward(kflat, spikes, states)
-        else:
-            spikes, states, buf = _forward(cur, kflat.detach(), span, m, tau, threshold,
-                                           keep=True)
-            ctx.save_for_backward(kflat, spikes, states, buf)
+    def forward(ctx, cur, kflat, span, m, tau, threshold, alpha):
+        spikes, states, buf = _forward(cur, kflat.detach(), span, m, tau, threshold, keep=True)
+        ctx.save_for_backward(kflat, spikes, states, buf)
         ctx.span, ctx.m, ctx.tau, ctx.threshold, ctx.alpha = span, m, tau, threshold, alpha
-        ctx.use_native = use_native
         return spikes
 
     @staticmethod
     def backward(ctx, g_s):
-        none = (None,) * 6
-        if ctx.use_native:
-            kflat, spikes, nh = ctx.saved_tensors
-            gx, g_k = _native_backward(g_s, kflat, spikes, nh, ctx.span, ctx.m, ctx.tau,
-                                       ctx.threshold, ctx.alpha, ctx.needs_input_grad[1])
-            return (gx, g_k, *none)
         kflat, spikes, nh, buf = ctx.saved_tensors
         span, m, th = ctx.span, ctx.m, ctx.threshold
         T, B, n = spikes.shape
@@ -430,4 +477,4 @@ class _RecurrentLIF(torch.autograd.Function):
             g_k = torch.empty_like(kflat)
             for k in range(m):
                 torch.mm(sp_tm[k:k + T].reshape(T * B, n).t(), g2, out=g_k[k * n:(k + 1) * n])
-        return (gx, g_k, *none)
+        return gx, g_k, None, None, None, None, None

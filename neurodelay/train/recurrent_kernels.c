@@ -44,8 +44,8 @@
    a kernel row read once serves every item of the group that holds its spike. Item g's   \
    current at t is the sum of the rows (k, j) (k, then j ascending) of the spikes of      \
    t - (span - k), the same order whatever the grouping; rownz (m * n): row (k, j) has a  \
-   nonzero entry. Returns 0, -1 when out of memory. */                                    \
-int nr_forward_##sfx(const real *cur, const real *kflat, const uint8_t *rownz, int64_t T,  \
+   nonzero entry (its count of them). Returns 0, -1 when out of memory. */                \
+int nr_forward_##sfx(const real *cur, const real *kflat, const int64_t *rownz, int64_t T,  \
                      int64_t B, int64_t n, int64_t m, int64_t span, real tau, real th,     \
                      real *spikes, real *states, int64_t b0, int64_t b1)                   \
 {                                                                                          \
@@ -101,13 +101,13 @@ done:                                                                           
 /* CSR rows of kflat (rows, n): cols (i) and vals of the nonzero entries, row r at         \
    rowptr[r] .. rowptr[r + 1] (rowptr from the row counts, filled by the caller) */        \
 int nr_csr_##sfx(const real *kflat, int64_t rows, int64_t n, const int64_t *rowptr,        \
-                 int32_t *cols, real *vals)                                                \
+                 uint16_t *cols, real *vals)                                               \
 {                                                                                          \
     for (int64_t r = 0; r < rows; r++) {                                                   \
         int64_t p = rowptr[r];                                                             \
         const real *kr = kflat + r * n;                                                    \
         for (int64_t i = 0; i < n; i++)                                                    \
-            if (kr[i] != 0) { cols[p] = (int32_t)i; vals[p] = kr[i]; p++; }               \
+            if (kr[i] != 0) { cols[p] = (uint16_t)i; vals[p] = kr[i]; p++; }               \
     }                                                                                      \
     return 0;                                                                              \
 }                                                                                          \
@@ -117,7 +117,7 @@ int nr_csr_##sfx(const real *kflat, int64_t rows, int64_t n, const int64_t *rowp
    [q0, q1) of LB batch items (LB in 8, 16, 32, 64). Returns 0, -1 when out of memory,     \
    -2 for an unsupported LB. */                                                           \
 int nr_backward_##sfx(const real *gs, const real *states, const real *spikes,              \
-                      const real *vals, const int32_t *cols, const int64_t *rowptr,        \
+                      const real *vals, const uint16_t *cols, const int64_t *rowptr,       \
                       int64_t T, int64_t B, int64_t n, int64_t m, int64_t span, real tau,  \
                       real th, real c, real half_alpha, int LB, real *gx, int64_t q0,      \
                       int64_t q1)                                                          \
@@ -171,22 +171,50 @@ done:                                                                           
     return rc;                                                                             \
 }                                                                                          \
                                                                                            \
-/* dL/dkflat gk (m * n, n): columns in tiles of IT, tiles [q0, q1) overwritten. Element  \
-   ((k, j), i) is the sum over the spikes of j at t' (batch items, then steps, ascending) \
-   of gx[t' + span - k, i]: per batch item, its gradient tile (padded with zero steps)    \
-   and four rows k at a time are summed in L1 over the spikes of j. Returns 0, -1 when    \
-   out of memory. */                                                                      \
-int nr_kgrad_##sfx(const real *spikes, const real *gx, int64_t T, int64_t B, int64_t n,    \
-                   int64_t m, int64_t span, real *gk, int64_t q0, int64_t q1)              \
+/* the kernel taps lo .. lo + m - 1 of kernel (n, n, w) (K[i, j, tap]) flattened for the  \
+   loop, rows i in [i0, i1): kflat[(k * n + j) * n + i] = K[i, j, lo + k] */              \
+int nr_pack_##sfx(const real *kernel, int64_t n, int64_t w, int64_t lo, int64_t m,         \
+                  real *kflat, int64_t i0, int64_t i1)                                     \
 {                                                                                          \
-    int64_t TG = T + span + 7;        /* 7 zero steps in front: rows k >= m */   \
+    for (int64_t i = i0; i < i1; i++)                                                      \
+        for (int64_t j = 0; j < n; j++) {                                                  \
+            const real *kr = kernel + (i * n + j) * w + lo;                                \
+            for (int64_t k = 0; k < m; k++) kflat[(k * n + j) * n + i] = kr[k];            \
+        }                                                                                  \
+    return 0;                                                                              \
+}                                                                                          \
+                                                                                           \
+/* counts[r] = the nonzero entries of row r of kflat (rows, n), rows [r0, r1) */           \
+int nr_rowcount_##sfx(const real *kflat, int64_t n, int64_t *counts, int64_t r0,           \
+                      int64_t r1)                                                          \
+{                                                                                          \
+    for (int64_t r = r0; r < r1; r++) {                                                    \
+        const real *kr = kflat + r * n;                                                    \
+        int64_t c = 0;                                                                     \
+        for (int64_t i = 0; i < n; i++) c += kr[i] != 0;                                   \
+        counts[r] = c;                                                                     \
+    }                                                                                      \
+    return 0;                                                                              \
+}                                                                                          \
+                                                                                           \
+/* dL/dkernel gk (n, n, w) (taps lo .. lo + m - 1 written, the others left as they are):   \
+   neurons i in tiles of IT, tiles [q0, q1). Element (i, j, lo + k) is the sum over the    \
+   spikes of j at t' (batch items, then steps, ascending) of gx[t' + span - k, i]: per    \
+   batch item, its gradient tile (padded with zero steps) and up to 8 rows k at a time    \
+   are summed in registers over the spikes of j. Returns 0, -1 when out of memory. */    \
+int nr_kgrad_##sfx(const real *spikes, const real *gx, int64_t T, int64_t B, int64_t n,    \
+                   int64_t m, int64_t span, int64_t w, int64_t lo, real *gk, int64_t q0,   \
+                   int64_t q1)                                                             \
+{                                                                                          \
+    int64_t TG = T + span + 7;                 /* 7 zero steps in front: rows k >= m */    \
     int32_t *ptr = calloc((size_t)(B * n + 1), sizeof(int32_t));                           \
+    int32_t *fill = malloc(sizeof(int32_t) * (size_t)(B * n + 1));                         \
     real *G = malloc(sizeof(real) * (size_t)(TG * IT));                                    \
-    real *A = malloc(sizeof(real) * (size_t)((m + 7) * n * IT));  /* the tile (rows >= m: \
-                                                                    scratch), contiguous */ \
+    real *A = malloc(sizeof(real) * (size_t)((m + 7) * n * IT)); /* the tile; rows >= m:  \
+                                                                    scratch */             \
     int32_t *tim = NULL;                                                                   \
     int rc = 0;                                                                            \
-    if (!ptr || !G || !A) { rc = -1; goto done; }                                          \
+    if (!ptr || !fill || !G || !A) { rc = -1; goto done; }                                 \
     for (int64_t t = 0; t < T; t++)                     /* spike lists per (b, j) */       \
         for (int64_t b = 0; b < B; b++) {                                                  \
             const real *sp = spikes + (t * B + b) * n;                                     \
@@ -195,73 +223,80 @@ int nr_kgrad_##sfx(const real *spikes, const real *gx, int64_t T, int64_t B, int
     for (int64_t r = 0; r < B * n; r++) ptr[r + 1] += ptr[r];                              \
     tim = malloc(sizeof(int32_t) * (size_t)(ptr[B * n] + 1));                              \
     if (!tim) { rc = -1; goto done; }                                                      \
-    {                                                                                      \
-        int32_t *fill = malloc(sizeof(int32_t) * (size_t)(B * n));                         \
-        if (!fill) { rc = -1; goto done; }                                                 \
-        memcpy(fill, ptr, sizeof(int32_t) * (size_t)(B * n));                             \
-        for (int64_t t = 0; t < T; t++)                                                    \
-            for (int64_t b = 0; b < B; b++) {                                              \
-                const real *sp = spikes + (t * B + b) * n;                                 \
-                for (int64_t j = 0; j < n; j++)                                            \
-                    if (sp[j] != 0) tim[fill[b * n + j]++] = (int32_t)t;                   \
-            }                                                                              \
-        free(fill);                                                                        \
-    }                                                                                      \
+    memcpy(fill, ptr, sizeof(int32_t) * (size_t)(B * n));                                 \
+    for (int64_t t = 0; t < T; t++)                                                        \
+        for (int64_t b = 0; b < B; b++) {                                                  \
+            const real *sp = spikes + (t * B + b) * n;                                     \
+            for (int64_t j = 0; j < n; j++)                                                \
+                if (sp[j] != 0) tim[fill[b * n + j]++] = (int32_t)t;                       \
+        }                                                                                  \
+    const int64_t rs = n * IT;                          /* row k + 1 of A: + rs */         \
     for (int64_t q = q0; q < q1; q++) {                                                    \
         int64_t c0 = q * IT, nc = n - c0 < IT ? n - c0 : IT;                               \
         memset(A, 0, sizeof(real) * (size_t)((m + 7) * n * IT));                           \
         memset(G, 0, sizeof(real) * (size_t)(TG * IT));                                    \
         for (int64_t b = 0; b < B; b++) {                                                  \
             for (int64_t t = 0; t < T; t++)                                                \
-                memcpy(G + (t + 7) * IT, gx + (t * B + b) * n + c0, sizeof(real) * (size_t)nc);\
+                memcpy(G + (t + 7) * IT, gx + (t * B + b) * n + c0,                        \
+                       sizeof(real) * (size_t)nc);                                         \
             for (int64_t j = 0; j < n; j++) {                                              \
                 int32_t p0 = ptr[b * n + j], p1 = ptr[b * n + j + 1];                      \
                 if (p0 == p1) continue;                                                    \
-                for (int64_t k0 = 0; k0 < m; k0 += 8) {   /* 8 rows in registers */      \
+                int64_t k0 = 0;                                                            \
+                for (; k0 + 4 < m; k0 += 8) {              /* 8 rows in registers */       \
                     real a0[IT], a1[IT], a2[IT], a3[IT], a4[IT], a5[IT], a6[IT], a7[IT];   \
-                    real *r0 = A + (k0 * n + j) * IT;      /* row k0 + u: r0 + u * n * IT */ \
-                    const int64_t rs = n * IT;                                             \
+                    real *r0 = A + (k0 * n + j) * IT;                                      \
                     for (int l = 0; l < IT; l++) {                                         \
-                        a0[l] = r0[l];                                                     \
-                        a1[l] = r0[1 * rs + l];                             \
-                        a2[l] = r0[2 * rs + l];                         \
-                        a3[l] = r0[3 * rs + l];                         \
-                        a4[l] = r0[4 * rs + l];                         \
-                        a5[l] = r0[5 * rs + l];                         \
-                        a6[l] = r0[6 * rs + l];                         \
-                        a7[l] = r0[7 * rs + l];                         \
+                        a0[l] = r0[l]; a1[l] = r0[rs + l]; a2[l] = r0[2 * rs + l];         \
+                        a3[l] = r0[3 * rs + l]; a4[l] = r0[4 * rs + l];                    \
+                        a5[l] = r0[5 * rs + l]; a6[l] = r0[6 * rs + l];                    \
+                        a7[l] = r0[7 * rs + l];                                            \
                     }                                                                      \
                     for (int32_t p = p0; p < p1; p++) {                                    \
                         const real *g0 = G + (tim[p] + span - k0 + 7) * IT;                \
                         for (int l = 0; l < IT; l++) {                                     \
-                            a0[l] += g0[l];                                                \
-                            a1[l] += g0[l - IT];                                           \
-                            a2[l] += g0[l - 2 * IT];                                       \
-                            a3[l] += g0[l - 3 * IT];                                       \
-                            a4[l] += g0[l - 4 * IT];                                       \
-                            a5[l] += g0[l - 5 * IT];                                       \
-                            a6[l] += g0[l - 6 * IT];                                       \
-                            a7[l] += g0[l - 7 * IT];                                       \
+                            a0[l] += g0[l]; a1[l] += g0[l - IT];                           \
+                            a2[l] += g0[l - 2 * IT]; a3[l] += g0[l - 3 * IT];              \
+                            a4[l] += g0[l - 4 * IT]; a5[l] += g0[l - 5 * IT];              \
+                            a6[l] += g0[l - 6 * IT]; a7[l] += g0[l - 7 * IT];              \
                         }                                                                  \
                     }                                                                      \
                     for (int l = 0; l < IT; l++) {                                         \
-                        r0[l] = a0[l];                                                     \
-                        r0[1 * rs + l] = a1[l];                                    \
-                        r0[2 * rs + l] = a2[l];                                \
-                        r0[3 * rs + l] = a3[l];                                \
-                        r0[4 * rs + l] = a4[l];                                \
-                        r0[5 * rs + l] = a5[l];                                \
-                        r0[6 * rs + l] = a6[l];                                \
-                        r0[7 * rs + l] = a7[l];                                \
+                        r0[l] = a0[l]; r0[rs + l] = a1[l]; r0[2 * rs + l] = a2[l];         \
+                        r0[3 * rs + l] = a3[l]; r0[4 * rs + l] = a4[l];                    \
+                        r0[5 * rs + l] = a5[l]; r0[6 * rs + l] = a6[l];                    \
+                        r0[7 * rs + l] = a7[l];                                            \
+                    }                                                                      \
+                }                                                                          \
+                for (; k0 < m; k0 += 4) {                  /* the rest, 4 rows at a time */\
+                    real a0[IT], a1[IT], a2[IT], a3[IT];                                   \
+                    real *r0 = A + (k0 * n + j) * IT;                                      \
+                    for (int l = 0; l < IT; l++) {                                         \
+                        a0[l] = r0[l]; a1[l] = r0[rs + l]; a2[l] = r0[2 * rs + l];         \
+                        a3[l] = r0[3 * rs + l];                                            \
+                    }                                                                      \
+                    for (int32_t p = p0; p < p1; p++) {                                    \
+                        const real *g0 = G + (tim[p] + span - k0 + 7) * IT;                \
+                        for (int l = 0; l < IT; l++) {                                     \
+                            a0[l] += g0[l]; a1[l] += g0[l - IT];                           \
+                            a2[l] += g0[l - 2 * IT]; a3[l] += g0[l - 3 * IT];              \
+                        }                                                                  \
+                    }                                                                      \
+                    for (int l = 0; l < IT; l++) {                                         \
+                        r0[l] = a0[l]; r0[rs + l] = a1[l]; r0[2 * rs + l] = a2[l];         \
+                        r0[3 * rs + l] = a3[l];                                            \
                     }                                                                      \
                 }                                                                          \
             }                                                                              \
         }                                                                                  \
-        for (int64_t r = 0; r < m * n; r++)                                                \
-            memcpy(gk + r * n + c0, A + r * IT, sizeof(real) * (size_t)nc);                \
+        for (int64_t l = 0; l < nc; l++)                  /* to the kernel's layout */     \
+            for (int64_t j = 0; j < n; j++) {                                              \
+                real *o = gk + ((c0 + l) * n + j) * w + lo;                                \
+                for (int64_t k = 0; k < m; k++) o[k] = A[(k * n + j) * IT + l];            \
+            }                                                                              \
     }                                                                                      \
 done:                                                                                      \
-    free(ptr); free(G); free(A); free(tim);                                                \
+    free(ptr); free(fill); free(G); free(A); free(tim);                                    \
     return rc;                                                                             \
 }
 
@@ -276,25 +311,30 @@ done:                                                                           
         for (int64_t j = 0; j < n; j++) {                                                  \
             int64_t r = k * n + j, p0 = rowptr[r], p1 = rowptr[r + 1];                     \
             if (p0 == p1) continue;                                                        \
-            real_t a[LBN], e[LBN];                                                         \
-            for (int l = 0; l < LBN; l++) { a[l] = 0; e[l] = 0; }                          \
+            real_t a[LBN], e[LBN], f[LBN], h[LBN];   /* entries p0 + 4q + 0..3 */         \
+            for (int l = 0; l < LBN; l++) { a[l] = 0; e[l] = 0; f[l] = 0; h[l] = 0; }      \
             int64_t p = p0;                                                                \
-            for (; p + 1 < p1; p += 2) {          /* entries alternate between a and e */  \
+            for (; p + 3 < p1; p += 4) {                                                   \
                 const real_t ka = vals[p], ke = vals[p + 1];                               \
+                const real_t kf = vals[p + 2], kh = vals[p + 3];                           \
                 const real_t *ga = gxl + (int64_t)cols[p] * LBN;                           \
                 const real_t *ge = gxl + (int64_t)cols[p + 1] * LBN;                       \
+                const real_t *gf = gxl + (int64_t)cols[p + 2] * LBN;                       \
+                const real_t *gh = gxl + (int64_t)cols[p + 3] * LBN;                       \
                 for (int l = 0; l < LBN; l++) {                                            \
                     a[l] = FMA(ka, ga[l], a[l]);                                           \
                     e[l] = FMA(ke, ge[l], e[l]);                                           \
+                    f[l] = FMA(kf, gf[l], f[l]);                                           \
+                    h[l] = FMA(kh, gh[l], h[l]);                                           \
                 }                                                                          \
             }                                                                              \
-            if (p < p1) {                                                                  \
+            for (; p < p1; p++) {                                                          \
                 const real_t ka = vals[p];                                                 \
                 const real_t *ga = gxl + (int64_t)cols[p] * LBN;                           \
                 for (int l = 0; l < LBN; l++) a[l] = FMA(ka, ga[l], a[l]);                 \
             }                                                                              \
             real_t *d = dst + j * LBN;                                                     \
-            for (int l = 0; l < LBN; l++) d[l] += a[l] + e[l];                             \
+            for (int l = 0; l < LBN; l++) d[l] += (a[l] + e[l]) + (f[l] + h[l]);           \
         }                                                                                  \
     }
 
