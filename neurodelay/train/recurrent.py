@@ -54,6 +54,7 @@ KERNEL_ABI = 1
 LANE_BLOCKS = (8, 16, 32, 64)           # batch items per lane block of the compiled backward
 KGRAD_TILE = 16                         # kernel-gradient neurons per work item (IT in the C)
 MAX_NATIVE_NEURONS = 65535              # the compiled backward's 16-bit column indices
+CSR_BLOCK = 64                          # neurons i per column block of that CSR (CB in the C)
 
 
 def recurrent_gauss_kernel(weight: torch.Tensor, P: torch.Tensor, sigma: float,
@@ -368,9 +369,9 @@ class _NativeRecurrentLIF(torch.autograd.Function):
         T, B, n = spikes.shape
         m, span = ctx.m, ctx.span
         g_s = g_s.to(spikes.dtype).contiguous()
-        rowptr = torch.zeros(m * n + 1, dtype=torch.int64)    # CSR rows (k, j) of K_flat
-        torch.cumsum(counts, 0, out=rowptr[1:])
-        nnz = int(rowptr[-1])
+        # K_flat's nonzero entries, rows (k, j) in column blocks of CSR_BLOCK neurons i
+        rowptr = torch.empty(-(-n // CSR_BLOCK) * m * n + 1, dtype=torch.int64)
+        nnz = int(counts.sum())
         cols = torch.empty(nnz, dtype=torch.int16)            # read as uint16 by the C
         vals = torch.empty(nnz, dtype=kflat.dtype)
         _check(fns["csr"](kflat.data_ptr(), m * n, n, rowptr.data_ptr(), cols.data_ptr(),

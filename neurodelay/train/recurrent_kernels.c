@@ -29,6 +29,7 @@
 #include <string.h>
 
 #define FG 32
+#define CB 64
 #define IT 16
 
 /* GCC at -O3 would unroll-and-jam the sparse product's loop over the kernel entries
@@ -98,17 +99,26 @@ done:                                                                           
     return rc;                                                                             \
 }                                                                                          \
                                                                                            \
-/* CSR rows of kflat (rows, n): cols (i) and vals of the nonzero entries, row r at         \
-   rowptr[r] .. rowptr[r + 1] (rowptr from the row counts, filled by the caller) */        \
-int nr_csr_##sfx(const real *kflat, int64_t rows, int64_t n, const int64_t *rowptr,        \
+/* the nonzero entries of kflat (rows, n) in column blocks of CB: block c, row r at        \
+   bptr[c * rows + r] .. bptr[c * rows + r + 1] (ascending i), cols (i) and vals; bptr    \
+   (ceil(n / CB) * rows + 1) is filled here. Returns 0. */                                \
+int nr_csr_##sfx(const real *kflat, int64_t rows, int64_t n, int64_t *bptr,               \
                  uint16_t *cols, real *vals)                                               \
 {                                                                                          \
-    for (int64_t r = 0; r < rows; r++) {                                                   \
-        int64_t p = rowptr[r];                                                             \
-        const real *kr = kflat + r * n;                                                    \
+    int64_t ncb = (n + CB - 1) / CB;                                                       \
+    memset(bptr, 0, sizeof(int64_t) * (size_t)(ncb * rows + 1));                           \
+    for (int64_t r = 0; r < rows; r++)                                                     \
         for (int64_t i = 0; i < n; i++)                                                    \
-            if (kr[i] != 0) { cols[p] = (uint16_t)i; vals[p] = kr[i]; p++; }               \
-    }                                                                                      \
+            bptr[(i / CB) * rows + r + 1] += kflat[r * n + i] != 0;                        \
+    for (int64_t q = 0; q < ncb * rows; q++) bptr[q + 1] += bptr[q];                       \
+    for (int64_t c = 0; c < ncb; c++)                                                      \
+        for (int64_t r = 0; r < rows; r++) {                                               \
+            int64_t p = bptr[c * rows + r];                                                \
+            const real *kr = kflat + r * n;                                                \
+            int64_t i1 = (c + 1) * CB < n ? (c + 1) * CB : n;                              \
+            for (int64_t i = c * CB; i < i1; i++)                                          \
+                if (kr[i] != 0) { cols[p] = (uint16_t)i; vals[p] = kr[i]; p++; }           \
+        }                                                                                  \
     return 0;                                                                              \
 }                                                                                          \
                                                                                            \
@@ -123,7 +133,7 @@ int nr_backward_##sfx(const real *gs, const real *states, const real *spikes,   
                       int64_t q1)                                                          \
 {                                                                                          \
     if (LB != 8 && LB != 16 && LB != 32 && LB != 64) return -2;                            \
-    int64_t R = span + 1, w = n * LB;                                                      \
+    int64_t R = span + 1, w = n * LB, ncb = (n + CB - 1) / CB;                             \
     real *grec = malloc(sizeof(real) * (size_t)(R * w));                                   \
     real *gxl = malloc(sizeof(real) * (size_t)w);                                          \
     real *carry = malloc(sizeof(real) * (size_t)w);                                        \
@@ -304,12 +314,14 @@ done:                                                                           
    whose delay span - k reaches a step >= 0, a[lanes] = sum over its entries (ascending i)
    of K * gx[i, lanes], added to the gradient ring at t - (span - k) */
 #define SPMM_BODY(LBN, FMA)                                                                \
+    for (int64_t cb = 0; cb < ncb; cb++)                                                   \
     for (int64_t k = 0; k < m; k++) {                                                      \
         int64_t ta = t - (span - k);                                                       \
         if (ta < 0) continue;                                                              \
         real_t *dst = grec + (ta % R) * w;                                                 \
+        const int64_t *bp = rowptr + cb * m * n;                                           \
         for (int64_t j = 0; j < n; j++) {                                                  \
-            int64_t r = k * n + j, p0 = rowptr[r], p1 = rowptr[r + 1];                     \
+            int64_t r = k * n + j, p0 = bp[r], p1 = bp[r + 1];                             \
             if (p0 == p1) continue;                                                        \
             real_t a[LBN], e[LBN], f[LBN], h[LBN];   /* entries p0 + 4q + 0..3 */         \
             for (int l = 0; l < LBN; l++) { a[l] = 0; e[l] = 0; f[l] = 0; h[l] = 0; }      \
