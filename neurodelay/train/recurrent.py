@@ -55,6 +55,7 @@ LANE_BLOCKS = (8, 16, 32, 64)           # batch items per lane block of the comp
 KGRAD_TILE = 16                         # kernel-gradient neurons per work item (IT in the C)
 MAX_NATIVE_NEURONS = 65535              # the compiled backward's 16-bit column indices
 CSR_BLOCK = 64                          # neurons i per column block of that CSR (CB in the C)
+ROW_GROUP = 4                           # kernel taps per row group of that CSR (RG in the C)
 
 
 def recurrent_gauss_kernel(weight: torch.Tensor, P: torch.Tensor, sigma: float,
@@ -369,12 +370,13 @@ class _NativeRecurrentLIF(torch.autograd.Function):
         T, B, n = spikes.shape
         m, span = ctx.m, ctx.span
         g_s = g_s.to(spikes.dtype).contiguous()
-        # K_flat's nonzero entries, rows (k, j) in column blocks of CSR_BLOCK neurons i
-        rowptr = torch.empty(-(-n // CSR_BLOCK) * m * n + 1, dtype=torch.int64)
-        nnz = int(counts.sum())
-        cols = torch.empty(nnz, dtype=torch.int16)            # read as uint16 by the C
-        vals = torch.empty(nnz, dtype=kflat.dtype)
-        _check(fns["csr"](kflat.data_ptr(), m * n, n, rowptr.data_ptr(), cols.data_ptr(),
+        # K_flat's rows (k, j) in groups of ROW_GROUP taps, their entries in column blocks
+        # of CSR_BLOCK neurons i (recurrent_kernels.c, nr_csr)
+        groups = -(-m // ROW_GROUP) * n
+        rowptr = torch.empty(-(-n // CSR_BLOCK) * groups + 1, dtype=torch.int64)
+        cols = torch.empty(groups * n, dtype=torch.int16)     # read as uint16 by the C
+        vals = torch.empty(groups * n * ROW_GROUP, dtype=kflat.dtype)
+        _check(fns["csr"](kflat.data_ptr(), m, n, rowptr.data_ptr(), cols.data_ptr(),
                           vals.data_ptr()))
         lb = lane_block(B, torch.get_num_threads())
         gx = torch.empty(T, B, n, dtype=spikes.dtype)

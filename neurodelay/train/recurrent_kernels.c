@@ -30,6 +30,7 @@
 
 #define FG 32
 #define CB 64
+#define RG 4
 #define IT 16
 
 /* GCC at -O3 would unroll-and-jam the sparse product's loop over the kernel entries
@@ -99,26 +100,37 @@ done:                                                                           
     return rc;                                                                             \
 }                                                                                          \
                                                                                            \
-/* the nonzero entries of kflat (rows, n) in column blocks of CB: block c, row r at        \
-   bptr[c * rows + r] .. bptr[c * rows + r + 1] (ascending i), cols (i) and vals; bptr    \
-   (ceil(n / CB) * rows + 1) is filled here. Returns 0. */                                \
-int nr_csr_##sfx(const real *kflat, int64_t rows, int64_t n, int64_t *bptr,               \
-                 uint16_t *cols, real *vals)                                               \
+/* kflat (m * n, n) for the input gradient: its rows in groups of RG taps, row group       \
+   (q, j) = rows (q * RG + u, j), u < RG (beyond m: zero), kept where any of the group's  \
+   entries at neuron i is nonzero: cols (i) and vals (RG per entry, zeros included), in    \
+   column blocks of CB neurons, block c, group g = q * n + j at bptr[c * G * n + g] ..     \
+   bptr[c * G * n + g + 1] (ascending i), G = ceil(m / RG); bptr (ceil(n / CB) * G * n +  \
+   1) is filled here, cols and vals must hold G * n * n entries. Returns 0. */            \
+int nr_csr_##sfx(const real *kflat, int64_t m, int64_t n, int64_t *bptr, uint16_t *cols,   \
+                 real *vals)                                                               \
 {                                                                                          \
-    int64_t ncb = (n + CB - 1) / CB;                                                       \
-    memset(bptr, 0, sizeof(int64_t) * (size_t)(ncb * rows + 1));                           \
-    for (int64_t r = 0; r < rows; r++)                                                     \
-        for (int64_t i = 0; i < n; i++)                                                    \
-            bptr[(i / CB) * rows + r + 1] += kflat[r * n + i] != 0;                        \
-    for (int64_t q = 0; q < ncb * rows; q++) bptr[q + 1] += bptr[q];                       \
-    for (int64_t c = 0; c < ncb; c++)                                                      \
-        for (int64_t r = 0; r < rows; r++) {                                               \
-            int64_t p = bptr[c * rows + r];                                                \
-            const real *kr = kflat + r * n;                                                \
-            int64_t i1 = (c + 1) * CB < n ? (c + 1) * CB : n;                              \
-            for (int64_t i = c * CB; i < i1; i++)                                          \
-                if (kr[i] != 0) { cols[p] = (uint16_t)i; vals[p] = kr[i]; p++; }           \
+    int64_t ncb = (n + CB - 1) / CB, G = (m + RG - 1) / RG, rows = G * n, p = 0;           \
+    for (int64_t c = 0; c < ncb; c++) {                                                    \
+        int64_t i1 = (c + 1) * CB < n ? (c + 1) * CB : n;                                  \
+        for (int64_t g = 0; g < rows; g++) {                                               \
+            int64_t q = g / n, j = g % n;                                                  \
+            bptr[c * rows + g] = p;                                                        \
+            for (int64_t i = c * CB; i < i1; i++) {                                        \
+                real v[RG];                                                                \
+                int any = 0;                                                               \
+                for (int u = 0; u < RG; u++) {                                             \
+                    int64_t k = q * RG + u;                                                \
+                    v[u] = k < m ? kflat[(k * n + j) * n + i] : (real)0;                   \
+                    any |= v[u] != 0;                                                      \
+                }                                                                          \
+                if (!any) continue;                                                        \
+                cols[p] = (uint16_t)i;                                                     \
+                for (int u = 0; u < RG; u++) vals[p * RG + u] = v[u];                      \
+                p++;                                                                       \
+            }                                                                              \
         }                                                                                  \
+    }                                                                                      \
+    bptr[ncb * rows] = p;                                                                  \
     return 0;                                                                              \
 }                                                                                          \
                                                                                            \
@@ -133,7 +145,7 @@ int nr_backward_##sfx(const real *gs, const real *states, const real *spikes,   
                       int64_t q1)                                                          \
 {                                                                                          \
     if (LB != 8 && LB != 16 && LB != 32 && LB != 64) return -2;                            \
-    int64_t R = span + 1, w = n * LB, ncb = (n + CB - 1) / CB;                             \
+    int64_t R = span + 1, w = n * LB, ncb = (n + CB - 1) / CB, G = (m + RG - 1) / RG;     \
     real *grec = malloc(sizeof(real) * (size_t)(R * w));                                   \
     real *gxl = malloc(sizeof(real) * (size_t)w);                                          \
     real *carry = malloc(sizeof(real) * (size_t)w);                                        \
@@ -315,38 +327,36 @@ done:                                                                           
    of K * gx[i, lanes], added to the gradient ring at t - (span - k) */
 #define SPMM_BODY(LBN, FMA)                                                                \
     for (int64_t cb = 0; cb < ncb; cb++)                                                   \
-    for (int64_t k = 0; k < m; k++) {                                                      \
-        int64_t ta = t - (span - k);                                                       \
-        if (ta < 0) continue;                                                              \
-        real_t *dst = grec + (ta % R) * w;                                                 \
-        const int64_t *bp = rowptr + cb * m * n;                                           \
+    for (int64_t q = 0; q < G; q++) {                                                      \
+        real_t *dst[RG];                                                                   \
+        int nv = 0;                                                                        \
+        for (int u = 0; u < RG; u++) {                                                     \
+            int64_t k = q * RG + u, ta = t - (span - k);                                   \
+            dst[u] = k < m && ta >= 0 ? grec + (ta % R) * w : NULL;                        \
+            nv += dst[u] != NULL;                                                          \
+        }                                                                                  \
+        if (nv == 0) continue;                                                             \
+        const int64_t *bp = rowptr + (cb * G + q) * n;                                     \
         for (int64_t j = 0; j < n; j++) {                                                  \
-            int64_t r = k * n + j, p0 = bp[r], p1 = bp[r + 1];                             \
+            int64_t p0 = bp[j], p1 = bp[j + 1];                                            \
             if (p0 == p1) continue;                                                        \
-            real_t a[LBN], e[LBN], f[LBN], h[LBN];   /* entries p0 + 4q + 0..3 */         \
-            for (int l = 0; l < LBN; l++) { a[l] = 0; e[l] = 0; f[l] = 0; h[l] = 0; }      \
-            int64_t p = p0;                                                                \
-            for (; p + 3 < p1; p += 4) {                                                   \
-                const real_t ka = vals[p], ke = vals[p + 1];                               \
-                const real_t kf = vals[p + 2], kh = vals[p + 3];                           \
-                const real_t *ga = gxl + (int64_t)cols[p] * LBN;                           \
-                const real_t *ge = gxl + (int64_t)cols[p + 1] * LBN;                       \
-                const real_t *gf = gxl + (int64_t)cols[p + 2] * LBN;                       \
-                const real_t *gh = gxl + (int64_t)cols[p + 3] * LBN;                       \
+            real_t a0[LBN], a1[LBN], a2[LBN], a3[LBN];                                     \
+            for (int l = 0; l < LBN; l++) { a0[l] = 0; a1[l] = 0; a2[l] = 0; a3[l] = 0; }  \
+            for (int64_t p = p0; p < p1; p++) {                                            \
+                const real_t *v = vals + p * RG;                                           \
+                const real_t k0 = v[0], k1 = v[1], k2 = v[2], k3 = v[3];                   \
+                const real_t *g = gxl + (int64_t)cols[p] * LBN;                            \
                 for (int l = 0; l < LBN; l++) {                                            \
-                    a[l] = FMA(ka, ga[l], a[l]);                                           \
-                    e[l] = FMA(ke, ge[l], e[l]);                                           \
-                    f[l] = FMA(kf, gf[l], f[l]);                                           \
-                    h[l] = FMA(kh, gh[l], h[l]);                                           \
+                    a0[l] = FMA(k0, g[l], a0[l]);                                          \
+                    a1[l] = FMA(k1, g[l], a1[l]);                                          \
+                    a2[l] = FMA(k2, g[l], a2[l]);                                          \
+                    a3[l] = FMA(k3, g[l], a3[l]);                                          \
                 }                                                                          \
             }                                                                              \
-            for (; p < p1; p++) {                                                          \
-                const real_t ka = vals[p];                                                 \
-                const real_t *ga = gxl + (int64_t)cols[p] * LBN;                           \
-                for (int l = 0; l < LBN; l++) a[l] = FMA(ka, ga[l], a[l]);                 \
-            }                                                                              \
-            real_t *d = dst + j * LBN;                                                     \
-            for (int l = 0; l < LBN; l++) d[l] += (a[l] + e[l]) + (f[l] + h[l]);           \
+            if (dst[0]) { real_t *d = dst[0] + j * LBN; for (int l = 0; l < LBN; l++) d[l] += a0[l]; } \
+            if (dst[1]) { real_t *d = dst[1] + j * LBN; for (int l = 0; l < LBN; l++) d[l] += a1[l]; } \
+            if (dst[2]) { real_t *d = dst[2] + j * LBN; for (int l = 0; l < LBN; l++) d[l] += a2[l]; } \
+            if (dst[3]) { real_t *d = dst[3] + j * LBN; for (int l = 0; l < LBN; l++) d[l] += a3[l]; } \
         }                                                                                  \
     }
 
