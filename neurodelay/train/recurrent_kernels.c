@@ -136,7 +136,7 @@ int nr_csr_##sfx(const real *kflat, int64_t m, int64_t n, int64_t *bptr, uint16_
                                                                                            \
 /* dL/dx gx (T, B, n) from dL/dspikes gs (T, B, n), the states and spikes of the forward,  \
    the kernel in CSR rows (k, j) (rowptr (m * n + 1), cols = i, vals); lane blocks         \
-   [q0, q1) of LB batch items (LB in 8, 16, 32, 64). Returns 0, -1 when out of memory,     \
+   [q0, q1) of LB batch items (LB in 16, 32, 64). Returns 0, -1 when out of memory,        \
    -2 for an unsupported LB. */                                                           \
 int nr_backward_##sfx(const real *gs, const real *states, const real *spikes,              \
                       const real *vals, const uint16_t *cols, const int64_t *rowptr,       \
@@ -144,7 +144,7 @@ int nr_backward_##sfx(const real *gs, const real *states, const real *spikes,   
                       real th, real c, real half_alpha, int LB, real *gx, int64_t q0,      \
                       int64_t q1)                                                          \
 {                                                                                          \
-    if (LB != 8 && LB != 16 && LB != 32 && LB != 64) return -2;                            \
+    if (LB != 16 && LB != 32 && LB != 64) return -2;                                       \
     int64_t R = span + 1, w = n * LB, ncb = (n + CB - 1) / CB, G = (m + RG - 1) / RG;     \
     real *grec = malloc(sizeof(real) * (size_t)(R * w));                                   \
     real *gxl = malloc(sizeof(real) * (size_t)w);                                          \
@@ -181,7 +181,6 @@ int nr_backward_##sfx(const real *gs, const real *states, const real *spikes,   
             memset(gr, 0, sizeof(real) * (size_t)w);                                       \
             if (t == 0) continue;                                                          \
             switch (LB) {                                                                  \
-            case 8: SPMM_##sfx(8); break;                                                  \
             case 16: SPMM_##sfx(16); break;                                                \
             case 32: SPMM_##sfx(32); break;                                                \
             default: SPMM_##sfx(64); break;                                                \
