@@ -22,16 +22,40 @@ delay = Td - (P + Td//2), P in [-(Td//2), Td-1-Td//2] (delays Td..1).
 
 The time loop (:func:`recurrent_lif`, one autograd node): the feed-forward current of all T
 steps is computed first (the fast path of :mod:`neurodelay.train.dcls_conv`); the loop only
-adds the recurrent part. The layer's spikes are kept batch-major in a buffer (B, Td + T, n)
-that starts with Td zero steps, so the last Td spike vectors before step t are the
-contiguous view buffer[:, t:t+Td] and the recurrent current is ONE matrix product per step,
-(B, Td*n) @ (Td*n, n), with the kernel flattened tap-major. Taps that are 0 for every
-synapse (normalised Gaussian below dcls_conv.TAP_FLOOR everywhere, e.g. the one tap of
-``one-step``, or the delays a discrete model does not use) are left out of the product.
-The backward pass runs the LIF surrogate gradient step by step backwards (the same rule as
-:func:`neurodelay.train.lif.lif_multistep`), sends each step's current gradient to the Td
-earlier spike vectors with one product per step, and forms the kernel gradient afterwards
-from a few large products over all steps (one per tap).
+adds the recurrent part. Only the kernel taps that can be nonzero for some synapse are used
+(``used_taps``: the Gaussians' reach, normalised taps below dcls_conv.TAP_FLOOR being exactly
+0, or the integer delays). Two implementations, the same model:
+
+* the compiled loop (``recurrent_kernels.c``, built, cached and loaded as
+  :mod:`neurodelay.train.native` builds its kernels; ``method="native"``, the default on
+  the CPU in float32). It works on the events: spikes are binary and sparse, and the
+  kernel is zero outside each synapse's few taps at small sigma.
+  Forward: batch items in groups of 32, their spikes kept as bit masks; the current of
+  item g at t is the sum of the kernel rows (tap, j) (taps, then j ascending) of the
+  spikes of j at t - delay, a row read once serving every item of the group that fired.
+  Input gradient (backward in time, batch items in lanes of 16 / 32 / 64): the LIF
+  surrogate step, then the gradient reaching the spikes of earlier steps through the
+  recurrent synapses as a sparse product over the kernel's nonzero entries only (rows of
+  4 taps sharing one neuron index, in column blocks of 64 neurons).
+  Kernel gradient: for every spike of j at t', dK[i, j, tap] += dL/dx[t' + delay, i],
+  in registers (8 taps x 16 neurons at a time), batch items and steps ascending.
+  Each batch item (forward, input gradient) or neuron tile (kernel gradient) is one
+  thread's, summed in a fixed order with fma / plain adds: the results do not depend on
+  the thread count or the vector width.
+* the torch loop (``method="torch"``: other devices, float64 and the discrete model's
+  exact path under ``auto``, machines without a C compiler or with NEURODELAY_NATIVE=0;
+  the reference the compiled loop is tested against). The layer's spikes are kept
+  batch-major in a buffer (B, Td + T, n) that starts with Td zero steps, so the last Td
+  spike vectors before step t are the contiguous view buffer[:, t:t+Td] and the recurrent
+  current is ONE matrix product per step, (B, m*n) @ (m*n, n), with the m used taps of
+  the kernel flattened tap-major. The backward pass runs the LIF surrogate gradient step
+  by step backwards (the same rule as :func:`neurodelay.train.lif.lif_multistep`), sends
+  each step's current gradient to the earlier spike vectors with one product per step,
+  and forms the kernel gradient afterwards from m large products over all steps.
+
+The two agree to float32 rounding (the sums run in another order; in float64 to ~1e-16);
+a membrane within rounding of the threshold can therefore spike in one and not the
+other, as between dcls_conv and dcls.
 """
 from __future__ import annotations
 

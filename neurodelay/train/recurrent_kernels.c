@@ -6,22 +6,25 @@
 
    Plain C, no Python or torch headers: native.py compiles it with the system C compiler and
    loads it with ctypes (the GIL is released during a call); recurrent.py splits the batch
-   (forward, input gradient) or the presynaptic neurons j (kernel gradient) over threads.
-   Every output element is computed by one thread in one fixed order whatever the thread
-   count or the vector width: multiply-adds are fma() / fmaf() (one rounding), the file is
-   built with -ffp-contract=off, and batch items never share a sum.
+   (forward, input gradient) or the neurons i (kernel gradient) over threads. Every output
+   element is computed by one thread in one fixed order whatever the thread count or the
+   vector width: multiply-adds are fma() / fmaf() (one rounding), the file is built with
+   -ffp-contract=off, and batch items never share a sum.
 
-   Forward (event-driven, one batch item at a time): a ring of span + 1 future current
-   vectors; a spike of j at t adds the kernel rows (k, j) that are not all zero into the
-   currents of t + span - k. The LIF step is the torch loop's, operation by operation.
+   Forward (event-driven): FG batch items at a time, their spikes as bit masks; the current
+   of item g at t sums the kernel rows (k, j) of the spikes of j at t - (span - k), k then
+   j ascending; a row read once serves every item of the group that holds its spike.
 
    Input gradient (backward in time, LB batch items at a time in lanes): the surrogate
-   gradient step as the torch loop's, then the gradient reaching the spikes of t - (span - k)
-   through the recurrent synapses, g[t - span + k, j, :] += sum_i K[k, j, i] gx[t, i, :],
-   a sparse (only the nonzero kernel entries, in CSR rows (k, j)) times lanes product.
+   gradient step as the torch loop's, then the gradient reaching the spikes of
+   t - (span - k) through the recurrent synapses, g[t - span + k, j, :] +=
+   sum_i K[k, j, i] gx[t, i, :], over the nonzero kernel entries only: rows in groups of RG
+   taps sharing the neuron index i (one load of gx[t, i, :] serves RG rows), entries in
+   column blocks of CB neurons (the block of gx[t] stays in L1).
 
-   Kernel gradient (event-driven, presynaptic neurons j in blocks of JB): for every spike
-   of j at t' (batch items, then steps, ascending) the rows (k, j) gain gx[t' + span - k].
+   Kernel gradient (event-driven): tiles of IT neurons i; per batch item its gradient tile
+   over all steps (L1), and for every spike of j at t' the rows (k, j) gain
+   gx[t' + span - k, tile], 8 (then 4) rows k at a time in registers.
 */
 #include <math.h>
 #include <stdint.h>
