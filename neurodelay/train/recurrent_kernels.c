@@ -24,7 +24,7 @@
 
    Kernel gradient (event-driven): tiles of IT neurons i; per batch item its gradient tile
    over all steps (L1), and for every spike of j at t' the rows (k, j) gain
-   gx[t' + span - k, tile], 8 (then 4) rows k at a time in registers.
+   gx[t' + span - k, tile], 8 (then 4, then 1) rows k at a time in registers.
 */
 #include <math.h>
 #include <stdint.h>
@@ -200,11 +200,14 @@ done:                                                                           
 int nr_pack_##sfx(const real *kernel, int64_t n, int64_t w, int64_t lo, int64_t m,         \
                   real *kflat, int64_t i0, int64_t i1)                                     \
 {                                                                                          \
-    for (int64_t i = i0; i < i1; i++)                                                      \
-        for (int64_t j = 0; j < n; j++) {                                                  \
-            const real *kr = kernel + (i * n + j) * w + lo;                                \
-            for (int64_t k = 0; k < m; k++) kflat[(k * n + j) * n + i] = kr[k];            \
-        }                                                                                  \
+    for (int64_t ia = i0; ia < i1; ia += IT) {         /* IT neurons i at a time */        \
+        int64_t ib = ia + IT < i1 ? ia + IT : i1;                                          \
+        for (int64_t j = 0; j < n; j++)                                                    \
+            for (int64_t k = 0; k < m; k++) {                                              \
+                real *o = kflat + (k * n + j) * n;                                         \
+                for (int64_t i = ia; i < ib; i++) o[i] = kernel[(i * n + j) * w + lo + k]; \
+            }                                                                              \
+    }                                                                                      \
     return 0;                                                                              \
 }                                                                                          \
                                                                                            \
@@ -224,7 +227,7 @@ int nr_rowcount_##sfx(const real *kflat, int64_t n, int64_t *counts, int64_t r0,
 /* dL/dkernel gk (n, n, w) (taps lo .. lo + m - 1 written, the others left as they are):   \
    neurons i in tiles of IT, tiles [q0, q1). Element (i, j, lo + k) is the sum over the    \
    spikes of j at t' (batch items, then steps, ascending) of gx[t' + span - k, i]: per    \
-   batch item, its gradient tile (padded with zero steps) and up to 8 rows k at a time    \
+   batch item, its gradient tile (padded with zero steps) and 8, 4 or 1 rows k at a time  \
    are summed in registers over the spikes of j. Returns 0, -1 when out of memory. */    \
 int nr_kgrad_##sfx(const real *spikes, const real *gx, int64_t T, int64_t B, int64_t n,    \
                    int64_t m, int64_t span, int64_t w, int64_t lo, real *gk, int64_t q0,   \
@@ -292,7 +295,7 @@ int nr_kgrad_##sfx(const real *spikes, const real *gx, int64_t T, int64_t B, int
                         r0[7 * rs + l] = a7[l];                                            \
                     }                                                                      \
                 }                                                                          \
-                for (; k0 < m; k0 += 4) {                  /* the rest, 4 rows at a time */\
+                for (; k0 + 1 < m; k0 += 4) {              /* then 4 rows at a time */    \
                     real a0[IT], a1[IT], a2[IT], a3[IT];                                   \
                     real *r0 = A + (k0 * n + j) * IT;                                      \
                     for (int l = 0; l < IT; l++) {                                         \
@@ -310,6 +313,16 @@ int nr_kgrad_##sfx(const real *spikes, const real *gx, int64_t T, int64_t B, int
                         r0[l] = a0[l]; r0[rs + l] = a1[l]; r0[2 * rs + l] = a2[l];         \
                         r0[3 * rs + l] = a3[l];                                            \
                     }                                                                      \
+                }                                                                          \
+                for (; k0 < m; k0++) {                     /* and the last row alone */   \
+                    real a0[IT];                                                           \
+                    real *r0 = A + (k0 * n + j) * IT;                                      \
+                    for (int l = 0; l < IT; l++) a0[l] = r0[l];                            \
+                    for (int32_t p = p0; p < p1; p++) {                                    \
+                        const real *g0 = G + (tim[p] + span - k0 + 7) * IT;                \
+                        for (int l = 0; l < IT; l++) a0[l] += g0[l];                       \
+                    }                                                                      \
+                    for (int l = 0; l < IT; l++) r0[l] = a0[l];                            \
                 }                                                                          \
             }                                                                              \
         }                                                                                  \
