@@ -92,9 +92,11 @@ def loop_equality(rec, x, y) -> dict:
 
 
 def firing_rates(model, x) -> list[float]:
+    """The hidden layers' firing rates of a training-mode forward (on a copy: it would
+    update the model's BatchNorm statistics)."""
+    m = copy.deepcopy(model).train()
     with torch.no_grad():
-        model.train()
-        _, sp = model(x, discrete=False, record=True)
+        _, sp = m(x, discrete=False, record=True)
     return [round(float(s.float().mean()), 4) for s in sp]
 
 
