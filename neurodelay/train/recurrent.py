@@ -299,14 +299,15 @@ def _use_native(cur: torch.Tensor, kernel: torch.Tensor, method: str) -> bool:
         return False
     fits = (cur.device.type == "cpu" and kernel.device.type == "cpu"
             and cur.dtype == kernel.dtype and cur.dtype in (torch.float32, torch.float64)
-            and cur.shape[2] <= MAX_NATIVE_NEURONS)
+            and cur.shape[2] <= MAX_NATIVE_NEURONS and cur.numel() < 2**31)
     if method == "auto":
         return fits and cur.dtype == torch.float32 and native_status().available
     if not fits:
         raise KernelError(f"method='native' needs cur and kernel on the CPU, both float32 "
-                          f"or both float64, and at most {MAX_NATIVE_NEURONS} neurons; got "
-                          f"{cur.dtype} on {cur.device}, {kernel.dtype} on {kernel.device}, "
-                          f"{cur.shape[2]} neurons; use method='torch'")
+                          f"or both float64, at most {MAX_NATIVE_NEURONS} neurons and fewer "
+                          f"than 2**31 steps x batch x neurons; got {cur.dtype} on "
+                          f"{cur.device}, {kernel.dtype} on {kernel.device}, shape "
+                          f"{tuple(cur.shape)}; use method='torch'")
     st = native_status()
     if not st.available:
         raise KernelError(f"the compiled recurrent loop is unavailable: {st.reason}; use "
