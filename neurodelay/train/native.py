@@ -123,13 +123,13 @@ class _CompileFailed(Exception):
     """The compiler's complaint (caught in :func:`_compile`)."""
 
 
-def _compile(cc: str, flags: tuple[str, ...], dest: Path) -> str | None:
-    """Compile SOURCE to dest (atomically, through the project's atomic_path); the
+def _compile(cc: str, flags: tuple[str, ...], dest: Path, source: Path = SOURCE) -> str | None:
+    """Compile source to dest (atomically, through the project's atomic_path); the
     compiler's complaint, or None."""
 
     try:
         with atomic_path(dest) as tmp:
-            proc = subprocess.run([cc, *flags, *COMMON_FLAGS, "-o", str(tmp), str(SOURCE),
+            proc = subprocess.run([cc, *flags, *COMMON_FLAGS, "-o", str(tmp), str(source),
                                    "-lm"], capture_output=True, text=True, timeout=300)
             if proc.returncode != 0:
                 raise _CompileFailed((proc.stderr or proc.stdout).strip()[-2000:]
@@ -153,7 +153,8 @@ def _declare(lib) -> None:
         w.restype = I32
 
 
-def _build() -> tuple[NativeStatus, object]:
+def _build(source_file: Path = SOURCE, stem: str = "intdelay", abi: int = ABI_VERSION,
+           declare=_declare) -> tuple[NativeStatus, object]:
     if _disabled():
         return NativeStatus(False, f"{ENV_SWITCH}={os.environ[ENV_SWITCH]} is set"), None
     cc = _compiler()
@@ -164,25 +165,25 @@ def _build() -> tuple[NativeStatus, object]:
                                  timeout=60).stdout.splitlines()[:1]
     except (OSError, subprocess.SubprocessError) as exc:
         return NativeStatus(False, f"the C compiler {cc} does not run: {exc}"), None
-    source = SOURCE.read_bytes()
+    source = source_file.read_bytes()
     cache = _writable_cache()
     errors = []
     for flags in FLAG_SETS:
         key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(version).encode(),
                                          " ".join(flags + COMMON_FLAGS).encode(),
                                          _cpu_signature().encode()])).hexdigest()[:20]
-        dest = cache / f"intdelay_{key}.so"
+        dest = cache / f"{stem}_{key}.so"
         if not dest.exists():
-            err = _compile(cc, flags, dest)
+            err = _compile(cc, flags, dest, source_file)
             if err is not None:
                 errors.append(f"{' '.join(flags)}: {err}")
                 continue
         try:
             lib = ctypes.CDLL(str(dest))
             lib.nd_abi_version.restype = ctypes.c_int
-            if lib.nd_abi_version() != ABI_VERSION:
-                raise OSError(f"interface version {lib.nd_abi_version()}, need {ABI_VERSION}")
-            _declare(lib)
+            if lib.nd_abi_version() != abi:
+                raise OSError(f"interface version {lib.nd_abi_version()}, need {abi}")
+            declare(lib)
         except (OSError, AttributeError) as exc:
             errors.append(f"{' '.join(flags)}: loading {dest} failed: {exc}")
             continue
@@ -337,3 +338,22 @@ def weight_grad(gy: torch.Tensor, x: torch.Tensor, delay: torch.Tensor,
                                     n_in, off.data_ptr(), n_out, g.data_ptr(), B, T, span, tc,
                                     lo, hi))
     return g
+
+
+def load_library(source: Path, stem: str, abi: int, declare) -> tuple[NativeStatus, object]:
+    """Another plain C file of the package built and loaded as the integer-delay kernels
+    are (same compiler, flags, cache, ``NEURODELAY_NATIVE`` switch; its ``nd_abi_version()``
+    must return ``abi``; ``declare(lib)`` sets the argument types), once per process:
+    (status, library or None)."""
+    with _LOCK:
+        key = f"extra:{stem}"
+        if key not in _STATE:
+            _STATE[key] = _build(Path(source), stem, abi, declare)
+        return _STATE[key]
+
+
+def split_run(fn, n_items: int, args_of) -> None:
+    """Call the compiled fn(*args_of(lo, hi)) over [0, n_items) split into one range per
+    torch thread, on this module's thread pool (return codes: 0 fine, -1 out of memory,
+    others refused arguments)."""
+    _run(fn, n_items, args_of)

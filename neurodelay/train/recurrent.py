@@ -22,29 +22,64 @@ delay = Td - (P + Td//2), P in [-(Td//2), Td-1-Td//2] (delays Td..1).
 
 The time loop (:func:`recurrent_lif`, one autograd node): the feed-forward current of all T
 steps is computed first (the fast path of :mod:`neurodelay.train.dcls_conv`); the loop only
-adds the recurrent part. The layer's spikes are kept batch-major in a buffer (B, Td + T, n)
-that starts with Td zero steps, so the last Td spike vectors before step t are the
-contiguous view buffer[:, t:t+Td] and the recurrent current is ONE matrix product per step,
-(B, Td*n) @ (Td*n, n), with the kernel flattened tap-major. Taps that are 0 for every
-synapse (normalised Gaussian below dcls_conv.TAP_FLOOR everywhere, e.g. the one tap of
-``one-step``, or the delays a discrete model does not use) are left out of the product.
-The backward pass runs the LIF surrogate gradient step by step backwards (the same rule as
-:func:`neurodelay.train.lif.lif_multistep`), sends each step's current gradient to the Td
-earlier spike vectors with one product per step, and forms the kernel gradient afterwards
-from a few large products over all steps (one per tap).
+adds the recurrent part. Only the kernel taps that can be nonzero for some synapse are used
+(``used_taps``: the Gaussians' reach, normalised taps below dcls_conv.TAP_FLOOR being exactly
+0, or the integer delays). Two implementations, the same model:
+
+* the compiled loop (``recurrent_kernels.c``, built, cached and loaded as
+  :mod:`neurodelay.train.native` builds its kernels; ``method="native"``, the default on
+  the CPU in float32). It works on the events: spikes are binary and sparse, and the
+  kernel is zero outside each synapse's few taps at small sigma.
+  Forward: batch items in groups of 32, their spikes kept as bit masks; the current of
+  item g at t is the sum of the kernel rows (tap, j) (taps, then j ascending) of the
+  spikes of j at t - delay, a row read once serving every item of the group that fired.
+  Input gradient (backward in time, batch items in lanes of 16 / 32 / 64): the LIF
+  surrogate step, then the gradient reaching the spikes of earlier steps through the
+  recurrent synapses as a sparse product over the kernel's nonzero entries only (rows of
+  4 taps sharing one neuron index, in column blocks of 64 neurons).
+  Kernel gradient: for every spike of j at t', dK[i, j, tap] += dL/dx[t' + delay, i],
+  in registers (8 taps x 16 neurons at a time), batch items and steps ascending.
+  Each batch item (forward, input gradient) or neuron tile (kernel gradient) is one
+  thread's, summed in a fixed order with fma / plain adds: the results do not depend on
+  the thread count or the vector width.
+* the torch loop (``method="torch"``: other devices, float64 and the discrete model's
+  exact path under ``auto``, machines without a C compiler or with NEURODELAY_NATIVE=0;
+  the reference the compiled loop is tested against). The layer's spikes are kept
+  batch-major in a buffer (B, Td + T, n) that starts with Td zero steps, so the last Td
+  spike vectors before step t are the contiguous view buffer[:, t:t+Td] and the recurrent
+  current is ONE matrix product per step, (B, m*n) @ (m*n, n), with the m used taps of
+  the kernel flattened tap-major. The backward pass runs the LIF surrogate gradient step
+  by step backwards (the same rule as :func:`neurodelay.train.lif.lif_multistep`), sends
+  each step's current gradient to the earlier spike vectors with one product per step,
+  and forms the kernel gradient afterwards from m large products over all steps.
+
+The two agree to float32 rounding (the sums run in another order; in float64 to ~1e-16);
+a membrane within rounding of the threshold can therefore spike in one and not the
+other, as between dcls_conv and dcls.
 """
 from __future__ import annotations
 
+import ctypes
 import math
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from neurodelay.errors import KernelError
+from neurodelay.train import native
 from neurodelay.train.dcls_conv import DCLS_NORM_EPS, DCLS_SIG_OFFSET, TAP_FLOOR, gauss_kernel
 
 MODES = ("learned", "fixed-random", "one-step")
+METHODS = ("auto", "native", "torch")   # the time loop: compiled, or torch's ops (module doc)
+KERNEL_SOURCE = Path(__file__).with_name("recurrent_kernels.c")
+KERNEL_ABI = 1
+LANE_BLOCKS = (16, 32, 64)              # batch items per lane block of the compiled backward
+KGRAD_TILE = 16                         # kernel-gradient neurons per work item (IT in the C)
+MAX_NATIVE_NEURONS = 65535              # the compiled backward's 16-bit column indices
+CSR_BLOCK = 64                          # neurons i per column block of that CSR (CB in the C)
+ROW_GROUP = 4                           # kernel taps per row group of that CSR (RG in the C)
 
 
 def recurrent_gauss_kernel(weight: torch.Tensor, P: torch.Tensor, sigma: float,
@@ -67,6 +102,7 @@ class RecurrentSynapses(nn.Module):
     a plain recurrent SNN; its window is 1)."""
 
     discrete_dtype: torch.dtype = torch.float32
+    method: str = "auto"                    # the time loop (recurrent_lif's ``method``)
     sigma_offset: float = DCLS_SIG_OFFSET   # effective sigma = |SIG| + this (dcls' rule)
 
     def __init__(self, n: int, window: int, mode: str, generator: torch.Generator | None = None):
@@ -157,27 +193,34 @@ class RecurrentSynapses(nn.Module):
         if discrete:
             dt = torch.promote_types(self.discrete_dtype, cur.dtype)
         return recurrent_lif(cur, k.to(dt), tau, threshold, alpha,
-                             taps=self.used_taps(discrete))
+                             taps=self.used_taps(discrete), method=self.method)
 
 
-def _flat_kernel(kernel: torch.Tensor, taps=None) -> tuple[torch.Tensor, int, int]:
-    """(K_flat (m*n, n), first tap, m): the taps lo..lo+m-1 (``taps`` (lo, hi), or those
-    nonzero for some synapse), K_flat[(tap - lo) * n + j, i] = kernel[i, j, tap]."""
-    n, _, w = kernel.shape
+def _tap_range(kernel: torch.Tensor, taps=None) -> tuple[int, int]:
+    """(first tap, m): the taps lo..lo+m-1 of the time loop (``taps`` (lo, hi), or those
+    nonzero for some synapse); (0, 0) when there are none."""
+    w = kernel.shape[2]
     if taps is None:
         used = torch.nonzero(kernel.detach().abs().amax(dim=(0, 1)) > 0).flatten()
         if used.numel() == 0:
-            return kernel.new_zeros(n, n), w - 1, 1
+            return 0, 0
         lo, hi = int(used[0]), int(used[-1]) + 1
     else:
         lo, hi = max(0, int(taps[0])), min(w, int(taps[1]))
         if hi <= lo:
-            return kernel.new_zeros(n, n), w - 1, 1
-    return kernel[:, :, lo:hi].permute(2, 1, 0).reshape((hi - lo) * n, n), lo, hi - lo
+            return 0, 0
+    return lo, hi - lo
+
+
+def _flat_kernel(kernel: torch.Tensor, lo: int, m: int) -> torch.Tensor:
+    """K_flat (m*n, n) of taps lo..lo+m-1, K_flat[(tap - lo) * n + j, i] = kernel[i, j, tap]."""
+    n = kernel.shape[0]
+    return kernel[:, :, lo:lo + m].permute(2, 1, 0).reshape(m * n, n)
 
 
 def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold: float,
-                  alpha: float = 5.0, taps: tuple[int, int] | None = None) -> torch.Tensor:
+                  alpha: float = 5.0, taps: tuple[int, int] | None = None,
+                  method: str = "auto") -> torch.Tensor:
     """Spikes (T, B, n) of a LIF layer (spikingjelly's LIFNode rule, as
     :func:`neurodelay.train.lif.lif_multistep`) whose input at step t is cur[t] (T, B, n)
     plus the recurrent current sum_{j, tap} kernel[i, j, tap] s_j[t - (window - tap)]
@@ -186,8 +229,10 @@ def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold
     cur and kernel (surrogate gradient ATan(alpha), reset detached). ``taps`` (lo, hi):
     only kernel taps lo..hi-1 can be nonzero (default: found from the kernel).
 
-    The loop runs with torch's threads: its per-step product dominates (unlike
-    lif_multistep's slices, which run serially)."""
+    ``method``: ``"native"`` the compiled loop (CPU, cur and kernel both float32 or both
+    float64), ``"torch"`` torch's ops (any device and dtypes; the reference),
+    ``"auto"`` (default) the compiled loop for float32 on the CPU where it is available
+    (:func:`native_status`), else torch's: the float64 path stays on torch's ops."""
     if cur.dim() != 3:
         raise KernelError(f"cur: expected (T, batch, n), got shape {tuple(cur.shape)}")
     n = cur.shape[2]
@@ -196,10 +241,20 @@ def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold
                           f"neurons, got shape {tuple(kernel.shape)}")
     if not (math.isfinite(tau) and tau > 1.0):
         raise KernelError(f"tau must be finite and > 1, got {tau}")
-    window = kernel.shape[2]
-    kflat, lo, m = _flat_kernel(kernel, taps)
-    span = window - lo            # the longest delay used: the buffer keeps that many steps
-    if torch.is_grad_enabled() and (cur.requires_grad or kflat.requires_grad):
+    lo, m = _tap_range(kernel, taps)
+    if m == 0:                    # no synapse: one zero tap at delay 1, no kernel gradient
+        kernel, lo, m = kernel.detach().new_zeros(n, n, 1), 0, 1
+    span = kernel.shape[2] - lo   # the longest delay used: the buffer keeps that many steps
+    grad = torch.is_grad_enabled() and (cur.requires_grad or kernel.requires_grad)
+    if _use_native(cur, kernel, method):
+        if grad:
+            return _NativeRecurrentLIF.apply(cur, kernel, lo, m, float(tau),
+                                             float(threshold), float(alpha))
+        with torch.no_grad():
+            return _native_forward(cur, _pack(kernel.detach(), lo, m), span, m, float(tau),
+                                   float(threshold), keep=False)[0]
+    kflat = _flat_kernel(kernel, lo, m)
+    if grad:
         return _RecurrentLIF.apply(cur, kflat, span, m, float(tau), float(threshold),
                                    float(alpha))
     with torch.no_grad():
@@ -207,6 +262,164 @@ def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold
                         keep=False)[0]
 
 
+# ----------------------------------------------------------------------------- compiled loop
+def _declare(lib) -> None:
+    P, I64, I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for sfx, R in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+        f = getattr(lib, f"nr_forward_{sfx}")
+        f.argtypes = [P, P, P, I64, I64, I64, I64, I64, R, R, P, P, I64, I64]
+        f.restype = I32
+        b = getattr(lib, f"nr_backward_{sfx}")
+        b.argtypes = [P, P, P, P, P, P, I64, I64, I64, I64, I64, R, R, R, R, I32, P, I64, I64]
+        b.restype = I32
+        k = getattr(lib, f"nr_kgrad_{sfx}")
+        k.argtypes = [P, P, I64, I64, I64, I64, I64, I64, I64, P, I64, I64]
+        k.restype = I32
+        c = getattr(lib, f"nr_csr_{sfx}")
+        c.argtypes = [P, I64, I64, P, P, P]
+        c.restype = I32
+        a = getattr(lib, f"nr_pack_{sfx}")
+        a.argtypes = [P, I64, I64, I64, I64, P, I64, I64]
+        a.restype = I32
+        r = getattr(lib, f"nr_rowcount_{sfx}")
+        r.argtypes = [P, I64, P, I64, I64]
+        r.restype = I32
+
+
+def native_status() -> native.NativeStatus:
+    """Whether the compiled time loop (``recurrent_kernels.c``, built and cached as
+    :mod:`neurodelay.train.native` builds its kernels) is in use, and why (not)."""
+    return native.load_library(KERNEL_SOURCE, "recurrent", KERNEL_ABI, _declare)[0]
+
+
+def _use_native(cur: torch.Tensor, kernel: torch.Tensor, method: str) -> bool:
+    if method not in METHODS:
+        raise KernelError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "torch":
+        return False
+    fits = (cur.device.type == "cpu" and kernel.device.type == "cpu"
+            and cur.dtype == kernel.dtype and cur.dtype in (torch.float32, torch.float64)
+            and cur.shape[2] <= MAX_NATIVE_NEURONS and cur.numel() < 2**31)
+    if method == "auto":
+        return fits and cur.dtype == torch.float32 and native_status().available
+    if not fits:
+        raise KernelError(f"method='native' needs cur and kernel on the CPU, both float32 "
+                          f"or both float64, at most {MAX_NATIVE_NEURONS} neurons and fewer "
+                          f"than 2**31 steps x batch x neurons; got {cur.dtype} on "
+                          f"{cur.device}, {kernel.dtype} on {kernel.device}, shape "
+                          f"{tuple(cur.shape)}; use method='torch'")
+    st = native_status()
+    if not st.available:
+        raise KernelError(f"the compiled recurrent loop is unavailable: {st.reason}; use "
+                          f"method='torch'")
+    return True
+
+
+def _kernels(dtype: torch.dtype):
+    sfx = {torch.float32: "f32", torch.float64: "f64"}[dtype]
+    lib = native.load_library(KERNEL_SOURCE, "recurrent", KERNEL_ABI, _declare)[1]
+    return {name: getattr(lib, f"nr_{name}_{sfx}")
+            for name in ("forward", "backward", "kgrad", "csr", "pack", "rowcount")}
+
+
+def _check(rc: int) -> None:
+    if rc != 0:
+        raise KernelError(f"compiled recurrent loop: refused its arguments (code {rc})")
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else t.data_ptr()
+
+
+def _pack(kernel: torch.Tensor, lo: int, m: int) -> torch.Tensor:
+    """_flat_kernel's K_flat (m*n, n), contiguous, by the compiled transpose."""
+    n, _, w = kernel.shape
+    kernel = kernel.contiguous()
+    kflat = torch.empty(m * n, n, dtype=kernel.dtype)
+    native.split_run(_kernels(kernel.dtype)["pack"], n, lambda lo_i, hi_i: (
+        kernel.data_ptr(), n, w, lo, m, kflat.data_ptr(), lo_i, hi_i))
+    return kflat
+
+
+def _row_counts(kflat: torch.Tensor) -> torch.Tensor:
+    """(m*n,) int64: the nonzero entries of every row of K_flat."""
+    counts = torch.empty(kflat.shape[0], dtype=torch.int64)
+    native.split_run(_kernels(kflat.dtype)["rowcount"], kflat.shape[0], lambda lo, hi: (
+        kflat.data_ptr(), kflat.shape[1], counts.data_ptr(), lo, hi))
+    return counts
+
+
+def _native_forward(cur, kflat, span, m, tau, threshold, keep, counts=None):
+    """The compiled step loop over K_flat (contiguous): (spikes (T, B, n), pre-reset states
+    -h (T, B, n) or None)."""
+    fwd = _kernels(cur.dtype)["forward"]
+    cur = cur.contiguous()
+    T, B, n = cur.shape
+    counts = _row_counts(kflat) if counts is None else counts
+    spikes = torch.empty(T, B, n, dtype=cur.dtype)
+    states = torch.empty(T, B, n, dtype=cur.dtype) if keep else None
+    native.split_run(fwd, B, lambda lo, hi: (
+        cur.data_ptr(), kflat.data_ptr(), counts.data_ptr(), T, B, n, m, span, tau, threshold,
+        spikes.data_ptr(), _ptr(states), lo, hi))
+    return spikes, states
+
+
+def lane_block(batch: int, threads: int) -> int:
+    """Batch items per lane block of the compiled backward: the smallest of LANE_BLOCKS
+    that gives every thread one block (64 at most). Any choice gives the same bits."""
+    per = -(-batch // max(1, threads))
+    return next((lb for lb in LANE_BLOCKS if lb >= per), LANE_BLOCKS[-1])
+
+
+class _NativeRecurrentLIF(torch.autograd.Function):
+    """The compiled step loop, forward and backward, one autograd node: inputs cur and
+    the kernel (n, n, window) itself (its taps lo..lo+m-1 are used), so that its gradient
+    comes back in the kernel's own layout."""
+
+    @staticmethod
+    def forward(ctx, cur, kernel, lo, m, tau, threshold, alpha):
+        kflat = _pack(kernel.detach(), lo, m)
+        counts = _row_counts(kflat)
+        span = kernel.shape[2] - lo
+        spikes, states = _native_forward(cur, kflat, span, m, tau, threshold, keep=True,
+                                         counts=counts)
+        ctx.save_for_backward(kflat, counts, spikes, states)
+        ctx.shape, ctx.lo, ctx.m, ctx.span = tuple(kernel.shape), lo, m, span
+        ctx.tau, ctx.threshold, ctx.alpha = tau, threshold, alpha
+        return spikes
+
+    @staticmethod
+    def backward(ctx, g_s):
+        kflat, counts, spikes, states = ctx.saved_tensors
+        fns = _kernels(spikes.dtype)
+        T, B, n = spikes.shape
+        m, span = ctx.m, ctx.span
+        g_s = g_s.to(spikes.dtype).contiguous()
+        # K_flat's rows (k, j) in groups of ROW_GROUP taps, their entries in column blocks
+        # of CSR_BLOCK neurons i (recurrent_kernels.c, nr_csr)
+        groups = -(-m // ROW_GROUP) * n
+        rowptr = torch.empty(-(-n // CSR_BLOCK) * groups + 1, dtype=torch.int64)
+        cols = torch.empty(groups * n, dtype=torch.int16)     # read as uint16 by the C
+        vals = torch.empty(groups * n * ROW_GROUP, dtype=kflat.dtype)
+        _check(fns["csr"](kflat.data_ptr(), m, n, rowptr.data_ptr(), cols.data_ptr(),
+                          vals.data_ptr()))
+        lb = lane_block(B, torch.get_num_threads())
+        gx = torch.empty(T, B, n, dtype=spikes.dtype)
+        c, half_alpha = math.pi / 2 * ctx.alpha, ctx.alpha / 2
+        native.split_run(fns["backward"], -(-B // lb), lambda lo, hi: (
+            g_s.data_ptr(), states.data_ptr(), spikes.data_ptr(), vals.data_ptr(),
+            cols.data_ptr(), rowptr.data_ptr(), T, B, n, m, span, ctx.tau, ctx.threshold, c,
+            half_alpha, lb, gx.data_ptr(), lo, hi))
+        g_k = None
+        if ctx.needs_input_grad[1]:
+            g_k = torch.zeros(ctx.shape, dtype=spikes.dtype)  # taps outside lo..lo+m-1: 0
+            native.split_run(fns["kgrad"], -(-n // KGRAD_TILE), lambda lo, hi: (
+                spikes.data_ptr(), gx.data_ptr(), T, B, n, m, span, ctx.shape[2], ctx.lo,
+                g_k.data_ptr(), lo, hi))
+        return gx, g_k, None, None, None, None, None
+
+
+# ----------------------------------------------------------------------------- torch loop
 def _forward(cur, kflat, span, m, tau, threshold, keep):
     """The step loop: (spikes (T, B, n), pre-reset states -h (T, B, n) or None, spike
     buffer (B, span + T, n) in kflat's dtype)."""
