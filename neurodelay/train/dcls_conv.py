@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from neurodelay.errors import KernelError
+from neurodelay.train import native
 
 DCLS_SIG_OFFSET = 0.27      # dcls: sigma = |SIG| + 0.27
 DCLS_NORM_EPS = 1e-7        # dcls: kernel / (sum + 1e-7)
@@ -110,10 +111,14 @@ class _GaussKernel(torch.autograd.Function):
         xn = g.div_(g.sum(-1, keepdim=True).add_(DCLS_NORM_EPS))     # normalised, in place
         xn.masked_fill_(xn < TAP_FLOOR, 0.0)
         ctx.save_for_backward(w, xn, z, s)
-        return xn * w.unsqueeze(-1)
+        ctx.mark_non_differentiable(xn)
+        ctx.set_materialize_grads(False)
+        return xn * w.unsqueeze(-1), xn
 
     @staticmethod
-    def backward(ctx, gk):
+    def backward(ctx, gk, _g_xn=None):
+        if gk is None:
+            return None, None, None, None
         w, xn, z, s = ctx.saved_tensors
         gx = gk * xn                                                   # (o, i, n)
         a = gx.sum(-1)                                                 # dL/dw
@@ -135,9 +140,16 @@ def gauss_kernel(weight, P, SIG, window: int) -> torch.Tensor:
     Differentiable w.r.t. weight and P; SIG gets no gradient (it is scheduled, not
     learned; pass a SIG with requires_grad to fall back to plain autograd).
     """
+    return _gauss_kernel_and_taps(weight, P, SIG, window)[0]
+
+
+def _gauss_kernel_and_taps(weight, P, SIG, window: int):
+    """(kernel, normalised Gaussian (out, in, window) or None): :func:`gauss_kernel` and,
+    on the hand-written path, the Gaussian itself, whose nonzero taps are the taps whose
+    kernel gradient the kernel's backward uses (even where the weight is 0)."""
     w, p, sig, window = _kernel_shapes(weight, P, SIG, window)
     if sig.requires_grad and torch.is_grad_enabled():
-        return gauss_kernel_reference(weight, P, SIG, window)
+        return gauss_kernel_reference(weight, P, SIG, window), None
     return _GaussKernel.apply(w, p, sig.detach(), window)
 
 
@@ -463,10 +475,183 @@ def spectral_conv(x: torch.Tensor, spec: torch.Tensor, mats: DFTMatrices,
     return _SpectralConv.apply(x, spec, weight, mats, keep)
 
 
-def delay_conv(x: torch.Tensor, weight, P, SIG, window: int) -> torch.Tensor:
+# ----------------------------------------------------------------------- multi-tap path
+LEARNED_METHODS = ("auto", "spectral", "direct")
+# Cost model of :func:`delay_conv` (see :func:`choose_method`): seconds per unit of work on
+# each path, measured by benchmarks/bench_costmodel.py (least squares over the SHD / SSC
+# layer shapes at sigma 0.5 and 12.8, batch 16-256, 1 and 2 threads; the figures below are
+# its fit on the 2-core Xeon (Sapphire Rapids) these were written on, per thread).
+#   spectral, per (batch, in, out) triple and frequency bin: the bin products, forward
+#   (the backward's input and kernel gradients cost about the same each)
+COST_SPECTRAL_BIN = 2.0e-10
+#   spectral, per value transformed (batch x channels x T x bins), input or output side
+COST_SPECTRAL_TRANSFORM = 1.5e-10
+#   direct (multi-tap C kernel), per nonzero input x fan-out x 16-tap chunk, forward; the
+#   kernel gradient costs about the same
+COST_DIRECT_CHUNK = 1.0e-9
+#   direct, per input value scanned for its nonzeros
+COST_DIRECT_SCAN = 1.0e-9
+
+
+class TapPlan(NamedTuple):
+    """Where each synapse's taps are, for the multi-tap kernels: ``width`` W (16 or 32) taps
+    from delay ``base`` (smallest delay with a tap; -1: a synapse without taps) on, base
+    as (out, in) and (in, out) int32; ``idx`` (out, in, W) the delays base + m (clamped at
+    0), ``valid`` where base + m is inside the window; ``taps`` the mean taps per synapse
+    (largest minus smallest delay + 1)."""
+
+    width: int
+    max_base: int
+    base_oi: torch.Tensor
+    base_io: torch.Tensor
+    idx: torch.Tensor
+    valid: torch.Tensor
+    taps: float
+
+
+def tap_plan(support: torch.Tensor) -> TapPlan | None:
+    """The :class:`TapPlan` of a kernel whose nonzero taps are those of ``support``
+    (out, in, window); None when a synapse spans more than max(native.MULTITAP_WIDTHS)
+    taps."""
+    n_out, n_in, window = support.shape
+    nz = support != 0
+    n_idx = torch.arange(window, device=support.device)
+    last = torch.where(nz, n_idx, -1).amax(-1)                      # last tap with a value
+    first = torch.where(nz, n_idx, window).amin(-1)
+    span = (last - first + 1).clamp_(min=0)
+    kmax = int(span.max()) if span.numel() else 0
+    fit = [w for w in native.MULTITAP_WIDTHS if w >= kmax]
+    if not fit:
+        return None
+    width = fit[0]
+    has = last >= 0
+    base = torch.where(has, window - 1 - last, -1)                  # smallest delay
+    idx = base.clamp(min=0).unsqueeze(-1) + torch.arange(width, device=support.device)
+    valid = (idx < window) & has.unsqueeze(-1)
+    b32 = base.to(torch.int32)
+    return TapPlan(width, int(base.max()) if base.numel() else 0, b32.contiguous(),
+                   b32.t().contiguous(), idx.clamp_(max=window + width - 1), valid,
+                   float(span.float().mean()) if span.numel() else 0.0)
+
+
+def _taps_of(kernel: torch.Tensor, plan: TapPlan) -> torch.Tensor:
+    """kr (in, out, W): kernel value of each synapse at delay base + m (tap window-1-delay)."""
+    window = kernel.shape[2]
+    kd = F.pad(kernel.detach().flip(-1), (0, plan.width))          # index = delay
+    return torch.gather(kd, 2, plan.idx).transpose(0, 1).contiguous()
+
+
+def _kernel_grad_dense(gkr: torch.Tensor, plan: TapPlan, window: int) -> torch.Tensor:
+    """dL/dkernel (out, in, window) from the multi-tap kernel gradient (out, in, W): the
+    taps inside each synapse's W-tap range, 0 elsewhere (taps the Gaussian leaves at 0)."""
+    n_out, n_in, _ = gkr.shape
+    gd = gkr.new_zeros(n_out, n_in, window + plan.width)
+    gd.scatter_(2, plan.idx, gkr * plan.valid)
+    return gd[..., :window].flip(-1)
+
+
+def _adjoint_conv(gy: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """dL/dx of the causal convolution: gx[b, i, s] = sum_{o, n} kernel[o, i, n] *
+    gy[b, o, s + window - 1 - n], i.e. the causal convolution of gy reversed in time with
+    the transposed kernel, reversed back (through :func:`causal_conv`)."""
+    with torch.no_grad():
+        return causal_conv(gy.flip(-1), kernel.detach().transpose(0, 1)).flip(-1)
+
+
+class _MultiTapConv(torch.autograd.Function):
+    """:func:`causal_conv` through the multi-tap direct kernels
+    (:func:`neurodelay.train.native.multitap_forward`): forward and kernel gradient over the
+    nonzero inputs only; the input gradient (dense in dL/dy) through :func:`_adjoint_conv`.
+    The kernel gradient covers each synapse's W taps (:class:`TapPlan`); outside them it is
+    0, which is exact for the Gaussian kernels of :func:`delay_conv` (their backward
+    multiplies it by the Gaussian, 0 there)."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, plan, sp):
+        kr = _taps_of(kernel, plan)
+        ctx.plan, ctx.sp = plan, sp
+        ctx.save_for_backward(kernel)
+        return native.multitap_forward(sp, kr, plan.base_io, plan.max_base).permute(1, 2, 0)
+
+    @staticmethod
+    def backward(ctx, gy):
+        (kernel,) = ctx.saved_tensors
+        plan = ctx.plan
+        gx = gk = None
+        if ctx.needs_input_grad[0]:
+            gx = _adjoint_conv(gy, kernel)
+        if ctx.needs_input_grad[1]:
+            gkr = native.multitap_kernel_grad(gy, ctx.sp, plan.base_oi, plan.width,
+                                              plan.max_base)
+            gk = _kernel_grad_dense(gkr, plan, kernel.shape[2])
+        return gx, gk, None, None
+
+
+def spectral_cost(B: int, n_in: int, n_out: int, T: int, window: int) -> float:
+    """Estimated seconds of one spectral :func:`causal_conv` forward (cost model)."""
+    n_bins = (T + window - 1) // 2 + 1
+    return (COST_SPECTRAL_BIN * B * n_in * n_out * n_bins
+            + COST_SPECTRAL_TRANSFORM * B * (n_in + n_out) * T * n_bins)
+
+
+def direct_cost(B: int, n_in: int, n_out: int, T: int, nnz: int, width: int) -> float:
+    """Estimated seconds of one multi-tap forward (or kernel gradient) (cost model)."""
+    return COST_DIRECT_CHUNK * nnz * n_out * (width // 16) + COST_DIRECT_SCAN * B * n_in * T
+
+
+def choose_method(B: int, n_in: int, n_out: int, T: int, window: int, nnz: int,
+                  width: int, need_x: bool, need_k: bool) -> str:
+    """"direct" or "spectral", whichever the cost model says is cheaper for one call of
+    :func:`delay_conv` with its backward: spectral = forward x (1 + need_x + need_k);
+    direct = multi-tap forward (+ kernel gradient) + the spectral input gradient."""
+    spec = spectral_cost(B, n_in, n_out, T, window)
+    t_spec = spec * (1 + need_x + need_k)
+    t_dir = direct_cost(B, n_in, n_out, T, nnz, width) * (1 + need_k)
+    if need_x:
+        t_dir += spectral_cost(B, n_out, n_in, T, window)
+    return "direct" if t_dir < t_spec else "spectral"
+
+
+def _direct_possible(x: torch.Tensor, window: int) -> bool:
+    return (x.device.type == "cpu" and window > DIRECT_MAX_WINDOW and x.shape[2] > 0
+            and native.available())
+
+
+def delay_conv(x: torch.Tensor, weight, P, SIG, window: int, *,
+               method: str = "auto") -> torch.Tensor:
     """What ``DelaySynapses.conv(F.pad(x, (window - 1, 0)))`` computes, faster.
 
     x (B, in, T); weight (out, in, 1); P, SIG (1, out, in, 1) (dcls' parameters) ->
     (B, out, T). Differentiable w.r.t. x, weight and P (not SIG).
+
+    ``method``: "spectral" (:func:`causal_conv`'s frequency domain), "direct" (the
+    multi-tap C kernels over the nonzero inputs, :class:`_MultiTapConv`; CPU, compiled
+    kernels and at most 32 taps per synapse, else a KernelError) or "auto": direct where
+    possible and cheaper by the cost model (:func:`choose_method`), per call.
     """
-    return causal_conv(x, gauss_kernel(weight, P, SIG, window))
+    if method not in LEARNED_METHODS:
+        raise KernelError(f"delay_conv: method must be one of "
+                          f"{', '.join(map(repr, LEARNED_METHODS))}, got {method!r}")
+    kernel, gauss = _gauss_kernel_and_taps(weight, P, SIG, window)
+    if method == "spectral" or (method == "auto" and not _direct_possible(x, int(window))):
+        return causal_conv(x, kernel)
+    _check_conv_args(x, kernel)
+    if method == "direct" and not _direct_possible(x, int(window)):
+        raise KernelError(f"delay_conv: method 'direct' needs x on the CPU ({x.device}), "
+                          f"a window > {DIRECT_MAX_WINDOW} ({window}), T > 0 and the "
+                          f"compiled kernels ({native.status().describe()}); use 'auto'")
+    plan = tap_plan(gauss if gauss is not None else kernel.detach())
+    if plan is None:
+        if method == "direct":
+            raise KernelError(f"delay_conv: method 'direct' handles at most "
+                              f"{max(native.MULTITAP_WIDTHS)} taps per synapse; this "
+                              f"kernel is wider (sigma too large); use 'auto'")
+        return causal_conv(x, kernel)
+    sp = native.spikes(x.detach())
+    if method == "auto":
+        n_b, n_in, T = x.shape
+        grad = torch.is_grad_enabled()
+        if choose_method(n_b, n_in, kernel.shape[0], T, int(window), sp.nnz, plan.width,
+                         grad and x.requires_grad, grad and kernel.requires_grad) != "direct":
+            return causal_conv(x, kernel)
+    return _MultiTapConv.apply(x, kernel, plan, sp)

@@ -226,5 +226,170 @@ DEFINE_KERNELS(float, f32, fmaf)
 DEFINE_KERNELS(double, f64, fma)
 #undef real_t
 
+/* ---------------------------------------------------------------------------------------
+   Multi-tap direct kernels of the learned-delay convolution (neurodelay/train/dcls_conv.py,
+   native.py's multitap_*): every synapse (o, i) has a contiguous range of W taps (W = 16
+   or 32) starting at its smallest delay base[o, i] (-1: a synapse without taps), with
+   kernel values kr[., ., m] at delay base + m:
+
+       y[b, o, t] = sum_i sum_m kr[o, i, m] * x[b, i, t - base[o, i] - m]
+
+   The input is taken as lists of its nonzero values (nd_spikes_*): binary spikes, mostly
+   zero, so the forward and the kernel gradient cost (nonzero inputs) x (fan-out) x W
+   multiply-adds instead of B x in x out x T x W. Forward: every nonzero input x[b, i, s]
+   adds v * kr[o, i, 0:W] to the output row y[b, o, s + base : s + base + W] of each
+   output o (a W-wide vector fma into a zero-padded row that stays in L1, MT_OB output
+   rows interleaved so that consecutive updates touch different rows). Kernel gradient:
+   gk[o, i, m] = sum_b sum_s v * gy[b, o, s + base + m], W lanes in registers.
+   Sum orders: y[b, o, t] over i ascending, then s ascending (one thread per batch item);
+   gk[o, i, m] over b ascending, then s ascending (one thread per output channel): results
+   do not depend on the thread count. Every multiply-add is one fma().
+   --------------------------------------------------------------------------------------- */
+#define MT_OB 16
+#define MT_BB 4
+#define MT_KO 8
+
+#define DEFINE_MULTITAP(real, sfx, FMA)                                                    \
+/* nonzero inputs of batch items [b0, b1): for (b, i), the steps s (ascending) with        \
+   x[b, i, s] != 0 in tim[(b * n_in + i) * T + k], their values in val[...], their count   \
+   in cnt[b * n_in + i]. */                                                                \
+int nd_spikes_##sfx(const real *x, int64_t sb, int64_t si, int64_t st, int64_t n_in,       \
+                    int64_t T, int32_t *tim, real *val, int32_t *cnt, int64_t b0,          \
+                    int64_t b1)                                                            \
+{                                                                                          \
+    for (int64_t b = b0; b < b1; b++) {                                                    \
+        int32_t *cb = cnt + b * n_in;                                                      \
+        memset(cb, 0, sizeof(int32_t) * (size_t)n_in);                                     \
+        if (st <= si) {                                                                    \
+            for (int64_t i = 0; i < n_in; i++) {                                           \
+                const real *r = x + b * sb + i * si;                                       \
+                int64_t r0 = (b * n_in + i) * T;                                           \
+                int32_t n = 0;                                                             \
+                for (int64_t s = 0; s < T; s++) {                                          \
+                    real v = r[s * st];                                                    \
+                    if (v != 0) { tim[r0 + n] = (int32_t)s; val[r0 + n] = v; n++; }        \
+                }                                                                          \
+                cb[i] = n;                                                                 \
+            }                                                                              \
+        } else {                                                                           \
+            for (int64_t s = 0; s < T; s++) {                                              \
+                const real *r = x + b * sb + s * st;                                       \
+                for (int64_t i = 0; i < n_in; i++) {                                       \
+                    real v = r[i * si];                                                    \
+                    if (v != 0) {                                                          \
+                        int64_t k = (b * n_in + i) * T + cb[i]++;                          \
+                        tim[k] = (int32_t)s; val[k] = v;                                   \
+                    }                                                                      \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
+    return 0;                                                                              \
+}                                                                                          \
+                                                                                           \
+static inline void mt_axpy_##sfx(real *a, real v, const real *k, int W)                    \
+{                                                                                          \
+    if (W == 16) { for (int m = 0; m < 16; m++) a[m] = FMA(v, k[m], a[m]); }               \
+    else { for (int m = 0; m < 32; m++) a[m] = FMA(v, k[m], a[m]); }                       \
+}                                                                                          \
+                                                                                           \
+/* forward, batch items [b0, b1): y (T, B, n_out) contiguous; kr (n_in, n_out, W), base     \
+   (n_in, n_out); Lp >= T + max(base) + W (row length). Returns 0, -1: out of memory,     \
+   -2: bad width. */                                                                       \
+int nd_mt_fwd_##sfx(const int32_t *tim, const real *val, const int32_t *cnt, int64_t n_in, \
+                    int64_t T, const real *kr, const int32_t *base, int64_t n_out, int W,  \
+                    int64_t Lp, real *y, int64_t B, int64_t b0, int64_t b1)                \
+{                                                                                          \
+    if (W != 16 && W != 32) return -2;                                                     \
+    real *acc = malloc(sizeof(real) * (size_t)(MT_BB * MT_OB * Lp));                       \
+    if (!acc) return -1;                                                                   \
+    for (int64_t bb = b0; bb < b1; bb += MT_BB) {                                          \
+        int nb = b1 - bb < MT_BB ? (int)(b1 - bb) : MT_BB;                                 \
+        for (int64_t o0 = 0; o0 < n_out; o0 += MT_OB) {                                    \
+            int no = n_out - o0 < MT_OB ? (int)(n_out - o0) : MT_OB;                       \
+            memset(acc, 0, sizeof(real) * (size_t)(nb * MT_OB * Lp));                      \
+            for (int64_t i = 0; i < n_in; i++) {                                           \
+                const real *ki = kr + (i * n_out + o0) * W;                                \
+                const int32_t *bi = base + i * n_out + o0;                                 \
+                for (int q = 0; q < nb; q++) {                                             \
+                    int64_t r = (bb + q) * n_in + i;                                       \
+                    int32_t n = cnt[r];                                                    \
+                    if (!n) continue;                                                      \
+                    const int32_t *ts = tim + r * T;                                       \
+                    const real *vs = val + r * T;                                          \
+                    real *aq = acc + (int64_t)q * MT_OB * Lp;                              \
+                    for (int32_t k = 0; k < n; k++) {                                      \
+                        int64_t s = ts[k];                                                 \
+                        real v = vs[k];                                                    \
+                        for (int o = 0; o < no; o++) {                                     \
+                            int32_t bs = bi[o];                                            \
+                            if (bs < 0) continue;                                          \
+                            mt_axpy_##sfx(aq + o * Lp + s + bs, v, ki + o * W, W);         \
+                        }                                                                  \
+                    }                                                                      \
+                }                                                                          \
+            }                                                                              \
+            for (int q = 0; q < nb; q++)                                                   \
+                for (int64_t t = 0; t < T; t++) {                                          \
+                    real *yt = y + (t * B + bb + q) * n_out + o0;                          \
+                    const real *aq = acc + (int64_t)q * MT_OB * Lp + t;                    \
+                    for (int o = 0; o < no; o++) yt[o] = aq[o * Lp];                       \
+                }                                                                          \
+        }                                                                                  \
+    }                                                                                      \
+    free(acc);                                                                             \
+    return 0;                                                                              \
+}                                                                                          \
+                                                                                           \
+/* kernel gradient, output channels [o0, o1): gk (n_out, n_in, W) contiguous,              \
+   gk[o, i, m] = sum_b sum_s val * gy[b, o, s + base[o, i] + m] (gy = 0 from T on);        \
+   base (n_out, n_in). Returns 0, -1: out of memory, -2: bad width or range. */           \
+int nd_mt_kgrad_##sfx(const real *gy, int64_t gsb, int64_t gso, int64_t gst,               \
+                      const int32_t *tim, const real *val, const int32_t *cnt,             \
+                      int64_t n_in, int64_t T, const int32_t *base, int64_t n_out, int W,  \
+                      int64_t Lp, real *gk, int64_t B, int64_t o0, int64_t o1)             \
+{                                                                                          \
+    if ((W != 16 && W != 32) || o0 < 0 || o0 > o1 || o1 > n_out) return -2;               \
+    real *rows = calloc((size_t)(MT_KO * B * Lp), sizeof(real));                           \
+    if (!rows) return -1;                                                                  \
+    for (int64_t oa = o0; oa < o1; oa += MT_KO) {                                          \
+        int no = o1 - oa < MT_KO ? (int)(o1 - oa) : MT_KO;                                 \
+        for (int64_t b = 0; b < B; b++)                                                    \
+            for (int64_t t = 0; t < T; t++) {                                              \
+                const real *g = gy + b * gsb + t * gst + oa * gso;                         \
+                for (int o = 0; o < no; o++) rows[((int64_t)o * B + b) * Lp + t] = g[o * gso];\
+            }                                                                              \
+        for (int64_t i = 0; i < n_in; i++) {                                               \
+            real a[MT_KO][32];                                                             \
+            memset(a, 0, sizeof a);                                                        \
+            int32_t bs[MT_KO];                                                             \
+            for (int o = 0; o < no; o++) bs[o] = base[(oa + o) * n_in + i];                \
+            for (int64_t b = 0; b < B; b++) {                                              \
+                int64_t r = b * n_in + i;                                                  \
+                int32_t n = cnt[r];                                                        \
+                if (!n) continue;                                                          \
+                const int32_t *ts = tim + r * T;                                           \
+                const real *vs = val + r * T;                                              \
+                for (int32_t k = 0; k < n; k++) {                                          \
+                    int64_t s = ts[k];                                                     \
+                    real v = vs[k];                                                        \
+                    for (int o = 0; o < no; o++) {                                         \
+                        if (bs[o] < 0) continue;                                           \
+                        mt_axpy_##sfx(a[o], v, rows + ((int64_t)o * B + b) * Lp + s + bs[o],\
+                                      W);                                                  \
+                    }                                                                      \
+                }                                                                          \
+            }                                                                              \
+            for (int o = 0; o < no; o++)                                                   \
+                memcpy(gk + ((oa + o) * n_in + i) * W, a[o], sizeof(real) * (size_t)W);    \
+        }                                                                                  \
+    }                                                                                      \
+    free(rows);                                                                            \
+    return 0;                                                                              \
+}
+
+DEFINE_MULTITAP(float, f32, fmaf)
+DEFINE_MULTITAP(double, f64, fma)
+
 /* version of this file's interface, checked by native.py after loading */
-int nd_abi_version(void) { return 1; }
+int nd_abi_version(void) { return 2; }

@@ -48,7 +48,7 @@ from neurodelay.errors import KernelError
 from neurodelay.fs import atomic_path
 
 SOURCE = Path(__file__).with_name("intdelay_kernels.c")
-ABI_VERSION = 1
+ABI_VERSION = 2
 ENV_SWITCH = "NEURODELAY_NATIVE"          # "0" / "off" / "no": do not build or use
 FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
 COMMON_FLAGS = ("-std=gnu11", "-ffp-contract=off", "-fPIC", "-shared")
@@ -151,6 +151,16 @@ def _declare(lib) -> None:
         w.argtypes = [P, I64, I64, I64, P, I64, I64, I64, I64, P, I64, P, I64, I64, I64, I32,
                       I64, I64]
         w.restype = I32
+        sp = getattr(lib, f"nd_spikes_{sfx}")
+        sp.argtypes = [P, I64, I64, I64, I64, I64, P, P, P, I64, I64]
+        sp.restype = I32
+        mf = getattr(lib, f"nd_mt_fwd_{sfx}")
+        mf.argtypes = [P, P, P, I64, I64, P, P, I64, I32, I64, P, I64, I64, I64]
+        mf.restype = I32
+        mk = getattr(lib, f"nd_mt_kgrad_{sfx}")
+        mk.argtypes = [P, I64, I64, I64, P, P, P, I64, I64, P, I64, I32, I64, P, I64, I64,
+                       I64]
+        mk.restype = I32
 
 
 def _build() -> tuple[NativeStatus, object]:
@@ -252,6 +262,94 @@ def _sfx(t: torch.Tensor) -> str:
 def _span(delay: torch.Tensor, T: int) -> int:
     d = delay[delay < T]
     return int(d.max()) if d.numel() else 0
+
+
+# ----------------------------------------------------------------------- multi-tap kernels
+MULTITAP_WIDTHS = (16, 32)     # taps per synapse the multi-tap kernels are built for
+
+
+@dataclass(frozen=True)
+class Spikes:
+    """The nonzero values of an input x (B, n_in, T), per (b, i) in ascending steps:
+    ``tim`` / ``val`` (B * n_in * T,) hold them at (b * n_in + i) * T + k, k < cnt[b, i]."""
+
+    tim: torch.Tensor
+    val: torch.Tensor
+    cnt: torch.Tensor
+    shape: tuple
+
+    @property
+    def nnz(self) -> int:
+        return int(self.cnt.sum())
+
+
+def spikes(x: torch.Tensor) -> Spikes:
+    """The nonzero inputs of x (B, n_in, T) (any strides), as lists (:class:`Spikes`)."""
+    lib = _lib()
+    _check_cpu(x)
+    B, n_in, T = x.shape
+    tim = torch.empty(B * n_in * T, dtype=torch.int32)
+    val = torch.empty(B * n_in * T, dtype=x.dtype)
+    cnt = torch.empty(B, n_in, dtype=torch.int32)
+    sb, si, st = x.stride()
+    fn = getattr(lib, f"nd_spikes_{_sfx(x)}")
+    _run(fn, B, lambda lo, hi: (x.data_ptr(), sb, si, st, n_in, T, tim.data_ptr(),
+                                val.data_ptr(), cnt.data_ptr(), lo, hi))
+    return Spikes(tim, val, cnt, (B, n_in, T))
+
+
+def _mt_row_len(T: int, max_base: int, width: int) -> int:
+    return -(-(T + max_base + width) // 16) * 16
+
+
+def _check_cpu(t: torch.Tensor) -> None:
+    if t.device.type != "cpu":
+        raise KernelError(f"native kernels: tensors must be on the CPU, got {t.device}")
+
+
+def _check_width(width: int) -> None:
+    if width not in MULTITAP_WIDTHS:
+        raise KernelError(f"multi-tap kernels: width must be one of {MULTITAP_WIDTHS}, "
+                          f"got {width}")
+
+
+def multitap_forward(sp: Spikes, kr: torch.Tensor, base: torch.Tensor,
+                     max_base: int) -> torch.Tensor:
+    """y (T, B, n_out) contiguous: y[t, b, o] = sum_i sum_m kr[i, o, m] *
+    x[b, i, t - base[i, o] - m], x given by its nonzero values ``sp``; kr (n_in, n_out, W)
+    contiguous of x's dtype, base (n_in, n_out) int32 (-1: a synapse without taps),
+    ``max_base`` >= every base."""
+    lib = _lib()
+    B, n_in, T = sp.shape
+    n_out, width = kr.shape[1], kr.shape[2]
+    _check_width(width)
+    y = torch.empty(T, B, n_out, dtype=kr.dtype)
+    L = _mt_row_len(T, max_base, width)
+    fn = getattr(lib, f"nd_mt_fwd_{_sfx(kr)}")
+    _run(fn, B, lambda lo, hi: (sp.tim.data_ptr(), sp.val.data_ptr(), sp.cnt.data_ptr(),
+                                n_in, T, kr.data_ptr(), base.data_ptr(), n_out, width, L,
+                                y.data_ptr(), B, lo, hi))
+    return y
+
+
+def multitap_kernel_grad(gy: torch.Tensor, sp: Spikes, base: torch.Tensor, width: int,
+                         max_base: int) -> torch.Tensor:
+    """dL/dkr (n_out, n_in, W): sum over b, s of x[b, i, s] * gy[b, o, s + base[o, i] + m]
+    (gy (B, n_out, T), any strides; x given by ``sp``; base (n_out, n_in) int32)."""
+    lib = _lib()
+    _check_cpu(gy)
+    _check_width(width)
+    B, n_in, T = sp.shape
+    n_out = gy.shape[1]
+    g = torch.empty(n_out, n_in, width, dtype=gy.dtype)
+    L = _mt_row_len(T, max_base, width)
+    gsb, gso, gst = gy.stride()
+    fn = getattr(lib, f"nd_mt_kgrad_{_sfx(gy)}")
+    _run(fn, n_out, lambda lo, hi: (gy.data_ptr(), gsb, gso, gst, sp.tim.data_ptr(),
+                                    sp.val.data_ptr(), sp.cnt.data_ptr(), n_in, T,
+                                    base.data_ptr(), n_out, width, L, g.data_ptr(), B, lo,
+                                    hi))
+    return g
 
 
 def gather(src: torch.Tensor, weight: torch.Tensor, off: torch.Tensor, shift: int,
