@@ -477,77 +477,59 @@ def spectral_conv(x: torch.Tensor, spec: torch.Tensor, mats: DFTMatrices,
 
 # ----------------------------------------------------------------------- multi-tap path
 LEARNED_METHODS = ("auto", "spectral", "direct")
-# Cost model of :func:`delay_conv` (see :func:`choose_method`): seconds per unit of work on
-# each path, measured by benchmarks/bench_costmodel.py (least squares over the SHD / SSC
-# layer shapes at sigma 0.5 and 12.8, batch 16-256, 1 and 2 threads; the figures below are
-# its fit on the 2-core Xeon (Sapphire Rapids) these were written on, per thread).
-#   spectral, per (batch, in, out) triple and frequency bin: the bin products, forward
-#   (the backward's input and kernel gradients cost about the same each)
-COST_SPECTRAL_BIN = 2.0e-10
-#   spectral, per value transformed (batch x channels x T x bins), input or output side
-COST_SPECTRAL_TRANSFORM = 1.5e-10
-#   direct (multi-tap C kernel), per nonzero input x fan-out x 16-tap chunk, forward; the
-#   kernel gradient costs about the same
-COST_DIRECT_CHUNK = 1.0e-9
-#   direct, per input value scanned for its nonzeros
-COST_DIRECT_SCAN = 1.0e-9
+# What delay_conv(method=None), i.e. the model, uses: one of LEARNED_METHODS (benchmarks
+# and tests set it to time or check one path).
+LEARNED_METHOD = "auto"
+# Cost model of :func:`delay_conv` (:func:`choose_method`): seconds per unit of work of
+# each path's features (:func:`spectral_features`, :func:`direct_features`), fitted by
+# benchmarks/bench_kernels.py (least squares on relative error over the SHD / SSC layer
+# shapes, batch 16-256, input densities 1-30 %, sigma 0.5; 1 torch thread, the kernels'
+# time per thread) on the 2-core Xeon (Sapphire Rapids, AVX-512) of this project, under
+# the load of a shared machine; see benchmarks/README.md "Kernels" for the run.
+# Spectral forward: per (batch x in x out x frequency bin) and per value transformed.
+COST_SPECTRAL = (1.39e-10, 7.42e-11)
+# Multi-tap pass (forward or kernel gradient, they cost about the same): per nonzero
+# input x fan-out x 8-lane chunk, and per output or kernel value written.
+COST_DIRECT = (3.1e-09, 9.97e-11)
+
+
+# float32 direct path: Gaussian taps below this (relative: the normalised Gaussian sums to
+# 1) are left out of the multi-tap kernels. Their terms are below 2**-30 = 9.3e-10 of
+# sum_i |w x|, i.e. 100x below the float32 rounding every path has (~eps32 = 1.2e-7 of
+# that sum: conv1d's sums, the spectral transforms); they would make sigma 0.5's 6-7 taps
+# 9-10 and need 16 lanes instead of 8. float64 keeps every tap above TAP_FLOOR.
+DIRECT_TAP_FLOOR_F32 = 2.0 ** -30
 
 
 class TapPlan(NamedTuple):
-    """Where each synapse's taps are, for the multi-tap kernels: ``width`` W (16 or 32) taps
-    from delay ``base`` (smallest delay with a tap; -1: a synapse without taps) on, base
-    as (out, in) and (in, out) int32; ``idx`` (out, in, W) the delays base + m (clamped at
-    0), ``valid`` where base + m is inside the window; ``taps`` the mean taps per synapse
-    (largest minus smallest delay + 1)."""
+    """Where each synapse's taps are, for the multi-tap kernels: ``width`` W (8, 16 or 32)
+    lanes, from delay ``base`` (the smallest delay with a used tap; -1: a synapse without
+    taps) on, ``span`` used taps (first to last); base (out, in) int32; ``kr`` (in, out, W)
+    the kernel values in the forward's layout with ``base_io`` (in, out); ``taps`` the
+    mean span."""
 
     width: int
     max_base: int
-    base_oi: torch.Tensor
+    base: torch.Tensor
+    span: torch.Tensor
+    kr: torch.Tensor
     base_io: torch.Tensor
-    idx: torch.Tensor
-    valid: torch.Tensor
     taps: float
 
 
-def tap_plan(support: torch.Tensor) -> TapPlan | None:
-    """The :class:`TapPlan` of a kernel whose nonzero taps are those of ``support``
-    (out, in, window); None when a synapse spans more than max(native.MULTITAP_WIDTHS)
-    taps."""
-    n_out, n_in, window = support.shape
-    nz = support != 0
-    n_idx = torch.arange(window, device=support.device)
-    last = torch.where(nz, n_idx, -1).amax(-1)                      # last tap with a value
-    first = torch.where(nz, n_idx, window).amin(-1)
-    span = (last - first + 1).clamp_(min=0)
+def tap_plan(gauss: torch.Tensor, kernel: torch.Tensor) -> TapPlan | None:
+    """The :class:`TapPlan` of ``kernel`` (out, in, window), whose used taps are those of
+    the normalised Gaussian ``gauss`` above TAP_FLOOR (float64) or DIRECT_TAP_FLOOR_F32
+    (float32); None when a synapse spans more taps than max(native.MULTITAP_WIDTHS)."""
+    floor = DIRECT_TAP_FLOOR_F32 if kernel.dtype == torch.float32 else TAP_FLOOR
+    base, span = native.multitap_plan(gauss.detach(), floor)
     kmax = int(span.max()) if span.numel() else 0
     fit = [w for w in native.MULTITAP_WIDTHS if w >= kmax]
     if not fit:
         return None
-    width = fit[0]
-    has = last >= 0
-    base = torch.where(has, window - 1 - last, -1)                  # smallest delay
-    idx = base.clamp(min=0).unsqueeze(-1) + torch.arange(width, device=support.device)
-    valid = (idx < window) & has.unsqueeze(-1)
-    b32 = base.to(torch.int32)
-    return TapPlan(width, int(base.max()) if base.numel() else 0, b32.contiguous(),
-                   b32.t().contiguous(), idx.clamp_(max=window + width - 1), valid,
-                   float(span.float().mean()) if span.numel() else 0.0)
-
-
-def _taps_of(kernel: torch.Tensor, plan: TapPlan) -> torch.Tensor:
-    """kr (in, out, W): kernel value of each synapse at delay base + m (tap window-1-delay)."""
-    window = kernel.shape[2]
-    kd = F.pad(kernel.detach().flip(-1), (0, plan.width))          # index = delay
-    return torch.gather(kd, 2, plan.idx).transpose(0, 1).contiguous()
-
-
-def _kernel_grad_dense(gkr: torch.Tensor, plan: TapPlan, window: int) -> torch.Tensor:
-    """dL/dkernel (out, in, window) from the multi-tap kernel gradient (out, in, W): the
-    taps inside each synapse's W-tap range, 0 elsewhere (taps the Gaussian leaves at 0)."""
-    n_out, n_in, _ = gkr.shape
-    gd = gkr.new_zeros(n_out, n_in, window + plan.width)
-    gd.scatter_(2, plan.idx, gkr * plan.valid)
-    return gd[..., :window].flip(-1)
+    kr, base_io = native.multitap_taps(kernel, base, span, fit[0])
+    return TapPlan(fit[0], int(base.max()) if base.numel() else 0, base, span, kr, base_io,
+                   float(span.sum()) / max(1, span.numel()))
 
 
 def _adjoint_conv(gy: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -568,10 +550,10 @@ class _MultiTapConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, kernel, plan, sp):
-        kr = _taps_of(kernel, plan)
         ctx.plan, ctx.sp = plan, sp
         ctx.save_for_backward(kernel)
-        return native.multitap_forward(sp, kr, plan.base_io, plan.max_base).permute(1, 2, 0)
+        return native.multitap_forward(sp, plan.kr, plan.base_io,
+                                       plan.max_base).permute(1, 2, 0)
 
     @staticmethod
     def backward(ctx, gy):
@@ -581,34 +563,42 @@ class _MultiTapConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx = _adjoint_conv(gy, kernel)
         if ctx.needs_input_grad[1]:
-            gkr = native.multitap_kernel_grad(gy, ctx.sp, plan.base_oi, plan.width,
-                                              plan.max_base)
-            gk = _kernel_grad_dense(gkr, plan, kernel.shape[2])
+            gk = native.multitap_kernel_grad(gy, ctx.sp, plan.base, plan.width,
+                                             plan.max_base, kernel.shape[2])
         return gx, gk, None, None
 
 
-def spectral_cost(B: int, n_in: int, n_out: int, T: int, window: int) -> float:
-    """Estimated seconds of one spectral :func:`causal_conv` forward (cost model)."""
+def spectral_features(B: int, n_in: int, n_out: int, T: int, window: int) -> tuple:
+    """Work of one spectral :func:`causal_conv` forward: (bin products, transformed
+    values: input, output and kernel sides)."""
     n_bins = (T + window - 1) // 2 + 1
-    return (COST_SPECTRAL_BIN * B * n_in * n_out * n_bins
-            + COST_SPECTRAL_TRANSFORM * B * (n_in + n_out) * T * n_bins)
+    return (B * n_in * n_out * n_bins,
+            (B * (n_in + n_out) * T + n_in * n_out * window) * n_bins)
 
 
-def direct_cost(B: int, n_in: int, n_out: int, T: int, nnz: int, width: int) -> float:
-    """Estimated seconds of one multi-tap forward (or kernel gradient) (cost model)."""
-    return COST_DIRECT_CHUNK * nnz * n_out * (width // 16) + COST_DIRECT_SCAN * B * n_in * T
+def direct_features(B: int, n_in: int, n_out: int, T: int, window: int, nnz: int,
+                    width: int) -> tuple:
+    """Work of one multi-tap pass: (nonzero inputs x fan-out x 8-lane chunks, values
+    written or scanned: outputs, kernel, inputs)."""
+    return (nnz * n_out * (width // 8), B * n_out * T + n_in * n_out * window + B * n_in * T)
+
+
+def _cost(coef: tuple, feats: tuple) -> float:
+    return sum(c * f for c, f in zip(coef, feats))
 
 
 def choose_method(B: int, n_in: int, n_out: int, T: int, window: int, nnz: int,
                   width: int, need_x: bool, need_k: bool) -> str:
     """"direct" or "spectral", whichever the cost model says is cheaper for one call of
-    :func:`delay_conv` with its backward: spectral = forward x (1 + need_x + need_k);
-    direct = multi-tap forward (+ kernel gradient) + the spectral input gradient."""
-    spec = spectral_cost(B, n_in, n_out, T, window)
+    :func:`delay_conv` with its backward: spectral = forward x (1 + need_x + need_k)
+    (the backward's two products cost about one forward each); direct = multi-tap
+    forward (+ kernel gradient) + the spectral input gradient (:func:`_adjoint_conv`)."""
+    spec = _cost(COST_SPECTRAL, spectral_features(B, n_in, n_out, T, window))
     t_spec = spec * (1 + need_x + need_k)
-    t_dir = direct_cost(B, n_in, n_out, T, nnz, width) * (1 + need_k)
+    t_dir = _cost(COST_DIRECT, direct_features(B, n_in, n_out, T, window, nnz, width)) * (
+        1 + need_k)
     if need_x:
-        t_dir += spectral_cost(B, n_out, n_in, T, window)
+        t_dir += _cost(COST_SPECTRAL, spectral_features(B, n_out, n_in, T, window))
     return "direct" if t_dir < t_spec else "spectral"
 
 
@@ -618,7 +608,7 @@ def _direct_possible(x: torch.Tensor, window: int) -> bool:
 
 
 def delay_conv(x: torch.Tensor, weight, P, SIG, window: int, *,
-               method: str = "auto") -> torch.Tensor:
+               method: str | None = None) -> torch.Tensor:
     """What ``DelaySynapses.conv(F.pad(x, (window - 1, 0)))`` computes, faster.
 
     x (B, in, T); weight (out, in, 1); P, SIG (1, out, in, 1) (dcls' parameters) ->
@@ -627,8 +617,11 @@ def delay_conv(x: torch.Tensor, weight, P, SIG, window: int, *,
     ``method``: "spectral" (:func:`causal_conv`'s frequency domain), "direct" (the
     multi-tap C kernels over the nonzero inputs, :class:`_MultiTapConv`; CPU, compiled
     kernels and at most 32 taps per synapse, else a KernelError) or "auto": direct where
-    possible and cheaper by the cost model (:func:`choose_method`), per call.
+    possible and cheaper by the cost model (:func:`choose_method`), per call; None:
+    ``LEARNED_METHOD``.
     """
+    if method is None:
+        method = LEARNED_METHOD
     if method not in LEARNED_METHODS:
         raise KernelError(f"delay_conv: method must be one of "
                           f"{', '.join(map(repr, LEARNED_METHODS))}, got {method!r}")
@@ -640,18 +633,23 @@ def delay_conv(x: torch.Tensor, weight, P, SIG, window: int, *,
         raise KernelError(f"delay_conv: method 'direct' needs x on the CPU ({x.device}), "
                           f"a window > {DIRECT_MAX_WINDOW} ({window}), T > 0 and the "
                           f"compiled kernels ({native.status().describe()}); use 'auto'")
-    plan = tap_plan(gauss if gauss is not None else kernel.detach())
+    if gauss is None:                      # SIG with a gradient: plain autograd kernel
+        if method == "direct":
+            raise KernelError("delay_conv: method 'direct' needs SIG without a gradient "
+                              "(the hand-written Gaussian kernel); use 'auto'")
+        return causal_conv(x, kernel)
+    plan = tap_plan(gauss, kernel)
     if plan is None:
         if method == "direct":
             raise KernelError(f"delay_conv: method 'direct' handles at most "
                               f"{max(native.MULTITAP_WIDTHS)} taps per synapse; this "
                               f"kernel is wider (sigma too large); use 'auto'")
         return causal_conv(x, kernel)
-    sp = native.spikes(x.detach())
     if method == "auto":
         n_b, n_in, T = x.shape
         grad = torch.is_grad_enabled()
-        if choose_method(n_b, n_in, kernel.shape[0], T, int(window), sp.nnz, plan.width,
+        if choose_method(n_b, n_in, kernel.shape[0], T, int(window),
+                         int(torch.count_nonzero(x.detach())), plan.width,
                          grad and x.requires_grad, grad and kernel.requires_grad) != "direct":
             return causal_conv(x, kernel)
-    return _MultiTapConv.apply(x, kernel, plan, sp)
+    return _MultiTapConv.apply(x, kernel, plan, native.spikes(x.detach()))

@@ -246,8 +246,18 @@ DEFINE_KERNELS(double, f64, fma)
    do not depend on the thread count. Every multiply-add is one fma().
    --------------------------------------------------------------------------------------- */
 #define MT_OB 16
-#define MT_BB 4
+#define MT_BB 1
 #define MT_KO 8
+
+/* the forward's loop over one input's nonzero values and the outputs of a block */
+#define MT_SPIKES(real, UPDATE)                                                            \
+    do {                                                                                   \
+        for (int32_t k = 0; k < n; k++) {                                                  \
+            int64_t s = ts[k];                                                             \
+            real v = vs[k];                                                                \
+            for (int o = 0; o < no; o++) UPDATE;                                           \
+        }                                                                                  \
+    } while (0)
 
 #define DEFINE_MULTITAP(real, sfx, FMA)                                                    \
 /* nonzero inputs of batch items [b0, b1): for (b, i), the steps s (ascending) with        \
@@ -287,20 +297,67 @@ int nd_spikes_##sfx(const real *x, int64_t sb, int64_t si, int64_t st, int64_t n
     return 0;                                                                              \
 }                                                                                          \
                                                                                            \
-static inline void mt_axpy_##sfx(real *a, real v, const real *k, int W)                    \
+static inline void mt_axpy8_##sfx(real *restrict a, real v, const real *restrict k)       \
 {                                                                                          \
-    if (W == 16) { for (int m = 0; m < 16; m++) a[m] = FMA(v, k[m], a[m]); }               \
-    else { for (int m = 0; m < 32; m++) a[m] = FMA(v, k[m], a[m]); }                       \
+    _Pragma("omp simd")                                                                    \
+    for (int m = 0; m < 8; m++) a[m] = FMA(v, k[m], a[m]);                                 \
+}                                                                                          \
+static inline void mt_axpy16_##sfx(real *restrict a, real v, const real *restrict k)      \
+{                                                                                          \
+    _Pragma("omp simd")                                                                    \
+    for (int m = 0; m < 16; m++) a[m] = FMA(v, k[m], a[m]);                                \
+}                                                                                          \
+/* a[0:W] += v * k[0:W], W = 8, 16 or 32 */                                                \
+static inline void mt_axpy_##sfx(real *restrict a, real v, const real *restrict k, int W)  \
+{                                                                                          \
+    if (W == 8) { mt_axpy8_##sfx(a, v, k); return; }                                       \
+    mt_axpy16_##sfx(a, v, k);                                                              \
+    if (W == 32) mt_axpy16_##sfx(a + 16, v, k + 16);                                       \
+}                                                                                          \
+                                                                                           \
+/* tap ranges of synapses [s0, s1): g (n_syn, window) the normalised Gaussians; a tap is   \
+   used where g > 0 and g >= floor; base = the smallest delay (window - 1 - last used      \
+   tap) or -1, span = last - first used tap + 1 (0 without taps). */                       \
+int nd_mt_plan_##sfx(const real *g, int64_t window, double floor, int32_t *base,           \
+                     int32_t *span, int64_t s0, int64_t s1)                                \
+{                                                                                          \
+    for (int64_t q = s0; q < s1; q++) {                                                    \
+        const real *r = g + q * window;                                                    \
+        int64_t first = -1, last = -1;                                                     \
+        for (int64_t n = 0; n < window; n++)                                               \
+            if (r[n] > 0 && r[n] >= floor) { if (first < 0) first = n; last = n; }         \
+        base[q] = last >= 0 ? (int32_t)(window - 1 - last) : -1;                           \
+        span[q] = last >= 0 ? (int32_t)(last - first + 1) : 0;                             \
+    }                                                                                      \
+    return 0;                                                                              \
+}                                                                                          \
+                                                                                           \
+/* kernel values of inputs [i0, i1) in the forward's layout: kr[i, o, m] = k[o, i,         \
+   window - 1 - base[o, i] - m] for m < span[o, i], else 0; base_io[i, o] = base[o, i].    \
+   k (n_out, n_in, window) contiguous. */                                                  \
+int nd_mt_taps_##sfx(const real *k, int64_t n_out, int64_t n_in, int64_t window,           \
+                     const int32_t *base, const int32_t *span, int W, real *kr,            \
+                     int32_t *base_io, int64_t i0, int64_t i1)                             \
+{                                                                                          \
+    for (int64_t i = i0; i < i1; i++)                                                      \
+        for (int64_t o = 0; o < n_out; o++) {                                              \
+            int32_t bs = base[o * n_in + i], sp = span[o * n_in + i];                      \
+            const real *ko = k + (o * n_in + i) * window + window - 1 - bs;                \
+            real *d = kr + (i * n_out + o) * W;                                            \
+            base_io[i * n_out + o] = bs < 0 ? 0 : bs;      /* no taps: kr = 0 */            \
+            for (int m = 0; m < W; m++) d[m] = m < sp ? ko[-m] : 0;                        \
+        }                                                                                  \
+    return 0;                                                                              \
 }                                                                                          \
                                                                                            \
 /* forward, batch items [b0, b1): y (T, B, n_out) contiguous; kr (n_in, n_out, W), base     \
-   (n_in, n_out); Lp >= T + max(base) + W (row length). Returns 0, -1: out of memory,     \
+   (n_in, n_out) >= 0 (a synapse without taps has kr 0); Lp >= T + max(base) + W. Returns 0, -1: out of memory,     \
    -2: bad width. */                                                                       \
 int nd_mt_fwd_##sfx(const int32_t *tim, const real *val, const int32_t *cnt, int64_t n_in, \
                     int64_t T, const real *kr, const int32_t *base, int64_t n_out, int W,  \
                     int64_t Lp, real *y, int64_t B, int64_t b0, int64_t b1)                \
 {                                                                                          \
-    if (W != 16 && W != 32) return -2;                                                     \
+    if (W != 8 && W != 16 && W != 32) return -2;                                                     \
     real *acc = malloc(sizeof(real) * (size_t)(MT_BB * MT_OB * Lp));                       \
     if (!acc) return -1;                                                                   \
     for (int64_t bb = b0; bb < b1; bb += MT_BB) {                                          \
@@ -318,15 +375,11 @@ int nd_mt_fwd_##sfx(const int32_t *tim, const real *val, const int32_t *cnt, int
                     const int32_t *ts = tim + r * T;                                       \
                     const real *vs = val + r * T;                                          \
                     real *aq = acc + (int64_t)q * MT_OB * Lp;                              \
-                    for (int32_t k = 0; k < n; k++) {                                      \
-                        int64_t s = ts[k];                                                 \
-                        real v = vs[k];                                                    \
-                        for (int o = 0; o < no; o++) {                                     \
-                            int32_t bs = bi[o];                                            \
-                            if (bs < 0) continue;                                          \
-                            mt_axpy_##sfx(aq + o * Lp + s + bs, v, ki + o * W, W);         \
-                        }                                                                  \
-                    }                                                                      \
+                    if (W == 8)                                                            \
+                        MT_SPIKES(real, mt_axpy8_##sfx(aq + o * Lp + s + bi[o], v, ki + o * 8));\
+                    else                                                                   \
+                        MT_SPIKES(real, mt_axpy_##sfx(aq + o * Lp + s + bi[o], v, ki + o * W,   \
+                                                      W));                                 \
                 }                                                                          \
             }                                                                              \
             for (int q = 0; q < nb; q++)                                                   \
@@ -341,15 +394,17 @@ int nd_mt_fwd_##sfx(const int32_t *tim, const real *val, const int32_t *cnt, int
     return 0;                                                                              \
 }                                                                                          \
                                                                                            \
-/* kernel gradient, output channels [o0, o1): gk (n_out, n_in, W) contiguous,              \
-   gk[o, i, m] = sum_b sum_s val * gy[b, o, s + base[o, i] + m] (gy = 0 from T on);        \
-   base (n_out, n_in). Returns 0, -1: out of memory, -2: bad width or range. */           \
+/* kernel gradient, output channels [o0, o1): gk (n_out, n_in, window) contiguous, at the  \
+   tap of delay d = base[o, i] + m (m < W, d < window): sum_b sum_s val * gy[b, o, s + d]  \
+   (gy = 0 from T on), 0 at the other taps; base (n_out, n_in). Returns 0, -1: out of      \
+   memory, -2: bad width or range. */                                                      \
 int nd_mt_kgrad_##sfx(const real *gy, int64_t gsb, int64_t gso, int64_t gst,               \
                       const int32_t *tim, const real *val, const int32_t *cnt,             \
                       int64_t n_in, int64_t T, const int32_t *base, int64_t n_out, int W,  \
-                      int64_t Lp, real *gk, int64_t B, int64_t o0, int64_t o1)             \
+                      int64_t window, int64_t Lp, real *gk, int64_t B, int64_t o0,         \
+                      int64_t o1)                                                          \
 {                                                                                          \
-    if ((W != 16 && W != 32) || o0 < 0 || o0 > o1 || o1 > n_out) return -2;               \
+    if ((W != 8 && W != 16 && W != 32) || o0 < 0 || o0 > o1 || o1 > n_out) return -2;               \
     real *rows = calloc((size_t)(MT_KO * B * Lp), sizeof(real));                           \
     if (!rows) return -1;                                                                  \
     for (int64_t oa = o0; oa < o1; oa += MT_KO) {                                          \
@@ -380,8 +435,12 @@ int nd_mt_kgrad_##sfx(const real *gy, int64_t gsb, int64_t gso, int64_t gst,    
                     }                                                                      \
                 }                                                                          \
             }                                                                              \
-            for (int o = 0; o < no; o++)                                                   \
-                memcpy(gk + ((oa + o) * n_in + i) * W, a[o], sizeof(real) * (size_t)W);    \
+            for (int o = 0; o < no; o++) {                                                 \
+                real *d = gk + ((oa + o) * n_in + i) * window;                             \
+                memset(d, 0, sizeof(real) * (size_t)window);                               \
+                for (int m = 0; m < W && bs[o] >= 0 && bs[o] + m < window; m++)            \
+                    d[window - 1 - bs[o] - m] = a[o][m];                                   \
+            }                                                                              \
         }                                                                                  \
     }                                                                                      \
     free(rows);                                                                            \

@@ -50,7 +50,7 @@ from neurodelay.fs import atomic_path
 SOURCE = Path(__file__).with_name("intdelay_kernels.c")
 ABI_VERSION = 2
 ENV_SWITCH = "NEURODELAY_NATIVE"          # "0" / "off" / "no": do not build or use
-FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
+FLAG_SETS = (("-O3", "-march=native", "-fopenmp-simd"), ("-O3", "-fopenmp-simd"), ("-O3",))
 COMMON_FLAGS = ("-std=gnu11", "-ffp-contract=off", "-fPIC", "-shared")
 TILE_WIDTHS = tuple(range(16, 129, 16))   # the tile widths the C kernels are built for
 
@@ -158,9 +158,15 @@ def _declare(lib) -> None:
         mf.argtypes = [P, P, P, I64, I64, P, P, I64, I32, I64, P, I64, I64, I64]
         mf.restype = I32
         mk = getattr(lib, f"nd_mt_kgrad_{sfx}")
-        mk.argtypes = [P, I64, I64, I64, P, P, P, I64, I64, P, I64, I32, I64, P, I64, I64,
-                       I64]
+        mk.argtypes = [P, I64, I64, I64, P, P, P, I64, I64, P, I64, I32, I64, I64, P, I64,
+                       I64, I64]
         mk.restype = I32
+        mp = getattr(lib, f"nd_mt_plan_{sfx}")
+        mp.argtypes = [P, I64, ctypes.c_double, P, P, I64, I64]
+        mp.restype = I32
+        mt = getattr(lib, f"nd_mt_taps_{sfx}")
+        mt.argtypes = [P, I64, I64, I64, P, P, I32, P, P, I64, I64]
+        mt.restype = I32
 
 
 def _build() -> tuple[NativeStatus, object]:
@@ -265,7 +271,7 @@ def _span(delay: torch.Tensor, T: int) -> int:
 
 
 # ----------------------------------------------------------------------- multi-tap kernels
-MULTITAP_WIDTHS = (16, 32)     # taps per synapse the multi-tap kernels are built for
+MULTITAP_WIDTHS = (8, 16, 32)  # taps per synapse the multi-tap kernels are built for
 
 
 @dataclass(frozen=True)
@@ -333,23 +339,60 @@ def multitap_forward(sp: Spikes, kr: torch.Tensor, base: torch.Tensor,
 
 
 def multitap_kernel_grad(gy: torch.Tensor, sp: Spikes, base: torch.Tensor, width: int,
-                         max_base: int) -> torch.Tensor:
-    """dL/dkr (n_out, n_in, W): sum over b, s of x[b, i, s] * gy[b, o, s + base[o, i] + m]
-    (gy (B, n_out, T), any strides; x given by ``sp``; base (n_out, n_in) int32)."""
+                         max_base: int, window: int) -> torch.Tensor:
+    """dL/dkernel (n_out, n_in, window) at the taps of delays d = base[o, i] + m (m < W,
+    d < window; tap window - 1 - d): sum over b, s of x[b, i, s] * gy[b, o, s + d]; 0 at
+    the other taps. gy (B, n_out, T), any strides; x given by ``sp``; base (n_out, n_in)
+    int32."""
     lib = _lib()
     _check_cpu(gy)
     _check_width(width)
     B, n_in, T = sp.shape
     n_out = gy.shape[1]
-    g = torch.empty(n_out, n_in, width, dtype=gy.dtype)
+    g = torch.empty(n_out, n_in, window, dtype=gy.dtype)
     L = _mt_row_len(T, max_base, width)
     gsb, gso, gst = gy.stride()
     fn = getattr(lib, f"nd_mt_kgrad_{_sfx(gy)}")
     _run(fn, n_out, lambda lo, hi: (gy.data_ptr(), gsb, gso, gst, sp.tim.data_ptr(),
                                     sp.val.data_ptr(), sp.cnt.data_ptr(), n_in, T,
-                                    base.data_ptr(), n_out, width, L, g.data_ptr(), B, lo,
-                                    hi))
+                                    base.data_ptr(), n_out, width, window, L, g.data_ptr(),
+                                    B, lo, hi))
     return g
+
+
+def multitap_plan(gauss: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(base, span) (n_out, n_in) int32 of the Gaussians ``gauss`` (n_out, n_in, window):
+    the smallest delay whose tap is used (> 0 and >= floor; -1: none) and the number of
+    taps from the first to the last used one."""
+    lib = _lib()
+    _check_cpu(gauss)
+    g = gauss.contiguous()
+    n_out, n_in, window = g.shape
+    base = torch.empty(n_out, n_in, dtype=torch.int32)
+    span = torch.empty(n_out, n_in, dtype=torch.int32)
+    fn = getattr(lib, f"nd_mt_plan_{_sfx(g)}")
+    _run(fn, n_out * n_in, lambda lo, hi: (g.data_ptr(), window, float(floor),
+                                           base.data_ptr(), span.data_ptr(), lo, hi))
+    return base, span
+
+
+def multitap_taps(kernel: torch.Tensor, base: torch.Tensor, span: torch.Tensor,
+                  width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kr (n_in, n_out, W), base (n_in, n_out)): the forward's layout of ``kernel``
+    (n_out, n_in, window): kr[i, o, m] = kernel[o, i, window - 1 - base[o, i] - m] for
+    m < span[o, i], else 0."""
+    lib = _lib()
+    _check_cpu(kernel)
+    _check_width(width)
+    k = kernel.detach().contiguous()
+    n_out, n_in, window = k.shape
+    kr = torch.empty(n_in, n_out, width, dtype=k.dtype)
+    base_io = torch.empty(n_in, n_out, dtype=torch.int32)
+    fn = getattr(lib, f"nd_mt_taps_{_sfx(k)}")
+    _run(fn, n_in, lambda lo, hi: (k.data_ptr(), n_out, n_in, window, base.data_ptr(),
+                                   span.data_ptr(), width, kr.data_ptr(),
+                                   base_io.data_ptr(), lo, hi))
+    return kr, base_io
 
 
 def gather(src: torch.Tensor, weight: torch.Tensor, off: torch.Tensor, shift: int,
