@@ -75,7 +75,9 @@ def _plan_parts(x, w, P, SIG):
 
     kernel, gauss = dcls_conv._gauss_kernel_and_taps(w, P, SIG, WINDOW)
     kernel = kernel.detach()
-    return kernel, dcls_conv.tap_plan(gauss, kernel), native.spikes(x)
+    plan = dcls_conv.tap_plan(gauss, kernel)
+    taps = dcls_conv.plan_taps(kernel, plan) if plan is not None else None
+    return kernel, plan, taps, native.spikes(x)
 
 
 def _layer(B, name, n_in, n_out, density, counts, sig, reps, peak) -> dict:
@@ -84,7 +86,7 @@ def _layer(B, name, n_in, n_out, density, counts, sig, reps, peak) -> dict:
 
     x = _layer_input(B, n_in, density, counts, seed=n_in + n_out)
     w, P, SIG = _synapses(n_in, n_out, sig, seed=1)
-    kernel, plan, sp = _plan_parts(x, w, P, SIG)
+    kernel, plan, kt, sp = _plan_parts(x, w, P, SIG)
     gy = torch.randn(T, B, n_out, generator=torch.Generator().manual_seed(2)).permute(1, 2, 0)
     nnz = sp.nnz
     taps = plan.taps if plan is not None else float((kernel != 0).sum(-1).float().mean())
@@ -105,7 +107,7 @@ def _layer(B, name, n_in, n_out, density, counts, sig, reps, peak) -> dict:
             "spectral_backward": (max(t_fb - t_f, 1e-9), useful * (1 if counts else 2))}
     if plan is not None:
         runs["direct_forward"] = (_median_time(lambda: native.multitap_forward(
-            sp, plan.kr, plan.base_io, plan.max_base), reps), useful)
+            sp, *kt, plan.max_base), reps), useful)
         runs["direct_kernel_grad"] = (_median_time(lambda: native.multitap_kernel_grad(
             gy, sp, plan.base, plan.width, plan.max_base, WINDOW), reps), useful)
     if native.available():
@@ -134,11 +136,11 @@ def _fit_point(n_in, n_out, B, density, reps):
 
     x = _layer_input(B, n_in, density, False, seed=7)
     w, P, SIG = _synapses(n_in, n_out, SIG_MIN, seed=8)
-    kernel, plan, sp = _plan_parts(x, w, P, SIG)
+    kernel, plan, kt, sp = _plan_parts(x, w, P, SIG)
     gy = torch.randn(T, B, n_out).permute(1, 2, 0)
     t_s = _median_time(lambda: dcls_conv.causal_conv(x, kernel), reps)
     t_d = 0.5 * (_median_time(lambda: native.multitap_forward(
-        sp, plan.kr, plan.base_io, plan.max_base), reps) + _median_time(
+        sp, *kt, plan.max_base), reps) + _median_time(
         lambda: native.multitap_kernel_grad(gy, sp, plan.base, plan.width, plan.max_base,
                                             WINDOW), reps))
     return {"n_in": n_in, "n_out": n_out, "batch": B, "density": density, "nnz": sp.nnz,

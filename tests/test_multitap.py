@@ -188,6 +188,7 @@ def test_arguments_the_direct_path_cannot_take_are_refused_with_the_fix():
         delay_conv(x, w, P, S, 3, method="direct")
     g = dcls_conv._gauss_kernel_and_taps(w, P, torch.full_like(S, 0.23), 41)
     plan = tap_plan(g[1], g[0])
+    kr, base_io = dcls_conv.plan_taps(g[0], plan)
     with pytest.raises(KernelError, match="width must be one of"):
-        native.multitap_forward(native.spikes(x), plan.kr[..., :4].contiguous(),
-                                plan.base_io, plan.max_base)
+        native.multitap_forward(native.spikes(x), kr[..., :4].contiguous(), base_io,
+                                plan.max_base)

@@ -504,16 +504,13 @@ DIRECT_TAP_FLOOR_F32 = 2.0 ** -30
 class TapPlan(NamedTuple):
     """Where each synapse's taps are, for the multi-tap kernels: ``width`` W (8, 16 or 32)
     lanes, from delay ``base`` (the smallest delay with a used tap; -1: a synapse without
-    taps) on, ``span`` used taps (first to last); base (out, in) int32; ``kr`` (in, out, W)
-    the kernel values in the forward's layout with ``base_io`` (in, out); ``taps`` the
-    mean span."""
+    taps) on, ``span`` used taps (first to last); base, span (out, in) int32; ``taps`` the
+    mean span. The kernel values in the forward's layout come from :func:`plan_taps`."""
 
     width: int
     max_base: int
     base: torch.Tensor
     span: torch.Tensor
-    kr: torch.Tensor
-    base_io: torch.Tensor
     taps: float
 
 
@@ -527,9 +524,14 @@ def tap_plan(gauss: torch.Tensor, kernel: torch.Tensor) -> TapPlan | None:
     fit = [w for w in native.MULTITAP_WIDTHS if w >= kmax]
     if not fit:
         return None
-    kr, base_io = native.multitap_taps(kernel, base, span, fit[0])
-    return TapPlan(fit[0], int(base.max()) if base.numel() else 0, base, span, kr, base_io,
+    return TapPlan(fit[0], int(base.max()) if base.numel() else 0, base, span,
                    float(span.sum()) / max(1, span.numel()))
+
+
+def plan_taps(kernel: torch.Tensor, plan: TapPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kr (in, out, W), base (in, out)): the kernel values of ``plan``'s taps in the
+    layout of :func:`neurodelay.train.native.multitap_forward`."""
+    return native.multitap_taps(kernel, plan.base, plan.span, plan.width)
 
 
 def _adjoint_conv(gy: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -552,8 +554,8 @@ class _MultiTapConv(torch.autograd.Function):
     def forward(ctx, x, kernel, plan, sp):
         ctx.plan, ctx.sp = plan, sp
         ctx.save_for_backward(kernel)
-        return native.multitap_forward(sp, plan.kr, plan.base_io,
-                                       plan.max_base).permute(1, 2, 0)
+        kr, base_io = plan_taps(kernel, plan)
+        return native.multitap_forward(sp, kr, base_io, plan.max_base).permute(1, 2, 0)
 
     @staticmethod
     def backward(ctx, gy):
@@ -638,6 +640,18 @@ def delay_conv(x: torch.Tensor, weight, P, SIG, window: int, *,
             raise KernelError("delay_conv: method 'direct' needs SIG without a gradient "
                               "(the hand-written Gaussian kernel); use 'auto'")
         return causal_conv(x, kernel)
+    if method == "auto":
+        grad = torch.is_grad_enabled()
+        shape = (*x.shape[:2], kernel.shape[0], x.shape[2], int(window),
+                 int(torch.count_nonzero(x.detach())))
+        needs = (grad and x.requires_grad, grad and kernel.requires_grad)
+
+        def pick(width):
+            return choose_method(*shape, width, *needs)
+
+        # the narrowest width first: if even that loses, no plan is needed
+        if pick(min(native.MULTITAP_WIDTHS)) != "direct":
+            return causal_conv(x, kernel)
     plan = tap_plan(gauss, kernel)
     if plan is None:
         if method == "direct":
@@ -645,11 +659,6 @@ def delay_conv(x: torch.Tensor, weight, P, SIG, window: int, *,
                               f"{max(native.MULTITAP_WIDTHS)} taps per synapse; this "
                               f"kernel is wider (sigma too large); use 'auto'")
         return causal_conv(x, kernel)
-    if method == "auto":
-        n_b, n_in, T = x.shape
-        grad = torch.is_grad_enabled()
-        if choose_method(n_b, n_in, kernel.shape[0], T, int(window),
-                         int(torch.count_nonzero(x.detach())), plan.width,
-                         grad and x.requires_grad, grad and kernel.requires_grad) != "direct":
-            return causal_conv(x, kernel)
+    if method == "auto" and pick(plan.width) != "direct":
+        return causal_conv(x, kernel)
     return _MultiTapConv.apply(x, kernel, plan, native.spikes(x.detach()))
