@@ -31,6 +31,27 @@
    :mod:`neurodelay.train.intdelay` (float32 for training and eval, float64 sums for
    verify: see its docstring for the precision policy).
 
+:func:`delay_conv` has a second path, chosen per call (``method="auto"``) by a measured
+cost model (:func:`choose_method`): the **multi-tap direct kernels** (C, through
+:mod:`neurodelay.train.native`; CPU only, :class:`_MultiTapConv`). Each synapse's
+Gaussian is nonzero on a few contiguous taps at small sigma (at sigma 0.5: 9-10 above
+TAP_FLOOR, 6-7 above ``DIRECT_TAP_FLOOR_F32`` in float32, see there), and the inputs are
+spikes, mostly zero. The forward adds, for every nonzero input x[b, i, s] and every
+output o, v * K[o, i, taps] (8, 16 or 32 lanes, :class:`TapPlan`) to the output row at
+s + the synapse's smallest delay; the kernel gradient is the same loop with dL/dy read
+instead of y written; the input gradient (dense in dL/dy) goes through the spectral path
+(:func:`_adjoint_conv`); the kernel gradient is exact at every tap the Gaussian uses, so
+_GaussKernel's backward gives dweight and dP as before. Work: nonzero inputs x fan-out
+x lanes, against the spectral path's ~3 (N // 2 + 1) per (batch, in, out) triple plus
+the transforms. Measured (benchmarks/bench_kernels.py, results/benchmark.json
+``kernels``): at the benchmark's densities (16-26 % nonzero) this is not cheaper: each
+8-lane update (load, fma, store of an unaligned output window) costs a few cycles, so
+the direct forward reaches ~4-7 % of the matmul peak in useful multiply-adds where the
+spectral forward reaches 10-25 %; the cost model then keeps the spectral path, and picks
+the direct one for sparse inputs (a few % nonzero) at small sigma, or without a
+backward. Sum orders are fixed (one thread per batch item, per output channel for the
+kernel gradient): results do not depend on the thread count.
+
 Shapes follow model.py: the convolution takes and returns (B, C, T); the result is a
 permuted view of a (T, B, C) tensor, so ``y.permute(2, 0, 1)`` (what DelaySNN does
 next) is free.

@@ -23,6 +23,14 @@ one thread with fused multiply-adds (``fma``, one rounding each; built with
 or the machine. float32: the rounding of a plain ordered sum (like conv1d's); float64:
 exact for integer-valued inputs and weights whose sums stay below 2**53.
 
+The same library holds the multi-tap kernels of the learned-delay convolution
+(``multitap_*``, used by :func:`neurodelay.train.dcls_conv.delay_conv`'s direct path):
+the nonzero inputs as lists (:func:`spikes`), each synapse's used taps
+(:func:`multitap_plan`, :func:`multitap_taps`), the forward over the nonzero inputs
+(:func:`multitap_forward`, split over the batch) and the kernel gradient
+(:func:`multitap_kernel_grad`, split over the output channels); same rules: fma, fixed
+sum orders, thread-count-independent results.
+
 Where there is no C compiler, or ``NEURODELAY_NATIVE=0`` is set, :func:`status` says
 why and :func:`neurodelay.train.intdelay.integer_delay_conv` uses its frequency-domain
 path instead (same results to float rounding, slower); nothing else changes.
