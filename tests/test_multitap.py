@@ -192,3 +192,9 @@ def test_arguments_the_direct_path_cannot_take_are_refused_with_the_fix():
     with pytest.raises(KernelError, match="width must be one of"):
         native.multitap_forward(native.spikes(x), kr[..., :4].contiguous(), base_io,
                                 plan.max_base)
+
+
+def test_count_nonzero_of_strided_inputs():
+    x, *_ = problem(5, 13, 2, 31, 9, 0.23, dtype=torch.float32, density=0.2)
+    for t in (x, x.permute(2, 0, 1).contiguous().permute(1, 2, 0), x[:, ::2, 3:]):
+        assert native.count_nonzero(t) == int(torch.count_nonzero(t))

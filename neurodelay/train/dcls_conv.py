@@ -540,13 +540,11 @@ def tap_plan(gauss: torch.Tensor, kernel: torch.Tensor) -> TapPlan | None:
     the normalised Gaussian ``gauss`` above TAP_FLOOR (float64) or DIRECT_TAP_FLOOR_F32
     (float32); None when a synapse spans more taps than max(native.MULTITAP_WIDTHS)."""
     floor = DIRECT_TAP_FLOOR_F32 if kernel.dtype == torch.float32 else TAP_FLOOR
-    base, span = native.multitap_plan(gauss.detach(), floor)
-    kmax = int(span.max()) if span.numel() else 0
+    base, span, (kmax, max_base, total) = native.multitap_plan(gauss.detach(), floor)
     fit = [w for w in native.MULTITAP_WIDTHS if w >= kmax]
     if not fit:
         return None
-    return TapPlan(fit[0], int(base.max()) if base.numel() else 0, base, span,
-                   float(span.sum()) / max(1, span.numel()))
+    return TapPlan(fit[0], max_base, base, span, total / max(1, span.numel()))
 
 
 def plan_taps(kernel: torch.Tensor, plan: TapPlan) -> tuple[torch.Tensor, torch.Tensor]:
@@ -664,7 +662,7 @@ def delay_conv(x: torch.Tensor, weight, P, SIG, window: int, *,
     if method == "auto":
         grad = torch.is_grad_enabled()
         shape = (*x.shape[:2], kernel.shape[0], x.shape[2], int(window),
-                 int(torch.count_nonzero(x.detach())))
+                 native.count_nonzero(x.detach()))
         needs = (grad and x.requires_grad, grad and kernel.requires_grad)
 
         def pick(width):

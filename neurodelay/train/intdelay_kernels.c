@@ -315,6 +315,17 @@ static inline void mt_axpy_##sfx(real *restrict a, real v, const real *restrict 
     if (W == 32) mt_axpy16_##sfx(a + 16, v, k + 16);                                       \
 }                                                                                          \
                                                                                            \
+/* number of nonzero values of x (B, n_in, T), strides sb, si, st */                       \
+int64_t nd_count_nonzero_##sfx(const real *x, int64_t sb, int64_t si, int64_t st,          \
+                               int64_t B, int64_t n_in, int64_t T)                         \
+{                                                                                          \
+    int64_t n = 0;                                                                         \
+    for (int64_t b = 0; b < B; b++)                                                        \
+        for (int64_t i = 0; i < n_in; i++)                                                 \
+            for (int64_t s = 0; s < T; s++) n += x[b * sb + i * si + s * st] != 0;         \
+    return n;                                                                              \
+}                                                                                          \
+                                                                                           \
 /* tap ranges of synapses [s0, s1): g (n_syn, window) the normalised Gaussians; a tap is   \
    used where g > 0 and g >= floor; base = the smallest delay (window - 1 - last used      \
    tap) or -1, span = last - first used tap + 1 (0 without taps). */                       \
@@ -447,8 +458,21 @@ int nd_mt_kgrad_##sfx(const real *gy, int64_t gsb, int64_t gso, int64_t gst,    
     return 0;                                                                              \
 }
 
+/* out[0] = max span, out[1] = max base, out[2] = sum of spans over n synapses */
+int nd_mt_plan_stats(const int32_t *base, const int32_t *span, int64_t n, int64_t *out)
+{
+    int64_t ms = 0, mb = 0, sum = 0;
+    for (int64_t q = 0; q < n; q++) {
+        if (span[q] > ms) ms = span[q];
+        if (base[q] > mb) mb = base[q];
+        sum += span[q];
+    }
+    out[0] = ms; out[1] = mb; out[2] = sum;
+    return 0;
+}
+
 DEFINE_MULTITAP(float, f32, fmaf)
 DEFINE_MULTITAP(double, f64, fma)
 
 /* version of this file's interface, checked by native.py after loading */
-int nd_abi_version(void) { return 2; }
+int nd_abi_version(void) { return 3; }

@@ -56,7 +56,7 @@ from neurodelay.errors import KernelError
 from neurodelay.fs import atomic_path
 
 SOURCE = Path(__file__).with_name("intdelay_kernels.c")
-ABI_VERSION = 2
+ABI_VERSION = 3
 ENV_SWITCH = "NEURODELAY_NATIVE"          # "0" / "off" / "no": do not build or use
 FLAG_SETS = (("-O3", "-march=native", "-fopenmp-simd"), ("-O3", "-fopenmp-simd"), ("-O3",))
 COMMON_FLAGS = ("-std=gnu11", "-ffp-contract=off", "-fPIC", "-shared")
@@ -172,9 +172,14 @@ def _declare(lib) -> None:
         mp = getattr(lib, f"nd_mt_plan_{sfx}")
         mp.argtypes = [P, I64, ctypes.c_double, P, P, I64, I64]
         mp.restype = I32
+        cz = getattr(lib, f"nd_count_nonzero_{sfx}")
+        cz.argtypes = [P, I64, I64, I64, I64, I64, I64]
+        cz.restype = I64
         mt = getattr(lib, f"nd_mt_taps_{sfx}")
         mt.argtypes = [P, I64, I64, I64, P, P, I32, P, P, I64, I64]
         mt.restype = I32
+    lib.nd_mt_plan_stats.argtypes = [P, P, I64, P]
+    lib.nd_mt_plan_stats.restype = I32
 
 
 def _build() -> tuple[NativeStatus, object]:
@@ -368,10 +373,24 @@ def multitap_kernel_grad(gy: torch.Tensor, sp: Spikes, base: torch.Tensor, width
     return g
 
 
-def multitap_plan(gauss: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(base, span) (n_out, n_in) int32 of the Gaussians ``gauss`` (n_out, n_in, window):
-    the smallest delay whose tap is used (> 0 and >= floor; -1: none) and the number of
-    taps from the first to the last used one."""
+def count_nonzero(x: torch.Tensor) -> int:
+    """The number of nonzero values of x (B, n_in, T), any strides, as a Python int.
+    (Counted here, not with torch.count_nonzero + int(): on the CPU the same number, and
+    the training loop's code stays free of tensor-to-Python conversions, which are host
+    syncs on a GPU and counted by tests/test_device.py.)"""
+    lib = _lib()
+    _check_cpu(x)
+    sb, si, st = x.stride()
+    return int(getattr(lib, f"nd_count_nonzero_{_sfx(x)}")(x.data_ptr(), sb, si, st,
+                                                          *x.shape))
+
+
+def multitap_plan(gauss: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor,
+                                                              tuple[int, int, int]]:
+    """(base, span, (max span, max base, sum of spans)): base and span (n_out, n_in)
+    int32 of the Gaussians ``gauss`` (n_out, n_in, window): the smallest delay whose tap
+    is used (> 0 and >= floor; -1: none) and the number of taps from the first to the
+    last used one."""
     lib = _lib()
     _check_cpu(gauss)
     g = gauss.contiguous()
@@ -381,7 +400,9 @@ def multitap_plan(gauss: torch.Tensor, floor: float) -> tuple[torch.Tensor, torc
     fn = getattr(lib, f"nd_mt_plan_{_sfx(g)}")
     _run(fn, n_out * n_in, lambda lo, hi: (g.data_ptr(), window, float(floor),
                                            base.data_ptr(), span.data_ptr(), lo, hi))
-    return base, span
+    stats = (ctypes.c_int64 * 3)()
+    lib.nd_mt_plan_stats(base.data_ptr(), span.data_ptr(), n_out * n_in, stats)
+    return base, span, (stats[0], stats[1], stats[2])
 
 
 def multitap_taps(kernel: torch.Tensor, base: torch.Tensor, span: torch.Tensor,
