@@ -39,12 +39,17 @@ the same-model check), bench_probe (the probe subprocess) and one module per sec
    recurrent delays) next to the feed-forward learned-delay step, same hidden size and data
    shape, sigma_max and sigma_min, the one-step recurrent step, and the discrete recurrent
    forward (floatsim vs the PyTorch discrete model); records the CPU model and threads.
+9. ``kernels`` (bench_kernels): the hot convolution kernels per layer (spectral, multi-tap
+   direct, one-tap), each with its useful multiply-adds (nonzero inputs x fan-out x taps)
+   and achieved rate next to this machine's peak (a float32 matmul timed in the same run),
+   the cost model's choice, and its constants refitted.
 
 ``--json`` prints one JSON object on stdout (log lines go to stderr) with at least
 ``train_speedup`` (per configuration: the smaller of the two sigma regimes' speed-ups),
 ``sim_speedup_vs_lava``, ``shd_testset_verify_s``, ``fixed_delay_train_speedup``,
 ``fixed_vs_learned_step``, ``discrete_forward_speedup`` (fast path; ``_float64``: exact
-path), ``epoch_speedup``, ``verify_end_to_end_s`` and ``recurrent_over_feedforward_step``.
+path), ``epoch_speedup``, ``verify_end_to_end_s``, ``recurrent_over_feedforward_step`` and
+``peak_mac_per_s``; the header records the CPU model and flags (``cpu``).
 """
 from __future__ import annotations
 
@@ -68,6 +73,7 @@ import bench_discrete  # noqa: E402
 import bench_epoch  # noqa: E402
 import bench_fixed  # noqa: E402
 import bench_infer  # noqa: E402
+import bench_kernels  # noqa: E402
 import bench_recurrent  # noqa: E402
 import bench_train  # noqa: E402
 import bench_verify  # noqa: E402
@@ -89,7 +95,7 @@ from bench_epoch import shd_extrapolation  # noqa: E402
 from bench_probe import probe_main  # noqa: E402
 
 MODULES = (bench_train, bench_verify, bench_infer, bench_fixed, bench_discrete,
-           bench_epoch, bench_verify_e2e, bench_recurrent)
+           bench_epoch, bench_verify_e2e, bench_recurrent, bench_kernels)
 SECTIONS = tuple(m.NAME for m in MODULES)
 
 

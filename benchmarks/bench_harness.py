@@ -195,6 +195,23 @@ def native_status() -> str:
     return native.status().describe()
 
 
+def cpu_info() -> dict:
+    """The CPU's model name and feature flags (/proc/cpuinfo; empty where unreadable)."""
+    info = {"model": platform.processor() or platform.machine(), "flags": []}
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return info
+    for line in lines:
+        key, _, val = line.partition(":")
+        key = key.strip()
+        if key == "model name":
+            info["model"] = val.strip()
+        elif key in ("flags", "Features") and not info["flags"]:
+            info["flags"] = val.split()
+    return info
+
+
 def run_info(quick: bool, omp_wait_policy: str, blas_threads: str) -> dict:
     """The JSON's header (machine, versions, thread settings, allocator, commit), logged."""
     import torch
@@ -207,12 +224,14 @@ def run_info(quick: bool, omp_wait_policy: str, blas_threads: str) -> dict:
            "omp_wait_policy": omp_wait_policy, "openblas_threads": blas_threads,
            "allocator": allocator_status(),
            "integer_delay_operator": native_status(),
-           "git_commit": git_commit(),
+           "git_commit": git_commit(), "cpu": cpu_info(),
            "neurodelay_variant": NEURODELAY_VARIANT}
     log(f"neurodelay benchmarks at commit {out['git_commit']}: torch {torch.__version__}, "
         f"{out['torch_threads']} torch "
         f"threads (OMP_WAIT_POLICY {omp_wait_policy}), {blas_threads} OpenBLAS thread(s), "
-        f"{os.cpu_count()} CPUs, load average {out['load_average_at_start'][0]:.1f}; "
+        f"{os.cpu_count()} CPUs ({out['cpu']['model']}; AVX-512: "
+        f"{'yes' if 'avx512f' in out['cpu']['flags'] else 'no'}), load average "
+        f"{out['load_average_at_start'][0]:.1f}; "
         f"allocator {out['allocator']}; "
         f"integer-delay operator: {out['integer_delay_operator']}; "
         f"neurodelay variant = {out['neurodelay_variant']}")

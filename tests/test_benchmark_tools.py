@@ -94,3 +94,34 @@ def test_ablation_times_refuses_studies_that_are_not_the_same_work(tmp_path):
         at.main([str(former), str(unfinished)])
     with pytest.raises(SystemExit, match="no \\*/seed\\*/metrics.jsonl"):
         at.main([str(former), str(tmp_path / "empty")])
+
+
+def _load_kernels():
+    sys.path.insert(0, str(BENCH))            # bench_kernels imports bench_harness
+    try:
+        return _load("bench_kernels"), _load("bench_harness")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_cost_model_fit_recovers_known_constants_and_drops_negative_ones():
+    kern, _ = _load_kernels()
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    rows = (torch.rand(30, 2, generator=g, dtype=torch.float64) * 1e6).tolist()
+    times = [3e-9 * a + 5e-10 * b for a, b in rows]
+    c = kern._lstsq_rel(rows, times)
+    assert c[0] == pytest.approx(3e-9, rel=1e-6) and c[1] == pytest.approx(5e-10, rel=1e-6)
+    times = [3e-9 * a for a, _ in rows]           # the second column explains nothing
+    c = kern._lstsq_rel([[a, b] for a, b in rows], [t * (1 + 0.01 * ((-1) ** k))
+                                                   for k, t in enumerate(times)])
+    assert all(v >= 0 for v in c) and c[0] == pytest.approx(3e-9, rel=0.05)
+
+
+def test_run_record_has_the_cpu_model_and_flags():
+    _, harness = _load_kernels()
+    info = harness.cpu_info()
+    assert isinstance(info["model"], str) and info["model"]
+    if Path("/proc/cpuinfo").exists():
+        assert info["flags"] and all(isinstance(f, str) for f in info["flags"])

@@ -31,6 +31,27 @@
    :mod:`neurodelay.train.intdelay` (float32 for training and eval, float64 sums for
    verify: see its docstring for the precision policy).
 
+:func:`delay_conv` has a second path, chosen per call (``method="auto"``) by a measured
+cost model (:func:`choose_method`): the **multi-tap direct kernels** (C, through
+:mod:`neurodelay.train.native`; CPU only, :class:`_MultiTapConv`). Each synapse's
+Gaussian is nonzero on a few contiguous taps at small sigma (at sigma 0.5: 9-10 above
+TAP_FLOOR, 6-7 above ``DIRECT_TAP_FLOOR_F32`` in float32, see there), and the inputs are
+spikes, mostly zero. The forward adds, for every nonzero input x[b, i, s] and every
+output o, v * K[o, i, taps] (8, 16 or 32 lanes, :class:`TapPlan`) to the output row at
+s + the synapse's smallest delay; the kernel gradient is the same loop with dL/dy read
+instead of y written; the input gradient (dense in dL/dy) goes through the spectral path
+(:func:`_adjoint_conv`); the kernel gradient is exact at every tap the Gaussian uses, so
+_GaussKernel's backward gives dweight and dP as before. Work: nonzero inputs x fan-out
+x lanes, against the spectral path's ~3 (N // 2 + 1) per (batch, in, out) triple plus
+the transforms. Measured (benchmarks/bench_kernels.py, results/benchmark.json
+``kernels``): at the benchmark's densities (16-26 % nonzero) this is not cheaper: each
+8-lane update (load, fma, store of an unaligned output window) costs a few cycles, so
+the direct forward reaches ~4-7 % of the matmul peak in useful multiply-adds where the
+spectral forward reaches 10-25 %; the cost model then keeps the spectral path, and picks
+the direct one for sparse inputs (a few % nonzero) at small sigma, or without a
+backward. Sum orders are fixed (one thread per batch item, per output channel for the
+kernel gradient): results do not depend on the thread count.
+
 Shapes follow model.py: the convolution takes and returns (B, C, T); the result is a
 permuted view of a (T, B, C) tensor, so ``y.permute(2, 0, 1)`` (what DelaySNN does
 next) is free.
@@ -46,6 +67,7 @@ import torch
 import torch.nn.functional as F
 
 from neurodelay.errors import KernelError
+from neurodelay.train import native
 
 DCLS_SIG_OFFSET = 0.27      # dcls: sigma = |SIG| + 0.27
 DCLS_NORM_EPS = 1e-7        # dcls: kernel / (sum + 1e-7)
@@ -110,10 +132,14 @@ class _GaussKernel(torch.autograd.Function):
         xn = g.div_(g.sum(-1, keepdim=True).add_(DCLS_NORM_EPS))     # normalised, in place
         xn.masked_fill_(xn < TAP_FLOOR, 0.0)
         ctx.save_for_backward(w, xn, z, s)
-        return xn * w.unsqueeze(-1)
+        ctx.mark_non_differentiable(xn)
+        ctx.set_materialize_grads(False)
+        return xn * w.unsqueeze(-1), xn
 
     @staticmethod
-    def backward(ctx, gk):
+    def backward(ctx, gk, _g_xn=None):
+        if gk is None:
+            return None, None, None, None
         w, xn, z, s = ctx.saved_tensors
         gx = gk * xn                                                   # (o, i, n)
         a = gx.sum(-1)                                                 # dL/dw
@@ -135,9 +161,16 @@ def gauss_kernel(weight, P, SIG, window: int) -> torch.Tensor:
     Differentiable w.r.t. weight and P; SIG gets no gradient (it is scheduled, not
     learned; pass a SIG with requires_grad to fall back to plain autograd).
     """
+    return _gauss_kernel_and_taps(weight, P, SIG, window)[0]
+
+
+def _gauss_kernel_and_taps(weight, P, SIG, window: int):
+    """(kernel, normalised Gaussian (out, in, window) or None): :func:`gauss_kernel` and,
+    on the hand-written path, the Gaussian itself, whose nonzero taps are the taps whose
+    kernel gradient the kernel's backward uses (even where the weight is 0)."""
     w, p, sig, window = _kernel_shapes(weight, P, SIG, window)
     if sig.requires_grad and torch.is_grad_enabled():
-        return gauss_kernel_reference(weight, P, SIG, window)
+        return gauss_kernel_reference(weight, P, SIG, window), None
     return _GaussKernel.apply(w, p, sig.detach(), window)
 
 
@@ -463,10 +496,188 @@ def spectral_conv(x: torch.Tensor, spec: torch.Tensor, mats: DFTMatrices,
     return _SpectralConv.apply(x, spec, weight, mats, keep)
 
 
-def delay_conv(x: torch.Tensor, weight, P, SIG, window: int) -> torch.Tensor:
+# ----------------------------------------------------------------------- multi-tap path
+LEARNED_METHODS = ("auto", "spectral", "direct")
+# What delay_conv(method=None), i.e. the model, uses: one of LEARNED_METHODS (benchmarks
+# and tests set it to time or check one path).
+LEARNED_METHOD = "auto"
+# Cost model of :func:`delay_conv` (:func:`choose_method`): seconds per unit of work of
+# each path's features (:func:`spectral_features`, :func:`direct_features`), fitted by
+# benchmarks/bench_kernels.py (least squares on relative error over the SHD / SSC layer
+# shapes, batch 16-256, input densities 1-30 %, sigma 0.5; 1 torch thread, the kernels'
+# time per thread) on the 2-core Xeon (Sapphire Rapids, AVX-512) of this project, under
+# the load of a shared machine; see benchmarks/README.md "Kernels" for the run.
+# Spectral forward: per (batch x in x out x frequency bin) and per value transformed.
+COST_SPECTRAL = (1.39e-10, 7.42e-11)
+# Multi-tap pass (forward or kernel gradient, they cost about the same): per nonzero
+# input x fan-out x 8-lane chunk, and per output or kernel value written.
+COST_DIRECT = (3.1e-09, 9.97e-11)
+
+
+# float32 direct path: Gaussian taps below this (relative: the normalised Gaussian sums to
+# 1) are left out of the multi-tap kernels. Their terms are below 2**-30 = 9.3e-10 of
+# sum_i |w x|, i.e. 100x below the float32 rounding every path has (~eps32 = 1.2e-7 of
+# that sum: conv1d's sums, the spectral transforms); they would make sigma 0.5's 6-7 taps
+# 9-10 and need 16 lanes instead of 8. float64 keeps every tap above TAP_FLOOR.
+DIRECT_TAP_FLOOR_F32 = 2.0 ** -30
+
+
+class TapPlan(NamedTuple):
+    """Where each synapse's taps are, for the multi-tap kernels: ``width`` W (8, 16 or 32)
+    lanes, from delay ``base`` (the smallest delay with a used tap; -1: a synapse without
+    taps) on, ``span`` used taps (first to last); base, span (out, in) int32; ``taps`` the
+    mean span. The kernel values in the forward's layout come from :func:`plan_taps`."""
+
+    width: int
+    max_base: int
+    base: torch.Tensor
+    span: torch.Tensor
+    taps: float
+
+
+def tap_plan(gauss: torch.Tensor, kernel: torch.Tensor) -> TapPlan | None:
+    """The :class:`TapPlan` of ``kernel`` (out, in, window), whose used taps are those of
+    the normalised Gaussian ``gauss`` above TAP_FLOOR (float64) or DIRECT_TAP_FLOOR_F32
+    (float32); None when a synapse spans more taps than max(native.MULTITAP_WIDTHS)."""
+    floor = DIRECT_TAP_FLOOR_F32 if kernel.dtype == torch.float32 else TAP_FLOOR
+    base, span, (kmax, max_base, total) = native.multitap_plan(gauss.detach(), floor)
+    fit = [w for w in native.MULTITAP_WIDTHS if w >= kmax]
+    if not fit:
+        return None
+    return TapPlan(fit[0], max_base, base, span, total / max(1, span.numel()))
+
+
+def plan_taps(kernel: torch.Tensor, plan: TapPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kr (in, out, W), base (in, out)): the kernel values of ``plan``'s taps in the
+    layout of :func:`neurodelay.train.native.multitap_forward`."""
+    return native.multitap_taps(kernel, plan.base, plan.span, plan.width)
+
+
+def _adjoint_conv(gy: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """dL/dx of the causal convolution: gx[b, i, s] = sum_{o, n} kernel[o, i, n] *
+    gy[b, o, s + window - 1 - n], i.e. the causal convolution of gy reversed in time with
+    the transposed kernel, reversed back (through :func:`causal_conv`)."""
+    with torch.no_grad():
+        return causal_conv(gy.flip(-1), kernel.detach().transpose(0, 1)).flip(-1)
+
+
+class _MultiTapConv(torch.autograd.Function):
+    """:func:`causal_conv` through the multi-tap direct kernels
+    (:func:`neurodelay.train.native.multitap_forward`): forward and kernel gradient over the
+    nonzero inputs only; the input gradient (dense in dL/dy) through :func:`_adjoint_conv`.
+    The kernel gradient covers each synapse's W taps (:class:`TapPlan`); outside them it is
+    0, which is exact for the Gaussian kernels of :func:`delay_conv` (their backward
+    multiplies it by the Gaussian, 0 there)."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, plan, sp):
+        ctx.plan, ctx.sp = plan, sp
+        ctx.save_for_backward(kernel)
+        kr, base_io = plan_taps(kernel, plan)
+        return native.multitap_forward(sp, kr, base_io, plan.max_base).permute(1, 2, 0)
+
+    @staticmethod
+    def backward(ctx, gy):
+        (kernel,) = ctx.saved_tensors
+        plan = ctx.plan
+        gx = gk = None
+        if ctx.needs_input_grad[0]:
+            gx = _adjoint_conv(gy, kernel)
+        if ctx.needs_input_grad[1]:
+            gk = native.multitap_kernel_grad(gy, ctx.sp, plan.base, plan.width,
+                                             plan.max_base, kernel.shape[2])
+        return gx, gk, None, None
+
+
+def spectral_features(B: int, n_in: int, n_out: int, T: int, window: int) -> tuple:
+    """Work of one spectral :func:`causal_conv` forward: (bin products, transformed
+    values: input, output and kernel sides)."""
+    n_bins = (T + window - 1) // 2 + 1
+    return (B * n_in * n_out * n_bins,
+            (B * (n_in + n_out) * T + n_in * n_out * window) * n_bins)
+
+
+def direct_features(B: int, n_in: int, n_out: int, T: int, window: int, nnz: int,
+                    width: int) -> tuple:
+    """Work of one multi-tap pass: (nonzero inputs x fan-out x 8-lane chunks, values
+    written or scanned: outputs, kernel, inputs)."""
+    return (nnz * n_out * (width // 8), B * n_out * T + n_in * n_out * window + B * n_in * T)
+
+
+def _cost(coef: tuple, feats: tuple) -> float:
+    return sum(c * f for c, f in zip(coef, feats))
+
+
+def choose_method(B: int, n_in: int, n_out: int, T: int, window: int, nnz: int,
+                  width: int, need_x: bool, need_k: bool) -> str:
+    """"direct" or "spectral", whichever the cost model says is cheaper for one call of
+    :func:`delay_conv` with its backward: spectral = forward x (1 + need_x + need_k)
+    (the backward's two products cost about one forward each); direct = multi-tap
+    forward (+ kernel gradient) + the spectral input gradient (:func:`_adjoint_conv`)."""
+    spec = _cost(COST_SPECTRAL, spectral_features(B, n_in, n_out, T, window))
+    t_spec = spec * (1 + need_x + need_k)
+    t_dir = _cost(COST_DIRECT, direct_features(B, n_in, n_out, T, window, nnz, width)) * (
+        1 + need_k)
+    if need_x:
+        t_dir += _cost(COST_SPECTRAL, spectral_features(B, n_out, n_in, T, window))
+    return "direct" if t_dir < t_spec else "spectral"
+
+
+def _direct_possible(x: torch.Tensor, window: int) -> bool:
+    return (x.device.type == "cpu" and window > DIRECT_MAX_WINDOW and x.shape[2] > 0
+            and native.available())
+
+
+def delay_conv(x: torch.Tensor, weight, P, SIG, window: int, *,
+               method: str | None = None) -> torch.Tensor:
     """What ``DelaySynapses.conv(F.pad(x, (window - 1, 0)))`` computes, faster.
 
     x (B, in, T); weight (out, in, 1); P, SIG (1, out, in, 1) (dcls' parameters) ->
     (B, out, T). Differentiable w.r.t. x, weight and P (not SIG).
+
+    ``method``: "spectral" (:func:`causal_conv`'s frequency domain), "direct" (the
+    multi-tap C kernels over the nonzero inputs, :class:`_MultiTapConv`; CPU, compiled
+    kernels and at most 32 taps per synapse, else a KernelError) or "auto": direct where
+    possible and cheaper by the cost model (:func:`choose_method`), per call; None:
+    ``LEARNED_METHOD``.
     """
-    return causal_conv(x, gauss_kernel(weight, P, SIG, window))
+    if method is None:
+        method = LEARNED_METHOD
+    if method not in LEARNED_METHODS:
+        raise KernelError(f"delay_conv: method must be one of "
+                          f"{', '.join(map(repr, LEARNED_METHODS))}, got {method!r}")
+    kernel, gauss = _gauss_kernel_and_taps(weight, P, SIG, window)
+    if method == "spectral" or (method == "auto" and not _direct_possible(x, int(window))):
+        return causal_conv(x, kernel)
+    _check_conv_args(x, kernel)
+    if method == "direct" and not _direct_possible(x, int(window)):
+        raise KernelError(f"delay_conv: method 'direct' needs x on the CPU ({x.device}), "
+                          f"a window > {DIRECT_MAX_WINDOW} ({window}), T > 0 and the "
+                          f"compiled kernels ({native.status().describe()}); use 'auto'")
+    if gauss is None:                      # SIG with a gradient: plain autograd kernel
+        if method == "direct":
+            raise KernelError("delay_conv: method 'direct' needs SIG without a gradient "
+                              "(the hand-written Gaussian kernel); use 'auto'")
+        return causal_conv(x, kernel)
+    if method == "auto":
+        grad = torch.is_grad_enabled()
+        shape = (*x.shape[:2], kernel.shape[0], x.shape[2], int(window),
+                 native.count_nonzero(x.detach()))
+        needs = (grad and x.requires_grad, grad and kernel.requires_grad)
+
+        def pick(width):
+            return choose_method(*shape, width, *needs)
+
+        # the narrowest width first: if even that loses, no plan is needed
+        if pick(min(native.MULTITAP_WIDTHS)) != "direct":
+            return causal_conv(x, kernel)
+    plan = tap_plan(gauss, kernel)
+    if plan is None:
+        if method == "direct":
+            raise KernelError(f"delay_conv: method 'direct' handles at most "
+                              f"{max(native.MULTITAP_WIDTHS)} taps per synapse; this "
+                              f"kernel is wider (sigma too large); use 'auto'")
+        return causal_conv(x, kernel)
+    if method == "auto" and pick(plan.width) != "direct":
+        return causal_conv(x, kernel)
+    return _MultiTapConv.apply(x, kernel, plan, native.spikes(x.detach()))

@@ -226,5 +226,253 @@ DEFINE_KERNELS(float, f32, fmaf)
 DEFINE_KERNELS(double, f64, fma)
 #undef real_t
 
+/* ---------------------------------------------------------------------------------------
+   Multi-tap direct kernels of the learned-delay convolution (neurodelay/train/dcls_conv.py,
+   native.py's multitap_*): every synapse (o, i) has a contiguous range of W taps (W = 16
+   or 32) starting at its smallest delay base[o, i] (-1: a synapse without taps), with
+   kernel values kr[., ., m] at delay base + m:
+
+       y[b, o, t] = sum_i sum_m kr[o, i, m] * x[b, i, t - base[o, i] - m]
+
+   The input is taken as lists of its nonzero values (nd_spikes_*): binary spikes, mostly
+   zero, so the forward and the kernel gradient cost (nonzero inputs) x (fan-out) x W
+   multiply-adds instead of B x in x out x T x W. Forward: every nonzero input x[b, i, s]
+   adds v * kr[o, i, 0:W] to the output row y[b, o, s + base : s + base + W] of each
+   output o (a W-wide vector fma into a zero-padded row that stays in L1, MT_OB output
+   rows interleaved so that consecutive updates touch different rows). Kernel gradient:
+   gk[o, i, m] = sum_b sum_s v * gy[b, o, s + base + m], W lanes in registers.
+   Sum orders: y[b, o, t] over i ascending, then s ascending (one thread per batch item);
+   gk[o, i, m] over b ascending, then s ascending (one thread per output channel): results
+   do not depend on the thread count. Every multiply-add is one fma().
+   --------------------------------------------------------------------------------------- */
+#define MT_OB 16
+#define MT_BB 1
+#define MT_KO 8
+
+/* the forward's loop over one input's nonzero values and the outputs of a block */
+#define MT_SPIKES(real, UPDATE)                                                            \
+    do {                                                                                   \
+        for (int32_t k = 0; k < n; k++) {                                                  \
+            int64_t s = ts[k];                                                             \
+            real v = vs[k];                                                                \
+            for (int o = 0; o < no; o++) UPDATE;                                           \
+        }                                                                                  \
+    } while (0)
+
+#define DEFINE_MULTITAP(real, sfx, FMA)                                                    \
+/* nonzero inputs of batch items [b0, b1): for (b, i), the steps s (ascending) with        \
+   x[b, i, s] != 0 in tim[(b * n_in + i) * T + k], their values in val[...], their count   \
+   in cnt[b * n_in + i]. */                                                                \
+int nd_spikes_##sfx(const real *x, int64_t sb, int64_t si, int64_t st, int64_t n_in,       \
+                    int64_t T, int32_t *tim, real *val, int32_t *cnt, int64_t b0,          \
+                    int64_t b1)                                                            \
+{                                                                                          \
+    for (int64_t b = b0; b < b1; b++) {                                                    \
+        int32_t *cb = cnt + b * n_in;                                                      \
+        memset(cb, 0, sizeof(int32_t) * (size_t)n_in);                                     \
+        if (st <= si) {                                                                    \
+            for (int64_t i = 0; i < n_in; i++) {                                           \
+                const real *r = x + b * sb + i * si;                                       \
+                int64_t r0 = (b * n_in + i) * T;                                           \
+                int32_t n = 0;                                                             \
+                for (int64_t s = 0; s < T; s++) {                                          \
+                    real v = r[s * st];                                                    \
+                    if (v != 0) { tim[r0 + n] = (int32_t)s; val[r0 + n] = v; n++; }        \
+                }                                                                          \
+                cb[i] = n;                                                                 \
+            }                                                                              \
+        } else {                                                                           \
+            for (int64_t s = 0; s < T; s++) {                                              \
+                const real *r = x + b * sb + s * st;                                       \
+                for (int64_t i = 0; i < n_in; i++) {                                       \
+                    real v = r[i * si];                                                    \
+                    if (v != 0) {                                                          \
+                        int64_t k = (b * n_in + i) * T + cb[i]++;                          \
+                        tim[k] = (int32_t)s; val[k] = v;                                   \
+                    }                                                                      \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
+    return 0;                                                                              \
+}                                                                                          \
+                                                                                           \
+static inline void mt_axpy8_##sfx(real *restrict a, real v, const real *restrict k)       \
+{                                                                                          \
+    _Pragma("omp simd")                                                                    \
+    for (int m = 0; m < 8; m++) a[m] = FMA(v, k[m], a[m]);                                 \
+}                                                                                          \
+static inline void mt_axpy16_##sfx(real *restrict a, real v, const real *restrict k)      \
+{                                                                                          \
+    _Pragma("omp simd")                                                                    \
+    for (int m = 0; m < 16; m++) a[m] = FMA(v, k[m], a[m]);                                \
+}                                                                                          \
+/* a[0:W] += v * k[0:W], W = 8, 16 or 32 */                                                \
+static inline void mt_axpy_##sfx(real *restrict a, real v, const real *restrict k, int W)  \
+{                                                                                          \
+    if (W == 8) { mt_axpy8_##sfx(a, v, k); return; }                                       \
+    mt_axpy16_##sfx(a, v, k);                                                              \
+    if (W == 32) mt_axpy16_##sfx(a + 16, v, k + 16);                                       \
+}                                                                                          \
+                                                                                           \
+/* number of nonzero values of x (B, n_in, T), strides sb, si, st */                       \
+int64_t nd_count_nonzero_##sfx(const real *x, int64_t sb, int64_t si, int64_t st,          \
+                               int64_t B, int64_t n_in, int64_t T)                         \
+{                                                                                          \
+    int64_t n = 0;                                                                         \
+    for (int64_t b = 0; b < B; b++)                                                        \
+        for (int64_t i = 0; i < n_in; i++)                                                 \
+            for (int64_t s = 0; s < T; s++) n += x[b * sb + i * si + s * st] != 0;         \
+    return n;                                                                              \
+}                                                                                          \
+                                                                                           \
+/* tap ranges of synapses [s0, s1): g (n_syn, window) the normalised Gaussians; a tap is   \
+   used where g > 0 and g >= floor; base = the smallest delay (window - 1 - last used      \
+   tap) or -1, span = last - first used tap + 1 (0 without taps). */                       \
+int nd_mt_plan_##sfx(const real *g, int64_t window, double floor, int32_t *base,           \
+                     int32_t *span, int64_t s0, int64_t s1)                                \
+{                                                                                          \
+    for (int64_t q = s0; q < s1; q++) {                                                    \
+        const real *r = g + q * window;                                                    \
+        int64_t first = -1, last = -1;                                                     \
+        for (int64_t n = 0; n < window; n++)                                               \
+            if (r[n] > 0 && r[n] >= floor) { if (first < 0) first = n; last = n; }         \
+        base[q] = last >= 0 ? (int32_t)(window - 1 - last) : -1;                           \
+        span[q] = last >= 0 ? (int32_t)(last - first + 1) : 0;                             \
+    }                                                                                      \
+    return 0;                                                                              \
+}                                                                                          \
+                                                                                           \
+/* kernel values of inputs [i0, i1) in the forward's layout: kr[i, o, m] = k[o, i,         \
+   window - 1 - base[o, i] - m] for m < span[o, i], else 0; base_io[i, o] = base[o, i].    \
+   k (n_out, n_in, window) contiguous. */                                                  \
+int nd_mt_taps_##sfx(const real *k, int64_t n_out, int64_t n_in, int64_t window,           \
+                     const int32_t *base, const int32_t *span, int W, real *kr,            \
+                     int32_t *base_io, int64_t i0, int64_t i1)                             \
+{                                                                                          \
+    for (int64_t i = i0; i < i1; i++)                                                      \
+        for (int64_t o = 0; o < n_out; o++) {                                              \
+            int32_t bs = base[o * n_in + i], sp = span[o * n_in + i];                      \
+            const real *ko = k + (o * n_in + i) * window + window - 1 - bs;                \
+            real *d = kr + (i * n_out + o) * W;                                            \
+            base_io[i * n_out + o] = bs < 0 ? 0 : bs;      /* no taps: kr = 0 */            \
+            for (int m = 0; m < W; m++) d[m] = m < sp ? ko[-m] : 0;                        \
+        }                                                                                  \
+    return 0;                                                                              \
+}                                                                                          \
+                                                                                           \
+/* forward, batch items [b0, b1): y (T, B, n_out) contiguous; kr (n_in, n_out, W), base     \
+   (n_in, n_out) >= 0 (a synapse without taps has kr 0); Lp >= T + max(base) + W. Returns 0, -1: out of memory,     \
+   -2: bad width. */                                                                       \
+int nd_mt_fwd_##sfx(const int32_t *tim, const real *val, const int32_t *cnt, int64_t n_in, \
+                    int64_t T, const real *kr, const int32_t *base, int64_t n_out, int W,  \
+                    int64_t Lp, real *y, int64_t B, int64_t b0, int64_t b1)                \
+{                                                                                          \
+    if (W != 8 && W != 16 && W != 32) return -2;                                                     \
+    real *acc = malloc(sizeof(real) * (size_t)(MT_BB * MT_OB * Lp));                       \
+    if (!acc) return -1;                                                                   \
+    for (int64_t bb = b0; bb < b1; bb += MT_BB) {                                          \
+        int nb = b1 - bb < MT_BB ? (int)(b1 - bb) : MT_BB;                                 \
+        for (int64_t o0 = 0; o0 < n_out; o0 += MT_OB) {                                    \
+            int no = n_out - o0 < MT_OB ? (int)(n_out - o0) : MT_OB;                       \
+            memset(acc, 0, sizeof(real) * (size_t)(nb * MT_OB * Lp));                      \
+            for (int64_t i = 0; i < n_in; i++) {                                           \
+                const real *ki = kr + (i * n_out + o0) * W;                                \
+                const int32_t *bi = base + i * n_out + o0;                                 \
+                for (int q = 0; q < nb; q++) {                                             \
+                    int64_t r = (bb + q) * n_in + i;                                       \
+                    int32_t n = cnt[r];                                                    \
+                    if (!n) continue;                                                      \
+                    const int32_t *ts = tim + r * T;                                       \
+                    const real *vs = val + r * T;                                          \
+                    real *aq = acc + (int64_t)q * MT_OB * Lp;                              \
+                    if (W == 8)                                                            \
+                        MT_SPIKES(real, mt_axpy8_##sfx(aq + o * Lp + s + bi[o], v, ki + o * 8));\
+                    else                                                                   \
+                        MT_SPIKES(real, mt_axpy_##sfx(aq + o * Lp + s + bi[o], v, ki + o * W,   \
+                                                      W));                                 \
+                }                                                                          \
+            }                                                                              \
+            for (int q = 0; q < nb; q++)                                                   \
+                for (int64_t t = 0; t < T; t++) {                                          \
+                    real *yt = y + (t * B + bb + q) * n_out + o0;                          \
+                    const real *aq = acc + (int64_t)q * MT_OB * Lp + t;                    \
+                    for (int o = 0; o < no; o++) yt[o] = aq[o * Lp];                       \
+                }                                                                          \
+        }                                                                                  \
+    }                                                                                      \
+    free(acc);                                                                             \
+    return 0;                                                                              \
+}                                                                                          \
+                                                                                           \
+/* kernel gradient, output channels [o0, o1): gk (n_out, n_in, window) contiguous, at the  \
+   tap of delay d = base[o, i] + m (m < W, d < window): sum_b sum_s val * gy[b, o, s + d]  \
+   (gy = 0 from T on), 0 at the other taps; base (n_out, n_in). Returns 0, -1: out of      \
+   memory, -2: bad width or range. */                                                      \
+int nd_mt_kgrad_##sfx(const real *gy, int64_t gsb, int64_t gso, int64_t gst,               \
+                      const int32_t *tim, const real *val, const int32_t *cnt,             \
+                      int64_t n_in, int64_t T, const int32_t *base, int64_t n_out, int W,  \
+                      int64_t window, int64_t Lp, real *gk, int64_t B, int64_t o0,         \
+                      int64_t o1)                                                          \
+{                                                                                          \
+    if ((W != 8 && W != 16 && W != 32) || o0 < 0 || o0 > o1 || o1 > n_out) return -2;               \
+    real *rows = calloc((size_t)(MT_KO * B * Lp), sizeof(real));                           \
+    if (!rows) return -1;                                                                  \
+    for (int64_t oa = o0; oa < o1; oa += MT_KO) {                                          \
+        int no = o1 - oa < MT_KO ? (int)(o1 - oa) : MT_KO;                                 \
+        for (int64_t b = 0; b < B; b++)                                                    \
+            for (int64_t t = 0; t < T; t++) {                                              \
+                const real *g = gy + b * gsb + t * gst + oa * gso;                         \
+                for (int o = 0; o < no; o++) rows[((int64_t)o * B + b) * Lp + t] = g[o * gso];\
+            }                                                                              \
+        for (int64_t i = 0; i < n_in; i++) {                                               \
+            real a[MT_KO][32];                                                             \
+            memset(a, 0, sizeof a);                                                        \
+            int32_t bs[MT_KO];                                                             \
+            for (int o = 0; o < no; o++) bs[o] = base[(oa + o) * n_in + i];                \
+            for (int64_t b = 0; b < B; b++) {                                              \
+                int64_t r = b * n_in + i;                                                  \
+                int32_t n = cnt[r];                                                        \
+                if (!n) continue;                                                          \
+                const int32_t *ts = tim + r * T;                                           \
+                const real *vs = val + r * T;                                              \
+                for (int32_t k = 0; k < n; k++) {                                          \
+                    int64_t s = ts[k];                                                     \
+                    real v = vs[k];                                                        \
+                    for (int o = 0; o < no; o++) {                                         \
+                        if (bs[o] < 0) continue;                                           \
+                        mt_axpy_##sfx(a[o], v, rows + ((int64_t)o * B + b) * Lp + s + bs[o],\
+                                      W);                                                  \
+                    }                                                                      \
+                }                                                                          \
+            }                                                                              \
+            for (int o = 0; o < no; o++) {                                                 \
+                real *d = gk + ((oa + o) * n_in + i) * window;                             \
+                memset(d, 0, sizeof(real) * (size_t)window);                               \
+                for (int m = 0; m < W && bs[o] >= 0 && bs[o] + m < window; m++)            \
+                    d[window - 1 - bs[o] - m] = a[o][m];                                   \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
+    free(rows);                                                                            \
+    return 0;                                                                              \
+}
+
+/* out[0] = max span, out[1] = max base, out[2] = sum of spans over n synapses */
+int nd_mt_plan_stats(const int32_t *base, const int32_t *span, int64_t n, int64_t *out)
+{
+    int64_t ms = 0, mb = 0, sum = 0;
+    for (int64_t q = 0; q < n; q++) {
+        if (span[q] > ms) ms = span[q];
+        if (base[q] > mb) mb = base[q];
+        sum += span[q];
+    }
+    out[0] = ms; out[1] = mb; out[2] = sum;
+    return 0;
+}
+
+DEFINE_MULTITAP(float, f32, fmaf)
+DEFINE_MULTITAP(double, f64, fma)
+
 /* version of this file's interface, checked by native.py after loading */
-int nd_abi_version(void) { return 1; }
+int nd_abi_version(void) { return 3; }

@@ -23,6 +23,14 @@ one thread with fused multiply-adds (``fma``, one rounding each; built with
 or the machine. float32: the rounding of a plain ordered sum (like conv1d's); float64:
 exact for integer-valued inputs and weights whose sums stay below 2**53.
 
+The same library holds the multi-tap kernels of the learned-delay convolution
+(``multitap_*``, used by :func:`neurodelay.train.dcls_conv.delay_conv`'s direct path):
+the nonzero inputs as lists (:func:`spikes`), each synapse's used taps
+(:func:`multitap_plan`, :func:`multitap_taps`), the forward over the nonzero inputs
+(:func:`multitap_forward`, split over the batch) and the kernel gradient
+(:func:`multitap_kernel_grad`, split over the output channels); same rules: fma, fixed
+sum orders, thread-count-independent results.
+
 Where there is no C compiler, or ``NEURODELAY_NATIVE=0`` is set, :func:`status` says
 why and :func:`neurodelay.train.intdelay.integer_delay_conv` uses its frequency-domain
 path instead (same results to float rounding, slower); nothing else changes.
@@ -48,9 +56,9 @@ from neurodelay.errors import KernelError
 from neurodelay.fs import atomic_path
 
 SOURCE = Path(__file__).with_name("intdelay_kernels.c")
-ABI_VERSION = 1
+ABI_VERSION = 3
 ENV_SWITCH = "NEURODELAY_NATIVE"          # "0" / "off" / "no": do not build or use
-FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
+FLAG_SETS = (("-O3", "-march=native", "-fopenmp-simd"), ("-O3", "-fopenmp-simd"), ("-O3",))
 COMMON_FLAGS = ("-std=gnu11", "-ffp-contract=off", "-fPIC", "-shared")
 TILE_WIDTHS = tuple(range(16, 129, 16))   # the tile widths the C kernels are built for
 
@@ -151,6 +159,27 @@ def _declare(lib) -> None:
         w.argtypes = [P, I64, I64, I64, P, I64, I64, I64, I64, P, I64, P, I64, I64, I64, I32,
                       I64, I64]
         w.restype = I32
+        sp = getattr(lib, f"nd_spikes_{sfx}")
+        sp.argtypes = [P, I64, I64, I64, I64, I64, P, P, P, I64, I64]
+        sp.restype = I32
+        mf = getattr(lib, f"nd_mt_fwd_{sfx}")
+        mf.argtypes = [P, P, P, I64, I64, P, P, I64, I32, I64, P, I64, I64, I64]
+        mf.restype = I32
+        mk = getattr(lib, f"nd_mt_kgrad_{sfx}")
+        mk.argtypes = [P, I64, I64, I64, P, P, P, I64, I64, P, I64, I32, I64, I64, P, I64,
+                       I64, I64]
+        mk.restype = I32
+        mp = getattr(lib, f"nd_mt_plan_{sfx}")
+        mp.argtypes = [P, I64, ctypes.c_double, P, P, I64, I64]
+        mp.restype = I32
+        cz = getattr(lib, f"nd_count_nonzero_{sfx}")
+        cz.argtypes = [P, I64, I64, I64, I64, I64, I64]
+        cz.restype = I64
+        mt = getattr(lib, f"nd_mt_taps_{sfx}")
+        mt.argtypes = [P, I64, I64, I64, P, P, I32, P, P, I64, I64]
+        mt.restype = I32
+    lib.nd_mt_plan_stats.argtypes = [P, P, I64, P]
+    lib.nd_mt_plan_stats.restype = I32
 
 
 def _build(source_file: Path = SOURCE, stem: str = "intdelay", abi: int = ABI_VERSION,
@@ -253,6 +282,147 @@ def _sfx(t: torch.Tensor) -> str:
 def _span(delay: torch.Tensor, T: int) -> int:
     d = delay[delay < T]
     return int(d.max()) if d.numel() else 0
+
+
+# ----------------------------------------------------------------------- multi-tap kernels
+MULTITAP_WIDTHS = (8, 16, 32)  # taps per synapse the multi-tap kernels are built for
+
+
+@dataclass(frozen=True)
+class Spikes:
+    """The nonzero values of an input x (B, n_in, T), per (b, i) in ascending steps:
+    ``tim`` / ``val`` (B * n_in * T,) hold them at (b * n_in + i) * T + k, k < cnt[b, i]."""
+
+    tim: torch.Tensor
+    val: torch.Tensor
+    cnt: torch.Tensor
+    shape: tuple
+
+    @property
+    def nnz(self) -> int:
+        return int(self.cnt.sum())
+
+
+def spikes(x: torch.Tensor) -> Spikes:
+    """The nonzero inputs of x (B, n_in, T) (any strides), as lists (:class:`Spikes`)."""
+    lib = _lib()
+    _check_cpu(x)
+    B, n_in, T = x.shape
+    tim = torch.empty(B * n_in * T, dtype=torch.int32)
+    val = torch.empty(B * n_in * T, dtype=x.dtype)
+    cnt = torch.empty(B, n_in, dtype=torch.int32)
+    sb, si, st = x.stride()
+    fn = getattr(lib, f"nd_spikes_{_sfx(x)}")
+    _run(fn, B, lambda lo, hi: (x.data_ptr(), sb, si, st, n_in, T, tim.data_ptr(),
+                                val.data_ptr(), cnt.data_ptr(), lo, hi))
+    return Spikes(tim, val, cnt, (B, n_in, T))
+
+
+def _mt_row_len(T: int, max_base: int, width: int) -> int:
+    return -(-(T + max_base + width) // 16) * 16
+
+
+def _check_cpu(t: torch.Tensor) -> None:
+    if t.device.type != "cpu":
+        raise KernelError(f"native kernels: tensors must be on the CPU, got {t.device}")
+
+
+def _check_width(width: int) -> None:
+    if width not in MULTITAP_WIDTHS:
+        raise KernelError(f"multi-tap kernels: width must be one of {MULTITAP_WIDTHS}, "
+                          f"got {width}")
+
+
+def multitap_forward(sp: Spikes, kr: torch.Tensor, base: torch.Tensor,
+                     max_base: int) -> torch.Tensor:
+    """y (T, B, n_out) contiguous: y[t, b, o] = sum_i sum_m kr[i, o, m] *
+    x[b, i, t - base[i, o] - m], x given by its nonzero values ``sp``; kr (n_in, n_out, W)
+    contiguous of x's dtype, base (n_in, n_out) int32 (-1: a synapse without taps),
+    ``max_base`` >= every base."""
+    lib = _lib()
+    B, n_in, T = sp.shape
+    n_out, width = kr.shape[1], kr.shape[2]
+    _check_width(width)
+    y = torch.empty(T, B, n_out, dtype=kr.dtype)
+    L = _mt_row_len(T, max_base, width)
+    fn = getattr(lib, f"nd_mt_fwd_{_sfx(kr)}")
+    _run(fn, B, lambda lo, hi: (sp.tim.data_ptr(), sp.val.data_ptr(), sp.cnt.data_ptr(),
+                                n_in, T, kr.data_ptr(), base.data_ptr(), n_out, width, L,
+                                y.data_ptr(), B, lo, hi))
+    return y
+
+
+def multitap_kernel_grad(gy: torch.Tensor, sp: Spikes, base: torch.Tensor, width: int,
+                         max_base: int, window: int) -> torch.Tensor:
+    """dL/dkernel (n_out, n_in, window) at the taps of delays d = base[o, i] + m (m < W,
+    d < window; tap window - 1 - d): sum over b, s of x[b, i, s] * gy[b, o, s + d]; 0 at
+    the other taps. gy (B, n_out, T), any strides; x given by ``sp``; base (n_out, n_in)
+    int32."""
+    lib = _lib()
+    _check_cpu(gy)
+    _check_width(width)
+    B, n_in, T = sp.shape
+    n_out = gy.shape[1]
+    g = torch.empty(n_out, n_in, window, dtype=gy.dtype)
+    L = _mt_row_len(T, max_base, width)
+    gsb, gso, gst = gy.stride()
+    fn = getattr(lib, f"nd_mt_kgrad_{_sfx(gy)}")
+    _run(fn, n_out, lambda lo, hi: (gy.data_ptr(), gsb, gso, gst, sp.tim.data_ptr(),
+                                    sp.val.data_ptr(), sp.cnt.data_ptr(), n_in, T,
+                                    base.data_ptr(), n_out, width, window, L, g.data_ptr(),
+                                    B, lo, hi))
+    return g
+
+
+def count_nonzero(x: torch.Tensor) -> int:
+    """The number of nonzero values of x (B, n_in, T), any strides, as a Python int.
+    (Counted here, not with torch.count_nonzero + int(): on the CPU the same number, and
+    the training loop's code stays free of tensor-to-Python conversions, which are host
+    syncs on a GPU and counted by tests/test_device.py.)"""
+    lib = _lib()
+    _check_cpu(x)
+    sb, si, st = x.stride()
+    return int(getattr(lib, f"nd_count_nonzero_{_sfx(x)}")(x.data_ptr(), sb, si, st,
+                                                          *x.shape))
+
+
+def multitap_plan(gauss: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor,
+                                                              tuple[int, int, int]]:
+    """(base, span, (max span, max base, sum of spans)): base and span (n_out, n_in)
+    int32 of the Gaussians ``gauss`` (n_out, n_in, window): the smallest delay whose tap
+    is used (> 0 and >= floor; -1: none) and the number of taps from the first to the
+    last used one."""
+    lib = _lib()
+    _check_cpu(gauss)
+    g = gauss.contiguous()
+    n_out, n_in, window = g.shape
+    base = torch.empty(n_out, n_in, dtype=torch.int32)
+    span = torch.empty(n_out, n_in, dtype=torch.int32)
+    fn = getattr(lib, f"nd_mt_plan_{_sfx(g)}")
+    _run(fn, n_out * n_in, lambda lo, hi: (g.data_ptr(), window, float(floor),
+                                           base.data_ptr(), span.data_ptr(), lo, hi))
+    stats = (ctypes.c_int64 * 3)()
+    lib.nd_mt_plan_stats(base.data_ptr(), span.data_ptr(), n_out * n_in, stats)
+    return base, span, (stats[0], stats[1], stats[2])
+
+
+def multitap_taps(kernel: torch.Tensor, base: torch.Tensor, span: torch.Tensor,
+                  width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kr (n_in, n_out, W), base (n_in, n_out)): the forward's layout of ``kernel``
+    (n_out, n_in, window): kr[i, o, m] = kernel[o, i, window - 1 - base[o, i] - m] for
+    m < span[o, i], else 0."""
+    lib = _lib()
+    _check_cpu(kernel)
+    _check_width(width)
+    k = kernel.detach().contiguous()
+    n_out, n_in, window = k.shape
+    kr = torch.empty(n_in, n_out, width, dtype=k.dtype)
+    base_io = torch.empty(n_in, n_out, dtype=torch.int32)
+    fn = getattr(lib, f"nd_mt_taps_{_sfx(k)}")
+    _run(fn, n_in, lambda lo, hi: (k.data_ptr(), n_out, n_in, window, base.data_ptr(),
+                                   span.data_ptr(), width, kr.data_ptr(),
+                                   base_io.data_ptr(), lo, hi))
+    return kr, base_io
 
 
 def gather(src: torch.Tensor, weight: torch.Tensor, off: torch.Tensor, shift: int,
