@@ -160,6 +160,13 @@ def test_recurrent_delays_and_fan_in_against_the_target():
     assert st["max_fan_in"] == int((ff_in + rec_in).max())
     assert st["recurrent_synapses"] == int(np.count_nonzero(lay.rec_weight))
     assert st["synapses"] == int(np.count_nonzero(lay.weight)) + st["recurrent_synapses"]
+    used = clipped.layers[0].rec_weight != 0
+    assert st["rec_delay_max"] == a.max_delay + 1 == int(clipped.layers[0].rec_delay[used].max())
+    assert st["rec_delay_min"] == int(clipped.layers[0].rec_delay[used].min())
+    assert resource_report(clipped, "loihi2").layers[1]["rec_delay_min"] is None  # readout
+    from neurodelay.hw.resources import format_resource_report
+    table = format_resource_report(resource_report(clipped, "loihi2"))
+    assert f"rec {st['rec_delay_min']}..{a.max_delay + 1}" in table
     # sweep-bits' memory column counts the recurrent synapses like the resource report
     from neurodelay.research.sweep import memory_bytes
     assert memory_bytes(clipped, 8, 6) == \

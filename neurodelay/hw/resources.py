@@ -48,6 +48,9 @@ def _layer_stats(layer: Layer | QLayer, target: Target, bits_per_synapse: int) -
         "cores": cores,
         "delay_min": int(delays.min()) if n_syn else 0,
         "delay_max": int(delays.max()) if n_syn else 0,
+        # recurrent synapses' delays E (>= 1 step; Lava's DelayDense holds E - 1)
+        "rec_delay_min": int(layer.rec_delay[rec != 0].min()) if n_rec else None,
+        "rec_delay_max": int(layer.rec_delay[rec != 0].max()) if n_rec else None,
         "max_fan_in": int(np.max(fan_in)) if used.size else 0,
         "max_fan_out": int(used.sum(axis=0).max()) if used.size else 0,
     }
@@ -87,8 +90,9 @@ def resource_report(net: Network | QNetwork, target) -> ResourceReport:
     violates.
 
     Returns a :class:`ResourceReport`: target (name), memory_formula (str), layers (dicts with
-    name, kind, inputs, neurons, synapses, synaptic_memory_bytes, cores, delay_min,
-    delay_max, max_fan_in, max_fan_out), totals (neurons, synapses,
+    name, kind, inputs, neurons, synapses, recurrent_synapses, synaptic_memory_bytes,
+    cores, delay_min, delay_max, rec_delay_min and rec_delay_max (the recurrent
+    synapses' delays, None without any), max_fan_in, max_fan_out), totals (neurons, synapses,
     synaptic_memory_bytes, cores, chips_needed), limits (the target values compared),
     violations (list of str, each naming layer, limit, value and allowed value), notes
     (list of str) and fits (bool: no violations).
@@ -179,7 +183,10 @@ def format_resource_report(report) -> str:
             if head == "layer":
                 row.append(f"{k} {st['name']}".strip())
             elif head == "delays":
-                row.append(f"{st['delay_min']}..{st['delay_max']}")
+                cell = f"{st['delay_min']}..{st['delay_max']}"
+                if st.get("rec_delay_min") is not None:
+                    cell += f", rec {st['rec_delay_min']}..{st['rec_delay_max']}"
+                row.append(cell)
             else:
                 row.append(str(st[key]))
         rows.append(row)
