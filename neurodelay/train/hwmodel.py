@@ -204,24 +204,25 @@ class HwLayer(nn.Module):
         z = self.bias / self.bias_step
         return ste(z, torch.clamp(torch.round(z), lo, hi))
 
-    def to_qlayer(self) -> QLayer:
+    def _lava_weights(self, mantissas: torch.Tensor, what: str) -> tuple[np.ndarray, int]:
+        """(weights = mantissas x mult as int64, Lava's num_weight_bits), refused when
+        Lava's truncation at those bits would change them."""
         with torch.no_grad():
-            q = self.mantissas().cpu().numpy().astype(np.int64)
-            b = self.bias_mant().cpu().numpy().astype(np.int64)
+            q = mantissas.cpu().numpy().astype(np.int64)
         w = q * self.mult
         nwb = fp.num_weight_bits_for(q, self.bits, self.a)
         if not np.array_equal(fp.effective_weights(w, nwb, self.a), w):
             raise fp.FixedPointError(f"internal: layer {self.name!r}: Lava's truncation "
-                                     f"would change the fine-tuned weights")
+                                     f"would change the fine-tuned {what}")
+        return w, nwb
+
+    def to_qlayer(self) -> QLayer:
+        w, nwb = self._lava_weights(self.mantissas(), "weights")
+        with torch.no_grad():
+            b = self.bias_mant().cpu().numpy().astype(np.int64)
         rec = {}
         if self.recurrent:
-            with torch.no_grad():
-                qr = self.rec_mantissas().cpu().numpy().astype(np.int64)
-            wr = qr * self.mult
-            rnwb = fp.num_weight_bits_for(qr, self.bits, self.a)
-            if not np.array_equal(fp.effective_weights(wr, rnwb, self.a), wr):
-                raise fp.FixedPointError(f"internal: layer {self.name!r}: Lava's truncation "
-                                         f"would change the fine-tuned recurrent weights")
+            wr, rnwb = self._lava_weights(self.rec_mantissas(), "recurrent weights")
             rec = dict(rec_weight=wr, rec_delay=self.rec_delay.cpu().numpy().copy(),
                        rec_weight_exp=self.rec_exp, rec_num_weight_bits=rnwb)
         return QLayer(weight=w, weight_exp=self.weight_exp, num_weight_bits=nwb,
