@@ -43,7 +43,7 @@ instead of y written; the input gradient (dense in dL/dy) goes through the spect
 (:func:`_adjoint_conv`); the kernel gradient is exact at every tap the Gaussian uses, so
 _GaussKernel's backward gives dweight and dP as before. Work: nonzero inputs x fan-out
 x lanes, against the spectral path's ~3 (N // 2 + 1) per (batch, in, out) triple plus
-the transforms. Measured (benchmarks/bench_kernels.py, results/benchmark.json
+the transforms. Measured (benchmarks/bench_kernels.py, results/benchmark_kernels_ae7409c.json
 ``kernels``): at the benchmark's densities (16-26 % nonzero) this is not cheaper: each
 8-lane update (load, fma, store of an unaligned output window) costs a few cycles, so
 the direct forward reaches ~4-7 % of the matmul peak in useful multiply-adds where the
