@@ -59,10 +59,9 @@ from neurodelay.sim.lavarun import open_netx
 def netx_effective(w_file: np.ndarray, a: fp.Arith) -> np.ndarray | None:
     """Replay netx + Lava on file weights; return them if the result is exactly
     ``w_file @ x`` for every input, else None."""
-    from neurodelay._compat import ensure_lava  # lazy: only Lava runs need the Lava import fix
-    ensure_lava()
-    # lazy: Lava takes seconds to import; only Lava runs need it
-    from lava.lib.dl.netx.utils import optimize_weight_bits
+    from neurodelay._compat import netx_utils  # lava-dl's own rule, without all of Lava
+
+    optimize_weight_bits = netx_utils().optimize_weight_bits
 
     w_file = np.asarray(w_file, np.int64)
     if not np.any(w_file):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import re
 import sys
 import types
@@ -90,6 +91,40 @@ def _import_lava_runtime() -> None:
         __import__(name)
     finally:
         mp.set_start_method = original
+
+
+_NETX_UTILS = "lava.lib.dl.netx.utils"
+
+
+def netx_utils() -> types.ModuleType:
+    """lava-dl's ``lava.lib.dl.netx.utils`` (the weight-bit optimisation netx applies to
+    the weights of every file it loads), Lava's own code, without importing the rest of
+    Lava: the package ``lava.lib.dl.netx`` imports slayer and Lava's runtime (~3 s), its
+    ``utils.py`` only numpy and h5py. Where netx is already imported, its own module;
+    else that one file is loaded from lava-dl's install under a private name."""
+    if _NETX_UTILS in sys.modules:
+        return sys.modules[_NETX_UTILS]
+    private = "neurodelay._lava_netx_utils"
+    if private in sys.modules:
+        return sys.modules[private]
+    origin = None
+    try:
+        spec = importlib.util.find_spec("lava.lib.dl")
+        for loc in (spec.submodule_search_locations or []) if spec else []:
+            cand = os.path.join(loc, "netx", "utils.py")
+            if os.path.isfile(cand):
+                origin = cand
+                break
+    except (ImportError, ValueError):
+        origin = None
+    if origin is None:              # an unusual layout: the regular (slow) import
+        ensure_lava()
+        return importlib.import_module(_NETX_UTILS)
+    mspec = importlib.util.spec_from_file_location(private, origin)
+    mod = importlib.util.module_from_spec(mspec)
+    mspec.loader.exec_module(mod)
+    sys.modules[private] = mod
+    return mod
 
 
 def check_install() -> None:

@@ -268,11 +268,22 @@ def test_batched_simulator_equals_step_by_step_lava_transcription(seed, max_dela
             assert np.array_equal(res.spikes[k][b], ref["spikes"][k])
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
 @pytest.mark.parametrize("n_delays,density,R", [(3, 0.3, 50), (20, 0.3, 50), (20, 0.02, 50),
                                                 (20, 0.6, 50), (20, 0.3, 25), (3, 0.3, 12)])
-def test_fast_synaptic_paths_are_exact(n_delays, density, R):
-    """Grouped matmuls (few delays), dense and sparse DFT paths, float32 and float64; also
-    with delays longer than the rows simulated (they must not wrap into early rows)."""
+def test_fast_synaptic_paths_are_exact(n_delays, density, R, compiled, monkeypatch):
+    """The compiled direct sum (neurodelay.sim.dsum) and, without it, the grouped matmuls
+    (few delays) and the dense and sparse DFT paths, float32 and float64; also with delays
+    longer than the rows simulated (they must not wrap into early rows)."""
+    from neurodelay.sim import bitsim_synapses, dsum
+
+    if compiled and not dsum.available():
+        pytest.skip(f"the compiled delayed sum is unavailable: {dsum.status().reason}")
+    if not compiled:
+        monkeypatch.setattr(bitsim_synapses.dsum, "available", lambda: False)
+    calls, real = [], dsum.delayed_sum
+    monkeypatch.setattr(bitsim_synapses.dsum, "delayed_sum",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     rng = np.random.default_rng(n_delays + int(100 * density))
     n_in, n_out, B = 40, 24, 8
     w = rng.integers(-127, 128, (n_out, n_in)) * 2
@@ -290,6 +301,7 @@ def test_fast_synaptic_paths_are_exact(n_delays, density, R):
     for precision in ("auto", "float64"):
         got, bound = bitsim._synaptic_input(syn, s, int(s.max()), n_out, precision, a)
         assert np.array_equal(got, ref) and np.abs(ref).max() <= bound
+    assert bool(calls) == compiled               # the path under test is the one that ran
 
 
 def test_predict_aligns_descales_and_scores_like_the_float_rule():

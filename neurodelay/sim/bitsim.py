@@ -34,8 +34,10 @@ computed for all rows at once, before the LIF loop (layers are feedforward). Whe
 every intermediate fits int32 (checked from bounds; otherwise Lava's int32 wrapping is
 reproduced on the exact int64 path) and the weight_exp shift is exact (weight_exp >= 0,
 or all weights multiples of 2**-weight_exp) the shift commutes with the sums, and the
-total is one delayed convolution over time. It is computed either as one float matmul
-per distinct delay (<= 4 delays; exact: integer sums below 2**24 in float32 / 2**53 in
+total is one delayed convolution over time. It is computed by the compiled direct sum of
+:mod:`neurodelay.sim.dsum` (one multiply-add per synapse and row; exact: integer partial
+sums below 2**24 in float32, else float64), or where no C compiler is available either
+as one float matmul per distinct delay (<= 4 delays; exact: integer sums below 2**24 in float32 / 2**53 in
 float64) or through the discrete Fourier transform over time written as real matmuls
 (DFT of the input -- a sparse product for sparse spikes --, one complex product per
 frequency via 3 real matmuls, inverse DFT), then rounded to integers. In float64 the

@@ -7,9 +7,11 @@ computed for all rows at once, before the LIF loop:
 * exact path (:func:`_total_exact`): per delay group, the int64 sum, Lava's floor shift by
   ``weight_exp`` and the wrapping synaptic buffer, as Lava computes them;
 * fast path (:func:`_total_fast`), when every intermediate fits int32 and the shift is
-  exact (it then commutes with the sums): one float matmul per distinct delay (few
-  delays) or a convolution over time through the discrete Fourier transform written as
-  real matmuls (:func:`_fft_conv`), rounded to integers.
+  exact (it then commutes with the sums): the compiled direct sum of
+  :mod:`neurodelay.sim.dsum` (exact: integer partial sums in float32 below 2**24, else
+  float64), or without a C compiler one float matmul per distinct delay (few delays) or
+  a convolution over time through the discrete Fourier transform written as real
+  matmuls (:func:`_fft_conv`), rounded to integers.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from neurodelay.core.network import QLayer
 from neurodelay.errors import BitSimError
 from neurodelay.hw import fixedpoint as fp
 from neurodelay.hw.fixedpoint import Arith
+from neurodelay.sim import dsum
 
 # Every Loihi 2 rule (weight clip/truncation, shifts, widths) comes from
 # neurodelay.hw.fixedpoint, parameterised by the network's target; the constants below
@@ -123,6 +126,10 @@ def _total_fast(syn: _Syn, s: np.ndarray, bound: int, precision: str) -> np.ndar
     """Exact total sum_k (S @ W_k^T) delayed by 1 + k, integer-valued float64 (R, B, n_out)."""
     R = s.shape[0]
     delays = [int(k) for k in syn.delays if 1 + k < R]
+    if dsum.available():            # exact: integer partial sums below 2**24 / 2**31
+        dt = np.float32 if bound < 2 ** 24 else np.float64
+        out = dsum.delayed_sum(s, syn.w, 1 + syn.delay, dt, time_axis=0)
+        return out.astype(np.float64, copy=False)
     if len(delays) <= _GROUPED_MAX:
         return _total_grouped(syn, s, bound, delays)
     use32 = precision == "auto" and bound < _F32_BOUND

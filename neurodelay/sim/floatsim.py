@@ -10,10 +10,12 @@ Implements exactly the float semantics in :mod:`neurodelay.core.network` (no tor
 
 How it is computed, per layer:
 
-1. Synaptic currents for all T steps at once. Synapses are grouped by their integer
-   delay: for every distinct delay d used by a nonzero weight, W_d = W masked to
-   D == d and ``Y = X.reshape(B*T, n_in) @ W_d.T`` (one matmul over the whole batch),
-   then ``I[:, d:] += Y[:, :T-d]``. Delays >= T never reach the output and are skipped.
+1. Synaptic currents for all T steps at once: the compiled direct sum of
+   :mod:`neurodelay.sim.dsum` (one multiply-add per synapse and step, ascending inputs),
+   or where no C compiler is available, synapses grouped by their integer delay: for
+   every distinct delay d used by a nonzero weight, W_d = W masked to D == d and
+   ``Y = X.reshape(B*T, n_in) @ W_d.T`` (one matmul over the whole batch), then
+   ``I[:, d:] += Y[:, :T-d]``. Delays >= T never reach the output and are skipped.
    The bias is added last.
 2. The LIF/LI recursion, a loop over T vectorised over batch and neurons. A recurrent
    layer (:func:`recurrent_dynamics`) adds, at each step, the recurrent current its own
@@ -35,6 +37,9 @@ import numpy as np
 
 from neurodelay.core.network import Layer, Network
 from neurodelay.errors import SimulationError
+from neurodelay.sim import dsum
+
+METHODS = ("auto", "compiled", "numpy")    # how synaptic_sum computes the delayed sum
 
 
 @dataclass
@@ -86,9 +91,17 @@ def filter_current(layer: Layer, S: np.ndarray) -> np.ndarray:
     return S
 
 
-def synaptic_sum(layer: Layer, x: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """(W x)[t] = sum_i w_i x_i[t - d_i] (B, T, n_out): one matmul per distinct used
-    delay (no current filter, no bias: what enters the neuron each step)."""
+def synaptic_sum(layer: Layer, x: np.ndarray, dtype=np.float32,
+                 method: str = "auto") -> np.ndarray:
+    """(W x)[t] = sum_i w_i x_i[t - d_i] (B, T, n_out): what enters the neuron each step
+    (no current filter, no bias). ``method``: "compiled" the direct sum of
+    :mod:`neurodelay.sim.dsum` (one multiply-add per synapse and step), "numpy" one
+    matmul per distinct used delay, "auto" (default) the compiled sum where it is
+    available, else numpy's. The two agree to float rounding (other summation orders)."""
+    if method not in METHODS:
+        raise SimulationError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "compiled" or (method == "auto" and dsum.available()):
+        return dsum.delayed_sum(x, layer.weight, layer.delay, dtype)
     B, T, n_in = x.shape
     W = layer.weight.astype(dtype)
     I = np.zeros((B, T, layer.n_out), dtype=dtype)

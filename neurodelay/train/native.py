@@ -9,7 +9,8 @@ gather (every synapse reads its own delayed window), which no torch op computes 
 materialising the window (conv1d: window x the flops) or going through the frequency
 domain (:mod:`neurodelay.train.intdelay`'s FFT path, ~3x the flops plus the transforms).
 
-Build: on first use the C file is compiled with the system C compiler (``$CC``, else
+Build (:mod:`neurodelay.cbuild`, shared with the other C files of the package): on first
+use the C file is compiled with the system C compiler (``$CC``, else
 ``cc``/``gcc``/``clang``; ``-O3 -march=native``, falling back to plain ``-O3``) into
 ``<cache>/native/`` (``$NEURODELAY_CACHE``, else ``~/.cache/neurodelay``), named by a
 hash of the source, compiler, flags and CPU, written atomically; later processes load it
@@ -38,115 +39,23 @@ path instead (same results to float rounding, slower); nothing else changes.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from neurodelay.data import default_cache_dir
+from neurodelay import cbuild
+from neurodelay.cbuild import COMMON_FLAGS, ENV_SWITCH, NativeStatus  # noqa: F401 (API)
 from neurodelay.errors import KernelError
-from neurodelay.fs import atomic_path
 
 SOURCE = Path(__file__).with_name("intdelay_kernels.c")
 ABI_VERSION = 3
-ENV_SWITCH = "NEURODELAY_NATIVE"          # "0" / "off" / "no": do not build or use
-FLAG_SETS = (("-O3", "-march=native", "-fopenmp-simd"), ("-O3", "-fopenmp-simd"), ("-O3",))
-COMMON_FLAGS = ("-std=gnu11", "-ffp-contract=off", "-fPIC", "-shared")
+FLAG_SETS = cbuild.FLAG_SETS               # tried in order (a test swaps in a plainer set)
 TILE_WIDTHS = tuple(range(16, 129, 16))   # the tile widths the C kernels are built for
-
-
-@dataclass(frozen=True)
-class NativeStatus:
-    """Whether the compiled kernels are in use, and why (not)."""
-
-    available: bool
-    reason: str
-    library: str | None = None
-    compiler: str | None = None
-    flags: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        if self.available:
-            return f"compiled direct kernels ({self.compiler} {' '.join(self.flags)})"
-        return f"frequency-domain fallback: {self.reason}"
-
 
 _LOCK = threading.Lock()
 _STATE: dict = {}
-
-
-def _disabled() -> bool:
-    return os.environ.get(ENV_SWITCH, "").strip().lower() in ("0", "off", "no", "false")
-
-
-def _compiler() -> str | None:
-    cc = os.environ.get("CC")
-    if cc:
-        return shutil.which(cc) or cc
-    for name in ("cc", "gcc", "clang"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _cpu_signature() -> str:
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags = line
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()}|{platform.processor()}|{flags}"
-
-
-def _cache_dir() -> Path:
-    return default_cache_dir() / "native"
-
-
-def _writable_cache() -> Path:
-    """The cache folder for the library, or a fresh temporary folder where the cache
-    cannot be created or written (the library is then built once per process)."""
-    cache = _cache_dir()
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        if os.access(cache, os.W_OK):
-            return cache
-    except OSError:
-        pass
-    return Path(tempfile.mkdtemp(prefix="neurodelay-native-"))
-
-
-class _CompileFailed(Exception):
-    """The compiler's complaint (caught in :func:`_compile`)."""
-
-
-def _compile(cc: str, flags: tuple[str, ...], dest: Path, source: Path = SOURCE) -> str | None:
-    """Compile source to dest (atomically, through the project's atomic_path); the
-    compiler's complaint, or None."""
-
-    try:
-        with atomic_path(dest) as tmp:
-            proc = subprocess.run([cc, *flags, *COMMON_FLAGS, "-o", str(tmp), str(source),
-                                   "-lm"], capture_output=True, text=True, timeout=300)
-            if proc.returncode != 0:
-                raise _CompileFailed((proc.stderr or proc.stdout).strip()[-2000:]
-                                     or f"exit {proc.returncode}")
-    except _CompileFailed as exc:
-        return str(exc)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
 
 
 def _declare(lib) -> None:
@@ -184,41 +93,7 @@ def _declare(lib) -> None:
 
 def _build(source_file: Path = SOURCE, stem: str = "intdelay", abi: int = ABI_VERSION,
            declare=_declare) -> tuple[NativeStatus, object]:
-    if _disabled():
-        return NativeStatus(False, f"{ENV_SWITCH}={os.environ[ENV_SWITCH]} is set"), None
-    cc = _compiler()
-    if cc is None:
-        return NativeStatus(False, "no C compiler found (set CC, or install gcc or clang)"), None
-    try:
-        version = subprocess.run([cc, "--version"], capture_output=True, text=True,
-                                 timeout=60).stdout.splitlines()[:1]
-    except (OSError, subprocess.SubprocessError) as exc:
-        return NativeStatus(False, f"the C compiler {cc} does not run: {exc}"), None
-    source = source_file.read_bytes()
-    cache = _writable_cache()
-    errors = []
-    for flags in FLAG_SETS:
-        key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(version).encode(),
-                                         " ".join(flags + COMMON_FLAGS).encode(),
-                                         _cpu_signature().encode()])).hexdigest()[:20]
-        dest = cache / f"{stem}_{key}.so"
-        if not dest.exists():
-            err = _compile(cc, flags, dest, source_file)
-            if err is not None:
-                errors.append(f"{' '.join(flags)}: {err}")
-                continue
-        try:
-            lib = ctypes.CDLL(str(dest))
-            lib.nd_abi_version.restype = ctypes.c_int
-            if lib.nd_abi_version() != abi:
-                raise OSError(f"interface version {lib.nd_abi_version()}, need {abi}")
-            declare(lib)
-        except (OSError, AttributeError) as exc:
-            errors.append(f"{' '.join(flags)}: loading {dest} failed: {exc}")
-            continue
-        return NativeStatus(True, "built", str(dest), cc, flags), lib
-    return NativeStatus(False, "compiling the kernels failed: " + " | ".join(errors), None,
-                        cc), None
+    return cbuild.build(source_file, stem, abi, declare, FLAG_SETS)
 
 
 def status() -> NativeStatus:
@@ -249,30 +124,10 @@ def tile_width(T: int) -> int:
     return min((w for w in TILE_WIDTHS if w >= 64), key=lambda w: (-(-T // w) * w, -w))
 
 
-_POOL: dict = {}
-
-
 def _run(fn, n_items: int, args_of) -> None:
-    """Call fn(*args_of(lo, hi)) over [0, n_items) split into one range per thread."""
-    n = max(1, min(torch.get_num_threads(), n_items))
-    ranges = [(n_items * k // n, n_items * (k + 1) // n) for k in range(n)]
-    if n == 1:
-        rcs = [fn(*args_of(0, n_items))]
-    else:
-        with _LOCK:
-            pool = _POOL.get("pool")
-            # a forked child inherits the pool object but not its threads: make its own
-            if pool is None or _POOL["size"] < n or _POOL["pid"] != os.getpid():
-                if pool is not None and _POOL["pid"] == os.getpid():
-                    pool.shutdown(wait=False)                    # replaced by a wider one
-                pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="nd-native")
-                _POOL.update(pool=pool, size=n, pid=os.getpid())
-        futures = [pool.submit(fn, *args_of(lo, hi)) for lo, hi in ranges]
-        rcs = [f.result() for f in futures]
-    if any(rc == -1 for rc in rcs):
-        raise MemoryError("native integer-delay kernel: out of memory for its row buffers")
-    if any(rc != 0 for rc in rcs):
-        raise KernelError(f"native integer-delay kernel: refused its arguments (codes {rcs})")
+    """Call fn(*args_of(lo, hi)) over [0, n_items) split into one range per torch thread."""
+    cbuild.split_run(fn, n_items, args_of, torch.get_num_threads(),
+                     what="native integer-delay kernel")
 
 
 def _sfx(t: torch.Tensor) -> str:
@@ -512,18 +367,18 @@ def weight_grad(gy: torch.Tensor, x: torch.Tensor, delay: torch.Tensor,
 
 def load_library(source: Path, stem: str, abi: int, declare) -> tuple[NativeStatus, object]:
     """Another plain C file of the package built and loaded as the integer-delay kernels
-    are (same compiler, flags, cache, ``NEURODELAY_NATIVE`` switch; its ``nd_abi_version()``
-    must return ``abi``; ``declare(lib)`` sets the argument types), once per process:
-    (status, library or None)."""
+    are (:mod:`neurodelay.cbuild`: same compiler, flags, cache, ``NEURODELAY_NATIVE``
+    switch; its ``nd_abi_version()`` must return ``abi``; ``declare(lib)`` sets the
+    argument types), once per process: (status, library or None)."""
+    key = f"extra:{stem}"
     with _LOCK:
-        key = f"extra:{stem}"
         if key not in _STATE:
-            _STATE[key] = _build(Path(source), stem, abi, declare)
+            _STATE[key] = cbuild.build(Path(source), stem, abi, declare, FLAG_SETS)
         return _STATE[key]
 
 
 def split_run(fn, n_items: int, args_of) -> None:
     """Call the compiled fn(*args_of(lo, hi)) over [0, n_items) split into one range per
-    torch thread, on this module's thread pool (return codes: 0 fine, -1 out of memory,
-    others refused arguments)."""
-    _run(fn, n_items, args_of)
+    torch thread, on the shared pool (return codes: 0 fine, -1 out of memory, others
+    refused arguments)."""
+    cbuild.split_run(fn, n_items, args_of, torch.get_num_threads())

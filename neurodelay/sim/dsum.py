@@ -1,0 +1,101 @@
+"""The simulators' delayed sum, compiled: S[b, t, o] = sum_i w_oi x[b, t - d_oi, i].
+
+Both simulators spend most of their time here: the float simulator's synaptic sum
+(:func:`neurodelay.sim.floatsim.synaptic_sum`) and the bit-accurate simulator's exact
+integer synaptic input (:mod:`neurodelay.sim.bitsim_synapses`, with latency 1 + d).
+Their numpy paths do one dense product per distinct delay (or a transform over time);
+``dsum_kernels.c`` does one multiply-add per synapse and step, the flops of one dense
+layer, built on first use by :mod:`neurodelay.cbuild` (no compiler, or
+``NEURODELAY_NATIVE=0``: :func:`status` says why, and the callers keep their numpy paths).
+
+Arithmetic: every output element is summed over its synapses in ascending input order
+with fused multiply-adds, by one thread, so the result does not depend on the thread
+count or the machine. On integer-valued inputs and weights whose partial sums stay below
+2**24 (float32) / 2**53 (float64) every sum is exact.
+
+No torch: the simulators run without it.
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+from neurodelay import cbuild
+from neurodelay.errors import SimulationError
+
+KERNEL_SOURCE = Path(__file__).with_name("dsum_kernels.c")
+KERNEL_ABI = 1
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _declare(lib) -> None:
+    P, I64 = ctypes.c_void_p, ctypes.c_int64
+    for sfx in ("f32", "f64"):
+        f = getattr(lib, f"nd_dsum_{sfx}")
+        f.argtypes = [P, I64, I64, I64, I64, P, P, P, P, I64, I64, P, I64, I64, I64, I64]
+        f.restype = ctypes.c_int
+
+
+def _loaded():
+    return cbuild.load(KERNEL_SOURCE, "dsum", KERNEL_ABI, _declare)
+
+
+def status() -> cbuild.NativeStatus:
+    """Whether the compiled delayed sum is in use (built on the first call), and why not."""
+    return _loaded()[0]
+
+
+def available() -> bool:
+    return status().available
+
+
+def delayed_sum(x: np.ndarray, weight: np.ndarray, delay: np.ndarray, dtype,
+                time_axis: int = 1) -> np.ndarray:
+    """S = sum_i weight[o, i] x[.., t - delay[o, i], i] over the steps of ``x``, in
+    ``dtype`` (float32 or float64). ``x`` is (B, T, n_in) (``time_axis=1``) or
+    (T, B, n_in) (``time_axis=0``); S has the same layout with n_out channels. Synapses
+    with weight 0 or a delay >= T are left out. Raises SimulationError when the compiled
+    kernel is unavailable (callers check :func:`available` first)."""
+    st, lib = _loaded()
+    if not st.available:
+        raise SimulationError(f"the compiled delayed sum is unavailable: {st.reason}")
+    dtype = np.dtype(dtype)
+    if dtype not in DTYPES:
+        raise SimulationError(f"delayed_sum: dtype must be float32 or float64, got {dtype}")
+    if x.ndim != 3 or time_axis not in (0, 1):
+        raise SimulationError(f"delayed_sum: x must be 3-d with time on axis 0 or 1, got "
+                              f"shape {x.shape}, time_axis {time_axis}")
+    weight, delay = np.asarray(weight), np.asarray(delay)
+    n_out, n_in = weight.shape
+    if x.shape[2] != n_in or delay.shape != weight.shape:
+        raise SimulationError(f"delayed_sum: x has {x.shape[2]} inputs, weight "
+                              f"{weight.shape}, delay {delay.shape}")
+    T = x.shape[time_axis]
+    B = x.shape[1 - time_axis]
+    out_shape = (B, T, n_out) if time_axis == 1 else (T, B, n_out)
+    if B == 0 or T == 0:
+        return np.zeros(out_shape, dtype)
+    keep = (weight != 0) & (delay < T)
+    if np.any(delay[keep] < 0):
+        raise SimulationError("delayed_sum: negative delays")
+    o_idx, i_idx = np.nonzero(keep)                      # by output, then ascending input
+    optr = np.zeros(n_out + 1, np.int64)
+    np.cumsum(np.bincount(o_idx, minlength=n_out), out=optr[1:])
+    idx = np.ascontiguousarray(i_idx, np.int32)
+    dly = np.ascontiguousarray(delay[keep], np.int32)
+    val = np.ascontiguousarray(weight[keep], dtype)
+    span = int(dly.max()) if dly.size else 0
+    x = np.ascontiguousarray(x, dtype)
+    S = np.empty(out_shape, dtype)
+    if time_axis == 1:
+        xsb, xst, ssb, sst = T * n_in, n_in, T * n_out, n_out
+    else:
+        xsb, xst, ssb, sst = n_in, B * n_in, n_out, B * n_out
+    fn = lib.nd_dsum_f32 if dtype == np.float32 else lib.nd_dsum_f64
+    cbuild.split_run(fn, B, lambda b0, b1: (
+        x.ctypes.data, xsb, xst, T, n_in, optr.ctypes.data, idx.ctypes.data,
+        dly.ctypes.data, val.ctypes.data, n_out, span, S.ctypes.data, ssb, sst, b0, b1),
+        what="the compiled delayed sum")
+    return S
