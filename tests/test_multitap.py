@@ -163,6 +163,18 @@ def test_cost_model_prefers_direct_for_sparse_narrow_and_spectral_for_dense_wide
     assert choose(B, n_in, n_out, T, window, dense, 32, True, True) == "spectral"
 
 
+def test_cost_model_needs_the_margin_before_it_leaves_the_spectral_path(monkeypatch):
+    """The SHD readout at sigma 0.5 (256 -> 20, batch 64, 16 % input density): the
+    kernels-only model says direct is a little cheaper (within DIRECT_MARGIN); measured
+    in a training step it is about 2x slower, so auto keeps it spectral. Without the
+    margin the same call would go direct."""
+    args = (64, 256, 20, 100, 25, 144631, 8, True, True)
+    assert dcls_conv.DIRECT_MARGIN > 1
+    assert dcls_conv.choose_method(*args) == "spectral"
+    monkeypatch.setattr(dcls_conv, "DIRECT_MARGIN", 1.0)
+    assert dcls_conv.choose_method(*args) == "direct"
+
+
 def test_auto_without_the_kernels_uses_the_spectral_path(monkeypatch):
     x, w, P, S, gy = problem(2, 5, 6, 20, 25, 0.23, dtype=torch.float32)
     want = grads(lambda x, w, P: delay_conv(x, w, P, S, 25, method="spectral"), x, w, P, gy)

@@ -512,6 +512,14 @@ COST_SPECTRAL = (1.39e-10, 7.42e-11)
 # Multi-tap pass (forward or kernel gradient, they cost about the same): per nonzero
 # input x fan-out x 8-lane chunk, and per output or kernel value written.
 COST_DIRECT = (3.1e-09, 9.97e-11)
+# ... and "auto" takes the direct path only where the model says it is at least this many
+# times cheaper: the model is fitted on the kernels alone, which leaves out the direct
+# path's set-up (the input's nonzero lists, the tap plan, the kernel values in its layout)
+# and it moves between CPUs. Measured in a training step's context (forward + backward of
+# the SHD readout, 256 -> 20 at sigma 0.5, batch 64) on a 2-core AMD EPYC (Zen 4 class,
+# AVX-512): direct 44-47 ms, spectral 21-24 ms, where these constants predict direct
+# 1.17x cheaper; the whole shd_b64 step at sigma min 5-15 % faster all-spectral.
+DIRECT_MARGIN = 2.0
 
 
 # float32 direct path: Gaussian taps below this (relative: the normalised Gaussian sums to
@@ -610,17 +618,18 @@ def _cost(coef: tuple, feats: tuple) -> float:
 
 def choose_method(B: int, n_in: int, n_out: int, T: int, window: int, nnz: int,
                   width: int, need_x: bool, need_k: bool) -> str:
-    """"direct" or "spectral", whichever the cost model says is cheaper for one call of
-    :func:`delay_conv` with its backward: spectral = forward x (1 + need_x + need_k)
-    (the backward's two products cost about one forward each); direct = multi-tap
-    forward (+ kernel gradient) + the spectral input gradient (:func:`_adjoint_conv`)."""
+    """"direct" where the cost model says it is at least DIRECT_MARGIN times cheaper than
+    "spectral" for one call of :func:`delay_conv` with its backward, else "spectral":
+    spectral = forward x (1 + need_x + need_k) (the backward's two products cost about
+    one forward each); direct = multi-tap forward (+ kernel gradient) + the spectral input
+    gradient (:func:`_adjoint_conv`)."""
     spec = _cost(COST_SPECTRAL, spectral_features(B, n_in, n_out, T, window))
     t_spec = spec * (1 + need_x + need_k)
     t_dir = _cost(COST_DIRECT, direct_features(B, n_in, n_out, T, window, nnz, width)) * (
         1 + need_k)
     if need_x:
         t_dir += _cost(COST_SPECTRAL, spectral_features(B, n_out, n_in, T, window))
-    return "direct" if t_dir < t_spec else "spectral"
+    return "direct" if t_dir * DIRECT_MARGIN < t_spec else "spectral"
 
 
 def _direct_possible(x: torch.Tensor, window: int) -> bool:
