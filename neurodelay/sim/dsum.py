@@ -1,5 +1,8 @@
 """The simulators' delayed sum, compiled: S[b, t, o] = sum_i w_oi x[b, t - d_oi, i].
 
+(And :func:`recurrent_loop`, the float simulator's step loop of a recurrent layer, whose
+recurrent current it adds spike by spike.)
+
 Both simulators spend most of their time here: the float simulator's synaptic sum
 (:func:`neurodelay.sim.floatsim.synaptic_sum`) and the bit-accurate simulator's exact
 integer synaptic input (:mod:`neurodelay.sim.bitsim_synapses`, with latency 1 + d).
@@ -26,7 +29,7 @@ from neurodelay import cbuild
 from neurodelay.errors import SimulationError
 
 KERNEL_SOURCE = Path(__file__).with_name("dsum_kernels.c")
-KERNEL_ABI = 1
+KERNEL_ABI = 2
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -36,6 +39,10 @@ def _declare(lib) -> None:
         f = getattr(lib, f"nd_dsum_{sfx}")
         f.argtypes = [P, I64, I64, I64, I64, P, P, P, P, I64, I64, P, I64, I64, I64, I64]
         f.restype = ctypes.c_int
+        R = ctypes.c_float if sfx == "f32" else ctypes.c_double
+        r = getattr(lib, f"nd_recur_{sfx}")
+        r.argtypes = [P, I64, I64, P, P, P, P, I64, R, R, R, R, P, P, I64, I64]
+        r.restype = ctypes.c_int
 
 
 def _loaded():
@@ -99,3 +106,41 @@ def delayed_sum(x: np.ndarray, weight: np.ndarray, delay: np.ndarray, dtype,
         dly.ctypes.data, val.ctypes.data, n_out, span, S.ctypes.data, ssb, sst, b0, b1),
         what="the compiled delayed sum")
     return S
+
+
+def recurrent_loop(S: np.ndarray, rec_weight: np.ndarray, rec_delay: np.ndarray, *,
+                   decay: float, current_decay: float, threshold: float, reset: float,
+                   bias: np.ndarray) -> np.ndarray:
+    """The membrane recursion of a recurrent "lif" layer on its feed-forward sums S
+    (B, T, n) (float32 or float64, overwritten with u), compiled:
+    :func:`neurodelay.sim.floatsim.recurrent_dynamics`'s rule, the recurrent current of
+    every spike added to the steps it reaches. Returns the spikes (B, T, n) bool."""
+    st, lib = _loaded()
+    if not st.available:
+        raise SimulationError(f"the compiled recurrent loop is unavailable: {st.reason}")
+    dtype = S.dtype
+    if dtype not in DTYPES or S.ndim != 3 or not S.flags.c_contiguous:
+        raise SimulationError(f"recurrent_loop: S must be a C-contiguous (B, T, n) float32 "
+                              f"or float64 array, got {S.dtype} {S.shape}")
+    B, T, n = S.shape
+    keep = (rec_weight != 0) & (rec_delay < T)
+    if np.any(rec_delay[keep] < 1):
+        raise SimulationError("recurrent_loop: recurrent delays must be >= 1")
+    j_idx, i_idx = np.nonzero(keep.T)                 # by presynaptic j, then ascending i
+    cptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(j_idx, minlength=n), out=cptr[1:])
+    ridx = np.ascontiguousarray(i_idx, np.int32)
+    rdel = np.ascontiguousarray(rec_delay.T[keep.T], np.int32)
+    rval = np.ascontiguousarray(rec_weight.T[keep.T], dtype)
+    slots = int(rdel.max()) + 1 if rdel.size else 1
+    bias = np.ascontiguousarray(np.broadcast_to(bias, (n,)), dtype)
+    spikes = np.empty((B, T, n), np.bool_)
+    if B == 0 or T == 0:
+        return spikes
+    fn = lib.nd_recur_f32 if dtype == np.float32 else lib.nd_recur_f64
+    t = dtype.type
+    cbuild.split_run(fn, B, lambda b0, b1: (
+        S.ctypes.data, T, n, cptr.ctypes.data, ridx.ctypes.data, rdel.ctypes.data,
+        rval.ctypes.data, slots, t(decay), t(current_decay), t(threshold), t(reset),
+        bias.ctypes.data, spikes.ctypes.data, b0, b1), what="the compiled recurrent loop")
+    return spikes

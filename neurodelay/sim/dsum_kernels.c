@@ -73,5 +73,60 @@ done:                                                                           
 DEFINE_DSUM(float, f32, fmaf)
 DEFINE_DSUM(double, f64, fma)
 
+#define DEFINE_RECUR(real, sfx)                                                             \
+/* The membrane recursion of a recurrent "lif" layer (floatsim.recurrent_dynamics), one    \
+   batch item at a time, items [b0, b1):                                                   \
+       J = J * cdecay ; J = J + (S[t] + pending[t]) ; u = u * decay ; u = u + (J + bias)    \
+       spike where u >= thr, then u = reset ; S[t] = u                                     \
+   then every spike of j at t adds the recurrent weight w of each synapse (i, e) of        \
+   column j (cptr (n + 1), ridx / rdel int32, rval; in the listed order) to pending       \
+   t + e < T (a ring of `slots` > max e rows). The same IEEE operations in the same order \
+   as the numpy loop except the pending sums (spike order, not a matrix product).         \
+   S (B, T, n) is overwritten with u; spikes (B, T, n) bytes. Returns 0, -1 when out of   \
+   memory. */                                                                             \
+int nd_recur_##sfx(real *S, int64_t T, int64_t n, const int64_t *cptr, const int32_t *ridx, \
+                   const int32_t *rdel, const real *rval, int64_t slots, real decay,        \
+                   real cdecay, real thr, real reset, const real *bias,                     \
+                   unsigned char *spikes, int64_t b0, int64_t b1)                           \
+{                                                                                           \
+    real *J = malloc(sizeof(real) * (size_t)n), *u = malloc(sizeof(real) * (size_t)n);    \
+    real *pend = malloc(sizeof(real) * (size_t)(slots * n));                              \
+    int rc = 0;                                                                             \
+    if (!J || !u || !pend) { rc = -1; goto done; }                                          \
+    for (int64_t b = b0; b < b1; b++) {                                                     \
+        memset(J, 0, sizeof(real) * (size_t)n);                                             \
+        memset(u, 0, sizeof(real) * (size_t)n);                                             \
+        memset(pend, 0, sizeof(real) * (size_t)(slots * n));                                \
+        for (int64_t t = 0; t < T; t++) {                                                   \
+            real *St = S + (b * T + t) * n, *p = pend + (t % slots) * n;                    \
+            unsigned char *sp = spikes + (b * T + t) * n;                                   \
+            for (int64_t i = 0; i < n; i++) {                                               \
+                J[i] = J[i] * cdecay;                                                       \
+                J[i] = J[i] + (St[i] + p[i]);                                               \
+                p[i] = 0;                                                                   \
+                u[i] = u[i] * decay;                                                        \
+                u[i] = u[i] + (J[i] + bias[i]);                                             \
+                unsigned char f = u[i] >= thr;                                              \
+                if (f) u[i] = reset;                                                        \
+                sp[i] = f;                                                                  \
+                St[i] = u[i];                                                               \
+            }                                                                               \
+            for (int64_t j = 0; j < n; j++) {                                               \
+                if (!sp[j]) continue;                                                       \
+                for (int64_t q = cptr[j]; q < cptr[j + 1]; q++) {                           \
+                    int64_t ta = t + rdel[q];                                               \
+                    if (ta < T) pend[(ta % slots) * n + ridx[q]] += rval[q];                \
+                }                                                                           \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
+done:                                                                                       \
+    free(J); free(u); free(pend);                                                           \
+    return rc;                                                                              \
+}
+
+DEFINE_RECUR(float, f32)
+DEFINE_RECUR(double, f64)
+
 /* version of this file's interface, checked by cbuild.py after loading */
-int nd_abi_version(void) { return 1; }
+int nd_abi_version(void) { return 2; }

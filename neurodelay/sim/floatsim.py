@@ -151,8 +151,23 @@ def recurrent_dynamics(layer: Layer, S: np.ndarray) -> tuple[np.ndarray, np.ndar
         J[t] = current_decay * J[t-1] + (S[t] + sum_j R_ij s_j[t - E_ij]) ;  I = J + b
         u[t] = decay * u[t-1] + I[t] ;  spike where u >= threshold, then u = reset
 
-    Returns (u, spikes) like :func:`neuron_dynamics`; S is overwritten with u.
+    Returns (u, spikes) like :func:`neuron_dynamics`; S is overwritten with u. Compiled
+    (:func:`neurodelay.sim.dsum.recurrent_loop`: each spike's recurrent weights added to
+    the steps they reach) where available, else numpy (one product per distinct delay and
+    step); the two agree to float rounding (other orders of the recurrent sums).
     """
+    if dsum.available() and S.flags.c_contiguous:
+        spikes = dsum.recurrent_loop(
+            S, layer.rec_weight, layer.rec_delay, decay=layer.decay,
+            current_decay=layer.current_decay, threshold=layer.threshold,
+            reset=layer.reset, bias=layer.bias)
+        return S, spikes
+    return _recurrent_numpy(layer, S)
+
+
+def _recurrent_numpy(layer: Layer, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`recurrent_dynamics` in numpy (no C compiler): the recurrent current of each
+    step's spikes as one product per distinct recurrent delay."""
     B, T, n = S.shape
     dt = S.dtype.type
     R = layer.rec_weight.astype(S.dtype)
