@@ -140,7 +140,10 @@ def build(source: Path, stem: str, abi: int, declare,
     except (OSError, subprocess.SubprocessError) as exc:
         return NativeStatus(False, f"the C compiler {cc} does not run: {exc}"), None
     source = Path(source)
-    text = source.read_bytes()
+    try:
+        text = source.read_bytes()
+    except OSError as exc:
+        return NativeStatus(False, f"the C source {source} cannot be read: {exc}"), None
     cache = _writable_cache()
     errors = []
     for flags in flag_sets:
