@@ -172,3 +172,10 @@ def test_compiled_recurrent_loop_on_float_weights_agrees_to_rounding():
     with pytest.raises(SimulationError, match="contiguous"):
         dsum.recurrent_loop(S[:, ::2], layer.rec_weight, layer.rec_delay, decay=0.9,
                             current_decay=0.0, threshold=1.0, reset=0.0, bias=layer.bias)
+
+
+def test_a_missing_c_source_is_a_reason_not_a_crash(tmp_path):
+    from neurodelay import cbuild
+
+    st, lib = cbuild.build(tmp_path / "absent.c", "absent", 1, lambda lib: None)
+    assert lib is None and not st.available and "cannot be read" in st.reason
