@@ -176,3 +176,20 @@ def test_every_consumer_accepts_and_refuses_the_same_networks(q, tmp_path_factor
         refused["netx"] = True
         assert problems[0] in str(e) and not path.exists()
     assert set(refused.values()) == {bool(problems)}, (refused, problems)
+
+
+def test_current_input_with_a_bound_skips_only_a_wrap_that_cannot_happen():
+    a = arith("loihi2")
+    h = 1 << (a.accumulator_bits - 1)
+    edge = (h >> a.current_shift) - 1                     # the largest bound that cannot wrap
+    rng = np.random.default_rng(0)
+    x = rng.integers(-edge, edge + 1, 5000)
+    x[:2] = (-edge, edge)
+    for arr in (x, x.astype(np.float64)):
+        assert np.array_equal(fp.current_input(arr, a, bound=edge), fp.current_input(arr, a))
+    # one more and the wrap can matter: with that bound the wrap must still be applied
+    y = np.array([edge + 1, -(edge + 1), 3])
+    for arr in (y, y.astype(np.float64)):
+        got = fp.current_input(arr, a, bound=edge + 1)
+        assert np.array_equal(got, fp.current_input(arr, a))
+        assert got[0] != (edge + 1) << a.current_shift      # it did wrap

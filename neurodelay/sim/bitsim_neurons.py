@@ -18,9 +18,10 @@ _LIF_CHUNK = 16384                   # neurons x samples per LIF block (cache-si
 
 
 def _current(layer: QLayer, a_in: np.ndarray, want_stats: bool, st: dict,
-             a: Arith) -> np.ndarray:
-    """u (R, B, n) int64 for a_in (R, B, n) int64: Lava's current update, state wrap."""
-    act = fp.current_input(a_in, a)
+             a: Arith, bound: int | None = None) -> np.ndarray:
+    """u (R, B, n) int64 for a_in (R, B, n) int64 (|a_in| <= bound, when known): Lava's
+    current update, state wrap."""
+    act = fp.current_input(a_in, a, bound=bound)
 
     def wrap(c):
         w = fp.wrap_current(c, a)
@@ -102,12 +103,12 @@ def _drive(layer: QLayer, a_in: np.ndarray, a_bound: int, record: bool, want_sta
     if fp.current_keep(layer.du, a) == 0 and (a_bound << a.current_shift) < a.state_max:
         # the current is cleared every step and a_in << shift can neither wrap the
         # accumulator nor the state: u = a_in << shift exactly (float64)
-        drive = fp.current_input(a_in, a)
+        drive = fp.current_input(a_in, a, bound=a_bound)
         if want_stats:
             st["max_abs_u"] = st["max_abs_a_in"] << a.current_shift
         u_rows = drive.astype(np.int64) if record else None
     else:
-        U = _current(layer, a_in.astype(np.int64), want_stats, st, a)
+        U = _current(layer, a_in.astype(np.int64), want_stats, st, a, a_bound)
         if want_stats:
             st["max_abs_u"] = int(np.abs(U).max(initial=0))
         u_rows = U if record else None
