@@ -11,7 +11,9 @@ multiply-adds and achieved rate next to this machine's peak, and the cost model 
   one-tap integer-delay forward (``integer_delay_conv``, native); for each, useful
   multiply-adds = nonzero inputs x fan-out x taps per synapse (the mean span of used taps;
   1 for the one-tap kernel), the achieved rate (useful / time) and its fraction of peak,
-  and the path the cost model picks for a training call of that layer.
+  and the path the cost model picks for a training call of that layer; then (where the
+  direct kernels apply) the whole ``delay_conv`` training call timed by each method, with
+  the set-up the kernel timings leave out, and whether ``auto``'s pick is the faster.
 * ``fit``: the cost model's constants refitted on this run (least squares on relative
   error over layer shapes, batches 16 / 64, densities 2-25 %, sigma 0.5), next to the
   constants in use (``dcls_conv.COST_SPECTRAL`` / ``COST_DIRECT``), and how often the
@@ -131,6 +133,10 @@ def _layer(B, name, n_in, n_out, density, counts, sig, reps, peak) -> dict:
     if plan is not None:
         res["cost_model_choice"] = dcls_conv.choose_method(
             B, n_in, n_out, T, WINDOW, nnz, plan.width, not counts, True)
+        res["whole_call"] = _whole_call(x, w, P, SIG, gy, counts, reps)
+        res["whole_call"]["auto_picks_faster"] = (
+            res["cost_model_choice"] == min(("spectral", "direct"),
+                                            key=lambda m: res["whole_call"][m]))
     log(f"  {name} {n_in}->{n_out} sigma {sig + 0.27:.2f}: {nnz} nonzero inputs "
         f"({100 * res['density']:.0f} %), {taps:.1f} taps/synapse, useful "
         f"{useful / 1e6:.0f} M multiply-adds; cost model: "
@@ -138,7 +144,38 @@ def _layer(B, name, n_in, n_out, density, counts, sig, reps, peak) -> dict:
     for k, v in res["kernels"].items():
         log(f"    {k:20s} {1e3 * v['median_s']:8.2f} ms  {v['mac_per_s'] / 1e9:7.2f} G useful "
             f"MAC/s  ({100 * v['fraction_of_peak']:5.1f} % of peak)")
+    if "whole_call" in res:
+        wc = res["whole_call"]
+        log(f"    whole delay_conv call, forward + backward as in training (kernel from "
+            f"weight and P, set-up included): spectral {1e3 * wc['spectral']:.2f} ms, "
+            f"direct {1e3 * wc['direct']:.2f} ms; auto's pick is the faster: "
+            f"{wc['auto_picks_faster']}")
     return res
+
+
+def _whole_call(x, w, P, SIG, gy, counts: bool, reps: int) -> dict:
+    """Seconds of one training call of dcls_conv.delay_conv by each method: the Gaussian
+    kernel from (weight, P), the path's set-up, forward and backward to weight, P and
+    (hidden layers) x; the two methods alternate, median of ``reps`` rounds. What
+    choose_method's DIRECT_MARGIN is checked against."""
+    from neurodelay.train import dcls_conv
+
+    xr = x.clone().requires_grad_(not counts)
+    wr, Pr = w.clone().requires_grad_(), P.clone().requires_grad_()
+    wrt = (wr, Pr) if counts else (xr, wr, Pr)
+
+    def call(method):
+        y = dcls_conv.delay_conv(xr, wr, Pr, SIG, WINDOW, method=method)
+        torch.autograd.grad(y, wrt, gy)
+
+    times = {"spectral": [], "direct": []}
+    for k in range(reps + 1):
+        for m in (("spectral", "direct") if k % 2 else ("direct", "spectral")):
+            t0 = time.perf_counter()
+            call(m)
+            if k:
+                times[m].append(time.perf_counter() - t0)
+    return {m: statistics.median(v) for m, v in times.items()}
 
 
 def _fit_point(n_in, n_out, B, density, reps):
@@ -230,4 +267,8 @@ def summary(out: dict, args) -> list[str]:
         parts = ", ".join(f"{n} {100 * v['fraction_of_peak']:.1f} %"
                           for n, v in lay["kernels"].items())
         lines.append(f"  {name}: useful MACs / time as % of peak: {parts}")
+    whole = [lay["whole_call"] for lay in k["layers"].values() if "whole_call" in lay]
+    if whole:
+        lines.append(f"  whole delay_conv calls: auto picks the faster method in "
+                     f"{sum(w['auto_picks_faster'] for w in whole)} of {len(whole)}")
     return lines
