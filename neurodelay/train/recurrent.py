@@ -16,6 +16,16 @@ whose width is the feed-forward synapses' scheduled sigma (|SIG| + 0.27); at eva
 rounded), exactly what :func:`neurodelay.train.freeze.freeze` writes as ``rec_weight`` /
 ``rec_delay`` and :func:`neurodelay.sim.floatsim.recurrent_dynamics` runs.
 
+Tap floor: the recurrent Gaussians zero their normalised taps below REC_TAP_FLOOR = 2**-24,
+not the feed-forward synapses' dcls_conv.TAP_FLOOR = 1e-20 (which matches dcls' kernel to
+float32 rounding; the recurrent synapses have no reference implementation to match). Such
+a tap times the weight is about one float32 ulp of the same synapse's peak term (weight
+times its largest tap, >= 0.49 at sigma 0.5): it cannot change the float32 current in a
+meaningful way, and its share of the position gradient is of the same order. At sigma 0.5
+a synapse then has 5-6 nonzero taps instead of 9-10; every loop (forward, input gradient,
+kernel gradient) works on fewer of them. From sigma ~4 on the floor removes no tap of a
+25-step window. The discrete model (one tap per synapse) is unaffected.
+
 Position convention (as the feed-forward synapses'): tap n = 0..Td-1 of the kernel is delay
 Td - n; the position P is centred, the Gaussian's centre is tap P + Td//2, so
 delay = Td - (P + Td//2), P in [-(Td//2), Td-1-Td//2] (delays Td..1).
@@ -23,8 +33,8 @@ delay = Td - (P + Td//2), P in [-(Td//2), Td-1-Td//2] (delays Td..1).
 The time loop (:func:`recurrent_lif`, one autograd node): the feed-forward current of all T
 steps is computed first (the fast path of :mod:`neurodelay.train.dcls_conv`); the loop only
 adds the recurrent part. Only the kernel taps that can be nonzero for some synapse are used
-(``used_taps``: the Gaussians' reach, normalised taps below dcls_conv.TAP_FLOOR being exactly
-0, or the integer delays). Two implementations, the same model:
+(``used_taps``: the Gaussians' reach, normalised taps below REC_TAP_FLOOR being exactly 0,
+or the integer delays). Two implementations, the same model:
 
 * the compiled loop (``recurrent_kernels.c``, built, cached and loaded as
   :mod:`neurodelay.train.native` builds its kernels; ``method="native"``, the default on
@@ -69,7 +79,7 @@ import torch.nn.functional as F
 
 from neurodelay.errors import KernelError
 from neurodelay.train import native
-from neurodelay.train.dcls_conv import DCLS_NORM_EPS, DCLS_SIG_OFFSET, TAP_FLOOR, gauss_kernel
+from neurodelay.train.dcls_conv import DCLS_NORM_EPS, DCLS_SIG_OFFSET, gauss_kernel
 
 MODES = ("learned", "fixed-random", "one-step")
 METHODS = ("auto", "native", "torch")   # the time loop: compiled, or torch's ops (module doc)
@@ -80,18 +90,22 @@ KGRAD_TILE = 16                         # kernel-gradient neurons per work item 
 MAX_NATIVE_NEURONS = 65535              # the compiled backward's 16-bit column indices
 CSR_BLOCK = 64                          # neurons i per column block of that CSR (CB in the C)
 ROW_GROUP = 4                           # kernel taps per row group of that CSR (RG in the C)
+# The recurrent Gaussians' tap floor: normalised taps below it are 0 (module docstring).
+# A tap below 2**-24 times a weight is about one float32 ulp of the same weight times the
+# synapse's peak tap (>= 0.49 at sigma 0.5): see the module docstring.
+REC_TAP_FLOOR = 2.0 ** -24
 
 
 def recurrent_gauss_kernel(weight: torch.Tensor, P: torch.Tensor, sigma: float,
                            window: int) -> torch.Tensor:
     """(n, n, window) kernel K[i, j, tap] = w_ij g / (sum g + 1e-7), g the Gaussian over
     the taps centred on P + window // 2 with std ``sigma`` (the effective sigma); taps of
-    the normalised Gaussian below TAP_FLOOR are 0. Differentiable w.r.t. weight and P."""
+    the normalised Gaussian below REC_TAP_FLOOR are 0. Differentiable w.r.t. weight and P."""
     idx = torch.arange(window, dtype=weight.dtype, device=weight.device)
     z = (idx - (P + window // 2).unsqueeze(-1)) / float(sigma)
     g = torch.exp(-0.5 * (z * z).clamp(max=160.0))
     g = g / (g.sum(-1, keepdim=True) + DCLS_NORM_EPS)
-    g = torch.where(g < TAP_FLOOR, torch.zeros((), dtype=g.dtype, device=g.device), g)
+    g = torch.where(g < REC_TAP_FLOOR, torch.zeros((), dtype=g.dtype, device=g.device), g)
     return g * weight.unsqueeze(-1)
 
 
@@ -165,20 +179,22 @@ class RecurrentSynapses(nn.Module):
         if self.sigma_offset == DCLS_SIG_OFFSET:
             # dcls' kernel with its hand-written backward (neurodelay.train.dcls_conv)
             sig = self.SIG.to(self.weight.dtype).expand(self.n, self.n)
-            return gauss_kernel(self.weight, self.P, sig, self.window)
+            return gauss_kernel(self.weight, self.P, sig, self.window, floor=REC_TAP_FLOOR)
         return recurrent_gauss_kernel(self.weight, self.P, self.sigma, self.window)
 
     def used_taps(self, discrete: bool) -> tuple[int, int]:
         """(lo, hi): the kernel taps lo..hi-1 that can be nonzero (the rest are 0 for
         every synapse and stay out of the time loop's products): the taps of the integer
-        delays, or of the Gaussians (normalised taps below TAP_FLOOR are 0: beyond
-        sqrt(2 ln(1 / TAP_FLOOR)) = 9.6 sigma of the centre)."""
+        delays, or of the Gaussians (normalised taps below REC_TAP_FLOOR are 0: the
+        Gaussian's sum is at least its largest tap, >= exp(-1 / (8 sigma^2)), so a tap r
+        from the centre with r^2 > 2 sigma^2 ln(1 / REC_TAP_FLOOR) + 1/4 is below the
+        floor: beyond 2.93 taps at sigma 0.5)."""
         w = self.window
         if discrete or self.mode != "learned":
             d = self.integer_delays()
             return w - int(d.max()), w - int(d.min()) + 1
         lo_p, hi_p = float(self.P.detach().min()), float(self.P.detach().max())
-        reach = 9.7 * self.sigma
+        reach = math.sqrt(2.0 * self.sigma ** 2 * math.log(1.0 / REC_TAP_FLOOR) + 0.25) + 0.01
         return (max(0, int(math.floor(lo_p + w // 2 - reach))),
                 min(w, int(math.ceil(hi_p + w // 2 + reach)) + 1))
 
