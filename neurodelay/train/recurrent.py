@@ -48,7 +48,12 @@ or the integer delays). Two implementations, the same model:
   recurrent synapses as a sparse product over the kernel's nonzero entries only (rows of
   4 taps sharing one neuron index, in column blocks of 64 neurons).
   Kernel gradient: for every spike of j at t', dK[i, j, tap] += dL/dx[t' + delay, i],
-  in registers (8 taps x 16 neurons at a time), batch items and steps ascending.
+  batch items and steps ascending, only at the taps of each synapse's band (from its
+  first to its last tap where the Gaussian is nonzero, ``grad_taps``: the kernel's
+  backward multiplies by the Gaussian, so no other tap's gradient is used; the band's
+  taps 8 at a time, 8 neurons at a time, in registers), or, for bands wider than
+  KGRAD_BAND_MAX_CHUNKS x 8 taps or without ``grad_taps``, at every tap (8 taps x 16
+  neurons at a time).
   Each batch item (forward, input gradient) or neuron tile (kernel gradient) is one
   thread's, summed in a fixed order with fma / plain adds: the results do not depend on
   the thread count or the vector width.
@@ -79,14 +84,17 @@ import torch.nn.functional as F
 
 from neurodelay.errors import KernelError
 from neurodelay.train import native
-from neurodelay.train.dcls_conv import DCLS_NORM_EPS, DCLS_SIG_OFFSET, gauss_kernel
+from neurodelay.train.dcls_conv import DCLS_NORM_EPS, DCLS_SIG_OFFSET, _gauss_kernel_and_taps
 
 MODES = ("learned", "fixed-random", "one-step")
 METHODS = ("auto", "native", "torch")   # the time loop: compiled, or torch's ops (module doc)
 KERNEL_SOURCE = Path(__file__).with_name("recurrent_kernels.c")
-KERNEL_ABI = 1
+KERNEL_ABI = 2
 LANE_BLOCKS = (16, 32, 64)              # batch items per lane block of the compiled backward
 KGRAD_TILE = 16                         # kernel-gradient neurons per work item (IT in the C)
+# the kernel gradient within the synapses' bands (nr_kgrad_band: 8 taps per chunk) when
+# the widest band has at most this many chunks; beyond, every tap (nr_kgrad)
+KGRAD_BAND_MAX_CHUNKS = 2
 MAX_NATIVE_NEURONS = 65535              # the compiled backward's 16-bit column indices
 CSR_BLOCK = 64                          # neurons i per column block of that CSR (CB in the C)
 ROW_GROUP = 4                           # kernel taps per row group of that CSR (RG in the C)
@@ -171,16 +179,25 @@ class RecurrentSynapses(nn.Module):
         """(n, n, window) kernel in tap order (tap n = delay window - n): the Gaussian
         (training) or one tap per synapse, the weight at its integer delay (discrete, and
         every non-learned mode)."""
+        return self.kernel_and_taps(discrete)[0]
+
+    def kernel_and_taps(self, discrete: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(kernel, grad_taps): :meth:`kernel` and an (n, n, window) tensor nonzero at the
+        taps whose kernel gradient the kernel's backward uses (the Gaussian's nonzero
+        taps, even where the weight is 0; the integer delay's tap), or None (every tap:
+        the plain-autograd kernels)."""
         if discrete or self.mode != "learned":
             tap = (self.window - self.integer_delays()).unsqueeze(-1)
             k = torch.zeros(self.n, self.n, self.window, dtype=self.weight.dtype,
                             device=self.weight.device)
-            return k.scatter(2, tap, self.weight.unsqueeze(-1))
+            return (k.scatter(2, tap, self.weight.unsqueeze(-1)),
+                    torch.zeros_like(k).scatter_(2, tap, 1.0))
         if self.sigma_offset == DCLS_SIG_OFFSET:
             # dcls' kernel with its hand-written backward (neurodelay.train.dcls_conv)
             sig = self.SIG.to(self.weight.dtype).expand(self.n, self.n)
-            return gauss_kernel(self.weight, self.P, sig, self.window, floor=REC_TAP_FLOOR)
-        return recurrent_gauss_kernel(self.weight, self.P, self.sigma, self.window)
+            return _gauss_kernel_and_taps(self.weight, self.P, sig, self.window,
+                                          floor=REC_TAP_FLOOR)
+        return recurrent_gauss_kernel(self.weight, self.P, self.sigma, self.window), None
 
     def used_taps(self, discrete: bool) -> tuple[int, int]:
         """(lo, hi): the kernel taps lo..hi-1 that can be nonzero (the rest are 0 for
@@ -204,12 +221,13 @@ class RecurrentSynapses(nn.Module):
         of the layer with its recurrent synapses (module docstring). The discrete model
         sums the recurrent current in ``discrete_dtype`` (float64: the exact path verify
         uses), cast to cur's dtype."""
-        k = self.kernel(discrete)
+        k, grad_taps = self.kernel_and_taps(discrete)
         dt = cur.dtype
         if discrete:
             dt = torch.promote_types(self.discrete_dtype, cur.dtype)
         return recurrent_lif(cur, k.to(dt), tau, threshold, alpha,
-                             taps=self.used_taps(discrete), method=self.method)
+                             taps=self.used_taps(discrete), method=self.method,
+                             grad_taps=grad_taps)
 
 
 def _tap_range(kernel: torch.Tensor, taps=None) -> tuple[int, int]:
@@ -236,7 +254,7 @@ def _flat_kernel(kernel: torch.Tensor, lo: int, m: int) -> torch.Tensor:
 
 def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold: float,
                   alpha: float = 5.0, taps: tuple[int, int] | None = None,
-                  method: str = "auto") -> torch.Tensor:
+                  method: str = "auto", grad_taps: torch.Tensor | None = None) -> torch.Tensor:
     """Spikes (T, B, n) of a LIF layer (spikingjelly's LIFNode rule, as
     :func:`neurodelay.train.lif.lif_multistep`) whose input at step t is cur[t] (T, B, n)
     plus the recurrent current sum_{j, tap} kernel[i, j, tap] s_j[t - (window - tap)]
@@ -244,6 +262,10 @@ def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold
     current is computed in the kernel's dtype and added in cur's. Differentiable w.r.t.
     cur and kernel (surrogate gradient ATan(alpha), reset detached). ``taps`` (lo, hi):
     only kernel taps lo..hi-1 can be nonzero (default: found from the kernel).
+    ``grad_taps`` (the kernel's shape, or None: every tap): nonzero at the taps whose
+    kernel gradient the caller uses; the compiled loop may then return 0 at the other
+    taps (it computes each synapse's taps from its first to its last nonzero
+    ``grad_taps`` tap, when that is cheaper than all of them); the torch loop ignores it.
 
     ``method``: ``"native"`` the compiled loop (CPU, cur and kernel both float32 or both
     float64), ``"torch"`` torch's ops (any device and dtypes; the reference),
@@ -257,14 +279,17 @@ def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold
                           f"neurons, got shape {tuple(kernel.shape)}")
     if not (math.isfinite(tau) and tau > 1.0):
         raise KernelError(f"tau must be finite and > 1, got {tau}")
+    if grad_taps is not None and tuple(grad_taps.shape) != tuple(kernel.shape):
+        raise KernelError(f"grad_taps: expected the kernel's shape {tuple(kernel.shape)}, "
+                          f"got {tuple(grad_taps.shape)}")
     lo, m = _tap_range(kernel, taps)
     if m == 0:                    # no synapse: one zero tap at delay 1, no kernel gradient
-        kernel, lo, m = kernel.detach().new_zeros(n, n, 1), 0, 1
+        kernel, lo, m, grad_taps = kernel.detach().new_zeros(n, n, 1), 0, 1, None
     span = kernel.shape[2] - lo   # the longest delay used: the buffer keeps that many steps
     grad = torch.is_grad_enabled() and (cur.requires_grad or kernel.requires_grad)
     if _use_native(cur, kernel, method):
         if grad:
-            return _NativeRecurrentLIF.apply(cur, kernel, lo, m, float(tau),
+            return _NativeRecurrentLIF.apply(cur, kernel, grad_taps, lo, m, float(tau),
                                              float(threshold), float(alpha))
         with torch.no_grad():
             return _native_forward(cur, _pack(kernel.detach(), lo, m), span, m, float(tau),
@@ -300,6 +325,12 @@ def _declare(lib) -> None:
         r = getattr(lib, f"nr_rowcount_{sfx}")
         r.argtypes = [P, I64, P, I64, I64]
         r.restype = I32
+        d = getattr(lib, f"nr_band_{sfx}")
+        d.argtypes = [P, I64, I64, I64, P, I64, I64]
+        d.restype = I32
+        kb = getattr(lib, f"nr_kgrad_band_{sfx}")
+        kb.argtypes = [P, P, P, I64, I64, I64, I64, I64, I64, I64, I64, P, I64, I64]
+        kb.restype = I32
 
 
 def native_status() -> native.NativeStatus:
@@ -335,7 +366,8 @@ def _kernels(dtype: torch.dtype):
     sfx = {torch.float32: "f32", torch.float64: "f64"}[dtype]
     lib = native.load_library(KERNEL_SOURCE, "recurrent", KERNEL_ABI, _declare)[1]
     return {name: getattr(lib, f"nr_{name}_{sfx}")
-            for name in ("forward", "backward", "kgrad", "csr", "pack", "rowcount")}
+            for name in ("forward", "backward", "kgrad", "csr", "pack", "rowcount", "band",
+                         "kgrad_band")}
 
 
 def _check(rc: int) -> None:
@@ -380,6 +412,19 @@ def _native_forward(cur, kflat, span, m, tau, threshold, keep, counts=None):
     return spikes, states
 
 
+def _bands(grad_taps: torch.Tensor, lo: int, m: int) -> tuple[torch.Tensor, int]:
+    """(band (n * n) int32, chunks): every synapse's taps from its first to its last
+    nonzero ``grad_taps`` tap among lo..lo+m-1 (start | width << 16, relative to lo) and
+    the chunks of 8 taps of the widest (recurrent_kernels.c, nr_band)."""
+    n, _, w = grad_taps.shape
+    grad_taps = grad_taps.contiguous()
+    band = torch.empty(n * n, dtype=torch.int32)
+    native.split_run(_kernels(grad_taps.dtype)["band"], n * n, lambda r0, r1: (
+        grad_taps.data_ptr(), w, lo, m, band.data_ptr(), r0, r1))
+    widest = int(torch.bitwise_right_shift(band, 16).max()) if band.numel() else 0
+    return band, -(-widest // 8)
+
+
 def lane_block(batch: int, threads: int) -> int:
     """Batch items per lane block of the compiled backward: the smallest of LANE_BLOCKS
     that gives every thread one block (64 at most). Any choice gives the same bits."""
@@ -393,12 +438,16 @@ class _NativeRecurrentLIF(torch.autograd.Function):
     comes back in the kernel's own layout."""
 
     @staticmethod
-    def forward(ctx, cur, kernel, lo, m, tau, threshold, alpha):
+    def forward(ctx, cur, kernel, grad_taps, lo, m, tau, threshold, alpha):
         kflat = _pack(kernel.detach(), lo, m)
         counts = _row_counts(kflat)
         span = kernel.shape[2] - lo
         spikes, states = _native_forward(cur, kflat, span, m, tau, threshold, keep=True,
                                          counts=counts)
+        band = None
+        if grad_taps is not None and kernel.requires_grad:
+            band = _bands(grad_taps.detach().to(kernel.dtype), lo, m)
+        ctx.band = band
         ctx.save_for_backward(kflat, counts, spikes, states)
         ctx.shape, ctx.lo, ctx.m, ctx.span = tuple(kernel.shape), lo, m, span
         ctx.tau, ctx.threshold, ctx.alpha = tau, threshold, alpha
@@ -428,11 +477,21 @@ class _NativeRecurrentLIF(torch.autograd.Function):
             half_alpha, lb, gx.data_ptr(), lo, hi))
         g_k = None
         if ctx.needs_input_grad[1]:
-            g_k = torch.zeros(ctx.shape, dtype=spikes.dtype)  # taps outside lo..lo+m-1: 0
-            native.split_run(fns["kgrad"], -(-n // KGRAD_TILE), lambda lo, hi: (
-                spikes.data_ptr(), gx.data_ptr(), T, B, n, m, span, ctx.shape[2], ctx.lo,
-                g_k.data_ptr(), lo, hi))
-        return gx, g_k, None, None, None, None, None
+            band, nch = ctx.band if ctx.band is not None else (None, 0)
+            if nch == 0 and band is not None:             # no tap whose gradient is used
+                g_k = torch.zeros(ctx.shape, dtype=spikes.dtype)
+            elif band is not None and nch <= KGRAD_BAND_MAX_CHUNKS:
+                g_k = torch.empty(ctx.shape, dtype=spikes.dtype)    # every tap written
+                native.split_run(fns["kgrad_band"], -(-n // KGRAD_TILE), lambda lo, hi: (
+                    spikes.data_ptr(), gx.data_ptr(), band.data_ptr(), T, B, n, m, span,
+                    ctx.shape[2], ctx.lo, nch, g_k.data_ptr(), lo, hi))
+            else:
+                g_k = torch.zeros(ctx.shape, dtype=spikes.dtype)  # taps outside lo..: 0
+                native.split_run(fns["kgrad"], -(-n // KGRAD_TILE), lambda lo, hi: (
+                    spikes.data_ptr(), gx.data_ptr(), T, B, n, m, span, ctx.shape[2],
+                    ctx.lo, g_k.data_ptr(), lo, hi))
+        ctx.band = None
+        return gx, g_k, None, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- torch loop
