@@ -178,13 +178,13 @@ def test_gradients_reach_recurrent_weights_and_delay_positions():
     # the kernel gradient of this layer: rerun with the kernel as a leaf
     m.zero_grad()
     k_leaf = r.kernel(False).detach().requires_grad_()
-    orig = r.kernel
-    r.kernel = lambda discrete: k_leaf                      # noqa: E731
+    orig = r.kernel_and_taps
+    r.kernel_and_taps = lambda discrete: (k_leaf, None)     # noqa: E731
     try:
         loss2 = loss_fn(m(x), y)
         loss2.backward()
     finally:
-        r.kernel = orig
+        r.kernel_and_taps = orig
     assert math.isclose(loss2.item(), loss.item(), rel_tol=1e-12)
     fd = float((k_leaf.grad * dk).sum())
     m.zero_grad()

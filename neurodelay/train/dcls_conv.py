@@ -103,14 +103,16 @@ def _kernel_shapes(weight, P, SIG, window):
             _as_matrix(SIG, n_out, n_in, "SIG"), int(window))
 
 
-def gauss_kernel_reference(weight, P, SIG, window: int) -> torch.Tensor:
-    """dcls' forward_vgauss written with plain autograd ops -> (out, in, window)."""
+def gauss_kernel_reference(weight, P, SIG, window: int,
+                           floor: float = TAP_FLOOR) -> torch.Tensor:
+    """dcls' forward_vgauss written with plain autograd ops -> (out, in, window); taps of
+    the normalised Gaussian below ``floor`` are 0."""
     w, p, sig, window = _kernel_shapes(weight, P, SIG, window)
     idx = torch.arange(window, dtype=w.dtype, device=w.device)
     z = (idx - (p + window // 2).unsqueeze(-1)) / (sig.abs() + DCLS_SIG_OFFSET).unsqueeze(-1)
     g = torch.exp(-0.5 * (z * z))
     g = g / (g.sum(-1, keepdim=True) + DCLS_NORM_EPS)
-    g = torch.where(g < TAP_FLOOR, 0.0, g)
+    g = torch.where(g < floor, 0.0, g)
     return g * w.unsqueeze(-1)
 
 
@@ -122,7 +124,7 @@ class _GaussKernel(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, w, p, sig, window):
+    def forward(ctx, w, p, sig, window, floor=TAP_FLOOR):
         idx = torch.arange(window, dtype=w.dtype, device=w.device)
         s = (sig.abs() + DCLS_SIG_OFFSET).unsqueeze(-1)
         z = (idx - (p + window // 2).unsqueeze(-1)).div_(s)          # (o, i, n)
@@ -130,7 +132,7 @@ class _GaussKernel(torch.autograd.Function):
         # off its slow subnormal path
         g = torch.mul(z, z).mul_(0.5).clamp_(max=80.0).neg_().exp_()
         xn = g.div_(g.sum(-1, keepdim=True).add_(DCLS_NORM_EPS))     # normalised, in place
-        xn.masked_fill_(xn < TAP_FLOOR, 0.0)
+        xn.masked_fill_(xn < floor, 0.0)
         ctx.save_for_backward(w, xn, z, s)
         ctx.mark_non_differentiable(xn)
         ctx.set_materialize_grads(False)
@@ -139,7 +141,7 @@ class _GaussKernel(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gk, _g_xn=None):
         if gk is None:
-            return None, None, None, None
+            return None, None, None, None, None
         w, xn, z, s = ctx.saved_tensors
         gx = gk * xn                                                   # (o, i, n)
         a = gx.sum(-1)                                                 # dL/dw
@@ -148,30 +150,31 @@ class _GaussKernel(torch.autograd.Function):
             b = (gx * z).sum(-1)
             m = (xn * z).sum(-1)
             gp = (w / s.squeeze(-1)) * (b - a * m)
-        return (a if ctx.needs_input_grad[0] else None), gp, None, None
+        return (a if ctx.needs_input_grad[0] else None), gp, None, None, None
 
 
-def gauss_kernel(weight, P, SIG, window: int) -> torch.Tensor:
+def gauss_kernel(weight, P, SIG, window: int, floor: float = TAP_FLOOR) -> torch.Tensor:
     """(out, in, window) dense Gaussian delay kernel exactly as dcls builds it.
 
     weight (out, in[, 1]); P, SIG any shape with out*in elements (dcls: (1, out, in, 1)).
     Tap n of the kernel multiplies x[t - (window - 1) + n]; the Gaussian is centred on
     P + window // 2 with std |SIG| + 0.27 and normalised by its sum + 1e-7.
-    Taps of the normalised Gaussian below TAP_FLOOR are 0 (see the module docstring).
-    Differentiable w.r.t. weight and P; SIG gets no gradient (it is scheduled, not
-    learned; pass a SIG with requires_grad to fall back to plain autograd).
+    Taps of the normalised Gaussian below ``floor`` (default TAP_FLOOR, what every
+    feed-forward synapse uses; see the module docstring) are 0. Differentiable w.r.t.
+    weight and P; SIG gets no gradient (it is scheduled, not learned; pass a SIG with
+    requires_grad to fall back to plain autograd).
     """
-    return _gauss_kernel_and_taps(weight, P, SIG, window)[0]
+    return _gauss_kernel_and_taps(weight, P, SIG, window, floor)[0]
 
 
-def _gauss_kernel_and_taps(weight, P, SIG, window: int):
+def _gauss_kernel_and_taps(weight, P, SIG, window: int, floor: float = TAP_FLOOR):
     """(kernel, normalised Gaussian (out, in, window) or None): :func:`gauss_kernel` and,
     on the hand-written path, the Gaussian itself, whose nonzero taps are the taps whose
     kernel gradient the kernel's backward uses (even where the weight is 0)."""
     w, p, sig, window = _kernel_shapes(weight, P, SIG, window)
     if sig.requires_grad and torch.is_grad_enabled():
-        return gauss_kernel_reference(weight, P, SIG, window), None
-    return _GaussKernel.apply(w, p, sig.detach(), window)
+        return gauss_kernel_reference(weight, P, SIG, window, floor), None
+    return _GaussKernel.apply(w, p, sig.detach(), window, float(floor))
 
 
 # ----------------------------------------------------------------------------- DFT conv

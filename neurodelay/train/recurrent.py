@@ -16,6 +16,16 @@ whose width is the feed-forward synapses' scheduled sigma (|SIG| + 0.27); at eva
 rounded), exactly what :func:`neurodelay.train.freeze.freeze` writes as ``rec_weight`` /
 ``rec_delay`` and :func:`neurodelay.sim.floatsim.recurrent_dynamics` runs.
 
+Tap floor: the recurrent Gaussians zero their normalised taps below REC_TAP_FLOOR = 2**-24,
+not the feed-forward synapses' dcls_conv.TAP_FLOOR = 1e-20 (which matches dcls' kernel to
+float32 rounding; the recurrent synapses have no reference implementation to match). Such
+a tap times the weight is about one float32 ulp of the same synapse's peak term (weight
+times its largest tap, >= 0.49 at sigma 0.5): it cannot change the float32 current in a
+meaningful way, and its share of the position gradient is of the same order. At sigma 0.5
+a synapse then has 5-6 nonzero taps instead of 9-10; every loop (forward, input gradient,
+kernel gradient) works on fewer of them. From sigma ~4 on the floor removes no tap of a
+25-step window. The discrete model (one tap per synapse) is unaffected.
+
 Position convention (as the feed-forward synapses'): tap n = 0..Td-1 of the kernel is delay
 Td - n; the position P is centred, the Gaussian's centre is tap P + Td//2, so
 delay = Td - (P + Td//2), P in [-(Td//2), Td-1-Td//2] (delays Td..1).
@@ -23,8 +33,8 @@ delay = Td - (P + Td//2), P in [-(Td//2), Td-1-Td//2] (delays Td..1).
 The time loop (:func:`recurrent_lif`, one autograd node): the feed-forward current of all T
 steps is computed first (the fast path of :mod:`neurodelay.train.dcls_conv`); the loop only
 adds the recurrent part. Only the kernel taps that can be nonzero for some synapse are used
-(``used_taps``: the Gaussians' reach, normalised taps below dcls_conv.TAP_FLOOR being exactly
-0, or the integer delays). Two implementations, the same model:
+(``used_taps``: the Gaussians' reach, normalised taps below REC_TAP_FLOOR being exactly 0,
+or the integer delays). Two implementations, the same model:
 
 * the compiled loop (``recurrent_kernels.c``, built, cached and loaded as
   :mod:`neurodelay.train.native` builds its kernels; ``method="native"``, the default on
@@ -38,7 +48,12 @@ adds the recurrent part. Only the kernel taps that can be nonzero for some synap
   recurrent synapses as a sparse product over the kernel's nonzero entries only (rows of
   4 taps sharing one neuron index, in column blocks of 64 neurons).
   Kernel gradient: for every spike of j at t', dK[i, j, tap] += dL/dx[t' + delay, i],
-  in registers (8 taps x 16 neurons at a time), batch items and steps ascending.
+  batch items and steps ascending, only at the taps of each synapse's band (from its
+  first to its last tap where the Gaussian is nonzero, ``grad_taps``: the kernel's
+  backward multiplies by the Gaussian, so no other tap's gradient is used; the band's
+  taps 8 at a time, 8 neurons at a time, in registers), or, for bands wider than
+  KGRAD_BAND_MAX_CHUNKS x 8 taps or without ``grad_taps``, at every tap (8 taps x 16
+  neurons at a time).
   Each batch item (forward, input gradient) or neuron tile (kernel gradient) is one
   thread's, summed in a fixed order with fma / plain adds: the results do not depend on
   the thread count or the vector width.
@@ -69,29 +84,36 @@ import torch.nn.functional as F
 
 from neurodelay.errors import KernelError
 from neurodelay.train import native
-from neurodelay.train.dcls_conv import DCLS_NORM_EPS, DCLS_SIG_OFFSET, TAP_FLOOR, gauss_kernel
+from neurodelay.train.dcls_conv import DCLS_NORM_EPS, DCLS_SIG_OFFSET, _gauss_kernel_and_taps
 
 MODES = ("learned", "fixed-random", "one-step")
 METHODS = ("auto", "native", "torch")   # the time loop: compiled, or torch's ops (module doc)
 KERNEL_SOURCE = Path(__file__).with_name("recurrent_kernels.c")
-KERNEL_ABI = 1
+KERNEL_ABI = 2
 LANE_BLOCKS = (16, 32, 64)              # batch items per lane block of the compiled backward
 KGRAD_TILE = 16                         # kernel-gradient neurons per work item (IT in the C)
+# the kernel gradient within the synapses' bands (nr_kgrad_band: 8 taps per chunk) when
+# the widest band has at most this many chunks; beyond, every tap (nr_kgrad)
+KGRAD_BAND_MAX_CHUNKS = 2
 MAX_NATIVE_NEURONS = 65535              # the compiled backward's 16-bit column indices
 CSR_BLOCK = 64                          # neurons i per column block of that CSR (CB in the C)
 ROW_GROUP = 4                           # kernel taps per row group of that CSR (RG in the C)
+# The recurrent Gaussians' tap floor: normalised taps below it are 0 (module docstring).
+# A tap below 2**-24 times a weight is about one float32 ulp of the same weight times the
+# synapse's peak tap (>= 0.49 at sigma 0.5): see the module docstring.
+REC_TAP_FLOOR = 2.0 ** -24
 
 
 def recurrent_gauss_kernel(weight: torch.Tensor, P: torch.Tensor, sigma: float,
                            window: int) -> torch.Tensor:
     """(n, n, window) kernel K[i, j, tap] = w_ij g / (sum g + 1e-7), g the Gaussian over
     the taps centred on P + window // 2 with std ``sigma`` (the effective sigma); taps of
-    the normalised Gaussian below TAP_FLOOR are 0. Differentiable w.r.t. weight and P."""
+    the normalised Gaussian below REC_TAP_FLOOR are 0. Differentiable w.r.t. weight and P."""
     idx = torch.arange(window, dtype=weight.dtype, device=weight.device)
     z = (idx - (P + window // 2).unsqueeze(-1)) / float(sigma)
     g = torch.exp(-0.5 * (z * z).clamp(max=160.0))
     g = g / (g.sum(-1, keepdim=True) + DCLS_NORM_EPS)
-    g = torch.where(g < TAP_FLOOR, torch.zeros((), dtype=g.dtype, device=g.device), g)
+    g = torch.where(g < REC_TAP_FLOOR, torch.zeros((), dtype=g.dtype, device=g.device), g)
     return g * weight.unsqueeze(-1)
 
 
@@ -157,28 +179,39 @@ class RecurrentSynapses(nn.Module):
         """(n, n, window) kernel in tap order (tap n = delay window - n): the Gaussian
         (training) or one tap per synapse, the weight at its integer delay (discrete, and
         every non-learned mode)."""
+        return self.kernel_and_taps(discrete)[0]
+
+    def kernel_and_taps(self, discrete: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(kernel, grad_taps): :meth:`kernel` and an (n, n, window) tensor nonzero at the
+        taps whose kernel gradient the kernel's backward uses (the Gaussian's nonzero
+        taps, even where the weight is 0; the integer delay's tap), or None (every tap:
+        the plain-autograd kernels)."""
         if discrete or self.mode != "learned":
             tap = (self.window - self.integer_delays()).unsqueeze(-1)
             k = torch.zeros(self.n, self.n, self.window, dtype=self.weight.dtype,
                             device=self.weight.device)
-            return k.scatter(2, tap, self.weight.unsqueeze(-1))
+            return (k.scatter(2, tap, self.weight.unsqueeze(-1)),
+                    torch.zeros_like(k).scatter_(2, tap, 1.0))
         if self.sigma_offset == DCLS_SIG_OFFSET:
             # dcls' kernel with its hand-written backward (neurodelay.train.dcls_conv)
             sig = self.SIG.to(self.weight.dtype).expand(self.n, self.n)
-            return gauss_kernel(self.weight, self.P, sig, self.window)
-        return recurrent_gauss_kernel(self.weight, self.P, self.sigma, self.window)
+            return _gauss_kernel_and_taps(self.weight, self.P, sig, self.window,
+                                          floor=REC_TAP_FLOOR)
+        return recurrent_gauss_kernel(self.weight, self.P, self.sigma, self.window), None
 
     def used_taps(self, discrete: bool) -> tuple[int, int]:
         """(lo, hi): the kernel taps lo..hi-1 that can be nonzero (the rest are 0 for
         every synapse and stay out of the time loop's products): the taps of the integer
-        delays, or of the Gaussians (normalised taps below TAP_FLOOR are 0: beyond
-        sqrt(2 ln(1 / TAP_FLOOR)) = 9.6 sigma of the centre)."""
+        delays, or of the Gaussians (normalised taps below REC_TAP_FLOOR are 0: the
+        Gaussian's sum is at least its largest tap, >= exp(-1 / (8 sigma^2)), so a tap r
+        from the centre with r^2 > 2 sigma^2 ln(1 / REC_TAP_FLOOR) + 1/4 is below the
+        floor: beyond 2.93 taps at sigma 0.5)."""
         w = self.window
         if discrete or self.mode != "learned":
             d = self.integer_delays()
             return w - int(d.max()), w - int(d.min()) + 1
         lo_p, hi_p = float(self.P.detach().min()), float(self.P.detach().max())
-        reach = 9.7 * self.sigma
+        reach = math.sqrt(2.0 * self.sigma ** 2 * math.log(1.0 / REC_TAP_FLOOR) + 0.25) + 0.01
         return (max(0, int(math.floor(lo_p + w // 2 - reach))),
                 min(w, int(math.ceil(hi_p + w // 2 + reach)) + 1))
 
@@ -188,12 +221,13 @@ class RecurrentSynapses(nn.Module):
         of the layer with its recurrent synapses (module docstring). The discrete model
         sums the recurrent current in ``discrete_dtype`` (float64: the exact path verify
         uses), cast to cur's dtype."""
-        k = self.kernel(discrete)
+        k, grad_taps = self.kernel_and_taps(discrete)
         dt = cur.dtype
         if discrete:
             dt = torch.promote_types(self.discrete_dtype, cur.dtype)
         return recurrent_lif(cur, k.to(dt), tau, threshold, alpha,
-                             taps=self.used_taps(discrete), method=self.method)
+                             taps=self.used_taps(discrete), method=self.method,
+                             grad_taps=grad_taps)
 
 
 def _tap_range(kernel: torch.Tensor, taps=None) -> tuple[int, int]:
@@ -220,7 +254,7 @@ def _flat_kernel(kernel: torch.Tensor, lo: int, m: int) -> torch.Tensor:
 
 def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold: float,
                   alpha: float = 5.0, taps: tuple[int, int] | None = None,
-                  method: str = "auto") -> torch.Tensor:
+                  method: str = "auto", grad_taps: torch.Tensor | None = None) -> torch.Tensor:
     """Spikes (T, B, n) of a LIF layer (spikingjelly's LIFNode rule, as
     :func:`neurodelay.train.lif.lif_multistep`) whose input at step t is cur[t] (T, B, n)
     plus the recurrent current sum_{j, tap} kernel[i, j, tap] s_j[t - (window - tap)]
@@ -228,6 +262,10 @@ def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold
     current is computed in the kernel's dtype and added in cur's. Differentiable w.r.t.
     cur and kernel (surrogate gradient ATan(alpha), reset detached). ``taps`` (lo, hi):
     only kernel taps lo..hi-1 can be nonzero (default: found from the kernel).
+    ``grad_taps`` (the kernel's shape, or None: every tap): nonzero at the taps whose
+    kernel gradient the caller uses; the compiled loop may then return 0 at the other
+    taps (it computes each synapse's taps from its first to its last nonzero
+    ``grad_taps`` tap, when that is cheaper than all of them); the torch loop ignores it.
 
     ``method``: ``"native"`` the compiled loop (CPU, cur and kernel both float32 or both
     float64), ``"torch"`` torch's ops (any device and dtypes; the reference),
@@ -241,14 +279,17 @@ def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold
                           f"neurons, got shape {tuple(kernel.shape)}")
     if not (math.isfinite(tau) and tau > 1.0):
         raise KernelError(f"tau must be finite and > 1, got {tau}")
+    if grad_taps is not None and tuple(grad_taps.shape) != tuple(kernel.shape):
+        raise KernelError(f"grad_taps: expected the kernel's shape {tuple(kernel.shape)}, "
+                          f"got {tuple(grad_taps.shape)}")
     lo, m = _tap_range(kernel, taps)
     if m == 0:                    # no synapse: one zero tap at delay 1, no kernel gradient
-        kernel, lo, m = kernel.detach().new_zeros(n, n, 1), 0, 1
+        kernel, lo, m, grad_taps = kernel.detach().new_zeros(n, n, 1), 0, 1, None
     span = kernel.shape[2] - lo   # the longest delay used: the buffer keeps that many steps
     grad = torch.is_grad_enabled() and (cur.requires_grad or kernel.requires_grad)
     if _use_native(cur, kernel, method):
         if grad:
-            return _NativeRecurrentLIF.apply(cur, kernel, lo, m, float(tau),
+            return _NativeRecurrentLIF.apply(cur, kernel, grad_taps, lo, m, float(tau),
                                              float(threshold), float(alpha))
         with torch.no_grad():
             return _native_forward(cur, _pack(kernel.detach(), lo, m), span, m, float(tau),
@@ -284,6 +325,12 @@ def _declare(lib) -> None:
         r = getattr(lib, f"nr_rowcount_{sfx}")
         r.argtypes = [P, I64, P, I64, I64]
         r.restype = I32
+        d = getattr(lib, f"nr_band_{sfx}")
+        d.argtypes = [P, I64, I64, I64, P, I64, I64]
+        d.restype = I32
+        kb = getattr(lib, f"nr_kgrad_band_{sfx}")
+        kb.argtypes = [P, P, P, I64, I64, I64, I64, I64, I64, I64, I64, P, I64, I64]
+        kb.restype = I32
 
 
 def native_status() -> native.NativeStatus:
@@ -319,7 +366,8 @@ def _kernels(dtype: torch.dtype):
     sfx = {torch.float32: "f32", torch.float64: "f64"}[dtype]
     lib = native.load_library(KERNEL_SOURCE, "recurrent", KERNEL_ABI, _declare)[1]
     return {name: getattr(lib, f"nr_{name}_{sfx}")
-            for name in ("forward", "backward", "kgrad", "csr", "pack", "rowcount")}
+            for name in ("forward", "backward", "kgrad", "csr", "pack", "rowcount", "band",
+                         "kgrad_band")}
 
 
 def _check(rc: int) -> None:
@@ -364,6 +412,19 @@ def _native_forward(cur, kflat, span, m, tau, threshold, keep, counts=None):
     return spikes, states
 
 
+def _bands(grad_taps: torch.Tensor, lo: int, m: int) -> tuple[torch.Tensor, int]:
+    """(band (n * n) int32, chunks): every synapse's taps from its first to its last
+    nonzero ``grad_taps`` tap among lo..lo+m-1 (start | width << 16, relative to lo) and
+    the chunks of 8 taps of the widest (recurrent_kernels.c, nr_band)."""
+    n, _, w = grad_taps.shape
+    grad_taps = grad_taps.contiguous()
+    band = torch.empty(n * n, dtype=torch.int32)
+    native.split_run(_kernels(grad_taps.dtype)["band"], n * n, lambda r0, r1: (
+        grad_taps.data_ptr(), w, lo, m, band.data_ptr(), r0, r1))
+    widest = int(torch.bitwise_right_shift(band, 16).max()) if band.numel() else 0
+    return band, -(-widest // 8)
+
+
 def lane_block(batch: int, threads: int) -> int:
     """Batch items per lane block of the compiled backward: the smallest of LANE_BLOCKS
     that gives every thread one block (64 at most). Any choice gives the same bits."""
@@ -377,12 +438,16 @@ class _NativeRecurrentLIF(torch.autograd.Function):
     comes back in the kernel's own layout."""
 
     @staticmethod
-    def forward(ctx, cur, kernel, lo, m, tau, threshold, alpha):
+    def forward(ctx, cur, kernel, grad_taps, lo, m, tau, threshold, alpha):
         kflat = _pack(kernel.detach(), lo, m)
         counts = _row_counts(kflat)
         span = kernel.shape[2] - lo
         spikes, states = _native_forward(cur, kflat, span, m, tau, threshold, keep=True,
                                          counts=counts)
+        band = None
+        if grad_taps is not None and kernel.requires_grad:
+            band = _bands(grad_taps.detach().to(kernel.dtype), lo, m)
+        ctx.band = band
         ctx.save_for_backward(kflat, counts, spikes, states)
         ctx.shape, ctx.lo, ctx.m, ctx.span = tuple(kernel.shape), lo, m, span
         ctx.tau, ctx.threshold, ctx.alpha = tau, threshold, alpha
@@ -412,11 +477,21 @@ class _NativeRecurrentLIF(torch.autograd.Function):
             half_alpha, lb, gx.data_ptr(), lo, hi))
         g_k = None
         if ctx.needs_input_grad[1]:
-            g_k = torch.zeros(ctx.shape, dtype=spikes.dtype)  # taps outside lo..lo+m-1: 0
-            native.split_run(fns["kgrad"], -(-n // KGRAD_TILE), lambda lo, hi: (
-                spikes.data_ptr(), gx.data_ptr(), T, B, n, m, span, ctx.shape[2], ctx.lo,
-                g_k.data_ptr(), lo, hi))
-        return gx, g_k, None, None, None, None, None
+            band, nch = ctx.band if ctx.band is not None else (None, 0)
+            if nch == 0 and band is not None:             # no tap whose gradient is used
+                g_k = torch.zeros(ctx.shape, dtype=spikes.dtype)
+            elif band is not None and nch <= KGRAD_BAND_MAX_CHUNKS:
+                g_k = torch.empty(ctx.shape, dtype=spikes.dtype)    # every tap written
+                native.split_run(fns["kgrad_band"], -(-n // KGRAD_TILE), lambda lo, hi: (
+                    spikes.data_ptr(), gx.data_ptr(), band.data_ptr(), T, B, n, m, span,
+                    ctx.shape[2], ctx.lo, nch, g_k.data_ptr(), lo, hi))
+            else:
+                g_k = torch.zeros(ctx.shape, dtype=spikes.dtype)  # taps outside lo..: 0
+                native.split_run(fns["kgrad"], -(-n // KGRAD_TILE), lambda lo, hi: (
+                    spikes.data_ptr(), gx.data_ptr(), T, B, n, m, span, ctx.shape[2],
+                    ctx.lo, g_k.data_ptr(), lo, hi))
+        ctx.band = None
+        return gx, g_k, None, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- torch loop

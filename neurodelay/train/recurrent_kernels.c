@@ -24,7 +24,10 @@
 
    Kernel gradient (event-driven): tiles of IT neurons i; per batch item its gradient tile
    over all steps (L1), and for every spike of j at t' the rows (k, j) gain
-   gx[t' + span - k, tile], 8 (then 4, then 1) rows k at a time in registers.
+   gx[t' + span - k, tile], 8 (then 4, then 1) rows k at a time in registers (nr_kgrad,
+   every tap). nr_kgrad_band: only each synapse's band of taps (the taps whose gradient
+   the kernel's backward uses, nr_band), in chunks of 8 taps: the tile's gradient kept
+   reversed in time makes a spike's 8 taps 8 consecutive entries, one vector add.
 */
 #include <math.h>
 #include <stdint.h>
@@ -337,6 +340,143 @@ done:                                                                           
     return rc;                                                                             \
 }
 
+/* 8 lanes of real (GCC / Clang vector extensions: the band kernel gradient's 8 taps; an
+   element-wise add, the same as 8 scalar ones) */
+typedef float nr_vec8_f32 __attribute__((vector_size(8 * sizeof(float))));
+typedef double nr_vec8_f64 __attribute__((vector_size(8 * sizeof(double))));
+
+#define DEFINE_BAND(real, sfx, VEC)                                                         \
+/* the spikes of (b, j) as lists of steps: ptr (B * n + 1), tim (steps ascending per       \
+   (b, j)); both malloc'd here (freed by the caller, also on failure). Returns 0, -1       \
+   when out of memory. */                                                                  \
+static int nr_spike_lists_##sfx(const real *spikes, int64_t T, int64_t B, int64_t n,       \
+                                int32_t **ptr_out, int32_t **tim_out)                      \
+{                                                                                          \
+    int32_t *ptr = calloc((size_t)(B * n + 1), sizeof(int32_t));                           \
+    int32_t *fill = malloc(sizeof(int32_t) * (size_t)(B * n + 1));                         \
+    int32_t *tim = NULL;                                                                   \
+    *ptr_out = ptr;                                                                        \
+    *tim_out = NULL;                                                                       \
+    if (!ptr || !fill) { free(fill); return -1; }                                          \
+    for (int64_t t = 0; t < T; t++)                                                        \
+        for (int64_t b = 0; b < B; b++) {                                                  \
+            const real *sp = spikes + (t * B + b) * n;                                     \
+            for (int64_t j = 0; j < n; j++) ptr[b * n + j + 1] += sp[j] != 0;              \
+        }                                                                                  \
+    for (int64_t r = 0; r < B * n; r++) ptr[r + 1] += ptr[r];                              \
+    tim = malloc(sizeof(int32_t) * (size_t)(ptr[B * n] + 1));                              \
+    if (!tim) { free(fill); return -1; }                                                   \
+    memcpy(fill, ptr, sizeof(int32_t) * (size_t)(B * n));                                  \
+    for (int64_t t = 0; t < T; t++)                                                        \
+        for (int64_t b = 0; b < B; b++) {                                                  \
+            const real *sp = spikes + (t * B + b) * n;                                     \
+            for (int64_t j = 0; j < n; j++)                                                \
+                if (sp[j] != 0) tim[fill[b * n + j]++] = (int32_t)t;                       \
+        }                                                                                  \
+    free(fill);                                                                            \
+    *tim_out = tim;                                                                        \
+    return 0;                                                                              \
+}                                                                                          \
+                                                                                           \
+/* band (n * n) int32 from mask (n, n, w) (K[i, j, tap] layout), rows r = i * n + j in     \
+   [r0, r1): the taps lo + start .. lo + start + width - 1 (start | width << 16, relative to \
+   lo) from the first to the last nonzero tap of the mask among taps lo .. lo + m - 1      \
+   (width 0: none). Returns 0. */                                                          \
+int nr_band_##sfx(const real *mask, int64_t w, int64_t lo, int64_t m, int32_t *band,       \
+                  int64_t r0, int64_t r1)                                                  \
+{                                                                                          \
+    for (int64_t r = r0; r < r1; r++) {                                                    \
+        const real *mk = mask + r * w + lo;                                                \
+        int64_t a = -1, e = -1;                                                            \
+        for (int64_t k = 0; k < m; k++)                                                    \
+            if (mk[k] != 0) { if (a < 0) a = k; e = k; }                                   \
+        band[r] = a < 0 ? 0 : (int32_t)(a | ((e - a + 1) << 16));                          \
+    }                                                                                      \
+    return 0;                                                                              \
+}                                                                                          \
+                                                                                           \
+/* dL/dkernel gk (n, n, w) within every synapse's band (band as nr_band's, nch >= the      \
+   widest band / 8): element (i, j, lo + k), k in the band of (i, j), is the sum over the  \
+   spikes of j at t' (batch items, then steps, ascending) of gx[t' + span - k, i] (the     \
+   same sums, in the same order, as nr_kgrad's); every other tap of the rows (i, j) of     \
+   the tiles is set to 0. Neurons i in tiles of IT, tiles [q0, q1). Per tile and batch     \
+   item the tile's gradient is kept reversed in time (H: row i, entry T - 1 + span - t is  \
+   gx[t, i], zero outside), so that the taps k .. k + 7 of a spike are 8 consecutive       \
+   entries, summed in registers over the spikes of j, eight neurons at a time. Returns 0,   \
+   -1 when out of memory, -2 for m > span, m > 65535 or nch < 1. */                       \
+int nr_kgrad_band_##sfx(const real *spikes, const real *gx, const int32_t *band, int64_t T, \
+                        int64_t B, int64_t n, int64_t m, int64_t span, int64_t w,          \
+                        int64_t lo, int64_t nch, real *gk, int64_t q0, int64_t q1)         \
+{                                                                                          \
+    if (m > span || m > 0xFFFF || nch < 1) return -2;                                   \
+    int64_t L = T + span + 8 * nch;                                                        \
+    int32_t *ptr = NULL, *tim = NULL;                                                      \
+    real *H = calloc((size_t)((IT + 1) * L), sizeof(real));      /* row IT: zeros */       \
+    real *A = malloc(sizeof(real) * (size_t)(IT * n * nch * 8 + 8));  /* + scratch */      \
+    int rc = -1;                                                                           \
+    if (!H || !A || nr_spike_lists_##sfx(spikes, T, B, n, &ptr, &tim)) goto done;          \
+    rc = 0;                                                                                \
+    const real *Z = H + IT * L + T - 1;                                                    \
+    real *scratch = A + IT * n * nch * 8;                                                  \
+    for (int64_t q = q0; q < q1; q++) {                                                    \
+        int64_t c0 = q * IT, nc = n - c0 < IT ? n - c0 : IT;                               \
+        memset(A, 0, sizeof(real) * (size_t)(IT * n * nch * 8));                           \
+        for (int64_t b = 0; b < B; b++) {                                                  \
+            for (int64_t t = 0; t < T; t++) {                                              \
+                const real *g = gx + (t * B + b) * n + c0;                                 \
+                real *h = H + T - 1 + span - t;                                            \
+                for (int64_t l = 0; l < nc; l++) h[l * L] = g[l];                          \
+            }                                                                              \
+            for (int64_t j = 0; j < n; j++) {                                              \
+                int32_t p0 = ptr[b * n + j], p1 = ptr[b * n + j + 1];                      \
+                if (p0 == p1) continue;                                                    \
+                for (int64_t l0 = 0; l0 < nc; l0 += 8)                                     \
+                for (int64_t c = 0; c < nch; c++) {                                        \
+                    const real *h[8];                                                      \
+                    real *d[8];                                                            \
+                    int live = 0;                                                          \
+                    for (int x = 0; x < 8; x++) {                                          \
+                        int64_t l = l0 + x;                                                \
+                        int32_t bw = l < nc ? band[(c0 + l) * n + j] : 0;                  \
+                        if (8 * c < (bw >> 16)) {                                          \
+                            h[x] = H + l * L + T - 1 + (bw & 0xFFFF) + 8 * c;              \
+                            d[x] = A + ((l * n + j) * nch + c) * 8;                        \
+                            live = 1;                                                      \
+                        } else {                                                           \
+                            h[x] = Z;                                                      \
+                            d[x] = scratch;                                                \
+                        }                                                                  \
+                    }                                                                      \
+                    if (!live) continue;                                                   \
+                    VEC a[8];                          /* eight neurons' sums: eight independent chains */ \
+                    for (int x = 0; x < 8; x++) memcpy(&a[x], d[x], sizeof a[x]);          \
+                    for (int32_t p = p0; p < p1; p++) {   /* 8-lane vector adds (the same as 8 scalar ones) */ \
+                        int64_t o = -(int64_t)tim[p];                                      \
+                        for (int x = 0; x < 8; x++) {                                      \
+                            VEC g;                                                         \
+                            memcpy(&g, h[x] + o, sizeof g);                                \
+                            a[x] += g;                                                     \
+                        }                                                                  \
+                    }                                                                      \
+                    for (int x = 0; x < 8; x++) memcpy(d[x], &a[x], sizeof a[x]);          \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+        for (int64_t l = 0; l < nc; l++)                  /* to the kernel's layout */     \
+            for (int64_t j = 0; j < n; j++) {                                              \
+                real *o = gk + ((c0 + l) * n + j) * w;                                     \
+                int32_t bw = band[(c0 + l) * n + j];                                       \
+                int64_t s = bw & 0xFFFF, e = s + (bw >> 16);                               \
+                const real *a = A + (l * n + j) * nch * 8;                                 \
+                for (int64_t k = 0; k < w; k++) o[k] = 0;                                  \
+                for (int64_t k = s; k < e; k++) o[lo + k] = a[k - s];                      \
+            }                                                                              \
+    }                                                                                      \
+done:                                                                                      \
+    free(ptr); free(tim); free(H); free(A);                                                \
+    return rc;                                                                             \
+}
+
 /* the gradient of step t sent back through the synapses: for every kernel row (k, j)
    whose delay span - k reaches a step >= 0, a[lanes] = sum over its entries (ascending i)
    of K * gx[i, lanes], added to the gradient ring at t - (span - k) */
@@ -378,11 +518,13 @@ done:                                                                           
 #define real_t float
 #define SPMM_f32(LBN) SPMM_BODY(LBN, fmaf)
 DEFINE_RECURRENT(float, f32, fmaf)
+DEFINE_BAND(float, f32, nr_vec8_f32)
 #undef real_t
 #define real_t double
 #define SPMM_f64(LBN) SPMM_BODY(LBN, fma)
 DEFINE_RECURRENT(double, f64, fma)
+DEFINE_BAND(double, f64, nr_vec8_f64)
 #undef real_t
 
 /* version of this file's interface, checked by native.py after loading */
-int nd_abi_version(void) { return 1; }
+int nd_abi_version(void) { return 2; }
