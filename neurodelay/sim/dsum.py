@@ -29,16 +29,17 @@ from neurodelay import cbuild
 from neurodelay.errors import SimulationError
 
 KERNEL_SOURCE = Path(__file__).with_name("dsum_kernels.c")
-KERNEL_ABI = 2
+KERNEL_ABI = 3
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _declare(lib) -> None:
     P, I64 = ctypes.c_void_p, ctypes.c_int64
-    for sfx in ("f32", "f64"):
+    for sfx in ("f32", "f32d", "f64"):
         f = getattr(lib, f"nd_dsum_{sfx}")
         f.argtypes = [P, I64, I64, I64, I64, P, P, P, P, I64, I64, P, I64, I64, I64, I64]
         f.restype = ctypes.c_int
+    for sfx in ("f32", "f64"):
         R = ctypes.c_float if sfx == "f32" else ctypes.c_double
         r = getattr(lib, f"nd_recur_{sfx}")
         r.argtypes = [P, I64, I64, P, P, P, P, I64, R, R, R, R, P, P, I64, I64]
@@ -59,12 +60,16 @@ def available() -> bool:
 
 
 def delayed_sum(x: np.ndarray, weight: np.ndarray, delay: np.ndarray, dtype,
-                time_axis: int = 1) -> np.ndarray:
+                time_axis: int = 1, wide: bool = False) -> np.ndarray:
     """S = sum_i weight[o, i] x[.., t - delay[o, i], i] over the steps of ``x``, in
     ``dtype`` (float32 or float64). ``x`` is (B, T, n_in) (``time_axis=1``) or
     (T, B, n_in) (``time_axis=0``); S has the same layout with n_out channels. Synapses
-    with weight 0 or a delay >= T are left out. Raises SimulationError when the compiled
-    kernel is unavailable (callers check :func:`available` first)."""
+    with weight 0 or a delay >= T are left out. ``wide`` (float32): sum in float64 and
+    round once (the float simulator: the float64 sum to float32 rounding, closer than a
+    float32 running sum); without it the sum runs in ``dtype`` (exact anyway for the
+    bit-accurate simulator's integers below 2**24, and twice the vector width). Raises
+    SimulationError when the compiled kernel is unavailable (callers check
+    :func:`available` first)."""
     st, lib = _loaded()
     if not st.available:
         raise SimulationError(f"the compiled delayed sum is unavailable: {st.reason}")
@@ -100,7 +105,8 @@ def delayed_sum(x: np.ndarray, weight: np.ndarray, delay: np.ndarray, dtype,
         xsb, xst, ssb, sst = T * n_in, n_in, T * n_out, n_out
     else:
         xsb, xst, ssb, sst = n_in, B * n_in, n_out, B * n_out
-    fn = lib.nd_dsum_f32 if dtype == np.float32 else lib.nd_dsum_f64
+    fn = (lib.nd_dsum_f64 if dtype == np.float64 else
+          lib.nd_dsum_f32d if wide else lib.nd_dsum_f32)
     cbuild.split_run(fn, B, lambda b0, b1: (
         x.ctypes.data, xsb, xst, T, n_in, optr.ctypes.data, idx.ctypes.data,
         dly.ctypes.data, val.ctypes.data, n_out, span, S.ctypes.data, ssb, sst, b0, b1),
@@ -114,7 +120,8 @@ def recurrent_loop(S: np.ndarray, rec_weight: np.ndarray, rec_delay: np.ndarray,
     """The membrane recursion of a recurrent "lif" layer on its feed-forward sums S
     (B, T, n) (float32 or float64, overwritten with u), compiled:
     :func:`neurodelay.sim.floatsim.recurrent_dynamics`'s rule, the recurrent current of
-    every spike added to the steps it reaches. Returns the spikes (B, T, n) bool."""
+    every spike added to the steps it reaches (summed in float64, rounded to S's dtype
+    when it is added). Returns the spikes (B, T, n) bool."""
     st, lib = _loaded()
     if not st.available:
         raise SimulationError(f"the compiled recurrent loop is unavailable: {st.reason}")

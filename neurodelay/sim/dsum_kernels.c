@@ -23,7 +23,7 @@
 
 #define TT 64
 
-#define DEFINE_DSUM(real, sfx, FMA)                                                        \
+#define DEFINE_DSUM(real, acc_t, sfx, FMA)                                                        \
 /* x[b, t, i] at x + b * xsb + t * xst + i, synapse lists optr (n_out + 1), idx / dly       \
    (int32) and val in CSR by output; S[b, t, o] at S + b * ssb + t * sst + o, written for   \
    batch items [b0, b1). Returns 0, -1 when out of memory, -2 for a listed input or delay \
@@ -52,16 +52,16 @@ int nd_dsum_##sfx(const real *x, int64_t xsb, int64_t xst,  int64_t T, int64_t n
         real *Sb = S + b * ssb;                                                     \
         for (int64_t o = 0; o < n_out; o++) {                                              \
             for (int64_t t0 = 0; t0 < T; t0 += TT) {                                       \
-                real acc[TT];                                                              \
+                acc_t acc[TT];                                                             \
                 for (int u = 0; u < TT; u++) acc[u] = 0;                                   \
                 for (int64_t p = optr[o]; p < optr[o + 1]; p++) {                          \
                     if (!live[idx[p]]) continue;                                           \
                     const real *src = xt + idx[p] * row + P - dly[p] + t0;                 \
-                    const real w = val[p];                                                 \
-                    for (int u = 0; u < TT; u++) acc[u] = FMA(w, src[u], acc[u]);          \
+                    const acc_t w = val[p];                                                \
+                    for (int u = 0; u < TT; u++) acc[u] = FMA(w, (acc_t)src[u], acc[u]);          \
                 }                                                                          \
                 int64_t nt = T - t0 < TT ? T - t0 : TT;                                    \
-                for (int64_t u = 0; u < nt; u++) Sb[(t0 + u) * sst + o] = acc[u];       \
+                for (int64_t u = 0; u < nt; u++) Sb[(t0 + u) * sst + o] = (real)acc[u];       \
             }                                                                              \
         }                                                                                  \
     }                                                                                      \
@@ -70,8 +70,9 @@ done:                                                                           
     return rc;                                                                             \
 }
 
-DEFINE_DSUM(float, f32, fmaf)
-DEFINE_DSUM(double, f64, fma)
+DEFINE_DSUM(float, float, f32, fmaf)
+DEFINE_DSUM(float, double, f32d, fma)
+DEFINE_DSUM(double, double, f64, fma)
 
 #define DEFINE_RECUR(real, sfx)                                                             \
 /* The membrane recursion of a recurrent "lif" layer (floatsim.recurrent_dynamics), one    \
@@ -90,19 +91,20 @@ int nd_recur_##sfx(real *S, int64_t T, int64_t n, const int64_t *cptr, const int
                    unsigned char *spikes, int64_t b0, int64_t b1)                           \
 {                                                                                           \
     real *J = malloc(sizeof(real) * (size_t)n), *u = malloc(sizeof(real) * (size_t)n);    \
-    real *pend = malloc(sizeof(real) * (size_t)(slots * n));                              \
+    double *pend = malloc(sizeof(double) * (size_t)(slots * n));                          \
     int rc = 0;                                                                             \
     if (!J || !u || !pend) { rc = -1; goto done; }                                          \
     for (int64_t b = b0; b < b1; b++) {                                                     \
         memset(J, 0, sizeof(real) * (size_t)n);                                             \
         memset(u, 0, sizeof(real) * (size_t)n);                                             \
-        memset(pend, 0, sizeof(real) * (size_t)(slots * n));                                \
+        memset(pend, 0, sizeof(double) * (size_t)(slots * n));                              \
         for (int64_t t = 0; t < T; t++) {                                                   \
-            real *St = S + (b * T + t) * n, *p = pend + (t % slots) * n;                    \
+            real *St = S + (b * T + t) * n;                                                 \
+            double *p = pend + (t % slots) * n;                                             \
             unsigned char *sp = spikes + (b * T + t) * n;                                   \
             for (int64_t i = 0; i < n; i++) {                                               \
                 J[i] = J[i] * cdecay;                                                       \
-                J[i] = J[i] + (St[i] + p[i]);                                               \
+                J[i] = J[i] + (St[i] + (real)p[i]);                                         \
                 p[i] = 0;                                                                   \
                 u[i] = u[i] * decay;                                                        \
                 u[i] = u[i] + (J[i] + bias[i]);                                             \
@@ -115,7 +117,7 @@ int nd_recur_##sfx(real *S, int64_t T, int64_t n, const int64_t *cptr, const int
                 if (!sp[j]) continue;                                                       \
                 for (int64_t q = cptr[j]; q < cptr[j + 1]; q++) {                           \
                     int64_t ta = t + rdel[q];                                               \
-                    if (ta < T) pend[(ta % slots) * n + ridx[q]] += rval[q];                \
+                    if (ta < T) pend[(ta % slots) * n + ridx[q]] += (double)rval[q];        \
                 }                                                                           \
             }                                                                               \
         }                                                                                   \
@@ -129,4 +131,4 @@ DEFINE_RECUR(float, f32)
 DEFINE_RECUR(double, f64)
 
 /* version of this file's interface, checked by cbuild.py after loading */
-int nd_abi_version(void) { return 2; }
+int nd_abi_version(void) { return 3; }

@@ -101,7 +101,7 @@ def synaptic_sum(layer: Layer, x: np.ndarray, dtype=np.float32,
     if method not in METHODS:
         raise SimulationError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "compiled" or (method == "auto" and dsum.available()):
-        return dsum.delayed_sum(x, layer.weight, layer.delay, dtype)
+        return dsum.delayed_sum(x, layer.weight, layer.delay, dtype, wide=True)
     B, T, n_in = x.shape
     W = layer.weight.astype(dtype)
     I = np.zeros((B, T, layer.n_out), dtype=dtype)
