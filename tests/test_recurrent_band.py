@@ -6,27 +6,18 @@ the compiled loop's kernel gradient within the synapses' bands (``grad_taps``).
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from test_recurrent_fast import compiled_loop  # noqa: F401  (autouse: the compiled loop built)
 
 from neurodelay.errors import KernelError
-from neurodelay.train import dcls_conv, native, recurrent
+from neurodelay.train import dcls_conv
 from neurodelay.train.recurrent import (
     REC_TAP_FLOOR,
     RecurrentSynapses,
     recurrent_gauss_kernel,
     recurrent_lif,
 )
-
-
-@pytest.fixture(autouse=True)
-def compiled_loop():
-    st = recurrent.native_status()
-    if not st.available and os.environ.get(native.ENV_SWITCH):
-        pytest.skip(f"compiled kernels switched off here: {st.reason}")
-    assert st.available, f"the compiled recurrent loop did not build: {st.reason}"
 
 
 def layer(n=24, window=25, sig=0.23, seed=0, dtype=torch.float64):

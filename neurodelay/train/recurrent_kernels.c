@@ -45,6 +45,39 @@
 #pragma GCC optimize("no-loop-unroll-and-jam", "no-loop-interchange")
 #endif
 
+#define DEFINE_SPIKE_LISTS(real, sfx)                                                      \
+/* the spikes of (b, j) as lists of steps: ptr (B * n + 1), tim (steps ascending per       \
+   (b, j)); both malloc'd here (freed by the caller, also on failure). Returns 0, -1       \
+   when out of memory. */                                                                  \
+static int nr_spike_lists_##sfx(const real *spikes, int64_t T, int64_t B, int64_t n,       \
+                                int32_t **ptr_out, int32_t **tim_out)                      \
+{                                                                                          \
+    int32_t *ptr = calloc((size_t)(B * n + 1), sizeof(int32_t));                           \
+    int32_t *fill = malloc(sizeof(int32_t) * (size_t)(B * n + 1));                         \
+    int32_t *tim = NULL;                                                                   \
+    *ptr_out = ptr;                                                                        \
+    *tim_out = NULL;                                                                       \
+    if (!ptr || !fill) { free(fill); return -1; }                                          \
+    for (int64_t t = 0; t < T; t++)                                                        \
+        for (int64_t b = 0; b < B; b++) {                                                  \
+            const real *sp = spikes + (t * B + b) * n;                                     \
+            for (int64_t j = 0; j < n; j++) ptr[b * n + j + 1] += sp[j] != 0;              \
+        }                                                                                  \
+    for (int64_t r = 0; r < B * n; r++) ptr[r + 1] += ptr[r];                              \
+    tim = malloc(sizeof(int32_t) * (size_t)(ptr[B * n] + 1));                              \
+    if (!tim) { free(fill); return -1; }                                                   \
+    memcpy(fill, ptr, sizeof(int32_t) * (size_t)(B * n));                                  \
+    for (int64_t t = 0; t < T; t++)                                                        \
+        for (int64_t b = 0; b < B; b++) {                                                  \
+            const real *sp = spikes + (t * B + b) * n;                                     \
+            for (int64_t j = 0; j < n; j++)                                                \
+                if (sp[j] != 0) tim[fill[b * n + j]++] = (int32_t)t;                       \
+        }                                                                                  \
+    free(fill);                                                                            \
+    *tim_out = tim;                                                                        \
+    return 0;                                                                              \
+}
+
 #define DEFINE_RECURRENT(real, sfx, FMA)                                                   \
                                                                                            \
 /* spikes, states (-h before the reset; NULL: not kept) (T, B, n) contiguous, batch items  \
@@ -237,29 +270,12 @@ int nr_kgrad_##sfx(const real *spikes, const real *gx, int64_t T, int64_t B, int
                    int64_t q1)                                                             \
 {                                                                                          \
     int64_t TG = T + span + 7;                 /* 7 zero steps in front: rows k >= m */    \
-    int32_t *ptr = calloc((size_t)(B * n + 1), sizeof(int32_t));                           \
-    int32_t *fill = malloc(sizeof(int32_t) * (size_t)(B * n + 1));                         \
+    int32_t *ptr = NULL, *tim = NULL;                                                      \
+    int rc = nr_spike_lists_##sfx(spikes, T, B, n, &ptr, &tim);                            \
     real *G = malloc(sizeof(real) * (size_t)(TG * IT));                                    \
     real *A = malloc(sizeof(real) * (size_t)((m + 7) * n * IT)); /* the tile; rows >= m:  \
                                                                     scratch */             \
-    int32_t *tim = NULL;                                                                   \
-    int rc = 0;                                                                            \
-    if (!ptr || !fill || !G || !A) { rc = -1; goto done; }                                 \
-    for (int64_t t = 0; t < T; t++)                     /* spike lists per (b, j) */       \
-        for (int64_t b = 0; b < B; b++) {                                                  \
-            const real *sp = spikes + (t * B + b) * n;                                     \
-            for (int64_t j = 0; j < n; j++) ptr[b * n + j + 1] += sp[j] != 0;              \
-        }                                                                                  \
-    for (int64_t r = 0; r < B * n; r++) ptr[r + 1] += ptr[r];                              \
-    tim = malloc(sizeof(int32_t) * (size_t)(ptr[B * n] + 1));                              \
-    if (!tim) { rc = -1; goto done; }                                                      \
-    memcpy(fill, ptr, sizeof(int32_t) * (size_t)(B * n));                                 \
-    for (int64_t t = 0; t < T; t++)                                                        \
-        for (int64_t b = 0; b < B; b++) {                                                  \
-            const real *sp = spikes + (t * B + b) * n;                                     \
-            for (int64_t j = 0; j < n; j++)                                                \
-                if (sp[j] != 0) tim[fill[b * n + j]++] = (int32_t)t;                       \
-        }                                                                                  \
+    if (rc != 0 || !G || !A) { rc = -1; goto done; }                                       \
     const int64_t rs = n * IT;                          /* row k + 1 of A: + rs */         \
     for (int64_t q = q0; q < q1; q++) {                                                    \
         int64_t c0 = q * IT, nc = n - c0 < IT ? n - c0 : IT;                               \
@@ -336,7 +352,7 @@ int nr_kgrad_##sfx(const real *spikes, const real *gx, int64_t T, int64_t B, int
             }                                                                              \
     }                                                                                      \
 done:                                                                                      \
-    free(ptr); free(fill); free(G); free(A); free(tim);                                    \
+    free(ptr); free(G); free(A); free(tim);                                    \
     return rc;                                                                             \
 }
 
@@ -346,38 +362,6 @@ typedef float nr_vec8_f32 __attribute__((vector_size(8 * sizeof(float))));
 typedef double nr_vec8_f64 __attribute__((vector_size(8 * sizeof(double))));
 
 #define DEFINE_BAND(real, sfx, VEC)                                                         \
-/* the spikes of (b, j) as lists of steps: ptr (B * n + 1), tim (steps ascending per       \
-   (b, j)); both malloc'd here (freed by the caller, also on failure). Returns 0, -1       \
-   when out of memory. */                                                                  \
-static int nr_spike_lists_##sfx(const real *spikes, int64_t T, int64_t B, int64_t n,       \
-                                int32_t **ptr_out, int32_t **tim_out)                      \
-{                                                                                          \
-    int32_t *ptr = calloc((size_t)(B * n + 1), sizeof(int32_t));                           \
-    int32_t *fill = malloc(sizeof(int32_t) * (size_t)(B * n + 1));                         \
-    int32_t *tim = NULL;                                                                   \
-    *ptr_out = ptr;                                                                        \
-    *tim_out = NULL;                                                                       \
-    if (!ptr || !fill) { free(fill); return -1; }                                          \
-    for (int64_t t = 0; t < T; t++)                                                        \
-        for (int64_t b = 0; b < B; b++) {                                                  \
-            const real *sp = spikes + (t * B + b) * n;                                     \
-            for (int64_t j = 0; j < n; j++) ptr[b * n + j + 1] += sp[j] != 0;              \
-        }                                                                                  \
-    for (int64_t r = 0; r < B * n; r++) ptr[r + 1] += ptr[r];                              \
-    tim = malloc(sizeof(int32_t) * (size_t)(ptr[B * n] + 1));                              \
-    if (!tim) { free(fill); return -1; }                                                   \
-    memcpy(fill, ptr, sizeof(int32_t) * (size_t)(B * n));                                  \
-    for (int64_t t = 0; t < T; t++)                                                        \
-        for (int64_t b = 0; b < B; b++) {                                                  \
-            const real *sp = spikes + (t * B + b) * n;                                     \
-            for (int64_t j = 0; j < n; j++)                                                \
-                if (sp[j] != 0) tim[fill[b * n + j]++] = (int32_t)t;                       \
-        }                                                                                  \
-    free(fill);                                                                            \
-    *tim_out = tim;                                                                        \
-    return 0;                                                                              \
-}                                                                                          \
-                                                                                           \
 /* band (n * n) int32 from mask (n, n, w) (K[i, j, tap] layout), rows r = i * n + j in     \
    [r0, r1): the taps lo + start .. lo + start + width - 1 (start | width << 16, relative to \
    lo) from the first to the last nonzero tap of the mask among taps lo .. lo + m - 1      \
@@ -517,6 +501,8 @@ done:                                                                           
 
 #define real_t float
 #define SPMM_f32(LBN) SPMM_BODY(LBN, fmaf)
+DEFINE_SPIKE_LISTS(float, f32)
+DEFINE_SPIKE_LISTS(double, f64)
 DEFINE_RECURRENT(float, f32, fmaf)
 DEFINE_BAND(float, f32, nr_vec8_f32)
 #undef real_t
