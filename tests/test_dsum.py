@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from compiled_checks import require_compiled
 
 from neurodelay.core.network import Layer
 from neurodelay.errors import SimulationError
@@ -16,8 +17,7 @@ from neurodelay.sim import dsum, floatsim
 
 @pytest.fixture(autouse=True)
 def _compiled():
-    if not dsum.available():
-        pytest.skip(f"the compiled delayed sum is unavailable here: {dsum.status().reason}")
+    require_compiled(dsum.status(), "the compiled delayed sum")
 
 
 def loop_sum(x, w, d):

@@ -8,11 +8,10 @@ and the errors for arguments the direct path cannot take.
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
+from compiled_checks import require_compiled
 
 from neurodelay.errors import KernelError
 from neurodelay.train import dcls_conv, native
@@ -21,10 +20,7 @@ from neurodelay.train.dcls_conv import delay_conv, gauss_kernel_reference, tap_p
 
 @pytest.fixture(autouse=True)
 def kernels():
-    st = native.status()
-    if not st.available and os.environ.get(native.ENV_SWITCH):
-        pytest.skip(f"compiled kernels switched off here: {st.reason}")
-    assert st.available, f"the compiled kernels did not build: {st.reason}"
+    require_compiled(native.status(), "the compiled kernels")
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)

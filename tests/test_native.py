@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from compiled_checks import require_compiled
 
 from neurodelay.errors import KernelError
 from neurodelay.train import native
@@ -27,10 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _require_kernels():
-    st = native.status()
-    if not st.available and os.environ.get(native.ENV_SWITCH):
-        pytest.skip(f"compiled kernels switched off here: {st.reason}")
-    assert st.available, f"the compiled kernels did not build: {st.reason}"
+    require_compiled(native.status(), "the compiled kernels")
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ import textwrap
 
 import pytest
 import torch
+from compiled_checks import require_compiled
 
 from neurodelay.errors import KernelError
 from neurodelay.train import native, recurrent
@@ -26,10 +27,7 @@ TAU, TH, ALPHA = 2.0, 1.0, 5.0
 
 @pytest.fixture(autouse=True)
 def compiled_loop():
-    st = recurrent.native_status()
-    if not st.available and os.environ.get(native.ENV_SWITCH):
-        pytest.skip(f"compiled kernels switched off here: {st.reason}")
-    assert st.available, f"the compiled recurrent loop did not build: {st.reason}"
+    require_compiled(recurrent.native_status(), "the compiled recurrent loop")
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
