@@ -170,6 +170,13 @@ def build(source: Path, stem: str, abi: int, declare,
                         cc), None
 
 
+def bind(lib, name: str, restype, *argtypes) -> None:
+    """Declare the C signature of ``lib.name`` for ctypes (what ``declare`` callbacks do)."""
+    fn = getattr(lib, name)
+    fn.argtypes = list(argtypes)
+    fn.restype = restype
+
+
 def load(source: Path, stem: str, abi: int, declare) -> tuple[NativeStatus, object]:
     """:func:`build` once per process for ``stem`` (later calls return the same pair)."""
     with _LOCK:

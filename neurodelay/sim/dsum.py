@@ -36,14 +36,12 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def _declare(lib) -> None:
     P, I64 = ctypes.c_void_p, ctypes.c_int64
     for sfx in ("f32", "f32d", "f64"):
-        f = getattr(lib, f"nd_dsum_{sfx}")
-        f.argtypes = [P, I64, I64, I64, I64, P, P, P, P, I64, I64, P, I64, I64, I64, I64]
-        f.restype = ctypes.c_int
+        cbuild.bind(lib, f"nd_dsum_{sfx}", ctypes.c_int,
+                    P, I64, I64, I64, I64, P, P, P, P, I64, I64, P, I64, I64, I64, I64)
     for sfx in ("f32", "f64"):
         R = ctypes.c_float if sfx == "f32" else ctypes.c_double
-        r = getattr(lib, f"nd_recur_{sfx}")
-        r.argtypes = [P, I64, I64, P, P, P, P, I64, R, R, R, R, P, P, I64, I64]
-        r.restype = ctypes.c_int
+        cbuild.bind(lib, f"nd_recur_{sfx}", ctypes.c_int,
+                    P, I64, I64, P, P, P, P, I64, R, R, R, R, P, P, I64, I64)
 
 
 def _loaded():

@@ -61,34 +61,23 @@ _STATE: dict = {}
 def _declare(lib) -> None:
     P, I64, I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for sfx in ("f32", "f64"):
-        g = getattr(lib, f"nd_gather_{sfx}")
-        g.argtypes = [P, I64, I64, I64, I64, I64, P, P, I64, P, I64, I64, I64, I32, I64, I64]
-        g.restype = I32
-        w = getattr(lib, f"nd_wgrad_{sfx}")
-        w.argtypes = [P, I64, I64, I64, P, I64, I64, I64, I64, P, I64, P, I64, I64, I64, I32,
-                      I64, I64]
-        w.restype = I32
-        sp = getattr(lib, f"nd_spikes_{sfx}")
-        sp.argtypes = [P, I64, I64, I64, I64, I64, P, P, P, I64, I64]
-        sp.restype = I32
-        mf = getattr(lib, f"nd_mt_fwd_{sfx}")
-        mf.argtypes = [P, P, P, I64, I64, P, P, I64, I32, I64, P, I64, I64, I64]
-        mf.restype = I32
-        mk = getattr(lib, f"nd_mt_kgrad_{sfx}")
-        mk.argtypes = [P, I64, I64, I64, P, P, P, I64, I64, P, I64, I32, I64, I64, P, I64,
-                       I64, I64]
-        mk.restype = I32
-        mp = getattr(lib, f"nd_mt_plan_{sfx}")
-        mp.argtypes = [P, I64, ctypes.c_double, P, P, I64, I64]
-        mp.restype = I32
-        cz = getattr(lib, f"nd_count_nonzero_{sfx}")
-        cz.argtypes = [P, I64, I64, I64, I64, I64, I64]
-        cz.restype = I64
-        mt = getattr(lib, f"nd_mt_taps_{sfx}")
-        mt.argtypes = [P, I64, I64, I64, P, P, I32, P, P, I64, I64]
-        mt.restype = I32
-    lib.nd_mt_plan_stats.argtypes = [P, P, I64, P]
-    lib.nd_mt_plan_stats.restype = I32
+        cbuild.bind(lib, f"nd_gather_{sfx}", I32,
+                    P, I64, I64, I64, I64, I64, P, P, I64, P, I64, I64, I64, I32, I64, I64)
+        cbuild.bind(lib, f"nd_wgrad_{sfx}", I32,
+                    P, I64, I64, I64, P, I64, I64, I64, I64, P, I64, P, I64, I64, I64, I32,
+                    I64, I64)
+        cbuild.bind(lib, f"nd_spikes_{sfx}", I32,
+                    P, I64, I64, I64, I64, I64, P, P, P, I64, I64)
+        cbuild.bind(lib, f"nd_mt_fwd_{sfx}", I32,
+                    P, P, P, I64, I64, P, P, I64, I32, I64, P, I64, I64, I64)
+        cbuild.bind(lib, f"nd_mt_kgrad_{sfx}", I32,
+                    P, I64, I64, I64, P, P, P, I64, I64, P, I64, I32, I64, I64, P, I64,
+                    I64, I64)
+        cbuild.bind(lib, f"nd_mt_plan_{sfx}", I32, P, I64, ctypes.c_double, P, P, I64, I64)
+        cbuild.bind(lib, f"nd_count_nonzero_{sfx}", I64, P, I64, I64, I64, I64, I64, I64)
+        cbuild.bind(lib, f"nd_mt_taps_{sfx}", I32,
+                    P, I64, I64, I64, P, P, I32, P, P, I64, I64)
+    cbuild.bind(lib, "nd_mt_plan_stats", I32, P, P, I64, P)
 
 
 def _build(source_file: Path = SOURCE, stem: str = "intdelay", abi: int = ABI_VERSION,

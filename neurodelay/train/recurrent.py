@@ -82,6 +82,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from neurodelay import cbuild
 from neurodelay.errors import KernelError
 from neurodelay.train import native
 from neurodelay.train.dcls_conv import DCLS_NORM_EPS, DCLS_SIG_OFFSET, _gauss_kernel_and_taps
@@ -307,30 +308,19 @@ def recurrent_lif(cur: torch.Tensor, kernel: torch.Tensor, tau: float, threshold
 def _declare(lib) -> None:
     P, I64, I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for sfx, R in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-        f = getattr(lib, f"nr_forward_{sfx}")
-        f.argtypes = [P, P, P, I64, I64, I64, I64, I64, R, R, P, P, I64, I64]
-        f.restype = I32
-        b = getattr(lib, f"nr_backward_{sfx}")
-        b.argtypes = [P, P, P, P, P, P, I64, I64, I64, I64, I64, R, R, R, R, I32, P, I64, I64]
-        b.restype = I32
-        k = getattr(lib, f"nr_kgrad_{sfx}")
-        k.argtypes = [P, P, I64, I64, I64, I64, I64, I64, I64, P, I64, I64]
-        k.restype = I32
-        c = getattr(lib, f"nr_csr_{sfx}")
-        c.argtypes = [P, I64, I64, P, P, P]
-        c.restype = I32
-        a = getattr(lib, f"nr_pack_{sfx}")
-        a.argtypes = [P, I64, I64, I64, I64, P, I64, I64]
-        a.restype = I32
-        r = getattr(lib, f"nr_rowcount_{sfx}")
-        r.argtypes = [P, I64, P, I64, I64]
-        r.restype = I32
-        d = getattr(lib, f"nr_band_{sfx}")
-        d.argtypes = [P, I64, I64, I64, P, I64, I64]
-        d.restype = I32
-        kb = getattr(lib, f"nr_kgrad_band_{sfx}")
-        kb.argtypes = [P, P, P, I64, I64, I64, I64, I64, I64, I64, I64, P, I64, I64]
-        kb.restype = I32
+        cbuild.bind(lib, f"nr_forward_{sfx}", I32,
+                    P, P, P, I64, I64, I64, I64, I64, R, R, P, P, I64, I64)
+        cbuild.bind(lib, f"nr_backward_{sfx}", I32,
+                    P, P, P, P, P, P, I64, I64, I64, I64, I64, R, R, R, R, I32, P, I64,
+                    I64)
+        cbuild.bind(lib, f"nr_kgrad_{sfx}", I32,
+                    P, P, I64, I64, I64, I64, I64, I64, I64, P, I64, I64)
+        cbuild.bind(lib, f"nr_csr_{sfx}", I32, P, I64, I64, P, P, P)
+        cbuild.bind(lib, f"nr_pack_{sfx}", I32, P, I64, I64, I64, I64, P, I64, I64)
+        cbuild.bind(lib, f"nr_rowcount_{sfx}", I32, P, I64, P, I64, I64)
+        cbuild.bind(lib, f"nr_band_{sfx}", I32, P, I64, I64, I64, P, I64, I64)
+        cbuild.bind(lib, f"nr_kgrad_band_{sfx}", I32,
+                    P, P, P, I64, I64, I64, I64, I64, I64, I64, I64, P, I64, I64)
 
 
 def native_status() -> native.NativeStatus:
