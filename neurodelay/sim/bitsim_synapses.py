@@ -124,12 +124,12 @@ def _total_exact(syn: _Syn, s: np.ndarray, bound: int, n_out: int, a: Arith) -> 
 
 def _total_fast(syn: _Syn, s: np.ndarray, bound: int, precision: str) -> np.ndarray:
     """Exact total sum_k (S @ W_k^T) delayed by 1 + k, integer-valued float64 (R, B, n_out)."""
-    R = s.shape[0]
-    delays = [int(k) for k in syn.delays if 1 + k < R]
     if dsum.available():            # exact: integer partial sums below 2**24 / 2**31
         dt = np.float32 if bound < 2 ** 24 else np.float64
         out = dsum.delayed_sum(s, syn.w, 1 + syn.delay, dt, time_axis=0)
         return out.astype(np.float64, copy=False)
+    R = s.shape[0]
+    delays = [int(k) for k in syn.delays if 1 + k < R]
     if len(delays) <= _GROUPED_MAX:
         return _total_grouped(syn, s, bound, delays)
     use32 = precision == "auto" and bound < _F32_BOUND

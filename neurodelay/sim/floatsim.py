@@ -25,7 +25,10 @@ How it is computed, per layer:
 Precision: ``dtype`` selects the arithmetic (float32 by default, the precision of
 the trained PyTorch model; float64 for a higher-precision reference). In float32 the
 result differs from a float64 run only by rounding, except where a membrane is within
-rounding distance of the threshold (then a spike can flip). The returned membrane
+rounding distance of the threshold (then a spike can flip); the compiled sums of a
+float32 run accumulate in float64 and round once (:func:`neurodelay.sim.dsum.delayed_sum`
+``wide``, and the recurrent current), the numpy path's products round as BLAS does. The
+returned membrane
 has the chosen dtype. Memory: a few arrays of B*T*max(n) elements of that dtype, so
 simulate a large set in chunks (``predict``/``accuracy`` do).
 """
